@@ -1,0 +1,80 @@
+"""The one error table every gateway renders from.
+
+Each row: AWS error code (the JSON protocol's `__type`), the code the Query protocol uses (and that
+SQS's JSON protocol repeats in `x-amzn-query-error`), HTTP status, whether the sender is at fault,
+and whether a retry can succeed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class ErrorKind(NamedTuple):
+    code: str
+    query_code: str
+    http_status: int
+    sender_fault: bool
+    retryable: bool
+
+
+_ROWS = [
+    # code,                          query code,                                           status, sender, retryable
+    ("InvalidParameterValue", "InvalidParameterValue", 400, True, False),
+    ("MissingParameter", "MissingParameter", 400, True, False),
+    ("InvalidAttributeName", "InvalidAttributeName", 400, True, False),
+    ("InvalidAttributeValue", "InvalidAttributeValue", 400, True, False),
+    ("InvalidMessageContents", "InvalidMessageContents", 400, True, False),
+    ("InvalidAddress", "InvalidAddress", 404, True, False),
+    ("QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue", 400, True, False),
+    ("QueueNameExists", "QueueAlreadyExists", 400, True, False),
+    ("QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently", 400, True, True),
+    ("ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid", 400, True, False),
+    ("InvalidIdFormat", "InvalidIdFormat", 400, True, False),
+    ("MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight", 400, True, False),
+    ("EmptyBatchRequest", "AWS.SimpleQueueService.EmptyBatchRequest", 400, True, False),
+    ("TooManyEntriesInBatchRequest", "AWS.SimpleQueueService.TooManyEntriesInBatchRequest", 400, True, False),
+    ("BatchEntryIdsNotDistinct", "AWS.SimpleQueueService.BatchEntryIdsNotDistinct", 400, True, False),
+    ("BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong", 400, True, False),
+    ("InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId", 400, True, False),
+    ("PurgeQueueInProgress", "AWS.SimpleQueueService.PurgeQueueInProgress", 403, True, True),
+    ("OverLimit", "OverLimit", 403, True, True),
+    ("UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", 400, True, False),
+    ("InvalidAction", "InvalidAction", 400, True, False),
+    ("RequestThrottled", "RequestThrottled", 400, True, True),
+    ("ServiceUnavailable", "ServiceUnavailable", 503, False, True),
+    ("InternalError", "InternalError", 500, False, True),
+]
+
+KINDS: dict[str, ErrorKind] = {row[0]: ErrorKind(*row) for row in _ROWS}
+
+
+class BrokerError(Exception):
+    """An error with an AWS error code, raised by the actors and rendered by every gateway."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in KINDS:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.kind = KINDS[code]
+        self.code = code
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind.retryable
+
+    def __repr__(self) -> str:
+        return f"BrokerError({self.code!r}, {self.message!r})"
+
+
+def invalid(message: str) -> BrokerError:
+    return BrokerError("InvalidParameterValue", message)
+
+
+def no_such_queue(name: str) -> BrokerError:
+    return BrokerError("QueueDoesNotExist", f"The specified queue {name} does not exist.")
+
+
+def overloaded(what: str) -> BrokerError:
+    return BrokerError("RequestThrottled", f"{what} is overloaded; retry the request shortly.")

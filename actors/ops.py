@@ -1,0 +1,203 @@
+"""The broker's operation model: the requests the actors serve and the results they return.
+
+The native protocol carries these structs as they are; the AWS gateway translates AWS shapes to and
+from them. Queues are addressed by name. Formats evolve only by appending defaulted fields.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from dovecote.storage.records import MessageAttribute
+
+
+class Op(msgspec.Struct, tag=True, array_like=True, omit_defaults=True, frozen=True):
+    pass
+
+
+class QueueOp(Op):
+    queue: str
+
+
+# --- requests ---------------------------------------------------------------------------------
+class CreateQueue(QueueOp):
+    attributes: dict[str, str] = {}
+
+
+class DeleteQueue(QueueOp):
+    pass
+
+
+class GetQueueUrl(QueueOp):
+    pass
+
+
+class ListQueues(Op):
+    prefix: str = ""
+    max_results: int | None = None
+    next_token: str | None = None
+
+
+class PurgeQueue(QueueOp):
+    pass
+
+
+class GetQueueAttributes(QueueOp):
+    attribute_names: list[str] = []
+
+
+class SetQueueAttributes(QueueOp):
+    attributes: dict[str, str] = {}
+
+
+class SendEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    id: str
+    body: str
+    delay_seconds: int | None = None
+    message_attributes: dict[str, MessageAttribute] = {}
+
+
+class SendMessage(QueueOp):
+    body: str
+    delay_seconds: int | None = None
+    message_attributes: dict[str, MessageAttribute] = {}
+    sender_id: str = ""
+
+
+class SendMessageBatch(QueueOp):
+    entries: list[SendEntry]
+    sender_id: str = ""
+
+
+class ReceiveMessage(QueueOp):
+    max_number_of_messages: int = 1
+    visibility_timeout: int | None = None
+    wait_time_seconds: int | None = None
+    attribute_names: list[str] = []
+    message_attribute_names: list[str] = []
+
+
+class DeleteMessage(QueueOp):
+    receipt_handle: str
+
+
+class DeleteEntry(msgspec.Struct, array_like=True, frozen=True):
+    id: str
+    receipt_handle: str
+
+
+class DeleteMessageBatch(QueueOp):
+    entries: list[DeleteEntry]
+
+
+class ChangeMessageVisibility(QueueOp):
+    receipt_handle: str
+    visibility_timeout: int
+
+
+class VisibilityEntry(msgspec.Struct, array_like=True, frozen=True):
+    id: str
+    receipt_handle: str
+    visibility_timeout: int
+
+
+class ChangeMessageVisibilityBatch(QueueOp):
+    entries: list[VisibilityEntry]
+
+
+REGISTRY_OPS = (CreateQueue, DeleteQueue, GetQueueUrl, ListQueues)
+
+AnyOp = (
+    CreateQueue
+    | DeleteQueue
+    | GetQueueUrl
+    | ListQueues
+    | PurgeQueue
+    | GetQueueAttributes
+    | SetQueueAttributes
+    | SendMessage
+    | SendMessageBatch
+    | ReceiveMessage
+    | DeleteMessage
+    | DeleteMessageBatch
+    | ChangeMessageVisibility
+    | ChangeMessageVisibilityBatch
+)
+
+
+# --- results ----------------------------------------------------------------------------------
+class Result(msgspec.Struct, tag=True, array_like=True, omit_defaults=True, frozen=True):
+    pass
+
+
+class Done(Result):
+    pass
+
+
+class QueueName(Result):
+    queue: str
+
+
+class QueueNames(Result):
+    queues: list[str]
+    next_token: str | None = None
+
+
+class Attributes(Result):
+    attributes: dict[str, str]
+
+
+class Sent(Result):
+    message_id: str
+    md5_of_message_body: str
+    md5_of_message_attributes: str | None = None
+
+
+class SentEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    id: str
+    message_id: str
+    md5_of_message_body: str
+    md5_of_message_attributes: str | None = None
+
+
+class BatchFailure(msgspec.Struct, array_like=True, frozen=True):
+    id: str
+    code: str
+    message: str
+    sender_fault: bool
+
+
+class SendBatchResult(Result):
+    successful: list[SentEntry]
+    failed: list[BatchFailure]
+
+
+class BatchResult(Result):
+    successful: list[str]  # entry ids
+    failed: list[BatchFailure]
+
+
+class ReceivedMessage(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    message_id: str
+    receipt_handle: str
+    body: str
+    md5_of_body: str
+    md5_of_message_attributes: str | None = None
+    attributes: dict[str, str] = {}
+    message_attributes: dict[str, MessageAttribute] = {}
+
+
+class Received(Result):
+    messages: list[ReceivedMessage]
+
+
+class Failure(Result):
+    """An operation that failed as a whole: an error-table code and a message."""
+
+    code: str
+    message: str
+
+
+AnyResult = (
+    Done | QueueName | QueueNames | Attributes | Sent | SendBatchResult | BatchResult | Received | Failure
+)

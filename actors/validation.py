@@ -1,0 +1,300 @@
+"""Pure SQS validation and checksums: no I/O, no clock. Each check raises BrokerError with the code
+and wording AWS uses."""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import re
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+
+import msgspec
+
+from dovecote.storage.records import MessageAttribute
+
+from .errors import BrokerError, invalid
+
+MAX_MESSAGE_ATTRIBUTES = 10
+MAX_BATCH_ENTRIES = 10
+MAX_RECEIVE_MESSAGES = 10
+MAX_WAIT_TIME_S = 20
+MAX_VISIBILITY_TIMEOUT_S = 12 * 3600
+MAX_DELAY_S = 900
+MIN_MESSAGE_BYTES = 1024
+MAX_MESSAGE_BYTES = 1024 * 1024
+MIN_RETENTION_S = 60
+MAX_RETENTION_S = 14 * 24 * 3600
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+_DATA_TYPE = re.compile(r"(String|Number|Binary)(\.[^\s]{1,250})?")
+# The characters SQS accepts in a message: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF
+_INVALID_CHAR = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+class QueueConfig(msgspec.Struct, frozen=True):
+    """The typed view of a queue's writable attributes (seconds and bytes, as SQS names them)."""
+
+    visibility_timeout_s: int = 30
+    delay_s: int = 0
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    retention_s: int = 4 * 24 * 3600
+    receive_wait_s: int = 0
+
+
+# attribute name -> (config field, minimum, maximum)
+_NUMERIC_ATTRIBUTES = {
+    "VisibilityTimeout": ("visibility_timeout_s", 0, MAX_VISIBILITY_TIMEOUT_S),
+    "DelaySeconds": ("delay_s", 0, MAX_DELAY_S),
+    "MaximumMessageSize": ("max_message_bytes", MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES),
+    "MessageRetentionPeriod": ("retention_s", MIN_RETENTION_S, MAX_RETENTION_S),
+    "ReceiveMessageWaitTimeSeconds": ("receive_wait_s", 0, MAX_WAIT_TIME_S),
+}
+# Stored and returned as given; no behaviour of this broker depends on them.
+_OPAQUE_ATTRIBUTES = {"Policy", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds", "SqsManagedSseEnabled"}
+READ_ONLY_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+    "CreatedTimestamp",
+    "LastModifiedTimestamp",
+    "QueueArn",
+)
+SYSTEM_ATTRIBUTE_NAMES = (
+    "ApproximateReceiveCount",
+    "ApproximateFirstReceiveTimestamp",
+    "SentTimestamp",
+    "SenderId",
+)
+
+
+def validate_queue_name(name: str) -> None:
+    if name.endswith(".fifo"):
+        raise BrokerError(
+            "InvalidParameterValue", "FIFO queues are not supported by this broker yet."
+        )
+    if not _QUEUE_NAME.fullmatch(name):
+        raise invalid(
+            "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length"
+        )
+
+
+def validate_queue_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
+    """Check writable queue attributes; return them normalised (numbers without padding)."""
+    normalised: dict[str, str] = {}
+    for name, value in attributes.items():
+        if name in _NUMERIC_ATTRIBUTES:
+            _, low, high = _NUMERIC_ATTRIBUTES[name]
+            number = _parse_int(value)
+            if number is None or not low <= number <= high:
+                raise BrokerError(
+                    "InvalidAttributeValue",
+                    f"Invalid value for the parameter {name}. Reason: must be an integer from {low} to {high}.",
+                )
+            normalised[name] = str(number)
+        elif name in _OPAQUE_ATTRIBUTES:
+            if name == "SqsManagedSseEnabled" and value.lower() not in ("true", "false"):
+                raise BrokerError("InvalidAttributeValue", "SqsManagedSseEnabled must be true or false.")
+            normalised[name] = value.lower() if name == "SqsManagedSseEnabled" else value
+        elif name == "FifoQueue":
+            if value.lower() == "true":
+                raise invalid("FIFO queues are not supported by this broker yet.")
+            raise BrokerError("InvalidAttributeName", "Unknown Attribute FifoQueue.")
+        else:
+            raise BrokerError("InvalidAttributeName", f"Unknown Attribute {name}.")
+    return normalised
+
+
+def queue_config(attributes: Mapping[str, str]) -> QueueConfig:
+    fields = {
+        field: int(attributes[name])
+        for name, (field, _, _) in _NUMERIC_ATTRIBUTES.items()
+        if name in attributes
+    }
+    return QueueConfig(**fields)
+
+
+def default_queue_attributes() -> dict[str, str]:
+    defaults = QueueConfig()
+    return {name: str(getattr(defaults, field)) for name, (field, _, _) in _NUMERIC_ATTRIBUTES.items()}
+
+
+def check_attribute_names(names: Iterable[str]) -> None:
+    known = set(_NUMERIC_ATTRIBUTES) | _OPAQUE_ATTRIBUTES | set(READ_ONLY_ATTRIBUTES) | {"All"}
+    for name in names:
+        if name not in known:
+            raise BrokerError("InvalidAttributeName", f"Unknown Attribute {name}.")
+
+
+def check_system_attribute_names(names: Iterable[str]) -> None:
+    for name in names:
+        if name != "All" and name not in SYSTEM_ATTRIBUTE_NAMES and name not in ("AWSTraceHeader", "SequenceNumber", "MessageDeduplicationId", "MessageGroupId", "DeadLetterQueueSourceArn"):
+            raise BrokerError("InvalidAttributeName", f"Unknown Attribute {name}.")
+
+
+def validate_message(
+    body: str, attributes: Mapping[str, MessageAttribute], max_message_bytes: int
+) -> None:
+    if not body:
+        raise BrokerError("MissingParameter", "The request must contain the parameter MessageBody.")
+    if _INVALID_CHAR.search(body):
+        raise BrokerError(
+            "InvalidMessageContents",
+            "Invalid characters found. Valid unicode characters are #x9 | #xA | #xD | #x20 to "
+            "#xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF",
+        )
+    size = len(body.encode())
+    if attributes:
+        size += validate_message_attributes(attributes)
+    if size > max_message_bytes:
+        raise invalid(
+            f"One or more parameters are invalid. Reason: Message must be shorter than {max_message_bytes} bytes."
+        )
+
+
+def validate_message_attributes(attributes: Mapping[str, MessageAttribute]) -> int:
+    """Check user message attributes; returns the bytes they count towards the message size."""
+    if len(attributes) > MAX_MESSAGE_ATTRIBUTES:
+        raise invalid(
+            f"Number of message attributes [{len(attributes)}] exceeds the allowed maximum [{MAX_MESSAGE_ATTRIBUTES}]."
+        )
+    size = 0
+    for name, value in attributes.items():
+        lowered = name.lower()
+        if (
+            not _ATTRIBUTE_NAME.fullmatch(name)
+            or lowered.startswith(("aws.", "amazon."))
+            or name.startswith(".")
+            or name.endswith(".")
+            or ".." in name
+        ):
+            raise invalid(f"Message (user) attribute name '{name}' is invalid.")
+        if not _DATA_TYPE.fullmatch(value.data_type):
+            raise invalid(
+                f"The type of message (user) attribute '{name}' is invalid. "
+                "You must use only the following supported type prefixes: Binary, Number, String."
+            )
+        if value.data_type.startswith("Binary"):
+            if not value.binary_value:
+                raise invalid(f"Message (user) attribute '{name}' must contain a non-empty value of type 'Binary'.")
+            size += len(value.binary_value)
+        else:
+            base = "Number" if value.data_type.startswith("Number") else "String"
+            if not value.string_value:
+                raise invalid(f"Message (user) attribute '{name}' must contain a non-empty value of type '{base}'.")
+            if base == "Number" and not _valid_number(value.string_value):
+                raise invalid(f"Can't cast the value of message (user) attribute '{name}' to a number.")
+            if _INVALID_CHAR.search(value.string_value):
+                raise BrokerError("InvalidMessageContents", f"Message (user) attribute '{name}' has invalid characters.")
+            size += len(value.string_value.encode())
+        size += len(name.encode()) + len(value.data_type.encode())
+    return size
+
+
+def _valid_number(text: str) -> bool:
+    try:
+        number = decimal.Decimal(text.strip())
+    except decimal.InvalidOperation:
+        return False
+    if not number.is_finite():
+        return False
+    digits = number.as_tuple().digits
+    return len(digits) <= 38 and (number == 0 or -(10**128) <= number <= 10**126)
+
+
+def validate_delay(delay_seconds: int | None) -> None:
+    if delay_seconds is not None and not 0 <= delay_seconds <= MAX_DELAY_S:
+        raise invalid(
+            f"Value {delay_seconds} for parameter DelaySeconds is invalid. Reason: must be between 0 and {MAX_DELAY_S}."
+        )
+
+
+def validate_visibility_timeout(seconds: int) -> None:
+    if not 0 <= seconds <= MAX_VISIBILITY_TIMEOUT_S:
+        raise invalid(
+            f"Value {seconds} for parameter VisibilityTimeout is invalid. "
+            f"Reason: Must be between 0 and {MAX_VISIBILITY_TIMEOUT_S}."
+        )
+
+
+def validate_receive(max_messages: int, wait_time_s: int | None) -> None:
+    if not 1 <= max_messages <= MAX_RECEIVE_MESSAGES:
+        raise BrokerError(
+            "InvalidParameterValue",
+            f"Value {max_messages} for parameter MaxNumberOfMessages is invalid. Reason: Must be between 1 and 10, if provided.",
+        )
+    if wait_time_s is not None and not 0 <= wait_time_s <= MAX_WAIT_TIME_S:
+        raise invalid(
+            f"Value {wait_time_s} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."
+        )
+
+
+def validate_batch(entry_ids: Sequence[str]) -> None:
+    if not entry_ids:
+        raise BrokerError("EmptyBatchRequest", "There should be at least one entry in the request.")
+    if len(entry_ids) > MAX_BATCH_ENTRIES:
+        raise BrokerError(
+            "TooManyEntriesInBatchRequest",
+            f"Maximum number of entries per request are {MAX_BATCH_ENTRIES}. You have sent {len(entry_ids)}.",
+        )
+    for entry_id in entry_ids:
+        if not _BATCH_ID.fullmatch(entry_id):
+            raise BrokerError(
+                "InvalidBatchEntryId",
+                "A batch entry id can only contain alphanumeric characters, hyphens and underscores. "
+                "It can be at most 80 letters long.",
+            )
+    if len(set(entry_ids)) != len(entry_ids):
+        raise BrokerError("BatchEntryIdsNotDistinct", "Two or more batch entries in the request have the same Id.")
+
+
+def check_batch_size(bodies: Iterable[str], attributes: Iterable[Mapping[str, MessageAttribute]], limit: int) -> None:
+    total = sum(len(b.encode()) for b in bodies) + sum(_attributes_size(a) for a in attributes)
+    if total > limit:
+        raise BrokerError(
+            "BatchRequestTooLong", f"Batch requests cannot be longer than {limit} bytes. You have sent {total} bytes."
+        )
+
+
+def _attributes_size(attributes: Mapping[str, MessageAttribute]) -> int:
+    return sum(
+        len(name.encode())
+        + len(v.data_type.encode())
+        + (len(v.binary_value) if v.binary_value is not None else len((v.string_value or "").encode()))
+        for name, v in attributes.items()
+    )
+
+
+def _parse_int(value: str) -> int | None:
+    text = value.strip()
+    if not text or not (text.isdigit() or (text[0] in "+-" and text[1:].isdigit())):
+        return None
+    return int(text)
+
+
+# --- checksums --------------------------------------------------------------------------------
+def md5_of_body(body: str) -> str:
+    return hashlib.md5(body.encode()).hexdigest()
+
+
+_LENGTH = struct.Struct(">I")
+
+
+def md5_of_message_attributes(attributes: Mapping[str, MessageAttribute]) -> str | None:
+    """The MD5 SQS returns for message attributes: over each attribute in name order, the
+    length-prefixed name, data type, a transport byte (1 string, 2 binary) and the value."""
+    if not attributes:
+        return None
+    digest = hashlib.md5()
+    for name in sorted(attributes):
+        value = attributes[name]
+        for part in (name.encode(), value.data_type.encode()):
+            digest.update(_LENGTH.pack(len(part)) + part)
+        if value.binary_value is not None and value.data_type.startswith("Binary"):
+            digest.update(b"\x02" + _LENGTH.pack(len(value.binary_value)) + value.binary_value)
+        else:
+            encoded = (value.string_value or "").encode()
+            digest.update(b"\x01" + _LENGTH.pack(len(encoded)) + encoded)
+    return digest.hexdigest()

@@ -1,0 +1,330 @@
+"""Client library for the native protocol: a Trio client that pipelines, and a blocking client for
+scripts. Both raise BrokerError (with the AWS error code) when the broker answers with a failure,
+and ConnectionError when the connection is lost. Queues are named by name or by queue URL.
+
+    async with open_client("127.0.0.1", 7480) as client:
+        url = await client.create_queue("orders")
+        await client.send_message(url, "hello")
+
+    with BlockingClient("127.0.0.1", 7480) as client:
+        client.send_message("orders", "hello")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import trio
+
+from dovecote.actors.errors import BrokerError, KINDS
+from dovecote.actors.mailbox import ReplySlot
+from dovecote.actors.ops import (
+    Attributes,
+    ChangeMessageVisibility,
+    ChangeMessageVisibilityBatch,
+    CreateQueue,
+    DeleteEntry,
+    DeleteMessage,
+    DeleteMessageBatch,
+    DeleteQueue,
+    Failure,
+    GetQueueAttributes,
+    GetQueueUrl,
+    ListQueues,
+    Op,
+    PurgeQueue,
+    QueueName,
+    QueueNames,
+    ReceiveMessage,
+    Received,
+    ReceivedMessage,
+    Result,
+    SendEntry,
+    SendMessage,
+    SendMessageBatch,
+    SetQueueAttributes,
+    VisibilityEntry,
+)
+from dovecote.storage.records import MessageAttribute
+
+from . import frames
+from .limits import DEFAULT_MAX_RESPONSE_FRAME_BYTES
+
+DEFAULT_PORT = 7480
+
+
+def queue_name(queue: str) -> str:
+    """A queue's name from its name or URL."""
+    return queue.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _check(result: Result) -> Result:
+    if isinstance(result, Failure):
+        if result.code in KINDS:
+            raise BrokerError(result.code, result.message)
+        raise BrokerError("InternalError", f"{result.code}: {result.message}")
+    return result
+
+
+class _Operations:
+    """The SQS-shaped methods, written once over `call` for both clients (`call` is either
+    blocking or awaitable; each method returns what `call` returns, post-processed by `_then`)."""
+
+    def call(self, op: Op) -> Any:
+        raise NotImplementedError
+
+    def _then(self, value: Any, finish: Any) -> Any:
+        raise NotImplementedError
+
+    def create_queue(self, name: str, attributes: Mapping[str, str] | None = None) -> Any:
+        return self._then(self.call(CreateQueue(name, dict(attributes or {}))), lambda r: r.queue)
+
+    def get_queue_url(self, name: str) -> Any:
+        return self._then(self.call(GetQueueUrl(name)), lambda r: r.queue)
+
+    def list_queues(self, prefix: str = "", max_results: int | None = None, next_token: str | None = None) -> Any:
+        return self._then(self.call(ListQueues(prefix, max_results, next_token)), lambda r: r)
+
+    def delete_queue(self, queue: str) -> Any:
+        return self._then(self.call(DeleteQueue(queue_name(queue))), lambda r: None)
+
+    def purge_queue(self, queue: str) -> Any:
+        return self._then(self.call(PurgeQueue(queue_name(queue))), lambda r: None)
+
+    def get_queue_attributes(self, queue: str, names: Sequence[str] = ("All",)) -> Any:
+        return self._then(self.call(GetQueueAttributes(queue_name(queue), list(names))), lambda r: r.attributes)
+
+    def set_queue_attributes(self, queue: str, attributes: Mapping[str, str]) -> Any:
+        return self._then(self.call(SetQueueAttributes(queue_name(queue), dict(attributes))), lambda r: None)
+
+    def send_message(
+        self,
+        queue: str,
+        body: str,
+        *,
+        delay_seconds: int | None = None,
+        message_attributes: Mapping[str, MessageAttribute] | None = None,
+    ) -> Any:
+        op = SendMessage(queue_name(queue), body, delay_seconds, dict(message_attributes or {}))
+        return self._then(self.call(op), lambda r: r)
+
+    def send_message_batch(self, queue: str, entries: Sequence[SendEntry]) -> Any:
+        return self._then(self.call(SendMessageBatch(queue_name(queue), list(entries))), lambda r: r)
+
+    def receive_message(
+        self,
+        queue: str,
+        *,
+        max_number_of_messages: int = 1,
+        visibility_timeout: int | None = None,
+        wait_time_seconds: int | None = None,
+        attribute_names: Sequence[str] = (),
+        message_attribute_names: Sequence[str] = (),
+    ) -> Any:
+        op = ReceiveMessage(
+            queue_name(queue),
+            max_number_of_messages,
+            visibility_timeout,
+            wait_time_seconds,
+            list(attribute_names),
+            list(message_attribute_names),
+        )
+        return self._then(self.call(op), lambda r: r.messages)
+
+    def delete_message(self, queue: str, receipt_handle: str) -> Any:
+        return self._then(self.call(DeleteMessage(queue_name(queue), receipt_handle)), lambda r: None)
+
+    def delete_message_batch(self, queue: str, entries: Sequence[DeleteEntry]) -> Any:
+        return self._then(self.call(DeleteMessageBatch(queue_name(queue), list(entries))), lambda r: r)
+
+    def change_message_visibility(self, queue: str, receipt_handle: str, visibility_timeout: int) -> Any:
+        op = ChangeMessageVisibility(queue_name(queue), receipt_handle, visibility_timeout)
+        return self._then(self.call(op), lambda r: None)
+
+    def change_message_visibility_batch(self, queue: str, entries: Sequence[VisibilityEntry]) -> Any:
+        return self._then(self.call(ChangeMessageVisibilityBatch(queue_name(queue), list(entries))), lambda r: r)
+
+
+class Client(_Operations):
+    """A pipelining Trio client. Many tasks may call it at once; use open_client()."""
+
+    def __init__(self, stream: trio.SocketStream, nursery: trio.Nursery) -> None:
+        self._stream = stream
+        self._ids = itertools.count(1)
+        self._outgoing_send, self._outgoing = trio.open_memory_channel[tuple[int, Op, ReplySlot]](1024)
+        # Registrations run ahead of answers by at most what the broker lets be in flight plus what
+        # the socket buffers hold; this bound is far above both.
+        self._registered_send, self._registered = trio.open_memory_channel[tuple[int, ReplySlot]](65536)
+        self._lost: BaseException | None = None
+        nursery.start_soon(self._send_loop)
+        nursery.start_soon(self._receive_loop)
+
+    async def call(self, op: Op) -> Result:  # type: ignore[override]
+        """Send op and wait for its result. Raises BrokerError or ConnectionError."""
+        if self._lost is not None:
+            raise ConnectionError(f"connection to the broker lost: {self._lost}")
+        slot: ReplySlot[Result | BaseException] = ReplySlot()
+        await self._outgoing_send.send((next(self._ids), op, slot))
+        result = await slot.wait()
+        if isinstance(result, BaseException):
+            raise ConnectionError(f"connection to the broker lost: {result}")
+        return _check(result)
+
+    async def _then(self, value: Any, finish: Any) -> Any:  # type: ignore[override]
+        return finish(await value)
+
+    async def _send_loop(self) -> None:
+        out = bytearray()
+        async for request_id, op, slot in self._outgoing:
+            batch = [(request_id, op, slot)]
+            while len(batch) < 256:
+                try:
+                    batch.append(self._outgoing.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for request_id, op, slot in batch:
+                self._registered_send.send_nowait((request_id, slot))
+                frames.encode_request(request_id, op, out)
+            try:
+                await self._stream.send_all(out)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                self._lost = error
+                for _, _, slot in batch:
+                    slot(error)
+                return
+            out.clear()
+
+    async def _receive_loop(self) -> None:
+        pending: dict[int, ReplySlot] = {}
+        decoder = frames.FrameDecoder(DEFAULT_MAX_RESPONSE_FRAME_BYTES)
+        error: BaseException = ConnectionError("closed by the broker")
+        try:
+            while True:
+                data = await self._stream.receive_some(1 << 16)
+                if not data:
+                    break
+                decoder.feed(data)
+                while (payload := decoder.next_payload()) is not None:
+                    frame = frames.decode_response(payload)
+                    while frame.id not in pending:
+                        try:
+                            request_id, slot = self._registered.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        pending[request_id] = slot
+                    slot = pending.pop(frame.id, None)
+                    if slot is not None:
+                        slot(frame.result)
+                    elif frame.id == 0 and isinstance(frame.result, Failure):
+                        error = ConnectionError(frame.result.message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, frames.ProtocolError) as exc:
+            error = exc
+        self._lost = error
+        while True:
+            try:
+                request_id, slot = self._registered.receive_nowait()
+            except trio.WouldBlock:
+                break
+            pending[request_id] = slot
+        for slot in pending.values():
+            slot(error)
+
+
+@contextlib.asynccontextmanager
+async def open_client(host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> AsyncIterator[Client]:
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(frames.hello())
+        welcome = b""
+        while len(welcome) < frames.WELCOME_BYTES:
+            chunk = await stream.receive_some(frames.WELCOME_BYTES - len(welcome))
+            if not chunk:
+                raise ConnectionError("the broker closed the connection during the handshake")
+            welcome += chunk
+        version, status = frames.parse_welcome(welcome)
+        if status != frames.STATUS_OK:
+            raise ConnectionError(f"the broker speaks protocol version {version} only")
+        async with trio.open_nursery() as nursery:
+            client = Client(stream, nursery)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+class BlockingClient(_Operations):
+    """A blocking client for scripts and the CLI: one request at a time on one socket."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, timeout_s: float = 60.0) -> None:
+        self._socket = socket.create_connection((host, port), timeout=timeout_s)
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._decoder = frames.FrameDecoder(DEFAULT_MAX_RESPONSE_FRAME_BYTES)
+        self._ids = itertools.count(1)
+        self._socket.sendall(frames.hello())
+        welcome = self._receive_exactly(frames.WELCOME_BYTES)
+        version, status = frames.parse_welcome(welcome)
+        if status != frames.STATUS_OK:
+            self.close()
+            raise ConnectionError(f"the broker speaks protocol version {version} only")
+
+    def __enter__(self) -> BlockingClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def call(self, op: Op) -> Result:
+        request_id = next(self._ids)
+        out = bytearray()
+        frames.encode_request(request_id, op, out)
+        self._socket.sendall(out)
+        while True:
+            payload = self._decoder.next_payload()
+            if payload is None:
+                data = self._socket.recv(1 << 16)
+                if not data:
+                    raise ConnectionError("the broker closed the connection")
+                self._decoder.feed(data)
+                continue
+            frame = frames.decode_response(payload)
+            if frame.id == request_id:
+                return _check(frame.result)
+            if frame.id == 0 and isinstance(frame.result, Failure):
+                raise ConnectionError(frame.result.message)
+
+    def _then(self, value: Any, finish: Any) -> Any:
+        return finish(value)
+
+    def _receive_exactly(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self._socket.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("the broker closed the connection during the handshake")
+            data += chunk
+        return data
+
+
+__all__ = [
+    "Attributes",
+    "BlockingClient",
+    "BrokerError",
+    "Client",
+    "DeleteEntry",
+    "MessageAttribute",
+    "QueueName",
+    "QueueNames",
+    "Received",
+    "ReceivedMessage",
+    "SendEntry",
+    "VisibilityEntry",
+    "open_client",
+    "queue_name",
+]

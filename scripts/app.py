@@ -1,0 +1,145 @@
+"""The wiring: open the store, recover the queues, start the writer, the broker and the listeners,
+and shut them down in the right order.
+
+Shutdown (SIGTERM, SIGINT, or `stopping` set): the listeners stop accepting and connections stop
+reading; the broker answers long polls and lets every actor finish the requests already in its
+mailbox; connections send the last answers and close; the writer commits what is queued; the store
+is closed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import msgspec
+import trio
+
+from dovecote.actors.clock import Clock
+from dovecote.actors.registry import Broker, BrokerConfig, recover
+from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer, text_response
+from dovecote.net.limits import NetLimits
+from dovecote.net.tcp_server import NativeServer
+from dovecote.storage.lmdb_store import LmdbStore
+from dovecote.storage.writer import LogWriter
+
+log = logging.getLogger("dovecote")
+
+DEFAULT_NATIVE_PORT = 7480
+DEFAULT_HTTP_PORT = 7481
+
+
+def default_data_dir() -> Path:
+    """$DOVECOTE_DATA_DIR, else the XDG state directory (~/.local/state/dovecote)."""
+    if "DOVECOTE_DATA_DIR" in os.environ:
+        return Path(os.environ["DOVECOTE_DATA_DIR"])
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "dovecote"
+
+
+class ServeConfig(msgspec.Struct, frozen=True):
+    data_dir: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_NATIVE_PORT
+    http_port: int = DEFAULT_HTTP_PORT
+    public_url: str | None = None
+    sync_mode: str = "full"
+    history_hours: float = 24.0
+    max_data_bytes: int = 64 << 30
+    reserve_bytes: int = 16 << 20
+    salvage: bool = False
+    broker: BrokerConfig = BrokerConfig()
+    limits: NetLimits = NetLimits()
+
+
+class Ports(NamedTuple):
+    native: int
+    http: int
+
+
+async def run_broker(
+    config: ServeConfig,
+    *,
+    stopping: trio.Event | None = None,
+    handle_signals: bool = False,
+    task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the broker until `stopping` is set (or a signal arrives). Raises StorageDamaged,
+    DataDirectoryInUse or StorageError when the store cannot be served."""
+    stopping = stopping or trio.Event()
+    started = time.perf_counter()
+    store = LmdbStore(
+        config.data_dir,
+        sync_mode=config.sync_mode,
+        max_map_bytes=config.max_data_bytes,
+        reserve_bytes=config.reserve_bytes,
+    )
+    try:
+        clock = Clock()
+        cores, report = recover(store, config.broker, clock, salvage=config.salvage)
+        writer = LogWriter(
+            store,
+            wall_ms=clock.wall_ms,
+            history_ms=int(config.history_hours * 3600 * 1000),
+        )
+        async with trio.open_nursery() as storage_nursery:
+            await storage_nursery.start(writer.run)
+            broker = Broker(store, writer, clock, config.broker, cores)
+            async with trio.open_nursery() as broker_nursery:
+                await broker_nursery.start(broker.run)
+                async with trio.open_nursery() as net_nursery:
+                    if handle_signals:
+                        net_nursery.start_soon(_stop_on_signal, stopping)
+                    native = NativeServer(broker, config.limits, stopping, _queue_urls(config))
+                    native_port = await net_nursery.start(native.serve, config.host, config.port)
+                    http = HttpServer(_http_handler(writer), config.limits, stopping)
+                    http_port = await net_nursery.start(http.serve, config.host, config.http_port)
+                    log.info(
+                        "dovecote serving %s: native %s:%d, http %s:%d; recovered %d queues, %d messages in %.0f ms",
+                        config.data_dir,
+                        config.host,
+                        native_port,
+                        config.host,
+                        http_port,
+                        report.queues,
+                        report.messages,
+                        (time.perf_counter() - started) * 1000,
+                    )
+                    task_status.started(Ports(native_port, http_port))
+                    await stopping.wait()
+                    log.info("shutting down")
+                    broker.stop()
+            writer.close()
+    finally:
+        store.close()
+    log.info("stopped")
+
+
+def _queue_urls(config: ServeConfig):
+    base = config.public_url or f"http://{config.host}:{config.http_port}"
+    prefix = f"{base.rstrip('/')}/{config.broker.account_id}/"
+    return lambda name: prefix + name
+
+
+def _http_handler(writer: LogWriter):
+    async def handle(request: HttpRequest) -> HttpResponse:
+        path = request.target.split("?", 1)[0]
+        if path == "/health" and request.method in ("GET", "HEAD"):
+            stats = writer.statistics()
+            body = {"status": "ok", "last_lsn": stats.last_lsn, "accepting_sends": stats.accepting_sends}
+            return text_response(200, json.dumps(body) + "\n", "application/json")
+        return text_response(404, "not found\n")
+
+    return handle
+
+
+async def _stop_on_signal(stopping: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            stopping.set()
+            return

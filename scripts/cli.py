@@ -1,0 +1,214 @@
+"""The `dovecote` command: `serve`, `check`, and client commands for quick use from a shell.
+
+Client commands print JSON and exit 1 with the AWS error code on a broker error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import msgspec
+import trio
+
+from dovecote.actors.errors import BrokerError
+from dovecote.actors.registry import BrokerConfig
+from dovecote.net.client import DEFAULT_PORT, BlockingClient
+from dovecote.storage.lmdb_store import LmdbStore
+from dovecote.storage.records import MessageAttribute
+from dovecote.storage.store import StorageError
+
+from .app import DEFAULT_HTTP_PORT, ServeConfig, default_data_dir, run_broker
+
+
+def _key_values(pairs: Sequence[str]) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"expected NAME=VALUE, got {pair!r}")
+        result[key] = value
+    return result
+
+
+def _message_attributes(pairs: Sequence[str]) -> dict[str, MessageAttribute]:
+    """NAME=TYPE:VALUE, e.g. colour=String:blue or weight=Number:12.5"""
+    result = {}
+    for name, typed in _key_values(pairs).items():
+        data_type, sep, value = typed.partition(":")
+        if not sep:
+            raise SystemExit(f"expected NAME=TYPE:VALUE, got {name}={typed}")
+        if data_type.startswith("Binary"):
+            result[name] = MessageAttribute(data_type, binary_value=value.encode())
+        else:
+            result[name] = MessageAttribute(data_type, string_value=value)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dovecote", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the broker")
+    serve.add_argument("--data-dir", default=None, help=f"data directory (default {default_data_dir()})")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="native protocol port")
+    serve.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
+    serve.add_argument("--public-url", default=None, help="base of returned queue URLs")
+    serve.add_argument(
+        "--sync",
+        choices=("full", "os"),
+        default="full",
+        help="full: fsync every commit (survives power loss); os: leave flushing to the OS "
+        "(survives a broker crash, may lose the last seconds on power loss)",
+    )
+    serve.add_argument("--history-hours", type=float, default=24.0, help="how long log records stay readable")
+    serve.add_argument("--max-data-bytes", type=int, default=64 << 30, help="limit of the LMDB map")
+    serve.add_argument("--reserve-bytes", type=int, default=16 << 20, help="disk kept back for deletes when full")
+    serve.add_argument("--salvage", action="store_true", help="serve what is intact if stored data is damaged")
+    serve.add_argument("--account-id", default="000000000000")
+    serve.add_argument("--region", default="us-east-1")
+    serve.add_argument("--log-level", default="INFO")
+
+    check = commands.add_parser("check", help="verify every stored checksum (the broker must be stopped)")
+    check.add_argument("--data-dir", default=None)
+
+    def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--port", type=int, default=DEFAULT_PORT)
+        return sub
+
+    sub = client_command("create-queue", "create a queue")
+    sub.add_argument("queue")
+    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE")
+    sub = client_command("list-queues", "list queues")
+    sub.add_argument("--prefix", default="")
+    for name in ("delete-queue", "purge-queue", "get-queue-url"):
+        client_command(name, name.replace("-", " ")).add_argument("queue")
+    sub = client_command("get-queue-attributes", "show queue attributes")
+    sub.add_argument("queue")
+    sub = client_command("set-queue-attributes", "change queue attributes")
+    sub.add_argument("queue")
+    sub.add_argument("attribute", nargs="+", metavar="NAME=VALUE")
+    sub = client_command("send", "send a message")
+    sub.add_argument("queue")
+    sub.add_argument("body")
+    sub.add_argument("--delay", type=int, default=None)
+    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE")
+    sub = client_command("receive", "receive messages")
+    sub.add_argument("queue")
+    sub.add_argument("--max", type=int, default=1)
+    sub.add_argument("--wait", type=int, default=None)
+    sub.add_argument("--visibility", type=int, default=None)
+    sub.add_argument("--delete", action="store_true", help="delete what was received")
+    sub = client_command("delete-message", "delete a message by receipt handle")
+    sub.add_argument("queue")
+    sub.add_argument("receipt_handle")
+    sub = client_command("change-visibility", "change a message's visibility timeout")
+    sub.add_argument("queue")
+    sub.add_argument("receipt_handle")
+    sub.add_argument("seconds", type=int)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "check":
+        return _check(args)
+    try:
+        with BlockingClient(args.host, args.port) as client:
+            output = _client_command(client, args)
+    except BrokerError as error:
+        print(json.dumps({"error": error.code, "message": error.message}), file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"cannot reach the broker at {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 2
+    if output is not None:
+        print(json.dumps(msgspec.to_builtins(output), indent=2))
+    return 0
+
+
+def _client_command(client: BlockingClient, args: argparse.Namespace) -> object:
+    match args.command:
+        case "create-queue":
+            return {"QueueUrl": client.create_queue(args.queue, _key_values(args.attribute))}
+        case "list-queues":
+            return {"QueueUrls": client.list_queues(args.prefix).queues}
+        case "get-queue-url":
+            return {"QueueUrl": client.get_queue_url(args.queue)}
+        case "delete-queue":
+            return client.delete_queue(args.queue)
+        case "purge-queue":
+            return client.purge_queue(args.queue)
+        case "get-queue-attributes":
+            return {"Attributes": client.get_queue_attributes(args.queue)}
+        case "set-queue-attributes":
+            return client.set_queue_attributes(args.queue, _key_values(args.attribute))
+        case "send":
+            return client.send_message(
+                args.queue, args.body, delay_seconds=args.delay, message_attributes=_message_attributes(args.attribute)
+            )
+        case "receive":
+            messages = client.receive_message(
+                args.queue,
+                max_number_of_messages=args.max,
+                wait_time_seconds=args.wait,
+                visibility_timeout=args.visibility,
+                attribute_names=["All"],
+                message_attribute_names=["All"],
+            )
+            if args.delete:
+                for message in messages:
+                    client.delete_message(args.queue, message.receipt_handle)
+            return {"Messages": messages}
+        case "delete-message":
+            return client.delete_message(args.queue, args.receipt_handle)
+        case "change-visibility":
+            return client.change_message_visibility(args.queue, args.receipt_handle, args.seconds)
+    raise SystemExit(f"unknown command {args.command}")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServeConfig(
+        data_dir=str(args.data_dir or default_data_dir()),
+        host=args.host,
+        port=args.port,
+        http_port=args.http_port,
+        public_url=args.public_url,
+        sync_mode=args.sync,
+        history_hours=args.history_hours,
+        max_data_bytes=args.max_data_bytes,
+        reserve_bytes=args.reserve_bytes,
+        salvage=args.salvage,
+        broker=BrokerConfig(region=args.region, account_id=args.account_id),
+    )
+    try:
+        trio.run(lambda: run_broker(config, handle_signals=True))
+    except StorageError as error:
+        logging.getLogger("dovecote").error("%s", error)
+        return 3
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        store = LmdbStore(args.data_dir or default_data_dir(), reserve_bytes=0)
+    except StorageError as error:
+        print(error, file=sys.stderr)
+        return 3
+    try:
+        damages = store.verify_all()
+    finally:
+        store.close()
+    for damage in damages:
+        print(f"damaged: {damage.describe()}")
+    print("ok" if not damages else f"{len(damages)} damaged range(s)")
+    return 0 if not damages else 1

@@ -1,0 +1,35 @@
+"""Fixed-width big-endian keys, so LMDB's key order is numeric order and log appends can use
+append mode."""
+
+from __future__ import annotations
+
+import struct
+
+_U64 = struct.Struct(">Q")
+_U64_PAIR = struct.Struct(">QQ")
+MAX_U64 = (1 << 64) - 1
+
+
+def lsn_key(lsn: int) -> bytes:
+    return _U64.pack(lsn)
+
+
+def lsn_of(key: bytes) -> int:
+    return _U64.unpack(key)[0]
+
+
+def queue_key(queue_id: int) -> bytes:
+    return _U64.pack(queue_id)
+
+
+def message_key(queue_id: int, seq: int) -> bytes:
+    return _U64_PAIR.pack(queue_id, seq)
+
+
+def message_key_parts(key: bytes) -> tuple[int, int]:
+    return _U64_PAIR.unpack(key)
+
+
+def queue_message_range(queue_id: int, through_seq: int = MAX_U64) -> tuple[bytes, bytes]:
+    """The inclusive key range of one queue's messages with seq <= through_seq."""
+    return message_key(queue_id, 0), message_key(queue_id, through_seq)

@@ -1,0 +1,197 @@
+"""The LMDB store: the only module that imports lmdb.
+
+Fixed choices, asserted at open: never `writemap` (a full disk would then kill the process with
+SIGBUS instead of failing a commit); `sync` and `metasync` on in the default sync mode. A lock file
+refuses a second broker on the same directory. The map starts small and grows between commits up
+to `max_map_bytes`; a file of `reserve_bytes` is kept on the same disk and given up when the disk
+fills, so receives and deletes go on while sends are refused.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import lmdb
+
+from .store import DataDirectoryInUse, MapFull, Store, StorageError, StorageFull
+from .tables import TABLES, Change, Delete, DeleteRange, Put
+
+SYNC_MODES = ("full", "os")
+INITIAL_MAP_BYTES = 64 << 20
+LOCK_FILE = "dovecote.lock"
+RESERVE_FILE = "reserve.bin"
+LMDB_DIR = "lmdb"
+
+
+class LmdbStore(Store):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        sync_mode: str = "full",
+        max_map_bytes: int = 64 << 30,
+        reserve_bytes: int = 16 << 20,
+    ) -> None:
+        if sync_mode not in SYNC_MODES:
+            raise ValueError(f"sync mode must be one of {SYNC_MODES}, not {sync_mode!r}")
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_directory(self.data_dir / LOCK_FILE)
+        self._max_map_bytes = max_map_bytes
+        self._reserve_path = self.data_dir / RESERVE_FILE
+        self._reserve_bytes = reserve_bytes
+        durable = sync_mode == "full"
+        db_path = self.data_dir / LMDB_DIR
+        db_path.mkdir(exist_ok=True)
+        existing = (db_path / "data.mdb").stat().st_size if (db_path / "data.mdb").exists() else 0
+        try:
+            self._env = lmdb.open(
+                str(db_path),
+                map_size=min(max(INITIAL_MAP_BYTES, existing * 2), max_map_bytes),
+                max_dbs=len(TABLES),
+                subdir=True,
+                sync=durable,
+                metasync=durable,
+                writemap=False,
+                map_async=False,
+                readahead=False,
+                lock=True,
+            )
+        except lmdb.Error as exc:
+            os.close(self._lock_fd)
+            raise StorageError(f"cannot open the store in {db_path}: {exc}") from exc
+        flags = self._env.flags()
+        assert flags["writemap"] is False and flags["sync"] is durable and flags["metasync"] is durable
+        self._env.reader_check()  # reap readers left by a process that died
+        self._dbs = {name: self._env.open_db(name.encode(), create=True) for name in TABLES}
+        with self._env.begin(db=self._dbs["log"]) as txn:
+            cursor = txn.cursor()
+            self.last_lsn = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+        self.restore_reserve()
+
+    # --- primitives ---------------------------------------------------------------------------
+    def _scan(
+        self, table: str, first: bytes | None = None, last: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        with self._env.begin(db=self._dbs[table], buffers=False) as txn:
+            cursor = txn.cursor()
+            if reverse:
+                positioned = cursor.last() if last is None else _seek_at_or_before(cursor, last)
+                iterator = cursor.iterprev() if positioned else iter(())
+                for key, value in iterator:
+                    if first is not None and key < first:
+                        return
+                    yield key, value
+                return
+            positioned = cursor.first() if first is None else cursor.set_range(first)
+            if not positioned:
+                return
+            for key, value in cursor.iternext():
+                if last is not None and key > last:
+                    return
+                yield key, value
+
+    def _get_many(self, table: str, keys_: Sequence[bytes]) -> list[bytes | None]:
+        with self._env.begin(db=self._dbs[table], buffers=False) as txn:
+            return [txn.get(key) for key in keys_]
+
+    def _apply(self, log_puts: list[tuple[bytes, bytes]], changes: list[Change]) -> None:
+        try:
+            with self._env.begin(write=True) as txn:
+                if log_puts:
+                    log_cursor = txn.cursor(self._dbs["log"])
+                    for key, value in log_puts:
+                        log_cursor.put(key, value, append=True)
+                for change in changes:
+                    db = self._dbs[change.table]
+                    if type(change) is Put:
+                        txn.put(change.key, change.value, db=db)
+                    elif type(change) is Delete:
+                        txn.delete(change.key, db=db)
+                    elif type(change) is DeleteRange:
+                        _delete_range(txn.cursor(db), change.first_key, change.last_key)
+        except lmdb.MapFullError as exc:
+            raise MapFull(str(exc)) from exc
+        except lmdb.Error as exc:
+            if _is_disk_full(exc):
+                raise StorageFull(f"the disk holding {self.data_dir} is full") from exc
+            raise StorageError(f"commit failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._env.close()
+        os.close(self._lock_fd)
+
+    # --- space --------------------------------------------------------------------------------
+    def grow_map(self) -> bool:
+        current = self._env.info()["map_size"]
+        if current >= self._max_map_bytes:
+            return False
+        self._env.set_mapsize(min(current * 2, self._max_map_bytes))
+        return True
+
+    def release_reserve(self) -> bool:
+        try:
+            self._reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def restore_reserve(self) -> bool:
+        if self._reserve_bytes <= 0:
+            return True
+        try:
+            if self._reserve_path.stat().st_size >= self._reserve_bytes:
+                return True
+        except FileNotFoundError:
+            pass
+        disk = os.statvfs(self.data_dir)
+        if disk.f_bavail * disk.f_frsize < 2 * self._reserve_bytes:
+            return False
+        try:
+            with open(self._reserve_path, "wb") as reserve:
+                os.posix_fallocate(reserve.fileno(), 0, self._reserve_bytes)
+                os.fsync(reserve.fileno())
+        except OSError:
+            self._reserve_path.unlink(missing_ok=True)
+            return False
+        return True
+
+    def map_size_bytes(self) -> int:
+        return self._env.info()["map_size"]
+
+
+def _lock_directory(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise DataDirectoryInUse(
+            f"{path.parent} is in use by another dovecote process (pid {holder or 'unknown'})"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _seek_at_or_before(cursor: lmdb.Cursor, key: bytes) -> bool:
+    if cursor.set_range(key):
+        return cursor.key() == key or cursor.prev()
+    return cursor.last()
+
+
+def _delete_range(cursor: lmdb.Cursor, first: bytes, last: bytes) -> None:
+    if not cursor.set_range(first):
+        return
+    while cursor.key() and cursor.key() <= last:
+        if not cursor.delete():
+            break
+
+
+def _is_disk_full(exc: lmdb.Error) -> bool:
+    return "No space left" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC

@@ -1,0 +1,111 @@
+"""The records of the append-only log: one tagged union of msgspec structs.
+
+Every record is self-describing: it names the queue (by id and name), the message (by sequence
+number and MessageId) and carries the wall-clock time it happened, so the log alone answers
+"what happened to X". Formats evolve only by appending fields with defaults.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class MessageAttribute(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """An SQS/SNS message attribute value. data_type is String, Number or Binary, optionally
+    followed by a custom suffix (`Number.float`)."""
+
+    data_type: str
+    string_value: str | None = None
+    binary_value: bytes | None = None
+
+
+class Record(msgspec.Struct, tag=True, array_like=True, gc=False, frozen=True):
+    at_ms: int  # wall-clock milliseconds when the change happened
+
+
+class QueueCreated(Record):
+    queue_id: int
+    queue: str
+    attributes: dict[str, str]
+
+
+class QueueAttributesChanged(Record):
+    queue_id: int
+    queue: str
+    attributes: dict[str, str]  # the whole attribute set after the change
+
+
+class QueueDeleted(Record):
+    queue_id: int
+    queue: str
+
+
+class QueuePurged(Record):
+    queue_id: int
+    queue: str
+    through_seq: int  # every message with seq <= through_seq is gone
+
+
+class MessageSent(Record):
+    queue_id: int
+    queue: str
+    seq: int
+    message_id: str
+    body: str
+    attributes: dict[str, MessageAttribute]
+    delay_seconds: int
+    sender_id: str
+
+
+class MessageReceived(Record):
+    queue_id: int
+    queue: str
+    seq: int
+    message_id: str
+    receive_count: int
+    visible_at_ms: int
+    first_receive_ms: int
+
+
+class VisibilityChanged(Record):
+    queue_id: int
+    queue: str
+    seq: int
+    message_id: str
+    receive_count: int
+    visible_at_ms: int
+    first_receive_ms: int
+
+
+class MessageDeleted(Record):
+    queue_id: int
+    queue: str
+    seq: int
+    message_id: str
+    reason: str  # "deleted" or "expired"
+
+
+AnyRecord = (
+    QueueCreated
+    | QueueAttributesChanged
+    | QueueDeleted
+    | QueuePurged
+    | MessageSent
+    | MessageReceived
+    | VisibilityChanged
+    | MessageDeleted
+)
+QueueRow = QueueCreated | QueueAttributesChanged
+DeliveryRow = MessageReceived | VisibilityChanged
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AnyRecord)
+
+
+def encode_record(record: Record) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_record(payload: bytes) -> AnyRecord:
+    """Raises msgspec.DecodeError (or UnicodeDecodeError) on a payload that is not a record."""
+    return _decoder.decode(payload)

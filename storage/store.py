@@ -1,0 +1,315 @@
+"""The store contract shared by the LMDB store and the memory store.
+
+Theory of operation
+-------------------
+A store holds the append-only log (LSN -> framed record) and the state tables that `tables.py`
+derives from each record, changed in the same transaction. Only the writer task calls `commit`,
+`grow_map`, `trim_log`, `release_reserve` and `restore_reserve`; anyone may read. Readers copy values
+out and never keep a transaction open across an await.
+
+Subclasses provide four primitives: `_scan`, `_get_many`, `_apply` (one atomic transaction) and
+`close`. Everything else — LSN assignment, encoding, checksums, decoding, damage reports — lives
+here once, so both stores pass one conformance suite.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import msgspec
+
+from . import keys
+from .framing import DamagedValue, frame, unframe
+from .records import (
+    AnyRecord,
+    DeliveryRow,
+    MessageReceived,
+    MessageSent,
+    QueueAttributesChanged,
+    QueueCreated,
+    QueueRow,
+    Record,
+    VisibilityChanged,
+    decode_record,
+    encode_record,
+)
+from .tables import (
+    DELIVERIES,
+    LOG,
+    MESSAGES,
+    META,
+    NEXT_QUEUE_ID,
+    QUEUES,
+    Change,
+    Delete,
+    DeleteRange,
+    table_changes,
+)
+
+
+class StorageError(Exception):
+    """The store could not complete an operation."""
+
+
+class StorageFull(StorageError):
+    """The disk is full, or the map reached its configured limit."""
+
+
+class MapFull(StorageError):
+    """The LMDB map is full at its current size; the writer grows it and retries."""
+
+
+class DataDirectoryInUse(StorageError):
+    """Another process holds this data directory."""
+
+
+class Damage(NamedTuple):
+    """A run of stored values in one table whose checksum or decoding failed."""
+
+    table: str
+    first_key: bytes
+    last_key: bytes
+    count: int
+
+    def describe(self) -> str:
+        if self.table == LOG:
+            where = f"log records LSN {keys.lsn_of(self.first_key)}..{keys.lsn_of(self.last_key)}"
+        elif self.table in (MESSAGES, DELIVERIES):
+            q1, s1 = keys.message_key_parts(self.first_key)
+            q2, s2 = keys.message_key_parts(self.last_key)
+            where = f"{self.table} rows queue {q1} seq {s1}..queue {q2} seq {s2}"
+        elif self.table == QUEUES and len(self.first_key) == 8:
+            where = f"queue rows id {keys.lsn_of(self.first_key)}..{keys.lsn_of(self.last_key)}"
+        else:
+            where = f"{self.table} keys {self.first_key!r}..{self.last_key!r}"
+        return f"{where} ({self.count} damaged value{'s' if self.count != 1 else ''})"
+
+
+class StorageDamaged(StorageError):
+    def __init__(self, damages: Sequence[Damage]):
+        self.damages = list(damages)
+        super().__init__(
+            "stored data is damaged: "
+            + "; ".join(d.describe() for d in self.damages)
+            + ". Start with --salvage to serve what is intact and drop the damaged values."
+        )
+
+
+class DamageCollector:
+    """Coalesces consecutive damaged keys of one table into ranges, in scan order."""
+
+    def __init__(self) -> None:
+        self._damages: list[Damage] = []
+        self._run_open = False
+
+    def add(self, table: str, key: bytes) -> None:
+        if self._run_open and self._damages[-1].table == table:
+            last = self._damages[-1]
+            self._damages[-1] = last._replace(last_key=key, count=last.count + 1)
+        else:
+            self._damages.append(Damage(table, key, key, 1))
+            self._run_open = True
+
+    def break_run(self) -> None:
+        """Called on an intact value, so damaged values on either side form separate ranges."""
+        self._run_open = False
+
+    def result(self) -> list[Damage]:
+        return list(self._damages)
+
+
+class LoadedMessage(NamedTuple):
+    sent: MessageSent
+    delivery: DeliveryRow | None
+
+
+class LoadedQueue(NamedTuple):
+    row: QueueRow
+    messages: list[LoadedMessage]  # in seq order
+
+
+class Store(abc.ABC):
+    """Subclasses set `last_lsn` at open and implement the primitives below."""
+
+    commits_in_thread: bool = True
+    last_lsn: int = 0
+
+    # --- primitives ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _scan(
+        self, table: str, first: bytes | None = None, last: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Yield (key, value) copies in key order (or reverse), first..last inclusive."""
+
+    @abc.abstractmethod
+    def _get_many(self, table: str, keys_: Sequence[bytes]) -> list[bytes | None]:
+        """Values for keys in one read transaction; None where absent."""
+
+    @abc.abstractmethod
+    def _apply(self, log_puts: list[tuple[bytes, bytes]], changes: list[Change]) -> None:
+        """Append log_puts (keys ascending, beyond the current end) and apply changes, atomically."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def grow_map(self) -> bool:
+        """Grow the map after MapFull; False when already at the limit. Writer task only."""
+        return False
+
+    def release_reserve(self) -> bool:
+        """Free the disk space held back for a disk-full emergency; False if none was held."""
+        return False
+
+    def restore_reserve(self) -> bool:
+        """Take the reserve back once the disk has room again; True when it holds one again."""
+        return True
+
+    # --- writing ------------------------------------------------------------------------------
+    def commit(self, batches: Sequence[Sequence[Record]]) -> int:
+        """Append every record of every batch in one transaction; returns the last LSN.
+
+        Blocks (fsync). Raises MapFull, StorageFull or StorageError; on any error nothing was
+        written and LSNs are not consumed.
+        """
+        lsn = self.last_lsn
+        log_puts: list[tuple[bytes, bytes]] = []
+        changes: list[Change] = []
+        for records in batches:
+            for record in records:
+                lsn += 1
+                framed = frame(encode_record(record))
+                log_puts.append((keys.lsn_key(lsn), framed))
+                changes.extend(table_changes(record, framed))
+        if log_puts:
+            self._apply(log_puts, changes)
+            self.last_lsn = lsn
+        return lsn
+
+    # --- reading ------------------------------------------------------------------------------
+    def next_queue_id(self) -> int:
+        (value,) = self._get_many(META, [NEXT_QUEUE_ID])
+        if value is None:
+            return 1
+        try:
+            return keys.lsn_of(unframe(value))
+        except DamagedValue:
+            # Recoverable without loss: ids only need to be unused, so skip past every known one.
+            return max((row.queue_id for row in self.load_queue_rows()[0]), default=0) + 1
+
+    def load_queue_rows(self) -> tuple[list[QueueRow], list[Damage]]:
+        damage = DamageCollector()
+        rows: list[QueueRow] = []
+        for key, value in self._scan(QUEUES):
+            record = _decode_or_none(value)
+            if isinstance(record, (QueueCreated, QueueAttributesChanged)):
+                rows.append(record)
+                damage.break_run()
+            else:
+                damage.add(QUEUES, key)
+        return rows, damage.result()
+
+    def load_queue(self, row: QueueRow) -> tuple[LoadedQueue, list[Damage]]:
+        """Every live message of one queue with its delivery state, in seq order."""
+        damage = DamageCollector()
+        first, last = keys.queue_message_range(row.queue_id)
+        deliveries: dict[bytes, DeliveryRow] = {}
+        for key, value in self._scan(DELIVERIES, first, last):
+            record = _decode_or_none(value)
+            if isinstance(record, (MessageReceived, VisibilityChanged)):
+                deliveries[key] = record
+                damage.break_run()
+            else:
+                damage.add(DELIVERIES, key)
+        messages: list[LoadedMessage] = []
+        for key, value in self._scan(MESSAGES, first, last):
+            record = _decode_or_none(value)
+            if isinstance(record, MessageSent):
+                messages.append(LoadedMessage(record, deliveries.get(key)))
+                damage.break_run()
+            else:
+                damage.add(MESSAGES, key)
+        return LoadedQueue(row, messages), damage.result()
+
+    def read_messages(self, queue_id: int, seqs: Sequence[int]) -> list[MessageSent | None]:
+        """The stored MessageSent of each seq (None where gone). Raises StorageDamaged."""
+        values = self._get_many(MESSAGES, [keys.message_key(queue_id, s) for s in seqs])
+        out: list[MessageSent | None] = []
+        for seq, value in zip(seqs, values):
+            if value is None:
+                out.append(None)
+                continue
+            record = _decode_or_none(value)
+            if not isinstance(record, MessageSent):
+                key = keys.message_key(queue_id, seq)
+                raise StorageDamaged([Damage(MESSAGES, key, key, 1)])
+            out.append(record)
+        return out
+
+    def read_log(
+        self, after_lsn: int = 0, limit: int | None = None
+    ) -> list[tuple[int, AnyRecord]]:
+        """Log records with LSN > after_lsn, in order. Raises StorageDamaged on a bad record."""
+        out: list[tuple[int, AnyRecord]] = []
+        for key, value in self._scan(LOG, keys.lsn_key(after_lsn + 1)):
+            record = _decode_or_none(value)
+            if record is None:
+                raise StorageDamaged([Damage(LOG, key, key, 1)])
+            out.append((keys.lsn_of(key), record))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def verify_log_tail(self, max_records: int) -> list[Damage]:
+        """Check the newest max_records log records; returns the damaged ranges (oldest first)."""
+        damage = DamageCollector()
+        for count, (key, value) in enumerate(self._scan(LOG, reverse=True)):
+            if count >= max_records:
+                break
+            if _decode_or_none(value) is None:
+                damage.add(LOG, key)
+            else:
+                damage.break_run()
+        return [d._replace(first_key=d.last_key, last_key=d.first_key) for d in reversed(damage.result())]
+
+    def verify_all(self) -> list[Damage]:
+        """Check every stored value (the `dovecote check` scan); returns the damaged ranges."""
+        damage = DamageCollector()
+        for table in (LOG, QUEUES, MESSAGES, DELIVERIES):
+            for key, value in self._scan(table):
+                if _decode_or_none(value) is None:
+                    damage.add(table, key)
+                else:
+                    damage.break_run()
+            damage.break_run()
+        return damage.result()
+
+    def drop_damaged(self, damages: Sequence[Damage]) -> None:
+        """Delete damaged values (salvage). Writer only, before serving."""
+        self._apply([], [DeleteRange(d.table, d.first_key, d.last_key) for d in damages])
+
+    def trim_log(self, before_ms: int, max_records: int) -> int:
+        """Delete up to max_records of the oldest log records written before before_ms; returns
+        how many. Writer task only; bounded so a large backlog is trimmed in small steps."""
+        doomed: list[Change] = []
+        for key, value in self._scan(LOG):
+            if len(doomed) >= max_records:
+                break
+            record = _decode_or_none(value)
+            if record is not None and record.at_ms >= before_ms:
+                break
+            doomed.append(Delete(LOG, key))
+        if doomed:
+            self._apply([], doomed)
+        return len(doomed)
+
+
+_DECODE_ERRORS = (DamagedValue, msgspec.DecodeError, UnicodeDecodeError)
+
+
+def _decode_or_none(value: bytes) -> AnyRecord | None:
+    try:
+        return decode_record(unframe(value))
+    except _DECODE_ERRORS:
+        return None

@@ -1,0 +1,221 @@
+"""The log writer: the one task that owns every write transaction.
+
+Theory of operation
+-------------------
+Callers `submit` a list of records and await the returned entry. The writer takes every entry that
+is pending (group commit: while one commit is running in a worker thread, the next batch queues up),
+commits them in one transaction, and only then wakes each caller. A commit is never abandoned on
+cancel: the worker thread runs to completion, so a caller that got a success reply knows its records
+are on disk.
+
+Space: when the disk fills (or the map reaches its limit) the writer gives up the store's reserve,
+retries, and stops accepting entries that `need_space` (sends); entries that do not (receives,
+deletes) go on into the reserve. Every few seconds it tries to take the reserve back; once it can,
+sends are accepted again. Between batches it trims log history older than the retention window, a
+bounded chunk at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import trio
+
+from .records import Record
+from .store import MapFull, Store, StorageError, StorageFull
+
+log = logging.getLogger("dovecote.storage")
+
+
+class WriterOverloaded(StorageError):
+    """The writer's inbox is full; the caller should retry shortly."""
+
+
+class SendsRefused(StorageFull):
+    """Storage is out of space; sends are refused until space returns."""
+
+
+class AppendEntry:
+    """One caller's records and the one-shot slot its outcome arrives in."""
+
+    __slots__ = ("records", "needs_space", "done", "error", "last_lsn")
+
+    def __init__(self, records: Sequence[Record], needs_space: bool) -> None:
+        self.records = records
+        self.needs_space = needs_space
+        self.done = trio.Event()
+        self.error: Exception | None = None
+        self.last_lsn = 0
+
+    async def wait(self) -> int:
+        """Block until committed; return the last LSN, or raise the commit's StorageError."""
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.last_lsn
+
+
+class WriterStatistics:
+    __slots__ = ("last_lsn", "commits", "records", "accepting_sends", "trimmed")
+
+    def __init__(self, last_lsn: int, commits: int, records: int, accepting_sends: bool, trimmed: int):
+        self.last_lsn = last_lsn
+        self.commits = commits
+        self.records = records
+        self.accepting_sends = accepting_sends
+        self.trimmed = trimmed
+
+
+class LogWriter:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        wall_ms: Callable[[], int],
+        inbox_capacity: int = 8192,
+        max_batch_records: int = 4096,
+        history_ms: int | None = 24 * 3600 * 1000,
+        trim_interval_s: float = 1.0,
+        trim_chunk_records: int = 2000,
+        space_check_interval_s: float = 2.0,
+    ) -> None:
+        self._store = store
+        self._wall_ms = wall_ms
+        self._send, self._receive = trio.open_memory_channel[AppendEntry](inbox_capacity)
+        self._max_batch_records = max_batch_records
+        self._history_ms = history_ms
+        self._trim_interval_s = trim_interval_s
+        self._trim_chunk_records = trim_chunk_records
+        self._space_check_interval_s = space_check_interval_s
+        self._accepting_sends = True
+        self._commits = 0
+        self._records = 0
+        self._trimmed = 0
+
+    def submit(self, records: Sequence[Record], *, needs_space: bool) -> AppendEntry:
+        """Queue records for the next commit without blocking. Raises WriterOverloaded when the
+        inbox is full, trio.ClosedResourceError after close()."""
+        entry = AppendEntry(records, needs_space)
+        try:
+            self._send.send_nowait(entry)
+        except trio.WouldBlock:
+            raise WriterOverloaded("the log writer is overloaded; retry") from None
+        return entry
+
+    async def append(self, records: Sequence[Record], *, needs_space: bool = False) -> int:
+        return await self.submit(records, needs_space=needs_space).wait()
+
+    def close(self) -> None:
+        """No more entries; run() commits what is queued and returns."""
+        self._send.close()
+
+    def statistics(self) -> WriterStatistics:
+        return WriterStatistics(
+            self._store.last_lsn, self._commits, self._records, self._accepting_sends, self._trimmed
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        next_trim = trio.current_time() + self._trim_interval_s
+        next_space_check = math.inf
+        while True:
+            entry = None
+            with trio.move_on_at(min(next_trim, next_space_check)):
+                try:
+                    entry = await self._receive.receive()
+                except trio.EndOfChannel:
+                    return
+            if entry is not None:
+                await self._commit_pending(entry)
+            now = trio.current_time()
+            if not self._accepting_sends and now >= next_space_check:
+                if self._store.restore_reserve():
+                    self._accepting_sends = True
+                    log.warning("storage has room again; sends are accepted")
+                next_space_check = now + self._space_check_interval_s
+            elif self._accepting_sends:
+                next_space_check = math.inf
+            else:
+                next_space_check = min(next_space_check, now + self._space_check_interval_s)
+            if now >= next_trim:
+                trimmed = await self._trim()
+                more_waiting = trimmed >= self._trim_chunk_records
+                next_trim = now + (0 if more_waiting else self._trim_interval_s)
+
+    async def _commit_pending(self, first: AppendEntry) -> None:
+        batch = [first]
+        count = len(first.records)
+        while count < self._max_batch_records:
+            try:
+                entry = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            batch.append(entry)
+            count += len(entry.records)
+        if not self._accepting_sends:
+            batch = self._refuse_sends(batch)
+        try:
+            last_lsn = await self._commit_with_space_handling(batch)
+        except StorageError as exc:
+            for entry in batch:
+                entry.error = exc
+                entry.done.set()
+            return
+        self._commits += 1
+        self._records += count
+        for entry in batch:
+            entry.last_lsn = last_lsn
+            entry.done.set()
+
+    def _refuse_sends(self, batch: list[AppendEntry]) -> list[AppendEntry]:
+        kept = []
+        for entry in batch:
+            if entry.needs_space:
+                entry.error = SendsRefused("storage is full: sends are refused until space returns")
+                entry.done.set()
+            else:
+                kept.append(entry)
+        return kept
+
+    async def _commit_with_space_handling(self, batch: list[AppendEntry]) -> int:
+        released_reserve = False
+        while True:
+            try:
+                return await self._commit([entry.records for entry in batch])
+            except MapFull:
+                if self._store.grow_map():
+                    continue
+                error: StorageFull = StorageFull("the store reached its configured size limit")
+            except StorageFull as exc:
+                error = exc
+            if self._accepting_sends:
+                log.error("%s: refusing sends until space returns", error)
+                self._accepting_sends = False
+            if released_reserve or not self._store.release_reserve():
+                raise error
+            released_reserve = True
+            # Sends already queued go in with the reserve; new ones are refused from now on.
+
+    async def _commit(self, batches: list[Sequence[Record]]) -> int:
+        if not self._store.commits_in_thread:
+            return self._store.commit(batches)
+        return await trio.to_thread.run_sync(self._store.commit, batches, abandon_on_cancel=False)
+
+    async def _trim(self) -> int:
+        if self._history_ms is None:
+            return 0
+        before_ms = self._wall_ms() - self._history_ms
+        try:
+            if self._store.commits_in_thread:
+                trimmed = await trio.to_thread.run_sync(
+                    self._store.trim_log, before_ms, self._trim_chunk_records, abandon_on_cancel=False
+                )
+            else:
+                trimmed = self._store.trim_log(before_ms, self._trim_chunk_records)
+        except StorageError as exc:
+            log.warning("trimming log history failed: %s", exc)
+            return 0
+        self._trimmed += trimmed
+        return trimmed
