@@ -116,17 +116,22 @@ class QueueCore:
         clamped to the longest timeout SQS allows, so a wall clock that went back while the broker
         was down cannot hide a message for longer than that."""
         core = cls(loaded.row.queue_id, loaded.row.queue, loaded.row.attributes, arn, next_seq=next_seq)
+        messages, ready = core.messages, core._ready
         for sent, delivery in loaded.messages:
             age_s = max(0, wall_ms - sent.at_ms) / 1000
             if delivery is None:
+                live = Live(sent.seq, now - age_s, 0, 0, READY)
                 remaining = min(sent.delay_seconds - age_s, validation.MAX_DELAY_S)
-                receive_count, first_receive_ms = 0, 0
             else:
+                live = Live(sent.seq, now - age_s, delivery.receive_count, delivery.first_receive_ms, READY)
                 remaining = min((delivery.visible_at_ms - wall_ms) / 1000, validation.MAX_VISIBILITY_TIMEOUT_S)
-                receive_count, first_receive_ms = delivery.receive_count, delivery.first_receive_ms
-            live = Live(sent.seq, now - age_s, receive_count, first_receive_ms, READY)
-            core.messages[sent.seq] = live
-            core._schedule(live, now + remaining if remaining > 0 else READY)
+            messages[sent.seq] = live
+            if remaining > 0:
+                live.visible_at = now + remaining
+                core._timers.append((live.visible_at, sent.seq))
+            else:
+                ready.append(sent.seq)  # seqs arrive in ascending order: already a heap
+        heapq.heapify(core._timers)
         core._expiry_check_at = -math.inf
         return core
 

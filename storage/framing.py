@@ -20,12 +20,13 @@ def frame(payload: bytes) -> bytes:
     return _HEADER.pack(zlib.crc32(payload)) + payload
 
 
-def unframe(value: bytes) -> bytes:
-    """Return the payload of a framed value; raises DamagedValue if the checksum fails."""
+def unframe(value: bytes | memoryview) -> memoryview:
+    """A view of the payload of a framed value (valid as long as `value` is); raises
+    DamagedValue if the checksum fails."""
     if len(value) < HEADER_BYTES:
         raise DamagedValue(f"value of {len(value)} bytes is shorter than its header")
     (expected,) = _HEADER.unpack_from(value)
-    payload = bytes(value[HEADER_BYTES:])
+    payload = memoryview(value)[HEADER_BYTES:]
     if zlib.crc32(payload) != expected:
         raise DamagedValue("checksum mismatch")
     return payload

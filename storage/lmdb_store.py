@@ -34,6 +34,7 @@ class LmdbStore(Store):
         *,
         sync_mode: str = "full",
         max_map_bytes: int = 64 << 30,
+        initial_map_bytes: int = INITIAL_MAP_BYTES,
         reserve_bytes: int = 16 << 20,
     ) -> None:
         if sync_mode not in SYNC_MODES:
@@ -51,7 +52,7 @@ class LmdbStore(Store):
         try:
             self._env = lmdb.open(
                 str(db_path),
-                map_size=min(max(INITIAL_MAP_BYTES, existing * 2), max_map_bytes),
+                map_size=min(max(initial_map_bytes, existing * 2), max_map_bytes),
                 max_dbs=len(TABLES),
                 subdir=True,
                 sync=durable,
@@ -77,12 +78,13 @@ class LmdbStore(Store):
     def _scan(
         self, table: str, first: bytes | None = None, last: bytes | None = None, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
-        with self._env.begin(db=self._dbs[table], buffers=False) as txn:
+        with self._env.begin(db=self._dbs[table], buffers=True) as txn:
             cursor = txn.cursor()
             if reverse:
                 positioned = cursor.last() if last is None else _seek_at_or_before(cursor, last)
                 iterator = cursor.iterprev() if positioned else iter(())
                 for key, value in iterator:
+                    key = bytes(key)
                     if first is not None and key < first:
                         return
                     yield key, value
@@ -91,6 +93,7 @@ class LmdbStore(Store):
             if not positioned:
                 return
             for key, value in cursor.iternext():
+                key = bytes(key)
                 if last is not None and key > last:
                     return
                 yield key, value
@@ -181,7 +184,7 @@ def _lock_directory(path: Path) -> int:
 
 def _seek_at_or_before(cursor: lmdb.Cursor, key: bytes) -> bool:
     if cursor.set_range(key):
-        return cursor.key() == key or cursor.prev()
+        return bytes(cursor.key()) == key or cursor.prev()
     return cursor.last()
 
 

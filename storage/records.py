@@ -50,11 +50,22 @@ class MessageSent(Record):
     queue_id: int
     queue: str
     seq: int
+    delay_seconds: int
     message_id: str
+    sender_id: str
     body: str
     attributes: dict[str, MessageAttribute]
+
+
+class MessageSentHead(msgspec.Struct, tag="MessageSent", array_like=True, gc=False, frozen=True):
+    """The leading fields of a stored MessageSent: all that recovery needs, decoded without
+    the body and attributes."""
+
+    at_ms: int
+    queue_id: int
+    queue: str
+    seq: int
     delay_seconds: int
-    sender_id: str
 
 
 class MessageReceived(Record):
@@ -100,12 +111,18 @@ DeliveryRow = MessageReceived | VisibilityChanged
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyRecord)
+_head_decoder = msgspec.msgpack.Decoder(MessageSentHead)
 
 
 def encode_record(record: Record) -> bytes:
     return _encoder.encode(record)
 
 
-def decode_record(payload: bytes) -> AnyRecord:
+def decode_record(payload: bytes | memoryview) -> AnyRecord:
     """Raises msgspec.DecodeError (or UnicodeDecodeError) on a payload that is not a record."""
     return _decoder.decode(payload)
+
+
+def decode_message_head(payload: bytes | memoryview) -> MessageSentHead:
+    """Raises msgspec.DecodeError (or ValidationError) on a payload that is not a MessageSent."""
+    return _head_decoder.decode(payload)

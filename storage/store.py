@@ -27,11 +27,13 @@ from .records import (
     DeliveryRow,
     MessageReceived,
     MessageSent,
+    MessageSentHead,
     QueueAttributesChanged,
     QueueCreated,
     QueueRow,
     Record,
     VisibilityChanged,
+    decode_message_head,
     decode_record,
     encode_record,
 )
@@ -121,7 +123,7 @@ class DamageCollector:
 
 
 class LoadedMessage(NamedTuple):
-    sent: MessageSent
+    sent: MessageSentHead
     delivery: DeliveryRow | None
 
 
@@ -141,7 +143,8 @@ class Store(abc.ABC):
     def _scan(
         self, table: str, first: bytes | None = None, last: bytes | None = None, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
-        """Yield (key, value) copies in key order (or reverse), first..last inclusive."""
+        """Yield (key, value) in key order (or reverse), first..last inclusive. The key is a copy;
+        the value may be a view that is valid only until the next item is taken."""
 
     @abc.abstractmethod
     def _get_many(self, table: str, keys_: Sequence[bytes]) -> list[bytes | None]:
@@ -224,12 +227,13 @@ class Store(abc.ABC):
                 damage.add(DELIVERIES, key)
         messages: list[LoadedMessage] = []
         for key, value in self._scan(MESSAGES, first, last):
-            record = _decode_or_none(value)
-            if isinstance(record, MessageSent):
-                messages.append(LoadedMessage(record, deliveries.get(key)))
-                damage.break_run()
-            else:
+            try:
+                head = decode_message_head(unframe(value))
+            except _DECODE_ERRORS:
                 damage.add(MESSAGES, key)
+                continue
+            messages.append(LoadedMessage(head, deliveries.get(key) if deliveries else None))
+            damage.break_run()
         return LoadedQueue(row, messages), damage.result()
 
     def read_messages(self, queue_id: int, seqs: Sequence[int]) -> list[MessageSent | None]:
@@ -262,12 +266,15 @@ class Store(abc.ABC):
         return out
 
     def verify_log_tail(self, max_records: int) -> list[Damage]:
-        """Check the newest max_records log records; returns the damaged ranges (oldest first)."""
+        """Check the checksums of the newest max_records log records; returns the damaged ranges
+        (oldest first). `verify_all` also decodes every record."""
         damage = DamageCollector()
         for count, (key, value) in enumerate(self._scan(LOG, reverse=True)):
             if count >= max_records:
                 break
-            if _decode_or_none(value) is None:
+            try:
+                unframe(value)
+            except DamagedValue:
                 damage.add(LOG, key)
             else:
                 damage.break_run()
@@ -305,7 +312,7 @@ class Store(abc.ABC):
         return len(doomed)
 
 
-_DECODE_ERRORS = (DamagedValue, msgspec.DecodeError, UnicodeDecodeError)
+_DECODE_ERRORS = (DamagedValue, msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 
 
 def _decode_or_none(value: bytes) -> AnyRecord | None:

@@ -1,0 +1,210 @@
+"""The pure queue rules, driven with explicit times: no Trio, no store."""
+
+import pytest
+
+from dovecote.actors.errors import BrokerError
+from dovecote.actors.queue_core import QueueCore
+from dovecote.actors.validation import default_queue_attributes
+from dovecote.storage.records import MessageReceived, QueueCreated
+from dovecote.storage.store import LoadedMessage, LoadedQueue
+from dovecote.storage.records import MessageSentHead
+
+WALL = 1_700_000_000_000
+ARN = "arn:aws:sqs:us-east-1:000000000000:q"
+
+
+def make_core(**attributes: str) -> QueueCore:
+    return QueueCore(7, "q", {**default_queue_attributes(), **attributes}, ARN)
+
+
+def send(core: QueueCore, body: str = "m", now: float = 0.0, delay: int | None = None):
+    record = core.prepare_send(body, delay, {}, "", WALL)
+    core.apply_sent(record, now)
+    return record
+
+
+def receive(core: QueueCore, now: float, count: int = 10, visibility: int | None = None, rows=None):
+    lives = core.take_ready(count, now)
+    rows = rows or {}
+    return core.mark_received(lives, [rows.get(live.seq) for live in lives], visibility, now, WALL + int(now * 1000))
+
+
+def sent_rows(*records):
+    return {record.seq: record for record in records}
+
+
+def test_a_send_is_invisible_until_its_record_is_applied():
+    core = make_core()
+    record = core.prepare_send("hello", None, {}, "", WALL)
+    assert core.take_ready(10, 0.0) == []
+    core.apply_sent(record, 0.0)
+    assert [live.seq for live in core.take_ready(10, 0.0)] == [record.seq]
+
+
+def test_visibility_timeout_hides_a_received_message_until_it_passes():
+    core = make_core(VisibilityTimeout="30")
+    record = send(core)
+    (received, _), = receive(core, 1.0, rows=sent_rows(record))
+    assert received.receive_count == 1
+    assert received.visible_at_ms == WALL + 1000 + 30_000
+    assert core.take_ready(10, 30.9) == []
+    assert core.counts(30.9).in_flight == 1
+    (again, _), = receive(core, 31.0, rows=sent_rows(record))
+    assert again.receive_count == 2
+
+
+def test_per_receive_visibility_timeout_overrides_the_queue_default():
+    core = make_core(VisibilityTimeout="30")
+    record = send(core)
+    receive(core, 0.0, visibility=5, rows=sent_rows(record))
+    assert len(core.take_ready(10, 5.0)) == 1
+
+
+def test_delay_seconds_from_queue_and_message():
+    core = make_core(DelaySeconds="10")
+    queue_delayed = send(core, now=0.0)
+    message_delayed = send(core, now=0.0, delay=3)
+    undelayed = send(core, now=0.0, delay=0)
+    assert [l.seq for l in core.take_ready(10, 0.0)] == [undelayed.seq]
+    assert core.counts(0.0).delayed == 2
+    assert [l.seq for l in core.take_ready(10, 3.0)] == [message_delayed.seq]
+    assert [l.seq for l in core.take_ready(10, 10.0)] == [queue_delayed.seq]
+
+
+def test_receipt_handles_stop_working_when_the_message_is_received_again():
+    core = make_core()
+    record = send(core)
+    rows = sent_rows(record)
+    first, _ = receive(core, 0.0, visibility=0, rows=rows)[0]
+    second, _ = receive(core, 0.0, rows=rows)[0]
+    old = core.render_received(first, record, [], []).receipt_handle
+    new = core.render_received(second, record, [], []).receipt_handle
+    with pytest.raises(BrokerError) as caught:
+        core.delete(old, WALL)
+    assert caught.value.code == "ReceiptHandleIsInvalid"
+    deleted = core.delete(new, WALL)
+    assert deleted is not None and deleted.reason == "deleted"
+    assert core.delete(new, WALL) is None  # already deleted: success, as SQS has it
+    with pytest.raises(BrokerError) as caught:
+        core.change_visibility(new, 10, 0.0, WALL)
+    assert caught.value.code == "InvalidParameterValue"
+
+
+def test_a_handle_from_another_queue_or_garbage_is_invalid():
+    core = make_core()
+    other = QueueCore(8, "other", default_queue_attributes(), ARN)
+    record = other.prepare_send("x", None, {}, "", WALL)
+    other.apply_sent(record, 0.0)
+    lives = other.take_ready(1, 0.0)
+    (received, row), = other.mark_received(lives, [record], None, 0.0, WALL)
+    handle = other.render_received(received, row, [], []).receipt_handle
+    for bad in (handle, "garbage", ""):
+        with pytest.raises(BrokerError) as caught:
+            core.delete(bad, WALL)
+        assert caught.value.code == "ReceiptHandleIsInvalid"
+
+
+def test_change_visibility_extends_or_releases_an_in_flight_message():
+    core = make_core(VisibilityTimeout="30")
+    record = send(core)
+    received, _ = receive(core, 0.0, rows=sent_rows(record))[0]
+    handle = core.render_received(received, record, [], []).receipt_handle
+    changed = core.change_visibility(handle, 100, 10.0, WALL)
+    assert changed.visible_at_ms == WALL + 100_000 and changed.receive_count == 1
+    assert core.take_ready(10, 50.0) == []
+    core.change_visibility(handle, 0, 60.0, WALL)
+    assert len(core.take_ready(10, 60.0)) == 1
+
+
+def test_change_visibility_of_a_visible_message_is_not_in_flight():
+    core = make_core(VisibilityTimeout="5")
+    record = send(core)
+    received, _ = receive(core, 0.0, rows=sent_rows(record))[0]
+    handle = core.render_received(received, record, [], []).receipt_handle
+    with pytest.raises(BrokerError) as caught:
+        core.change_visibility(handle, 10, 6.0, WALL)
+    assert caught.value.code == "MessageNotInflight"
+    with pytest.raises(BrokerError):
+        core.change_visibility(handle, 43201, 1.0, WALL)
+
+
+def test_retention_expires_old_messages_and_never_delivers_them():
+    core = make_core(MessageRetentionPeriod="60")
+    old = send(core, now=0.0)
+    young = send(core, now=30.0)
+    assert core.next_deadline(0.0) == 60.0
+    assert core.expire(59.0) == []
+    assert core.expire(60.0) == [old.seq]
+    assert [l.seq for l in core.take_ready(10, 89.0)] == [young.seq]
+
+
+def test_purge_drops_messages_sent_before_it_even_if_committed_after():
+    core = make_core()
+    before = core.prepare_send("in flight to the log", None, {}, "", WALL)
+    send(core)
+    purged = core.purge(WALL)
+    assert purged.through_seq >= before.seq
+    core.apply_sent(before, 0.0)
+    after = send(core)
+    assert [l.seq for l in core.take_ready(10, 0.0)] == [after.seq]
+
+
+def test_attributes_report_counts_and_changes():
+    core = make_core()
+    oldest = send(core)
+    send(core, delay=60)
+    record = send(core)
+    receive(core, 0.0, count=1, rows=sent_rows(oldest))  # takes the oldest ready message
+    attributes = core.get_attributes(["All"], 0.0)
+    assert attributes["ApproximateNumberOfMessages"] == "1"
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
+    assert attributes["QueueArn"] == ARN
+    change = core.set_attributes({"VisibilityTimeout": "5"}, WALL + 5000)
+    assert change.attributes["VisibilityTimeout"] == "5"
+    assert core.get_attributes(["VisibilityTimeout"], 0.0) == {"VisibilityTimeout": "5"}
+    with pytest.raises(BrokerError):
+        core.get_attributes(["Nope"], 0.0)
+    assert record.seq > 0
+
+
+def test_restore_keeps_receive_counts_and_clamps_deadlines():
+    created = QueueCreated(WALL, 7, "q", default_queue_attributes())
+    heads = [MessageSentHead(WALL, 7, "q", seq, 0) for seq in (1, 2, 3, 4)]
+    in_flight = MessageReceived(WALL, 7, "q", 2, "id", 3, WALL + 20_000, WALL)
+    far_future = MessageReceived(WALL, 7, "q", 3, "id", 1, WALL + 10**12, WALL)  # wall clock went back
+    expired_visibility = MessageReceived(WALL, 7, "q", 4, "id", 5, WALL - 1, WALL)
+    loaded = LoadedQueue(
+        created,
+        [
+            LoadedMessage(heads[0], None),
+            LoadedMessage(heads[1], in_flight),
+            LoadedMessage(heads[2], far_future),
+            LoadedMessage(heads[3], expired_visibility),
+        ],
+    )
+    core = QueueCore.restore(loaded, ARN, next_seq=100, now=1000.0, wall_ms=WALL)
+    assert core.messages[2].receive_count == 3
+    assert [l.seq for l in core.take_ready(10, 1000.0)] == [1, 4]
+    assert core.messages[4].receive_count == 5
+    assert [l.seq for l in core.take_ready(10, 1020.0)] == [2]
+    assert core.take_ready(10, 1000.0 + 12 * 3600 - 1) == []
+    assert [l.seq for l in core.take_ready(10, 1000.0 + 12 * 3600)] == [3]
+    assert core.prepare_send("x", None, {}, "", WALL).seq == 100
+
+
+def test_waiters_are_served_in_arrival_order_and_expire():
+    from dovecote.actors.queue_core import Waiter
+
+    core = make_core()
+    first = Waiter(1, None, 20.0, [], [], lambda r: None)
+    second = Waiter(1, None, 5.0, [], [], lambda r: None)
+    core.add_waiter(first)
+    core.add_waiter(second)
+    assert core.next_deadline(0.0) == 5.0
+    send(core, now=1.0)
+    assert core.next_deadline(1.0) == 1.0
+    served = core.pop_servable_waiters(1.0)
+    assert [waiter for waiter, _ in served] == [first]
+    assert core.pop_expired_waiters(5.0) == [second]
+    assert core.waiter_count() == 0

@@ -1,0 +1,73 @@
+"""Shared test helpers: an in-process broker on a chosen store, driven through Sessions."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from dovecote.actors.clock import Clock
+from dovecote.actors.errors import BrokerError
+from dovecote.actors.mailbox import ReplySlot
+from dovecote.actors.ops import Failure, Op, Result
+from dovecote.actors.registry import Broker, BrokerConfig, recover
+from dovecote.storage.memory_store import MemoryStore
+from dovecote.storage.store import Store
+from dovecote.storage.writer import LogWriter
+
+START_WALL_MS = 1_700_000_000_000
+
+
+class Harness:
+    def __init__(self, broker: Broker, store: Store, writer: LogWriter, clock: Clock) -> None:
+        self.broker = broker
+        self.store = store
+        self.writer = writer
+        self.clock = clock
+        self.session = broker.session()
+
+    async def call(self, op: Op) -> Result:
+        """The raw result, Failure included."""
+        slot: ReplySlot[Result] = ReplySlot()
+        await self.session.submit(op, slot)
+        return await slot.wait()
+
+    async def ok(self, op: Op) -> Result:
+        """The result; raises BrokerError on a Failure."""
+        result = await self.call(op)
+        if isinstance(result, Failure):
+            raise BrokerError(result.code, result.message)
+        return result
+
+
+@contextlib.asynccontextmanager
+async def running_broker(
+    store: Store | None = None,
+    *,
+    config: BrokerConfig | None = None,
+    wall_source=None,
+    start_wall_ms: int = START_WALL_MS,
+    **writer_options,
+) -> AsyncIterator[Harness]:
+    store = store if store is not None else MemoryStore()
+    config = config or BrokerConfig(restart_backoff_s=(0.0, 0.1))
+    clock = Clock(wall_source=wall_source, start_wall_ms=start_wall_ms)
+    cores, _ = recover(store, config, clock, salvage=False)
+    writer = LogWriter(store, wall_ms=clock.wall_ms, **writer_options)
+    async with trio.open_nursery() as storage_nursery:
+        await storage_nursery.start(writer.run)
+        broker = Broker(store, writer, clock, config, cores)
+        async with trio.open_nursery() as broker_nursery:
+            await broker_nursery.start(broker.run)
+            try:
+                yield Harness(broker, store, writer, clock)
+            finally:
+                broker.stop()
+        writer.close()
+
+
+@pytest.fixture
+def memory_store() -> MemoryStore:
+    return MemoryStore()
