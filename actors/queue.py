@@ -143,16 +143,21 @@ class QueueActor:
                         requests.append(self._mailbox.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+                handled = 0
                 try:
                     for request in requests:
                         if cycle.ended_by is not None:
                             request.reply(Failure("QueueDoesNotExist", f"The specified queue {self.core.name} does not exist."))
-                            continue
-                        self._handle(request, cycle)
+                        else:
+                            self._handle(request, cycle)
+                        handled += 1
                     self._tick(cycle)
                     await self._commit(cycle)
                 except BaseException:
-                    cycle.fail_all(Failure("InternalError", "The queue failed while handling this request; retry."))
+                    failed = Failure("InternalError", "The queue failed while handling this request; retry.")
+                    cycle.fail_all(failed)
+                    for request in requests[handled:]:
+                        request.reply(failed)
                     raise
                 if cycle.ended_by is not None:
                     self._finish(cycle.ended_by)
