@@ -1,0 +1,108 @@
+"""What only the LMDB store has: its open flags, the directory lock, map growth, a real full disk."""
+
+import os
+import subprocess
+import uuid
+
+import pytest
+import trio
+
+from dovecote.storage.lmdb_store import LmdbStore
+from dovecote.storage.records import MessageDeleted, MessageSent, QueueCreated
+from dovecote.storage.store import DataDirectoryInUse, StorageFull
+from dovecote.storage.writer import LogWriter, SendsRefused
+
+WALL = 1_700_000_000_000
+
+
+def sent(seq, body):
+    return MessageSent(WALL, 1, "q", seq, 0, f"id-{seq}", "s", body, {})
+
+
+def test_open_flags_are_safe_and_a_second_open_is_refused(tmp_path):
+    store = LmdbStore(tmp_path, reserve_bytes=0)
+    try:
+        flags = store._env.flags()
+        assert flags["writemap"] is False and flags["sync"] is True and flags["metasync"] is True
+        with pytest.raises(DataDirectoryInUse, match=str(os.getpid())):
+            LmdbStore(tmp_path, reserve_bytes=0)
+    finally:
+        store.close()
+    LmdbStore(tmp_path, reserve_bytes=0).close()  # the lock goes with the store
+
+
+def test_os_sync_mode_turns_off_fsync(tmp_path):
+    store = LmdbStore(tmp_path, sync_mode="os", reserve_bytes=0)
+    try:
+        assert store._env.flags()["sync"] is False
+    finally:
+        store.close()
+    with pytest.raises(ValueError):
+        LmdbStore(tmp_path, sync_mode="never")
+
+
+async def test_the_map_grows_up_to_its_limit(tmp_path, autojump_clock):
+    store = LmdbStore(tmp_path, initial_map_bytes=1 << 20, max_map_bytes=4 << 20, reserve_bytes=0)
+    writer = LogWriter(store, wall_ms=lambda: WALL)
+    body = "x" * 20_000
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            await writer.append([QueueCreated(WALL, 1, "q", {})])
+            seq = 0
+            with pytest.raises(StorageFull):
+                while True:
+                    seq += 1
+                    await writer.append([sent(seq, body)], needs_space=True)
+            assert store.map_size_bytes() == 4 << 20
+            assert seq > 60  # ~1.2 MiB per 60 messages: it grew past the initial 1 MiB
+            writer.close()
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.decode().strip()}); "
+                    "the memory store's disk-full tests still run")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+async def test_a_real_full_disk_refuses_sends_keeps_deletes_and_recovers(tiny_disk):
+    store = LmdbStore(tiny_disk / "data", reserve_bytes=512 << 10)
+    writer = LogWriter(store, wall_ms=lambda: WALL, space_check_interval_s=0.05)
+    filler = tiny_disk / "filler"
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            await writer.append([QueueCreated(WALL, 1, "q", {})])
+            seq = 0
+            with pytest.raises(StorageFull):
+                while True:
+                    seq += 1
+                    await writer.append([sent(seq, uuid.uuid4().hex * 64)], needs_space=True)
+                    try:  # something else on the disk fills it too
+                        with open(filler, "ab") as f:
+                            f.write(b"\0" * 16384)
+                    except OSError:
+                        pass
+            assert not writer.statistics().accepting_sends
+            with pytest.raises(SendsRefused):
+                await writer.append([sent(seq + 1, "refused")], needs_space=True)
+            # deletes still commit, from the reserve
+            await writer.append([MessageDeleted(WALL, 1, "q", 1, "id-1", "deleted")])
+            filler.unlink()
+            with trio.fail_after(10):
+                while not writer.statistics().accepting_sends:
+                    await trio.sleep(0.05)
+            await writer.append([sent(seq + 2, "accepted again")], needs_space=True)
+            writer.close()
+        assert store.read_messages(1, [seq + 2])[0].body == "accepted again"
+        assert store.read_messages(1, [1]) == [None]
+    finally:
+        store.close()

@@ -1,0 +1,79 @@
+"""The log writer: group commit, failure reporting, history trimming (memory store, autojump)."""
+
+import pytest
+import trio
+
+from dovecote.storage.memory_store import MemoryStore
+from dovecote.storage.records import MessageSent
+from dovecote.storage.store import StorageError
+from dovecote.storage.writer import LogWriter, WriterOverloaded
+
+WALL = 1_700_000_000_000
+
+
+def sent(seq, at_ms=WALL):
+    return MessageSent(at_ms, 1, "q", seq, 0, f"id-{seq}", "s", "body", {})
+
+
+class ThreadedMemoryStore(MemoryStore):
+    """Commits in a worker thread, as the LMDB store does, so appends pile up meanwhile."""
+
+    commits_in_thread = True
+
+
+async def test_concurrent_appends_share_commits():
+    store = ThreadedMemoryStore()
+    writer = LogWriter(store, wall_ms=lambda: WALL)
+    lsns = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        async with trio.open_nursery() as appenders:
+            for seq in range(1, 201):
+                appenders.start_soon(lambda seq=seq: _append(writer, seq, lsns))
+        writer.close()
+    assert sorted(lsns) == list(range(1, 201))
+    assert store.commit_count < 200
+    assert writer.statistics().records == 200
+
+
+async def _append(writer, seq, lsns):
+    await writer.append([sent(seq)])
+    lsns.append(seq)
+
+
+async def test_a_failed_commit_fails_every_entry_in_it_and_consumes_no_lsn(autojump_clock):
+    store = MemoryStore()
+    writer = LogWriter(store, wall_ms=lambda: WALL)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        store.fail_next_commits.append(StorageError("boom"))
+        first = writer.submit([sent(1)], needs_space=True)
+        second = writer.submit([sent(2)], needs_space=False)
+        for entry in (first, second):
+            with pytest.raises(StorageError, match="boom"):
+                await entry.wait()
+        assert await writer.append([sent(3)]) == 1
+        writer.close()
+
+
+async def test_a_full_inbox_is_an_overload_error(autojump_clock):
+    writer = LogWriter(MemoryStore(), wall_ms=lambda: WALL, inbox_capacity=2)
+    writer.submit([sent(1)], needs_space=False)
+    writer.submit([sent(2)], needs_space=False)
+    with pytest.raises(WriterOverloaded):
+        writer.submit([sent(3)], needs_space=False)
+
+
+async def test_history_older_than_the_window_is_trimmed(autojump_clock):
+    store = MemoryStore()
+    now = [WALL]
+    writer = LogWriter(store, wall_ms=lambda: now[0], history_ms=60_000, trim_interval_s=1.0, trim_chunk_records=4)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await writer.append([sent(i, at_ms=WALL) for i in range(10)])
+        await writer.append([sent(10, at_ms=WALL + 50_000)])
+        now[0] = WALL + 70_000
+        await trio.sleep(5)
+        assert [lsn for lsn, _ in store.read_log()] == [11]
+        assert writer.statistics().trimmed == 10
+        writer.close()
