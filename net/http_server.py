@@ -119,6 +119,10 @@ class HttpServer:
                 continue
             if isinstance(event, h11.Request):
                 head = event
+                # h11 bounds a head that arrives in pieces; one that arrives whole is checked here.
+                head_bytes = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+                if head_bytes > self._limits.http_max_header_bytes:
+                    return text_response(431, "request header fields too large\n")
                 length = dict(event.headers).get(b"content-length")
                 if length is not None and int(length) > self._limits.http_max_body_bytes:
                     return text_response(413, "request body too large\n")

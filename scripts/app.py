@@ -71,7 +71,7 @@ async def run_broker(
 ) -> None:
     """Run the broker until `stopping` is set (or a signal arrives). Raises StorageDamaged,
     DataDirectoryInUse or StorageError when the store cannot be served."""
-    stopping = stopping or trio.Event()
+    stopping = stopping if stopping is not None else trio.Event()
     started = time.perf_counter()
     store = LmdbStore(
         config.data_dir,
@@ -95,10 +95,10 @@ async def run_broker(
                 async with trio.open_nursery() as net_nursery:
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
-                    native = NativeServer(broker, config.limits, stopping, _queue_urls(config))
-                    native_port = await net_nursery.start(native.serve, config.host, config.port)
                     http = HttpServer(_http_handler(writer), config.limits, stopping)
                     http_port = await net_nursery.start(http.serve, config.host, config.http_port)
+                    native = NativeServer(broker, config.limits, stopping, _queue_urls(config, http_port))
+                    native_port = await net_nursery.start(native.serve, config.host, config.port)
                     log.info(
                         "dovecote serving %s: native %s:%d, http %s:%d; recovered %d queues, %d messages in %.0f ms",
                         config.data_dir,
@@ -120,8 +120,8 @@ async def run_broker(
     log.info("stopped")
 
 
-def _queue_urls(config: ServeConfig):
-    base = config.public_url or f"http://{config.host}:{config.http_port}"
+def _queue_urls(config: ServeConfig, http_port: int):
+    base = config.public_url or f"http://{config.host}:{http_port}"
     prefix = f"{base.rstrip('/')}/{config.broker.account_id}/"
     return lambda name: prefix + name
 

@@ -1,0 +1,179 @@
+"""The native and HTTP listeners of an in-process broker on real loopback sockets. Every test has
+an absolute deadline on trio's clock."""
+
+import contextlib
+import struct
+
+import httpx
+import msgspec
+import pytest
+import trio
+
+from dovecote.actors.errors import BrokerError
+from dovecote.actors.ops import ListQueues
+from dovecote.app import ServeConfig, run_broker
+from dovecote.net import frames
+from dovecote.net.client import open_client
+from dovecote.net.limits import NetLimits
+
+DEADLINE_S = 20
+
+
+@contextlib.asynccontextmanager
+async def broker(tmp_path, **limits):
+    config = ServeConfig(data_dir=str(tmp_path / "data"), port=0, http_port=0, limits=NetLimits(**limits))
+    stopping = trio.Event()
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            ports = await nursery.start(lambda task_status: run_broker(config, stopping=stopping, task_status=task_status))
+            yield ports
+            stopping.set()
+
+
+async def raw_connection(port):
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(frames.hello())
+    assert frames.parse_welcome(await receive_exactly(stream, frames.WELCOME_BYTES)) == (1, 0)
+    return stream
+
+
+async def receive_exactly(stream, count):
+    data = b""
+    while len(data) < count:
+        chunk = await stream.receive_some(count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def assert_closed(stream):
+    try:
+        assert await stream.receive_some(100) == b""
+    except trio.BrokenResourceError:
+        pass  # reset, because the broker closed without reading what was sent
+
+
+async def read_frames_until_closed(stream):
+    decoder = frames.FrameDecoder(1 << 24)
+    results = []
+    while chunk := await stream.receive_some(65536):
+        decoder.feed(chunk)
+        while (payload := decoder.next_payload()) is not None:
+            results.append(frames.decode_response(payload))
+    return results
+
+
+async def test_many_pipelined_requests_on_one_connection(tmp_path):
+    async with broker(tmp_path) as ports, open_client("127.0.0.1", ports.native) as client:
+        url = await client.create_queue("q")
+        assert url == f"http://127.0.0.1:{ports.http}/000000000000/q"
+        ids = []
+
+        async def send(i):
+            ids.append((await client.send_message(url, f"m{i}")).message_id)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(500):
+                nursery.start_soon(send, i)
+        assert len(set(ids)) == 500
+        attributes = await client.get_queue_attributes(url)
+        assert attributes["ApproximateNumberOfMessages"] == "500"
+        with pytest.raises(BrokerError) as caught:
+            await client.get_queue_url("missing")
+        assert caught.value.code == "QueueDoesNotExist"
+
+
+async def test_a_malformed_frame_closes_only_that_connection(tmp_path):
+    async with broker(tmp_path) as ports:
+        stream = await raw_connection(ports.native)
+        await stream.send_all(struct.pack(">I", 3) + b"\xc1\xc1\xc1")
+        (answer,) = await read_frames_until_closed(stream)
+        assert answer.id == 0 and answer.result.code == "InvalidParameterValue"
+        assert "malformed" in answer.result.message
+        async with open_client("127.0.0.1", ports.native) as client:
+            await client.create_queue("still-serving")
+
+
+async def test_an_oversized_frame_is_refused_before_its_body(tmp_path):
+    async with broker(tmp_path, max_request_frame_bytes=1024) as ports:
+        stream = await raw_connection(ports.native)
+        await stream.send_all(struct.pack(">I", 10**9))  # no body follows: the header alone is enough
+        (answer,) = await read_frames_until_closed(stream)
+        assert "exceeds the limit" in answer.result.message
+
+
+async def test_a_bad_operation_is_answered_and_the_connection_goes_on(tmp_path):
+    async with broker(tmp_path) as ports:
+        stream = await raw_connection(ports.native)
+        out = bytearray()
+        bad = msgspec.msgpack.encode([5, ["SendMessage", "q", 12345]])  # body must be a string
+        out += struct.pack(">I", len(bad)) + bad
+        unknown = msgspec.msgpack.encode([6, ["LaunchRocket"]])
+        out += struct.pack(">I", len(unknown)) + unknown
+        frames.encode_request(7, ListQueues(), out)
+        await stream.send_all(bytes(out))
+        decoder = frames.FrameDecoder(1 << 20)
+        answers = {}
+        while len(answers) < 3:
+            decoder.feed(await stream.receive_some(65536))
+            while (payload := decoder.next_payload()) is not None:
+                frame = frames.decode_response(payload)
+                answers[frame.id] = frame.result
+        assert answers[5].code == "InvalidParameterValue" and "Expected `str`" in answers[5].message
+        assert answers[6].code == "InvalidParameterValue"
+        assert answers[7].queues == []
+        await stream.aclose()
+
+
+async def test_handshakes_that_are_not_dovecote_are_refused(tmp_path):
+    async with broker(tmp_path) as ports:
+        stream = await trio.open_tcp_stream("127.0.0.1", ports.native)
+        await stream.send_all(b"GET / HTTP/1.1\r\n\r\n")
+        await assert_closed(stream)
+        stream = await trio.open_tcp_stream("127.0.0.1", ports.native)
+        await stream.send_all(frames.hello(version=99))
+        assert frames.parse_welcome(await receive_exactly(stream, frames.WELCOME_BYTES)) == (
+            1,
+            frames.STATUS_UNSUPPORTED_VERSION,
+        )
+
+
+async def test_connections_past_the_limit_are_closed(tmp_path):
+    async with broker(tmp_path, max_connections=2) as ports:
+        async with open_client("127.0.0.1", ports.native) as first, open_client("127.0.0.1", ports.native):
+            extra = await trio.open_tcp_stream("127.0.0.1", ports.native)
+            await extra.send_all(frames.hello())
+            await assert_closed(extra)
+            await first.list_queues()
+
+
+async def test_health_and_http_limits(tmp_path):
+    async with broker(tmp_path, http_max_header_bytes=2048, http_max_body_bytes=1000) as ports:
+        base = f"http://127.0.0.1:{ports.http}"
+        async with httpx.AsyncClient(base_url=base) as http:
+            health = await http.get("/health")
+            assert health.status_code == 200 and health.json()["status"] == "ok"
+            assert (await http.get("/nowhere")).status_code == 404
+            assert (await http.get("/health", headers={"X-Big": "y" * 4096})).status_code == 431
+            assert (await http.post("/health", content=b"z" * 2000)).status_code == 413
+
+
+async def test_shutdown_answers_long_polls_and_returns(tmp_path):
+    config = ServeConfig(data_dir=str(tmp_path / "data"), port=0, http_port=0)
+    stopping = trio.Event()
+    answers = []
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            ports = await nursery.start(lambda task_status: run_broker(config, stopping=stopping, task_status=task_status))
+            async with open_client("127.0.0.1", ports.native) as client:
+                await client.create_queue("q")
+
+                async def poll():
+                    answers.append(await client.receive_message("q", wait_time_seconds=20))
+
+                async with trio.open_nursery() as polls:
+                    polls.start_soon(poll)
+                    await trio.sleep(0.2)
+                    stopping.set()
+    assert answers == [[]]
