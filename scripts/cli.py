@@ -6,6 +6,7 @@ Client commands print JSON and exit 1 with the AWS error code on a broker error.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import sys
@@ -131,8 +132,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cannot reach the broker at {args.host}:{args.port}: {error}", file=sys.stderr)
         return 2
     if output is not None:
-        print(json.dumps(msgspec.to_builtins(output), indent=2))
+        print(json.dumps(_plain(output), indent=2))
     return 0
+
+
+def _plain(value: object) -> object:
+    """JSON-ready data with field names (the wire structs are arrays on the wire)."""
+    if isinstance(value, msgspec.Struct):
+        return {field: _plain(getattr(value, field)) for field in value.__struct_fields__}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
 
 
 def _client_command(client: BlockingClient, args: argparse.Namespace) -> object:

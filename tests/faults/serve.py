@@ -1,0 +1,60 @@
+"""A real `dovecote serve` process for fault tests."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from dovecote.net.client import BlockingClient
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServeProcess:
+    def __init__(self, data_dir, *extra_args: str) -> None:
+        self.data_dir = str(data_dir)
+        self.port = free_port()
+        self.http_port = free_port()
+        self.extra_args = extra_args
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "dovecote", "serve", "--data-dir", self.data_dir,
+            "--port", str(self.port), "--http-port", str(self.http_port), "--log-level", "WARNING",
+            *self.extra_args,
+        ]
+
+    def start(self, timeout_s: float = 20) -> ServeProcess:
+        self.process = subprocess.Popen(self.command(), stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dovecote serve exited {self.process.returncode}: {self.process.stderr.read()}")
+            try:
+                BlockingClient("127.0.0.1", self.port, timeout_s=1).close()
+                return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("dovecote serve did not start")
+
+    def client(self) -> BlockingClient:
+        return BlockingClient("127.0.0.1", self.port, timeout_s=10)
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def terminate(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)

@@ -1,0 +1,113 @@
+"""Real `dovecote serve` processes: damage on disk, a second broker, clean shutdown, the CLI."""
+
+import json
+import subprocess
+import sys
+
+import httpx
+import lmdb
+import pytest
+
+from dovecote.storage import keys
+
+from .serve import ServeProcess
+
+
+def flip_last_byte(data_dir, table: bytes, key: bytes) -> None:
+    env = lmdb.open(str(data_dir / "lmdb"), max_dbs=8)
+    try:
+        with env.begin(write=True, db=env.open_db(table)) as txn:
+            value = bytearray(txn.get(key))
+            value[-1] ^= 0xFF
+            txn.put(key, bytes(value))
+    finally:
+        env.close()
+
+
+def test_damage_stops_the_broker_with_a_clear_message_unless_salvaging(tmp_path):
+    data_dir = tmp_path / "data"
+    broker = ServeProcess(data_dir).start()
+    with broker.client() as client:
+        client.create_queue("q")
+        for i in range(5):
+            client.send_message("q", f"m{i}")
+    assert broker.terminate() == 0
+    flip_last_byte(data_dir, b"messages", keys.message_key(1, 3))
+
+    refused = subprocess.run(ServeProcess(data_dir).command(), capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 3
+    assert "damaged" in refused.stderr and "messages rows queue 1 seq 3" in refused.stderr
+    assert "--salvage" in refused.stderr
+
+    check = subprocess.run(
+        [sys.executable, "-m", "dovecote", "check", "--data-dir", str(data_dir)], capture_output=True, text=True
+    )
+    assert check.returncode == 1 and "seq 3" in check.stdout
+
+    salvaged = ServeProcess(data_dir, "--salvage").start()
+    with salvaged.client() as client:
+        bodies = {m.body for m in client.receive_message("q", max_number_of_messages=10)}
+    assert salvaged.terminate() == 0
+    assert "salvage dropped messages rows queue 1 seq 3" in salvaged.process.stderr.read()
+    assert len(bodies) == 4 and all(body.startswith("m") for body in bodies)
+
+
+def test_a_second_broker_on_the_same_directory_is_refused(tmp_path):
+    broker = ServeProcess(tmp_path / "data").start()
+    try:
+        second = subprocess.run(ServeProcess(tmp_path / "data").command(), capture_output=True, text=True, timeout=60)
+        assert second.returncode == 3 and "in use by another dovecote process" in second.stderr
+        with broker.client() as client:
+            client.list_queues()  # the first one is unharmed
+    finally:
+        assert broker.terminate() == 0
+
+
+def test_sigterm_shuts_down_cleanly_and_health_answers_while_up(tmp_path):
+    broker = ServeProcess(tmp_path / "data").start()
+    health = httpx.get(f"http://127.0.0.1:{broker.http_port}/health", timeout=5)
+    assert health.status_code == 200 and health.json()["accepting_sends"] is True
+    assert broker.terminate() == 0
+
+
+def run_cli(broker, *args):
+    result = subprocess.run(
+        [sys.executable, "-m", "dovecote", *args, "--port", str(broker.port)], capture_output=True, text=True, timeout=60
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_cli_client_commands(tmp_path):
+    broker = ServeProcess(tmp_path / "data").start()
+    try:
+        code, out, _ = run_cli(broker, "create-queue", "jobs", "--attribute", "VisibilityTimeout=5")
+        assert code == 0 and json.loads(out)["QueueUrl"].endswith("/000000000000/jobs")
+        code, out, _ = run_cli(broker, "send", "jobs", "hello", "--attribute", "kind=String:greeting")
+        assert code == 0 and json.loads(out)["message_id"]
+        code, out, _ = run_cli(broker, "receive", "jobs", "--max", "10", "--delete")
+        (message,) = json.loads(out)["Messages"]
+        assert message["body"] == "hello" and message["message_attributes"]["kind"]["string_value"] == "greeting"
+        code, out, _ = run_cli(broker, "get-queue-attributes", "jobs")
+        assert json.loads(out)["Attributes"]["ApproximateNumberOfMessages"] == "0"
+        code, _, err = run_cli(broker, "delete-message", "jobs", "not-a-handle")
+        assert code == 1 and json.loads(err)["error"] == "ReceiptHandleIsInvalid"
+        code, _, err = run_cli(broker, "get-queue-url", "missing")
+        assert code == 1 and json.loads(err)["error"] == "QueueDoesNotExist"
+    finally:
+        assert broker.terminate() == 0
+
+
+@pytest.mark.parametrize("package", ["storage", "actors", "net"])
+def test_layers_depend_one_way(package):
+    """storage <- actors <- net <- the programs; only lmdb_store imports lmdb."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    forbidden = {"storage": ("dovecote.actors", "dovecote.net", "dovecote.app"), "actors": ("dovecote.net", "dovecote.app"),
+                 "net": ("dovecote.app", "dovecote.cli")}[package]
+    for source in (root / package).glob("*.py"):
+        text = source.read_text()
+        for name in forbidden:
+            assert f"import {name}" not in text and f"from {name}" not in text, f"{source.name} imports {name}"
+        if source.name != "lmdb_store.py":
+            assert "import lmdb" not in text, f"{source.name} imports lmdb"
