@@ -4,28 +4,33 @@ Theory of operation
 -------------------
 The actor loops in cycles. It waits for a request (or for the core's next deadline), takes every
 other request already in its mailbox, handles them in order against the core, runs the timers
-(visibility, delays, retention, long-poll deadlines), then commits the cycle's records — sends in
-one log entry that storage may refuse when the disk is full, everything else in another — and only
-then replies. While it waits for the commit, new requests queue in the mailbox and form the next
-cycle, so one queue's throughput grows with its load (group commit at the actor level).
+(visibility, delays, retention, long-poll deadlines), and hands the cycle's records to the writer:
+sends in one log entry that storage may refuse when the disk is full, everything else in another.
+It does not wait for that commit: it goes on with the next cycle, and completes cycles (makes their
+sends visible, sends their replies) in order as the writer reports them committed, which it does in
+the order they were submitted. The writer's report arrives as a WAKE token in the mailbox (when the
+mailbox is full there is no need for one). At most MAX_CYCLES_IN_FLIGHT cycles wait for the disk.
 
-If a commit fails for any reason other than a refused send, memory may be ahead of disk, so the
-actor fails the cycle's requests and raises RestartFromStorage; the registry rebuilds the queue from
-the store. Requests reach the actor only through its bounded mailbox; every request carries its own
-reply callable, which the actor calls exactly once and never awaits.
+So no reply leaves before the records it depends on are committed, and a send is visible only
+once it is committed. If a commit fails for any reason other than a refused send, memory may be
+ahead of disk: the actor fails the replies of that cycle and of every later one and raises
+RestartFromStorage; the registry rebuilds the queue from the store. Requests reach the actor only
+through its bounded mailbox; every request carries its own reply callable, which the actor calls
+exactly once and never awaits.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from collections import deque
 from typing import NamedTuple
 
 import trio
 
 from dovecote.storage.records import MessageSent, Record
 from dovecote.storage.store import Store, StorageError, StorageFull
-from dovecote.storage.writer import LogWriter
+from dovecote.storage.writer import AppendEntry, LogWriter
 
 from . import validation
 from .clock import Clock
@@ -60,6 +65,7 @@ log = logging.getLogger("dovecote.queue")
 
 Reply = Callable[[Result], None]
 MAX_REQUESTS_PER_CYCLE = 256
+MAX_CYCLES_IN_FLIGHT = 8
 
 
 class Request(NamedTuple):
@@ -111,6 +117,29 @@ class _Cycle:
         self.replies.clear()
 
 
+class _Wake(Op):
+    """Writer to actor, through the mailbox: one of this actor's commits has finished."""
+
+
+WAKE = _Wake()
+
+
+class _InFlight(NamedTuple):
+    """A cycle whose records the writer has, and the entries that say when they are committed."""
+
+    cycle: _Cycle
+    sends: AppendEntry | None
+    others: AppendEntry | None
+
+    def committed(self) -> bool:
+        return all(entry is None or entry.done.is_set() for entry in (self.sends, self.others))
+
+    async def wait(self) -> None:
+        for entry in (self.sends, self.others):
+            if entry is not None:
+                await entry.done.wait()
+
+
 class QueueActor:
     def __init__(
         self,
@@ -119,30 +148,36 @@ class QueueActor:
         writer: LogWriter,
         store: Store,
         clock: Clock,
+        wake: Callable[[], None],
     ) -> None:
         self.core = core
         self._mailbox = mailbox
         self._writer = writer
         self._store = store
         self._clock = clock
+        self._wake = wake
+        self._in_flight: deque[_InFlight] = deque()
 
     async def run(self) -> bool:
         """Serve until stopped (returns False) or deleted (returns True). Raises
         RestartFromStorage, or any bug, for the registry to handle."""
         try:
             while True:
-                cycle = _Cycle()
+                self._complete_committed()
                 requests: list[Request] = []
                 with trio.move_on_at(self.core.next_deadline(self._clock.now())):
                     try:
                         requests.append(await self._mailbox.receive())
                     except trio.EndOfChannel:
+                        await self._complete_all()
                         return False
                 while len(requests) < MAX_REQUESTS_PER_CYCLE:
                     try:
                         requests.append(self._mailbox.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+                requests = [request for request in requests if request.op is not WAKE]
+                cycle = _Cycle()
                 handled = 0
                 try:
                     for request in requests:
@@ -152,10 +187,17 @@ class QueueActor:
                             self._handle(request, cycle)
                         handled += 1
                     self._tick(cycle)
-                    await self._commit(cycle)
+                    self._submit(cycle)
+                    if cycle.ended_by is not None:
+                        await self._complete_all()
+                    elif len(self._in_flight) >= MAX_CYCLES_IN_FLIGHT:
+                        await self._in_flight[0].wait()
                 except BaseException:
                     failed = Failure("InternalError", "The queue failed while handling this request; retry.")
                     cycle.fail_all(failed)
+                    for in_flight in self._in_flight:
+                        in_flight.cycle.fail_all(failed)
+                    self._in_flight.clear()
                     for request in requests[handled:]:
                         request.reply(failed)
                     raise
@@ -306,30 +348,35 @@ class QueueActor:
         for waiter, lives in self.core.pop_servable_waiters(now):
             self._deliver(waiter, lives, cycle, now, wall_ms)
 
-    # --- commit -------------------------------------------------------------------------------
-    async def _commit(self, cycle: _Cycle) -> None:
+    # --- commit ---------------------------------------------------------------------------------
+    def _submit(self, cycle: _Cycle) -> None:
+        """Hand the cycle's records to the writer; the cycle completes when they are committed.
+        Cycles complete in the order they were submitted, as the writer commits in that order."""
         if cycle.ended_by is not None and isinstance(cycle.ended_by.op, DeleteQueue):
             cycle.records.append(self.core.deleted_record(self._clock.wall_ms()))
         send_records = [record for group in cycle.send_groups for record in group.records]
         try:
-            sends = self._writer.submit(send_records, needs_space=True) if send_records else None
-            others = self._writer.submit(cycle.records, needs_space=False) if cycle.records else None
+            sends = self._writer.submit(send_records, needs_space=True, on_done=self._wake) if send_records else None
+            others = self._writer.submit(cycle.records, needs_space=False, on_done=self._wake) if cycle.records else None
         except StorageError as error:
-            # Nothing of this cycle was queued, but receives and deletes were applied in memory.
+            # Receives and deletes of this cycle were applied in memory but will not be stored.
             cycle.fail_all(storage_failure(error))
             raise RestartFromStorage(str(error)) from error
-        sends_error: StorageError | None = None
-        others_error: StorageError | None = None
-        if sends is not None:
-            try:
-                await sends.wait()
-            except StorageError as error:
-                sends_error = error
-        if others is not None:
-            try:
-                await others.wait()
-            except StorageError as error:
-                others_error = error
+        self._in_flight.append(_InFlight(cycle, sends, others))
+
+    def _complete_committed(self) -> None:
+        while self._in_flight and self._in_flight[0].committed():
+            self._complete(self._in_flight.popleft())
+
+    async def _complete_all(self) -> None:
+        while self._in_flight:
+            await self._in_flight[0].wait()
+            self._complete(self._in_flight.popleft())
+
+    def _complete(self, in_flight: _InFlight) -> None:
+        cycle = in_flight.cycle
+        sends_error = in_flight.sends.error if in_flight.sends is not None else None
+        others_error = in_flight.others.error if in_flight.others is not None else None
         now = self._clock.now()
         for group in cycle.send_groups:
             if sends_error is None:

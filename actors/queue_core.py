@@ -51,7 +51,7 @@ from dovecote.storage.store import LoadedQueue
 
 from . import validation
 from .errors import BrokerError, invalid
-from .ids import ReceiptHandle, decode_receipt_handle, encode_receipt_handle, new_message_id
+from .ids import MessageIds, ReceiptHandle, decode_receipt_handle, encode_receipt_handle
 from .ops import ReceivedMessage
 
 READY = -math.inf
@@ -107,6 +107,7 @@ class QueueCore:
         self._waiters: dict[int, Waiter] = {}
         self._waiter_deadlines: list[tuple[float, int]] = []
         self._waiter_ids = itertools.count()
+        self._message_ids = MessageIds()
 
     @classmethod
     def restore(
@@ -154,7 +155,7 @@ class QueueCore:
             queue_id=self.queue_id,
             queue=self.name,
             seq=seq,
-            message_id=new_message_id(),
+            message_id=self._message_ids.new(),
             body=body,
             attributes=dict(message_attributes),
             delay_seconds=self.config.delay_s if delay_seconds is None else delay_seconds,

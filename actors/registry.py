@@ -47,7 +47,7 @@ from .ops import (
     QueueOp,
     Result,
 )
-from .queue import QueueActor, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
+from .queue import WAKE, QueueActor, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
 from .queue_core import QueueCore
 
 log = logging.getLogger("dovecote.registry")
@@ -117,6 +117,14 @@ class _QueueEntry:
         self.queue_id = queue_id
         self.mailbox = mailbox
         self.inbox = inbox
+
+    def wake(self) -> None:
+        """Nudge the actor (a commit of its finished). A full mailbox needs no nudge: the actor
+        is about to wake anyway."""
+        try:
+            self.mailbox.send_nowait(Request(WAKE, _ignore))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
 
 class Broker:
@@ -275,7 +283,7 @@ class Broker:
         last_failure = -math.inf
         deleted = False
         while True:
-            actor = QueueActor(core, entry.inbox, self._writer, self._store, self._clock)
+            actor = QueueActor(core, entry.inbox, self._writer, self._store, self._clock, entry.wake)
             try:
                 deleted = await actor.run()
                 break

@@ -40,14 +40,25 @@ class SendsRefused(StorageFull):
 class AppendEntry:
     """One caller's records and the one-shot slot its outcome arrives in."""
 
-    __slots__ = ("records", "needs_space", "done", "error", "last_lsn")
+    __slots__ = ("records", "needs_space", "done", "error", "last_lsn", "on_done")
 
-    def __init__(self, records: Sequence[Record], needs_space: bool) -> None:
+    def __init__(
+        self, records: Sequence[Record], needs_space: bool, on_done: Callable[[], None] | None = None
+    ) -> None:
         self.records = records
         self.needs_space = needs_space
         self.done = trio.Event()
         self.error: Exception | None = None
         self.last_lsn = 0
+        self.on_done = on_done
+
+    def settle(self, error: Exception | None = None, last_lsn: int = 0) -> None:
+        """Writer only: record the outcome, wake the waiter, call on_done (which must not block)."""
+        self.error = error
+        self.last_lsn = last_lsn
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
     async def wait(self) -> int:
         """Block until committed; return the last LSN, or raise the commit's StorageError."""
@@ -94,10 +105,12 @@ class LogWriter:
         self._records = 0
         self._trimmed = 0
 
-    def submit(self, records: Sequence[Record], *, needs_space: bool) -> AppendEntry:
+    def submit(
+        self, records: Sequence[Record], *, needs_space: bool, on_done: Callable[[], None] | None = None
+    ) -> AppendEntry:
         """Queue records for the next commit without blocking. Raises WriterOverloaded when the
         inbox is full, trio.ClosedResourceError after close()."""
-        entry = AppendEntry(records, needs_space)
+        entry = AppendEntry(records, needs_space, on_done)
         try:
             self._send.send_nowait(entry)
         except trio.WouldBlock:
@@ -160,21 +173,18 @@ class LogWriter:
             last_lsn = await self._commit_with_space_handling(batch)
         except StorageError as exc:
             for entry in batch:
-                entry.error = exc
-                entry.done.set()
+                entry.settle(error=exc)
             return
         self._commits += 1
         self._records += count
         for entry in batch:
-            entry.last_lsn = last_lsn
-            entry.done.set()
+            entry.settle(last_lsn=last_lsn)
 
     def _refuse_sends(self, batch: list[AppendEntry]) -> list[AppendEntry]:
         kept = []
         for entry in batch:
             if entry.needs_space:
-                entry.error = SendsRefused("storage is full: sends are refused until space returns")
-                entry.done.set()
+                entry.settle(error=SendsRefused("storage is full: sends are refused until space returns"))
             else:
                 kept.append(entry)
         return kept

@@ -128,3 +128,17 @@ def test_batch_rules(ids, code):
     with pytest.raises(BrokerError) as caught:
         validate_batch(ids)
     assert caught.value.code == code
+
+
+def test_message_ids_are_unique_and_uuid_shaped_and_round_trip_through_handles():
+    import uuid
+
+    from dovecote.actors.ids import MessageIds, ReceiptHandle, decode_receipt_handle, encode_receipt_handle
+
+    ids = MessageIds()
+    made = [ids.new() for _ in range(10_000)] + [MessageIds().new() for _ in range(100)]
+    assert len(set(made)) == len(made)
+    for message_id in made[:100]:
+        assert str(uuid.UUID(message_id)) == message_id
+        handle = ReceiptHandle(3, 99, 2, message_id)
+        assert decode_receipt_handle(encode_receipt_handle(handle)) == handle
