@@ -313,9 +313,7 @@ class QueueCore:
             "ApproximateNumberOfMessagesNotVisible": str(counts.in_flight),
             "ApproximateNumberOfMessagesDelayed": str(counts.delayed),
         }
-        if "All" in names:
-            return everything
-        return {name: everything[name] for name in names if name in everything}
+        return select_named(everything, names)
 
     # --- time ---------------------------------------------------------------------------------
     def advance(self, now: float) -> None:
@@ -431,6 +429,11 @@ def system_attributes(row: MessageSent, record: MessageReceived, names: Sequence
         "ApproximateReceiveCount": str(record.receive_count),
         "ApproximateFirstReceiveTimestamp": str(record.first_receive_ms),
     }
+    return select_named(everything, names)
+
+
+def select_named(everything: dict[str, str], names: Sequence[str]) -> dict[str, str]:
+    """The entries a request named, or all of them for `All` (as SQS attribute names work)."""
     if "All" in names:
         return everything
     return {name: everything[name] for name in names if name in everything}

@@ -68,7 +68,9 @@ class MessageSentHead(msgspec.Struct, tag="MessageSent", array_like=True, gc=Fal
     delay_seconds: int
 
 
-class MessageReceived(Record):
+class DeliveryState(Record):
+    """A message's delivery state after a change: what the deliveries table keeps per message."""
+
     queue_id: int
     queue: str
     seq: int
@@ -78,14 +80,12 @@ class MessageReceived(Record):
     first_receive_ms: int
 
 
-class VisibilityChanged(Record):
-    queue_id: int
-    queue: str
-    seq: int
-    message_id: str
-    receive_count: int
-    visible_at_ms: int
-    first_receive_ms: int
+class MessageReceived(DeliveryState):
+    pass
+
+
+class VisibilityChanged(DeliveryState):
+    pass
 
 
 class MessageDeleted(Record):
