@@ -46,8 +46,10 @@ class _RequestTooLarge(Exception):
 
 
 class HttpServer:
-    def __init__(self, handler: Handler, limits: NetLimits, stopping: trio.Event) -> None:
-        self._handler = handler
+    def __init__(self, make_handler: Callable[[], Handler], limits: NetLimits, stopping: trio.Event) -> None:
+        """make_handler is called once per connection; the handler it returns serves that
+        connection's requests, one at a time, in that connection's task."""
+        self._make_handler = make_handler
         self._limits = limits
         self._stopping = stopping
         self._connections = trio.CapacityLimiter(limits.max_connections)
@@ -68,6 +70,7 @@ class HttpServer:
             await stream.aclose()
             return
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.http_max_header_bytes)
+        handler = self._make_handler()
         try:
             while True:
                 timeout = (
@@ -84,7 +87,7 @@ class HttpServer:
                     await self._send(connection, stream, request, close=True)
                     return
                 try:
-                    response = await self._handler(request)
+                    response = await handler(request)
                 except Exception:  # noqa: BLE001 - one bad request must not take the server down
                     log.exception("handler failed for %s %s", request.method, request.target)
                     response = text_response(500, "internal error\n")

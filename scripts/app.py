@@ -22,6 +22,7 @@ import trio
 
 from dovecote.actors.clock import Clock
 from dovecote.actors.registry import Broker, BrokerConfig, recover
+from dovecote.net.aws_gateway import AwsGateway
 from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer, text_response
 from dovecote.net.limits import NetLimits
 from dovecote.net.tcp_server import NativeServer
@@ -95,7 +96,12 @@ async def run_broker(
                 async with trio.open_nursery() as net_nursery:
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
-                    http = HttpServer(_http_handler(writer), config.limits, stopping)
+                    health = _health_handler(writer)
+                    http = HttpServer(
+                        lambda: AwsGateway(broker, config.broker.account_id, config.public_url, health).handle,
+                        config.limits,
+                        stopping,
+                    )
                     http_port = await net_nursery.start(http.serve, config.host, config.http_port)
                     native = NativeServer(broker, config.limits, stopping, _queue_urls(config, http_port))
                     native_port = await net_nursery.start(native.serve, config.host, config.port)
@@ -126,7 +132,7 @@ def _queue_urls(config: ServeConfig, http_port: int):
     return lambda name: prefix + name
 
 
-def _http_handler(writer: LogWriter):
+def _health_handler(writer: LogWriter):
     async def handle(request: HttpRequest) -> HttpResponse:
         path = request.target.split("?", 1)[0]
         if path == "/health" and request.method in ("GET", "HEAD"):

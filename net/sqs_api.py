@@ -1,0 +1,343 @@
+"""SQS's AWS wire shapes, translated to the broker's operations and back. Pure: no I/O.
+
+Requests are decoded into msgspec structs named and shaped as botocore's SQS service model has them
+(so type errors and missing parameters come out of the decoder with the parameter's name), then
+turned into the broker's ops; results are turned into the model's output shapes as plain dicts,
+which the JSON protocol encodes as they are. No queue semantics live here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from dovecote.actors.errors import BrokerError
+from dovecote.actors.ops import (
+    Attributes,
+    BatchResult,
+    ChangeMessageVisibility,
+    ChangeMessageVisibilityBatch,
+    CreateQueue,
+    DeleteEntry,
+    DeleteMessage,
+    DeleteMessageBatch,
+    DeleteQueue,
+    Done,
+    GetQueueAttributes,
+    GetQueueUrl,
+    ListQueues,
+    Op,
+    PurgeQueue,
+    QueueName,
+    QueueNames,
+    ReceiveMessage,
+    Received,
+    Result,
+    SendBatchResult,
+    SendEntry,
+    SendMessage,
+    SendMessageBatch,
+    Sent,
+    SetQueueAttributes,
+    VisibilityEntry,
+)
+from dovecote.storage.records import MessageAttribute
+
+
+class _Shape(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
+    pass
+
+
+class AttributeValue(_Shape):
+    data_type: str
+    string_value: str | None = None
+    binary_value: bytes | None = None
+    string_list_values: list[str] = []
+    binary_list_values: list[bytes] = []
+
+
+class _QueueUrlShape(_Shape):
+    queue_url: str
+
+
+class CreateQueueRequest(_Shape):
+    queue_name: str
+    attributes: dict[str, str] = {}
+    tags: dict[str, str] = msgspec.field(default_factory=dict, name="tags")
+
+
+class GetQueueUrlRequest(_Shape):
+    queue_name: str
+    queue_owner: str | None = msgspec.field(default=None, name="QueueOwnerAWSAccountId")
+
+
+class ListQueuesRequest(_Shape):
+    queue_name_prefix: str = ""
+    next_token: str | None = None
+    max_results: int | None = None
+
+
+class QueueUrlRequest(_QueueUrlShape):
+    pass
+
+
+class GetQueueAttributesRequest(_QueueUrlShape):
+    attribute_names: list[str] = []
+
+
+class SetQueueAttributesRequest(_QueueUrlShape):
+    attributes: dict[str, str]
+
+
+class SendMessageRequest(_QueueUrlShape):
+    message_body: str
+    delay_seconds: int | None = None
+    message_attributes: dict[str, AttributeValue] = {}
+
+
+class SendMessageBatchEntry(_Shape):
+    id: str
+    message_body: str
+    delay_seconds: int | None = None
+    message_attributes: dict[str, AttributeValue] = {}
+
+
+class SendMessageBatchRequest(_QueueUrlShape):
+    entries: list[SendMessageBatchEntry]
+
+
+class ReceiveMessageRequest(_QueueUrlShape):
+    attribute_names: list[str] = []
+    message_system_attribute_names: list[str] = []
+    message_attribute_names: list[str] = []
+    max_number_of_messages: int = 1
+    visibility_timeout: int | None = None
+    wait_time_seconds: int | None = None
+
+
+class DeleteMessageRequest(_QueueUrlShape):
+    receipt_handle: str
+
+
+class DeleteMessageBatchEntry(_Shape):
+    id: str
+    receipt_handle: str
+
+
+class DeleteMessageBatchRequest(_QueueUrlShape):
+    entries: list[DeleteMessageBatchEntry]
+
+
+class ChangeMessageVisibilityRequest(_QueueUrlShape):
+    receipt_handle: str
+    visibility_timeout: int
+
+
+class ChangeMessageVisibilityBatchEntry(_Shape):
+    id: str
+    receipt_handle: str
+    visibility_timeout: int
+
+
+class ChangeMessageVisibilityBatchRequest(_QueueUrlShape):
+    entries: list[ChangeMessageVisibilityBatchEntry]
+
+
+class Context(msgspec.Struct, frozen=True):
+    """What a translation needs to know about where it runs: the account, and the base of the
+    queue URLs it returns (from the request's Host header, or a configured public address)."""
+
+    account_id: str
+    url_base: str
+
+    def queue_url(self, name: str) -> str:
+        return f"{self.url_base.rstrip('/')}/{self.account_id}/{name}"
+
+    def queue_from_url(self, url: str) -> str:
+        """The queue name in a queue URL (or a bare path /ACCOUNT/NAME). This broker hosts one
+        account, so the account and host in the URL are not checked: a URL copied from AWS works."""
+        parts = [part for part in urlsplit(url).path.split("/") if part]
+        if len(parts) != 2:
+            raise BrokerError("InvalidAddress", f"The address {url} is not valid for this endpoint.")
+        return parts[1]
+
+
+def _attributes(values: dict[str, AttributeValue]) -> dict[str, MessageAttribute]:
+    converted = {}
+    for name, value in values.items():
+        if value.string_list_values or value.binary_list_values:
+            raise BrokerError("InvalidParameterValue", f"Message attribute '{name}': list values are not supported.")
+        converted[name] = MessageAttribute(value.data_type, value.string_value, value.binary_value)
+    return converted
+
+
+def _receive_names(request: ReceiveMessageRequest) -> list[str]:
+    return list(dict.fromkeys([*request.attribute_names, *request.message_system_attribute_names]))
+
+
+# action -> (request shape, request -> op)
+_REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
+    "CreateQueue": (CreateQueueRequest, lambda r, c: CreateQueue(r.queue_name, r.attributes)),
+    "DeleteQueue": (QueueUrlRequest, lambda r, c: DeleteQueue(c.queue_from_url(r.queue_url))),
+    "GetQueueUrl": (GetQueueUrlRequest, lambda r, c: _get_queue_url(r, c)),
+    "ListQueues": (ListQueuesRequest, lambda r, c: ListQueues(r.queue_name_prefix, r.max_results, r.next_token)),
+    "PurgeQueue": (QueueUrlRequest, lambda r, c: PurgeQueue(c.queue_from_url(r.queue_url))),
+    "GetQueueAttributes": (
+        GetQueueAttributesRequest,
+        lambda r, c: GetQueueAttributes(c.queue_from_url(r.queue_url), r.attribute_names),
+    ),
+    "SetQueueAttributes": (
+        SetQueueAttributesRequest,
+        lambda r, c: SetQueueAttributes(c.queue_from_url(r.queue_url), r.attributes),
+    ),
+    "SendMessage": (
+        SendMessageRequest,
+        lambda r, c: SendMessage(
+            c.queue_from_url(r.queue_url), r.message_body, r.delay_seconds, _attributes(r.message_attributes)
+        ),
+    ),
+    "SendMessageBatch": (
+        SendMessageBatchRequest,
+        lambda r, c: SendMessageBatch(
+            c.queue_from_url(r.queue_url),
+            [SendEntry(e.id, e.message_body, e.delay_seconds, _attributes(e.message_attributes)) for e in r.entries],
+        ),
+    ),
+    "ReceiveMessage": (
+        ReceiveMessageRequest,
+        lambda r, c: ReceiveMessage(
+            c.queue_from_url(r.queue_url),
+            r.max_number_of_messages,
+            r.visibility_timeout,
+            r.wait_time_seconds,
+            _receive_names(r),
+            r.message_attribute_names,
+        ),
+    ),
+    "DeleteMessage": (
+        DeleteMessageRequest,
+        lambda r, c: DeleteMessage(c.queue_from_url(r.queue_url), r.receipt_handle),
+    ),
+    "DeleteMessageBatch": (
+        DeleteMessageBatchRequest,
+        lambda r, c: DeleteMessageBatch(
+            c.queue_from_url(r.queue_url), [DeleteEntry(e.id, e.receipt_handle) for e in r.entries]
+        ),
+    ),
+    "ChangeMessageVisibility": (
+        ChangeMessageVisibilityRequest,
+        lambda r, c: ChangeMessageVisibility(c.queue_from_url(r.queue_url), r.receipt_handle, r.visibility_timeout),
+    ),
+    "ChangeMessageVisibilityBatch": (
+        ChangeMessageVisibilityBatchRequest,
+        lambda r, c: ChangeMessageVisibilityBatch(
+            c.queue_from_url(r.queue_url),
+            [VisibilityEntry(e.id, e.receipt_handle, e.visibility_timeout) for e in r.entries],
+        ),
+    ),
+}
+
+ACTIONS = frozenset(_REQUESTS)
+
+
+def _get_queue_url(request: GetQueueUrlRequest, context: Context) -> Op:
+    owner = request.queue_owner
+    if owner is not None and owner != context.account_id:
+        raise BrokerError("QueueDoesNotExist", f"The specified queue {request.queue_name} does not exist.")
+    return GetQueueUrl(request.queue_name)
+
+
+def to_op(action: str, params: dict[str, Any], context: Context) -> Op:
+    """The broker op for an action and its parameters (a JSON object, or Query parameters already
+    nested into the same shape). Raises BrokerError in AWS's terms."""
+    if action not in _REQUESTS:
+        raise BrokerError("InvalidAction", f"The action {action} is not valid for this endpoint.")
+    shape, build = _REQUESTS[action]
+    try:
+        request = msgspec.convert(params, shape, strict=False)
+    except msgspec.ValidationError as error:
+        text = str(error)
+        if text.startswith("Object missing required field"):
+            field = text.split("`")[1] if "`" in text else "a parameter"
+            raise BrokerError("MissingParameter", f"The request must contain the parameter {field}.") from None
+        raise BrokerError("InvalidParameterValue", f"Invalid parameter: {text}") from None
+    return build(request, context)
+
+
+def to_output(result: Result, context: Context) -> dict[str, Any]:
+    """A successful result as the model's output shape."""
+    match result:
+        case Done():
+            return {}
+        case QueueName(queue=name):
+            return {"QueueUrl": context.queue_url(name)}
+        case QueueNames(queues=names, next_token=token):
+            output: dict[str, Any] = {}
+            if names:
+                output["QueueUrls"] = [context.queue_url(name) for name in names]
+            if token:
+                output["NextToken"] = token
+            return output
+        case Attributes(attributes=attributes):
+            return {"Attributes": attributes} if attributes else {}
+        case Sent():
+            return _without_none(
+                {
+                    "MessageId": result.message_id,
+                    "MD5OfMessageBody": result.md5_of_message_body,
+                    "MD5OfMessageAttributes": result.md5_of_message_attributes,
+                }
+            )
+        case SendBatchResult(successful=successful, failed=failed):
+            return {
+                "Successful": [
+                    _without_none(
+                        {
+                            "Id": e.id,
+                            "MessageId": e.message_id,
+                            "MD5OfMessageBody": e.md5_of_message_body,
+                            "MD5OfMessageAttributes": e.md5_of_message_attributes,
+                        }
+                    )
+                    for e in successful
+                ],
+                "Failed": [_failure(f) for f in failed],
+            }
+        case BatchResult(successful=successful, failed=failed):
+            return {"Successful": [{"Id": i} for i in successful], "Failed": [_failure(f) for f in failed]}
+        case Received(messages=messages):
+            if not messages:
+                return {}
+            return {"Messages": [_message(m) for m in messages]}
+    raise TypeError(f"no output shape for {type(result).__name__}")
+
+
+def _failure(failure) -> dict[str, Any]:
+    return {"Id": failure.id, "SenderFault": failure.sender_fault, "Code": failure.code, "Message": failure.message}
+
+
+def _message(message) -> dict[str, Any]:
+    output: dict[str, Any] = {
+        "MessageId": message.message_id,
+        "ReceiptHandle": message.receipt_handle,
+        "MD5OfBody": message.md5_of_body,
+        "Body": message.body,
+    }
+    if message.attributes:
+        output["Attributes"] = message.attributes
+    if message.message_attributes:
+        output["MD5OfMessageAttributes"] = message.md5_of_message_attributes
+        output["MessageAttributes"] = {
+            name: _without_none(
+                {"DataType": value.data_type, "StringValue": value.string_value, "BinaryValue": value.binary_value}
+            )
+            for name, value in message.message_attributes.items()
+        }
+    return output
+
+
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
