@@ -1,14 +1,17 @@
 """The AWS-compatible API on the HTTP port: SQS over the AWS JSON 1.0 protocol (what current boto3,
-aws-cli and the other current SDKs speak). One gateway per HTTP connection, owning that
-connection's broker Session. Thin: it decodes, calls the broker, encodes; errors take the JSON
-protocol's shape (`__type`, `message`) plus the `x-amzn-query-error` header that SQS's
-awsQueryCompatible model reads, so the SDKs raise their modelled exceptions.
+aws-cli and the other current SDKs speak) and over the Query protocol (older SDKs). One gateway per
+HTTP connection, owning that connection's broker Session. Thin: it decodes, calls the broker,
+encodes. JSON errors carry `__type`, `message` and the `x-amzn-query-error` header that SQS's
+awsQueryCompatible model reads, so the SDKs raise their modelled exceptions; Query errors are an
+XML ErrorResponse with the Query error code.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
@@ -17,7 +20,7 @@ from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Result
 from dovecote.actors.registry import Broker
 
-from . import sqs_api
+from . import sqs_api, sqs_query
 from .http_server import HttpRequest, HttpResponse
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -43,32 +46,73 @@ class AwsGateway:
         target = _header(request, "x-amz-target")
         if request.method == "POST" and target is not None and target.startswith(SQS_TARGET_PREFIX):
             return await self._json(request, target[len(SQS_TARGET_PREFIX) :])
+        query_pairs = _query_pairs(request)
+        if query_pairs is not None:
+            return await self._query(request, query_pairs)
         return await self._fallback(request)
+
+    def _context(self, request: HttpRequest) -> sqs_api.Context:
+        host = _header(request, "host") or "localhost"
+        return sqs_api.Context(self._account_id, self._public_url or f"http://{host}")
+
+    async def _serve(self, action: str, params: dict[str, Any], context: sqs_api.Context) -> dict[str, Any] | BrokerError:
+        try:
+            op = sqs_api.to_op(action, params, context)
+        except BrokerError as error:
+            return error
+        result = await self._call(op)
+        if isinstance(result, Failure):
+            return BrokerError(result.code if result.code in KINDS else "InternalError", result.message)
+        return sqs_api.to_output(result, context)
 
     async def _json(self, request: HttpRequest, action: str) -> HttpResponse:
         request_id = str(uuid.uuid4())
-        host = _header(request, "host") or "localhost"
-        context = sqs_api.Context(self._account_id, self._public_url or f"http://{host}")
         try:
-            try:
-                params = msgspec.json.decode(request.body or b"{}")
-            except (msgspec.DecodeError, UnicodeDecodeError) as error:
-                raise BrokerError("InvalidParameterValue", f"The request body is not valid JSON: {error}") from None
-            if not isinstance(params, dict):
-                raise BrokerError("InvalidParameterValue", "The request body must be a JSON object.")
-            op = sqs_api.to_op(action, params, context)
-        except BrokerError as error:
-            return _json_error(error.code, error.message, request_id)
-        result = await self._call(op)
-        if isinstance(result, Failure):
-            return _json_error(result.code, result.message, request_id)
-        body = _json_encoder.encode(sqs_api.to_output(result, context))
+            params = msgspec.json.decode(request.body or b"{}")
+        except (msgspec.DecodeError, UnicodeDecodeError) as error:
+            return _json_error(BrokerError("InvalidParameterValue", f"The request body is not valid JSON: {error}"), request_id)
+        if not isinstance(params, dict):
+            return _json_error(BrokerError("InvalidParameterValue", "The request body must be a JSON object."), request_id)
+        outcome = await self._serve(action, params, self._context(request))
+        if isinstance(outcome, BrokerError):
+            return _json_error(outcome, request_id)
+        body = _json_encoder.encode(outcome)
         return HttpResponse(200, [("Content-Type", JSON_CONTENT_TYPE), ("x-amzn-RequestId", request_id)], body)
+
+    async def _query(self, request: HttpRequest, pairs: list[tuple[str, str]]) -> HttpResponse:
+        request_id = str(uuid.uuid4())
+        action, params = sqs_query.nest(pairs)
+        path = urlsplit(request.target).path
+        if "QueueUrl" not in params and path.strip("/"):
+            params["QueueUrl"] = path  # addressed by the queue URL's path, as older SDKs do
+        outcome = await self._serve(action or "", params, self._context(request))
+        if isinstance(outcome, BrokerError):
+            kind = outcome.kind
+            body = sqs_query.render_error(kind.query_code, outcome.message, kind.sender_fault, request_id)
+            return HttpResponse(kind.http_status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
+        body = sqs_query.render(action or "", outcome, request_id)
+        return HttpResponse(200, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
 
     async def _call(self, op) -> Result:
         slot: ReplySlot[Result] = ReplySlot()
         await self._session.submit(op, slot)
         return await slot.wait()
+
+
+def _query_pairs(request: HttpRequest) -> list[tuple[str, str]] | None:
+    """The parameters of a Query request (form body or query string), or None if it is not one."""
+    content_type = (_header(request, "content-type") or "").lower()
+    if request.method == "POST" and content_type.startswith("application/x-www-form-urlencoded"):
+        try:
+            text = request.body.decode()
+        except UnicodeDecodeError:
+            return [("Action", "")]
+        pairs = parse_qsl(text, keep_blank_values=True)
+    elif request.method == "GET":
+        pairs = parse_qsl(urlsplit(request.target).query, keep_blank_values=True)
+    else:
+        return None
+    return pairs if any(key == "Action" for key, _ in pairs) else None
 
 
 def _header(request: HttpRequest, name: str) -> str | None:
@@ -78,9 +122,9 @@ def _header(request: HttpRequest, name: str) -> str | None:
     return None
 
 
-def _json_error(code: str, message: str, request_id: str) -> HttpResponse:
-    kind = KINDS.get(code) or KINDS["InternalError"]
-    body = _json_encoder.encode({"__type": f"com.amazonaws.sqs#{kind.code}", "message": message})
+def _json_error(error: BrokerError, request_id: str) -> HttpResponse:
+    kind = error.kind
+    body = _json_encoder.encode({"__type": f"com.amazonaws.sqs#{kind.code}", "message": error.message})
     headers = [
         ("Content-Type", JSON_CONTENT_TYPE),
         ("x-amzn-RequestId", request_id),

@@ -1,0 +1,141 @@
+"""SQS over the Query protocol (form-encoded `Action=...`, XML answers), as older SDKs speak it.
+Pure: flattened Query parameters are nested into the JSON protocol's shape, so `sqs_api` decodes and
+validates both protocols alike; outputs are rendered from the same dicts into SQS's XML.
+
+Flattened names, e.g.: `Attribute.1.Name`/`Attribute.1.Value` (a map), `AttributeName.1` (a list),
+`MessageAttribute.1.Value.StringValue`, `SendMessageBatchRequestEntry.2.MessageBody`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from typing import Any
+from xml.etree import ElementTree
+
+NAMESPACE = "http://queue.amazonaws.com/doc/2012-11-05/"
+
+# flattened member -> (JSON member, key field, value field) for maps
+_MAPS = {
+    "Attribute": ("Attributes", "Name", "Value"),
+    "MessageAttribute": ("MessageAttributes", "Name", "Value"),
+    "Tag": ("tags", "Key", "Value"),
+}
+# flattened member -> JSON member for lists
+_LISTS = {
+    "AttributeName": "AttributeNames",
+    "MessageAttributeName": "MessageAttributeNames",
+    "MessageSystemAttributeName": "MessageSystemAttributeNames",
+    "SendMessageBatchRequestEntry": "Entries",
+    "DeleteMessageBatchRequestEntry": "Entries",
+    "ChangeMessageVisibilityBatchRequestEntry": "Entries",
+    "StringListValue": "StringListValues",
+    "BinaryListValue": "BinaryListValues",
+}
+# JSON list member -> XML element name of each item, per action where it differs
+_LIST_ITEMS = {
+    "QueueUrls": "QueueUrl",
+    "Messages": "Message",
+    "Failed": "BatchResultErrorEntry",
+}
+_SUCCESS_ITEMS = {
+    "SendMessageBatch": "SendMessageBatchResultEntry",
+    "DeleteMessageBatch": "DeleteMessageBatchResultEntry",
+    "ChangeMessageVisibilityBatch": "ChangeMessageVisibilityBatchResultEntry",
+}
+
+
+def nest(pairs: Iterable[tuple[str, str]]) -> tuple[str | None, dict[str, Any]]:
+    """The action and the parameters of a Query request, nested into the JSON protocol's shape."""
+    tree: dict[str, Any] = {}
+    action = None
+    for key, value in pairs:
+        if key == "Action":
+            action = value
+            continue
+        if key in ("Version", "AWSAccessKeyId", "SignatureMethod", "SignatureVersion", "Signature", "Timestamp"):
+            continue
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                child = node[part] = {"": child}
+            node = child
+        node[parts[-1]] = value
+    return action, _convert(tree)
+
+
+def _convert(tree: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in tree.items():
+        if name in _MAPS and isinstance(value, dict):
+            member, key_field, value_field = _MAPS[name]
+            entries = _indexed(value)
+            if key_field in value:  # the single, unnumbered form: Attribute.Name / Attribute.Value
+                entries = [value]
+            out[member] = {
+                entry.get(key_field, ""): _convert(entry[value_field]) if isinstance(entry.get(value_field), dict)
+                else entry.get(value_field, "")
+                for entry in entries
+            }
+        elif name in _LISTS and isinstance(value, dict):
+            out[_LISTS[name]] = [_convert(item) if isinstance(item, dict) else item for item in _indexed(value)]
+        elif isinstance(value, dict):
+            out[name] = _convert(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _indexed(numbered: dict[str, Any]) -> list[Any]:
+    """The members of `X.1`, `X.2`, ... in numeric order (other keys are ignored)."""
+    return [numbered[key] for key in sorted((k for k in numbered if k.isdigit()), key=int)]
+
+
+def render(action: str, output: dict[str, Any], request_id: str) -> bytes:
+    root = ElementTree.Element(f"{action}Response", xmlns=NAMESPACE)
+    result = ElementTree.SubElement(root, f"{action}Result")
+    for name, value in output.items():
+        _append(result, action, name, value)
+    metadata = ElementTree.SubElement(root, "ResponseMetadata")
+    ElementTree.SubElement(metadata, "RequestId").text = request_id
+    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def render_error(code: str, message: str, sender_fault: bool, request_id: str) -> bytes:
+    root = ElementTree.Element("ErrorResponse", xmlns=NAMESPACE)
+    error = ElementTree.SubElement(root, "Error")
+    ElementTree.SubElement(error, "Type").text = "Sender" if sender_fault else "Receiver"
+    ElementTree.SubElement(error, "Code").text = code
+    ElementTree.SubElement(error, "Message").text = message
+    ElementTree.SubElement(error, "Detail")
+    ElementTree.SubElement(root, "RequestId").text = request_id
+    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _append(parent: ElementTree.Element, action: str, name: str, value: Any) -> None:
+    if name in ("Attributes", "MessageAttributes") and isinstance(value, dict):
+        element_name = "Attribute" if name == "Attributes" else "MessageAttribute"
+        for key, item in value.items():
+            entry = ElementTree.SubElement(parent, element_name)
+            ElementTree.SubElement(entry, "Name").text = key
+            _append(entry, action, "Value", item)
+    elif isinstance(value, list):
+        item_name = _SUCCESS_ITEMS.get(action, name) if name == "Successful" else _LIST_ITEMS.get(name, name)
+        for item in value:
+            _append(parent, action, item_name, item)
+    elif isinstance(value, dict):
+        element = ElementTree.SubElement(parent, name)
+        for key, item in value.items():
+            _append(element, action, key, item)
+    else:
+        ElementTree.SubElement(parent, name).text = _text(value)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
