@@ -42,6 +42,11 @@ _ROWS = [
     ("UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", 400, True, False),
     ("InvalidAction", "InvalidAction", 400, True, False),
     ("RequestThrottled", "RequestThrottled", 400, True, True),
+    ("MissingAuthenticationToken", "MissingAuthenticationToken", 403, True, False),
+    ("IncompleteSignature", "IncompleteSignature", 400, True, False),
+    ("InvalidClientTokenId", "InvalidClientTokenId", 403, True, False),
+    ("SignatureDoesNotMatch", "SignatureDoesNotMatch", 403, True, False),
+    ("RequestExpired", "RequestExpired", 400, True, True),
     ("ServiceUnavailable", "ServiceUnavailable", 503, False, True),
     ("InternalError", "InternalError", 500, False, True),
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -24,6 +24,11 @@ from . import sqs_api, sqs_query
 from .http_server import HttpRequest, HttpResponse
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
+
+
+class Verifier(Protocol):
+    def verify(self, request: HttpRequest) -> object:
+        """Raises BrokerError when the request is not signed by a known key."""
 SQS_TARGET_PREFIX = "AmazonSQS."
 
 _json_encoder = msgspec.json.Encoder()
@@ -36,8 +41,11 @@ class AwsGateway:
         account_id: str,
         public_url: str | None,
         fallback: Callable[[HttpRequest], Awaitable[HttpResponse]],
+        verifier: Verifier | None = None,
     ) -> None:
+        """verifier=None accepts any signature (or none), as local emulators do."""
         self._session = broker.session()
+        self._verifier = verifier
         self._account_id = account_id
         self._public_url = public_url
         self._fallback = fallback
@@ -65,8 +73,19 @@ class AwsGateway:
             return BrokerError(result.code if result.code in KINDS else "InternalError", result.message)
         return sqs_api.to_output(result, context)
 
+    def _verify(self, request: HttpRequest) -> BrokerError | None:
+        if self._verifier is None:
+            return None
+        try:
+            self._verifier.verify(request)
+        except BrokerError as error:
+            return error
+        return None
+
     async def _json(self, request: HttpRequest, action: str) -> HttpResponse:
         request_id = str(uuid.uuid4())
+        if (refused := self._verify(request)) is not None:
+            return _json_error(refused, request_id)
         try:
             params = msgspec.json.decode(request.body or b"{}")
         except (msgspec.DecodeError, UnicodeDecodeError) as error:
@@ -85,7 +104,7 @@ class AwsGateway:
         path = urlsplit(request.target).path
         if "QueueUrl" not in params and path.strip("/"):
             params["QueueUrl"] = path  # addressed by the queue URL's path, as older SDKs do
-        outcome = await self._serve(action or "", params, self._context(request))
+        outcome = self._verify(request) or await self._serve(action or "", params, self._context(request))
         if isinstance(outcome, BrokerError):
             kind = outcome.kind
             body = sqs_query.render_error(kind.query_code, outcome.message, kind.sender_fault, request_id)

@@ -54,6 +54,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     max_data_bytes: int = 64 << 30
     reserve_bytes: int = 16 << 20
     salvage: bool = False
+    access_keys: dict[str, str] = {}  # access key id -> secret; empty: signatures are not checked
     broker: BrokerConfig = BrokerConfig()
     limits: NetLimits = NetLimits()
 
@@ -97,8 +98,9 @@ async def run_broker(
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
                     health = _health_handler(writer)
+                    verifier = _verifier(config.access_keys)
                     http = HttpServer(
-                        lambda: AwsGateway(broker, config.broker.account_id, config.public_url, health).handle,
+                        lambda: AwsGateway(broker, config.broker.account_id, config.public_url, health, verifier).handle,
                         config.limits,
                         stopping,
                     )
@@ -130,6 +132,15 @@ def _queue_urls(config: ServeConfig, http_port: int):
     base = config.public_url or f"http://{config.host}:{http_port}"
     prefix = f"{base.rstrip('/')}/{config.broker.account_id}/"
     return lambda name: prefix + name
+
+
+def _verifier(access_keys: dict[str, str]):
+    if not access_keys:
+        return None
+    # botocore is an optional dependency, needed only for this mode.
+    from dovecote.net.sigv4 import SigV4Verifier
+
+    return SigV4Verifier(access_keys)
 
 
 def _health_handler(writer: LogWriter):

@@ -35,6 +35,16 @@ def _key_values(pairs: Sequence[str]) -> dict[str, str]:
     return result
 
 
+def _access_keys(pairs: Sequence[str]) -> dict[str, str]:
+    keys = {}
+    for pair in pairs:
+        key_id, sep, secret = pair.partition(":")
+        if not (sep and key_id and secret):
+            raise SystemExit(f"--access-key takes ID:SECRET, got {pair!r}")
+        keys[key_id] = secret
+    return keys
+
+
 def _message_attributes(pairs: Sequence[str]) -> dict[str, MessageAttribute]:
     """NAME=TYPE:VALUE, e.g. colour=String:blue or weight=Number:12.5"""
     result = {}
@@ -70,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-data-bytes", type=int, default=64 << 30, help="limit of the LMDB map")
     serve.add_argument("--reserve-bytes", type=int, default=16 << 20, help="disk kept back for deletes when full")
     serve.add_argument("--salvage", action="store_true", help="serve what is intact if stored data is damaged")
+    serve.add_argument(
+        "--access-key",
+        action="append",
+        default=[],
+        metavar="ID:SECRET",
+        help="verify AWS Signature V4 on the AWS API against these keys (repeatable; needs dovecote[auth]); "
+        "without any, signatures are not checked",
+    )
     serve.add_argument("--account-id", default="000000000000")
     serve.add_argument("--region", default="us-east-1")
     serve.add_argument("--log-level", default="INFO")
@@ -202,6 +220,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_data_bytes=args.max_data_bytes,
         reserve_bytes=args.reserve_bytes,
         salvage=args.salvage,
+        access_keys=_access_keys(args.access_key),
         broker=BrokerConfig(region=args.region, account_id=args.account_id),
     )
     try:
