@@ -71,6 +71,7 @@ MAX_CYCLES_IN_FLIGHT = 8
 class Request(NamedTuple):
     op: Op
     reply: Reply
+    region: str = ""  # the namespace a registry operation acts in ("": the broker's default)
 
 
 class Stop(Op):
@@ -210,7 +211,7 @@ class QueueActor:
 
     # --- requests -----------------------------------------------------------------------------
     def _handle(self, request: Request, cycle: _Cycle) -> None:
-        op, reply = request
+        op, reply = request.op, request.reply
         now, wall_ms = self._clock.now(), self._clock.wall_ms()
         core = self.core
         try:

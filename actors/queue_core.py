@@ -95,6 +95,7 @@ class QueueCore:
         self.queue_id = queue_id
         self.name = name
         self.arn = arn
+        self.region = arn.split(":")[3]
         self.account_id = arn.split(":")[4]
         self.attributes: dict[str, str] = dict(attributes)
         self.config = validation.queue_config(self.attributes)
@@ -290,7 +291,7 @@ class QueueCore:
         self.attributes = merged
         self.config = validation.queue_config(merged)
         self._expiry_check_at = -math.inf  # the retention period may have shrunk
-        return QueueAttributesChanged(wall_ms, self.queue_id, self.name, dict(merged))
+        return QueueAttributesChanged(wall_ms, self.queue_id, self.name, dict(merged), self.region)
 
     def counts(self, now: float) -> QueueCounts:
         visible = in_flight = delayed = 0

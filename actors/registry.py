@@ -62,8 +62,8 @@ class BrokerConfig(msgspec.Struct, frozen=True):
     restart_backoff_s: tuple[float, ...] = (0.0, 0.5, 2.0, 10.0, 30.0)
 
 
-def queue_arn(config: BrokerConfig, name: str) -> str:
-    return f"arn:aws:sqs:{config.region}:{config.account_id}:{name}"
+def queue_arn(config: BrokerConfig, region: str, name: str) -> str:
+    return f"arn:aws:sqs:{region or config.region}:{config.account_id}:{name}"
 
 
 class RecoveryReport(msgspec.Struct, frozen=True):
@@ -94,7 +94,7 @@ def recover(
     now, wall_ms = clock.now(), clock.wall_ms()
     next_seq = store.last_lsn + 1
     cores = [
-        QueueCore.restore(queue, queue_arn(config, queue.row.queue), next_seq=next_seq, now=now, wall_ms=wall_ms)
+        QueueCore.restore(queue, queue_arn(config, queue.row.region, queue.row.queue), next_seq=next_seq, now=now, wall_ms=wall_ms)
         for queue in loaded
     ]
     report = RecoveryReport(len(cores), sum(len(q.messages) for q in loaded), [d.describe() for d in damages])
@@ -108,6 +108,7 @@ class _Lookup(Op):
 class _ActorEnded(Op):
     queue: str
     queue_id: int
+    region: str
 
 
 class _QueueEntry:
@@ -136,13 +137,14 @@ class Broker:
         self._clock = clock
         self.config = config
         self._initial_cores = list(cores)
-        self._queues: dict[str, _QueueEntry] = {}
+        self._queues: dict[tuple[str, str], _QueueEntry] = {}  # (region, name)
         self._next_queue_id = store.next_queue_id()
         self._registry_send, self._registry_receive = trio.open_memory_channel[Request](config.registry_capacity)
         self._nursery: trio.Nursery | None = None
 
-    def session(self) -> Session:
-        return Session(self)
+    def session(self, region: str | None = None) -> Session:
+        """A session acting in one region's namespace (by default the broker's region)."""
+        return Session(self, region or self.config.region)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until stop(); actors' nursery lives here."""
@@ -173,33 +175,35 @@ class Broker:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             request.reply(Failure("ServiceUnavailable", "The broker is shutting down."))
 
-    async def lookup(self, queue: str) -> trio.MemorySendChannel | Failure:
+    async def lookup(self, queue: str, region: str) -> trio.MemorySendChannel | Failure:
         slot: ReplySlot = ReplySlot()
-        self.send_to_registry(Request(_Lookup(queue), slot))
+        self.send_to_registry(Request(_Lookup(queue), slot, region))
         return await slot.wait()
 
     # --- the registry task --------------------------------------------------------------------
     async def _serve(self, request: Request) -> None:
-        op, reply = request
+        op, reply, region = request
+        region = region or self.config.region
         try:
             match op:
                 case _Lookup():
-                    entry = self._queues.get(op.queue)
+                    entry = self._queues.get((region, op.queue))
                     reply(entry.mailbox if entry is not None else failure(no_such_queue(op.queue)))
                 case CreateQueue():
-                    reply(await self._create(op))
+                    reply(await self._create(op, region))
                 case DeleteQueue():
-                    reply(await self._delete(op))
+                    reply(await self._delete(op, region))
                 case GetQueueUrl():
-                    if op.queue not in self._queues:
+                    if (region, op.queue) not in self._queues:
                         raise no_such_queue(op.queue)
                     reply(QueueName(op.queue))
                 case ListQueues():
-                    reply(self._list(op))
+                    reply(self._list(op, region))
                 case _ActorEnded():
-                    entry = self._queues.get(op.queue)
+                    key = (op.region, op.queue)
+                    entry = self._queues.get(key)
                     if entry is not None and entry.queue_id == op.queue_id:
-                        del self._queues[op.queue]
+                        del self._queues[key]
                 case _:
                     reply(Failure("InvalidAction", f"{type(op).__name__} is not a registry operation."))
         except BrokerError as error:
@@ -207,10 +211,10 @@ class Broker:
         except StorageError as error:
             reply(storage_failure(error))
 
-    async def _create(self, op: CreateQueue) -> Result:
+    async def _create(self, op: CreateQueue, region: str) -> Result:
         validation.validate_queue_name(op.queue)
         given = validation.validate_queue_attributes(op.attributes)
-        existing = self._queues.get(op.queue)
+        existing = self._queues.get((region, op.queue))
         if existing is not None:
             current = await self._ask_actor(existing, GetQueueAttributes(op.queue, ["All"]))
             if not isinstance(current, Attributes):
@@ -230,10 +234,11 @@ class Broker:
             "CreatedTimestamp": seconds,
             "LastModifiedTimestamp": seconds,
         }
-        record = QueueCreated(wall_ms, self._next_queue_id, op.queue, attributes)
+        record = QueueCreated(wall_ms, self._next_queue_id, op.queue, attributes, region)
         lsn = await self._writer.append([record])
         self._next_queue_id += 1
-        core = QueueCore(record.queue_id, op.queue, attributes, queue_arn(self.config, op.queue), next_seq=lsn + 1)
+        arn = queue_arn(self.config, region, op.queue)
+        core = QueueCore(record.queue_id, op.queue, attributes, arn, next_seq=lsn + 1)
         self._start_actor(core)
         return QueueName(op.queue)
 
@@ -245,19 +250,19 @@ class Broker:
             return Failure("QueueDoesNotExist", "The specified queue does not exist.")
         return await slot.wait()
 
-    async def _delete(self, op: DeleteQueue) -> Result:
-        entry = self._queues.get(op.queue)
+    async def _delete(self, op: DeleteQueue, region: str) -> Result:
+        entry = self._queues.get((region, op.queue))
         if entry is None:
             raise no_such_queue(op.queue)
         result = await self._ask_actor(entry, op)
-        if isinstance(result, Done) and self._queues.get(op.queue) is entry:
-            del self._queues[op.queue]
+        if isinstance(result, Done) and self._queues.get((region, op.queue)) is entry:
+            del self._queues[(region, op.queue)]
         return result
 
-    def _list(self, op: ListQueues) -> Result:
+    def _list(self, op: ListQueues, region: str) -> Result:
         if op.max_results is not None and not 1 <= op.max_results <= 1000:
             raise validation.invalid("Value for parameter MaxResults is invalid. Reason: must be between 1 and 1000.")
-        names = sorted(name for name in self._queues if name.startswith(op.prefix))
+        names = sorted(name for queue_region, name in self._queues if queue_region == region and name.startswith(op.prefix))
         if op.next_token:
             try:
                 after = base64.urlsafe_b64decode(op.next_token.encode()).decode()
@@ -275,7 +280,7 @@ class Broker:
         assert self._nursery is not None
         mailbox, inbox = trio.open_memory_channel[Request](self.config.mailbox_capacity)
         entry = _QueueEntry(core.queue_id, mailbox, inbox)
-        self._queues[core.name] = entry
+        self._queues[(core.region, core.name)] = entry
         self._nursery.start_soon(self._supervise, core, entry, name=f"queue:{core.name}")
 
     async def _supervise(self, core: QueueCore, entry: _QueueEntry) -> None:
@@ -317,7 +322,7 @@ class Broker:
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
         entry.inbox.close()
-        self.send_to_registry(Request(_ActorEnded(core.name, core.queue_id), _ignore))
+        self.send_to_registry(Request(_ActorEnded(core.name, core.queue_id, core.region), _ignore))
 
     def _rebuild(self, core: QueueCore) -> QueueCore | None:
         rows, _ = self._store.load_queue_rows()
@@ -341,22 +346,24 @@ def _ignore(result: object) -> None:
 
 
 class Session:
-    """A client connection's way into the broker; owned by that connection's task."""
+    """A client connection's way into one region's namespace of the broker; owned by that
+    connection's task."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, region: str) -> None:
         self._broker = broker
+        self.region = region
         self._mailboxes: dict[str, trio.MemorySendChannel] = {}
 
     async def submit(self, op: Op, reply: Reply) -> None:
         """Route op to its actor; reply is called exactly once, later, from the actor's task.
         Blocks only to look a queue up the first time."""
         if not isinstance(op, QueueOp) or isinstance(op, (CreateQueue, DeleteQueue, GetQueueUrl)):
-            self._broker.send_to_registry(Request(op, reply))
+            self._broker.send_to_registry(Request(op, reply, self.region))
             return
         for _ in range(2):
             mailbox = self._mailboxes.get(op.queue)
             if mailbox is None:
-                found = await self._broker.lookup(op.queue)
+                found = await self._broker.lookup(op.queue, self.region)
                 if isinstance(found, Failure):
                     reply(found)
                     return

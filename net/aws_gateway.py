@@ -18,9 +18,10 @@ import msgspec
 from dovecote.actors.errors import KINDS, BrokerError
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Result
-from dovecote.actors.registry import Broker
+from dovecote.actors.registry import Broker, Session
 
 from . import sqs_api, sqs_query
+from .credential_scope import parse_authorization
 from .http_server import HttpRequest, HttpResponse
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -44,7 +45,8 @@ class AwsGateway:
         verifier: Verifier | None = None,
     ) -> None:
         """verifier=None accepts any signature (or none), as local emulators do."""
-        self._session = broker.session()
+        self._broker = broker
+        self._sessions: dict[str, Session] = {}  # one per region this connection has used
         self._verifier = verifier
         self._account_id = account_id
         self._public_url = public_url
@@ -63,12 +65,31 @@ class AwsGateway:
         host = _header(request, "host") or "localhost"
         return sqs_api.Context(self._account_id, self._public_url or f"http://{host}")
 
-    async def _serve(self, action: str, params: dict[str, Any], context: sqs_api.Context) -> dict[str, Any] | BrokerError:
+    def _session(self, request: HttpRequest) -> Session:
+        """The session for the region in the request's credential scope (the broker's default
+        region for an unsigned request)."""
+        region = ""
+        header = _header(request, "authorization")
+        if header is not None:
+            try:
+                region = parse_authorization(header).region
+            except BrokerError:
+                pass
+        session = self._sessions.get(region)
+        if session is None:
+            session = self._sessions[region] = self._broker.session(region or None)
+        return session
+
+    async def _serve(
+        self, request: HttpRequest, action: str, params: dict[str, Any], context: sqs_api.Context
+    ) -> dict[str, Any] | BrokerError:
         try:
             op = sqs_api.to_op(action, params, context)
         except BrokerError as error:
             return error
-        result = await self._call(op)
+        slot: ReplySlot[Result] = ReplySlot()
+        await self._session(request).submit(op, slot)
+        result = await slot.wait()
         if isinstance(result, Failure):
             return BrokerError(result.code if result.code in KINDS else "InternalError", result.message)
         return sqs_api.to_output(result, context)
@@ -92,7 +113,7 @@ class AwsGateway:
             return _json_error(BrokerError("InvalidParameterValue", f"The request body is not valid JSON: {error}"), request_id)
         if not isinstance(params, dict):
             return _json_error(BrokerError("InvalidParameterValue", "The request body must be a JSON object."), request_id)
-        outcome = await self._serve(action, params, self._context(request))
+        outcome = await self._serve(request, action, params, self._context(request))
         if isinstance(outcome, BrokerError):
             return _json_error(outcome, request_id)
         body = _json_encoder.encode(outcome)
@@ -104,18 +125,13 @@ class AwsGateway:
         path = urlsplit(request.target).path
         if "QueueUrl" not in params and path.strip("/"):
             params["QueueUrl"] = path  # addressed by the queue URL's path, as older SDKs do
-        outcome = self._verify(request) or await self._serve(action or "", params, self._context(request))
+        outcome = self._verify(request) or await self._serve(request, action or "", params, self._context(request))
         if isinstance(outcome, BrokerError):
             kind = outcome.kind
             body = sqs_query.render_error(kind.query_code, outcome.message, kind.sender_fault, request_id)
             return HttpResponse(kind.http_status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
         body = sqs_query.render(action or "", outcome, request_id)
         return HttpResponse(200, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
-
-    async def _call(self, op) -> Result:
-        slot: ReplySlot[Result] = ReplySlot()
-        await self._session.submit(op, slot)
-        return await slot.wait()
 
 
 def _query_pairs(request: HttpRequest) -> list[tuple[str, str]] | None:

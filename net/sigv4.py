@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -22,44 +21,11 @@ from botocore.credentials import Credentials
 
 from dovecote.actors.errors import BrokerError
 
+from .credential_scope import parse_authorization
 from .http_server import HttpRequest
 
-ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_CLOCK_SKEW_S = 15 * 60
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
-
-
-class Authorization(NamedTuple):
-    access_key: str
-    date: str
-    region: str
-    service: str
-    signed_headers: list[str]
-    signature: str
-
-
-def parse_authorization(header: str) -> Authorization:
-    """The parts of an `Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=...,
-    Signature=...` header. Raises BrokerError(IncompleteSignature)."""
-    algorithm, _, rest = header.strip().partition(" ")
-    if algorithm != ALGORITHM:
-        raise BrokerError("IncompleteSignature", f"Unsupported authorization algorithm {algorithm[:40]!r}.")
-    fields = {}
-    for part in rest.split(","):
-        name, sep, value = part.strip().partition("=")
-        if sep:
-            fields[name] = value
-    try:
-        access_key, date, region, service, terminator = fields["Credential"].split("/")
-        signed_headers = fields["SignedHeaders"].split(";")
-        signature = fields["Signature"]
-    except (KeyError, ValueError):
-        raise BrokerError(
-            "IncompleteSignature", "Authorization header requires Credential, SignedHeaders and Signature."
-        ) from None
-    if terminator != "aws4_request" or "host" not in signed_headers:
-        raise BrokerError("IncompleteSignature", "The credential scope or the signed headers are incomplete.")
-    return Authorization(access_key, date, region, service, signed_headers, signature)
 
 
 class _Recompute(SigV4Auth):
@@ -81,8 +47,8 @@ class SigV4Verifier:
         self._secret_keys = dict(secret_keys)
         self._max_clock_skew_s = max_clock_skew_s
 
-    def verify(self, request: HttpRequest, now_s: float | None = None) -> Authorization:
-        """Returns the verified authorization; raises BrokerError with AWS's code otherwise."""
+    def verify(self, request: HttpRequest, now_s: float | None = None) -> None:
+        """Returns when the request is signed by a known key; raises BrokerError with AWS's code."""
         headers = {name.lower(): value for name, value in request.headers}
         if "authorization" not in headers:
             raise BrokerError("MissingAuthenticationToken", "Request is missing Authentication Token.")
@@ -120,4 +86,3 @@ class SigV4Verifier:
                 "SignatureDoesNotMatch",
                 "The request signature we calculated does not match the signature you provided.",
             )
-        return authorization

@@ -27,12 +27,14 @@ class QueueCreated(Record):
     queue_id: int
     queue: str
     attributes: dict[str, str]
+    region: str = ""  # the AWS region whose namespace holds the queue ("": the broker's default)
 
 
 class QueueAttributesChanged(Record):
     queue_id: int
     queue: str
     attributes: dict[str, str]  # the whole attribute set after the change
+    region: str = ""
 
 
 class QueueDeleted(Record):

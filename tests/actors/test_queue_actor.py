@@ -333,3 +333,35 @@ async def test_disk_full_refuses_sends_keeps_deletes_and_resumes(autojump_clock)
             for message in batch:
                 await h.ok(DeleteMessage("q", message.receipt_handle))
         assert total == remaining
+
+
+async def test_each_region_is_its_own_namespace_across_restarts(autojump_clock):
+    store = MemoryStore()
+    async with running_broker(store) as h:
+        ireland = h.broker.session("eu-west-1")
+
+        async def in_ireland(op):
+            slot = ReplySlot()
+            await ireland.submit(op, slot)
+            return await slot.wait()
+
+        await h.ok(CreateQueue("orders", {"VisibilityTimeout": "10"}))
+        assert (await in_ireland(CreateQueue("orders", {"VisibilityTimeout": "20"}))).queue == "orders"
+        await in_ireland(SendMessage("orders", "in Ireland"))
+        assert await receive(h, "orders") == []
+        assert (await in_ireland(ListQueues())).queues == ["orders"]
+        await in_ireland(CreateQueue("only-in-ireland"))
+        assert (await h.ok(ListQueues())).queues == ["orders"]
+    async with running_broker(store) as h:
+        ireland = h.broker.session("eu-west-1")
+        slot = ReplySlot()
+        await ireland.submit(GetQueueAttributes("orders", ["All"]), slot)
+        attributes = (await slot.wait()).attributes
+        assert attributes["QueueArn"] == "arn:aws:sqs:eu-west-1:000000000000:orders"
+        assert attributes["VisibilityTimeout"] == "20"
+        assert attributes["ApproximateNumberOfMessages"] == "1"
+        home = (await h.ok(GetQueueAttributes("orders", ["All"]))).attributes
+        assert home["QueueArn"] == "arn:aws:sqs:us-east-1:000000000000:orders"
+        assert home["VisibilityTimeout"] == "10"
+        missing = await h.call(GetQueueUrl("only-in-ireland"))
+        assert isinstance(missing, Failure) and missing.code == "QueueDoesNotExist"

@@ -193,3 +193,17 @@ def test_the_seed_documents_sqs_examples_run_unmodified_but_for_the_endpoint(end
         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
     sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"ReceiveMessageWaitTimeSeconds": "20"})
     assert "Messages" not in sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)
+
+
+def test_the_signing_region_selects_the_namespace(endpoint):
+    def client(region):
+        return boto3.client(
+            "sqs", endpoint_url=endpoint, region_name=region, aws_access_key_id="x", aws_secret_access_key="x"
+        )
+
+    tokyo, oregon = client("ap-northeast-1"), client("us-west-2")
+    url = tokyo.create_queue(QueueName="regional")["QueueUrl"]
+    with pytest.raises(oregon.exceptions.QueueDoesNotExist):
+        oregon.get_queue_url(QueueName="regional")
+    arn = tokyo.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    assert arn == "arn:aws:sqs:ap-northeast-1:000000000000:regional"
