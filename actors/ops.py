@@ -22,6 +22,7 @@ class QueueOp(Op):
 # --- requests ---------------------------------------------------------------------------------
 class CreateQueue(QueueOp):
     attributes: dict[str, str] = {}
+    tags: dict[str, str] = {}
 
 
 class DeleteQueue(QueueOp):
@@ -105,6 +106,28 @@ class ChangeMessageVisibilityBatch(QueueOp):
     entries: list[VisibilityEntry]
 
 
+class TagQueue(QueueOp):
+    tags: dict[str, str]
+
+
+class UntagQueue(QueueOp):
+    tag_keys: list[str]
+
+
+class ListQueueTags(QueueOp):
+    pass
+
+
+class AddPermission(QueueOp):
+    label: str
+    account_ids: list[str]
+    actions: list[str]
+
+
+class RemovePermission(QueueOp):
+    label: str
+
+
 REGISTRY_OPS = (CreateQueue, DeleteQueue, GetQueueUrl, ListQueues)
 
 AnyOp = (
@@ -122,6 +145,11 @@ AnyOp = (
     | DeleteMessageBatch
     | ChangeMessageVisibility
     | ChangeMessageVisibilityBatch
+    | TagQueue
+    | UntagQueue
+    | ListQueueTags
+    | AddPermission
+    | RemovePermission
 )
 
 
@@ -145,6 +173,10 @@ class QueueNames(Result):
 
 class Attributes(Result):
     attributes: dict[str, str]
+
+
+class Tags(Result):
+    tags: dict[str, str]
 
 
 class Sent(Result):
@@ -199,5 +231,5 @@ class Failure(Result):
 
 
 AnyResult = (
-    Done | QueueName | QueueNames | Attributes | Sent | SendBatchResult | BatchResult | Received | Failure
+    Done | QueueName | QueueNames | Attributes | Tags | Sent | SendBatchResult | BatchResult | Received | Failure
 )

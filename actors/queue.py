@@ -36,6 +36,7 @@ from . import validation
 from .clock import Clock
 from .errors import BrokerError
 from .ops import (
+    AddPermission,
     Attributes,
     BatchFailure,
     BatchResult,
@@ -47,10 +48,12 @@ from .ops import (
     Done,
     Failure,
     GetQueueAttributes,
+    ListQueueTags,
     Op,
     PurgeQueue,
     ReceiveMessage,
     Received,
+    RemovePermission,
     Result,
     SendBatchResult,
     SendMessage,
@@ -58,6 +61,9 @@ from .ops import (
     Sent,
     SentEntry,
     SetQueueAttributes,
+    TagQueue,
+    Tags,
+    UntagQueue,
 )
 from .queue_core import Live, QueueCore, Waiter
 
@@ -248,7 +254,21 @@ class QueueActor:
                     cycle.records.append(core.set_attributes(op.attributes, wall_ms))
                     cycle.reply_after_commit(reply, Done())
                 case PurgeQueue():
-                    cycle.records.append(core.purge(wall_ms))
+                    cycle.records.append(core.purge(now, wall_ms))
+                    cycle.reply_after_commit(reply, Done())
+                case TagQueue():
+                    cycle.records.append(core.tag(op.tags, wall_ms))
+                    cycle.reply_after_commit(reply, Done())
+                case UntagQueue():
+                    cycle.records.append(core.untag(op.tag_keys, wall_ms))
+                    cycle.reply_after_commit(reply, Done())
+                case ListQueueTags():
+                    reply(Tags(dict(core.tags)))
+                case AddPermission():
+                    cycle.records.append(core.add_permission(op.label, op.account_ids, op.actions, wall_ms))
+                    cycle.reply_after_commit(reply, Done())
+                case RemovePermission():
+                    cycle.records.append(core.remove_permission(op.label, wall_ms))
                     cycle.reply_after_commit(reply, Done())
                 case DeleteQueue() | Stop():
                     cycle.ended_by = request

@@ -49,12 +49,13 @@ from dovecote.storage.records import (
 )
 from dovecote.storage.store import LoadedQueue
 
-from . import validation
+from . import policy, validation
 from .errors import BrokerError, invalid
 from .ids import MessageIds, ReceiptHandle, decode_receipt_handle, encode_receipt_handle
 from .ops import ReceivedMessage
 
 READY = -math.inf
+PURGE_INTERVAL_S = 60
 
 
 class Live(msgspec.Struct, gc=False):
@@ -91,6 +92,7 @@ class QueueCore:
         arn: str,
         *,
         next_seq: int = 1,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         self.queue_id = queue_id
         self.name = name
@@ -99,6 +101,8 @@ class QueueCore:
         self.account_id = arn.split(":")[4]
         self.attributes: dict[str, str] = dict(attributes)
         self.config = validation.queue_config(self.attributes)
+        self.tags: dict[str, str] = dict(tags or {})
+        self._last_purge_at = -math.inf
         self.messages: dict[int, Live] = {}
         self._ready: list[int] = []
         self._timers: list[tuple[float, int]] = []
@@ -117,7 +121,8 @@ class QueueCore:
         """Rebuild a queue from its stored rows. Stored deadlines are wall-clock times; they are
         clamped to the longest timeout SQS allows, so a wall clock that went back while the broker
         was down cannot hide a message for longer than that."""
-        core = cls(loaded.row.queue_id, loaded.row.queue, loaded.row.attributes, arn, next_seq=next_seq)
+        row = loaded.row
+        core = cls(row.queue_id, row.queue, row.attributes, arn, next_seq=next_seq, tags=row.tags)
         messages, ready = core.messages, core._ready
         for sent, delivery in loaded.messages:
             age_s = max(0, wall_ms - sent.at_ms) / 1000
@@ -269,7 +274,13 @@ class QueueCore:
         return handle, live
 
     # --- queue-wide changes -------------------------------------------------------------------
-    def purge(self, wall_ms: int) -> QueuePurged:
+    def purge(self, now: float, wall_ms: int) -> QueuePurged:
+        if now - self._last_purge_at < PURGE_INTERVAL_S:
+            raise BrokerError(
+                "PurgeQueueInProgress",
+                f"Only one PurgeQueue operation on {self.name} is allowed every {PURGE_INTERVAL_S} seconds.",
+            )
+        self._last_purge_at = now
         through = self._next_seq - 1
         self.messages.clear()
         self._ready.clear()
@@ -287,11 +298,37 @@ class QueueCore:
 
     def set_attributes(self, attributes: Mapping[str, str], wall_ms: int) -> QueueAttributesChanged:
         changed = validation.validate_queue_attributes(attributes)
-        merged = {**self.attributes, **changed, "LastModifiedTimestamp": str(wall_ms // 1000)}
-        self.attributes = merged
-        self.config = validation.queue_config(merged)
+        self.attributes = {**self.attributes, **changed, "LastModifiedTimestamp": str(wall_ms // 1000)}
+        self.config = validation.queue_config(self.attributes)
         self._expiry_check_at = -math.inf  # the retention period may have shrunk
-        return QueueAttributesChanged(wall_ms, self.queue_id, self.name, dict(merged), self.region)
+        return self._configuration(wall_ms)
+
+    def tag(self, tags: Mapping[str, str], wall_ms: int) -> QueueAttributesChanged:
+        self.tags = policy.tagged(self.tags, tags)
+        return self._configuration(wall_ms)
+
+    def untag(self, keys: Sequence[str], wall_ms: int) -> QueueAttributesChanged:
+        self.tags = policy.untagged(self.tags, keys)
+        return self._configuration(wall_ms)
+
+    def add_permission(
+        self, label: str, account_ids: Sequence[str], actions: Sequence[str], wall_ms: int
+    ) -> QueueAttributesChanged:
+        document = policy.with_permission(self.attributes.get("Policy"), self.arn, label, account_ids, actions)
+        self.attributes = {**self.attributes, "Policy": document}
+        return self._configuration(wall_ms)
+
+    def remove_permission(self, label: str, wall_ms: int) -> QueueAttributesChanged:
+        document = policy.without_permission(self.attributes.get("Policy"), self.arn, label)
+        self.attributes = {k: v for k, v in self.attributes.items() if k != "Policy"}
+        if document is not None:
+            self.attributes["Policy"] = document
+        return self._configuration(wall_ms)
+
+    def _configuration(self, wall_ms: int) -> QueueAttributesChanged:
+        return QueueAttributesChanged(
+            wall_ms, self.queue_id, self.name, dict(self.attributes), self.region, dict(self.tags)
+        )
 
     def counts(self, now: float) -> QueueCounts:
         visible = in_flight = delayed = 0

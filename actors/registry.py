@@ -28,7 +28,7 @@ from dovecote.storage.records import QueueCreated
 from dovecote.storage.store import Damage, Store, StorageDamaged, StorageError
 from dovecote.storage.writer import LogWriter
 
-from . import validation
+from . import policy, validation
 from .clock import Clock
 from .errors import BrokerError, no_such_queue, overloaded
 from .mailbox import ReplySlot
@@ -214,6 +214,7 @@ class Broker:
     async def _create(self, op: CreateQueue, region: str) -> Result:
         validation.validate_queue_name(op.queue)
         given = validation.validate_queue_attributes(op.attributes)
+        tags = policy.tagged({}, op.tags)
         existing = self._queues.get((region, op.queue))
         if existing is not None:
             current = await self._ask_actor(existing, GetQueueAttributes(op.queue, ["All"]))
@@ -234,11 +235,11 @@ class Broker:
             "CreatedTimestamp": seconds,
             "LastModifiedTimestamp": seconds,
         }
-        record = QueueCreated(wall_ms, self._next_queue_id, op.queue, attributes, region)
+        record = QueueCreated(wall_ms, self._next_queue_id, op.queue, attributes, region, tags)
         lsn = await self._writer.append([record])
         self._next_queue_id += 1
         arn = queue_arn(self.config, region, op.queue)
-        core = QueueCore(record.queue_id, op.queue, attributes, arn, next_seq=lsn + 1)
+        core = QueueCore(record.queue_id, op.queue, attributes, arn, next_seq=lsn + 1, tags=tags)
         self._start_actor(core)
         return QueueName(op.queue)
 

@@ -23,6 +23,7 @@ import trio
 from dovecote.actors.errors import BrokerError, KINDS
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import (
+    AddPermission,
     Attributes,
     ChangeMessageVisibility,
     ChangeMessageVisibilityBatch,
@@ -35,6 +36,7 @@ from dovecote.actors.ops import (
     GetQueueAttributes,
     GetQueueUrl,
     ListQueues,
+    ListQueueTags,
     Op,
     PurgeQueue,
     QueueName,
@@ -42,11 +44,14 @@ from dovecote.actors.ops import (
     ReceiveMessage,
     Received,
     ReceivedMessage,
+    RemovePermission,
     Result,
     SendEntry,
     SendMessage,
     SendMessageBatch,
     SetQueueAttributes,
+    TagQueue,
+    UntagQueue,
     VisibilityEntry,
 )
 from dovecote.storage.records import MessageAttribute
@@ -80,8 +85,26 @@ class _Operations:
     def _then(self, value: Any, finish: Any) -> Any:
         raise NotImplementedError
 
-    def create_queue(self, name: str, attributes: Mapping[str, str] | None = None) -> Any:
-        return self._then(self.call(CreateQueue(name, dict(attributes or {}))), lambda r: r.queue)
+    def create_queue(
+        self, name: str, attributes: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None
+    ) -> Any:
+        return self._then(self.call(CreateQueue(name, dict(attributes or {}), dict(tags or {}))), lambda r: r.queue)
+
+    def tag_queue(self, queue: str, tags: Mapping[str, str]) -> Any:
+        return self._then(self.call(TagQueue(queue_name(queue), dict(tags))), lambda r: None)
+
+    def untag_queue(self, queue: str, tag_keys: Sequence[str]) -> Any:
+        return self._then(self.call(UntagQueue(queue_name(queue), list(tag_keys))), lambda r: None)
+
+    def list_queue_tags(self, queue: str) -> Any:
+        return self._then(self.call(ListQueueTags(queue_name(queue))), lambda r: r.tags)
+
+    def add_permission(self, queue: str, label: str, account_ids: Sequence[str], actions: Sequence[str]) -> Any:
+        op = AddPermission(queue_name(queue), label, list(account_ids), list(actions))
+        return self._then(self.call(op), lambda r: None)
+
+    def remove_permission(self, queue: str, label: str) -> Any:
+        return self._then(self.call(RemovePermission(queue_name(queue), label)), lambda r: None)
 
     def get_queue_url(self, name: str) -> Any:
         return self._then(self.call(GetQueueUrl(name)), lambda r: r.queue)

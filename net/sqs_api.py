@@ -16,6 +16,7 @@ import msgspec
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
+    AddPermission,
     Attributes,
     BatchResult,
     ChangeMessageVisibility,
@@ -29,12 +30,14 @@ from dovecote.actors.ops import (
     GetQueueAttributes,
     GetQueueUrl,
     ListQueues,
+    ListQueueTags,
     Op,
     PurgeQueue,
     QueueName,
     QueueNames,
     ReceiveMessage,
     Received,
+    RemovePermission,
     Result,
     SendBatchResult,
     SendEntry,
@@ -42,6 +45,9 @@ from dovecote.actors.ops import (
     SendMessageBatch,
     Sent,
     SetQueueAttributes,
+    TagQueue,
+    Tags,
+    UntagQueue,
     VisibilityEntry,
 )
 from dovecote.storage.records import MessageAttribute
@@ -122,6 +128,24 @@ class DeleteMessageRequest(_QueueUrlShape):
     receipt_handle: str
 
 
+class TagQueueRequest(_QueueUrlShape):
+    tags: dict[str, str]
+
+
+class UntagQueueRequest(_QueueUrlShape):
+    tag_keys: list[str]
+
+
+class AddPermissionRequest(_QueueUrlShape):
+    label: str
+    account_ids: list[str] = msgspec.field(name="AWSAccountIds")
+    actions: list[str]
+
+
+class RemovePermissionRequest(_QueueUrlShape):
+    label: str
+
+
 class DeleteMessageBatchEntry(_Shape):
     id: str
     receipt_handle: str
@@ -180,7 +204,7 @@ def _receive_names(request: ReceiveMessageRequest) -> list[str]:
 
 # action -> (request shape, request -> op)
 _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
-    "CreateQueue": (CreateQueueRequest, lambda r, c: CreateQueue(r.queue_name, r.attributes)),
+    "CreateQueue": (CreateQueueRequest, lambda r, c: CreateQueue(r.queue_name, r.attributes, r.tags)),
     "DeleteQueue": (QueueUrlRequest, lambda r, c: DeleteQueue(c.queue_from_url(r.queue_url))),
     "GetQueueUrl": (GetQueueUrlRequest, lambda r, c: _get_queue_url(r, c)),
     "ListQueues": (ListQueuesRequest, lambda r, c: ListQueues(r.queue_name_prefix, r.max_results, r.next_token)),
@@ -238,6 +262,17 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
             [VisibilityEntry(e.id, e.receipt_handle, e.visibility_timeout) for e in r.entries],
         ),
     ),
+    "TagQueue": (TagQueueRequest, lambda r, c: TagQueue(c.queue_from_url(r.queue_url), r.tags)),
+    "UntagQueue": (UntagQueueRequest, lambda r, c: UntagQueue(c.queue_from_url(r.queue_url), r.tag_keys)),
+    "ListQueueTags": (QueueUrlRequest, lambda r, c: ListQueueTags(c.queue_from_url(r.queue_url))),
+    "AddPermission": (
+        AddPermissionRequest,
+        lambda r, c: AddPermission(c.queue_from_url(r.queue_url), r.label, r.account_ids, r.actions),
+    ),
+    "RemovePermission": (
+        RemovePermissionRequest,
+        lambda r, c: RemovePermission(c.queue_from_url(r.queue_url), r.label),
+    ),
 }
 
 ACTIONS = frozenset(_REQUESTS)
@@ -283,6 +318,8 @@ def to_output(result: Result, context: Context) -> dict[str, Any]:
             return output
         case Attributes(attributes=attributes):
             return {"Attributes": attributes} if attributes else {}
+        case Tags(tags=tags):
+            return {"Tags": tags} if tags else {}
         case Sent():
             return _without_none(
                 {

@@ -19,7 +19,7 @@ NAMESPACE = "http://queue.amazonaws.com/doc/2012-11-05/"
 _MAPS = {
     "Attribute": ("Attributes", "Name", "Value"),
     "MessageAttribute": ("MessageAttributes", "Name", "Value"),
-    "Tag": ("tags", "Key", "Value"),
+    "Tag": ("Tags", "Key", "Value"),
 }
 # flattened member -> JSON member for lists
 _LISTS = {
@@ -31,12 +31,21 @@ _LISTS = {
     "ChangeMessageVisibilityBatchRequestEntry": "Entries",
     "StringListValue": "StringListValues",
     "BinaryListValue": "BinaryListValues",
+    "TagKey": "TagKeys",
+    "AWSAccountId": "AWSAccountIds",
+    "ActionName": "Actions",
 }
 # JSON list member -> XML element name of each item, per action where it differs
 _LIST_ITEMS = {
     "QueueUrls": "QueueUrl",
     "Messages": "Message",
     "Failed": "BatchResultErrorEntry",
+}
+# JSON map member -> (XML element of each entry, element of its key)
+_MAP_ELEMENTS = {
+    "Attributes": ("Attribute", "Name"),
+    "MessageAttributes": ("MessageAttribute", "Name"),
+    "Tags": ("Tag", "Key"),
 }
 _SUCCESS_ITEMS = {
     "SendMessageBatch": "SendMessageBatchResultEntry",
@@ -63,7 +72,10 @@ def nest(pairs: Iterable[tuple[str, str]]) -> tuple[str | None, dict[str, Any]]:
                 child = node[part] = {"": child}
             node = child
         node[parts[-1]] = value
-    return action, _convert(tree)
+    params = _convert(tree)
+    if action == "CreateQueue" and "Tags" in params:
+        params["tags"] = params.pop("Tags")  # CreateQueue alone names its tag map in lower case
+    return action, params
 
 
 def _convert(tree: dict[str, Any]) -> dict[str, Any]:
@@ -115,11 +127,11 @@ def render_error(code: str, message: str, sender_fault: bool, request_id: str) -
 
 
 def _append(parent: ElementTree.Element, action: str, name: str, value: Any) -> None:
-    if name in ("Attributes", "MessageAttributes") and isinstance(value, dict):
-        element_name = "Attribute" if name == "Attributes" else "MessageAttribute"
+    if name in _MAP_ELEMENTS and isinstance(value, dict):
+        element_name, key_name = _MAP_ELEMENTS[name]
         for key, item in value.items():
             entry = ElementTree.SubElement(parent, element_name)
-            ElementTree.SubElement(entry, "Name").text = key
+            ElementTree.SubElement(entry, key_name).text = key
             _append(entry, action, "Value", item)
     elif isinstance(value, list):
         item_name = _SUCCESS_ITEMS.get(action, name) if name == "Successful" else _LIST_ITEMS.get(name, name)

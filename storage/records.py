@@ -28,13 +28,17 @@ class QueueCreated(Record):
     queue: str
     attributes: dict[str, str]
     region: str = ""  # the AWS region whose namespace holds the queue ("": the broker's default)
+    tags: dict[str, str] = {}
 
 
 class QueueAttributesChanged(Record):
+    """The queue's whole configuration after a change of its attributes, tags or permissions."""
+
     queue_id: int
     queue: str
-    attributes: dict[str, str]  # the whole attribute set after the change
+    attributes: dict[str, str]
     region: str = ""
+    tags: dict[str, str] = {}
 
 
 class QueueDeleted(Record):

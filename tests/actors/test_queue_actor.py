@@ -365,3 +365,16 @@ async def test_each_region_is_its_own_namespace_across_restarts(autojump_clock):
         assert home["VisibilityTimeout"] == "10"
         missing = await h.call(GetQueueUrl("only-in-ireland"))
         assert isinstance(missing, Failure) and missing.code == "QueueDoesNotExist"
+
+
+async def test_tags_and_policy_survive_a_restart(autojump_clock):
+    from dovecote.actors.ops import AddPermission, ListQueueTags, TagQueue
+
+    store = MemoryStore()
+    async with running_broker(store) as h:
+        await h.ok(CreateQueue("q", tags={"a": "1"}))
+        await h.ok(TagQueue("q", {"b": "2"}))
+        await h.ok(AddPermission("q", "share", ["111122223333"], ["*"]))
+    async with running_broker(store) as h:
+        assert (await h.ok(ListQueueTags("q"))).tags == {"a": "1", "b": "2"}
+        assert '"Sid":"share"' in (await h.ok(GetQueueAttributes("q", ["Policy"]))).attributes["Policy"]

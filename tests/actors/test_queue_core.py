@@ -142,7 +142,7 @@ def test_purge_drops_messages_sent_before_it_even_if_committed_after():
     core = make_core()
     before = core.prepare_send("in flight to the log", None, {}, "", WALL)
     send(core)
-    purged = core.purge(WALL)
+    purged = core.purge(0.0, WALL)
     assert purged.through_seq >= before.seq
     core.apply_sent(before, 0.0)
     after = send(core)
@@ -208,3 +208,46 @@ def test_waiters_are_served_in_arrival_order_and_expire():
     assert [waiter for waiter, _ in served] == [first]
     assert core.pop_expired_waiters(5.0) == [second]
     assert core.waiter_count() == 0
+
+
+def test_only_one_purge_a_minute():
+    core = make_core()
+    core.purge(100.0, WALL)
+    with pytest.raises(BrokerError) as caught:
+        core.purge(159.9, WALL)
+    assert caught.value.code == "PurgeQueueInProgress"
+    core.purge(160.0, WALL)
+
+
+def test_tags_are_part_of_the_stored_configuration():
+    core = make_core()
+    record = core.tag({"team": "edge", "env": "test"}, WALL)
+    assert record.tags == {"team": "edge", "env": "test"}
+    assert core.untag(["env", "absent"], WALL).tags == {"team": "edge"}
+    for bad in ({"aws:reserved": "x"}, {"": "x"}, {"k": "v" * 257}, {f"k{i}": "v" for i in range(50)}):
+        with pytest.raises(BrokerError):
+            core.tag(bad, WALL)
+    assert core.tags == {"team": "edge"}
+
+
+def test_permissions_live_in_the_policy_attribute():
+    import json
+
+    core = make_core()
+    core.add_permission("share", ["111122223333"], ["SendMessage", "ReceiveMessage"], WALL)
+    statement = json.loads(core.attributes["Policy"])["Statement"][0]
+    assert statement["Sid"] == "share"
+    assert statement["Principal"] == {"AWS": ["arn:aws:iam::111122223333:root"]}
+    assert statement["Action"] == ["SQS:SendMessage", "SQS:ReceiveMessage"] and statement["Resource"] == ARN
+    for label, accounts, actions in [
+        ("share", ["111122223333"], ["SendMessage"]),  # the label exists
+        ("other", ["1234"], ["SendMessage"]),
+        ("other", ["111122223333"], ["DeleteQueue"]),
+        ("bad label", ["111122223333"], ["*"]),
+    ]:
+        with pytest.raises(BrokerError):
+            core.add_permission(label, accounts, actions, WALL)
+    with pytest.raises(BrokerError):
+        core.remove_permission("missing", WALL)
+    record = core.remove_permission("share", WALL)
+    assert "Policy" not in record.attributes

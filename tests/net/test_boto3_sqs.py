@@ -207,3 +207,22 @@ def test_the_signing_region_selects_the_namespace(endpoint):
         oregon.get_queue_url(QueueName="regional")
     arn = tokyo.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     assert arn == "arn:aws:sqs:ap-northeast-1:000000000000:regional"
+
+
+def test_tags_permissions_and_the_purge_rule(sqs):
+    url = sqs.create_queue(QueueName="tagged", tags={"team": "edge"})["QueueUrl"]
+    sqs.tag_queue(QueueUrl=url, Tags={"env": "test"})
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"team": "edge", "env": "test"}
+    sqs.untag_queue(QueueUrl=url, TagKeys=["team"])
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"env": "test"}
+    sqs.add_permission(QueueUrl=url, Label="share", AWSAccountIds=["111122223333"], Actions=["SendMessage"])
+    policy = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"]
+    assert '"Sid":"share"' in policy and "arn:aws:iam::111122223333:root" in policy
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        sqs.add_permission(QueueUrl=url, Label="share", AWSAccountIds=["111122223333"], Actions=["SendMessage"])
+    assert caught.value.response["Error"]["Code"] == "InvalidParameterValue"
+    sqs.remove_permission(QueueUrl=url, Label="share")
+    assert "Policy" not in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    sqs.purge_queue(QueueUrl=url)
+    with pytest.raises(sqs.exceptions.PurgeQueueInProgress):
+        sqs.purge_queue(QueueUrl=url)

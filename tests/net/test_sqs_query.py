@@ -112,3 +112,18 @@ def test_query_errors_are_xml_error_responses(endpoint, params, status, code):
     assert text(root, "sqs:Error/sqs:Type") == "Sender"
     assert text(root, "sqs:Error/sqs:Message")
     call(endpoint, {"Action": "ListQueues"})
+
+
+def test_tags_and_permissions_over_query(endpoint):
+    root = call(endpoint, {"Action": "CreateQueue", "QueueName": "q-tags", "Tag.1.Key": "team", "Tag.1.Value": "edge"})
+    url = text(root, "sqs:CreateQueueResult/sqs:QueueUrl")
+    call(endpoint, {"Action": "TagQueue", "QueueUrl": url, "Tag.1.Key": "env", "Tag.1.Value": "test"})
+    call(endpoint, {"Action": "UntagQueue", "QueueUrl": url, "TagKey.1": "team"})
+    root = call(endpoint, {"Action": "ListQueueTags", "QueueUrl": url})
+    tags = {text(t, "sqs:Key"): text(t, "sqs:Value") for t in root.iterfind(".//sqs:Tag", NS)}
+    assert tags == {"env": "test"}
+    call(endpoint, {"Action": "AddPermission", "QueueUrl": url, "Label": "l1", "AWSAccountId.1": "111122223333",
+                    "ActionName.1": "ReceiveMessage"})
+    call(endpoint, {"Action": "RemovePermission", "QueueUrl": url, "Label": "l1"})
+    root = call(endpoint, {"Action": "RemovePermission", "QueueUrl": url, "Label": "l1"}, status=400)
+    assert text(root, "sqs:Error/sqs:Code") == "InvalidParameterValue"

@@ -1,0 +1,106 @@
+"""Queue tags and the permissions AddPermission writes into a queue's Policy: pure rules and JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+
+from .errors import BrokerError, invalid
+
+MAX_TAGS = 50
+MAX_TAG_KEY_CHARS = 128
+MAX_TAG_VALUE_CHARS = 256
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_ACCOUNT = re.compile(r"\d{12}")
+# The actions a queue's owner can share; the rest (CreateQueue, SetQueueAttributes, ...) are not.
+SHAREABLE_ACTIONS = frozenset(
+    {
+        "*",
+        "SendMessage",
+        "ReceiveMessage",
+        "DeleteMessage",
+        "ChangeMessageVisibility",
+        "GetQueueAttributes",
+        "GetQueueUrl",
+        "ListDeadLetterSourceQueues",
+        "PurgeQueue",
+        "ListQueueTags",
+    }
+)
+
+
+def validate_tags(tags: Mapping[str, str]) -> None:
+    for key, value in tags.items():
+        if not 1 <= len(key) <= MAX_TAG_KEY_CHARS or key.lower().startswith("aws:"):
+            raise invalid(f"Tag key '{key[:140]}' is invalid: 1 to {MAX_TAG_KEY_CHARS} characters, not starting with aws:.")
+        if len(value) > MAX_TAG_VALUE_CHARS:
+            raise invalid(f"The value of tag '{key}' is longer than {MAX_TAG_VALUE_CHARS} characters.")
+
+
+def tagged(current: Mapping[str, str], added: Mapping[str, str]) -> dict[str, str]:
+    validate_tags(added)
+    merged = {**current, **added}
+    if len(merged) > MAX_TAGS:
+        raise invalid(f"A queue can have at most {MAX_TAGS} tags; this would give it {len(merged)}.")
+    return merged
+
+
+def untagged(current: Mapping[str, str], keys: Sequence[str]) -> dict[str, str]:
+    if not keys:
+        raise BrokerError("MissingParameter", "The request must contain the parameter TagKeys.")
+    return {key: value for key, value in current.items() if key not in set(keys)}
+
+
+def with_permission(
+    policy: str | None, queue_arn: str, label: str, account_ids: Sequence[str], actions: Sequence[str]
+) -> str:
+    """The Policy after AddPermission: a statement with Sid=label allowing those accounts those actions."""
+    if not _LABEL.fullmatch(label):
+        raise invalid(f"Value {label[:100]} for parameter Label is invalid. Reason: must be 1 to 80 alphanumeric, - or _.")
+    if not account_ids:
+        raise BrokerError("MissingParameter", "The request must contain the parameter AWSAccountIds.")
+    if not actions:
+        raise BrokerError("MissingParameter", "The request must contain the parameter Actions.")
+    for account in account_ids:
+        if not _ACCOUNT.fullmatch(account):
+            raise invalid(f"Value {account[:40]} for parameter AWSAccountIds is invalid. Reason: not an account id.")
+    for action in actions:
+        if action not in SHAREABLE_ACTIONS:
+            raise invalid(f"Value SQS:{action[:60]} for parameter ActionName is invalid. Reason: Only the queue owner is allowed to invoke this action.")
+    document = _document(policy, queue_arn)
+    if any(statement.get("Sid") == label for statement in document["Statement"]):
+        raise invalid(f"Value {label} for parameter Label is invalid. Reason: Already exists.")
+    document["Statement"].append(
+        {
+            "Sid": label,
+            "Effect": "Allow",
+            "Principal": {"AWS": [f"arn:aws:iam::{account}:root" for account in account_ids]},
+            "Action": [f"SQS:{action}" for action in actions],
+            "Resource": queue_arn,
+        }
+    )
+    return json.dumps(document, separators=(",", ":"))
+
+
+def without_permission(policy: str | None, queue_arn: str, label: str) -> str | None:
+    """The Policy after RemovePermission; None once no statement is left."""
+    document = _document(policy, queue_arn)
+    kept = [statement for statement in document["Statement"] if statement.get("Sid") != label]
+    if len(kept) == len(document["Statement"]):
+        raise invalid(f"Value {label[:100]} for parameter Label is invalid. Reason: can't find label on existing policy.")
+    if not kept:
+        return None
+    document["Statement"] = kept
+    return json.dumps(document, separators=(",", ":"))
+
+
+def _document(policy: str | None, queue_arn: str) -> dict:
+    if policy:
+        try:
+            document = json.loads(policy)
+        except ValueError:
+            document = None
+        if isinstance(document, dict) and isinstance(document.get("Statement"), list):
+            return document
+    return {"Version": "2012-10-17", "Id": f"{queue_arn}/SQSDefaultPolicy", "Statement": []}
