@@ -1,0 +1,139 @@
+"""A hypothesis state machine: random sends, receives, deletes, visibility changes, clock jumps and
+restarts from the store, applied to QueueCore and to a small reference model of the SQS rules for a
+standard queue. Any difference fails. Times are whole seconds, so stored millisecond deadlines are
+exact across restarts."""
+
+from dataclasses import dataclass
+
+from hypothesis import settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from dovecote.actors.errors import BrokerError
+from dovecote.actors.queue_core import QueueCore
+from dovecote.actors.registry import BrokerConfig, queue_arn
+from dovecote.actors.validation import default_queue_attributes
+from dovecote.storage.memory_store import MemoryStore
+from dovecote.storage.records import QueueCreated
+
+WALL = 1_700_000_000_000
+ARN = queue_arn(BrokerConfig(), "", "model")
+
+
+@dataclass
+class ModelMessage:
+    body: str
+    visible_at: int
+    receive_count: int = 0
+    deleted: bool = False
+
+
+class QueueModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0
+        self.store = MemoryStore()
+        attributes = {**default_queue_attributes(), "VisibilityTimeout": "30"}
+        self.store.commit([[QueueCreated(WALL, 1, "model", attributes)]])
+        self.core = QueueCore(1, "model", attributes, ARN, next_seq=self.store.last_lsn + 1)
+        self.model: dict[str, ModelMessage] = {}
+        self.handles: list[tuple[str, str, int]] = []  # (handle, message id, receive count it came with)
+
+    def wall_ms(self) -> int:
+        return WALL + self.now * 1000
+
+    def visible(self) -> list[str]:
+        return [mid for mid, m in self.model.items() if not m.deleted and m.visible_at <= self.now]
+
+    def commit(self, *records) -> None:
+        self.store.commit([list(records)])
+
+    @rule(body=st.text(min_size=1, max_size=8).filter(lambda b: "\x00" not in b), delay=st.integers(0, 120))
+    def send(self, body, delay):
+        try:
+            record = self.core.prepare_send(body, delay, {}, "", self.wall_ms())
+        except BrokerError:
+            return  # characters SQS refuses: nothing changes
+        self.commit(record)
+        self.core.apply_sent(record, float(self.now))
+        self.model[record.message_id] = ModelMessage(body, self.now + delay)
+
+    @rule(count=st.integers(1, 10), visibility=st.one_of(st.none(), st.integers(0, 200)))
+    def receive(self, count, visibility):
+        expected_visible = set(self.visible())
+        lives = self.core.take_ready(count, float(self.now))
+        rows = self.store.read_messages(1, [live.seq for live in lives])
+        received = self.core.mark_received(lives, rows, visibility, float(self.now), self.wall_ms())
+        assert len(received) == min(count, len(expected_visible))
+        timeout = 30 if visibility is None else visibility
+        for record, row in received:
+            message = self.model[row.message_id]
+            assert row.message_id in expected_visible and row.body == message.body
+            message.receive_count += 1
+            message.visible_at = self.now + timeout
+            assert record.receive_count == message.receive_count
+            self.commit(record)
+            handle = self.core.render_received(record, row, [], []).receipt_handle
+            self.handles.append((handle, row.message_id, record.receive_count))
+
+    @precondition(lambda self: self.handles)
+    @rule(data=st.data())
+    def delete(self, data):
+        handle, message_id, count = data.draw(st.sampled_from(self.handles))
+        message = self.model[message_id]
+        try:
+            record = self.core.delete(handle, self.wall_ms())
+        except BrokerError as error:
+            assert error.code == "ReceiptHandleIsInvalid"
+            assert not message.deleted and message.receive_count != count
+            return
+        if message.deleted:
+            assert record is None
+            return
+        assert message.receive_count == count and record is not None
+        self.commit(record)
+        message.deleted = True
+
+    @precondition(lambda self: self.handles)
+    @rule(data=st.data(), timeout=st.integers(0, 300))
+    def change_visibility(self, data, timeout):
+        handle, message_id, count = data.draw(st.sampled_from(self.handles))
+        message = self.model[message_id]
+        try:
+            record = self.core.change_visibility(handle, timeout, float(self.now), self.wall_ms())
+        except BrokerError as error:
+            if message.deleted:
+                assert error.code == "InvalidParameterValue"
+            elif message.receive_count != count:
+                assert error.code == "ReceiptHandleIsInvalid"
+            else:
+                assert error.code == "MessageNotInflight" and message.visible_at <= self.now
+            return
+        assert not message.deleted and message.receive_count == count and message.visible_at > self.now
+        self.commit(record)
+        message.visible_at = self.now + timeout
+
+    @rule(seconds=st.integers(0, 100))
+    def advance(self, seconds):
+        self.now += seconds
+        self.core.advance(float(self.now))
+
+    @rule()
+    def restart(self):
+        rows, damages = self.store.load_queue_rows()
+        loaded, more = self.store.load_queue(rows[0])
+        assert damages == more == []
+        self.core = QueueCore.restore(
+            loaded, ARN, next_seq=self.store.last_lsn + 1, now=float(self.now), wall_ms=self.wall_ms()
+        )
+
+    @invariant()
+    def counts_agree(self):
+        counts = self.core.counts(float(self.now))
+        live = [m for m in self.model.values() if not m.deleted]
+        assert counts.visible == sum(m.visible_at <= self.now for m in live)
+        assert counts.in_flight == sum(m.visible_at > self.now and m.receive_count > 0 for m in live)
+        assert counts.delayed == sum(m.visible_at > self.now and m.receive_count == 0 for m in live)
+
+
+TestQueueModel = QueueModel.TestCase
+TestQueueModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
