@@ -56,6 +56,7 @@ class SendEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True
     body: str
     delay_seconds: int | None = None
     message_attributes: dict[str, MessageAttribute] = {}
+    message_system_attributes: dict[str, MessageAttribute] = {}
 
 
 class SendMessage(QueueOp):
@@ -63,6 +64,7 @@ class SendMessage(QueueOp):
     delay_seconds: int | None = None
     message_attributes: dict[str, MessageAttribute] = {}
     sender_id: str = ""
+    message_system_attributes: dict[str, MessageAttribute] = {}
 
 
 class SendMessageBatch(QueueOp):
@@ -183,6 +185,7 @@ class Sent(Result):
     message_id: str
     md5_of_message_body: str
     md5_of_message_attributes: str | None = None
+    md5_of_message_system_attributes: str | None = None
 
 
 class SentEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
@@ -190,6 +193,7 @@ class SentEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True
     message_id: str
     md5_of_message_body: str
     md5_of_message_attributes: str | None = None
+    md5_of_message_system_attributes: str | None = None
 
 
 class BatchFailure(msgspec.Struct, array_like=True, frozen=True):

@@ -223,7 +223,9 @@ class QueueActor:
         try:
             match op:
                 case SendMessage():
-                    record = core.prepare_send(op.body, op.delay_seconds, op.message_attributes, op.sender_id, wall_ms)
+                    record = core.prepare_send(
+                        op.body, op.delay_seconds, op.message_attributes, op.sender_id, wall_ms, op.message_system_attributes
+                    )
                     cycle.send_groups.append(_SendGroup([record], lambda error: reply(_sent_result(record, error))))
                 case SendMessageBatch():
                     self._send_batch(op, reply, cycle, wall_ms)
@@ -287,7 +289,12 @@ class QueueActor:
         for entry in op.entries:
             try:
                 record = self.core.prepare_send(
-                    entry.body, entry.delay_seconds, entry.message_attributes, op.sender_id, wall_ms
+                    entry.body,
+                    entry.delay_seconds,
+                    entry.message_attributes,
+                    op.sender_id,
+                    wall_ms,
+                    entry.message_system_attributes,
                 )
             except BrokerError as error:
                 failed.append(BatchFailure(entry.id, error.code, error.message, error.kind.sender_fault))
@@ -419,20 +426,19 @@ class QueueActor:
         request.reply(Done())
 
 
-def _sent_entry(entry_id: str, record: MessageSent) -> SentEntry:
-    return SentEntry(
-        entry_id,
-        record.message_id,
+def _checksums(record: MessageSent) -> tuple[str, str | None, str | None]:
+    return (
         validation.md5_of_body(record.body),
         validation.md5_of_message_attributes(record.attributes),
+        validation.md5_of_message_attributes(record.system_attributes),
     )
+
+
+def _sent_entry(entry_id: str, record: MessageSent) -> SentEntry:
+    return SentEntry(entry_id, record.message_id, *_checksums(record))
 
 
 def _sent_result(record: MessageSent, error: StorageError | None) -> Result:
     if error is not None:
         return storage_failure(error)
-    return Sent(
-        record.message_id,
-        validation.md5_of_body(record.body),
-        validation.md5_of_message_attributes(record.attributes),
-    )
+    return Sent(record.message_id, *_checksums(record))

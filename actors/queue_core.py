@@ -150,10 +150,12 @@ class QueueCore:
         message_attributes: Mapping[str, MessageAttribute],
         sender_id: str,
         wall_ms: int,
+        system_attributes: Mapping[str, MessageAttribute] | None = None,
     ) -> MessageSent:
         """Validate a send and build its record; nothing changes until apply_sent."""
         validation.validate_delay(delay_seconds)
         validation.validate_message(body, message_attributes, self.config.max_message_bytes)
+        validation.validate_system_attributes(system_attributes or {})
         seq = self._next_seq
         self._next_seq += 1
         return MessageSent(
@@ -166,6 +168,7 @@ class QueueCore:
             attributes=dict(message_attributes),
             delay_seconds=self.config.delay_s if delay_seconds is None else delay_seconds,
             sender_id=sender_id or self.account_id,
+            system_attributes=dict(system_attributes or {}),
         )
 
     def apply_sent(self, record: MessageSent, now: float) -> None:
@@ -467,6 +470,8 @@ def system_attributes(row: MessageSent, record: MessageReceived, names: Sequence
         "ApproximateReceiveCount": str(record.receive_count),
         "ApproximateFirstReceiveTimestamp": str(record.first_receive_ms),
     }
+    if "AWSTraceHeader" in row.system_attributes:
+        everything["AWSTraceHeader"] = row.system_attributes["AWSTraceHeader"].string_value or ""
     return select_named(everything, names)
 
 

@@ -250,6 +250,15 @@ def validate_batch(entry_ids: Sequence[str]) -> None:
         raise BrokerError("BatchEntryIdsNotDistinct", "Two or more batch entries in the request have the same Id.")
 
 
+def validate_system_attributes(attributes: Mapping[str, MessageAttribute]) -> None:
+    """MessageSystemAttributes on a send: only AWSTraceHeader, a String."""
+    for name, value in attributes.items():
+        if name != "AWSTraceHeader":
+            raise invalid(f"Message system attribute name '{name}' is invalid.")
+        if value.data_type != "String" or not value.string_value:
+            raise invalid("Message system attribute 'AWSTraceHeader' must contain a non-empty value of type 'String'.")
+
+
 def check_batch_size(bodies: Iterable[str], attributes: Iterable[Mapping[str, MessageAttribute]], limit: int) -> None:
     total = sum(len(b.encode()) for b in bodies) + sum(_attributes_size(a) for a in attributes)
     if total > limit:

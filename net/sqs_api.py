@@ -102,6 +102,7 @@ class SendMessageRequest(_QueueUrlShape):
     message_body: str
     delay_seconds: int | None = None
     message_attributes: dict[str, AttributeValue] = {}
+    message_system_attributes: dict[str, AttributeValue] = {}
 
 
 class SendMessageBatchEntry(_Shape):
@@ -109,6 +110,7 @@ class SendMessageBatchEntry(_Shape):
     message_body: str
     delay_seconds: int | None = None
     message_attributes: dict[str, AttributeValue] = {}
+    message_system_attributes: dict[str, AttributeValue] = {}
 
 
 class SendMessageBatchRequest(_QueueUrlShape):
@@ -220,14 +222,27 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
     "SendMessage": (
         SendMessageRequest,
         lambda r, c: SendMessage(
-            c.queue_from_url(r.queue_url), r.message_body, r.delay_seconds, _attributes(r.message_attributes)
+            c.queue_from_url(r.queue_url),
+            r.message_body,
+            r.delay_seconds,
+            _attributes(r.message_attributes),
+            message_system_attributes=_attributes(r.message_system_attributes),
         ),
     ),
     "SendMessageBatch": (
         SendMessageBatchRequest,
         lambda r, c: SendMessageBatch(
             c.queue_from_url(r.queue_url),
-            [SendEntry(e.id, e.message_body, e.delay_seconds, _attributes(e.message_attributes)) for e in r.entries],
+            [
+                SendEntry(
+                    e.id,
+                    e.message_body,
+                    e.delay_seconds,
+                    _attributes(e.message_attributes),
+                    _attributes(e.message_system_attributes),
+                )
+                for e in r.entries
+            ],
         ),
     ),
     "ReceiveMessage": (
@@ -326,6 +341,7 @@ def to_output(result: Result, context: Context) -> dict[str, Any]:
                     "MessageId": result.message_id,
                     "MD5OfMessageBody": result.md5_of_message_body,
                     "MD5OfMessageAttributes": result.md5_of_message_attributes,
+                    "MD5OfMessageSystemAttributes": result.md5_of_message_system_attributes,
                 }
             )
         case SendBatchResult(successful=successful, failed=failed):
@@ -337,6 +353,7 @@ def to_output(result: Result, context: Context) -> dict[str, Any]:
                             "MessageId": e.message_id,
                             "MD5OfMessageBody": e.md5_of_message_body,
                             "MD5OfMessageAttributes": e.md5_of_message_attributes,
+                            "MD5OfMessageSystemAttributes": e.md5_of_message_system_attributes,
                         }
                     )
                     for e in successful

@@ -19,6 +19,7 @@ NAMESPACE = "http://queue.amazonaws.com/doc/2012-11-05/"
 _MAPS = {
     "Attribute": ("Attributes", "Name", "Value"),
     "MessageAttribute": ("MessageAttributes", "Name", "Value"),
+    "MessageSystemAttribute": ("MessageSystemAttributes", "Name", "Value"),
     "Tag": ("Tags", "Key", "Value"),
 }
 # flattened member -> JSON member for lists

@@ -61,6 +61,7 @@ class MessageSent(Record):
     sender_id: str
     body: str
     attributes: dict[str, MessageAttribute]
+    system_attributes: dict[str, MessageAttribute] = {}  # AWSTraceHeader
 
 
 class MessageSentHead(msgspec.Struct, tag="MessageSent", array_like=True, gc=False, frozen=True):

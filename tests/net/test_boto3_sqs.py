@@ -226,3 +226,21 @@ def test_tags_permissions_and_the_purge_rule(sqs):
     sqs.purge_queue(QueueUrl=url)
     with pytest.raises(sqs.exceptions.PurgeQueueInProgress):
         sqs.purge_queue(QueueUrl=url)
+
+
+def test_aws_trace_header_travels_with_the_message(sqs):
+    url = sqs.create_queue(QueueName="traced")["QueueUrl"]
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    sent = sqs.send_message(
+        QueueUrl=url, MessageBody="traced",
+        MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String", "StringValue": trace}},
+    )
+    assert sent["MD5OfMessageSystemAttributes"]
+    (message,) = sqs.receive_message(QueueUrl=url, MessageSystemAttributeNames=["AWSTraceHeader"])["Messages"]
+    assert message["Attributes"] == {"AWSTraceHeader": trace}
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        sqs.send_message(
+            QueueUrl=url, MessageBody="x",
+            MessageSystemAttributes={"Other": {"DataType": "String", "StringValue": "v"}},
+        )
+    assert caught.value.response["Error"]["Code"] == "InvalidParameterValue"
