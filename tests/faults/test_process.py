@@ -111,3 +111,19 @@ def test_layers_depend_one_way(package):
             assert f"import {name}" not in text and f"from {name}" not in text, f"{source.name} imports {name}"
         if source.name != "lmdb_store.py":
             assert "import lmdb" not in text, f"{source.name} imports lmdb"
+
+
+def test_the_wheel_holds_only_the_dovecote_namespace(tmp_path):
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
+        check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = tmp_path.glob("dovecote-*.whl")
+    top_levels = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert top_levels == {"dovecote", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
+    packages = {name.rsplit("/", 1)[0] for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    assert packages == {"dovecote", "dovecote/storage", "dovecote/actors", "dovecote/net"}
