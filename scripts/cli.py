@@ -6,18 +6,18 @@ Client commands print JSON and exit 1 with the AWS error code on a broker error.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
-import msgspec
 import trio
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.registry import BrokerConfig
 from dovecote.net.client import DEFAULT_PORT, BlockingClient
+from dovecote.storage.history import LogFilter, describe, format_time, iter_log, parse_time, plain, to_json
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.records import MessageAttribute
 from dovecote.storage.store import StorageError
@@ -95,6 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="verify every stored checksum (the broker must be stopped)")
     check.add_argument("--data-dir", default=None)
 
+    log_command = commands.add_parser(
+        "log", help="read the log back: every record in order, filtered (offline or beside a running broker)"
+    )
+    log_command.add_argument("view", nargs="?", choices=("records", "stats"), default="records")
+    log_command.add_argument("--data-dir", default=None)
+    log_command.add_argument("--queue", action="append", default=[], help="only this queue (repeatable)")
+    log_command.add_argument("--message-id", action="append", default=[], help="only this message (repeatable)")
+    log_command.add_argument("--kind", action="append", default=[], help="only this record kind, e.g. MessageSent")
+    log_command.add_argument("--since", default=None, help="ISO 8601 time or epoch milliseconds (inclusive)")
+    log_command.add_argument("--until", default=None, help="ISO 8601 time or epoch milliseconds (exclusive)")
+    log_command.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    log_command.add_argument("--follow", action="store_true", help="keep printing records as they are written")
+    log_command.add_argument("--limit", type=int, default=None, help="stop after this many records")
+
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--host", default="127.0.0.1")
@@ -140,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "check":
         return _check(args)
+    if args.command == "log":
+        return _log(args)
     try:
         with BlockingClient(args.host, args.port) as client:
             output = _client_command(client, args)
@@ -150,21 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cannot reach the broker at {args.host}:{args.port}: {error}", file=sys.stderr)
         return 2
     if output is not None:
-        print(json.dumps(_plain(output), indent=2))
+        print(json.dumps(plain(output), indent=2))
     return 0
-
-
-def _plain(value: object) -> object:
-    """JSON-ready data with field names (the wire structs are arrays on the wire)."""
-    if isinstance(value, msgspec.Struct):
-        return {field: _plain(getattr(value, field)) for field in value.__struct_fields__}
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    return value
 
 
 def _client_command(client: BlockingClient, args: argparse.Namespace) -> object:
@@ -245,3 +248,61 @@ def _check(args: argparse.Namespace) -> int:
         print(f"damaged: {damage.describe()}")
     print("ok" if not damages else f"{len(damages)} damaged range(s)")
     return 0 if not damages else 1
+
+
+def _log(args: argparse.Namespace) -> int:
+    try:
+        store = LmdbStore(args.data_dir or default_data_dir(), readonly=True)
+    except StorageError as error:
+        print(error, file=sys.stderr)
+        return 3
+    try:
+        if args.view == "stats":
+            print(json.dumps(_log_stats(store), indent=2))
+            return 0
+        log_filter = LogFilter(
+            frozenset(args.queue),
+            frozenset(args.message_id),
+            frozenset(args.kind),
+            parse_time(args.since) if args.since else None,
+            parse_time(args.until) if args.until else None,
+        )
+        printed = 0
+        after_lsn = 0
+        while True:
+            for lsn, record in iter_log(store, log_filter, after_lsn):
+                print(json.dumps(to_json(lsn, record)) if args.json else describe(lsn, record), flush=args.follow)
+                printed += 1
+                if args.limit is not None and printed >= args.limit:
+                    return 0
+            if not args.follow:
+                return 0
+            after_lsn = store.last_lsn
+            while store.refresh_last_lsn() == after_lsn:
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        return 0
+    except StorageError as error:
+        print(error, file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
+def _log_stats(store: LmdbStore) -> dict[str, object]:
+    kinds: dict[str, int] = {}
+    first_ms = last_ms = None
+    count = 0
+    for _, record in iter_log(store, LogFilter()):
+        count += 1
+        kinds[type(record).__name__] = kinds.get(type(record).__name__, 0) + 1
+        first_ms = record.at_ms if first_ms is None else first_ms
+        last_ms = record.at_ms
+    return {
+        "records": count,
+        "last_lsn": store.last_lsn,
+        "oldest": format_time(first_ms) if first_ms is not None else None,
+        "newest": format_time(last_ms) if last_ms is not None else None,
+        "by_kind": kinds,
+        "disk_bytes": store.disk_bytes(),
+    }

@@ -36,12 +36,17 @@ class LmdbStore(Store):
         max_map_bytes: int = 64 << 30,
         initial_map_bytes: int = INITIAL_MAP_BYTES,
         reserve_bytes: int = 16 << 20,
+        readonly: bool = False,
     ) -> None:
+        """readonly=True opens for reading only, beside a running broker if there is one (LMDB
+        readers do not block its writer); it takes no directory lock and keeps no reserve."""
         if sync_mode not in SYNC_MODES:
             raise ValueError(f"sync mode must be one of {SYNC_MODES}, not {sync_mode!r}")
         self.data_dir = Path(data_dir)
+        if readonly and not (self.data_dir / LMDB_DIR / "data.mdb").exists():
+            raise StorageError(f"{self.data_dir} holds no dovecote store")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock_directory(self.data_dir / LOCK_FILE)
+        self._lock_fd = None if readonly else _lock_directory(self.data_dir / LOCK_FILE)
         self._max_map_bytes = max_map_bytes
         self._reserve_path = self.data_dir / RESERVE_FILE
         self._reserve_bytes = reserve_bytes
@@ -61,18 +66,20 @@ class LmdbStore(Store):
                 map_async=False,
                 readahead=False,
                 lock=True,
+                readonly=readonly,
             )
         except lmdb.Error as exc:
-            os.close(self._lock_fd)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
             raise StorageError(f"cannot open the store in {db_path}: {exc}") from exc
         flags = self._env.flags()
-        assert flags["writemap"] is False and flags["sync"] is durable and flags["metasync"] is durable
+        assert flags["writemap"] is False
+        assert readonly or (flags["sync"] is durable and flags["metasync"] is durable)
         self._env.reader_check()  # reap readers left by a process that died
-        self._dbs = {name: self._env.open_db(name.encode(), create=True) for name in TABLES}
-        with self._env.begin(db=self._dbs["log"]) as txn:
-            cursor = txn.cursor()
-            self.last_lsn = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
-        self.restore_reserve()
+        self._dbs = {name: self._env.open_db(name.encode(), create=not readonly) for name in TABLES}
+        self.refresh_last_lsn()
+        if not readonly:
+            self.restore_reserve()
 
     # --- primitives ---------------------------------------------------------------------------
     def _scan(
@@ -126,7 +133,18 @@ class LmdbStore(Store):
 
     def close(self) -> None:
         self._env.close()
-        os.close(self._lock_fd)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+
+    def refresh_last_lsn(self) -> int:
+        """Re-read the log's end (for a reader following a running broker)."""
+        with self._env.begin(db=self._dbs["log"]) as txn:
+            cursor = txn.cursor()
+            self.last_lsn = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+        return self.last_lsn
+
+    def disk_bytes(self) -> int:
+        return (self.data_dir / LMDB_DIR / "data.mdb").stat().st_size
 
     # --- space --------------------------------------------------------------------------------
     def grow_map(self) -> bool:
