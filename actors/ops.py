@@ -130,6 +130,14 @@ class RemovePermission(QueueOp):
     label: str
 
 
+class PeekMessages(QueueOp):
+    """Browse without consuming: receive counts and visibility stay as they are."""
+
+    max_messages: int = 10
+    after_seq: int = 0  # paging: messages with a higher seq
+    state: str = ""  # "", "visible", "in_flight" or "delayed"
+
+
 REGISTRY_OPS = (CreateQueue, DeleteQueue, GetQueueUrl, ListQueues)
 
 AnyOp = (
@@ -152,6 +160,7 @@ AnyOp = (
     | ListQueueTags
     | AddPermission
     | RemovePermission
+    | PeekMessages
 )
 
 
@@ -227,6 +236,22 @@ class Received(Result):
     messages: list[ReceivedMessage]
 
 
+class PeekedMessage(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    seq: int
+    message_id: str
+    state: str  # visible, in_flight or delayed
+    receive_count: int
+    sent_timestamp: int
+    visible_at_ms: int  # when it becomes (or became) visible
+    body: str
+    message_attributes: dict[str, MessageAttribute] = {}
+
+
+class Peeked(Result):
+    messages: list[PeekedMessage]
+    next_after_seq: int | None = None
+
+
 class Failure(Result):
     """An operation that failed as a whole: an error-table code and a message."""
 
@@ -235,5 +260,15 @@ class Failure(Result):
 
 
 AnyResult = (
-    Done | QueueName | QueueNames | Attributes | Tags | Sent | SendBatchResult | BatchResult | Received | Failure
+    Done
+    | QueueName
+    | QueueNames
+    | Attributes
+    | Tags
+    | Sent
+    | SendBatchResult
+    | BatchResult
+    | Received
+    | Peeked
+    | Failure
 )

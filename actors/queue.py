@@ -50,6 +50,9 @@ from .ops import (
     GetQueueAttributes,
     ListQueueTags,
     Op,
+    PeekedMessage,
+    Peeked,
+    PeekMessages,
     PurgeQueue,
     ReceiveMessage,
     Received,
@@ -65,7 +68,7 @@ from .ops import (
     Tags,
     UntagQueue,
 )
-from .queue_core import Live, QueueCore, Waiter
+from .queue_core import VISIBLE, Live, QueueCore, Waiter
 
 log = logging.getLogger("dovecote.queue")
 
@@ -272,6 +275,8 @@ class QueueActor:
                 case RemovePermission():
                     cycle.records.append(core.remove_permission(op.label, wall_ms))
                     cycle.reply_after_commit(reply, Done())
+                case PeekMessages():
+                    reply(self._peek(op, now, wall_ms))
                 case DeleteQueue() | Stop():
                     cycle.ended_by = request
                 case _:
@@ -326,6 +331,26 @@ class QueueActor:
                 cycle.records.append(record)
             successful.append(entry.id)
         cycle.reply_after_commit(reply, BatchResult(successful, failed))
+
+    def _peek(self, op: PeekMessages, now: float, wall_ms: int) -> Peeked:
+        found = self.core.peek(op.after_seq, op.max_messages, op.state, now)
+        rows = self._store.read_messages(self.core.queue_id, [live.seq for live, _ in found])
+        messages = [
+            PeekedMessage(
+                seq=live.seq,
+                message_id=row.message_id,
+                state=state,
+                receive_count=live.receive_count,
+                sent_timestamp=row.at_ms,
+                visible_at_ms=wall_ms if state == VISIBLE else wall_ms + int((live.visible_at - now) * 1000),
+                body=row.body,
+                message_attributes=row.attributes,
+            )
+            for (live, state), row in zip(found, rows)
+            if row is not None
+        ]
+        more = len(found) == op.max_messages
+        return Peeked(messages, found[-1][0].seq if more and found else None)
 
     def _receive(self, op: ReceiveMessage, reply: Reply, cycle: _Cycle, now: float, wall_ms: int) -> None:
         validation.validate_receive(op.max_number_of_messages, op.wait_time_seconds)

@@ -56,6 +56,7 @@ from .ops import ReceivedMessage
 
 READY = -math.inf
 PURGE_INTERVAL_S = 60
+VISIBLE, IN_FLIGHT, DELAYED = "visible", "in_flight", "delayed"
 
 
 class Live(msgspec.Struct, gc=False):
@@ -334,15 +335,26 @@ class QueueCore:
         )
 
     def counts(self, now: float) -> QueueCounts:
-        visible = in_flight = delayed = 0
-        for live in self.messages.values():
-            if live.visible_at == READY or live.visible_at <= now:
-                visible += 1
-            elif live.receive_count:
-                in_flight += 1
-            else:
-                delayed += 1
-        return QueueCounts(visible, in_flight, delayed)
+        states = [message_state(live, now) for live in self.messages.values()]
+        return QueueCounts(states.count(VISIBLE), states.count(IN_FLIGHT), states.count(DELAYED))
+
+    def peek(self, after_seq: int, max_messages: int, state: str, now: float) -> list[tuple[Live, str]]:
+        """Up to max_messages live messages with seq > after_seq (in a state, if given), oldest
+        first, with their states. Changes nothing."""
+        if state not in ("", VISIBLE, IN_FLIGHT, DELAYED):
+            raise invalid(f"Value {state[:40]} for parameter state is invalid: visible, in_flight or delayed.")
+        if not 1 <= max_messages <= 1000:
+            raise invalid("Value for parameter max_messages is invalid: 1 to 1000.")
+        found = []
+        for seq, live in self.messages.items():
+            if seq <= after_seq:
+                continue
+            live_state = message_state(live, now)
+            if not state or live_state == state:
+                found.append((live, live_state))
+                if len(found) >= max_messages:
+                    break
+        return found
 
     def get_attributes(self, names: Sequence[str], now: float) -> dict[str, str]:
         validation.check_attribute_names(names)
@@ -459,6 +471,12 @@ class QueueCore:
             attributes=attributes,
             message_attributes=message_attributes,
         )
+
+
+def message_state(live: Live, now: float) -> str:
+    if live.visible_at == READY or live.visible_at <= now:
+        return VISIBLE
+    return IN_FLIGHT if live.receive_count else DELAYED
 
 
 def system_attributes(row: MessageSent, record: MessageReceived, names: Sequence[str]) -> dict[str, str]:

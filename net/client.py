@@ -38,6 +38,7 @@ from dovecote.actors.ops import (
     ListQueues,
     ListQueueTags,
     Op,
+    PeekMessages,
     PurgeQueue,
     QueueName,
     QueueNames,
@@ -102,6 +103,10 @@ class _Operations:
     def add_permission(self, queue: str, label: str, account_ids: Sequence[str], actions: Sequence[str]) -> Any:
         op = AddPermission(queue_name(queue), label, list(account_ids), list(actions))
         return self._then(self.call(op), lambda r: None)
+
+    def peek_messages(self, queue: str, max_messages: int = 10, after_seq: int = 0, state: str = "") -> Any:
+        """Browse without consuming; returns a Peeked (messages, next_after_seq for the next page)."""
+        return self._then(self.call(PeekMessages(queue_name(queue), max_messages, after_seq, state)), lambda r: r)
 
     def remove_permission(self, queue: str, label: str) -> Any:
         return self._then(self.call(RemovePermission(queue_name(queue), label)), lambda r: None)

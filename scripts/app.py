@@ -16,16 +16,21 @@ import signal
 import time
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 import trio
 
 from dovecote.actors.clock import Clock
+from dovecote.actors.errors import KINDS
+from dovecote.actors.mailbox import ReplySlot
+from dovecote.actors.ops import Failure, PeekMessages, Result
 from dovecote.actors.registry import Broker, BrokerConfig, recover
 from dovecote.net.aws_gateway import AwsGateway
 from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer, text_response
 from dovecote.net.limits import NetLimits
 from dovecote.net.tcp_server import NativeServer
+from dovecote.storage.history import plain
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.writer import LogWriter
 
@@ -97,10 +102,11 @@ async def run_broker(
                 async with trio.open_nursery() as net_nursery:
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
-                    health = _health_handler(writer)
                     verifier = _verifier(config.access_keys)
                     http = HttpServer(
-                        lambda: AwsGateway(broker, config.broker.account_id, config.public_url, health, verifier).handle,
+                        lambda: AwsGateway(
+                            broker, config.broker.account_id, config.public_url, _local_endpoints(writer, broker), verifier
+                        ).handle,
                         config.limits,
                         stopping,
                     )
@@ -143,13 +149,32 @@ def _verifier(access_keys: dict[str, str]):
     return SigV4Verifier(access_keys)
 
 
-def _health_handler(writer: LogWriter):
+def _local_endpoints(writer: LogWriter, broker: Broker):
+    """The broker's own HTTP endpoints, for one connection: /health, and /peek?queue=NAME
+    [&max=10&after=SEQ&state=visible|in_flight|delayed&region=R] to browse a queue without
+    consuming it."""
+
     async def handle(request: HttpRequest) -> HttpResponse:
-        path = request.target.split("?", 1)[0]
-        if path == "/health" and request.method in ("GET", "HEAD"):
+        url = urlsplit(request.target)
+        if request.method not in ("GET", "HEAD"):
+            return text_response(405, "method not allowed\n")
+        if url.path == "/health":
             stats = writer.statistics()
             body = {"status": "ok", "last_lsn": stats.last_lsn, "accepting_sends": stats.accepting_sends}
             return text_response(200, json.dumps(body) + "\n", "application/json")
+        if url.path == "/peek":
+            query = dict(parse_qsl(url.query))
+            try:
+                op = PeekMessages(
+                    query["queue"], int(query.get("max", 10)), int(query.get("after", 0)), query.get("state", "")
+                )
+            except (KeyError, ValueError):
+                return text_response(400, "usage: /peek?queue=NAME[&max=N&after=SEQ&state=STATE]\n")
+            slot: ReplySlot[Result] = ReplySlot()
+            await broker.session(query.get("region")).submit(op, slot)
+            result = await slot.wait()
+            status = 200 if not isinstance(result, Failure) else KINDS[result.code].http_status
+            return text_response(status, json.dumps(plain(result)) + "\n", "application/json")
         return text_response(404, "not found\n")
 
     return handle

@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--wait", type=int, default=None)
     sub.add_argument("--visibility", type=int, default=None)
     sub.add_argument("--delete", action="store_true", help="delete what was received")
+    sub = client_command("peek", "browse a queue without consuming it")
+    sub.add_argument("queue")
+    sub.add_argument("--max", type=int, default=10)
+    sub.add_argument("--after", type=int, default=0, help="page: messages after this seq")
+    sub.add_argument("--state", choices=("visible", "in_flight", "delayed"), default="")
     sub = client_command("delete-message", "delete a message by receipt handle")
     sub.add_argument("queue")
     sub.add_argument("receipt_handle")
@@ -203,6 +208,8 @@ def _client_command(client: BlockingClient, args: argparse.Namespace) -> object:
                 for message in messages:
                     client.delete_message(args.queue, message.receipt_handle)
             return {"Messages": messages}
+        case "peek":
+            return client.peek_messages(args.queue, args.max, args.after, args.state)
         case "delete-message":
             return client.delete_message(args.queue, args.receipt_handle)
         case "change-visibility":

@@ -378,3 +378,28 @@ async def test_tags_and_policy_survive_a_restart(autojump_clock):
     async with running_broker(store) as h:
         assert (await h.ok(ListQueueTags("q"))).tags == {"a": "1", "b": "2"}
         assert '"Sid":"share"' in (await h.ok(GetQueueAttributes("q", ["Policy"]))).attributes["Policy"]
+
+
+async def test_peek_browses_without_consuming(autojump_clock):
+    from dovecote.actors.ops import PeekMessages
+
+    async with running_broker() as h:
+        await h.ok(CreateQueue("q", {"VisibilityTimeout": "60"}))
+        for i in range(5):
+            await h.ok(SendMessage("q", f"m{i}", delay_seconds=100 if i == 4 else None))
+        (taken,) = await receive(h)
+        page = await h.ok(PeekMessages("q", max_messages=2))
+        assert [(m.body, m.state, m.receive_count) for m in page.messages] == [("m0", "in_flight", 1), ("m1", "visible", 0)]
+        rest = await h.ok(PeekMessages("q", max_messages=10, after_seq=page.next_after_seq))
+        assert [(m.body, m.state) for m in rest.messages] == [("m2", "visible"), ("m3", "visible"), ("m4", "delayed")]
+        assert rest.next_after_seq is None
+        delayed = await h.ok(PeekMessages("q", state="delayed"))
+        assert [m.body for m in delayed.messages] == ["m4"]
+        assert page.messages[0].visible_at_ms - h.clock.wall_ms() == pytest.approx(60_000, abs=50)
+        attributes = (await h.ok(GetQueueAttributes("q", ["All"]))).attributes
+        assert attributes["ApproximateNumberOfMessages"] == "3"  # untouched by peeking
+        again = await receive(h, max_number_of_messages=10, attribute_names=["ApproximateReceiveCount"])
+        assert sorted(m.body for m in again) == ["m1", "m2", "m3"]
+        assert all(m.attributes["ApproximateReceiveCount"] == "1" for m in again)
+        bad = await h.call(PeekMessages("q", state="sideways"))
+        assert isinstance(bad, Failure) and bad.code == "InvalidParameterValue"

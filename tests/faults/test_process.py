@@ -127,3 +127,27 @@ def test_the_wheel_holds_only_the_dovecote_namespace(tmp_path):
     assert top_levels == {"dovecote", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
     packages = {name.rsplit("/", 1)[0] for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
     assert packages == {"dovecote", "dovecote/storage", "dovecote/actors", "dovecote/net"}
+
+
+def test_peek_from_the_cli_and_over_http(tmp_path):
+    broker = ServeProcess(tmp_path / "data").start()
+    try:
+        with broker.client() as client:
+            client.create_queue("browse")
+            for i in range(3):
+                client.send_message("browse", f"m{i}")
+            client.receive_message("browse")
+        code, out, _ = run_cli(broker, "peek", "browse", "--max", "2")
+        page = json.loads(out)
+        assert code == 0 and [m["body"] for m in page["messages"]] == ["m0", "m1"]
+        assert page["messages"][0]["state"] == "in_flight" and page["next_after_seq"]
+        url = f"http://127.0.0.1:{broker.http_port}/peek"
+        visible = httpx.get(url, params={"queue": "browse", "state": "visible"}, timeout=5).json()
+        assert [m["body"] for m in visible["messages"]] == ["m1", "m2"]
+        missing = httpx.get(url, params={"queue": "nowhere"}, timeout=5)
+        assert missing.status_code == 400 and missing.json()["code"] == "QueueDoesNotExist"
+        assert httpx.get(url, timeout=5).status_code == 400
+        with broker.client() as client:  # peeking changed nothing
+            assert client.get_queue_attributes("browse")["ApproximateNumberOfMessages"] == "2"
+    finally:
+        assert broker.terminate() == 0
