@@ -17,7 +17,16 @@ import trio
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.registry import BrokerConfig
 from dovecote.net.client import DEFAULT_PORT, BlockingClient
-from dovecote.storage.history import LogFilter, describe, format_time, iter_log, parse_time, plain, to_json
+from dovecote.storage.history import (
+    LogFilter,
+    describe,
+    format_time,
+    iter_log,
+    parse_time,
+    plain,
+    queue_state_at,
+    to_json,
+)
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.records import MessageAttribute
 from dovecote.storage.store import StorageError
@@ -98,7 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     log_command = commands.add_parser(
         "log", help="read the log back: every record in order, filtered (offline or beside a running broker)"
     )
-    log_command.add_argument("view", nargs="?", choices=("records", "stats"), default="records")
+    log_command.add_argument(
+        "view", nargs="?", choices=("records", "stats", "state"), default="records",
+        help="records (default), stats (how much history is kept), state (a queue --at a past instant)",
+    )
+    log_command.add_argument("--at", default=None, help="with state: the instant (ISO 8601 or epoch ms)")
     log_command.add_argument("--data-dir", default=None)
     log_command.add_argument("--queue", action="append", default=[], help="only this queue (repeatable)")
     log_command.add_argument("--message-id", action="append", default=[], help="only this message (repeatable)")
@@ -267,6 +280,13 @@ def _log(args: argparse.Namespace) -> int:
         if args.view == "stats":
             print(json.dumps(_log_stats(store), indent=2))
             return 0
+        if args.view == "state":
+            if not args.at or len(args.queue) != 1:
+                print("log state needs --at TIME and one --queue NAME", file=sys.stderr)
+                return 2
+            past = queue_state_at(iter_log(store, LogFilter()), args.queue[0], parse_time(args.at))
+            print(json.dumps(plain(past), indent=2) if args.json else _describe_past(past))
+            return 0
         log_filter = LogFilter(
             frozenset(args.queue),
             frozenset(args.message_id),
@@ -294,6 +314,18 @@ def _log(args: argparse.Namespace) -> int:
         return 1
     finally:
         store.close()
+
+
+def _describe_past(past) -> str:
+    lines = [f"queue {past.queue} at {format_time(past.at_ms)}: {len(past.messages)} messages"]
+    if not past.complete:
+        lines.append("(the log no longer holds this queue's creation: messages sent before its oldest record are missing)")
+    for message in past.messages:
+        lines.append(
+            f"  seq {message.seq}  {message.state:<9} receives={message.receive_count} "
+            f"sent={format_time(message.sent_ms)} id={message.message_id} body={message.body[:60]!r}"
+        )
+    return "\n".join(lines)
 
 
 def _log_stats(store: LmdbStore) -> dict[str, object]:

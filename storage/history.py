@@ -13,7 +13,15 @@ from typing import Any
 
 import msgspec
 
-from .records import AnyRecord, MessageSent
+from .records import (
+    AnyRecord,
+    DeliveryState,
+    MessageDeleted,
+    MessageSent,
+    QueueCreated,
+    QueueDeleted,
+    QueuePurged,
+)
 from .store import Store
 
 
@@ -97,3 +105,59 @@ def plain(value: object) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     return value
+
+
+class PastMessage(msgspec.Struct):
+    seq: int
+    message_id: str
+    body: str
+    sent_ms: int
+    receive_count: int
+    visible_at_ms: int
+    state: str = ""  # visible, in_flight or delayed at the instant asked about
+
+
+class PastQueue(msgspec.Struct):
+    queue: str
+    at_ms: int
+    complete: bool  # False when the log no longer holds the queue's creation (history was trimmed)
+    messages: list[PastMessage]
+
+
+def queue_state_at(records: Iterator[tuple[int, AnyRecord]], queue: str, at_ms: int) -> PastQueue:
+    """A queue as it stood at at_ms, folded from its log records (oldest first): the messages it
+    held, each visible, in flight or delayed, with its receive count."""
+    messages: dict[int, PastMessage] = {}
+    complete = False
+    for _, record in records:
+        if record.at_ms > at_ms:
+            break
+        if getattr(record, "queue", None) != queue:
+            continue
+        match record:
+            case QueueCreated():
+                messages.clear()
+                complete = True
+            case QueueDeleted():
+                messages.clear()
+                complete = False
+            case QueuePurged(through_seq=through):
+                for seq in [seq for seq in messages if seq <= through]:
+                    del messages[seq]
+            case MessageSent():
+                messages[record.seq] = PastMessage(
+                    record.seq, record.message_id, record.body, record.at_ms, 0,
+                    record.at_ms + record.delay_seconds * 1000,
+                )
+            case DeliveryState():
+                if record.seq in messages:
+                    messages[record.seq].receive_count = record.receive_count
+                    messages[record.seq].visible_at_ms = record.visible_at_ms
+            case MessageDeleted():
+                messages.pop(record.seq, None)
+    for message in messages.values():
+        if message.visible_at_ms <= at_ms:
+            message.state = "visible"
+        else:
+            message.state = "in_flight" if message.receive_count else "delayed"
+    return PastQueue(queue, at_ms, complete, sorted(messages.values(), key=lambda m: m.seq))

@@ -91,3 +91,30 @@ def test_filters_and_times():
     assert parse_time("2023-11-14T22:13:20Z") == 1_700_000_000_000
     assert parse_time("2023-11-14T22:13:20") == 1_700_000_000_000
     assert parse_time("1700000000000") == 1_700_000_000_000
+
+
+def test_a_queue_at_a_past_instant_equals_what_was_observed_then(tmp_path):
+    data_dir = tmp_path / "data"
+    broker = ServeProcess(data_dir).start()
+    with broker.client() as client:
+        client.create_queue("past", {"VisibilityTimeout": "300"})
+        for i in range(4):
+            client.send_message("past", f"m{i}")
+        client.send_message("past", "late", delay_seconds=600)
+        taken = client.receive_message("past", max_number_of_messages=2)
+        client.delete_message("past", taken[0].receipt_handle)
+        time.sleep(0.05)
+        observed = client.peek_messages("past", max_messages=100)
+        instant = int(time.time() * 1000)
+        time.sleep(0.05)
+        client.purge_queue("past")  # what came after must not show
+    broker.kill9()
+    lines = log(data_dir, "state", "--queue", "past", "--at", str(instant), "--json")
+    past = json.loads("\n".join(lines))
+    assert past["complete"] is True
+    assert [(m["body"], m["state"], m["receive_count"]) for m in past["messages"]] == [
+        (m.body, m.state, m.receive_count) for m in observed.messages
+    ]
+    assert [m["state"] for m in past["messages"]] == ["in_flight", "visible", "visible", "delayed"]
+    text = "\n".join(log(data_dir, "state", "--queue", "past", "--at", str(instant)))
+    assert "4 messages" in text and "'late'" in text
