@@ -31,6 +31,7 @@ from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.records import MessageAttribute
 from dovecote.storage.store import StorageError
 
+from . import replay
 from .app import DEFAULT_HTTP_PORT, ServeConfig, default_data_dir, run_broker
 
 
@@ -122,6 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     log_command.add_argument("--follow", action="store_true", help="keep printing records as they are written")
     log_command.add_argument("--limit", type=int, default=None, help="stop after this many records")
 
+    replay = commands.add_parser("replay", help="send a time range of queues' history, as new messages, into a queue")
+    replay.add_argument("--data-dir", default=None, help="the log to read (read-only)")
+    replay.add_argument("--queue", action="append", default=[], help="only this queue's messages (repeatable)")
+    replay.add_argument("--since", default=None)
+    replay.add_argument("--until", default=None)
+    replay.add_argument("--into", required=True, help="the queue that receives them")
+    rewind = commands.add_parser("rewind", help="re-enqueue, as new messages, what a queue received since an instant")
+    rewind.add_argument("queue")
+    rewind.add_argument("--since", required=True)
+    rewind.add_argument("--data-dir", default=None)
+    import_command = commands.add_parser("import", help="send the messages of a `dovecote log --json` export to a broker")
+    import_command.add_argument("file", help="JSON lines, or - for standard input")
+    for sub in (replay, rewind, import_command):
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--port", type=int, default=DEFAULT_PORT)
+
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--host", default="127.0.0.1")
@@ -174,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args)
     if args.command == "log":
         return _log(args)
+    if args.command in ("replay", "rewind", "import"):
+        return _replay(args)
     try:
         with BlockingClient(args.host, args.port) as client:
             output = _client_command(client, args)
@@ -345,3 +364,38 @@ def _log_stats(store: LmdbStore) -> dict[str, object]:
         "by_kind": kinds,
         "disk_bytes": store.disk_bytes(),
     }
+
+
+def _replay(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "import":
+            lines = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+            with lines:
+                pairs = list(replay.records_from_export(lines))
+            queues = {name: attributes for kind, (name, attributes) in
+                      ((k, r) for k, r in pairs if k == "QueueCreated")}
+            messages = [record for kind, record in pairs if kind == "MessageSent"]
+            count = trio.run(
+                replay.send_all, args.host, args.port, messages, None, replay.progress_bar(len(messages)), queues
+            )
+        else:
+            queues = [args.queue] if args.command == "rewind" else args.queue
+            into = args.queue if args.command == "rewind" else args.into
+            log_filter = LogFilter(
+                frozenset(queues),
+                kinds=frozenset({"MessageSent"}),
+                since_ms=parse_time(args.since) if args.since else None,
+                until_ms=parse_time(args.until) if getattr(args, "until", None) else None,
+            )
+            store = LmdbStore(args.data_dir or default_data_dir(), readonly=True)
+            try:
+                total = sum(1 for _ in iter_log(store, log_filter))
+                messages = (record for _, record in iter_log(store, log_filter))
+                count = trio.run(replay.send_all, args.host, args.port, messages, into, replay.progress_bar(total))
+            finally:
+                store.close()
+    except (BrokerError, StorageError, OSError, ValueError) as error:
+        print(f"\n{error}", file=sys.stderr)
+        return 1
+    print(f"\nreplayed {count} messages", file=sys.stderr)
+    return 0

@@ -7,7 +7,7 @@ import sys
 import time
 
 from dovecote.storage.history import LogFilter, parse_time
-from dovecote.storage.records import MessageSent
+from dovecote.storage.records import MessageAttribute, MessageSent
 
 from .serve import ServeProcess
 
@@ -118,3 +118,64 @@ def test_a_queue_at_a_past_instant_equals_what_was_observed_then(tmp_path):
     assert [m["state"] for m in past["messages"]] == ["in_flight", "visible", "visible", "delayed"]
     text = "\n".join(log(data_dir, "state", "--queue", "past", "--at", str(instant)))
     assert "4 messages" in text and "'late'" in text
+
+
+def run_tool(broker, *args):
+    result = subprocess.run(
+        [sys.executable, "-m", "dovecote", *args, "--port", str(broker.port)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def drain(client, queue):
+    bodies = []
+    while messages := client.receive_message(queue, max_number_of_messages=10, message_attribute_names=["All"]):
+        for message in messages:
+            bodies.append((message.body, message.message_attributes))
+            client.delete_message(queue, message.receipt_handle)
+    return bodies
+
+
+def test_replay_rewind_export_and_import(tmp_path):
+    data_dir = tmp_path / "data"
+    broker = ServeProcess(data_dir).start()
+    try:
+        with broker.client() as client:
+            client.create_queue("source", {"VisibilityTimeout": "120"})
+            client.create_queue("scratch")
+            for i in range(5):
+                client.send_message("source", f"early-{i}")
+            time.sleep(0.05)
+            instant = int(time.time() * 1000)
+            time.sleep(0.05)
+            for i in range(25):
+                client.send_message("source", f"late-{i}", message_attributes={"n": MessageAttribute("Number", str(i))})
+            assert len(drain(client, "source")) == 30  # consumed, and wrongly: rewind brings the window back
+
+        run_tool(broker, "replay", "--data-dir", str(data_dir), "--queue", "source", "--since", str(instant),
+                 "--into", "scratch")
+        with broker.client() as client:
+            replayed = drain(client, "scratch")
+        assert sorted(body for body, _ in replayed) == sorted(f"late-{i}" for i in range(25))
+        for body, attributes in replayed:
+            assert attributes["n"].string_value == body.split("-")[1]
+            assert int(attributes["dovecote.OriginalSentTimestamp"].string_value) >= instant
+            assert attributes["dovecote.OriginalMessageId"].string_value
+
+        run_tool(broker, "rewind", "source", "--since", str(instant), "--data-dir", str(data_dir))
+        with broker.client() as client:
+            assert sorted(b for b, _ in drain(client, "source")) == sorted(f"late-{i}" for i in range(25))
+    finally:
+        assert broker.terminate() == 0
+
+    export = tmp_path / "export.jsonl"
+    export.write_text("\n".join(log(data_dir, "--json", "--queue", "source", "--until", str(instant))) + "\n")
+    laptop = ServeProcess(tmp_path / "laptop").start()
+    try:
+        run_tool(laptop, "import", str(export))
+        with laptop.client() as client:
+            assert client.get_queue_attributes("source")["VisibilityTimeout"] == "120"
+            assert sorted(b for b, _ in drain(client, "source")) == [f"early-{i}" for i in range(5)]
+    finally:
+        assert laptop.terminate() == 0
