@@ -100,6 +100,8 @@ class HttpServer:
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
             pass
+        except Exception:  # noqa: BLE001 - one connection never stops the broker
+            log.exception("an HTTP connection failed; the broker goes on")
         finally:
             self._connections.release_on_behalf_of(stream)
             with trio.CancelScope(shield=True):

@@ -70,8 +70,10 @@ class NativeServer:
             return
         try:
             await _Connection(self._broker, self._limits, self._stopping, self._queue_url, stream).run()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the peer went away
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer went away; what it asked for stands
+        except* Exception:
+            log.exception("a native connection failed; the broker goes on")  # one connection never stops the broker
         finally:
             self._connections.release_on_behalf_of(stream)
             await _close_quietly(stream)

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from dovecote.actors.errors import BrokerError
-from dovecote.actors.ops import ListQueues
+from dovecote.actors.ops import ListQueues, ReceiveMessage
 from dovecote.app import ServeConfig, run_broker
 from dovecote.net import frames
 from dovecote.net.client import open_client
@@ -177,3 +177,28 @@ async def test_shutdown_answers_long_polls_and_returns(tmp_path):
                     await trio.sleep(0.2)
                     stopping.set()
     assert answers == [[]]
+
+
+async def test_a_client_that_vanishes_mid_answer_does_not_stop_the_broker(tmp_path):
+    import socket
+
+    async with broker(tmp_path) as ports:
+        async with open_client("127.0.0.1", ports.native) as client:
+            await client.create_queue("q")
+            for _ in range(20):
+                await client.send_message("q", "x" * 60_000)
+        for _ in range(5):
+            stream = await raw_connection(ports.native)
+            out = bytearray()
+            for request_id in range(1, 200):
+                frames.encode_request(request_id, ReceiveMessage("q", 10, 0), out)
+            await stream.send_all(bytes(out))
+            # reset, not close: the broker's next write then fails with a broken pipe / reset
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()
+        await trio.sleep(0.5)
+        async with open_client("127.0.0.1", ports.native) as client:
+            attributes = await client.get_queue_attributes("q")
+            assert int(attributes["ApproximateNumberOfMessages"]) + int(
+                attributes["ApproximateNumberOfMessagesNotVisible"]
+            ) == 20
