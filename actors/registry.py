@@ -45,6 +45,7 @@ from .ops import (
     QueueName,
     QueueNames,
     QueueOp,
+    REGISTRY_OPS,
     Result,
 )
 from .queue import WAKE, QueueActor, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
@@ -358,7 +359,7 @@ class Session:
     async def submit(self, op: Op, reply: Reply) -> None:
         """Route op to its actor; reply is called exactly once, later, from the actor's task.
         Blocks only to look a queue up the first time."""
-        if not isinstance(op, QueueOp) or isinstance(op, (CreateQueue, DeleteQueue, GetQueueUrl)):
+        if isinstance(op, REGISTRY_OPS) or not isinstance(op, QueueOp):
             self._broker.send_to_registry(Request(op, reply, self.region))
             return
         for _ in range(2):

@@ -290,8 +290,6 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
     ),
 }
 
-ACTIONS = frozenset(_REQUESTS)
-
 
 def _get_queue_url(request: GetQueueUrlRequest, context: Context) -> Op:
     owner = request.queue_owner

@@ -44,9 +44,10 @@ class MemoryStore(Store):
         data = self._tables[table]
         return [data.get(key) for key in keys_]
 
-    def used_bytes(self) -> int:
+    def used_bytes(self, tables: dict[str, dict[bytes, bytes]] | None = None) -> int:
         held = self.reserve_bytes if self._reserve_held else 0
-        return held + sum(len(k) + len(v) for t in self._tables.values() for k, v in t.items())
+        tables = self._tables if tables is None else tables
+        return held + sum(len(k) + len(v) for t in tables.values() for k, v in t.items())
 
     def _apply(self, log_puts: list[tuple[bytes, bytes]], changes: list[Change]) -> None:
         if self.fail_next_commits:
@@ -63,11 +64,8 @@ class MemoryStore(Store):
             elif type(change) is DeleteRange:
                 for key in [k for k in table if change.first_key <= k <= change.last_key]:
                     del table[key]
-        if self.space_bytes is not None:
-            held = self.reserve_bytes if self._reserve_held else 0
-            used = held + sum(len(k) + len(v) for t in staged.values() for k, v in t.items())
-            if used > self.space_bytes:
-                raise StorageFull("the simulated disk is full")
+        if self.space_bytes is not None and self.used_bytes(staged) > self.space_bytes:
+            raise StorageFull("the simulated disk is full")
         self._tables = staged
         self.commit_count += 1
 
