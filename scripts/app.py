@@ -150,7 +150,8 @@ def _verifier(access_keys: dict[str, str]):
 
 
 def _local_endpoints(writer: LogWriter, broker: Broker):
-    """The broker's own HTTP endpoints, for one connection: /health, and /peek?queue=NAME
+    """The broker's own HTTP endpoints, for one connection: /health, /metrics (Prometheus text:
+    the log's LSN, commits, records, trimmed records, whether sends are accepted), and /peek?queue=NAME
     [&max=10&after=SEQ&state=visible|in_flight|delayed&region=R] to browse a queue without
     consuming it."""
 
@@ -162,6 +163,16 @@ def _local_endpoints(writer: LogWriter, broker: Broker):
             stats = writer.statistics()
             body = {"status": "ok", "last_lsn": stats.last_lsn, "accepting_sends": stats.accepting_sends}
             return text_response(200, json.dumps(body) + "\n", "application/json")
+        if url.path == "/metrics":
+            stats = writer.statistics()
+            lines = [
+                f"dovecote_log_last_lsn {stats.last_lsn}",
+                f"dovecote_log_commits_total {stats.commits}",
+                f"dovecote_log_records_total {stats.records}",
+                f"dovecote_log_trimmed_records_total {stats.trimmed}",
+                f"dovecote_accepting_sends {int(stats.accepting_sends)}",
+            ]
+            return text_response(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
         if url.path == "/peek":
             query = dict(parse_qsl(url.query))
             try:

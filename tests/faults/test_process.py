@@ -67,6 +67,14 @@ def test_sigterm_shuts_down_cleanly_and_health_answers_while_up(tmp_path):
     broker = ServeProcess(tmp_path / "data").start()
     health = httpx.get(f"http://127.0.0.1:{broker.http_port}/health", timeout=5)
     assert health.status_code == 200 and health.json()["accepting_sends"] is True
+    with broker.client() as client:
+        client.create_queue("counted")
+        client.send_message("counted", "one")
+    metrics = dict(
+        line.split(" ") for line in httpx.get(f"http://127.0.0.1:{broker.http_port}/metrics", timeout=5).text.splitlines()
+    )
+    assert metrics["dovecote_log_last_lsn"] == "2" and metrics["dovecote_log_records_total"] == "2"
+    assert int(metrics["dovecote_log_commits_total"]) in (1, 2) and metrics["dovecote_accepting_sends"] == "1"
     assert broker.terminate() == 0
 
 
