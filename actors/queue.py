@@ -365,6 +365,7 @@ class QueueActor:
             op.message_attribute_names,
             reply,
         )
+        self.core.check_in_flight_limit()
         lives = self.core.take_ready(op.max_number_of_messages, now)
         if lives:
             self._deliver(waiter, lives, cycle, now, wall_ms)

@@ -56,6 +56,7 @@ from .ops import ReceivedMessage
 
 READY = -math.inf
 PURGE_INTERVAL_S = 60
+MAX_IN_FLIGHT = 120_000  # SQS's limit for a standard queue; receives past it get OverLimit
 VISIBLE, IN_FLIGHT, DELAYED = "visible", "in_flight", "delayed"
 
 
@@ -109,6 +110,8 @@ class QueueCore:
         self._timers: list[tuple[float, int]] = []
         self._next_seq = next_seq
         self._purged_through_seq = 0
+        self.in_flight_count = 0  # received and not yet visible again, deleted or expired
+        self.max_in_flight = MAX_IN_FLIGHT
         self._expiry_check_at = math.inf
         self._waiters: dict[int, Waiter] = {}
         self._waiter_deadlines: list[tuple[float, int]] = []
@@ -140,6 +143,7 @@ class QueueCore:
             else:
                 ready.append(sent.seq)  # seqs arrive in ascending order: already a heap
         heapq.heapify(core._timers)
+        core.in_flight_count = sum(1 for live in messages.values() if _in_flight(live))
         core._expiry_check_at = -math.inf
         return core
 
@@ -189,6 +193,7 @@ class QueueCore:
         self.advance(now)
         retention = self.config.retention_s
         taken: list[Live] = []
+        max_messages = min(max_messages, self.max_in_flight - self.in_flight_count)
         while self._ready and len(taken) < max_messages:
             seq = heapq.heappop(self._ready)
             live = self.messages.get(seq)
@@ -199,6 +204,14 @@ class QueueCore:
                 continue
             taken.append(live)
         return taken
+
+    def check_in_flight_limit(self) -> None:
+        """A receive past the in-flight limit is refused (OverLimit, as SQS does)."""
+        if self.in_flight_count >= self.max_in_flight:
+            raise BrokerError(
+                "OverLimit",
+                f"The queue has {self.in_flight_count} messages in flight, the most it allows; delete some first.",
+            )
 
     def mark_received(
         self,
@@ -238,7 +251,7 @@ class QueueCore:
         handle, live = self._resolve(receipt_handle)
         if live is None:
             return None
-        del self.messages[handle.seq]
+        self._forget(live)
         return MessageDeleted(wall_ms, self.queue_id, self.name, handle.seq, handle.message_id, "deleted")
 
     def change_visibility(
@@ -289,6 +302,7 @@ class QueueCore:
         self.messages.clear()
         self._ready.clear()
         self._timers.clear()
+        self.in_flight_count = 0
         self._purged_through_seq = through
         self._expiry_check_at = math.inf
         return QueuePurged(wall_ms, self.queue_id, self.name, through)
@@ -376,8 +390,7 @@ class QueueCore:
             deadline, seq = heapq.heappop(timers)
             live = self.messages.get(seq)
             if live is not None and live.visible_at == deadline:
-                live.visible_at = READY
-                heapq.heappush(self._ready, seq)
+                self._schedule(live, READY)
 
     def expire(self, now: float) -> list[int]:
         """Remove messages past the retention period; returns their seqs (oldest first)."""
@@ -392,7 +405,7 @@ class QueueCore:
                 break
             expired.append(seq)
         for seq in expired:
-            del self.messages[seq]
+            self._forget(self.messages[seq])
         return expired
 
     def next_deadline(self, now: float) -> float:
@@ -444,11 +457,17 @@ class QueueCore:
 
     # --- helpers ------------------------------------------------------------------------------
     def _schedule(self, live: Live, visible_at: float) -> None:
+        was_in_flight = _in_flight(live)
         live.visible_at = visible_at
+        self.in_flight_count += _in_flight(live) - was_in_flight
         if visible_at == READY:
             heapq.heappush(self._ready, live.seq)
         else:
             heapq.heappush(self._timers, (visible_at, live.seq))
+
+    def _forget(self, live: Live) -> None:
+        del self.messages[live.seq]
+        self.in_flight_count -= _in_flight(live)
 
     def render_received(
         self,
@@ -471,6 +490,11 @@ class QueueCore:
             attributes=attributes,
             message_attributes=message_attributes,
         )
+
+
+def _in_flight(live: Live) -> bool:
+    """Received, with its visibility timeout still pending (structurally: the timer has not fired)."""
+    return live.visible_at != READY and live.receive_count > 0
 
 
 def message_state(live: Live, now: float) -> str:

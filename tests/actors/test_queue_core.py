@@ -251,3 +251,20 @@ def test_permissions_live_in_the_policy_attribute():
         core.remove_permission("missing", WALL)
     record = core.remove_permission("share", WALL)
     assert "Policy" not in record.attributes
+
+
+def test_receives_stop_at_the_in_flight_limit():
+    core = make_core(VisibilityTimeout="30")
+    core.max_in_flight = 3
+    records = {r.seq: r for r in (send(core) for _ in range(5))}
+    assert len(receive(core, 0.0, count=10, rows=records)) == 3
+    with pytest.raises(BrokerError) as caught:
+        core.check_in_flight_limit()
+    assert caught.value.code == "OverLimit"
+    first = next(iter(core.messages.values()))
+    received = MessageReceived(WALL, 7, "q", first.seq, records[first.seq].message_id, 1, WALL, WALL)
+    core.delete(core.render_received(received, records[first.seq], [], []).receipt_handle, WALL)
+    core.check_in_flight_limit()
+    assert len(receive(core, 0.0, count=10, rows=records)) == 1
+    assert core.in_flight_count == 3
+    assert len(receive(core, 31.0, count=10, rows=records)) == 3  # all four timed out; the limit lets three go

@@ -9,7 +9,7 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from dovecote.actors.errors import BrokerError
-from dovecote.actors.queue_core import QueueCore
+from dovecote.actors.queue_core import READY, QueueCore
 from dovecote.actors.registry import BrokerConfig, queue_arn
 from dovecote.actors.validation import default_queue_attributes
 from dovecote.storage.memory_store import MemoryStore
@@ -133,6 +133,10 @@ class QueueModel(RuleBasedStateMachine):
         assert counts.visible == sum(m.visible_at <= self.now for m in live)
         assert counts.in_flight == sum(m.visible_at > self.now and m.receive_count > 0 for m in live)
         assert counts.delayed == sum(m.visible_at > self.now and m.receive_count == 0 for m in live)
+        # the running in-flight count matches its structural definition
+        assert self.core.in_flight_count == sum(
+            1 for m in self.core.messages.values() if m.visible_at != READY and m.receive_count > 0
+        )
 
 
 TestQueueModel = QueueModel.TestCase
