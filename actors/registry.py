@@ -211,6 +211,9 @@ class Broker:
             reply(failure(error))
         except StorageError as error:
             reply(storage_failure(error))
+        except Exception:  # noqa: BLE001 - a bug in one request must not stop the broker
+            log.exception("the registry failed on %s", type(op).__name__)
+            reply(Failure("InternalError", "The broker failed while handling this request; retry."))
 
     async def _create(self, op: CreateQueue, region: str) -> Result:
         validation.validate_queue_name(op.queue)

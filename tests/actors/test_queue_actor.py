@@ -403,3 +403,15 @@ async def test_peek_browses_without_consuming(autojump_clock):
         assert all(m.attributes["ApproximateReceiveCount"] == "1" for m in again)
         bad = await h.call(PeekMessages("q", state="sideways"))
         assert isinstance(bad, Failure) and bad.code == "InvalidParameterValue"
+
+
+async def test_a_bug_in_the_registry_fails_one_request_not_the_broker(autojump_clock, monkeypatch):
+    from dovecote.actors import validation
+
+    async with running_broker() as h:
+        original = validation.validate_queue_name
+        monkeypatch.setattr(validation, "validate_queue_name", lambda name: 1 / 0 if name == "boom" else original(name))
+        failed = await h.call(CreateQueue("boom"))
+        assert isinstance(failed, Failure) and failed.code == "InternalError"
+        await h.ok(CreateQueue("fine"))
+        assert (await h.ok(ListQueues())).queues == ["fine"]
