@@ -207,9 +207,15 @@ class QueueActor:
                     cycle.fail_all(failed)
                     for in_flight in self._in_flight:
                         in_flight.cycle.fail_all(failed)
-                    self._in_flight.clear()
                     for request in requests[handled:]:
                         request.reply(failed)
+                    # The queue is rebuilt from the store next: first let everything this actor
+                    # handed to the writer settle, or a commit landing after the rebuild would be
+                    # missing from the rebuilt queue.
+                    with trio.CancelScope(shield=True):
+                        for in_flight in self._in_flight:
+                            await in_flight.wait()
+                    self._in_flight.clear()
                     raise
                 if cycle.ended_by is not None:
                     self._finish(cycle.ended_by)
@@ -409,12 +415,14 @@ class QueueActor:
         if cycle.ended_by is not None and isinstance(cycle.ended_by.op, DeleteQueue):
             cycle.records.append(self.core.deleted_record(self._clock.wall_ms()))
         send_records = [record for group in cycle.send_groups for record in group.records]
+        sends = others = None
         try:
             sends = self._writer.submit(send_records, needs_space=True, on_done=self._wake) if send_records else None
             others = self._writer.submit(cycle.records, needs_space=False, on_done=self._wake) if cycle.records else None
         except StorageError as error:
             # Receives and deletes of this cycle were applied in memory but will not be stored.
             cycle.fail_all(storage_failure(error))
+            self._in_flight.append(_InFlight(cycle, sends, None))  # the sends, if queued, still settle
             raise RestartFromStorage(str(error)) from error
         self._in_flight.append(_InFlight(cycle, sends, others))
 

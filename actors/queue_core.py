@@ -143,6 +143,8 @@ class QueueCore:
             else:
                 ready.append(sent.seq)  # seqs arrive in ascending order: already a heap
         heapq.heapify(core._timers)
+        if messages:  # sends refused for lack of space leave gaps, so seqs may run ahead of LSNs
+            core._next_seq = max(core._next_seq, max(messages) + 1)
         core.in_flight_count = sum(1 for live in messages.values() if _in_flight(live))
         core._expiry_check_at = -math.inf
         return core

@@ -268,3 +268,11 @@ def test_receives_stop_at_the_in_flight_limit():
     assert len(receive(core, 0.0, count=10, rows=records)) == 1
     assert core.in_flight_count == 3
     assert len(receive(core, 31.0, count=10, rows=records)) == 3  # all four timed out; the limit lets three go
+
+
+def test_a_restored_queue_never_reuses_a_live_seq():
+    created = QueueCreated(WALL, 7, "q", default_queue_attributes())
+    # a live message whose seq is above the log's end (earlier sends were refused, leaving a gap)
+    loaded = LoadedQueue(created, [LoadedMessage(MessageSentHead(WALL, 7, "q", 500, 0), None)])
+    core = QueueCore.restore(loaded, ARN, next_seq=10, now=0.0, wall_ms=WALL)
+    assert core.prepare_send("x", None, {}, "", WALL).seq == 501
