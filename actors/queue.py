@@ -440,10 +440,13 @@ class QueueActor:
         sends_error = in_flight.sends.error if in_flight.sends is not None else None
         others_error = in_flight.others.error if in_flight.others is not None else None
         now = self._clock.now()
+        stored = iter(in_flight.sends.records if in_flight.sends is not None else ())
         for group in cycle.send_groups:
-            if sends_error is None:
-                for record in group.records:
-                    self.core.apply_sent(record, now)
+            for record in group.records:
+                if sends_error is None:
+                    self.core.apply_sent(next(stored), now)
+                else:
+                    self.core.forget_send(record)
             group.complete(sends_error)
         cycle.send_groups.clear()
         if others_error is not None:

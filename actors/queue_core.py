@@ -93,7 +93,6 @@ class QueueCore:
         attributes: Mapping[str, str],
         arn: str,
         *,
-        next_seq: int = 1,
         tags: Mapping[str, str] | None = None,
     ) -> None:
         self.queue_id = queue_id
@@ -108,8 +107,11 @@ class QueueCore:
         self.messages: dict[int, Live] = {}
         self._ready: list[int] = []
         self._timers: list[tuple[float, int]] = []
-        self._next_seq = next_seq
-        self._purged_through_seq = 0
+        # Sends prepared but not yet stored, by MessageId -> the prepare ticket; a purge drops
+        # every send prepared before it, whenever that send's commit completes.
+        self._pending_sends: dict[str, int] = {}
+        self._tickets = itertools.count(1)
+        self._purged_through_ticket = 0
         self.in_flight_count = 0  # received and not yet visible again, deleted or expired
         self.max_in_flight = MAX_IN_FLIGHT
         self._expiry_check_at = math.inf
@@ -120,13 +122,13 @@ class QueueCore:
 
     @classmethod
     def restore(
-        cls, loaded: LoadedQueue, arn: str, *, next_seq: int, now: float, wall_ms: int
+        cls, loaded: LoadedQueue, arn: str, *, now: float, wall_ms: int
     ) -> QueueCore:
         """Rebuild a queue from its stored rows. Stored deadlines are wall-clock times; they are
         clamped to the longest timeout SQS allows, so a wall clock that went back while the broker
         was down cannot hide a message for longer than that."""
         row = loaded.row
-        core = cls(row.queue_id, row.queue, row.attributes, arn, next_seq=next_seq, tags=row.tags)
+        core = cls(row.queue_id, row.queue, row.attributes, arn, tags=row.tags)
         messages, ready = core.messages, core._ready
         for sent, delivery in loaded.messages:
             age_s = max(0, wall_ms - sent.at_ms) / 1000
@@ -143,8 +145,6 @@ class QueueCore:
             else:
                 ready.append(sent.seq)  # seqs arrive in ascending order: already a heap
         heapq.heapify(core._timers)
-        if messages:  # sends refused for lack of space leave gaps, so seqs may run ahead of LSNs
-            core._next_seq = max(core._next_seq, max(messages) + 1)
         core.in_flight_count = sum(1 for live in messages.values() if _in_flight(live))
         core._expiry_check_at = -math.inf
         return core
@@ -163,13 +163,11 @@ class QueueCore:
         validation.validate_delay(delay_seconds)
         validation.validate_message(body, message_attributes, self.config.max_message_bytes)
         validation.validate_system_attributes(system_attributes or {})
-        seq = self._next_seq
-        self._next_seq += 1
-        return MessageSent(
+        record = MessageSent(
             at_ms=wall_ms,
             queue_id=self.queue_id,
             queue=self.name,
-            seq=seq,
+            seq=0,  # the store stamps the record's LSN here
             message_id=self._message_ids.new(),
             body=body,
             attributes=dict(message_attributes),
@@ -177,10 +175,17 @@ class QueueCore:
             sender_id=sender_id or self.account_id,
             system_attributes=dict(system_attributes or {}),
         )
+        self._pending_sends[record.message_id] = next(self._tickets)
+        return record
+
+    def forget_send(self, record: MessageSent) -> None:
+        """A prepared send that storage refused."""
+        self._pending_sends.pop(record.message_id, None)
 
     def apply_sent(self, record: MessageSent, now: float) -> None:
-        """Make a committed send live (unless a purge that came after it already removed it)."""
-        if record.seq <= self._purged_through_seq:
+        """Make a stored send live (unless a purge handled after it already removed it)."""
+        ticket = self._pending_sends.pop(record.message_id, None)
+        if ticket is not None and ticket <= self._purged_through_ticket:
             return
         live = Live(record.seq, now, 0, 0, READY)
         self.messages[record.seq] = live
@@ -300,14 +305,13 @@ class QueueCore:
                 f"Only one PurgeQueue operation on {self.name} is allowed every {PURGE_INTERVAL_S} seconds.",
             )
         self._last_purge_at = now
-        through = self._next_seq - 1
+        self._purged_through_ticket = max(self._pending_sends.values(), default=self._purged_through_ticket)
         self.messages.clear()
         self._ready.clear()
         self._timers.clear()
         self.in_flight_count = 0
-        self._purged_through_seq = through
         self._expiry_check_at = math.inf
-        return QueuePurged(wall_ms, self.queue_id, self.name, through)
+        return QueuePurged(wall_ms, self.queue_id, self.name, 0)  # the store stamps the purge's LSN
 
     def deleted_record(self, wall_ms: int) -> QueueDeleted:
         return QueueDeleted(wall_ms, self.queue_id, self.name)

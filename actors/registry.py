@@ -93,9 +93,8 @@ def recover(
         for damage in damages:
             log.error("salvage dropped %s", damage.describe())
     now, wall_ms = clock.now(), clock.wall_ms()
-    next_seq = store.last_lsn + 1
     cores = [
-        QueueCore.restore(queue, queue_arn(config, queue.row.region, queue.row.queue), next_seq=next_seq, now=now, wall_ms=wall_ms)
+        QueueCore.restore(queue, queue_arn(config, queue.row.region, queue.row.queue), now=now, wall_ms=wall_ms)
         for queue in loaded
     ]
     report = RecoveryReport(len(cores), sum(len(q.messages) for q in loaded), [d.describe() for d in damages])
@@ -240,10 +239,10 @@ class Broker:
             "LastModifiedTimestamp": seconds,
         }
         record = QueueCreated(wall_ms, self._next_queue_id, op.queue, attributes, region, tags)
-        lsn = await self._writer.append([record])
+        await self._writer.append([record])
         self._next_queue_id += 1
         arn = queue_arn(self.config, region, op.queue)
-        core = QueueCore(record.queue_id, op.queue, attributes, arn, next_seq=lsn + 1, tags=tags)
+        core = QueueCore(record.queue_id, op.queue, attributes, arn, tags=tags)
         self._start_actor(core)
         return QueueName(op.queue)
 
@@ -337,13 +336,7 @@ class Broker:
         loaded, damages = self._store.load_queue(row)
         if damages:
             log.error("queue %s: %s", core.name, StorageDamaged(damages))
-        return QueueCore.restore(
-            loaded,
-            core.arn,
-            next_seq=self._store.last_lsn + 1,
-            now=self._clock.now(),
-            wall_ms=self._clock.wall_ms(),
-        )
+        return QueueCore.restore(loaded, core.arn, now=self._clock.now(), wall_ms=self._clock.wall_ms())
 
 
 def _ignore(result: object) -> None:

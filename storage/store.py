@@ -30,6 +30,7 @@ from .records import (
     MessageSentHead,
     QueueAttributesChanged,
     QueueCreated,
+    QueuePurged,
     QueueRow,
     Record,
     VisibilityChanged,
@@ -170,25 +171,32 @@ class Store(abc.ABC):
         return True
 
     # --- writing ------------------------------------------------------------------------------
-    def commit(self, batches: Sequence[Sequence[Record]]) -> int:
-        """Append every record of every batch in one transaction; returns the last LSN.
+    def commit(self, batches: Sequence[Sequence[Record]]) -> list[list[Record]]:
+        """Append every record of every batch in one transaction; returns the batches as stored.
 
+        A MessageSent's seq, and a QueuePurged's through_seq, become the record's own LSN here:
+        a message's seq is never reused, and a purge removes exactly what was sent before it.
         Blocks (fsync). Raises MapFull, StorageFull or StorageError; on any error nothing was
         written and LSNs are not consumed.
         """
         lsn = self.last_lsn
         log_puts: list[tuple[bytes, bytes]] = []
         changes: list[Change] = []
+        stored: list[list[Record]] = []
         for records in batches:
+            stamped = []
             for record in records:
                 lsn += 1
+                record = stamp(record, lsn)
                 framed = frame(encode_record(record))
                 log_puts.append((keys.lsn_key(lsn), framed))
                 changes.extend(table_changes(record, framed))
+                stamped.append(record)
+            stored.append(stamped)
         if log_puts:
             self._apply(log_puts, changes)
             self.last_lsn = lsn
-        return lsn
+        return stored
 
     # --- reading ------------------------------------------------------------------------------
     def next_queue_id(self) -> int:
@@ -310,6 +318,14 @@ class Store(abc.ABC):
         if doomed:
             self._apply([], doomed)
         return len(doomed)
+
+
+def stamp(record: Record, lsn: int) -> Record:
+    if type(record) is MessageSent:
+        return msgspec.structs.replace(record, seq=lsn)
+    if type(record) is QueuePurged:
+        return msgspec.structs.replace(record, through_seq=lsn)
+    return record
 
 
 _DECODE_ERRORS = (DamagedValue, msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)

@@ -61,7 +61,8 @@ class AppendEntry:
             self.on_done()
 
     async def wait(self) -> int:
-        """Block until committed; return the last LSN, or raise the commit's StorageError."""
+        """Block until committed; return the log's last LSN after the commit, or raise the
+        commit's StorageError. `records` then holds the records as stored."""
         await self.done.wait()
         if self.error is not None:
             raise self.error
@@ -170,15 +171,16 @@ class LogWriter:
         if not self._accepting_sends:
             batch = self._refuse_sends(batch)
         try:
-            last_lsn = await self._commit_with_space_handling(batch)
+            stored_batches = await self._commit_with_space_handling(batch)
         except StorageError as exc:
             for entry in batch:
                 entry.settle(error=exc)
             return
         self._commits += 1
         self._records += count
-        for entry in batch:
-            entry.settle(last_lsn=last_lsn)
+        for entry, stored in zip(batch, stored_batches):
+            entry.records = stored  # as stored: seqs stamped with their LSNs
+            entry.settle(last_lsn=self._store.last_lsn)
 
     def _refuse_sends(self, batch: list[AppendEntry]) -> list[AppendEntry]:
         kept = []
@@ -189,7 +191,7 @@ class LogWriter:
                 kept.append(entry)
         return kept
 
-    async def _commit_with_space_handling(self, batch: list[AppendEntry]) -> int:
+    async def _commit_with_space_handling(self, batch: list[AppendEntry]) -> list[list[Record]]:
         released_reserve = False
         while True:
             try:
@@ -208,7 +210,7 @@ class LogWriter:
             released_reserve = True
             # Sends already queued go in with the reserve; new ones are refused from now on.
 
-    async def _commit(self, batches: list[Sequence[Record]]) -> int:
+    async def _commit(self, batches: list[Sequence[Record]]) -> list[list[Record]]:
         if not self._store.commits_in_thread:
             return self._store.commit(batches)
         return await trio.to_thread.run_sync(self._store.commit, batches, abandon_on_cancel=False)

@@ -34,9 +34,10 @@ class QueueModel(RuleBasedStateMachine):
         self.store = MemoryStore()
         attributes = {**default_queue_attributes(), "VisibilityTimeout": "30"}
         self.store.commit([[QueueCreated(WALL, 1, "model", attributes)]])
-        self.core = QueueCore(1, "model", attributes, ARN, next_seq=self.store.last_lsn + 1)
+        self.core = QueueCore(1, "model", attributes, ARN)
         self.model: dict[str, ModelMessage] = {}
         self.handles: list[tuple[str, str, int]] = []  # (handle, message id, receive count it came with)
+        self.last_purge: int | None = None  # the one-a-minute rule is not kept across restarts
 
     def wall_ms(self) -> int:
         return WALL + self.now * 1000
@@ -44,8 +45,8 @@ class QueueModel(RuleBasedStateMachine):
     def visible(self) -> list[str]:
         return [mid for mid, m in self.model.items() if not m.deleted and m.visible_at <= self.now]
 
-    def commit(self, *records) -> None:
-        self.store.commit([list(records)])
+    def commit(self, *records):
+        return self.store.commit([list(records)])[0][-1]
 
     @rule(body=st.text(min_size=1, max_size=8).filter(lambda b: "\x00" not in b), delay=st.integers(0, 120))
     def send(self, body, delay):
@@ -53,7 +54,7 @@ class QueueModel(RuleBasedStateMachine):
             record = self.core.prepare_send(body, delay, {}, "", self.wall_ms())
         except BrokerError:
             return  # characters SQS refuses: nothing changes
-        self.commit(record)
+        record = self.commit(record)  # now with its seq: its LSN
         self.core.apply_sent(record, float(self.now))
         self.model[record.message_id] = ModelMessage(body, self.now + delay)
 
@@ -112,6 +113,20 @@ class QueueModel(RuleBasedStateMachine):
         self.commit(record)
         message.visible_at = self.now + timeout
 
+    @rule()
+    def purge(self):
+        try:
+            record = self.core.purge(float(self.now), self.wall_ms())
+        except BrokerError as error:
+            assert error.code == "PurgeQueueInProgress"
+            assert self.last_purge is not None and self.now - self.last_purge < 60
+            return
+        assert self.last_purge is None or self.now - self.last_purge >= 60
+        self.last_purge = self.now
+        self.commit(record)
+        for message in self.model.values():
+            message.deleted = True
+
     @rule(seconds=st.integers(0, 100))
     def advance(self, seconds):
         self.now += seconds
@@ -119,12 +134,11 @@ class QueueModel(RuleBasedStateMachine):
 
     @rule()
     def restart(self):
+        self.last_purge = None
         rows, damages = self.store.load_queue_rows()
         loaded, more = self.store.load_queue(rows[0])
         assert damages == more == []
-        self.core = QueueCore.restore(
-            loaded, ARN, next_seq=self.store.last_lsn + 1, now=float(self.now), wall_ms=self.wall_ms()
-        )
+        self.core = QueueCore.restore(loaded, ARN, now=float(self.now), wall_ms=self.wall_ms())
 
     @invariant()
     def counts_agree(self):

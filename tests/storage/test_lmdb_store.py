@@ -81,11 +81,13 @@ async def test_a_real_full_disk_refuses_sends_keeps_deletes_and_recovers(tiny_di
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
             await writer.append([QueueCreated(WALL, 1, "q", {})])
+            first_seq = None
             seq = 0
             with pytest.raises(StorageFull):
                 while True:
                     seq += 1
-                    await writer.append([sent(seq, uuid.uuid4().hex * 64)], needs_space=True)
+                    lsn = await writer.append([sent(seq, uuid.uuid4().hex * 64)], needs_space=True)
+                    first_seq = first_seq or lsn
                     try:  # something else on the disk fills it too
                         with open(filler, "ab") as f:
                             f.write(b"\0" * 16384)
@@ -95,14 +97,14 @@ async def test_a_real_full_disk_refuses_sends_keeps_deletes_and_recovers(tiny_di
             with pytest.raises(SendsRefused):
                 await writer.append([sent(seq + 1, "refused")], needs_space=True)
             # deletes still commit, from the reserve
-            await writer.append([MessageDeleted(WALL, 1, "q", 1, "id-1", "deleted")])
+            await writer.append([MessageDeleted(WALL, 1, "q", first_seq, "id-1", "deleted")])
             filler.unlink()
             with trio.fail_after(10):
                 while not writer.statistics().accepting_sends:
                     await trio.sleep(0.05)
-            await writer.append([sent(seq + 2, "accepted again")], needs_space=True)
+            last = await writer.append([sent(seq + 2, "accepted again")], needs_space=True)
             writer.close()
-        assert store.read_messages(1, [seq + 2])[0].body == "accepted again"
-        assert store.read_messages(1, [1]) == [None]
+        assert store.read_messages(1, [last])[0].body == "accepted again"  # its seq is its LSN
+        assert store.read_messages(1, [first_seq]) == [None]
     finally:
         store.close()

@@ -1,5 +1,7 @@
 """One contract, two stores: the memory store and the LMDB store pass the same tests."""
 
+import itertools
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -36,8 +38,13 @@ def store(request, tmp_path):
         lmdb_store.close()
 
 
+_message_ids = itertools.count()
+
+
 def sent(seq, queue_id=1, at_ms=WALL, body="body"):
-    return MessageSent(at_ms, queue_id, "q", seq, 0, f"id-{seq}", "sender", body, {"a": MessageAttribute("String", "v")})
+    """A MessageSent as an actor prepares it (the store stamps its seq)."""
+    message_id = f"id-{next(_message_ids)}"
+    return MessageSent(at_ms, queue_id, "q", seq, 0, message_id, "sender", body, {"a": MessageAttribute("String", "v")})
 
 
 def created(queue_id=1, name="q"):
@@ -45,38 +52,41 @@ def created(queue_id=1, name="q"):
 
 
 def test_commit_assigns_consecutive_lsns_and_reads_back_in_order(store):
-    assert store.commit([[created()], [sent(1), sent(2)]]) == 3
-    assert store.commit([[sent(3)]]) == 4
+    stored = store.commit([[created()], [sent(0), sent(0)]])
+    assert [r.seq for r in stored[1]] == [2, 3]  # a MessageSent's seq is its own LSN
+    assert store.last_lsn == 3
+    assert store.commit([[sent(0)]])[0][0].seq == 4
     log = store.read_log()
     assert [lsn for lsn, _ in log] == [1, 2, 3, 4]
-    assert log[2][1] == sent(2)
+    assert log[2][1] == stored[1][1]
     assert [lsn for lsn, _ in store.read_log(after_lsn=2, limit=1)] == [3]
 
 
 def test_state_tables_follow_the_records(store):
     store.commit([[created(1), created(2, "r")]])
-    store.commit([[sent(1), sent(2), sent(3), sent(1, queue_id=2)]])
-    store.commit([[MessageReceived(WALL, 1, "q", 2, "id-2", 1, WALL + 30_000, WALL)]])
-    store.commit([[VisibilityChanged(WALL, 1, "q", 2, "id-2", 1, WALL + 90_000, WALL)]])
-    store.commit([[MessageDeleted(WALL, 1, "q", 1, "id-1", "deleted")]])
+    ((a, b, c, other),) = store.commit([[sent(0), sent(0), sent(0), sent(0, queue_id=2)]])
+    store.commit([[MessageReceived(WALL, 1, "q", b.seq, b.message_id, 1, WALL + 30_000, WALL)]])
+    changed = VisibilityChanged(WALL, 1, "q", b.seq, b.message_id, 1, WALL + 90_000, WALL)
+    store.commit([[changed]])
+    store.commit([[MessageDeleted(WALL, 1, "q", a.seq, a.message_id, "deleted")]])
     rows, damages = store.load_queue_rows()
     assert damages == [] and [r.queue_id for r in rows] == [1, 2]
     loaded, damages = store.load_queue(rows[0])
     assert damages == []
-    assert [(m.sent.seq, m.delivery) for m in loaded.messages] == [
-        (2, VisibilityChanged(WALL, 1, "q", 2, "id-2", 1, WALL + 90_000, WALL)),
-        (3, None),
-    ]
-    assert store.read_messages(1, [1, 3]) == [None, sent(3)]
-    store.commit([[QueuePurged(WALL, 1, "q", 2)]])
-    assert [m.sent.seq for m in store.load_queue(rows[0])[0].messages] == [3]
+    assert [(m.sent.seq, m.delivery) for m in loaded.messages] == [(b.seq, changed), (c.seq, None)]
+    assert store.read_messages(1, [a.seq, c.seq]) == [None, c]
+    ((purged,),) = store.commit([[QueuePurged(WALL, 1, "q", 0)]])
+    assert purged.through_seq == store.last_lsn  # a purge removes everything sent before it
+    assert store.load_queue(rows[0])[0].messages == []
+    after = store.commit([[sent(0)]])[0][0]
+    assert [m.sent.seq for m in store.load_queue(rows[0])[0].messages] == [after.seq]
     store.commit([[QueueAttributesChanged(WALL, 1, "q", {"VisibilityTimeout": "5"})]])
     assert store.load_queue_rows()[0][0].attributes == {"VisibilityTimeout": "5"}
     store.commit([[QueueDeleted(WALL, 1, "q")]])
     rows, _ = store.load_queue_rows()
     assert [r.queue_id for r in rows] == [2]
-    assert store.read_messages(1, [3]) == [None]
-    assert [m.sent.seq for m in store.load_queue(rows[0])[0].messages] == [1]
+    assert store.read_messages(1, [after.seq]) == [None]
+    assert [m.sent.seq for m in store.load_queue(rows[0])[0].messages] == [other.seq]
 
 
 def test_queue_ids_are_never_reused(store):
@@ -95,7 +105,7 @@ def test_trim_removes_old_history_in_bounded_steps(store):
     assert [lsn for lsn, _ in store.read_log()] == [8, 9, 10]
     # state rows are live data, never trimmed
     assert len(store.load_queue(created())[0].messages) == 10
-    assert store.commit([[sent(11)]]) == 11
+    assert store.commit([[sent(0)]])[0][0].seq == 11
 
 
 def corrupt(store, table, key):
@@ -112,12 +122,12 @@ def corrupt(store, table, key):
 
 
 def test_damage_is_found_named_and_salvageable(store):
-    store.commit([[created()], [sent(seq) for seq in range(1, 7)]])
+    store.commit([[created()], [sent(0) for _ in range(6)]])  # seqs 2..7
     for seq in (2, 3, 5):
         corrupt(store, MESSAGES, keys.message_key(1, seq))
     corrupt(store, "log", keys.lsn_key(7))
     loaded, damages = store.load_queue(created())
-    assert [m.sent.seq for m in loaded.messages] == [1, 4, 6]
+    assert [m.sent.seq for m in loaded.messages] == [4, 6, 7]
     assert [(d.count, d.describe()) for d in damages] == [
         (2, "messages rows queue 1 seq 2..queue 1 seq 3 (2 damaged values)"),
         (1, "messages rows queue 1 seq 5..queue 1 seq 5 (1 damaged value)"),
@@ -130,7 +140,7 @@ def test_damage_is_found_named_and_salvageable(store):
         store.read_log()
     store.drop_damaged(damages + store.verify_log_tail(100))
     assert store.verify_all() == []
-    assert [m.sent.seq for m in store.load_queue(created())[0].messages] == [1, 4, 6]
+    assert [m.sent.seq for m in store.load_queue(created())[0].messages] == [4, 6, 7]
 
 
 def test_framing_detects_any_flipped_bit():
