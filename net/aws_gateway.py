@@ -121,11 +121,17 @@ class AwsGateway:
 
     async def _query(self, request: HttpRequest, pairs: list[tuple[str, str]]) -> HttpResponse:
         request_id = str(uuid.uuid4())
-        action, params = sqs_query.nest(pairs)
-        path = urlsplit(request.target).path
-        if "QueueUrl" not in params and path.strip("/"):
-            params["QueueUrl"] = path  # addressed by the queue URL's path, as older SDKs do
-        outcome = self._verify(request) or await self._serve(request, action or "", params, self._context(request))
+        action, outcome = "", self._verify(request)
+        if outcome is None:
+            try:
+                action, params = sqs_query.nest(pairs)
+            except BrokerError as error:
+                outcome = error
+            else:
+                path = urlsplit(request.target).path
+                if "QueueUrl" not in params and path.strip("/"):
+                    params["QueueUrl"] = path  # addressed by the queue URL's path, as older SDKs do
+                outcome = await self._serve(request, action or "", params, self._context(request))
         if isinstance(outcome, BrokerError):
             kind = outcome.kind
             body = sqs_query.render_error(kind.query_code, outcome.message, kind.sender_fault, request_id)

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 from xml.etree import ElementTree
 
+from dovecote.actors.errors import BrokerError
+
 NAMESPACE = "http://queue.amazonaws.com/doc/2012-11-05/"
 
 # flattened member -> (JSON member, key field, value field) for maps
@@ -56,7 +58,8 @@ _SUCCESS_ITEMS = {
 
 
 def nest(pairs: Iterable[tuple[str, str]]) -> tuple[str | None, dict[str, Any]]:
-    """The action and the parameters of a Query request, nested into the JSON protocol's shape."""
+    """The action and the parameters of a Query request, nested into the JSON protocol's shape.
+    Raises BrokerError(InvalidParameterValue) on flattened parameters that do not nest."""
     tree: dict[str, Any] = {}
     action = None
     for key, value in pairs:
@@ -87,11 +90,16 @@ def _convert(tree: dict[str, Any]) -> dict[str, Any]:
             entries = _indexed(value)
             if key_field in value:  # the single, unnumbered form: Attribute.Name / Attribute.Value
                 entries = [value]
-            out[member] = {
-                entry.get(key_field, ""): _convert(entry[value_field]) if isinstance(entry.get(value_field), dict)
-                else entry.get(value_field, "")
-                for entry in entries
-            }
+            converted: dict[str, Any] = {}
+            for entry in entries:
+                key = entry.get(key_field, "") if isinstance(entry, dict) else None
+                if not isinstance(key, str):
+                    raise BrokerError(
+                        "InvalidParameterValue", f"Each {name}.N parameter needs {key_field} and {value_field} members."
+                    )
+                item = entry.get(value_field, "")
+                converted[key] = _convert(item) if isinstance(item, dict) else item
+            out[member] = converted
         elif name in _LISTS and isinstance(value, dict):
             out[_LISTS[name]] = [_convert(item) if isinstance(item, dict) else item for item in _indexed(value)]
         elif isinstance(value, dict):

@@ -103,6 +103,7 @@ def test_a_session_over_query(endpoint):
         ({"Action": "SendMessage", "QueueUrl": "/000000000000/x"}, 400, "MissingParameter"),
         ({"Action": "ReceiveMessage", "QueueUrl": "/000000000000/x", "MaxNumberOfMessages": "many"}, 400,
          "InvalidParameterValue"),
+        ({"Action": "CreateQueue", "QueueName": "q", "Attribute.1": "not-a-map-entry"}, 400, "InvalidParameterValue"),
     ],
 )
 def test_query_errors_are_xml_error_responses(endpoint, params, status, code):
