@@ -202,3 +202,29 @@ async def test_a_client_that_vanishes_mid_answer_does_not_stop_the_broker(tmp_pa
             assert int(attributes["ApproximateNumberOfMessages"]) + int(
                 attributes["ApproximateNumberOfMessagesNotVisible"]
             ) == 20
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x00\xff\x13\x37" * 100,
+        b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Long: " + b"a" * 100_000 + b"\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot hex\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        b"BREW /pot HTTP/9.9\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",  # no Host header
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: AmazonSQS.SendMessage\r\nContent-Length: 10\r\n\r\n{\"Queue",
+    ],
+)
+async def test_http_garbage_gets_an_error_or_a_close_and_the_listener_stays_up(tmp_path, garbage):
+    async with broker(tmp_path, http_read_timeout_s=1.0) as ports:
+        stream = await trio.open_tcp_stream("127.0.0.1", ports.http)
+        try:
+            await stream.send_all(garbage)
+            with trio.move_on_after(5):
+                answer = await stream.receive_some(1000)
+                assert answer == b"" or answer.startswith(b"HTTP/1.1 4")
+        except trio.BrokenResourceError:
+            pass  # closed on us: also fine
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://127.0.0.1:{ports.http}/health")).status_code == 200
