@@ -159,3 +159,18 @@ def test_peek_from_the_cli_and_over_http(tmp_path):
             assert client.get_queue_attributes("browse")["ApproximateNumberOfMessages"] == "2"
     finally:
         assert broker.terminate() == 0
+
+
+def test_sigint_shuts_down_cleanly_too(tmp_path):
+    import signal
+
+    broker = ServeProcess(tmp_path / "data").start()
+    with broker.client() as client:
+        client.create_queue("kept")
+        client.send_message("kept", "survives a clean stop")
+    broker.process.send_signal(signal.SIGINT)
+    assert broker.process.wait(timeout=30) == 0
+    again = ServeProcess(tmp_path / "data").start()
+    with again.client() as client:
+        assert [m.body for m in client.receive_message("kept")] == ["survives a clean stop"]
+    assert again.terminate() == 0
