@@ -57,6 +57,7 @@ class SendEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True
     delay_seconds: int | None = None
     message_attributes: dict[str, MessageAttribute] = {}
     message_system_attributes: dict[str, MessageAttribute] = {}
+    message_group_id: str | None = None
 
 
 class SendMessage(QueueOp):
@@ -65,6 +66,7 @@ class SendMessage(QueueOp):
     message_attributes: dict[str, MessageAttribute] = {}
     sender_id: str = ""
     message_system_attributes: dict[str, MessageAttribute] = {}
+    message_group_id: str | None = None
 
 
 class SendMessageBatch(QueueOp):

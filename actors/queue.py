@@ -233,7 +233,13 @@ class QueueActor:
             match op:
                 case SendMessage():
                     record = core.prepare_send(
-                        op.body, op.delay_seconds, op.message_attributes, op.sender_id, wall_ms, op.message_system_attributes
+                        op.body,
+                        op.delay_seconds,
+                        op.message_attributes,
+                        op.sender_id,
+                        wall_ms,
+                        op.message_system_attributes,
+                        op.message_group_id,
                     )
                     cycle.send_groups.append(_SendGroup([record], lambda error: reply(_sent_result(record, error))))
                 case SendMessageBatch():
@@ -306,6 +312,7 @@ class QueueActor:
                     op.sender_id,
                     wall_ms,
                     entry.message_system_attributes,
+                    entry.message_group_id,
                 )
             except BrokerError as error:
                 failed.append(BatchFailure(entry.id, error.code, error.message, error.kind.sender_fault))

@@ -9,8 +9,10 @@ the one QueueCore of a queue and calls it from its own task only.
 Message bodies are not held here: the store keeps them, and the shell reads them when a message is
 delivered. In memory each live message is a small `Live` record:
 
-- ready:      `visible_at == READY`, and its seq is in the `_ready` heap (lowest seq first, which gives
-              standard queues their best-effort order);
+- ready:      `visible_at == READY`, and its seq is in the ReadySet: one heap per message group
+              (lowest seq first, which gives standard queues their best-effort order), served
+              round-robin across groups, so one group's backlog cannot starve the others (fair
+              queues; a queue without groups has the one group "");
 - delayed:    never received, `visible_at` in the future, a `_timers` entry;
 - in flight:  received, `visible_at` in the future, a `_timers` entry.
 
@@ -33,6 +35,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import sys
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
@@ -66,6 +70,44 @@ class Live(msgspec.Struct, gc=False):
     receive_count: int
     first_receive_ms: int
     visible_at: float  # READY, or the monotonic deadline at which it becomes visible
+    group: str = ""  # MessageGroupId
+
+
+class ReadySet:
+    """Ready seqs per message group, lowest first within a group, groups taken in turn."""
+
+    __slots__ = ("_heaps", "_rotation")
+
+    def __init__(self) -> None:
+        self._heaps: dict[str, list[int]] = {}
+        self._rotation: deque[str] = deque()
+
+    def push(self, seq: int, group: str) -> None:
+        heap = self._heaps.get(group)
+        if heap is None:
+            self._heaps[group] = [seq]
+            self._rotation.append(group)
+        else:
+            heapq.heappush(heap, seq)
+
+    def pop(self) -> int:
+        """The next group's lowest seq; that group then waits for every other group's turn."""
+        group = self._rotation[0]
+        heap = self._heaps[group]
+        seq = heapq.heappop(heap)
+        if heap:
+            self._rotation.rotate(-1)
+        else:
+            self._rotation.popleft()
+            del self._heaps[group]
+        return seq
+
+    def clear(self) -> None:
+        self._heaps.clear()
+        self._rotation.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self._rotation)
 
 
 class Waiter(msgspec.Struct, gc=False):
@@ -105,7 +147,7 @@ class QueueCore:
         self.tags: dict[str, str] = dict(tags or {})
         self._last_purge_at = -math.inf
         self.messages: dict[int, Live] = {}
-        self._ready: list[int] = []
+        self._ready = ReadySet()
         self._timers: list[tuple[float, int]] = []
         # Sends prepared but not yet stored, by MessageId -> the prepare ticket; a purge drops
         # every send prepared before it, whenever that send's commit completes.
@@ -130,6 +172,8 @@ class QueueCore:
         row = loaded.row
         core = cls(row.queue_id, row.queue, row.attributes, arn, tags=row.tags)
         messages, ready = core.messages, core._ready
+        # Groups are not in the message heads read at recovery: messages stored before a restart
+        # are served oldest first, without the fair rotation; new sends rotate again.
         for sent, delivery in loaded.messages:
             age_s = max(0, wall_ms - sent.at_ms) / 1000
             if delivery is None:
@@ -143,7 +187,7 @@ class QueueCore:
                 live.visible_at = now + remaining
                 core._timers.append((live.visible_at, sent.seq))
             else:
-                ready.append(sent.seq)  # seqs arrive in ascending order: already a heap
+                ready.push(sent.seq, "")
         heapq.heapify(core._timers)
         core.in_flight_count = sum(1 for live in messages.values() if _in_flight(live))
         core._expiry_check_at = -math.inf
@@ -158,11 +202,14 @@ class QueueCore:
         sender_id: str,
         wall_ms: int,
         system_attributes: Mapping[str, MessageAttribute] | None = None,
+        group_id: str | None = None,
     ) -> MessageSent:
         """Validate a send and build its record; nothing changes until apply_sent."""
         validation.validate_delay(delay_seconds)
         validation.validate_message(body, message_attributes, self.config.max_message_bytes)
         validation.validate_system_attributes(system_attributes or {})
+        if group_id is not None:
+            validation.validate_group_id(group_id)
         record = MessageSent(
             at_ms=wall_ms,
             queue_id=self.queue_id,
@@ -174,6 +221,7 @@ class QueueCore:
             delay_seconds=self.config.delay_s if delay_seconds is None else delay_seconds,
             sender_id=sender_id or self.account_id,
             system_attributes=dict(system_attributes or {}),
+            group_id=group_id or "",
         )
         self._pending_sends[record.message_id] = next(self._tickets)
         return record
@@ -187,7 +235,8 @@ class QueueCore:
         ticket = self._pending_sends.pop(record.message_id, None)
         if ticket is not None and ticket <= self._purged_through_ticket:
             return
-        live = Live(record.seq, now, 0, 0, READY)
+        # Interned, so a group's messages share one string however many there are.
+        live = Live(record.seq, now, 0, 0, READY, sys.intern(record.group_id))
         self.messages[record.seq] = live
         self._schedule(live, now + record.delay_seconds if record.delay_seconds > 0 else READY)
         if self._expiry_check_at == math.inf:
@@ -202,7 +251,7 @@ class QueueCore:
         taken: list[Live] = []
         max_messages = min(max_messages, self.max_in_flight - self.in_flight_count)
         while self._ready and len(taken) < max_messages:
-            seq = heapq.heappop(self._ready)
+            seq = self._ready.pop()
             live = self.messages.get(seq)
             if live is None or live.visible_at != READY:
                 continue
@@ -467,7 +516,7 @@ class QueueCore:
         live.visible_at = visible_at
         self.in_flight_count += _in_flight(live) - was_in_flight
         if visible_at == READY:
-            heapq.heappush(self._ready, live.seq)
+            self._ready.push(live.seq, live.group)
         else:
             heapq.heappush(self._timers, (visible_at, live.seq))
 
@@ -520,6 +569,8 @@ def system_attributes(row: MessageSent, record: MessageReceived, names: Sequence
     }
     if "AWSTraceHeader" in row.system_attributes:
         everything["AWSTraceHeader"] = row.system_attributes["AWSTraceHeader"].string_value or ""
+    if row.group_id:
+        everything["MessageGroupId"] = row.group_id
     return select_named(everything, names)
 
 

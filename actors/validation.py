@@ -259,6 +259,17 @@ def validate_system_attributes(attributes: Mapping[str, MessageAttribute]) -> No
             raise invalid("Message system attribute 'AWSTraceHeader' must contain a non-empty value of type 'String'.")
 
 
+_GROUP_ID = re.compile(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}")
+
+
+def validate_group_id(group_id: str) -> None:
+    if not _GROUP_ID.fullmatch(group_id):
+        raise invalid(
+            f"Value {group_id[:140]} for parameter MessageGroupId is invalid. Reason: 1 to 128 alphanumeric "
+            "or punctuation characters."
+        )
+
+
 def check_batch_size(bodies: Iterable[str], attributes: Iterable[Mapping[str, MessageAttribute]], limit: int) -> None:
     total = sum(len(b.encode()) for b in bodies) + sum(_attributes_size(a) for a in attributes)
     if total > limit:

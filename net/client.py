@@ -136,8 +136,11 @@ class _Operations:
         *,
         delay_seconds: int | None = None,
         message_attributes: Mapping[str, MessageAttribute] | None = None,
+        message_group_id: str | None = None,
     ) -> Any:
-        op = SendMessage(queue_name(queue), body, delay_seconds, dict(message_attributes or {}))
+        op = SendMessage(
+            queue_name(queue), body, delay_seconds, dict(message_attributes or {}), message_group_id=message_group_id
+        )
         return self._then(self.call(op), lambda r: r)
 
     def send_message_batch(self, queue: str, entries: Sequence[SendEntry]) -> Any:

@@ -103,6 +103,7 @@ class SendMessageRequest(_QueueUrlShape):
     delay_seconds: int | None = None
     message_attributes: dict[str, AttributeValue] = {}
     message_system_attributes: dict[str, AttributeValue] = {}
+    message_group_id: str | None = None
 
 
 class SendMessageBatchEntry(_Shape):
@@ -111,6 +112,7 @@ class SendMessageBatchEntry(_Shape):
     delay_seconds: int | None = None
     message_attributes: dict[str, AttributeValue] = {}
     message_system_attributes: dict[str, AttributeValue] = {}
+    message_group_id: str | None = None
 
 
 class SendMessageBatchRequest(_QueueUrlShape):
@@ -227,6 +229,7 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
             r.delay_seconds,
             _attributes(r.message_attributes),
             message_system_attributes=_attributes(r.message_system_attributes),
+            message_group_id=r.message_group_id,
         ),
     ),
     "SendMessageBatch": (
@@ -240,6 +243,7 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
                     e.delay_seconds,
                     _attributes(e.message_attributes),
                     _attributes(e.message_system_attributes),
+                    e.message_group_id,
                 )
                 for e in r.entries
             ],

@@ -62,6 +62,7 @@ class MessageSent(Record):
     body: str
     attributes: dict[str, MessageAttribute]
     system_attributes: dict[str, MessageAttribute] = {}  # AWSTraceHeader
+    group_id: str = ""  # MessageGroupId ("": none)
 
 
 class MessageSentHead(msgspec.Struct, tag="MessageSent", array_like=True, gc=False, frozen=True):

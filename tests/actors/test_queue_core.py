@@ -277,3 +277,18 @@ def test_receives_stop_at_the_in_flight_limit():
     assert len(receive(core, 0.0, count=10, rows=records)) == 1
     assert core.in_flight_count == 3
     assert len(receive(core, 31.0, count=10, rows=records)) == 3  # all four timed out; the limit lets three go
+
+
+def test_fair_queues_take_groups_in_turn():
+    core = make_core()
+    noisy = [stored(core.prepare_send(f"a{i}", None, {}, "", WALL, group_id="tenant-a")) for i in range(20)]
+    quiet = [stored(core.prepare_send(f"b{i}", None, {}, "", WALL, group_id="tenant-b")) for i in range(2)]
+    plain = stored(core.prepare_send("no group", None, {}, "", WALL))
+    for record in noisy + quiet + [plain]:
+        core.apply_sent(record, 0.0)
+    rows = {r.seq: r for r in noisy + quiet + [plain]}
+    bodies = [row.body for _, row in receive(core, 0.0, count=6, rows=rows)]
+    assert sorted(bodies) == sorted(["a0", "a1", "a2", "b0", "b1", "no group"])  # one from each group in turn
+    assert bodies.index("b1") < 6 and [b for b in bodies if b.startswith("a")] == ["a0", "a1", "a2"]
+    with pytest.raises(BrokerError):
+        core.prepare_send("x", None, {}, "", WALL, group_id="has space")

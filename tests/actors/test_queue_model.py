@@ -48,10 +48,14 @@ class QueueModel(RuleBasedStateMachine):
     def commit(self, *records):
         return self.store.commit([list(records)])[0][-1]
 
-    @rule(body=st.text(min_size=1, max_size=8).filter(lambda b: "\x00" not in b), delay=st.integers(0, 120))
-    def send(self, body, delay):
+    @rule(
+        body=st.text(min_size=1, max_size=8).filter(lambda b: "\x00" not in b),
+        delay=st.integers(0, 120),
+        group=st.sampled_from([None, "a", "b"]),
+    )
+    def send(self, body, delay, group):
         try:
-            record = self.core.prepare_send(body, delay, {}, "", self.wall_ms())
+            record = self.core.prepare_send(body, delay, {}, "", self.wall_ms(), group_id=group)
         except BrokerError:
             return  # characters SQS refuses: nothing changes
         record = self.commit(record)  # now with its seq: its LSN

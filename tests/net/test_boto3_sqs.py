@@ -244,3 +244,20 @@ def test_aws_trace_header_travels_with_the_message(sqs):
             MessageSystemAttributes={"Other": {"DataType": "String", "StringValue": "v"}},
         )
     assert caught.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_fair_queue_groups_on_a_standard_queue(sqs):
+    url = sqs.create_queue(QueueName="fair")["QueueUrl"]
+    for start in range(0, 30, 10):
+        sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": f"e{i}", "MessageBody": f"noisy-{start + i}", "MessageGroupId": "tenant-a"} for i in range(10)],
+        )
+    for i in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"quiet-{i}", MessageGroupId="tenant-b")
+    messages = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["MessageGroupId"]
+    )["Messages"]
+    quiet = [m for m in messages if m["Body"].startswith("quiet")]
+    assert len(quiet) == 3, "a noisy group's backlog must not starve a quiet one"
+    assert {m["Attributes"]["MessageGroupId"] for m in messages} == {"tenant-a", "tenant-b"}
