@@ -41,6 +41,7 @@ _ROWS = [
     ("OverLimit", "OverLimit", 403, True, True),
     ("UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", 400, True, False),
     ("InvalidAction", "InvalidAction", 400, True, False),
+    ("ResourceNotFoundException", "ResourceNotFoundException", 400, True, False),
     ("RequestThrottled", "RequestThrottled", 400, True, True),
     ("MissingAuthenticationToken", "MissingAuthenticationToken", 403, True, False),
     ("IncompleteSignature", "IncompleteSignature", 400, True, False),

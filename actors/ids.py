@@ -6,6 +6,7 @@ so it stops working once the message is received again or deleted, across restar
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from typing import NamedTuple
@@ -53,3 +54,17 @@ def decode_receipt_handle(text: str) -> ReceiptHandle:
     raise BrokerError(
         "ReceiptHandleIsInvalid", f'The input receipt handle "{text[:100]}" is not a valid receipt handle.'
     )
+
+
+def encode_task_handle(source_arn: str, started_ms: int) -> str:
+    """A message move task's handle: its source queue's ARN and start time, opaque to clients."""
+    return base64.urlsafe_b64encode(f"{started_ms}|{source_arn}".encode()).decode()
+
+
+def decode_task_handle(handle: str) -> tuple[str, int]:
+    """(source ARN, started_ms); raises ResourceNotFoundException on a handle not issued here."""
+    try:
+        started, arn = base64.urlsafe_b64decode(handle.encode()).decode().split("|", 1)
+        return arn, int(started)
+    except (ValueError, UnicodeError):
+        raise BrokerError("ResourceNotFoundException", "The task handle does not name a message move task.") from None

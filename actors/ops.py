@@ -7,7 +7,6 @@ from them. Queues are addressed by name. Formats evolve only by appending defaul
 from __future__ import annotations
 
 import msgspec
-
 from dovecote.storage.records import MessageAttribute
 
 
@@ -58,6 +57,7 @@ class SendEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True
     message_attributes: dict[str, MessageAttribute] = {}
     message_system_attributes: dict[str, MessageAttribute] = {}
     message_group_id: str | None = None
+    message_deduplication_id: str | None = None
 
 
 class SendMessage(QueueOp):
@@ -67,6 +67,7 @@ class SendMessage(QueueOp):
     sender_id: str = ""
     message_system_attributes: dict[str, MessageAttribute] = {}
     message_group_id: str | None = None
+    message_deduplication_id: str | None = None
 
 
 class SendMessageBatch(QueueOp):
@@ -80,6 +81,7 @@ class ReceiveMessage(QueueOp):
     wait_time_seconds: int | None = None
     attribute_names: list[str] = []
     message_attribute_names: list[str] = []
+    receive_request_attempt_id: str | None = None
 
 
 class DeleteMessage(QueueOp):
@@ -140,7 +142,30 @@ class PeekMessages(QueueOp):
     state: str = ""  # "", "visible", "in_flight" or "delayed"
 
 
-REGISTRY_OPS = (CreateQueue, DeleteQueue, GetQueueUrl, ListQueues)
+class ListDeadLetterSourceQueues(QueueOp):
+    """The queues whose RedrivePolicy names this one."""
+
+    max_results: int | None = None
+    next_token: str | None = None
+
+
+class StartMessageMoveTask(QueueOp):
+    """Move the messages of a dead-letter queue (`queue`) back to their sources, or to one
+    destination queue."""
+
+    destination_arn: str = ""
+    max_number_of_messages_per_second: int | None = None
+
+
+class ListMessageMoveTasks(QueueOp):
+    max_results: int = 1
+
+
+class CancelMessageMoveTask(QueueOp):
+    task_handle: str
+
+
+REGISTRY_OPS = (CreateQueue, DeleteQueue, GetQueueUrl, ListQueues, ListDeadLetterSourceQueues, StartMessageMoveTask)
 
 AnyOp = (
     CreateQueue
@@ -163,6 +188,10 @@ AnyOp = (
     | AddPermission
     | RemovePermission
     | PeekMessages
+    | ListDeadLetterSourceQueues
+    | StartMessageMoveTask
+    | ListMessageMoveTasks
+    | CancelMessageMoveTask
 )
 
 
@@ -197,6 +226,7 @@ class Sent(Result):
     md5_of_message_body: str
     md5_of_message_attributes: str | None = None
     md5_of_message_system_attributes: str | None = None
+    sequence_number: str | None = None  # FIFO queues
 
 
 class SentEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
@@ -205,6 +235,7 @@ class SentEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True
     md5_of_message_body: str
     md5_of_message_attributes: str | None = None
     md5_of_message_system_attributes: str | None = None
+    sequence_number: str | None = None
 
 
 class BatchFailure(msgspec.Struct, array_like=True, frozen=True):
@@ -254,6 +285,32 @@ class Peeked(Result):
     next_after_seq: int | None = None
 
 
+class MoveTask(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    task_handle: str
+    status: str  # RUNNING, CANCELLING, CANCELLED, COMPLETED or FAILED
+    source_arn: str
+    destination_arn: str = ""
+    max_number_of_messages_per_second: int | None = None
+    approximate_number_of_messages_moved: int = 0
+    approximate_number_of_messages_to_move: int | None = None
+    failure_reason: str = ""
+    started_timestamp: int = 0
+
+
+class MoveTasks(Result):
+    tasks: list[MoveTask]
+
+
+class TaskHandle(Result):
+    task_handle: str
+
+
+class MovedCount(Result):
+    """CancelMessageMoveTask: how many messages the task had moved."""
+
+    moved: int
+
+
 class Failure(Result):
     """An operation that failed as a whole: an error-table code and a message."""
 
@@ -272,5 +329,8 @@ AnyResult = (
     | BatchResult
     | Received
     | Peeked
+    | MoveTasks
+    | TaskHandle
+    | MovedCount
     | Failure
 )

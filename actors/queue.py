@@ -22,24 +22,32 @@ exactly once and never awaits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import msgspec
 import trio
-
-from dovecote.storage.records import MessageSent, Record
-from dovecote.storage.store import Store, StorageError, StorageFull
+from dovecote.storage.records import (
+    MessageDeleted,
+    MessageReceived,
+    MessageSent,
+    MoveTaskChanged,
+    Record,
+)
+from dovecote.storage.store import StorageError, StorageFull, Store
 from dovecote.storage.writer import AppendEntry, LogWriter
 
 from . import validation
 from .clock import Clock
-from .errors import BrokerError
+from .errors import BrokerError, invalid
+from .ids import decode_task_handle, encode_task_handle
 from .ops import (
     AddPermission,
     Attributes,
     BatchFailure,
     BatchResult,
+    CancelMessageMoveTask,
     ChangeMessageVisibility,
     ChangeMessageVisibilityBatch,
     DeleteMessage,
@@ -48,14 +56,18 @@ from .ops import (
     Done,
     Failure,
     GetQueueAttributes,
+    ListMessageMoveTasks,
     ListQueueTags,
+    MovedCount,
+    MoveTask,
+    MoveTasks,
     Op,
-    PeekedMessage,
     Peeked,
+    PeekedMessage,
     PeekMessages,
     PurgeQueue,
-    ReceiveMessage,
     Received,
+    ReceiveMessage,
     RemovePermission,
     Result,
     SendBatchResult,
@@ -64,11 +76,13 @@ from .ops import (
     Sent,
     SentEntry,
     SetQueueAttributes,
+    StartMessageMoveTask,
     TagQueue,
     Tags,
+    TaskHandle,
     UntagQueue,
 )
-from .queue_core import VISIBLE, Live, QueueCore, Waiter
+from .queue_core import VISIBLE, Duplicate, Live, QueueCore, Waiter, sequence_number
 
 log = logging.getLogger("dovecote.queue")
 
@@ -87,6 +101,28 @@ class Stop(Op):
     """Registry to actor: answer long polls with nothing and end (broker shutdown)."""
 
 
+class MoveIn(Op):
+    """Queue to queue (through the registry): store these messages here and, in the same commit,
+    delete them from the queue they come from. Answered with Done once committed."""
+
+    source_queue_id: int
+    source_queue: str
+    source_arn: str
+    rows: list[MessageSent]
+    dead_letter: bool  # True: redrive to a dead-letter queue; False: a message move task
+
+
+class MovedOut(Op):
+    """The answer to a MoveIn, posted back into the source queue's mailbox."""
+
+    seqs: list[int]
+    error: str  # "" when the destination stored them
+    task_started_ms: int = 0  # the move task that sent them (0: dead-letter redrive)
+
+
+Forward = Callable[[str, Op, "Reply"], None]  # (queue ARN, op, reply): deliver op to that queue's actor
+
+
 class RestartFromStorage(Exception):
     """The actor's memory may differ from the store; the registry must rebuild it."""
 
@@ -103,7 +139,8 @@ def storage_failure(error: StorageError) -> Failure:
 
 class _SendGroup(NamedTuple):
     records: list[MessageSent]
-    complete: Callable[[StorageError | None], None]
+    # Called with the records as stored (seqs stamped), or as prepared with the error.
+    complete: Callable[[Sequence[MessageSent], StorageError | None], None]
 
 
 class _Cycle:
@@ -120,7 +157,7 @@ class _Cycle:
 
     def fail_all(self, result: Result) -> None:
         for group in self.send_groups:
-            group.complete(StorageError(result.message if isinstance(result, Failure) else "failed"))
+            group.complete(group.records, StorageError(result.message if isinstance(result, Failure) else "failed"))
         for reply, _ in self.replies:
             reply(result)
         self.send_groups.clear()
@@ -158,15 +195,20 @@ class QueueActor:
         writer: LogWriter,
         store: Store,
         clock: Clock,
-        wake: Callable[[], None],
+        post: Callable[[Op], None],
+        forward: Forward,
     ) -> None:
         self.core = core
         self._mailbox = mailbox
         self._writer = writer
         self._store = store
         self._clock = clock
-        self._wake = wake
+        self._post = post  # into this actor's own mailbox, from any task; never blocks
+        self._forward = forward
         self._in_flight: deque[_InFlight] = deque()
+
+    def _wake(self) -> None:
+        self._post(WAKE)
 
     async def run(self) -> bool:
         """Serve until stopped (returns False) or deleted (returns True). Raises
@@ -232,7 +274,7 @@ class QueueActor:
         try:
             match op:
                 case SendMessage():
-                    record = core.prepare_send(
+                    prepared = core.prepare_send(
                         op.body,
                         op.delay_seconds,
                         op.message_attributes,
@@ -240,10 +282,17 @@ class QueueActor:
                         wall_ms,
                         op.message_system_attributes,
                         op.message_group_id,
+                        op.message_deduplication_id,
+                        now,
                     )
-                    cycle.send_groups.append(_SendGroup([record], lambda error: reply(_sent_result(record, error))))
+                    cycle.send_groups.append(
+                        _SendGroup(
+                            [prepared] if isinstance(prepared, MessageSent) else [],
+                            lambda stored, error: reply(self._sent(prepared, stored[0] if stored else None, error)),
+                        )
+                    )
                 case SendMessageBatch():
-                    self._send_batch(op, reply, cycle, wall_ms)
+                    self._send_batch(op, reply, cycle, now, wall_ms)
                 case ReceiveMessage():
                     self._receive(op, reply, cycle, now, wall_ms)
                 case DeleteMessage():
@@ -289,6 +338,38 @@ class QueueActor:
                     cycle.reply_after_commit(reply, Done())
                 case PeekMessages():
                     reply(self._peek(op, now, wall_ms))
+                case MoveIn():
+                    moved = core.prepare_moved_in(op.rows, op.source_arn, op.dead_letter, wall_ms)
+                    cycle.records.extend(moved)
+                    cycle.records.extend(
+                        MessageDeleted(wall_ms, op.source_queue_id, op.source_queue, row.seq, row.message_id, "moved")
+                        for row in op.rows
+                    )
+                    cycle.reply_after_commit(reply, Done())
+                case MovedOut():
+                    if op.error:
+                        log.warning("queue %s: moving %d messages failed: %s", core.name, len(op.seqs), op.error)
+                        core.move_failed(op.seqs, now)
+                    else:
+                        core.moved_out(op.seqs)
+                    if op.task_started_ms:
+                        self._record(cycle, core.move_task_progress(op.task_started_ms, len(op.seqs), op.error, wall_ms))
+                case StartMessageMoveTask():
+                    record = core.start_move_task(op.destination_arn, op.max_number_of_messages_per_second, now, wall_ms)
+                    cycle.records.append(record)
+                    cycle.reply_after_commit(reply, TaskHandle(encode_task_handle(core.arn, record.started_ms)))
+                case ListMessageMoveTasks():
+                    if not 1 <= op.max_results <= 10:
+                        raise invalid(f"Value {op.max_results} for parameter MaxResults is invalid. Reason: 1 to 10.")
+                    tasks = [_move_task(core.arn, record) for record in reversed(core.move_tasks)]
+                    reply(MoveTasks(tasks[: op.max_results]))
+                case CancelMessageMoveTask():
+                    arn, started_ms = decode_task_handle(op.task_handle)
+                    if arn != core.arn:
+                        raise BrokerError("ResourceNotFoundException", "The task handle names a task of another queue.")
+                    record = core.cancel_move_task(started_ms, wall_ms)
+                    cycle.records.append(record)
+                    cycle.reply_after_commit(reply, MovedCount(record.moved))
                 case DeleteQueue() | Stop():
                     cycle.ended_by = request
                 case _:
@@ -296,16 +377,16 @@ class QueueActor:
         except BrokerError as error:
             reply(failure(error))
 
-    def _send_batch(self, op: SendMessageBatch, reply: Reply, cycle: _Cycle, wall_ms: int) -> None:
+    def _send_batch(self, op: SendMessageBatch, reply: Reply, cycle: _Cycle, now: float, wall_ms: int) -> None:
         validation.validate_batch([entry.id for entry in op.entries])
         validation.check_batch_size(
             [e.body for e in op.entries], [e.message_attributes for e in op.entries], validation.MAX_MESSAGE_BYTES
         )
-        accepted: list[tuple[str, MessageSent]] = []
+        accepted: list[tuple[str, MessageSent | Duplicate]] = []
         failed: list[BatchFailure] = []
         for entry in op.entries:
             try:
-                record = self.core.prepare_send(
+                prepared = self.core.prepare_send(
                     entry.body,
                     entry.delay_seconds,
                     entry.message_attributes,
@@ -313,23 +394,53 @@ class QueueActor:
                     wall_ms,
                     entry.message_system_attributes,
                     entry.message_group_id,
+                    entry.message_deduplication_id,
+                    now,
                 )
             except BrokerError as error:
                 failed.append(BatchFailure(entry.id, error.code, error.message, error.kind.sender_fault))
             else:
-                accepted.append((entry.id, record))
+                accepted.append((entry.id, prepared))
 
-        def complete(error: StorageError | None) -> None:
-            if error is None:
-                reply(SendBatchResult([_sent_entry(entry_id, record) for entry_id, record in accepted], failed))
-                return
-            refused = storage_failure(error)
-            reply(SendBatchResult([], failed + [BatchFailure(i, refused.code, refused.message, False) for i, _ in accepted]))
+        def complete(stored: Sequence[MessageSent], error: StorageError | None) -> None:
+            records = iter(stored)
+            successful: list[SentEntry] = []
+            refused = list(failed)
+            for entry_id, prepared in accepted:
+                result = self._sent(prepared, next(records) if isinstance(prepared, MessageSent) else None, error)
+                if isinstance(result, Sent):
+                    successful.append(SentEntry(entry_id, *msgspec.structs.astuple(result)))
+                else:
+                    refused.append(BatchFailure(entry_id, result.code, result.message, False))
+            reply(SendBatchResult(successful, refused))
 
         if accepted:
-            cycle.send_groups.append(_SendGroup([record for _, record in accepted], complete))
+            records = [prepared for _, prepared in accepted if isinstance(prepared, MessageSent)]
+            cycle.send_groups.append(_SendGroup(records, complete))
         else:
             reply(SendBatchResult([], failed))
+
+    def _sent(self, prepared: MessageSent | Duplicate, stored: MessageSent | None, error: StorageError | None) -> Result:
+        """The reply to one send once its commit (or, for a duplicate, the original's) is settled."""
+        if isinstance(prepared, Duplicate):
+            seq = self.core.stored_seq_of(prepared)
+            if not seq:
+                return Failure("ServiceUnavailable", "The message this one duplicates was not stored; send it again.")
+            body, attributes, system = prepared.body, prepared.attributes, prepared.system_attributes
+            message_id = prepared.message_id
+        else:
+            if error is not None:
+                return storage_failure(error)
+            assert stored is not None
+            seq, body, attributes, system = stored.seq, stored.body, stored.attributes, stored.system_attributes
+            message_id = stored.message_id
+        return Sent(
+            message_id,
+            validation.md5_of_body(body),
+            validation.md5_of_message_attributes(attributes),
+            validation.md5_of_message_attributes(system),
+            sequence_number(seq) if self.core.config.fifo else None,
+        )
 
     def _batch(self, entries: Sequence, reply: Reply, cycle: _Cycle, change: Callable) -> None:
         successful: list[str] = []
@@ -370,6 +481,11 @@ class QueueActor:
         if op.visibility_timeout is not None:
             validation.validate_visibility_timeout(op.visibility_timeout)
         validation.check_system_attribute_names(op.attribute_names)
+        attempt_id = op.receive_request_attempt_id
+        if attempt_id is not None:
+            validation.validate_group_id(attempt_id, "ReceiveRequestAttemptId")
+            if not self.core.config.fifo:
+                attempt_id = None  # meaningful on FIFO queues only, as on AWS
         waiter = Waiter(
             op.max_number_of_messages,
             op.visibility_timeout,
@@ -377,7 +493,11 @@ class QueueActor:
             op.attribute_names,
             op.message_attribute_names,
             reply,
+            attempt_id,
         )
+        if attempt_id is not None and (repeated := self.core.repeat_attempt(attempt_id, now)) is not None:
+            self._repeat(repeated, waiter, cycle, wall_ms)
+            return
         self.core.check_in_flight_limit()
         lives = self.core.take_ready(op.max_number_of_messages, now)
         if lives:
@@ -399,21 +519,81 @@ class QueueActor:
             messages.append(
                 self.core.render_received(record, row, waiter.attribute_names, waiter.message_attribute_names)
             )
+        if waiter.attempt_id is not None:
+            self.core.remember_attempt(waiter.attempt_id, [record.seq for record, _ in received], now)
         cycle.reply_after_commit(waiter.reply, Received(messages))
+
+    def _repeat(self, lives: list[Live], waiter: Waiter, cycle: _Cycle, wall_ms: int) -> None:
+        """A retried receive (same ReceiveRequestAttemptId): the same messages and handles again."""
+        core = self.core
+        rows = self._store.read_messages(core.queue_id, [live.seq for live in lives])
+        messages = [
+            core.render_received(
+                MessageReceived(wall_ms, core.queue_id, core.name, live.seq, row.message_id, live.receive_count, 0, live.first_receive_ms),
+                row,
+                waiter.attribute_names,
+                waiter.message_attribute_names,
+            )
+            for live, row in zip(lives, rows)
+            if row is not None
+        ]
+        cycle.reply_after_commit(waiter.reply, Received(messages))
+
+    def _hand_over(self, seqs: list[int], destination_of: Callable[[MessageSent], str], task_started_ms: int) -> None:
+        """Send messages marked MOVING to the queues destination_of names; each destination
+        stores them and deletes them here in one commit, and answers with a MovedOut."""
+        core = self.core
+        rows = self._store.read_messages(core.queue_id, seqs)
+        gone = [seq for seq, row in zip(seqs, rows) if row is None]
+        if gone:  # the store lost them (salvage)
+            core.forget_lost(gone)
+            self._post(MovedOut(gone, "", task_started_ms))
+        by_destination: dict[str, list[MessageSent]] = {}
+        for row in rows:
+            if row is not None:
+                by_destination.setdefault(destination_of(row), []).append(row)
+        for destination, moving in by_destination.items():
+            moved_seqs = [row.seq for row in moving]
+            if not destination:
+                self._post(MovedOut(moved_seqs, "CouldNotDetermineMessageSource: a message has no DeadLetterQueueSourceArn", task_started_ms))
+                continue
+
+            def answered(result: Result, moved_seqs: list[int] = moved_seqs) -> None:
+                error = "" if isinstance(result, Done) else f"{getattr(result, 'code', '')}: {getattr(result, 'message', result)}"
+                self._post(MovedOut(moved_seqs, error, task_started_ms))
+
+            self._forward(destination, MoveIn(core.queue_id, core.name, core.arn, moving, task_started_ms == 0), answered)
+
+    def _record(self, cycle: _Cycle, record: Record | None) -> None:
+        if record is not None:
+            cycle.records.append(record)
 
     # --- time ---------------------------------------------------------------------------------
     def _tick(self, cycle: _Cycle) -> None:
         now, wall_ms = self._clock.now(), self._clock.wall_ms()
-        for waiter in self.core.pop_expired_waiters(now):
+        core = self.core
+        for waiter in core.pop_expired_waiters(now):
             waiter.reply(Received([]))
-        expired = self.core.expire(now)
+        expired = core.expire(now)
         if expired:
-            rows = self._store.read_messages(self.core.queue_id, expired)
-            cycle.records.extend(
-                self.core.expired_record(seq, row, wall_ms) for seq, row in zip(expired, rows)
-            )
-        for waiter, lives in self.core.pop_servable_waiters(now):
+            rows = self._store.read_messages(core.queue_id, expired)
+            cycle.records.extend(core.expired_record(seq, row, wall_ms) for seq, row in zip(expired, rows))
+        self._record(cycle, core.expire_dedup(now, wall_ms))
+        for waiter, lives in core.pop_servable_waiters(now):
             self._deliver(waiter, lives, cycle, now, wall_ms)
+        dead_letter_arn = core.config.dead_letter_arn
+        if outgoing := core.take_outgoing():
+            self._hand_over(outgoing, lambda row: dead_letter_arn, 0)
+        if task_lives := core.take_for_move_task(now):
+            task = core.move_task
+            assert task is not None
+            destination = task.record.destination_arn
+            self._hand_over(
+                [live.seq for live in task_lives],
+                lambda row: destination or row.dead_letter_source_arn,
+                task.record.started_ms,
+            )
+        self._record(cycle, core.move_task_finished(wall_ms))
 
     # --- commit ---------------------------------------------------------------------------------
     def _submit(self, cycle: _Cycle) -> None:
@@ -447,18 +627,29 @@ class QueueActor:
         sends_error = in_flight.sends.error if in_flight.sends is not None else None
         others_error = in_flight.others.error if in_flight.others is not None else None
         now = self._clock.now()
-        stored = iter(in_flight.sends.records if in_flight.sends is not None else ())
+        core = self.core
+        stored = list(in_flight.sends.records) if in_flight.sends is not None else []
+        if sends_error is None:
+            for record in stored:
+                core.apply_sent(record, now)
+        position = 0
         for group in cycle.send_groups:
-            for record in group.records:
-                if sends_error is None:
-                    self.core.apply_sent(next(stored), now)
-                else:
-                    self.core.forget_send(record)
-            group.complete(sends_error)
+            count = len(group.records)
+            if sends_error is None:
+                group.complete(stored[position : position + count], None)
+            else:
+                for record in group.records:
+                    core.forget_send(record)
+                group.complete(group.records, sends_error)
+            position += count
         cycle.send_groups.clear()
         if others_error is not None:
             cycle.fail_all(storage_failure(others_error))
             raise RestartFromStorage(str(others_error)) from others_error
+        if in_flight.others is not None:
+            for record in in_flight.others.records:  # messages moved in from another queue
+                if type(record) is MessageSent and record.queue_id == core.queue_id:
+                    core.apply_sent(record, now)
         for reply, result in cycle.replies:
             reply(result)
         cycle.replies.clear()
@@ -470,19 +661,15 @@ class QueueActor:
         request.reply(Done())
 
 
-def _checksums(record: MessageSent) -> tuple[str, str | None, str | None]:
-    return (
-        validation.md5_of_body(record.body),
-        validation.md5_of_message_attributes(record.attributes),
-        validation.md5_of_message_attributes(record.system_attributes),
+def _move_task(source_arn: str, record: MoveTaskChanged) -> MoveTask:
+    return MoveTask(
+        task_handle=encode_task_handle(source_arn, record.started_ms),
+        status=record.status,
+        source_arn=source_arn,
+        destination_arn=record.destination_arn,
+        max_number_of_messages_per_second=record.max_per_second or None,
+        approximate_number_of_messages_moved=record.moved,
+        approximate_number_of_messages_to_move=record.to_move,
+        failure_reason=record.failure_reason,
+        started_timestamp=record.started_ms,
     )
-
-
-def _sent_entry(entry_id: str, record: MessageSent) -> SentEntry:
-    return SentEntry(entry_id, record.message_id, *_checksums(record))
-
-
-def _sent_result(record: MessageSent, error: StorageError | None) -> Result:
-    if error is not None:
-        return storage_failure(error)
-    return Sent(record.message_id, *_checksums(record))

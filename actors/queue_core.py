@@ -14,7 +14,16 @@ delivered. In memory each live message is a small `Live` record:
               round-robin across groups, so one group's backlog cannot starve the others (fair
               queues; a queue without groups has the one group "");
 - delayed:    never received, `visible_at` in the future, a `_timers` entry;
-- in flight:  received, `visible_at` in the future, a `_timers` entry.
+- in flight:  received, `visible_at` in the future, a `_timers` entry;
+- moving:     `visible_at == MOVING`: handed to another queue (dead-letter redrive, a move task)
+              whose commit stores it there and deletes it here in one transaction; until that
+              queue answers, it is neither deliverable nor deletable here.
+
+FIFO queues add: a group with a message in flight (or moving) is locked, so no later message of
+it is delivered (the ReadySet takes such groups out of its rotation, and a receive takes as many
+messages of one group as it can, in order); deduplication ids are remembered for 5 minutes from the
+send (`_dedup`), including for sends not yet committed, and survive restarts through the store's
+dedup table; a retried receive with the same ReceiveRequestAttemptId gets the same messages.
 
 Heaps are cleaned lazily: an entry whose message is gone, or whose deadline no longer matches
 `visible_at`, is skipped when popped, so deletes and visibility changes are O(1).
@@ -37,15 +46,16 @@ import itertools
 import math
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import msgspec
-
 from dovecote.storage.records import (
+    DedupWindowClosed,
     MessageAttribute,
     MessageDeleted,
     MessageReceived,
     MessageSent,
+    MoveTaskChanged,
     QueueAttributesChanged,
     QueueDeleted,
     QueuePurged,
@@ -59,7 +69,14 @@ from .ids import MessageIds, ReceiptHandle, decode_receipt_handle, encode_receip
 from .ops import ReceivedMessage
 
 READY = -math.inf
+MOVING = math.inf
 PURGE_INTERVAL_S = 60
+RECEIVE_ATTEMPT_WINDOW_S = 300
+DEDUP_RECORD_INTERVAL_S = 60  # how often a FIFO queue records that dedup entries have expired
+MOVE_RETRY_S = 1.0  # a hand-over to another queue that failed is tried again after this
+MAX_MOVES_IN_TRANSIT = 1000  # per move task
+MOVE_BATCH = 100
+KEPT_MOVE_TASKS = 10  # ListMessageMoveTasks shows at most this many
 MAX_IN_FLIGHT = 120_000  # SQS's limit for a standard queue; receives past it get OverLimit
 VISIBLE, IN_FLIGHT, DELAYED = "visible", "in_flight", "delayed"
 
@@ -74,40 +91,71 @@ class Live(msgspec.Struct, gc=False):
 
 
 class ReadySet:
-    """Ready seqs per message group, lowest first within a group, groups taken in turn."""
+    """Ready seqs per message group, lowest first within a group, groups taken in turn.
 
-    __slots__ = ("_heaps", "_rotation")
+    FIFO (`fifo=True`): a batch takes a group's messages in a row rather than rotating, and a
+    locked group (one with messages in flight) is out of the rotation until unlocked. Locked
+    groups leave the rotation lazily, when they reach its front."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_fifo", "_heaps", "_locks", "_rotating", "_rotation")
+
+    def __init__(self, fifo: bool = False) -> None:
         self._heaps: dict[str, list[int]] = {}
         self._rotation: deque[str] = deque()
+        self._rotating: set[str] = set()
+        self._fifo = fifo
+        self._locks: dict[str, int] = {}  # group -> messages in flight
 
     def push(self, seq: int, group: str) -> None:
         heap = self._heaps.get(group)
         if heap is None:
             self._heaps[group] = [seq]
-            self._rotation.append(group)
+            self._enter_rotation(group)
         else:
             heapq.heappush(heap, seq)
 
     def pop(self) -> int:
-        """The next group's lowest seq; that group then waits for every other group's turn."""
+        """The next group's lowest seq; on a standard queue that group then waits for every
+        other group's turn. Only when the set is true."""
         group = self._rotation[0]
         heap = self._heaps[group]
         seq = heapq.heappop(heap)
-        if heap:
-            self._rotation.rotate(-1)
-        else:
+        if not heap:
             self._rotation.popleft()
+            self._rotating.discard(group)
             del self._heaps[group]
+        elif not self._fifo:
+            self._rotation.rotate(-1)
         return seq
+
+    def lock(self, group: str) -> None:
+        self._locks[group] = self._locks.get(group, 0) + 1
+
+    def unlock(self, group: str) -> None:
+        count = self._locks[group] - 1
+        if count:
+            self._locks[group] = count
+        else:
+            del self._locks[group]
+            if group in self._heaps:
+                self._enter_rotation(group)
+
+    def _enter_rotation(self, group: str) -> None:
+        if group not in self._locks and group not in self._rotating:
+            self._rotation.append(group)
+            self._rotating.add(group)
 
     def clear(self) -> None:
         self._heaps.clear()
         self._rotation.clear()
+        self._rotating.clear()
+        self._locks.clear()
 
     def __bool__(self) -> bool:
-        return bool(self._rotation)
+        rotation = self._rotation
+        while rotation and rotation[0] in self._locks:
+            self._rotating.discard(rotation.popleft())
+        return bool(rotation)
 
 
 class Waiter(msgspec.Struct, gc=False):
@@ -119,6 +167,38 @@ class Waiter(msgspec.Struct, gc=False):
     attribute_names: Sequence[str]
     message_attribute_names: Sequence[str]
     reply: Callable
+    attempt_id: str | None = None  # FIFO ReceiveRequestAttemptId
+
+
+class Duplicate(msgspec.Struct, frozen=True):
+    """A FIFO send whose deduplication id was seen within 5 minutes: accepted, not stored again."""
+
+    message_id: str
+    dedup_key: str
+    body: str
+    attributes: dict[str, MessageAttribute]
+    system_attributes: dict[str, MessageAttribute]
+
+
+class _DedupSeen(msgspec.Struct, gc=False):
+    expires_at: float
+    message_id: str
+    seq: int  # 0 until the send is stored
+
+
+class _ReceiveAttempt(msgspec.Struct, gc=False):
+    expires_at: float
+    deliveries: list[tuple[int, int]]  # (seq, receive_count) of each message it returned
+
+
+class MoveTask(msgspec.Struct, gc=False):
+    """The running message move task of this queue (its stored state is `record`)."""
+
+    record: MoveTaskChanged
+    tokens: float = 0.0  # messages it may start moving now, under max_per_second
+    refilled_at: float = 0.0
+    in_transit: int = 0
+    idle_until: float = 0.0  # found nothing to move: look again then (no busy loop)
 
 
 class QueueCounts(msgspec.Struct, frozen=True):
@@ -161,6 +241,17 @@ class QueueCore:
         self._waiter_deadlines: list[tuple[float, int]] = []
         self._waiter_ids = itertools.count()
         self._message_ids = MessageIds()
+        if self.config.fifo:
+            self._ready = ReadySet(fifo=True)
+        self._dedup: dict[str, _DedupSeen] = {}
+        self._dedup_order: deque[str] = deque()  # keys in send order, for expiry
+        self._dedup_closed_seq = 0  # the highest seq whose dedup window has passed
+        self._dedup_recorded_seq = 0  # ... of which the store has been told
+        self._dedup_record_at = -math.inf
+        self._attempts: dict[str, _ReceiveAttempt] = {}
+        self.outgoing: list[int] = []  # seqs marked MOVING for the dead-letter queue, not yet handed over
+        self.move_tasks: list[MoveTaskChanged] = []  # newest last, at most KEPT_MOVE_TASKS
+        self.move_task: MoveTask | None = None  # the running one
 
     @classmethod
     def restore(
@@ -172,25 +263,40 @@ class QueueCore:
         row = loaded.row
         core = cls(row.queue_id, row.queue, row.attributes, arn, tags=row.tags)
         messages, ready = core.messages, core._ready
-        # Groups are not in the message heads read at recovery: messages stored before a restart
-        # are served oldest first, without the fair rotation; new sends rotate again.
-        for sent, delivery in loaded.messages:
+        # Groups are read from the store for FIFO queues only (see Store.load_queue): on a standard
+        # queue, messages stored before a restart are served oldest first, without the fair
+        # rotation; new sends rotate again.
+        for sent, delivery, group in loaded.messages:
+            group = sys.intern(group)
             age_s = max(0, wall_ms - sent.at_ms) / 1000
             if delivery is None:
-                live = Live(sent.seq, now - age_s, 0, 0, READY)
+                live = Live(sent.seq, now - age_s, 0, 0, READY, group)
                 remaining = min(sent.delay_seconds - age_s, validation.MAX_DELAY_S)
             else:
-                live = Live(sent.seq, now - age_s, delivery.receive_count, delivery.first_receive_ms, READY)
+                live = Live(sent.seq, now - age_s, delivery.receive_count, delivery.first_receive_ms, READY, group)
                 remaining = min((delivery.visible_at_ms - wall_ms) / 1000, validation.MAX_VISIBILITY_TIMEOUT_S)
             messages[sent.seq] = live
             if remaining > 0:
                 live.visible_at = now + remaining
                 core._timers.append((live.visible_at, sent.seq))
+                if core.config.fifo and live.receive_count:
+                    ready.lock(group)
             else:
-                ready.push(sent.seq, "")
+                ready.push(sent.seq, group)
         heapq.heapify(core._timers)
         core.in_flight_count = sum(1 for live in messages.values() if _in_flight(live))
         core._expiry_check_at = -math.inf
+        for seq, entry in loaded.dedup:
+            age_s = max(0, wall_ms - entry.at_ms) / 1000
+            if age_s >= validation.DEDUP_WINDOW_S:
+                core._dedup_closed_seq = seq
+                continue
+            key = core._dedup_key(entry.dedup_id, entry.group_id)
+            core._dedup[key] = _DedupSeen(now + validation.DEDUP_WINDOW_S - age_s, entry.message_id, seq)
+            core._dedup_order.append(key)
+        core.move_tasks = list(loaded.move_tasks[-KEPT_MOVE_TASKS:])
+        if core.move_tasks and core.move_tasks[-1].status in ("RUNNING", "CANCELLING"):
+            core.move_task = MoveTask(core.move_tasks[-1], refilled_at=now)
         return core
 
     # --- sends --------------------------------------------------------------------------------
@@ -203,13 +309,23 @@ class QueueCore:
         wall_ms: int,
         system_attributes: Mapping[str, MessageAttribute] | None = None,
         group_id: str | None = None,
-    ) -> MessageSent:
-        """Validate a send and build its record; nothing changes until apply_sent."""
+        dedup_id: str | None = None,
+        now: float = 0.0,
+    ) -> MessageSent | Duplicate:
+        """Validate a send and build its record; nothing changes until apply_sent. A FIFO send
+        whose deduplication id was seen in the last 5 minutes gives a Duplicate instead."""
         validation.validate_delay(delay_seconds)
         validation.validate_message(body, message_attributes, self.config.max_message_bytes)
         validation.validate_system_attributes(system_attributes or {})
-        if group_id is not None:
-            validation.validate_group_id(group_id)
+        config = self.config
+        dedup_id = validation.fifo_send_parameters(
+            config.fifo, config.content_based_dedup, body, delay_seconds, group_id, dedup_id
+        )
+        if dedup_id:
+            key = self._dedup_key(dedup_id, group_id or "")
+            seen = self._dedup.get(key)
+            if seen is not None and seen.expires_at > now:
+                return Duplicate(seen.message_id, key, body, dict(message_attributes), dict(system_attributes or {}))
         record = MessageSent(
             at_ms=wall_ms,
             queue_id=self.queue_id,
@@ -222,16 +338,62 @@ class QueueCore:
             sender_id=sender_id or self.account_id,
             system_attributes=dict(system_attributes or {}),
             group_id=group_id or "",
+            dedup_id=dedup_id,
         )
+        if dedup_id:
+            key = self._dedup_key(dedup_id, record.group_id)
+            self._dedup[key] = _DedupSeen(now + validation.DEDUP_WINDOW_S, record.message_id, 0)
+            self._dedup_order.append(key)
         self._pending_sends[record.message_id] = next(self._tickets)
         return record
+
+    def prepare_moved_in(
+        self, rows: Sequence[MessageSent], source_arn: str, dead_letter: bool, wall_ms: int
+    ) -> list[MessageSent]:
+        """Records that store messages moved here from another queue: the same MessageId, body,
+        attributes, group and original SentTimestamp; dead-lettered ones name their source."""
+        records = []
+        for row in rows:
+            record = MessageSent(
+                at_ms=wall_ms,
+                queue_id=self.queue_id,
+                queue=self.name,
+                seq=0,
+                delay_seconds=0,
+                message_id=row.message_id,
+                sender_id=row.sender_id,
+                body=row.body,
+                attributes=row.attributes,
+                system_attributes=row.system_attributes,
+                group_id=row.group_id,
+                dedup_id="",
+                first_sent_ms=row.first_sent_ms or row.at_ms,
+                dead_letter_source_arn=source_arn if dead_letter else "",
+            )
+            self._pending_sends[record.message_id] = next(self._tickets)
+            records.append(record)
+        return records
+
+    def stored_seq_of(self, duplicate: Duplicate) -> int:
+        """The seq of the send a Duplicate repeats; 0 if storage refused that send."""
+        seen = self._dedup.get(duplicate.dedup_key)
+        return seen.seq if seen is not None and seen.message_id == duplicate.message_id else 0
 
     def forget_send(self, record: MessageSent) -> None:
         """A prepared send that storage refused."""
         self._pending_sends.pop(record.message_id, None)
+        if record.dedup_id:
+            key = self._dedup_key(record.dedup_id, record.group_id)
+            seen = self._dedup.get(key)
+            if seen is not None and seen.message_id == record.message_id:
+                del self._dedup[key]
 
     def apply_sent(self, record: MessageSent, now: float) -> None:
         """Make a stored send live (unless a purge handled after it already removed it)."""
+        if record.dedup_id:
+            seen = self._dedup.get(self._dedup_key(record.dedup_id, record.group_id))
+            if seen is not None and seen.message_id == record.message_id:
+                seen.seq = record.seq
         ticket = self._pending_sends.pop(record.message_id, None)
         if ticket is not None and ticket <= self._purged_through_ticket:
             return
@@ -248,6 +410,7 @@ class QueueCore:
         mark_received (with their stored rows) in the same step."""
         self.advance(now)
         retention = self.config.retention_s
+        max_receives = self.config.max_receive_count
         taken: list[Live] = []
         max_messages = min(max_messages, self.max_in_flight - self.in_flight_count)
         while self._ready and len(taken) < max_messages:
@@ -258,8 +421,40 @@ class QueueCore:
             if live.sent_at + retention <= now:
                 self._expiry_check_at = now  # expired: never delivered, removed by the next expire()
                 continue
+            if max_receives and live.receive_count >= max_receives:
+                # Received maxReceiveCount times already: this attempt sends it to the
+                # dead-letter queue instead (the shell hands `outgoing` over).
+                self._schedule(live, MOVING)
+                self.outgoing.append(seq)
+                continue
             taken.append(live)
         return taken
+
+    # --- moving messages to other queues --------------------------------------------------------
+    def take_outgoing(self) -> list[int]:
+        outgoing, self.outgoing = self.outgoing, []
+        return outgoing
+
+    def moved_out(self, seqs: Iterable[int]) -> None:
+        """The other queue stored these messages (and the deletion of them here)."""
+        for seq in seqs:
+            live = self.messages.get(seq)
+            if live is not None and live.visible_at == MOVING:
+                self._forget(live)
+
+    def move_failed(self, seqs: Iterable[int], now: float) -> None:
+        """A hand-over failed: the messages stay here, and are tried again after a pause."""
+        for seq in seqs:
+            live = self.messages.get(seq)
+            if live is not None and live.visible_at == MOVING:
+                self._schedule(live, now + MOVE_RETRY_S)
+
+    def forget_lost(self, seqs: Iterable[int]) -> None:
+        """Messages the store no longer has (salvage dropped them)."""
+        for seq in seqs:
+            live = self.messages.get(seq)
+            if live is not None:
+                self._forget(live)
 
     def check_in_flight_limit(self) -> None:
         """A receive past the in-flight limit is refused (OverLimit, as SQS does)."""
@@ -307,6 +502,11 @@ class QueueCore:
         handle, live = self._resolve(receipt_handle)
         if live is None:
             return None
+        if live.visible_at == MOVING:
+            raise BrokerError(
+                "ReceiptHandleIsInvalid", "The message is being moved to another queue (its dead-letter queue)."
+            )
+        self._attempts.clear()
         self._forget(live)
         return MessageDeleted(wall_ms, self.queue_id, self.name, handle.seq, handle.message_id, "deleted")
 
@@ -320,8 +520,9 @@ class QueueCore:
                 f"Value {receipt_handle[:100]} for parameter ReceiptHandle is invalid. "
                 "Reason: Message does not exist or is not available for visibility timeout change."
             )
-        if live.visible_at == READY or live.visible_at <= now:
+        if live.visible_at in (READY, MOVING) or live.visible_at <= now:
             raise BrokerError("MessageNotInflight", "The message referred to isn't in flight.")
+        self._attempts.clear()
         self._schedule(live, now + timeout_s if timeout_s > 0 else READY)
         return VisibilityChanged(
             at_ms=wall_ms,
@@ -358,6 +559,8 @@ class QueueCore:
         self.messages.clear()
         self._ready.clear()
         self._timers.clear()
+        self.outgoing.clear()
+        self._attempts.clear()
         self.in_flight_count = 0
         self._expiry_check_at = math.inf
         return QueuePurged(wall_ms, self.queue_id, self.name, 0)  # the store stamps the purge's LSN
@@ -370,8 +573,13 @@ class QueueCore:
         return MessageDeleted(wall_ms, self.queue_id, self.name, seq, message_id, "expired")
 
     def set_attributes(self, attributes: Mapping[str, str], wall_ms: int) -> QueueAttributesChanged:
-        changed = validation.validate_queue_attributes(attributes)
-        self.attributes = {**self.attributes, **changed, "LastModifiedTimestamp": str(wall_ms // 1000)}
+        changed = validation.validate_queue_attributes(attributes, fifo=self.config.fifo)
+        merged = {**self.attributes, **changed, "LastModifiedTimestamp": str(wall_ms // 1000)}
+        validation.check_fifo_throughput(merged)
+        if self.config.fifo and merged.get("DeduplicationScope") != self.attributes.get("DeduplicationScope"):
+            self._dedup.clear()  # the keys change meaning; AWS too starts the window afresh
+            self._dedup_order.clear()
+        self.attributes = {name: value for name, value in merged.items() if value != "" or name != "RedrivePolicy"}
         self.config = validation.queue_config(self.attributes)
         self._expiry_check_at = -math.inf  # the retention period may have shrunk
         return self._configuration(wall_ms)
@@ -401,6 +609,127 @@ class QueueCore:
     def _configuration(self, wall_ms: int) -> QueueAttributesChanged:
         return QueueAttributesChanged(
             wall_ms, self.queue_id, self.name, dict(self.attributes), self.region, dict(self.tags)
+        )
+
+    # --- message move tasks ---------------------------------------------------------------------
+    def start_move_task(
+        self, destination_arn: str, max_per_second: int | None, now: float, wall_ms: int
+    ) -> MoveTaskChanged:
+        if self.move_task is not None:
+            raise BrokerError("UnsupportedOperation", f"A message move task is already running on {self.name}.")
+        if max_per_second is not None and not 1 <= max_per_second <= 500:
+            raise invalid(f"Value {max_per_second} for parameter MaxNumberOfMessagesPerSecond is invalid. Reason: 1 to 500.")
+        started_ms = max(wall_ms, self.move_tasks[-1].started_ms + 1) if self.move_tasks else wall_ms
+        record = MoveTaskChanged(
+            at_ms=wall_ms,
+            queue_id=self.queue_id,
+            queue=self.name,
+            started_ms=started_ms,
+            status="RUNNING",
+            through_seq=next(reversed(self.messages), 0),
+            destination_arn=destination_arn,
+            max_per_second=max_per_second or 0,
+            to_move=len(self.messages),
+            moved=0,
+        )
+        self._keep_task(record)
+        self.move_task = MoveTask(record, refilled_at=now)
+        return record
+
+    def cancel_move_task(self, started_ms: int, wall_ms: int) -> MoveTaskChanged:
+        task = self.move_task
+        if task is None or task.record.started_ms != started_ms or task.record.status != "RUNNING":
+            raise BrokerError("ResourceNotFoundException", "The message move task does not exist or is not running.")
+        return self._update_task(wall_ms, status="CANCELLING" if task.in_transit else "CANCELLED")
+
+    def take_for_move_task(self, now: float) -> list[Live]:
+        """Ready messages the running move task may hand over now (marked MOVING)."""
+        task = self.move_task
+        if task is None or task.record.status != "RUNNING" or task.in_transit >= MAX_MOVES_IN_TRANSIT:
+            return []
+        self.advance(now)
+        limit = min(MOVE_BATCH, MAX_MOVES_IN_TRANSIT - task.in_transit)
+        rate = task.record.max_per_second
+        if rate:
+            task.tokens = min(float(rate), task.tokens + (now - task.refilled_at) * rate)
+            task.refilled_at = now
+            limit = min(limit, int(task.tokens))
+        taken: list[Live] = []
+        through = task.record.through_seq
+        for seq, live in self.messages.items():
+            if seq > through or len(taken) >= limit:
+                break
+            if live.visible_at == READY:
+                self._schedule(live, MOVING)
+                taken.append(live)
+        task.tokens -= len(taken) if rate else 0
+        task.in_transit += len(taken)
+        if not taken:
+            task.idle_until = now + 0.1
+        return taken
+
+    def move_task_progress(self, started_ms: int, moved: int, error: str, wall_ms: int) -> MoveTaskChanged | None:
+        """The outcome of one hand-over of a task: the running task's new state to store."""
+        task = self.move_task
+        if task is None or task.record.started_ms != started_ms:
+            return None
+        task.in_transit = max(0, task.in_transit - moved)  # a restart in between forgot the count
+        if error:
+            return self._update_task(wall_ms, status="FAILED", failure_reason=error)
+        return self._update_task(wall_ms, moved=task.record.moved + moved)
+
+    def move_task_finished(self, wall_ms: int) -> MoveTaskChanged | None:
+        """The task's final state, once nothing it started is in transit and, when running,
+        every message that was here when it started has left."""
+        task = self.move_task
+        if task is None or task.in_transit:
+            return None
+        if task.record.status == "CANCELLING":
+            return self._update_task(wall_ms, status="CANCELLED")
+        first = next(iter(self.messages), None)
+        if task.record.status == "RUNNING" and (first is None or first > task.record.through_seq):
+            return self._update_task(wall_ms, status="COMPLETED")
+        return None
+
+    def _task_can_move(self, task: MoveTask) -> bool:
+        first = next(iter(self.messages), None)
+        return task.in_transit < MAX_MOVES_IN_TRANSIT and bool(self._ready) and first is not None and first <= task.record.through_seq
+
+    def _update_task(self, wall_ms: int, **changes: object) -> MoveTaskChanged:
+        assert self.move_task is not None
+        record = msgspec.structs.replace(self.move_task.record, at_ms=wall_ms, **changes)
+        self._keep_task(record)
+        if record.status in ("RUNNING", "CANCELLING"):
+            self.move_task.record = record
+        else:
+            self.move_task = None
+        return record
+
+    def _keep_task(self, record: MoveTaskChanged) -> None:
+        if self.move_tasks and self.move_tasks[-1].started_ms == record.started_ms:
+            self.move_tasks[-1] = record
+        else:
+            self.move_tasks = [*self.move_tasks, record][-KEPT_MOVE_TASKS:]
+
+    # --- receive attempts (FIFO) ----------------------------------------------------------------
+    def repeat_attempt(self, attempt_id: str, now: float) -> list[Live] | None:
+        """The messages an earlier receive with this ReceiveRequestAttemptId returned, if that was
+        within 5 minutes and every one of them is still in flight from it."""
+        attempt = self._attempts.get(attempt_id)
+        if attempt is None or attempt.expires_at <= now:
+            return None
+        lives = []
+        for seq, receive_count in attempt.deliveries:
+            live = self.messages.get(seq)
+            if live is None or live.receive_count != receive_count or message_state(live, now) != IN_FLIGHT:
+                del self._attempts[attempt_id]
+                return None
+            lives.append(live)
+        return lives
+
+    def remember_attempt(self, attempt_id: str, seqs: Sequence[int], now: float) -> None:
+        self._attempts[attempt_id] = _ReceiveAttempt(
+            now + RECEIVE_ATTEMPT_WINDOW_S, [(seq, self.messages[seq].receive_count) for seq in seqs]
         )
 
     def counts(self, now: float) -> QueueCounts:
@@ -463,11 +792,40 @@ class QueueCore:
             self._forget(self.messages[seq])
         return expired
 
+    def expire_dedup(self, now: float, wall_ms: int) -> DedupWindowClosed | None:
+        """Forget deduplication ids older than 5 minutes (and receive attempts likewise); about
+        once a minute, a record that lets the store drop them too."""
+        order, dedup = self._dedup_order, self._dedup
+        while order:
+            seen = dedup.get(order[0])
+            if seen is not None and seen.expires_at > now:
+                break
+            key = order.popleft()
+            if seen is not None:
+                del dedup[key]
+                self._dedup_closed_seq = max(self._dedup_closed_seq, seen.seq)
+        if self._attempts:
+            for attempt_id in [a for a, attempt in self._attempts.items() if attempt.expires_at <= now]:
+                del self._attempts[attempt_id]
+        if self._dedup_closed_seq > self._dedup_recorded_seq and now >= self._dedup_record_at:
+            self._dedup_record_at = now + DEDUP_RECORD_INTERVAL_S
+            self._dedup_recorded_seq = self._dedup_closed_seq
+            return DedupWindowClosed(wall_ms, self.queue_id, self.name, self._dedup_closed_seq)
+        return None
+
     def next_deadline(self, now: float) -> float:
         """When the shell must next call tick-related methods even if no request arrives."""
         if self._waiters and self._ready:
             return now
         candidates = [self._expiry_check_at]
+        task = self.move_task
+        if task is not None and task.record.status == "RUNNING" and self._task_can_move(task):
+            rate = task.record.max_per_second
+            tokens_at = task.refilled_at + (1 - task.tokens) / rate if rate and task.tokens < 1 else now
+            candidates.append(max(task.idle_until, tokens_at))
+        if self._dedup_order:
+            first = self._dedup.get(self._dedup_order[0])
+            candidates.append(first.expires_at if first is not None else now)
         if self._timers:
             candidates.append(self._timers[0][0])
         if self._waiter_deadlines:
@@ -514,15 +872,25 @@ class QueueCore:
     def _schedule(self, live: Live, visible_at: float) -> None:
         was_in_flight = _in_flight(live)
         live.visible_at = visible_at
-        self.in_flight_count += _in_flight(live) - was_in_flight
+        change = _in_flight(live) - was_in_flight
+        if change:
+            self.in_flight_count += change
+            if self.config.fifo:
+                (self._ready.lock if change > 0 else self._ready.unlock)(live.group)
         if visible_at == READY:
             self._ready.push(live.seq, live.group)
-        else:
+        elif visible_at != MOVING:
             heapq.heappush(self._timers, (visible_at, live.seq))
 
     def _forget(self, live: Live) -> None:
         del self.messages[live.seq]
-        self.in_flight_count -= _in_flight(live)
+        if _in_flight(live):
+            self.in_flight_count -= 1
+            if self.config.fifo:
+                self._ready.unlock(live.group)
+
+    def _dedup_key(self, dedup_id: str, group_id: str) -> str:
+        return f"{group_id}\x00{dedup_id}" if self.config.dedup_per_group else dedup_id
 
     def render_received(
         self,
@@ -534,7 +902,7 @@ class QueueCore:
         handle = encode_receipt_handle(
             ReceiptHandle(self.queue_id, record.seq, record.receive_count, record.message_id)
         )
-        attributes = system_attributes(row, record, attribute_names)
+        attributes = system_attributes(row, record, attribute_names, self.config.fifo)
         message_attributes = select_message_attributes(row.attributes, message_attribute_names)
         return ReceivedMessage(
             message_id=row.message_id,
@@ -558,12 +926,12 @@ def message_state(live: Live, now: float) -> str:
     return IN_FLIGHT if live.receive_count else DELAYED
 
 
-def system_attributes(row: MessageSent, record: MessageReceived, names: Sequence[str]) -> dict[str, str]:
+def system_attributes(row: MessageSent, record: MessageReceived, names: Sequence[str], fifo: bool) -> dict[str, str]:
     if not names:
         return {}
     everything = {
         "SenderId": row.sender_id,
-        "SentTimestamp": str(row.at_ms),
+        "SentTimestamp": str(row.first_sent_ms or row.at_ms),
         "ApproximateReceiveCount": str(record.receive_count),
         "ApproximateFirstReceiveTimestamp": str(record.first_receive_ms),
     }
@@ -571,7 +939,18 @@ def system_attributes(row: MessageSent, record: MessageReceived, names: Sequence
         everything["AWSTraceHeader"] = row.system_attributes["AWSTraceHeader"].string_value or ""
     if row.group_id:
         everything["MessageGroupId"] = row.group_id
+    if row.dedup_id:
+        everything["MessageDeduplicationId"] = row.dedup_id
+    if fifo:
+        everything["SequenceNumber"] = sequence_number(row.seq)
+    if row.dead_letter_source_arn:
+        everything["DeadLetterQueueSourceArn"] = row.dead_letter_source_arn
     return select_named(everything, names)
+
+
+def sequence_number(seq: int) -> str:
+    """A FIFO message's SequenceNumber: its LSN, as the 20-digit string AWS uses."""
+    return f"{seq:020d}"
 
 
 def select_named(everything: dict[str, str], names: Sequence[str]) -> dict[str, str]:

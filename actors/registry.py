@@ -9,6 +9,15 @@ queue's requests straight to its actor. A queue's mailbox lives as long as the q
 restarts; when the queue is deleted the mailbox is drained (every queued request is answered) and
 closed, so a cached mailbox fails fast and the session asks again.
 
+The registry also holds what crosses queues: it forwards a queue's messages to another queue (a
+dead-letter redrive, a message move task) by ARN, checks a RedrivePolicy against its target (which
+must exist, be of the same type and allow the source in its RedriveAllowPolicy), and knows which
+queues use which dead-letter queue (ListDeadLetterSourceQueues, StartMessageMoveTask).
+
+Mailboxes are unbounded channels, bounded at the door: a session refuses a request when the
+mailbox already holds `mailbox_capacity` of them, while messages between actors (answers to
+hand-overs, commit wake-ups) always get in, so one queue never loses another's answer.
+
 Each queue actor runs under a supervisor loop in the broker's nursery. An actor that raises is
 logged with its queue and the log's last LSN, rebuilt from the store, and restarted after a pause
 that grows with repeated failures, so one sick queue never stops the broker.
@@ -23,9 +32,8 @@ from collections.abc import Sequence
 
 import msgspec
 import trio
-
 from dovecote.storage.records import QueueCreated
-from dovecote.storage.store import Damage, Store, StorageDamaged, StorageError
+from dovecote.storage.store import Damage, StorageDamaged, StorageError, Store
 from dovecote.storage.writer import LogWriter
 
 from . import policy, validation
@@ -33,6 +41,7 @@ from .clock import Clock
 from .errors import BrokerError, no_such_queue, overloaded
 from .mailbox import ReplySlot
 from .ops import (
+    REGISTRY_OPS,
     Attributes,
     CreateQueue,
     DeleteQueue,
@@ -40,15 +49,25 @@ from .ops import (
     Failure,
     GetQueueAttributes,
     GetQueueUrl,
+    ListDeadLetterSourceQueues,
     ListQueues,
     Op,
     QueueName,
     QueueNames,
     QueueOp,
-    REGISTRY_OPS,
     Result,
+    SetQueueAttributes,
+    StartMessageMoveTask,
 )
-from .queue import WAKE, QueueActor, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
+from .queue import (
+    QueueActor,
+    Reply,
+    Request,
+    RestartFromStorage,
+    Stop,
+    failure,
+    storage_failure,
+)
 from .queue_core import QueueCore
 
 log = logging.getLogger("dovecote.registry")
@@ -83,7 +102,7 @@ def recover(
     damages += row_damages
     loaded = []
     for row in rows:
-        queue, queue_damages = store.load_queue(row)
+        queue, queue_damages = store.load_queue(row, with_groups=validation.queue_config(row.attributes).fifo)
         damages += queue_damages
         loaded.append(queue)
     if damages:
@@ -105,6 +124,13 @@ class _Lookup(Op):
     queue: str
 
 
+class _Forward(Op):
+    """An actor's op for another queue, addressed by ARN (see Broker.forward)."""
+
+    queue_arn: str
+    op: Op
+
+
 class _ActorEnded(Op):
     queue: str
     queue_id: int
@@ -112,20 +138,23 @@ class _ActorEnded(Op):
 
 
 class _QueueEntry:
-    __slots__ = ("queue_id", "mailbox", "inbox")
+    __slots__ = ("arn", "fifo", "inbox", "mailbox", "queue_id")
 
-    def __init__(self, queue_id: int, mailbox: trio.MemorySendChannel, inbox: trio.MemoryReceiveChannel):
-        self.queue_id = queue_id
+    def __init__(self, core: QueueCore, mailbox: trio.MemorySendChannel, inbox: trio.MemoryReceiveChannel):
+        self.queue_id = core.queue_id
+        self.arn = core.arn
+        self.fifo = core.config.fifo
         self.mailbox = mailbox
         self.inbox = inbox
 
-    def wake(self) -> None:
-        """Nudge the actor (a commit of its finished). A full mailbox needs no nudge: the actor
-        is about to wake anyway."""
+    def post(self, op: Op, reply: Reply | None = None) -> bool:
+        """Put a message into the actor's mailbox from any task, past the capacity that bounds
+        client requests; False if the queue is gone."""
         try:
-            self.mailbox.send_nowait(Request(WAKE, _ignore))
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            self.mailbox.send_nowait(Request(op, reply or _ignore))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
 
 
 class Broker:
@@ -138,6 +167,7 @@ class Broker:
         self.config = config
         self._initial_cores = list(cores)
         self._queues: dict[tuple[str, str], _QueueEntry] = {}  # (region, name)
+        self._dead_letter_targets: dict[tuple[str, str], str] = {}  # (region, name) -> its DLQ's ARN
         self._next_queue_id = store.next_queue_id()
         self._registry_send, self._registry_receive = trio.open_memory_channel[Request](config.registry_capacity)
         self._nursery: trio.Nursery | None = None
@@ -175,6 +205,10 @@ class Broker:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             request.reply(Failure("ServiceUnavailable", "The broker is shutting down."))
 
+    def forward(self, queue_arn: str, op: Op, reply: Reply) -> None:
+        """Deliver an actor's op to the queue with that ARN (called from any task)."""
+        self.send_to_registry(Request(_Forward(queue_arn, op), reply))
+
     async def lookup(self, queue: str, region: str) -> trio.MemorySendChannel | Failure:
         slot: ReplySlot = ReplySlot()
         self.send_to_registry(Request(_Lookup(queue), slot, region))
@@ -199,24 +233,37 @@ class Broker:
                     reply(QueueName(op.queue))
                 case ListQueues():
                     reply(self._list(op, region))
+                case _Forward():
+                    entry = self._by_arn(op.queue_arn)
+                    if entry is None or not entry.post(op.op, reply):
+                        reply(Failure("QueueDoesNotExist", f"The queue {op.queue_arn} does not exist."))
+                case SetQueueAttributes():
+                    reply(await self._set_attributes(op, region))
+                case ListDeadLetterSourceQueues():
+                    reply(self._dead_letter_sources(op, region))
+                case StartMessageMoveTask():
+                    await self._start_move_task(op, region, reply)
                 case _ActorEnded():
                     key = (op.region, op.queue)
                     entry = self._queues.get(key)
                     if entry is not None and entry.queue_id == op.queue_id:
                         del self._queues[key]
+                        self._dead_letter_targets.pop(key, None)
                 case _:
                     reply(Failure("InvalidAction", f"{type(op).__name__} is not a registry operation."))
         except BrokerError as error:
             reply(failure(error))
         except StorageError as error:
             reply(storage_failure(error))
-        except Exception:  # noqa: BLE001 - a bug in one request must not stop the broker
+        except Exception:
             log.exception("the registry failed on %s", type(op).__name__)
             reply(Failure("InternalError", "The broker failed while handling this request; retry."))
 
     async def _create(self, op: CreateQueue, region: str) -> Result:
-        validation.validate_queue_name(op.queue)
-        given = validation.validate_queue_attributes(op.attributes)
+        fifo = validation.is_fifo_request(op.attributes)
+        validation.validate_queue_name(op.queue, fifo)
+        given = validation.validate_queue_attributes(op.attributes, fifo=fifo, creating=True)
+        validation.check_fifo_throughput(given)
         tags = policy.tagged({}, op.tags)
         existing = self._queues.get((region, op.queue))
         if existing is not None:
@@ -230,21 +277,94 @@ class Broker:
             return QueueName(op.queue)
         if len(self._queues) >= self.config.max_queues:
             raise BrokerError("OverLimit", f"This broker holds at most {self.config.max_queues} queues.")
+        arn = queue_arn(self.config, region, op.queue)
+        if given.get("RedrivePolicy"):
+            await self._check_redrive(arn, fifo, given["RedrivePolicy"])
         wall_ms = self._clock.wall_ms()
         seconds = str(wall_ms // 1000)
         attributes = {
-            **validation.default_queue_attributes(),
-            **given,
+            **validation.default_queue_attributes(fifo),
+            **{name: value for name, value in given.items() if value != ""},
             "CreatedTimestamp": seconds,
             "LastModifiedTimestamp": seconds,
         }
         record = QueueCreated(wall_ms, self._next_queue_id, op.queue, attributes, region, tags)
         await self._writer.append([record])
         self._next_queue_id += 1
-        arn = queue_arn(self.config, region, op.queue)
         core = QueueCore(record.queue_id, op.queue, attributes, arn, tags=tags)
         self._start_actor(core)
         return QueueName(op.queue)
+
+    # --- what crosses queues --------------------------------------------------------------------
+    def _by_arn(self, arn: str) -> _QueueEntry | None:
+        try:
+            region, account, name = validation.parse_queue_arn(arn)
+        except BrokerError:
+            return None
+        entry = self._queues.get((region, name))
+        return entry if entry is not None and account == self.config.account_id else None
+
+    async def _check_redrive(self, source_arn: str, source_fifo: bool, redrive_policy: str) -> None:
+        """A RedrivePolicy's target must exist, be of the source's type and allow the source."""
+        target_arn = validation.queue_config({"RedrivePolicy": redrive_policy}).dead_letter_arn
+
+        def refuse(reason: str) -> BrokerError:
+            return validation.invalid(f"Value {redrive_policy} for parameter RedrivePolicy is invalid. Reason: {reason}")
+
+        target = self._by_arn(target_arn)
+        if target is None:
+            raise refuse("Dead letter target does not exist.")
+        if target.fifo != source_fifo:
+            raise refuse("Dead-letter queue must be of the same type as the source queue (FIFO or standard).")
+        if target.arn == source_arn:
+            raise refuse("A queue cannot be its own dead-letter queue.")
+        current = await self._ask_actor(target, GetQueueAttributes("", ["RedriveAllowPolicy"]))
+        if isinstance(current, Attributes) and not validation.redrive_allows(current.attributes.get("RedriveAllowPolicy"), source_arn):
+            raise refuse(f"The RedriveAllowPolicy of {target_arn} does not allow this queue to use it as a dead-letter queue.")
+
+    async def _set_attributes(self, op: SetQueueAttributes, region: str) -> Result:
+        """SetQueueAttributes with a RedrivePolicy comes here to be checked against its target."""
+        entry = self._queues.get((region, op.queue))
+        if entry is None:
+            raise no_such_queue(op.queue)
+        redrive = validation.validate_queue_attributes({"RedrivePolicy": op.attributes["RedrivePolicy"]}, fifo=entry.fifo)
+        if redrive["RedrivePolicy"]:
+            await self._check_redrive(entry.arn, entry.fifo, redrive["RedrivePolicy"])
+        result = await self._ask_actor(entry, op)
+        if isinstance(result, Done):
+            self._note_dead_letter_target((region, op.queue), redrive["RedrivePolicy"])
+        return result
+
+    def _note_dead_letter_target(self, key: tuple[str, str], redrive_policy: str) -> None:
+        if redrive_policy:
+            self._dead_letter_targets[key] = validation.queue_config({"RedrivePolicy": redrive_policy}).dead_letter_arn
+        else:
+            self._dead_letter_targets.pop(key, None)
+
+    def _sources_of(self, target_arn: str) -> list[tuple[str, str]]:
+        return sorted(key for key, target in self._dead_letter_targets.items() if target == target_arn)
+
+    def _dead_letter_sources(self, op: ListDeadLetterSourceQueues, region: str) -> Result:
+        entry = self._queues.get((region, op.queue))
+        if entry is None:
+            raise no_such_queue(op.queue)
+        names = [name for source_region, name in self._sources_of(entry.arn) if source_region == region]
+        return self._page(names, op.max_results, op.next_token)
+
+    async def _start_move_task(self, op: StartMessageMoveTask, region: str, reply: Reply) -> None:
+        entry = self._queues.get((region, op.queue))
+        if entry is None:
+            raise BrokerError("ResourceNotFoundException", f"The source queue {op.queue} does not exist.")
+        if not self._sources_of(entry.arn):
+            raise invalid_move("The source queue must be configured as a dead-letter queue of another queue.")
+        if op.destination_arn:
+            destination = self._by_arn(op.destination_arn)
+            if destination is None:
+                raise BrokerError("ResourceNotFoundException", f"The destination queue {op.destination_arn} does not exist.")
+            if destination.fifo != entry.fifo or destination is entry:
+                raise invalid_move("The destination must be another queue of the same type as the source.")
+        if not entry.post(op, reply):
+            raise BrokerError("ResourceNotFoundException", f"The source queue {op.queue} does not exist.")
 
     async def _ask_actor(self, entry: _QueueEntry, op: Op) -> Result:
         slot: ReplySlot[Result] = ReplySlot()
@@ -264,27 +384,33 @@ class Broker:
         return result
 
     def _list(self, op: ListQueues, region: str) -> Result:
-        if op.max_results is not None and not 1 <= op.max_results <= 1000:
-            raise validation.invalid("Value for parameter MaxResults is invalid. Reason: must be between 1 and 1000.")
         names = sorted(name for queue_region, name in self._queues if queue_region == region and name.startswith(op.prefix))
-        if op.next_token:
+        return self._page(names, op.max_results, op.next_token)
+
+    @staticmethod
+    def _page(names: list[str], max_results: int | None, next_token: str | None) -> QueueNames:
+        """One page of sorted queue names, as ListQueues and ListDeadLetterSourceQueues page."""
+        if max_results is not None and not 1 <= max_results <= 1000:
+            raise validation.invalid("Value for parameter MaxResults is invalid. Reason: must be between 1 and 1000.")
+        if next_token:
             try:
-                after = base64.urlsafe_b64decode(op.next_token.encode()).decode()
+                after = base64.urlsafe_b64decode(next_token.encode()).decode()
             except (ValueError, UnicodeDecodeError):
                 raise validation.invalid("Invalid NextToken value.") from None
             names = [name for name in names if name > after]
-        limit = op.max_results or 1000
+        limit = max_results or 1000
         page = names[:limit]
-        more = op.max_results is not None and len(names) > limit
+        more = max_results is not None and len(names) > limit
         token = base64.urlsafe_b64encode(page[-1].encode()).decode() if more else None
         return QueueNames(page, token)
 
     # --- supervision --------------------------------------------------------------------------
     def _start_actor(self, core: QueueCore) -> None:
         assert self._nursery is not None
-        mailbox, inbox = trio.open_memory_channel[Request](self.config.mailbox_capacity)
-        entry = _QueueEntry(core.queue_id, mailbox, inbox)
+        mailbox, inbox = trio.open_memory_channel[Request](math.inf)
+        entry = _QueueEntry(core, mailbox, inbox)
         self._queues[(core.region, core.name)] = entry
+        self._note_dead_letter_target((core.region, core.name), core.attributes.get("RedrivePolicy", ""))
         self._nursery.start_soon(self._supervise, core, entry, name=f"queue:{core.name}")
 
     async def _supervise(self, core: QueueCore, entry: _QueueEntry) -> None:
@@ -292,11 +418,11 @@ class Broker:
         last_failure = -math.inf
         deleted = False
         while True:
-            actor = QueueActor(core, entry.inbox, self._writer, self._store, self._clock, entry.wake)
+            actor = QueueActor(core, entry.inbox, self._writer, self._store, self._clock, entry.post, self.forward)
             try:
                 deleted = await actor.run()
                 break
-            except (RestartFromStorage, Exception) as exc:  # noqa: BLE001 - supervision boundary
+            except (RestartFromStorage, Exception) as exc:
                 now = trio.current_time()
                 failures = failures + 1 if now - last_failure < 60 else 1
                 last_failure = now
@@ -333,7 +459,7 @@ class Broker:
         row = next((r for r in rows if r.queue_id == core.queue_id), None)
         if row is None:
             return None
-        loaded, damages = self._store.load_queue(row)
+        loaded, damages = self._store.load_queue(row, with_groups=core.config.fifo)
         if damages:
             log.error("queue %s: %s", core.name, StorageDamaged(damages))
         return QueueCore.restore(loaded, core.arn, now=self._clock.now(), wall_ms=self._clock.wall_ms())
@@ -341,6 +467,10 @@ class Broker:
 
 def _ignore(result: object) -> None:
     pass
+
+
+def invalid_move(reason: str) -> BrokerError:
+    return BrokerError("UnsupportedOperation", reason)
 
 
 class Session:
@@ -355,7 +485,11 @@ class Session:
     async def submit(self, op: Op, reply: Reply) -> None:
         """Route op to its actor; reply is called exactly once, later, from the actor's task.
         Blocks only to look a queue up the first time."""
-        if isinstance(op, REGISTRY_OPS) or not isinstance(op, QueueOp):
+        if (
+            isinstance(op, REGISTRY_OPS)
+            or not isinstance(op, QueueOp)
+            or (isinstance(op, SetQueueAttributes) and "RedrivePolicy" in op.attributes)
+        ):
             self._broker.send_to_registry(Request(op, reply, self.region))
             return
         for _ in range(2):
@@ -366,11 +500,11 @@ class Session:
                     reply(found)
                     return
                 mailbox = self._mailboxes[op.queue] = found
+            if mailbox.statistics().current_buffer_used >= self._broker.config.mailbox_capacity:
+                reply(failure(overloaded(f"Queue {op.queue}")))
+                return
             try:
                 mailbox.send_nowait(Request(op, reply))
-                return
-            except trio.WouldBlock:
-                reply(failure(overloaded(f"Queue {op.queue}")))
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 del self._mailboxes[op.queue]

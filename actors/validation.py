@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import decimal
 import hashlib
+import json
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
-
 from dovecote.storage.records import MessageAttribute
 
 from .errors import BrokerError, invalid
@@ -27,6 +27,10 @@ MIN_RETENTION_S = 60
 MAX_RETENTION_S = 14 * 24 * 3600
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_FIFO_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,75}\.fifo")
+_QUEUE_ARN = re.compile(r"arn:aws:sqs:([a-z0-9-]*):([0-9]{12}):([A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo)")
+DEDUP_WINDOW_S = 300
+MAX_RECEIVE_COUNT = 1000
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 _DATA_TYPE = re.compile(r"(String|Number|Binary)(\.[^\s]{1,250})?")
@@ -42,6 +46,11 @@ class QueueConfig(msgspec.Struct, frozen=True):
     max_message_bytes: int = MAX_MESSAGE_BYTES
     retention_s: int = 4 * 24 * 3600
     receive_wait_s: int = 0
+    fifo: bool = False
+    content_based_dedup: bool = False
+    dedup_per_group: bool = False  # DeduplicationScope=messageGroup
+    dead_letter_arn: str = ""  # RedrivePolicy's deadLetterTargetArn
+    max_receive_count: int = 0  # RedrivePolicy's maxReceiveCount (0: no dead-letter queue)
 
 
 # attribute name -> (config field, minimum, maximum)
@@ -54,6 +63,12 @@ _NUMERIC_ATTRIBUTES = {
 }
 # Stored and returned as given; no behaviour of this broker depends on them.
 _OPAQUE_ATTRIBUTES = {"Policy", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds", "SqsManagedSseEnabled"}
+# FIFO-only attributes and the values each accepts.
+_FIFO_ATTRIBUTES = {
+    "ContentBasedDeduplication": ("true", "false"),
+    "DeduplicationScope": ("messageGroup", "queue"),
+    "FifoThroughputLimit": ("perQueue", "perMessageGroupId"),
+}
 READ_ONLY_ATTRIBUTES = (
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesNotVisible",
@@ -67,22 +82,33 @@ SYSTEM_ATTRIBUTE_NAMES = (
     "ApproximateFirstReceiveTimestamp",
     "SentTimestamp",
     "SenderId",
+    "AWSTraceHeader",
+    "SequenceNumber",
+    "MessageDeduplicationId",
+    "MessageGroupId",
+    "DeadLetterQueueSourceArn",
 )
 
 
-def validate_queue_name(name: str) -> None:
-    if name.endswith(".fifo"):
-        raise BrokerError(
-            "InvalidParameterValue", "FIFO queues are not supported by this broker yet."
-        )
-    if not _QUEUE_NAME.fullmatch(name):
+def is_fifo_request(attributes: Mapping[str, str]) -> bool:
+    return attributes.get("FifoQueue", "").lower() == "true"
+
+
+def validate_queue_name(name: str, fifo: bool = False) -> None:
+    if fifo != name.endswith(".fifo") or not (_FIFO_QUEUE_NAME if fifo else _QUEUE_NAME).fullmatch(name):
         raise invalid(
-            "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length"
+            "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, "
+            "must end with .fifo suffix and be 1 to 80 in length."
+            if fifo or name.endswith(".fifo")
+            else "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length"
         )
 
 
-def validate_queue_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
-    """Check writable queue attributes; return them normalised (numbers without padding)."""
+def validate_queue_attributes(
+    attributes: Mapping[str, str], *, fifo: bool = False, creating: bool = False
+) -> dict[str, str]:
+    """Check writable queue attributes; return them normalised (numbers without padding, policies
+    as compact JSON). FifoQueue is accepted only when creating."""
     normalised: dict[str, str] = {}
     for name, value in attributes.items():
         if name in _NUMERIC_ATTRIBUTES:
@@ -99,30 +125,147 @@ def validate_queue_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
                 raise BrokerError("InvalidAttributeValue", "SqsManagedSseEnabled must be true or false.")
             normalised[name] = value.lower() if name == "SqsManagedSseEnabled" else value
         elif name == "FifoQueue":
-            if value.lower() == "true":
-                raise invalid("FIFO queues are not supported by this broker yet.")
-            raise BrokerError("InvalidAttributeName", "Unknown Attribute FifoQueue.")
+            if not creating:
+                raise BrokerError(
+                    "InvalidAttributeValue", "Invalid value for the parameter FifoQueue. Reason: Modifying queue type is not supported."
+                )
+            if value.lower() not in ("true", "false") or (value.lower() == "false" and fifo):
+                raise BrokerError("InvalidAttributeValue", f"Invalid value for the parameter FifoQueue: {value[:20]}.")
+            if fifo:
+                normalised[name] = "true"
+        elif name in _FIFO_ATTRIBUTES:
+            if not fifo:
+                raise BrokerError("InvalidAttributeName", f"Unknown Attribute {name}.")
+            allowed = _FIFO_ATTRIBUTES[name]
+            chosen = value.lower() if name == "ContentBasedDeduplication" else value
+            if chosen not in allowed:
+                raise BrokerError(
+                    "InvalidAttributeValue",
+                    f"Invalid value for the parameter {name}. Reason: must be one of {', '.join(allowed)}.",
+                )
+            normalised[name] = chosen
+        elif name == "RedrivePolicy":
+            normalised[name] = _redrive_policy_json(value)
+        elif name == "RedriveAllowPolicy":
+            normalised[name] = _redrive_allow_policy_json(value)
         else:
             raise BrokerError("InvalidAttributeName", f"Unknown Attribute {name}.")
     return normalised
 
 
+def check_fifo_throughput(attributes: Mapping[str, str]) -> None:
+    """AWS's one cross-attribute rule: per-group throughput needs per-group deduplication."""
+    if attributes.get("FifoThroughputLimit") == "perMessageGroupId" and attributes.get("DeduplicationScope") != "messageGroup":
+        raise BrokerError(
+            "InvalidAttributeValue",
+            "Invalid value for the parameter FifoThroughputLimit. Reason: perMessageGroupId is allowed only "
+            "when DeduplicationScope is messageGroup.",
+        )
+
+
+def _json_object(name: str, value: str) -> dict:
+    try:
+        document = json.loads(value)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise BrokerError("InvalidAttributeValue", f"Invalid value for the parameter {name}. Reason: must be a JSON object.")
+    return document
+
+
+def _redrive_policy_json(value: str) -> str:
+    """RedrivePolicy as AWS returns it; "" removes the policy."""
+    if value == "":
+        return ""
+    document = _json_object("RedrivePolicy", value)
+    problem = ""
+    target, count = document.get("deadLetterTargetArn"), document.get("maxReceiveCount")
+    if set(document) - {"deadLetterTargetArn", "maxReceiveCount"}:
+        problem = f"unknown fields {sorted(set(document) - {'deadLetterTargetArn', 'maxReceiveCount'})}"
+    elif not isinstance(target, str) or not _QUEUE_ARN.fullmatch(target):
+        problem = "deadLetterTargetArn must be an SQS queue ARN"
+    elif isinstance(count, bool) or _parse_int(str(count)) is None or not 1 <= int(str(count)) <= MAX_RECEIVE_COUNT:
+        problem = f"maxReceiveCount must be an integer from 1 to {MAX_RECEIVE_COUNT}"
+    if problem:
+        raise BrokerError(
+            "InvalidParameterValue", f"Value {value[:200]} for parameter RedrivePolicy is invalid. Reason: {problem}."
+        )
+    return json.dumps({"deadLetterTargetArn": target, "maxReceiveCount": int(str(count))}, separators=(",", ":"))
+
+
+def _redrive_allow_policy_json(value: str) -> str:
+    document = _json_object("RedriveAllowPolicy", value)
+    permission, sources = document.get("redrivePermission"), document.get("sourceQueueArns")
+    problem = ""
+    if permission not in ("allowAll", "denyAll", "byQueue"):
+        problem = "redrivePermission must be allowAll, denyAll or byQueue"
+    elif permission == "byQueue" and not (
+        isinstance(sources, list) and 1 <= len(sources) <= 10 and all(isinstance(a, str) and _QUEUE_ARN.fullmatch(a) for a in sources)
+    ):
+        problem = "byQueue needs sourceQueueArns: 1 to 10 SQS queue ARNs"
+    elif permission != "byQueue" and sources is not None:
+        problem = "sourceQueueArns is allowed only with byQueue"
+    if problem:
+        raise BrokerError(
+            "InvalidParameterValue", f"Value {value[:200]} for parameter RedriveAllowPolicy is invalid. Reason: {problem}."
+        )
+    policy = {"redrivePermission": permission}
+    if permission == "byQueue":
+        policy["sourceQueueArns"] = sources
+    return json.dumps(policy, separators=(",", ":"))
+
+
+def parse_queue_arn(arn: str) -> tuple[str, str, str]:
+    """(region, account, name) of an SQS queue ARN; raises InvalidParameterValue."""
+    match = _QUEUE_ARN.fullmatch(arn)
+    if match is None:
+        raise invalid(f"Value {arn[:200]} is not a valid SQS queue ARN.")
+    return match.group(1), match.group(2), match.group(3)
+
+
+def redrive_allows(allow_policy: str | None, source_arn: str) -> bool:
+    """Whether a queue's RedriveAllowPolicy lets source_arn use it as its dead-letter queue."""
+    if not allow_policy:
+        return True
+    document = json.loads(allow_policy)
+    permission = document["redrivePermission"]
+    return permission == "allowAll" or (permission == "byQueue" and source_arn in document["sourceQueueArns"])
+
+
 def queue_config(attributes: Mapping[str, str]) -> QueueConfig:
-    fields = {
+    fields: dict = {
         field: int(attributes[name])
         for name, (field, _, _) in _NUMERIC_ATTRIBUTES.items()
         if name in attributes
     }
+    fields["fifo"] = attributes.get("FifoQueue") == "true"
+    fields["content_based_dedup"] = attributes.get("ContentBasedDeduplication") == "true"
+    fields["dedup_per_group"] = attributes.get("DeduplicationScope") == "messageGroup"
+    if attributes.get("RedrivePolicy"):
+        redrive = json.loads(attributes["RedrivePolicy"])
+        fields["dead_letter_arn"] = redrive["deadLetterTargetArn"]
+        fields["max_receive_count"] = redrive["maxReceiveCount"]
     return QueueConfig(**fields)
 
 
-def default_queue_attributes() -> dict[str, str]:
+def default_queue_attributes(fifo: bool = False) -> dict[str, str]:
     defaults = QueueConfig()
-    return {name: str(getattr(defaults, field)) for name, (field, _, _) in _NUMERIC_ATTRIBUTES.items()}
+    attributes = {name: str(getattr(defaults, field)) for name, (field, _, _) in _NUMERIC_ATTRIBUTES.items()}
+    if fifo:
+        attributes.update(
+            FifoQueue="true", ContentBasedDeduplication="false", DeduplicationScope="queue", FifoThroughputLimit="perQueue"
+        )
+    return attributes
 
 
 def check_attribute_names(names: Iterable[str]) -> None:
-    known = set(_NUMERIC_ATTRIBUTES) | _OPAQUE_ATTRIBUTES | set(READ_ONLY_ATTRIBUTES) | {"All"}
+    known = (
+        set(_NUMERIC_ATTRIBUTES)
+        | _OPAQUE_ATTRIBUTES
+        | set(_FIFO_ATTRIBUTES)
+        | set(READ_ONLY_ATTRIBUTES)
+        | {"All", "FifoQueue", "RedrivePolicy", "RedriveAllowPolicy"}
+    )
     for name in names:
         if name not in known:
             raise BrokerError("InvalidAttributeName", f"Unknown Attribute {name}.")
@@ -130,7 +273,7 @@ def check_attribute_names(names: Iterable[str]) -> None:
 
 def check_system_attribute_names(names: Iterable[str]) -> None:
     for name in names:
-        if name != "All" and name not in SYSTEM_ATTRIBUTE_NAMES and name not in ("AWSTraceHeader", "SequenceNumber", "MessageDeduplicationId", "MessageGroupId", "DeadLetterQueueSourceArn"):
+        if name != "All" and name not in SYSTEM_ATTRIBUTE_NAMES:
             raise BrokerError("InvalidAttributeName", f"Unknown Attribute {name}.")
 
 
@@ -262,12 +405,42 @@ def validate_system_attributes(attributes: Mapping[str, MessageAttribute]) -> No
 _GROUP_ID = re.compile(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}")
 
 
-def validate_group_id(group_id: str) -> None:
+def validate_group_id(group_id: str, parameter: str = "MessageGroupId") -> None:
+    """MessageGroupId, MessageDeduplicationId and ReceiveRequestAttemptId share one rule."""
     if not _GROUP_ID.fullmatch(group_id):
         raise invalid(
-            f"Value {group_id[:140]} for parameter MessageGroupId is invalid. Reason: 1 to 128 alphanumeric "
+            f"Value {group_id[:140]} for parameter {parameter} is invalid. Reason: 1 to 128 alphanumeric "
             "or punctuation characters."
         )
+
+
+def fifo_send_parameters(
+    fifo: bool, content_based: bool, body: str, delay_seconds: int | None, group_id: str | None, dedup_id: str | None
+) -> str:
+    """Check a send's queue-type-specific parameters; returns its deduplication id ("" on a
+    standard queue): the one given, or the body's SHA-256 with ContentBasedDeduplication."""
+    if not fifo:
+        if dedup_id is not None:
+            raise invalid("The request include parameter MessageDeduplicationId that is not valid for this queue type.")
+        if group_id is not None:
+            validate_group_id(group_id)
+        return ""
+    if group_id is None:
+        raise BrokerError("MissingParameter", "The request must contain the parameter MessageGroupId.")
+    validate_group_id(group_id)
+    if delay_seconds is not None:
+        raise invalid(
+            f"Value {delay_seconds} for parameter DelaySeconds is invalid. Reason: The request include parameter "
+            "that is not valid for this queue type."
+        )
+    if dedup_id is not None:
+        validate_group_id(dedup_id, "MessageDeduplicationId")
+        return dedup_id
+    if not content_based:
+        raise invalid(
+            "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly"
+        )
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def check_batch_size(bodies: Iterable[str], attributes: Iterable[Mapping[str, MessageAttribute]], limit: int) -> None:

@@ -63,6 +63,9 @@ class MessageSent(Record):
     attributes: dict[str, MessageAttribute]
     system_attributes: dict[str, MessageAttribute] = {}  # AWSTraceHeader
     group_id: str = ""  # MessageGroupId ("": none)
+    dedup_id: str = ""  # FIFO: MessageDeduplicationId (given, or the body's SHA-256)
+    first_sent_ms: int = 0  # a moved message: its SentTimestamp in the queue it came from
+    dead_letter_source_arn: str = ""  # a dead-lettered message: the queue it came from
 
 
 class MessageSentHead(msgspec.Struct, tag="MessageSent", array_like=True, gc=False, frozen=True):
@@ -101,7 +104,30 @@ class MessageDeleted(Record):
     queue: str
     seq: int
     message_id: str
-    reason: str  # "deleted" or "expired"
+    reason: str  # "deleted", "expired" or "moved" (the same commit stores it in another queue)
+
+
+class DedupWindowClosed(Record):
+    """A FIFO queue's deduplication window has passed every message with seq <= through_seq."""
+
+    queue_id: int
+    queue: str
+    through_seq: int
+
+
+class MoveTaskChanged(Record):
+    """A message move task's state after a change (started, progress, cancelled, finished)."""
+
+    queue_id: int  # the task's source queue
+    queue: str
+    started_ms: int  # with queue_id, names the task
+    status: str  # RUNNING, CANCELLING, CANCELLED, COMPLETED or FAILED
+    through_seq: int  # the task moves the messages that were in the queue when it started
+    destination_arn: str  # "": each message back to the queue it was dead-lettered from
+    max_per_second: int  # 0: unthrottled
+    to_move: int
+    moved: int
+    failure_reason: str = ""
 
 
 AnyRecord = (
@@ -113,6 +139,8 @@ AnyRecord = (
     | MessageReceived
     | VisibilityChanged
     | MessageDeleted
+    | DedupWindowClosed
+    | MoveTaskChanged
 )
 QueueRow = QueueCreated | QueueAttributesChanged
 DeliveryRow = MessageReceived | VisibilityChanged
@@ -120,6 +148,18 @@ DeliveryRow = MessageReceived | VisibilityChanged
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyRecord)
 _head_decoder = msgspec.msgpack.Decoder(MessageSentHead)
+
+
+class DedupEntry(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """A FIFO send's deduplication key as the dedup table keeps it, beside the message's seq."""
+
+    at_ms: int
+    dedup_id: str
+    group_id: str
+    message_id: str
+
+
+_dedup_decoder = msgspec.msgpack.Decoder(DedupEntry)
 
 
 def encode_record(record: Record) -> bytes:
@@ -134,3 +174,11 @@ def decode_record(payload: bytes | memoryview) -> AnyRecord:
 def decode_message_head(payload: bytes | memoryview) -> MessageSentHead:
     """Raises msgspec.DecodeError (or ValidationError) on a payload that is not a MessageSent."""
     return _head_decoder.decode(payload)
+
+
+def encode_dedup_entry(entry: DedupEntry) -> bytes:
+    return _encoder.encode(entry)
+
+
+def decode_dedup_entry(payload: bytes | memoryview) -> DedupEntry:
+    return _dedup_decoder.decode(payload)

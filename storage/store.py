@@ -24,25 +24,30 @@ from . import keys
 from .framing import DamagedValue, frame, unframe
 from .records import (
     AnyRecord,
+    DedupEntry,
     DeliveryRow,
     MessageReceived,
     MessageSent,
     MessageSentHead,
+    MoveTaskChanged,
     QueueAttributesChanged,
     QueueCreated,
     QueuePurged,
     QueueRow,
     Record,
     VisibilityChanged,
+    decode_dedup_entry,
     decode_message_head,
     decode_record,
     encode_record,
 )
 from .tables import (
+    DEDUP,
     DELIVERIES,
     LOG,
     MESSAGES,
     META,
+    MOVE_TASKS,
     NEXT_QUEUE_ID,
     QUEUES,
     Change,
@@ -126,11 +131,14 @@ class DamageCollector:
 class LoadedMessage(NamedTuple):
     sent: MessageSentHead
     delivery: DeliveryRow | None
+    group_id: str = ""  # read only when load_queue is asked for groups
 
 
 class LoadedQueue(NamedTuple):
     row: QueueRow
     messages: list[LoadedMessage]  # in seq order
+    dedup: list[tuple[int, DedupEntry]] = []  # (seq, entry), in seq order
+    move_tasks: list[MoveTaskChanged] = []  # oldest first
 
 
 class Store(abc.ABC):
@@ -221,8 +229,10 @@ class Store(abc.ABC):
                 damage.add(QUEUES, key)
         return rows, damage.result()
 
-    def load_queue(self, row: QueueRow) -> tuple[LoadedQueue, list[Damage]]:
-        """Every live message of one queue with its delivery state, in seq order."""
+    def load_queue(self, row: QueueRow, *, with_groups: bool = False) -> tuple[LoadedQueue, list[Damage]]:
+        """Every live message of one queue with its delivery state, in seq order, its FIFO
+        deduplication entries and its message move tasks. Message groups are read only
+        `with_groups`, as that decodes whole messages, bodies included."""
         damage = DamageCollector()
         first, last = keys.queue_message_range(row.queue_id)
         deliveries: dict[bytes, DeliveryRow] = {}
@@ -236,13 +246,35 @@ class Store(abc.ABC):
         messages: list[LoadedMessage] = []
         for key, value in self._scan(MESSAGES, first, last):
             try:
-                head = decode_message_head(unframe(value))
+                if with_groups:
+                    sent = decode_record(unframe(value))
+                    if not isinstance(sent, MessageSent):
+                        raise DamagedValue("not a MessageSent")
+                    group = sent.group_id
+                else:
+                    sent, group = decode_message_head(unframe(value)), ""
             except _DECODE_ERRORS:
                 damage.add(MESSAGES, key)
                 continue
-            messages.append(LoadedMessage(head, deliveries.get(key) if deliveries else None))
+            messages.append(LoadedMessage(sent, deliveries.get(key) if deliveries else None, group))
             damage.break_run()
-        return LoadedQueue(row, messages), damage.result()
+        dedup: list[tuple[int, DedupEntry]] = []
+        for key, value in self._scan(DEDUP, first, last):
+            try:
+                dedup.append((keys.message_key_parts(key)[1], decode_dedup_entry(unframe(value))))
+            except _DECODE_ERRORS:
+                damage.add(DEDUP, key)
+            else:
+                damage.break_run()
+        tasks: list[MoveTaskChanged] = []
+        for key, value in self._scan(MOVE_TASKS, first, last):
+            record = _decode_or_none(value)
+            if isinstance(record, MoveTaskChanged):
+                tasks.append(record)
+                damage.break_run()
+            else:
+                damage.add(MOVE_TASKS, key)
+        return LoadedQueue(row, messages, dedup, tasks), damage.result()
 
     def read_messages(self, queue_id: int, seqs: Sequence[int]) -> list[MessageSent | None]:
         """The stored MessageSent of each seq (None where gone). Raises StorageDamaged."""
@@ -291,9 +323,9 @@ class Store(abc.ABC):
     def verify_all(self) -> list[Damage]:
         """Check every stored value (the `dovecote check` scan); returns the damaged ranges."""
         damage = DamageCollector()
-        for table in (LOG, QUEUES, MESSAGES, DELIVERIES):
+        for table in (LOG, QUEUES, MESSAGES, DELIVERIES, MOVE_TASKS, DEDUP):
             for key, value in self._scan(table):
-                if _decode_or_none(value) is None:
+                if not _decodes(table, value):
                     damage.add(table, key)
                 else:
                     damage.break_run()
@@ -329,6 +361,16 @@ def stamp(record: Record, lsn: int) -> Record:
 
 
 _DECODE_ERRORS = (DamagedValue, msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+
+
+def _decodes(table: str, value: bytes) -> bool:
+    if table != DEDUP:
+        return _decode_or_none(value) is not None
+    try:
+        decode_dedup_entry(unframe(value))
+    except _DECODE_ERRORS:
+        return False
+    return True
 
 
 def _decode_or_none(value: bytes) -> AnyRecord | None:

@@ -13,15 +13,19 @@ from typing import NamedTuple
 from . import keys
 from .framing import frame
 from .records import (
+    DedupEntry,
+    DedupWindowClosed,
     MessageDeleted,
     MessageReceived,
     MessageSent,
+    MoveTaskChanged,
     QueueAttributesChanged,
     QueueCreated,
     QueueDeleted,
     QueuePurged,
     Record,
     VisibilityChanged,
+    encode_dedup_entry,
 )
 
 LOG = "log"
@@ -29,7 +33,10 @@ QUEUES = "queues"
 MESSAGES = "messages"
 DELIVERIES = "deliveries"
 META = "meta"
-TABLES = (LOG, QUEUES, MESSAGES, DELIVERIES, META)
+DEDUP = "dedup"  # FIFO deduplication ids of the last 5 minutes, by (queue_id, seq)
+MOVE_TASKS = "move_tasks"  # message move tasks, by (queue_id, started_ms)
+TABLES = (LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS)
+QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
 NEXT_QUEUE_ID = b"next_queue_id"
 
@@ -58,8 +65,12 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
     """The state-table changes for one record; `framed` is the record as stored in the log, which
     is also what the state tables hold."""
     match record:
-        case MessageSent(queue_id=q, seq=seq):
+        case MessageSent(queue_id=q, seq=seq, dedup_id=""):
             return [Put(MESSAGES, keys.message_key(q, seq), framed)]
+        case MessageSent(queue_id=q, seq=seq):
+            key = keys.message_key(q, seq)
+            entry = DedupEntry(record.at_ms, record.dedup_id, record.group_id, record.message_id)
+            return [Put(MESSAGES, key, framed), Put(DEDUP, key, frame(encode_dedup_entry(entry)))]
         case MessageReceived(queue_id=q, seq=seq) | VisibilityChanged(queue_id=q, seq=seq):
             return [Put(DELIVERIES, keys.message_key(q, seq), framed)]
         case MessageDeleted(queue_id=q, seq=seq):
@@ -75,11 +86,11 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
         case QueuePurged(queue_id=q, through_seq=through):
             first, last = keys.queue_message_range(q, through)
             return [DeleteRange(MESSAGES, first, last), DeleteRange(DELIVERIES, first, last)]
+        case DedupWindowClosed(queue_id=q, through_seq=through):
+            return [DeleteRange(DEDUP, *keys.queue_message_range(q, through))]
+        case MoveTaskChanged(queue_id=q, started_ms=started):
+            return [Put(MOVE_TASKS, keys.message_key(q, started), framed)]
         case QueueDeleted(queue_id=q):
             first, last = keys.queue_message_range(q)
-            return [
-                Delete(QUEUES, keys.queue_key(q)),
-                DeleteRange(MESSAGES, first, last),
-                DeleteRange(DELIVERIES, first, last),
-            ]
+            return [Delete(QUEUES, keys.queue_key(q))] + [DeleteRange(t, first, last) for t in QUEUE_TABLES]
     raise TypeError(f"no table changes defined for {type(record).__name__}")

@@ -410,7 +410,7 @@ async def test_a_bug_in_the_registry_fails_one_request_not_the_broker(autojump_c
 
     async with running_broker() as h:
         original = validation.validate_queue_name
-        monkeypatch.setattr(validation, "validate_queue_name", lambda name: 1 / 0 if name == "boom" else original(name))
+        monkeypatch.setattr(validation, "validate_queue_name", lambda name, fifo=False: 1 / 0 if name == "boom" else original(name, fifo))
         failed = await h.call(CreateQueue("boom"))
         assert isinstance(failed, Failure) and failed.code == "InternalError"
         await h.ok(CreateQueue("fine"))
