@@ -381,6 +381,7 @@ class Broker:
         result = await self._ask_actor(entry, op)
         if isinstance(result, Done) and self._queues.get((region, op.queue)) is entry:
             del self._queues[(region, op.queue)]
+            self._dead_letter_targets.pop((region, op.queue), None)
         return result
 
     def _list(self, op: ListQueues, region: str) -> Result:
