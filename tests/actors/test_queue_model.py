@@ -1,7 +1,8 @@
-"""A hypothesis state machine: random sends, receives, deletes, visibility changes, clock jumps and
-restarts from the store, applied to QueueCore and to a small reference model of the SQS rules for a
-standard queue. Any difference fails. Times are whole seconds, so stored millisecond deadlines are
-exact across restarts."""
+"""Hypothesis state machines: random sends, receives, deletes, visibility changes, clock jumps and
+restarts from the store, applied to QueueCore and to a small reference model of the SQS rules, for
+a standard queue and for a FIFO queue (order within groups, group locks, deduplication). Any
+difference fails. Times are whole seconds, so stored millisecond deadlines are exact across
+restarts."""
 
 from dataclasses import dataclass
 
@@ -9,7 +10,7 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from dovecote.actors.errors import BrokerError
-from dovecote.actors.queue_core import READY, QueueCore
+from dovecote.actors.queue_core import READY, Duplicate, QueueCore
 from dovecote.actors.registry import BrokerConfig, queue_arn
 from dovecote.actors.validation import default_queue_attributes
 from dovecote.storage.memory_store import MemoryStore
@@ -25,16 +26,19 @@ class ModelMessage:
     visible_at: int
     receive_count: int = 0
     deleted: bool = False
+    group: str = ""
+    seq: int = 0
 
 
 class QueueModel(RuleBasedStateMachine):
+    attributes = {**default_queue_attributes(), "VisibilityTimeout": "30"}
+
     def __init__(self) -> None:
         super().__init__()
         self.now = 0
         self.store = MemoryStore()
-        attributes = {**default_queue_attributes(), "VisibilityTimeout": "30"}
-        self.store.commit([[QueueCreated(WALL, 1, "model", attributes)]])
-        self.core = QueueCore(1, "model", attributes, ARN)
+        self.store.commit([[QueueCreated(WALL, 1, "model", self.attributes)]])
+        self.core = QueueCore(1, "model", self.attributes, ARN)
         self.model: dict[str, ModelMessage] = {}
         self.handles: list[tuple[str, str, int]] = []  # (handle, message id, receive count it came with)
         self.last_purge: int | None = None  # the one-a-minute rule is not kept across restarts
@@ -140,7 +144,7 @@ class QueueModel(RuleBasedStateMachine):
     def restart(self):
         self.last_purge = None
         rows, damages = self.store.load_queue_rows()
-        loaded, more = self.store.load_queue(rows[0])
+        loaded, more = self.store.load_queue(rows[0], with_groups=self.core.config.fifo)
         assert damages == more == []
         self.core = QueueCore.restore(loaded, ARN, now=float(self.now), wall_ms=self.wall_ms())
 
@@ -159,3 +163,67 @@ class QueueModel(RuleBasedStateMachine):
 
 TestQueueModel = QueueModel.TestCase
 TestQueueModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+class FifoQueueModel(QueueModel):
+    """The FIFO rules: a receive returns, oldest first, messages of groups with nothing in flight
+    (as many as it asks for, when there are that many), each one its group's oldest; a
+    deduplication id seen in the last 5 minutes gives the original MessageId and no new message."""
+
+    attributes = {**default_queue_attributes(True), "VisibilityTimeout": "30"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dedup: dict[str, tuple[int, str]] = {}  # id -> (sent at, message id)
+
+    @rule(body=st.sampled_from(["x", "y", "z"]), group=st.sampled_from(["a", "b", "c"]), dedup=st.integers(0, 6))
+    def send(self, body, group, dedup):
+        dedup_id = f"d{dedup}"
+        prepared = self.core.prepare_send(
+            body, None, {}, "", self.wall_ms(), group_id=group, dedup_id=dedup_id, now=float(self.now)
+        )
+        seen = self.dedup.get(dedup_id)
+        if seen is not None and self.now - seen[0] < 300:
+            assert isinstance(prepared, Duplicate) and prepared.message_id == seen[1]
+            return
+        assert not isinstance(prepared, Duplicate)
+        record = self.commit(prepared)
+        self.core.apply_sent(record, float(self.now))
+        self.model[record.message_id] = ModelMessage(body, self.now, group=group, seq=record.seq)
+        self.dedup[dedup_id] = (self.now, record.message_id)
+
+    @rule(count=st.integers(1, 10), visibility=st.one_of(st.none(), st.integers(0, 200)))
+    def receive(self, count, visibility):
+        live = {mid: m for mid, m in self.model.items() if not m.deleted}
+        locked = {m.group for m in live.values() if m.visible_at > self.now and m.receive_count > 0}
+        available = [mid for mid, m in live.items() if m.group not in locked]
+        lives = self.core.take_ready(count, float(self.now))
+        rows = self.store.read_messages(1, [live.seq for live in lives])
+        received = self.core.mark_received(lives, rows, visibility, float(self.now), self.wall_ms())
+        assert len(received) == min(count, len(available))
+        taken_per_group: dict[str, int] = {}
+        timeout = 30 if visibility is None else visibility
+        for record, row in received:
+            message = self.model[row.message_id]
+            assert row.message_id in available
+            # each message is the oldest of its group not already taken by this receive
+            group_seqs = sorted(m.seq for m in live.values() if m.group == message.group)
+            position = taken_per_group.get(message.group, 0)
+            assert message.seq == group_seqs[position]
+            taken_per_group[message.group] = position + 1
+            message.receive_count += 1
+            message.visible_at = self.now + timeout
+            self.commit(record)
+            handle = self.core.render_received(record, row, [], []).receipt_handle
+            self.handles.append((handle, row.message_id, record.receive_count))
+
+    @rule(seconds=st.integers(0, 100))
+    def advance(self, seconds):
+        super().advance(seconds)
+        record = self.core.expire_dedup(float(self.now), self.wall_ms())
+        if record is not None:
+            self.commit(record)
+
+
+TestFifoQueueModel = FifoQueueModel.TestCase
+TestFifoQueueModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
