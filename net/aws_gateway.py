@@ -92,7 +92,7 @@ class AwsGateway:
         result = await slot.wait()
         if isinstance(result, Failure):
             return BrokerError(result.code if result.code in KINDS else "InternalError", result.message)
-        return sqs_api.to_output(result, context)
+        return sqs_api.to_output(result, context, action)
 
     def _verify(self, request: HttpRequest) -> BrokerError | None:
         if self._verifier is None:

@@ -25,6 +25,7 @@ from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import (
     AddPermission,
     Attributes,
+    CancelMessageMoveTask,
     ChangeMessageVisibility,
     ChangeMessageVisibilityBatch,
     CreateQueue,
@@ -35,6 +36,8 @@ from dovecote.actors.ops import (
     Failure,
     GetQueueAttributes,
     GetQueueUrl,
+    ListDeadLetterSourceQueues,
+    ListMessageMoveTasks,
     ListQueues,
     ListQueueTags,
     Op,
@@ -51,6 +54,7 @@ from dovecote.actors.ops import (
     SendMessage,
     SendMessageBatch,
     SetQueueAttributes,
+    StartMessageMoveTask,
     TagQueue,
     UntagQueue,
     VisibilityEntry,
@@ -137,9 +141,15 @@ class _Operations:
         delay_seconds: int | None = None,
         message_attributes: Mapping[str, MessageAttribute] | None = None,
         message_group_id: str | None = None,
+        message_deduplication_id: str | None = None,
     ) -> Any:
         op = SendMessage(
-            queue_name(queue), body, delay_seconds, dict(message_attributes or {}), message_group_id=message_group_id
+            queue_name(queue),
+            body,
+            delay_seconds,
+            dict(message_attributes or {}),
+            message_group_id=message_group_id,
+            message_deduplication_id=message_deduplication_id,
         )
         return self._then(self.call(op), lambda r: r)
 
@@ -155,6 +165,7 @@ class _Operations:
         wait_time_seconds: int | None = None,
         attribute_names: Sequence[str] = (),
         message_attribute_names: Sequence[str] = (),
+        receive_request_attempt_id: str | None = None,
     ) -> Any:
         op = ReceiveMessage(
             queue_name(queue),
@@ -163,8 +174,27 @@ class _Operations:
             wait_time_seconds,
             list(attribute_names),
             list(message_attribute_names),
+            receive_request_attempt_id,
         )
         return self._then(self.call(op), lambda r: r.messages)
+
+    def list_dead_letter_source_queues(
+        self, queue: str, max_results: int | None = None, next_token: str | None = None
+    ) -> Any:
+        return self._then(self.call(ListDeadLetterSourceQueues(queue_name(queue), max_results, next_token)), lambda r: r)
+
+    def start_message_move_task(
+        self, source_queue: str, destination_arn: str = "", max_number_of_messages_per_second: int | None = None
+    ) -> Any:
+        op = StartMessageMoveTask(queue_name(source_queue), destination_arn, max_number_of_messages_per_second)
+        return self._then(self.call(op), lambda r: r.task_handle)
+
+    def list_message_move_tasks(self, source_queue: str, max_results: int = 1) -> Any:
+        return self._then(self.call(ListMessageMoveTasks(queue_name(source_queue), max_results)), lambda r: r.tasks)
+
+    def cancel_message_move_task(self, source_queue: str, task_handle: str) -> Any:
+        op = CancelMessageMoveTask(queue_name(source_queue), task_handle)
+        return self._then(self.call(op), lambda r: r.moved)
 
     def delete_message(self, queue: str, receipt_handle: str) -> Any:
         return self._then(self.call(DeleteMessage(queue_name(queue), receipt_handle)), lambda r: None)

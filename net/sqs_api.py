@@ -15,12 +15,15 @@ from urllib.parse import urlsplit
 import msgspec
 
 from dovecote.actors.errors import BrokerError
+from dovecote.actors.ids import decode_task_handle
+from dovecote.actors.validation import parse_queue_arn
 from dovecote.actors.ops import (
     AddPermission,
     Attributes,
     BatchResult,
     ChangeMessageVisibility,
     ChangeMessageVisibilityBatch,
+    CancelMessageMoveTask,
     CreateQueue,
     DeleteEntry,
     DeleteMessage,
@@ -29,8 +32,12 @@ from dovecote.actors.ops import (
     Done,
     GetQueueAttributes,
     GetQueueUrl,
+    ListDeadLetterSourceQueues,
+    ListMessageMoveTasks,
     ListQueues,
     ListQueueTags,
+    MovedCount,
+    MoveTasks,
     Op,
     PurgeQueue,
     QueueName,
@@ -45,7 +52,9 @@ from dovecote.actors.ops import (
     SendMessageBatch,
     Sent,
     SetQueueAttributes,
+    StartMessageMoveTask,
     TagQueue,
+    TaskHandle,
     Tags,
     UntagQueue,
     VisibilityEntry,
@@ -104,6 +113,7 @@ class SendMessageRequest(_QueueUrlShape):
     message_attributes: dict[str, AttributeValue] = {}
     message_system_attributes: dict[str, AttributeValue] = {}
     message_group_id: str | None = None
+    message_deduplication_id: str | None = None
 
 
 class SendMessageBatchEntry(_Shape):
@@ -113,6 +123,7 @@ class SendMessageBatchEntry(_Shape):
     message_attributes: dict[str, AttributeValue] = {}
     message_system_attributes: dict[str, AttributeValue] = {}
     message_group_id: str | None = None
+    message_deduplication_id: str | None = None
 
 
 class SendMessageBatchRequest(_QueueUrlShape):
@@ -126,6 +137,7 @@ class ReceiveMessageRequest(_QueueUrlShape):
     max_number_of_messages: int = 1
     visibility_timeout: int | None = None
     wait_time_seconds: int | None = None
+    receive_request_attempt_id: str | None = None
 
 
 class DeleteMessageRequest(_QueueUrlShape):
@@ -172,6 +184,34 @@ class ChangeMessageVisibilityBatchEntry(_Shape):
 
 class ChangeMessageVisibilityBatchRequest(_QueueUrlShape):
     entries: list[ChangeMessageVisibilityBatchEntry]
+
+
+class ListDeadLetterSourceQueuesRequest(_QueueUrlShape):
+    next_token: str | None = None
+    max_results: int | None = None
+
+
+class StartMessageMoveTaskRequest(_Shape):
+    source_arn: str
+    destination_arn: str = ""
+    max_number_of_messages_per_second: int | None = None
+
+
+class ListMessageMoveTasksRequest(_Shape):
+    source_arn: str
+    max_results: int = 1
+
+
+class CancelMessageMoveTaskRequest(_Shape):
+    task_handle: str
+
+
+def _queue_of_arn(arn: str) -> str:
+    """The queue an ARN names; move tasks name queues by ARN."""
+    try:
+        return parse_queue_arn(arn)[2]
+    except BrokerError:
+        raise BrokerError("ResourceNotFoundException", f"The queue {arn[:200]} does not exist.") from None
 
 
 class Context(msgspec.Struct, frozen=True):
@@ -230,6 +270,7 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
             _attributes(r.message_attributes),
             message_system_attributes=_attributes(r.message_system_attributes),
             message_group_id=r.message_group_id,
+            message_deduplication_id=r.message_deduplication_id,
         ),
     ),
     "SendMessageBatch": (
@@ -244,6 +285,7 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
                     _attributes(e.message_attributes),
                     _attributes(e.message_system_attributes),
                     e.message_group_id,
+                    e.message_deduplication_id,
                 )
                 for e in r.entries
             ],
@@ -258,6 +300,7 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
             r.wait_time_seconds,
             _receive_names(r),
             r.message_attribute_names,
+            r.receive_request_attempt_id,
         ),
     ),
     "DeleteMessage": (
@@ -292,7 +335,26 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
         RemovePermissionRequest,
         lambda r, c: RemovePermission(c.queue_from_url(r.queue_url), r.label),
     ),
+    "ListDeadLetterSourceQueues": (
+        ListDeadLetterSourceQueuesRequest,
+        lambda r, c: ListDeadLetterSourceQueues(c.queue_from_url(r.queue_url), r.max_results, r.next_token),
+    ),
+    "StartMessageMoveTask": (
+        StartMessageMoveTaskRequest,
+        lambda r, c: StartMessageMoveTask(_queue_of_arn(r.source_arn), r.destination_arn, r.max_number_of_messages_per_second),
+    ),
+    "ListMessageMoveTasks": (
+        ListMessageMoveTasksRequest,
+        lambda r, c: ListMessageMoveTasks(_queue_of_arn(r.source_arn), r.max_results),
+    ),
+    "CancelMessageMoveTask": (
+        CancelMessageMoveTaskRequest,
+        lambda r, c: CancelMessageMoveTask(_queue_of_arn(decode_task_handle(r.task_handle)[0]), r.task_handle),
+    ),
 }
+
+# Results whose output member names differ by action.
+_QUEUE_LIST_MEMBER = {"ListDeadLetterSourceQueues": "queueUrls"}
 
 
 def _get_queue_url(request: GetQueueUrlRequest, context: Context) -> Op:
@@ -319,7 +381,7 @@ def to_op(action: str, params: dict[str, Any], context: Context) -> Op:
     return build(request, context)
 
 
-def to_output(result: Result, context: Context) -> dict[str, Any]:
+def to_output(result: Result, context: Context, action: str = "") -> dict[str, Any]:
     """A successful result as the model's output shape."""
     match result:
         case Done():
@@ -328,8 +390,8 @@ def to_output(result: Result, context: Context) -> dict[str, Any]:
             return {"QueueUrl": context.queue_url(name)}
         case QueueNames(queues=names, next_token=token):
             output: dict[str, Any] = {}
-            if names:
-                output["QueueUrls"] = [context.queue_url(name) for name in names]
+            if names or action in _QUEUE_LIST_MEMBER:
+                output[_QUEUE_LIST_MEMBER.get(action, "QueueUrls")] = [context.queue_url(name) for name in names]
             if token:
                 output["NextToken"] = token
             return output
@@ -344,6 +406,7 @@ def to_output(result: Result, context: Context) -> dict[str, Any]:
                     "MD5OfMessageBody": result.md5_of_message_body,
                     "MD5OfMessageAttributes": result.md5_of_message_attributes,
                     "MD5OfMessageSystemAttributes": result.md5_of_message_system_attributes,
+                    "SequenceNumber": result.sequence_number,
                 }
             )
         case SendBatchResult(successful=successful, failed=failed):
@@ -356,6 +419,7 @@ def to_output(result: Result, context: Context) -> dict[str, Any]:
                             "MD5OfMessageBody": e.md5_of_message_body,
                             "MD5OfMessageAttributes": e.md5_of_message_attributes,
                             "MD5OfMessageSystemAttributes": e.md5_of_message_system_attributes,
+                            "SequenceNumber": e.sequence_number,
                         }
                     )
                     for e in successful
@@ -368,6 +432,29 @@ def to_output(result: Result, context: Context) -> dict[str, Any]:
             if not messages:
                 return {}
             return {"Messages": [_message(m) for m in messages]}
+        case TaskHandle(task_handle=handle):
+            return {"TaskHandle": handle}
+        case MovedCount(moved=moved):
+            return {"ApproximateNumberOfMessagesMoved": moved}
+        case MoveTasks(tasks=tasks):
+            return {
+                "Results": [
+                    _without_none(
+                        {
+                            "TaskHandle": t.task_handle if t.status == "RUNNING" else None,
+                            "Status": t.status,
+                            "SourceArn": t.source_arn,
+                            "DestinationArn": t.destination_arn or None,
+                            "MaxNumberOfMessagesPerSecond": t.max_number_of_messages_per_second,
+                            "ApproximateNumberOfMessagesMoved": t.approximate_number_of_messages_moved,
+                            "ApproximateNumberOfMessagesToMove": t.approximate_number_of_messages_to_move,
+                            "FailureReason": t.failure_reason or None,
+                            "StartedTimestamp": t.started_timestamp,
+                        }
+                    )
+                    for t in tasks
+                ]
+            }
     raise TypeError(f"no output shape for {type(result).__name__}")
 
 

@@ -41,6 +41,8 @@ _LISTS = {
 # JSON list member -> XML element name of each item, per action where it differs
 _LIST_ITEMS = {
     "QueueUrls": "QueueUrl",
+    "queueUrls": "QueueUrl",
+    "Results": "ListMessageMoveTasksResultEntry",
     "Messages": "Message",
     "Failed": "BatchResultErrorEntry",
 }

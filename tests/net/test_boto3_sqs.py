@@ -1,6 +1,8 @@
 """Unmodified boto3 against a real `dovecote serve`, over the AWS JSON 1.0 protocol."""
 
 import hashlib
+import json
+import time
 
 import boto3
 import botocore.exceptions
@@ -261,3 +263,60 @@ def test_fair_queue_groups_on_a_standard_queue(sqs):
     quiet = [m for m in messages if m["Body"].startswith("quiet")]
     assert len(quiet) == 3, "a noisy group's backlog must not starve a quiet one"
     assert {m["Attributes"]["MessageGroupId"] for m in messages} == {"tenant-a", "tenant-b"}
+
+
+def test_fifo_queue_through_boto3(sqs):
+    url = sqs.create_queue(
+        QueueName="orders.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    )["QueueUrl"]
+    first = sqs.send_message(QueueUrl=url, MessageBody="one", MessageGroupId="customer-1")
+    again = sqs.send_message(QueueUrl=url, MessageBody="one", MessageGroupId="customer-1")
+    assert again["MessageId"] == first["MessageId"] and first["SequenceNumber"].isdigit()
+    batch = sqs.send_message_batch(
+        QueueUrl=url,
+        Entries=[
+            {"Id": "a", "MessageBody": "two", "MessageGroupId": "customer-1", "MessageDeduplicationId": "d2"},
+            {"Id": "b", "MessageBody": "three", "MessageGroupId": "customer-2", "MessageDeduplicationId": "d3"},
+        ],
+    )
+    assert all(entry["SequenceNumber"].isdigit() for entry in batch["Successful"])
+    messages = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"], ReceiveRequestAttemptId="try-1"
+    )["Messages"]
+    assert [m["Body"] for m in messages] == ["one", "two", "three"]
+    assert messages[0]["Attributes"]["MessageGroupId"] == "customer-1"
+    assert messages[1]["Attributes"]["MessageDeduplicationId"] == "d2"
+    retried = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, ReceiveRequestAttemptId="try-1")["Messages"]
+    assert [m["ReceiptHandle"] for m in retried] == [m["ReceiptHandle"] for m in messages]
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        sqs.send_message(QueueUrl=url, MessageBody="x")  # no MessageGroupId
+    assert caught.value.response["Error"]["Code"] == "MissingParameter"
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        sqs.send_message(QueueUrl=url, MessageBody="x", MessageGroupId="g", DelaySeconds=5)
+    assert caught.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_dead_letter_queue_and_move_task_through_boto3(sqs):
+    dlq = sqs.create_queue(QueueName="boto-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    source = sqs.create_queue(
+        QueueName="boto-source",
+        Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1"})},
+    )["QueueUrl"]
+    assert sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"] == [source]
+    sqs.send_message(QueueUrl=source, MessageBody="poison")
+    sqs.receive_message(QueueUrl=source, VisibilityTimeout=0)
+    assert "Messages" not in sqs.receive_message(QueueUrl=source)
+    dead = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=5, VisibilityTimeout=0, MessageSystemAttributeNames=["All"])
+    assert dead["Messages"][0]["Attributes"]["DeadLetterQueueSourceArn"].endswith(":boto-source")
+    handle = sqs.start_message_move_task(SourceArn=dlq_arn)["TaskHandle"]
+    for _ in range(50):
+        (task,) = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+        if task["Status"] != "RUNNING":
+            break
+        time.sleep(0.1)
+    assert task["Status"] == "COMPLETED" and task["ApproximateNumberOfMessagesMoved"] == 1
+    assert [m["Body"] for m in sqs.receive_message(QueueUrl=source, WaitTimeSeconds=5)["Messages"]] == ["poison"]
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        sqs.cancel_message_move_task(TaskHandle=handle)
+    assert caught.value.response["Error"]["Code"] == "ResourceNotFoundException"

@@ -128,3 +128,24 @@ def test_tags_and_permissions_over_query(endpoint):
     call(endpoint, {"Action": "RemovePermission", "QueueUrl": url, "Label": "l1"})
     root = call(endpoint, {"Action": "RemovePermission", "QueueUrl": url, "Label": "l1"}, status=400)
     assert text(root, "sqs:Error/sqs:Code") == "InvalidParameterValue"
+
+
+def test_fifo_dead_letter_sources_and_move_tasks_over_query(endpoint):
+    fifo = text(call(endpoint, {"Action": "CreateQueue", "QueueName": "legacy.fifo", "Attribute.1.Name": "FifoQueue",
+                                "Attribute.1.Value": "true"}), "sqs:CreateQueueResult/sqs:QueueUrl")
+    sent = call(endpoint, {"Action": "SendMessage", "QueueUrl": fifo, "MessageBody": "m", "MessageGroupId": "g",
+                           "MessageDeduplicationId": "d"})
+    assert text(sent, "sqs:SendMessageResult/sqs:SequenceNumber").isdigit()
+    dlq = text(call(endpoint, {"Action": "CreateQueue", "QueueName": "legacy-dlq"}), "sqs:CreateQueueResult/sqs:QueueUrl")
+    arn = "arn:aws:sqs:us-east-1:000000000000:legacy-dlq"
+    policy = '{"deadLetterTargetArn": "%s", "maxReceiveCount": 3}' % arn
+    source = text(call(endpoint, {"Action": "CreateQueue", "QueueName": "legacy-source", "Attribute.1.Name": "RedrivePolicy",
+                                  "Attribute.1.Value": policy}), "sqs:CreateQueueResult/sqs:QueueUrl")
+    sources = call(endpoint, {"Action": "ListDeadLetterSourceQueues", "QueueUrl": dlq})
+    assert [e.text for e in sources.findall("sqs:ListDeadLetterSourceQueuesResult/sqs:QueueUrl", NS)] == [source]
+    handle = text(call(endpoint, {"Action": "StartMessageMoveTask", "SourceArn": arn}),
+                  "sqs:StartMessageMoveTaskResult/sqs:TaskHandle")
+    assert handle
+    tasks = call(endpoint, {"Action": "ListMessageMoveTasks", "SourceArn": arn})
+    entry = tasks.find("sqs:ListMessageMoveTasksResult/sqs:ListMessageMoveTasksResultEntry", NS)
+    assert entry is not None and entry.findtext("sqs:SourceArn", namespaces=NS) == arn
