@@ -72,7 +72,7 @@ READY = -math.inf
 MOVING = math.inf
 PURGE_INTERVAL_S = 60
 RECEIVE_ATTEMPT_WINDOW_S = 300
-DEDUP_RECORD_INTERVAL_S = 60  # how often a FIFO queue records that dedup entries have expired
+HOUSEKEEPING_INTERVAL_S = 60  # how often expired dedup ids and receive attempts are dropped
 MOVE_RETRY_S = 1.0  # a hand-over to another queue that failed is tried again after this
 MAX_MOVES_IN_TRANSIT = 1000  # per move task
 MOVE_BATCH = 100
@@ -247,7 +247,7 @@ class QueueCore:
         self._dedup_order: deque[str] = deque()  # keys in send order, for expiry
         self._dedup_closed_seq = 0  # the highest seq whose dedup window has passed
         self._dedup_recorded_seq = 0  # ... of which the store has been told
-        self._dedup_record_at = -math.inf
+        self._housekeeping_at = -math.inf
         self._attempts: dict[str, _ReceiveAttempt] = {}
         self.outgoing: list[int] = []  # seqs marked MOVING for the dead-letter queue, not yet handed over
         self.move_tasks: list[MoveTaskChanged] = []  # newest last, at most KEPT_MOVE_TASKS
@@ -335,7 +335,7 @@ class QueueCore:
             body=body,
             attributes=dict(message_attributes),
             delay_seconds=self.config.delay_s if delay_seconds is None else delay_seconds,
-            sender_id=sender_id or self.account_id,
+            sender_id=sender_id,  # "": the broker's account, filled in when shown
             system_attributes=dict(system_attributes or {}),
             group_id=group_id or "",
             dedup_id=dedup_id,
@@ -793,8 +793,12 @@ class QueueCore:
         return expired
 
     def expire_dedup(self, now: float, wall_ms: int) -> DedupWindowClosed | None:
-        """Forget deduplication ids older than 5 minutes (and receive attempts likewise); about
-        once a minute, a record that lets the store drop them too."""
+        """About once a minute: forget deduplication ids and receive attempts older than 5
+        minutes, and give a record that lets the store drop those ids too. (Sends compare
+        expiry times themselves, so nothing waits for this.)"""
+        if now < self._housekeeping_at:
+            return None
+        self._housekeeping_at = now + HOUSEKEEPING_INTERVAL_S
         order, dedup = self._dedup_order, self._dedup
         while order:
             seen = dedup.get(order[0])
@@ -804,11 +808,9 @@ class QueueCore:
             if seen is not None:
                 del dedup[key]
                 self._dedup_closed_seq = max(self._dedup_closed_seq, seen.seq)
-        if self._attempts:
-            for attempt_id in [a for a, attempt in self._attempts.items() if attempt.expires_at <= now]:
-                del self._attempts[attempt_id]
-        if self._dedup_closed_seq > self._dedup_recorded_seq and now >= self._dedup_record_at:
-            self._dedup_record_at = now + DEDUP_RECORD_INTERVAL_S
+        for attempt_id in [a for a, attempt in self._attempts.items() if attempt.expires_at <= now]:
+            del self._attempts[attempt_id]
+        if self._dedup_closed_seq > self._dedup_recorded_seq:
             self._dedup_recorded_seq = self._dedup_closed_seq
             return DedupWindowClosed(wall_ms, self.queue_id, self.name, self._dedup_closed_seq)
         return None
@@ -823,9 +825,8 @@ class QueueCore:
             rate = task.record.max_per_second
             tokens_at = task.refilled_at + (1 - task.tokens) / rate if rate and task.tokens < 1 else now
             candidates.append(max(task.idle_until, tokens_at))
-        if self._dedup_order:
-            first = self._dedup.get(self._dedup_order[0])
-            candidates.append(first.expires_at if first is not None else now)
+        if self._dedup_order or self._attempts:
+            candidates.append(self._housekeeping_at)
         if self._timers:
             candidates.append(self._timers[0][0])
         if self._waiter_deadlines:
@@ -902,7 +903,7 @@ class QueueCore:
         handle = encode_receipt_handle(
             ReceiptHandle(self.queue_id, record.seq, record.receive_count, record.message_id)
         )
-        attributes = system_attributes(row, record, attribute_names, self.config.fifo)
+        attributes = system_attributes(row, record, attribute_names, self.config.fifo, self.account_id)
         message_attributes = select_message_attributes(row.attributes, message_attribute_names)
         return ReceivedMessage(
             message_id=row.message_id,
@@ -926,11 +927,13 @@ def message_state(live: Live, now: float) -> str:
     return IN_FLIGHT if live.receive_count else DELAYED
 
 
-def system_attributes(row: MessageSent, record: MessageReceived, names: Sequence[str], fifo: bool) -> dict[str, str]:
+def system_attributes(
+    row: MessageSent, record: MessageReceived, names: Sequence[str], fifo: bool, account_id: str
+) -> dict[str, str]:
     if not names:
         return {}
     everything = {
-        "SenderId": row.sender_id,
+        "SenderId": row.sender_id or account_id,
         "SentTimestamp": str(row.first_sent_ms or row.at_ms),
         "ApproximateReceiveCount": str(record.receive_count),
         "ApproximateFirstReceiveTimestamp": str(record.first_receive_ms),

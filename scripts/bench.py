@@ -100,19 +100,26 @@ def running_broker() -> Iterator[Broker]:
             broker.stop()
 
 
-def _batch(prefix: str) -> list[SendEntry]:
-    return [SendEntry(f"{prefix}{i}", BODY) for i in range(10)]
+def standard_batch() -> list[SendEntry]:
+    return [SendEntry(f"e{i}", BODY) for i in range(10)]
 
 
-async def produce(port: int, queue: str, messages: int, connections: int, pipeline: int) -> float:
-    """Send `messages` in batches of 10 over `connections` connections, each with `pipeline`
-    batches in flight; returns messages per second."""
+async def produce(
+    port: int,
+    queue: str,
+    messages: int,
+    connections: int,
+    pipeline: int,
+    make_batch: Callable[[], list[SendEntry]] = standard_batch,
+) -> float:
+    """Send `messages` in batches of 10 (from make_batch) over `connections` connections, each
+    with `pipeline` batches in flight; returns messages per second."""
     batches = messages // 10
     per_task = batches // (connections * pipeline)
 
     async def worker(client) -> None:
         for _ in range(per_task):
-            result = await client.send_message_batch(queue, _batch("e"))
+            result = await client.send_message_batch(queue, make_batch())
             assert not result.failed
 
     started = time.perf_counter()
@@ -130,26 +137,34 @@ async def _with_client(port: int, worker: Callable, tasks: int) -> None:
 
 
 async def consume(port: int, queue: str, messages: int, connections: int, pipeline: int) -> float:
-    """Receive and delete in batches of 10 until `messages` are gone; messages per second."""
+    """Receive and delete in batches of 10 until `messages` are gone; messages per second. Empty
+    receives are retried for a while (a FIFO queue's groups may all be locked for a moment)."""
     done = 0
+    finished_at = time.perf_counter()
 
     async def worker(client) -> None:
-        nonlocal done
-        while done < messages:
+        nonlocal done, finished_at
+        empty = 0
+        while done < messages and empty < 200:
             received = await client.receive_message(queue, max_number_of_messages=10)
             if not received:
-                return
+                empty += 1
+                await trio.sleep(0.001)
+                continue
+            empty = 0
+            finished_at = time.perf_counter()
             result = await client.delete_message_batch(
                 queue, [DeleteEntry(str(i), m.receipt_handle) for i, m in enumerate(received)]
             )
             assert not result.failed
             done += len(received)
+            finished_at = time.perf_counter()
 
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(connections):
             nursery.start_soon(_with_client, port, worker, pipeline)
-    return done / (time.perf_counter() - started)
+    return done / (finished_at - started)
 
 
 async def concurrent_single_sends(port: int, queue: str, clients: int, per_client: int) -> float:

@@ -58,7 +58,7 @@ class MessageSent(Record):
     seq: int
     delay_seconds: int
     message_id: str
-    sender_id: str
+    sender_id: str  # "": the broker's own account
     body: str
     attributes: dict[str, MessageAttribute]
     system_attributes: dict[str, MessageAttribute] = {}  # AWSTraceHeader
