@@ -1,0 +1,365 @@
+"""SNS subscription filter policies: validated and compiled once, matched per message. Pure.
+
+The grammar is AWS's: a JSON object whose keys name message attributes (FilterPolicyScope
+MessageAttributes) or paths into a JSON message body (MessageBody, with nested objects), each
+with an array of conditions, any of which may match; every key must match; `$or` takes a list of
+such objects, any of which may match. Conditions: exact strings, numbers, booleans and null,
+`prefix`, `suffix`, `equals-ignore-case`, `wildcard`, `anything-but` (values, a prefix, a suffix),
+`numeric` comparisons and ranges, `exists`, and `cidr`. Arrays on the message side (String.Array
+attributes, JSON arrays in the body) match when any element does.
+
+Matching answers with the first key that failed (None when the message matches), so one evaluator
+serves both routing and the `explain` question "why did this subscription not get my message?".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dovecote.storage.records import MessageAttribute
+
+from .errors import BrokerError
+
+ATTRIBUTES, BODY = "MessageAttributes", "MessageBody"
+MAX_KEYS = 5
+MAX_COMBINATIONS = 150
+MAX_POLICY_BYTES = 256 * 1024
+MAX_NUMBER = 1e9
+_NUMERIC_OPERATORS = {"=", "<", "<=", ">", ">="}
+_MISSING: list[Any] = []
+
+Predicate = Callable[[Any], bool]
+
+
+def _refuse(reason: str) -> BrokerError:
+    return BrokerError("InvalidParameter", f"Invalid parameter: FilterPolicy: {reason}")
+
+
+class Leaf:
+    """One key of a policy and its conditions."""
+
+    __slots__ = ("path", "keys", "predicates", "exists", "negated")
+
+    def __init__(self, keys: tuple[str, ...], predicates: list[Predicate], exists: bool | None, negated: list[Predicate]):
+        self.keys = keys
+        self.path = ".".join(keys)
+        self.predicates = predicates  # any may match a value
+        self.exists = exists  # an `exists` condition, if the key has one
+        self.negated = negated  # anything-but: a value matches when none of these do
+
+    def fails(self, values: list[Any] | None) -> bool:
+        """values: the message's values at this key (None when the key is absent)."""
+        if values is None:
+            return self.exists is not False
+        if self.exists is not None:
+            return not self.exists
+        for value in values:
+            if any(predicate(value) for predicate in self.predicates):
+                return False
+            if self.negated and not any(predicate(value) for predicate in self.negated):
+                return False
+        return True
+
+
+class Conjunction:
+    """Every leaf and every `$or` must match."""
+
+    __slots__ = ("leaves", "alternatives")
+
+    def __init__(self, leaves: list[Leaf], alternatives: list[list[Conjunction]]):
+        self.leaves = leaves
+        self.alternatives = alternatives
+
+
+class FilterPolicy:
+    """A compiled policy; `first_failure` is the matcher."""
+
+    __slots__ = ("scope", "root", "source")
+
+    def __init__(self, scope: str, root: Conjunction, source: str):
+        self.scope = scope
+        self.root = root
+        self.source = source
+
+    def first_failure(self, attributes: Mapping[str, MessageAttribute], body: str) -> str | None:
+        """The path of the first key that did not match, or None when the message matches."""
+        if self.scope == BODY:
+            try:
+                document = json.loads(body)
+            except ValueError:
+                return "(the message body is not JSON)"
+            if not isinstance(document, dict):
+                return "(the message body is not a JSON object)"
+            lookup = lambda leaf: _body_values(document, leaf.keys)  # noqa: E731
+        else:
+            lookup = lambda leaf: _attribute_values(attributes, leaf.path)  # noqa: E731
+        return _first_failure(self.root, lookup)
+
+    def matches(self, attributes: Mapping[str, MessageAttribute], body: str) -> bool:
+        return self.first_failure(attributes, body) is None
+
+
+def _first_failure(conjunction: Conjunction, lookup: Callable[[Leaf], list[Any] | None]) -> str | None:
+    for leaf in conjunction.leaves:
+        if leaf.fails(lookup(leaf)):
+            return leaf.path
+    for branches in conjunction.alternatives:
+        failures = [_first_failure(branch, lookup) for branch in branches]
+        if all(failure is not None for failure in failures):
+            return "$or: " + " / ".join(failure or "" for failure in failures)
+    return None
+
+
+# --- the message's side ---------------------------------------------------------------------------
+def _attribute_values(attributes: Mapping[str, MessageAttribute], name: str) -> list[Any] | None:
+    attribute = attributes.get(name)
+    if attribute is None:
+        return None
+    text = attribute.string_value
+    if attribute.data_type.startswith("Binary") or text is None:
+        return []  # present, but no condition but `exists` looks at binary values
+    if attribute.data_type.startswith("Number"):
+        try:
+            return [float(text)]
+        except ValueError:
+            return []
+    if attribute.data_type == "String.Array":
+        try:
+            items = json.loads(text)
+        except ValueError:
+            return [text]
+        return [_number_or_value(item) for item in items] if isinstance(items, list) else [text]
+    return [text]
+
+
+def _body_values(document: Any, keys: tuple[str, ...]) -> list[Any] | None:
+    """The values at a path in a JSON document; arrays along the way are flattened."""
+    nodes = [document]
+    for key in keys:
+        found = []
+        for node in nodes:
+            for item in node if isinstance(node, list) else [node]:
+                if isinstance(item, dict) and key in item:
+                    found.append(item[key])
+        if not found:
+            return None
+        nodes = found
+    values: list[Any] = []
+    for node in nodes:
+        values.extend(_number_or_value(item) for item in (node if isinstance(node, list) else [node]))
+    return values
+
+
+def _number_or_value(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+# --- compiling ------------------------------------------------------------------------------------
+def compile_policy(text: str, scope: str = ATTRIBUTES) -> FilterPolicy:
+    """Validate and compile a policy; raises BrokerError(InvalidParameter) saying what is wrong."""
+    if scope not in (ATTRIBUTES, BODY):
+        raise BrokerError("InvalidParameter", "Invalid parameter: FilterPolicyScope: must be MessageAttributes or MessageBody")
+    if len(text.encode()) > MAX_POLICY_BYTES:
+        raise _refuse(f"a policy is at most {MAX_POLICY_BYTES} bytes")
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise _refuse(f"not valid JSON ({error})") from None
+    if not isinstance(document, dict) or not document:
+        raise _refuse("the policy must be a non-empty JSON object")
+    root = _conjunction(document, (), scope == BODY)
+    keys = _key_count(root)
+    if keys > MAX_KEYS:
+        raise _refuse(f"a policy may have at most {MAX_KEYS} keys; this one has {keys}")
+    combinations = _combinations(root)
+    if combinations > MAX_COMBINATIONS:
+        raise _refuse(f"the policy allows {combinations} combinations of values; the most is {MAX_COMBINATIONS}")
+    return FilterPolicy(scope, root, text)
+
+
+def _conjunction(document: dict, prefix: tuple[str, ...], nested: bool) -> Conjunction:
+    leaves: list[Leaf] = []
+    alternatives: list[list[Conjunction]] = []
+    for key, value in document.items():
+        if key == "$or":
+            if not isinstance(value, list) or len(value) < 2 or not all(isinstance(b, dict) and b for b in value):
+                raise _refuse("$or takes a list of at least two non-empty objects")
+            alternatives.append([_conjunction(branch, prefix, nested) for branch in value])
+        elif isinstance(value, dict):
+            if not nested:
+                raise _refuse(f"\"{key}\": nested keys need FilterPolicyScope MessageBody")
+            if not value:
+                raise _refuse(f"\"{key}\": an empty object")
+            nested_part = _conjunction(value, (*prefix, key), nested)
+            leaves.extend(nested_part.leaves)
+            alternatives.extend(nested_part.alternatives)
+        elif isinstance(value, list):
+            leaves.append(_leaf((*prefix, key), value))
+        else:
+            raise _refuse(f"\"{key}\": conditions must be given in an array")
+    return Conjunction(leaves, alternatives)
+
+
+def _leaf(keys: tuple[str, ...], conditions: list) -> Leaf:
+    name = ".".join(keys)
+    if not conditions:
+        raise _refuse(f"\"{name}\": an empty array of conditions")
+    predicates: list[Predicate] = []
+    negated: list[Predicate] = []
+    exists: bool | None = None
+    for condition in conditions:
+        if isinstance(condition, dict):
+            if len(condition) != 1:
+                raise _refuse(f"\"{name}\": each condition object has exactly one operator")
+            ((operator, operand),) = condition.items()
+            if operator == "exists":
+                if not isinstance(operand, bool):
+                    raise _refuse(f"\"{name}\": exists takes true or false")
+                exists = operand
+            elif operator == "anything-but":
+                negated.extend(_anything_but(name, operand))
+            else:
+                predicates.append(_operator(name, operator, operand))
+        else:
+            predicates.append(_literal(name, condition))
+    if exists is not None and (predicates or negated):
+        raise _refuse(f"\"{name}\": exists cannot be combined with other conditions on the same key")
+    return Leaf(keys, predicates, exists, negated)
+
+
+def _literal(name: str, value: Any) -> Predicate:
+    if isinstance(value, str):
+        return lambda v: v == value
+    if isinstance(value, bool) or value is None:
+        return lambda v: v is value
+    if isinstance(value, (int, float)):
+        number = _number(name, value)
+        return lambda v: isinstance(v, float) and v == number
+    raise _refuse(f"\"{name}\": {json.dumps(value)[:60]} is not a string, number, boolean or null")
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _refuse(f"\"{name}\": {json.dumps(value)[:60]} is not a number")
+    if abs(value) > MAX_NUMBER:
+        raise _refuse(f"\"{name}\": numbers must be between -{MAX_NUMBER:.0e} and {MAX_NUMBER:.0e}")
+    return float(value)
+
+
+def _string(name: str, operator: str, operand: Any) -> str:
+    if not isinstance(operand, str):
+        raise _refuse(f"\"{name}\": {operator} takes a string")
+    return operand
+
+
+def _operator(name: str, operator: str, operand: Any) -> Predicate:
+    if operator == "prefix":
+        prefix = _string(name, operator, operand)
+        return lambda v: isinstance(v, str) and v.startswith(prefix)
+    if operator == "suffix":
+        suffix = _string(name, operator, operand)
+        return lambda v: isinstance(v, str) and v.endswith(suffix)
+    if operator == "equals-ignore-case":
+        folded = _string(name, operator, operand).casefold()
+        return lambda v: isinstance(v, str) and v.casefold() == folded
+    if operator == "wildcard":
+        pattern = _string(name, operator, operand)
+        if "**" in pattern:
+            raise _refuse(f"\"{name}\": consecutive wildcard characters are not allowed")
+        compiled = re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+        return lambda v: isinstance(v, str) and compiled.fullmatch(v) is not None
+    if operator == "numeric":
+        return _numeric(name, operand)
+    if operator == "cidr":
+        try:
+            network = ipaddress.ip_network(_string(name, operator, operand), strict=False)
+        except ValueError:
+            raise _refuse(f"\"{name}\": {operand!r} is not an IP prefix") from None
+        return lambda v: _in_network(v, network)
+    raise _refuse(f"\"{name}\": unrecognized match type {operator}")
+
+
+def _in_network(value: Any, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return ipaddress.ip_address(value) in network
+    except ValueError:
+        return False
+
+
+def _numeric(name: str, operand: Any) -> Predicate:
+    if not isinstance(operand, list) or len(operand) not in (2, 4):
+        raise _refuse(f"\"{name}\": numeric takes [operator, number] or a range [>, n, <, m]")
+    bounds = []
+    for operator, value in zip(operand[::2], operand[1::2]):
+        if operator not in _NUMERIC_OPERATORS:
+            raise _refuse(f"\"{name}\": unrecognized numeric operator {operator!r}")
+        bounds.append((operator, _number(name, value)))
+    if len(bounds) == 2:
+        (low_op, low), (high_op, high) = bounds
+        if low_op not in (">", ">=") or high_op not in ("<", "<=") or low >= high:
+            raise _refuse(f"\"{name}\": a numeric range is a lower bound (> or >=) then a higher upper bound (< or <=)")
+    compare = {
+        "=": lambda v, n: v == n,
+        "<": lambda v, n: v < n,
+        "<=": lambda v, n: v <= n,
+        ">": lambda v, n: v > n,
+        ">=": lambda v, n: v >= n,
+    }
+    checks = [(compare[op], n) for op, n in bounds]
+    return lambda v: isinstance(v, float) and all(check(v, n) for check, n in checks)
+
+
+def _anything_but(name: str, operand: Any) -> list[Predicate]:
+    if isinstance(operand, dict):
+        if len(operand) != 1 or next(iter(operand)) not in ("prefix", "suffix", "equals-ignore-case"):
+            raise _refuse(f"\"{name}\": anything-but takes values, or one of prefix, suffix, equals-ignore-case")
+        ((operator, inner),) = operand.items()
+        return [_operator(name, operator, inner)]
+    values = operand if isinstance(operand, list) else [operand]
+    if not values:
+        raise _refuse(f"\"{name}\": anything-but needs at least one value")
+    return [_literal(name, value) for value in values]
+
+
+def _key_count(conjunction: Conjunction) -> int:
+    return len(conjunction.leaves) + sum(
+        max(_key_count(branch) for branch in branches) for branches in conjunction.alternatives
+    )
+
+
+def _combinations(conjunction: Conjunction) -> int:
+    total = 1
+    for leaf in conjunction.leaves:
+        total *= max(1, len(leaf.predicates) + len(leaf.negated))
+    for branches in conjunction.alternatives:
+        total *= sum(_combinations(branch) for branch in branches)
+    return total
+
+
+def explain(policy: FilterPolicy, attributes: Mapping[str, MessageAttribute], body: str) -> str | None:
+    """Why a message does not match, in words (None when it does)."""
+    failure = policy.first_failure(attributes, body)
+    if failure is None:
+        return None
+    if failure.startswith(("$or", "(")):
+        return failure
+    if policy.scope == BODY:
+        try:
+            values = _body_values(json.loads(body), tuple(failure.split(".")))
+        except ValueError:
+            values = None
+    else:
+        values = _attribute_values(attributes, failure)
+    if values is None:
+        return f"key {failure!r} is missing from the message"
+    shown = ", ".join(json.dumps(v) for v in values) or "(no value)"
+    return f"key {failure!r}: the message's {shown} matches none of the policy's conditions"
