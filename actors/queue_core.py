@@ -64,6 +64,7 @@ from dovecote.storage.records import (
 from dovecote.storage.store import LoadedQueue
 
 from . import policy, validation
+from .dedup import DedupWindow
 from .errors import BrokerError, invalid
 from .ids import MessageIds, ReceiptHandle, decode_receipt_handle, encode_receipt_handle
 from .ops import ReceivedMessage
@@ -180,12 +181,6 @@ class Duplicate(msgspec.Struct, frozen=True):
     system_attributes: dict[str, MessageAttribute]
 
 
-class _DedupSeen(msgspec.Struct, gc=False):
-    expires_at: float
-    message_id: str
-    seq: int  # 0 until the send is stored
-
-
 class _ReceiveAttempt(msgspec.Struct, gc=False):
     expires_at: float
     deliveries: list[tuple[int, int]]  # (seq, receive_count) of each message it returned
@@ -243,10 +238,7 @@ class QueueCore:
         self._message_ids = MessageIds()
         if self.config.fifo:
             self._ready = ReadySet(fifo=True)
-        self._dedup: dict[str, _DedupSeen] = {}
-        self._dedup_order: deque[str] = deque()  # keys in send order, for expiry
-        self._dedup_closed_seq = 0  # the highest seq whose dedup window has passed
-        self._dedup_recorded_seq = 0  # ... of which the store has been told
+        self._dedup = DedupWindow(self.config.dedup_per_group)
         self._housekeeping_at = -math.inf
         self._attempts: dict[str, _ReceiveAttempt] = {}
         self.outgoing: list[int] = []  # seqs marked MOVING for the dead-letter queue, not yet handed over
@@ -286,14 +278,7 @@ class QueueCore:
         heapq.heapify(core._timers)
         core.in_flight_count = sum(1 for live in messages.values() if _in_flight(live))
         core._expiry_check_at = -math.inf
-        for seq, entry in loaded.dedup:
-            age_s = max(0, wall_ms - entry.at_ms) / 1000
-            if age_s >= validation.DEDUP_WINDOW_S:
-                core._dedup_closed_seq = seq
-                continue
-            key = core._dedup_key(entry.dedup_id, entry.group_id)
-            core._dedup[key] = _DedupSeen(now + validation.DEDUP_WINDOW_S - age_s, entry.message_id, seq)
-            core._dedup_order.append(key)
+        core._dedup.restore(loaded.dedup, now, wall_ms)
         core.move_tasks = list(loaded.move_tasks[-KEPT_MOVE_TASKS:])
         if core.move_tasks and core.move_tasks[-1].status in ("RUNNING", "CANCELLING"):
             core.move_task = MoveTask(core.move_tasks[-1], refilled_at=now)
@@ -322,9 +307,9 @@ class QueueCore:
             config.fifo, config.content_based_dedup, body, delay_seconds, group_id, dedup_id
         )
         if dedup_id:
-            key = self._dedup_key(dedup_id, group_id or "")
-            seen = self._dedup.get(key)
-            if seen is not None and seen.expires_at > now:
+            key = self._dedup.key(dedup_id, group_id or "")
+            seen = self._dedup.seen(key, now)
+            if seen is not None:
                 return Duplicate(seen.message_id, key, body, dict(message_attributes), dict(system_attributes or {}))
         record = MessageSent(
             at_ms=wall_ms,
@@ -341,9 +326,7 @@ class QueueCore:
             dedup_id=dedup_id,
         )
         if dedup_id:
-            key = self._dedup_key(dedup_id, record.group_id)
-            self._dedup[key] = _DedupSeen(now + validation.DEDUP_WINDOW_S, record.message_id, 0)
-            self._dedup_order.append(key)
+            self._dedup.remember(self._dedup.key(dedup_id, record.group_id), record.message_id, now)
         self._pending_sends[record.message_id] = next(self._tickets)
         return record
 
@@ -376,24 +359,18 @@ class QueueCore:
 
     def stored_seq_of(self, duplicate: Duplicate) -> int:
         """The seq of the send a Duplicate repeats; 0 if storage refused that send."""
-        seen = self._dedup.get(duplicate.dedup_key)
-        return seen.seq if seen is not None and seen.message_id == duplicate.message_id else 0
+        return self._dedup.stored_seq(duplicate.dedup_key, duplicate.message_id)
 
     def forget_send(self, record: MessageSent) -> None:
         """A prepared send that storage refused."""
         self._pending_sends.pop(record.message_id, None)
         if record.dedup_id:
-            key = self._dedup_key(record.dedup_id, record.group_id)
-            seen = self._dedup.get(key)
-            if seen is not None and seen.message_id == record.message_id:
-                del self._dedup[key]
+            self._dedup.forget(self._dedup.key(record.dedup_id, record.group_id), record.message_id)
 
     def apply_sent(self, record: MessageSent, now: float) -> None:
         """Make a stored send live (unless a purge handled after it already removed it)."""
         if record.dedup_id:
-            seen = self._dedup.get(self._dedup_key(record.dedup_id, record.group_id))
-            if seen is not None and seen.message_id == record.message_id:
-                seen.seq = record.seq
+            self._dedup.stored(self._dedup.key(record.dedup_id, record.group_id), record.message_id, record.seq)
         ticket = self._pending_sends.pop(record.message_id, None)
         if ticket is not None and ticket <= self._purged_through_ticket:
             return
@@ -577,8 +554,7 @@ class QueueCore:
         merged = {**self.attributes, **changed, "LastModifiedTimestamp": str(wall_ms // 1000)}
         validation.check_fifo_throughput(merged)
         if self.config.fifo and merged.get("DeduplicationScope") != self.attributes.get("DeduplicationScope"):
-            self._dedup.clear()  # the keys change meaning; AWS too starts the window afresh
-            self._dedup_order.clear()
+            self._dedup = DedupWindow(merged.get("DeduplicationScope") == "messageGroup")  # keys change meaning
         self.attributes = {name: value for name, value in merged.items() if value != "" or name != "RedrivePolicy"}
         self.config = validation.queue_config(self.attributes)
         self._expiry_check_at = -math.inf  # the retention period may have shrunk
@@ -799,21 +775,10 @@ class QueueCore:
         if now < self._housekeeping_at:
             return None
         self._housekeeping_at = now + HOUSEKEEPING_INTERVAL_S
-        order, dedup = self._dedup_order, self._dedup
-        while order:
-            seen = dedup.get(order[0])
-            if seen is not None and seen.expires_at > now:
-                break
-            key = order.popleft()
-            if seen is not None:
-                del dedup[key]
-                self._dedup_closed_seq = max(self._dedup_closed_seq, seen.seq)
         for attempt_id in [a for a, attempt in self._attempts.items() if attempt.expires_at <= now]:
             del self._attempts[attempt_id]
-        if self._dedup_closed_seq > self._dedup_recorded_seq:
-            self._dedup_recorded_seq = self._dedup_closed_seq
-            return DedupWindowClosed(wall_ms, self.queue_id, self.name, self._dedup_closed_seq)
-        return None
+        closed = self._dedup.expire(now)
+        return None if closed is None else DedupWindowClosed(wall_ms, self.queue_id, self.name, closed)
 
     def next_deadline(self, now: float) -> float:
         """When the shell must next call tick-related methods even if no request arrives."""
@@ -825,7 +790,7 @@ class QueueCore:
             rate = task.record.max_per_second
             tokens_at = task.refilled_at + (1 - task.tokens) / rate if rate and task.tokens < 1 else now
             candidates.append(max(task.idle_until, tokens_at))
-        if self._dedup_order or self._attempts:
+        if self._dedup or self._attempts:
             candidates.append(self._housekeeping_at)
         if self._timers:
             candidates.append(self._timers[0][0])
@@ -890,8 +855,6 @@ class QueueCore:
             if self.config.fifo:
                 self._ready.unlock(live.group)
 
-    def _dedup_key(self, dedup_id: str, group_id: str) -> str:
-        return f"{group_id}\x00{dedup_id}" if self.config.dedup_per_group else dedup_id
 
     def render_received(
         self,

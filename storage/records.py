@@ -108,10 +108,10 @@ class MessageDeleted(Record):
 
 
 class DedupWindowClosed(Record):
-    """A FIFO queue's deduplication window has passed every message with seq <= through_seq."""
+    """A FIFO queue's or topic's deduplication window has passed every message with seq <= through_seq."""
 
-    queue_id: int
-    queue: str
+    owner_id: int  # the queue's or the topic's id
+    owner: str
     through_seq: int
 
 
@@ -130,6 +130,66 @@ class MoveTaskChanged(Record):
     failure_reason: str = ""
 
 
+class TopicCreated(Record):
+    topic_id: int  # from the same sequence as queue ids
+    topic: str
+    attributes: dict[str, str]
+    region: str = ""
+    tags: dict[str, str] = {}
+
+
+class TopicAttributesChanged(Record):
+    """The topic's whole configuration after a change of its attributes, tags or permissions."""
+
+    topic_id: int
+    topic: str
+    attributes: dict[str, str]
+    region: str = ""
+    tags: dict[str, str] = {}
+
+
+class TopicDeleted(Record):
+    topic_id: int
+    topic: str
+
+
+class SubscriptionChanged(Record):
+    """A subscription's whole state after it was made or changed."""
+
+    topic_id: int
+    topic: str
+    subscription_id: int  # per topic
+    subscription_arn: str
+    protocol: str
+    endpoint: str
+    attributes: dict[str, str]
+    confirmed: bool
+
+
+class SubscriptionDeleted(Record):
+    topic_id: int
+    topic: str
+    subscription_id: int
+    subscription_arn: str
+
+
+class Published(Record):
+    """A message published to a topic. Its deliveries to SQS subscriptions are MessageSent records
+    in the same commit; `delivered_to` names those subscriptions."""
+
+    topic_id: int
+    topic: str
+    seq: int  # the record's LSN, stamped by the store: a FIFO topic's SequenceNumber
+    message_id: str
+    message: str
+    subject: str
+    attributes: dict[str, MessageAttribute]
+    message_structure: str = ""  # "json": `message` holds a payload per protocol
+    group_id: str = ""
+    dedup_id: str = ""
+    delivered_to: list[str] = []  # subscription ARNs
+
+
 AnyRecord = (
     QueueCreated
     | QueueAttributesChanged
@@ -141,8 +201,15 @@ AnyRecord = (
     | MessageDeleted
     | DedupWindowClosed
     | MoveTaskChanged
+    | TopicCreated
+    | TopicAttributesChanged
+    | TopicDeleted
+    | SubscriptionChanged
+    | SubscriptionDeleted
+    | Published
 )
 QueueRow = QueueCreated | QueueAttributesChanged
+TopicRow = TopicCreated | TopicAttributesChanged
 DeliveryRow = MessageReceived | VisibilityChanged
 
 _encoder = msgspec.msgpack.Encoder()

@@ -30,11 +30,16 @@ from .records import (
     MessageSent,
     MessageSentHead,
     MoveTaskChanged,
+    Published,
     QueueAttributesChanged,
     QueueCreated,
     QueuePurged,
     QueueRow,
     Record,
+    SubscriptionChanged,
+    TopicAttributesChanged,
+    TopicCreated,
+    TopicRow,
     VisibilityChanged,
     decode_dedup_entry,
     decode_message_head,
@@ -50,6 +55,8 @@ from .tables import (
     MOVE_TASKS,
     NEXT_QUEUE_ID,
     QUEUES,
+    SUBSCRIPTIONS,
+    TOPICS,
     Change,
     Delete,
     DeleteRange,
@@ -134,6 +141,12 @@ class LoadedMessage(NamedTuple):
     group_id: str = ""  # read only when load_queue is asked for groups
 
 
+class LoadedTopic(NamedTuple):
+    row: TopicRow
+    subscriptions: list[SubscriptionChanged]
+    dedup: list[tuple[int, DedupEntry]]  # (seq, entry), in seq order
+
+
 class LoadedQueue(NamedTuple):
     row: QueueRow
     messages: list[LoadedMessage]  # in seq order
@@ -215,7 +228,9 @@ class Store(abc.ABC):
             return keys.lsn_of(unframe(value))
         except DamagedValue:
             # Recoverable without loss: ids only need to be unused, so skip past every known one.
-            return max((row.queue_id for row in self.load_queue_rows()[0]), default=0) + 1
+            ids = [row.queue_id for row in self.load_queue_rows()[0]]
+            ids += [topic.row.topic_id for topic in self.load_topics()[0]]
+            return max(ids, default=0) + 1
 
     def load_queue_rows(self) -> tuple[list[QueueRow], list[Damage]]:
         damage = DamageCollector()
@@ -228,6 +243,39 @@ class Store(abc.ABC):
             else:
                 damage.add(QUEUES, key)
         return rows, damage.result()
+
+    def load_topics(self) -> tuple[list[LoadedTopic], list[Damage]]:
+        """Every topic with its subscriptions and FIFO deduplication entries."""
+        damage = DamageCollector()
+        topics: list[LoadedTopic] = []
+        for key, value in self._scan(TOPICS):
+            row = _decode_or_none(value)
+            if not isinstance(row, (TopicCreated, TopicAttributesChanged)):
+                damage.add(TOPICS, key)
+                continue
+            damage.break_run()
+            first, last = keys.queue_message_range(row.topic_id)
+            subscriptions = []
+            for sub_key, sub_value in self._scan(SUBSCRIPTIONS, first, last):
+                record = _decode_or_none(sub_value)
+                if isinstance(record, SubscriptionChanged):
+                    subscriptions.append(record)
+                    damage.break_run()
+                else:
+                    damage.add(SUBSCRIPTIONS, sub_key)
+            topics.append(LoadedTopic(row, subscriptions, self._load_dedup(first, last, damage)))
+        return topics, damage.result()
+
+    def _load_dedup(self, first: bytes, last: bytes, damage: DamageCollector) -> list[tuple[int, DedupEntry]]:
+        dedup: list[tuple[int, DedupEntry]] = []
+        for key, value in self._scan(DEDUP, first, last):
+            try:
+                dedup.append((keys.message_key_parts(key)[1], decode_dedup_entry(unframe(value))))
+            except _DECODE_ERRORS:
+                damage.add(DEDUP, key)
+            else:
+                damage.break_run()
+        return dedup
 
     def load_queue(self, row: QueueRow, *, with_groups: bool = False) -> tuple[LoadedQueue, list[Damage]]:
         """Every live message of one queue with its delivery state, in seq order, its FIFO
@@ -258,14 +306,7 @@ class Store(abc.ABC):
                 continue
             messages.append(LoadedMessage(sent, deliveries.get(key) if deliveries else None, group))
             damage.break_run()
-        dedup: list[tuple[int, DedupEntry]] = []
-        for key, value in self._scan(DEDUP, first, last):
-            try:
-                dedup.append((keys.message_key_parts(key)[1], decode_dedup_entry(unframe(value))))
-            except _DECODE_ERRORS:
-                damage.add(DEDUP, key)
-            else:
-                damage.break_run()
+        dedup = self._load_dedup(first, last, damage)
         tasks: list[MoveTaskChanged] = []
         for key, value in self._scan(MOVE_TASKS, first, last):
             record = _decode_or_none(value)
@@ -323,7 +364,7 @@ class Store(abc.ABC):
     def verify_all(self) -> list[Damage]:
         """Check every stored value (the `dovecote check` scan); returns the damaged ranges."""
         damage = DamageCollector()
-        for table in (LOG, QUEUES, MESSAGES, DELIVERIES, MOVE_TASKS, DEDUP):
+        for table in (LOG, QUEUES, MESSAGES, DELIVERIES, MOVE_TASKS, DEDUP, TOPICS, SUBSCRIPTIONS):
             for key, value in self._scan(table):
                 if not _decodes(table, value):
                     damage.add(table, key)
@@ -357,6 +398,8 @@ def stamp(record: Record, lsn: int) -> Record:
         return msgspec.structs.replace(record, seq=lsn)
     if type(record) is QueuePurged:
         return msgspec.structs.replace(record, through_seq=lsn)
+    if type(record) is Published:
+        return msgspec.structs.replace(record, seq=lsn)
     return record
 
 

@@ -19,6 +19,12 @@ from .records import (
     MessageReceived,
     MessageSent,
     MoveTaskChanged,
+    Published,
+    SubscriptionChanged,
+    SubscriptionDeleted,
+    TopicAttributesChanged,
+    TopicCreated,
+    TopicDeleted,
     QueueAttributesChanged,
     QueueCreated,
     QueueDeleted,
@@ -35,10 +41,12 @@ DELIVERIES = "deliveries"
 META = "meta"
 DEDUP = "dedup"  # FIFO deduplication ids of the last 5 minutes, by (queue_id, seq)
 MOVE_TASKS = "move_tasks"  # message move tasks, by (queue_id, started_ms)
-TABLES = (LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS)
+TOPICS = "topics"
+SUBSCRIPTIONS = "subscriptions"  # by (topic_id, subscription_id)
+TABLES = (LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS)
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
-NEXT_QUEUE_ID = b"next_queue_id"
+NEXT_QUEUE_ID = b"next_queue_id"  # queues and topics draw their ids from this one sequence
 
 
 class Put(NamedTuple):
@@ -86,8 +94,24 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
         case QueuePurged(queue_id=q, through_seq=through):
             first, last = keys.queue_message_range(q, through)
             return [DeleteRange(MESSAGES, first, last), DeleteRange(DELIVERIES, first, last)]
-        case DedupWindowClosed(queue_id=q, through_seq=through):
-            return [DeleteRange(DEDUP, *keys.queue_message_range(q, through))]
+        case DedupWindowClosed(owner_id=owner, through_seq=through):
+            return [DeleteRange(DEDUP, *keys.queue_message_range(owner, through))]
+        case Published(topic_id=t, seq=seq, dedup_id=dedup_id) if dedup_id:
+            entry = DedupEntry(record.at_ms, dedup_id, record.group_id, record.message_id)
+            return [Put(DEDUP, keys.message_key(t, seq), frame(encode_dedup_entry(entry)))]
+        case Published():
+            return []
+        case TopicCreated(topic_id=t):
+            return [Put(TOPICS, keys.queue_key(t), framed), Put(META, NEXT_QUEUE_ID, frame(keys.queue_key(t + 1)))]
+        case TopicAttributesChanged(topic_id=t):
+            return [Put(TOPICS, keys.queue_key(t), framed)]
+        case TopicDeleted(topic_id=t):
+            first, last = keys.queue_message_range(t)
+            return [Delete(TOPICS, keys.queue_key(t)), DeleteRange(SUBSCRIPTIONS, first, last), DeleteRange(DEDUP, first, last)]
+        case SubscriptionChanged(topic_id=t, subscription_id=sub):
+            return [Put(SUBSCRIPTIONS, keys.message_key(t, sub), framed)]
+        case SubscriptionDeleted(topic_id=t, subscription_id=sub):
+            return [Delete(SUBSCRIPTIONS, keys.message_key(t, sub))]
         case MoveTaskChanged(queue_id=q, started_ms=started):
             return [Put(MOVE_TASKS, keys.message_key(q, started), framed)]
         case QueueDeleted(queue_id=q):
