@@ -165,7 +165,129 @@ class CancelMessageMoveTask(QueueOp):
     task_handle: str
 
 
-REGISTRY_OPS = (CreateQueue, DeleteQueue, GetQueueUrl, ListQueues, ListDeadLetterSourceQueues, StartMessageMoveTask)
+# --- SNS ---------------------------------------------------------------------------------------
+class TopicOp(Op):
+    topic: str  # the topic's name (a subscription's topic for subscription operations)
+
+
+class CreateTopic(TopicOp):
+    attributes: dict[str, str] = {}
+    tags: dict[str, str] = {}
+
+
+class DeleteTopic(TopicOp):
+    pass
+
+
+class ListTopics(Op):
+    next_token: str | None = None
+
+
+class GetTopicAttributes(TopicOp):
+    pass
+
+
+class SetTopicAttributes(TopicOp):
+    name: str
+    value: str = ""
+
+
+class Subscribe(TopicOp):
+    protocol: str
+    endpoint: str = ""
+    attributes: dict[str, str] = {}
+
+
+class ConfirmSubscription(TopicOp):
+    token: str
+
+
+class Unsubscribe(TopicOp):
+    subscription_arn: str
+
+
+class ListSubscriptions(Op):
+    next_token: str | None = None
+
+
+class ListSubscriptionsByTopic(TopicOp):
+    next_token: str | None = None
+
+
+class GetSubscriptionAttributes(TopicOp):
+    subscription_arn: str
+
+
+class SetSubscriptionAttributes(TopicOp):
+    subscription_arn: str
+    name: str
+    value: str = ""
+
+
+class PublishEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    id: str
+    message: str
+    subject: str | None = None
+    message_structure: str | None = None
+    message_attributes: dict[str, MessageAttribute] = {}
+    message_group_id: str | None = None
+    message_deduplication_id: str | None = None
+
+
+class Publish(TopicOp):
+    message: str
+    subject: str | None = None
+    message_structure: str | None = None
+    message_attributes: dict[str, MessageAttribute] = {}
+    message_group_id: str | None = None
+    message_deduplication_id: str | None = None
+
+
+class PublishBatch(TopicOp):
+    entries: list[PublishEntry]
+
+
+class TagTopic(TopicOp):
+    tags: dict[str, str]
+
+
+class UntagTopic(TopicOp):
+    tag_keys: list[str]
+
+
+class ListTopicTags(TopicOp):
+    pass
+
+
+class AddTopicPermission(TopicOp):
+    label: str
+    account_ids: list[str]
+    actions: list[str]
+
+
+class RemoveTopicPermission(TopicOp):
+    label: str
+
+
+class ExplainDelivery(TopicOp):
+    """Which subscriptions a message would reach, and for each it would not, why."""
+
+    message: str
+    message_attributes: dict[str, MessageAttribute] = {}
+
+
+REGISTRY_OPS = (
+    CreateQueue,
+    DeleteQueue,
+    GetQueueUrl,
+    ListQueues,
+    ListDeadLetterSourceQueues,
+    StartMessageMoveTask,
+    CreateTopic,
+    DeleteTopic,
+    ListTopics,
+    ListSubscriptions,
+)
 
 AnyOp = (
     CreateQueue
@@ -192,6 +314,26 @@ AnyOp = (
     | StartMessageMoveTask
     | ListMessageMoveTasks
     | CancelMessageMoveTask
+    | CreateTopic
+    | DeleteTopic
+    | ListTopics
+    | GetTopicAttributes
+    | SetTopicAttributes
+    | Subscribe
+    | ConfirmSubscription
+    | Unsubscribe
+    | ListSubscriptions
+    | ListSubscriptionsByTopic
+    | GetSubscriptionAttributes
+    | SetSubscriptionAttributes
+    | Publish
+    | PublishBatch
+    | TagTopic
+    | UntagTopic
+    | ListTopicTags
+    | AddTopicPermission
+    | RemoveTopicPermission
+    | ExplainDelivery
 )
 
 
@@ -311,6 +453,58 @@ class MovedCount(Result):
     moved: int
 
 
+class Arn(Result):
+    """A topic's or a subscription's ARN."""
+
+    arn: str
+
+
+class Arns(Result):
+    arns: list[str]
+    next_token: str | None = None
+
+
+class SubscriptionInfo(msgspec.Struct, array_like=True, frozen=True):
+    subscription_arn: str  # "PendingConfirmation" while pending, as AWS lists it
+    owner: str
+    protocol: str
+    endpoint: str
+    topic_arn: str
+
+
+class SubscriptionList(Result):
+    subscriptions: list[SubscriptionInfo]
+    next_token: str | None = None
+
+
+class PublishedMessage(Result):
+    message_id: str
+    sequence_number: str | None = None
+
+
+class PublishedEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    id: str
+    message_id: str
+    sequence_number: str | None = None
+
+
+class PublishBatchResult(Result):
+    successful: list[PublishedEntry]
+    failed: list[BatchFailure]
+
+
+class Verdict(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    subscription_arn: str
+    protocol: str
+    endpoint: str
+    delivered: bool
+    reason: str = ""  # why not: the policy key that failed, or the subscription's state
+
+
+class Explanation(Result):
+    verdicts: list[Verdict]
+
+
 class Failure(Result):
     """An operation that failed as a whole: an error-table code and a message."""
 
@@ -332,5 +526,11 @@ AnyResult = (
     | MoveTasks
     | TaskHandle
     | MovedCount
+    | Arn
+    | Arns
+    | SubscriptionList
+    | PublishedMessage
+    | PublishBatchResult
+    | Explanation
     | Failure
 )

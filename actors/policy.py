@@ -1,4 +1,5 @@
-"""Queue tags and the permissions AddPermission writes into a queue's Policy: pure rules and JSON."""
+"""Tags of queues and topics, and the permissions AddPermission writes into their Policy: pure rules
+and JSON."""
 
 from __future__ import annotations
 
@@ -13,21 +14,38 @@ MAX_TAG_KEY_CHARS = 128
 MAX_TAG_VALUE_CHARS = 256
 _LABEL = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _ACCOUNT = re.compile(r"\d{12}")
-# The actions a queue's owner can share; the rest (CreateQueue, SetQueueAttributes, ...) are not.
-SHAREABLE_ACTIONS = frozenset(
-    {
-        "*",
-        "SendMessage",
-        "ReceiveMessage",
-        "DeleteMessage",
-        "ChangeMessageVisibility",
-        "GetQueueAttributes",
-        "GetQueueUrl",
-        "ListDeadLetterSourceQueues",
-        "PurgeQueue",
-        "ListQueueTags",
-    }
-)
+# The actions an owner can share, per service; for SQS the rest (CreateQueue, SetQueueAttributes,
+# ...) are not.
+SHAREABLE_ACTIONS = {
+    "SQS": frozenset(
+        {
+            "*",
+            "SendMessage",
+            "ReceiveMessage",
+            "DeleteMessage",
+            "ChangeMessageVisibility",
+            "GetQueueAttributes",
+            "GetQueueUrl",
+            "ListDeadLetterSourceQueues",
+            "PurgeQueue",
+            "ListQueueTags",
+        }
+    ),
+    "SNS": frozenset(
+        {
+            "*",
+            "Publish",
+            "Subscribe",
+            "Receive",
+            "GetTopicAttributes",
+            "SetTopicAttributes",
+            "AddPermission",
+            "RemovePermission",
+            "DeleteTopic",
+            "ListSubscriptionsByTopic",
+        }
+    ),
+}
 
 
 def validate_tags(tags: Mapping[str, str]) -> None:
@@ -42,7 +60,7 @@ def tagged(current: Mapping[str, str], added: Mapping[str, str]) -> dict[str, st
     validate_tags(added)
     merged = {**current, **added}
     if len(merged) > MAX_TAGS:
-        raise invalid(f"A queue can have at most {MAX_TAGS} tags; this would give it {len(merged)}.")
+        raise invalid(f"A queue or topic can have at most {MAX_TAGS} tags; this would give it {len(merged)}.")
     return merged
 
 
@@ -53,9 +71,15 @@ def untagged(current: Mapping[str, str], keys: Sequence[str]) -> dict[str, str]:
 
 
 def with_permission(
-    policy: str | None, queue_arn: str, label: str, account_ids: Sequence[str], actions: Sequence[str]
+    policy: str | None,
+    queue_arn: str,
+    label: str,
+    account_ids: Sequence[str],
+    actions: Sequence[str],
+    service: str = "SQS",
 ) -> str:
-    """The Policy after AddPermission: a statement with Sid=label allowing those accounts those actions."""
+    """The Policy after AddPermission: a statement with Sid=label allowing those accounts those
+    actions (of `service`, SQS or SNS, on the resource queue_arn names)."""
     if not _LABEL.fullmatch(label):
         raise invalid(f"Value {label[:100]} for parameter Label is invalid. Reason: must be 1 to 80 alphanumeric, - or _.")
     if not account_ids:
@@ -66,8 +90,8 @@ def with_permission(
         if not _ACCOUNT.fullmatch(account):
             raise invalid(f"Value {account[:40]} for parameter AWSAccountIds is invalid. Reason: not an account id.")
     for action in actions:
-        if action not in SHAREABLE_ACTIONS:
-            raise invalid(f"Value SQS:{action[:60]} for parameter ActionName is invalid. Reason: Only the queue owner is allowed to invoke this action.")
+        if action not in SHAREABLE_ACTIONS[service]:
+            raise invalid(f"Value {service}:{action[:60]} for parameter ActionName is invalid. Reason: Only the owner is allowed to invoke this action.")
     document = _document(policy, queue_arn)
     if any(statement.get("Sid") == label for statement in document["Statement"]):
         raise invalid(f"Value {label} for parameter Label is invalid. Reason: Already exists.")
@@ -76,7 +100,7 @@ def with_permission(
             "Sid": label,
             "Effect": "Allow",
             "Principal": {"AWS": [f"arn:aws:iam::{account}:root" for account in account_ids]},
-            "Action": [f"SQS:{action}" for action in actions],
+            "Action": [f"{service}:{action}" for action in actions],
             "Resource": queue_arn,
         }
     )

@@ -33,6 +33,7 @@ from dovecote.storage.records import (
     MessageReceived,
     MessageSent,
     MoveTaskChanged,
+    QueuePurged,
     Record,
 )
 from dovecote.storage.store import StorageError, StorageFull, Store
@@ -112,6 +113,12 @@ class MoveIn(Op):
     dead_letter: bool  # True: redrive to a dead-letter queue; False: a message move task
 
 
+class Adopt(Op):
+    """Messages another actor stored in this queue (a topic's fan-out), posted after its commit."""
+
+    records: list[MessageSent]
+
+
 class MovedOut(Op):
     """The answer to a MoveIn, posted back into the source queue's mailbox."""
 
@@ -151,6 +158,7 @@ class _Cycle:
         self.send_groups: list[_SendGroup] = []
         self.replies: list[tuple[Reply, Result]] = []
         self.ended_by: Request | None = None  # a DeleteQueue or Stop request
+        self.adopted: list[MessageSent] = []
 
     def reply_after_commit(self, reply: Reply, result: Result) -> None:
         self.replies.append((reply, result))
@@ -338,6 +346,8 @@ class QueueActor:
                     cycle.reply_after_commit(reply, Done())
                 case PeekMessages():
                     reply(self._peek(op, now, wall_ms))
+                case Adopt():
+                    cycle.adopted.extend(op.records)
                 case MoveIn():
                     moved = core.prepare_moved_in(op.rows, op.source_arn, op.dead_letter, wall_ms)
                     cycle.records.extend(moved)
@@ -647,9 +657,14 @@ class QueueActor:
             cycle.fail_all(storage_failure(others_error))
             raise RestartFromStorage(str(others_error)) from others_error
         if in_flight.others is not None:
-            for record in in_flight.others.records:  # messages moved in from another queue
-                if type(record) is MessageSent and record.queue_id == core.queue_id:
+            for record in in_flight.others.records:
+                if type(record) is MessageSent and record.queue_id == core.queue_id:  # moved in
                     core.apply_sent(record, now)
+                elif type(record) is QueuePurged:
+                    core.purged_through = record.through_seq
+        for record in cycle.adopted:
+            core.adopt(record, now)
+        cycle.adopted.clear()
         for reply, result in cycle.replies:
             reply(result)
         cycle.replies.clear()

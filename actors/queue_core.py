@@ -244,16 +244,22 @@ class QueueCore:
         self.outgoing: list[int] = []  # seqs marked MOVING for the dead-letter queue, not yet handed over
         self.move_tasks: list[MoveTaskChanged] = []  # newest last, at most KEPT_MOVE_TASKS
         self.move_task: MoveTask | None = None  # the running one
+        # Messages other actors stored here (a topic's fan-out) arrive after their commit: those
+        # at or below restored_lsn were read from the store already, and those at or below
+        # purged_through were purged.
+        self.restored_lsn = 0
+        self.purged_through = 0
 
     @classmethod
     def restore(
-        cls, loaded: LoadedQueue, arn: str, *, now: float, wall_ms: int
+        cls, loaded: LoadedQueue, arn: str, *, now: float, wall_ms: int, restored_lsn: int = 0
     ) -> QueueCore:
         """Rebuild a queue from its stored rows. Stored deadlines are wall-clock times; they are
         clamped to the longest timeout SQS allows, so a wall clock that went back while the broker
         was down cannot hide a message for longer than that."""
         row = loaded.row
         core = cls(row.queue_id, row.queue, row.attributes, arn, tags=row.tags)
+        core.restored_lsn = restored_lsn
         messages, ready = core.messages, core._ready
         # Groups are read from the store for FIFO queues only (see Store.load_queue): on a standard
         # queue, messages stored before a restart are served oldest first, without the fair
@@ -374,6 +380,18 @@ class QueueCore:
         ticket = self._pending_sends.pop(record.message_id, None)
         if ticket is not None and ticket <= self._purged_through_ticket:
             return
+        self._make_live(record, now)
+
+    def adopt(self, record: MessageSent, now: float) -> None:
+        """A message another actor stored in this queue (after its commit, and after every commit
+        of this queue's that was pending when it arrived)."""
+        if record.seq <= max(self.restored_lsn, self.purged_through) or record.seq in self.messages:
+            return
+        if record.dedup_id:
+            self._dedup.remember(self._dedup.key(record.dedup_id, record.group_id), record.message_id, now, record.seq)
+        self._make_live(record, now)
+
+    def _make_live(self, record: MessageSent, now: float) -> None:
         # Interned, so a group's messages share one string however many there are.
         live = Live(record.seq, now, 0, 0, READY, sys.intern(record.group_id))
         self.messages[record.seq] = live

@@ -18,8 +18,12 @@ Mailboxes are unbounded channels, bounded at the door: a session refuses a reque
 mailbox already holds `mailbox_capacity` of them, while messages between actors (answers to
 hand-overs, commit wake-ups) always get in, so one queue never loses another's answer.
 
-Each queue actor runs under a supervisor loop in the broker's nursery. An actor that raises is
-logged with its queue and the log's last LSN, rebuilt from the store, and restarted after a pause
+Topics live here too: the registry serves CreateTopic, DeleteTopic, ListTopics and
+ListSubscriptions, routes topic operations to each topic's actor, and tells topic actors which queues
+exist (QueueDirectoryChanged), so a publish can store its SQS deliveries in the same commit.
+
+Each queue and topic actor runs under a supervisor loop in the broker's nursery. An actor that raises
+is logged with its name and the log's last LSN, rebuilt from the store, and restarted after a pause
 that grows with repeated failures, so one sick queue never stops the broker.
 """
 
@@ -32,7 +36,8 @@ from collections.abc import Sequence
 
 import msgspec
 import trio
-from dovecote.storage.records import QueueCreated
+
+from dovecote.storage.records import QueueCreated, TopicCreated
 from dovecote.storage.store import Damage, StorageDamaged, StorageError, Store
 from dovecote.storage.writer import LogWriter
 
@@ -42,15 +47,23 @@ from .errors import BrokerError, no_such_queue, overloaded
 from .mailbox import ReplySlot
 from .ops import (
     REGISTRY_OPS,
+    Arn,
+    Arns,
     Attributes,
     CreateQueue,
+    CreateTopic,
     DeleteQueue,
+    DeleteTopic,
     Done,
     Failure,
     GetQueueAttributes,
     GetQueueUrl,
+    GetTopicAttributes,
     ListDeadLetterSourceQueues,
     ListQueues,
+    ListSubscriptions,
+    ListSubscriptionsByTopic,
+    ListTopics,
     Op,
     QueueName,
     QueueNames,
@@ -58,17 +71,14 @@ from .ops import (
     Result,
     SetQueueAttributes,
     StartMessageMoveTask,
+    SubscriptionInfo,
+    SubscriptionList,
+    TopicOp,
 )
-from .queue import (
-    QueueActor,
-    Reply,
-    Request,
-    RestartFromStorage,
-    Stop,
-    failure,
-    storage_failure,
-)
+from .queue import QueueActor, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
 from .queue_core import QueueCore
+from .topic import QueueDirectoryChanged, TopicActor
+from .topic_core import QueueTarget, TopicCore, invalid_parameter, validate_topic_attributes, validate_topic_name
 
 log = logging.getLogger("dovecote.registry")
 
@@ -80,10 +90,16 @@ class BrokerConfig(msgspec.Struct, frozen=True):
     registry_capacity: int = 1024
     max_queues: int = 10_000
     restart_backoff_s: tuple[float, ...] = (0.0, 0.5, 2.0, 10.0, 30.0)
+    max_topics: int = 100_000
+    http_url: str = "http://127.0.0.1:7481"  # the broker's HTTP port as clients reach it (UnsubscribeURL)
 
 
 def queue_arn(config: BrokerConfig, region: str, name: str) -> str:
     return f"arn:aws:sqs:{region or config.region}:{config.account_id}:{name}"
+
+
+def topic_arn(config: BrokerConfig, region: str, name: str) -> str:
+    return f"arn:aws:sns:{region or config.region}:{config.account_id}:{name}"
 
 
 class RecoveryReport(msgspec.Struct, frozen=True):
@@ -94,9 +110,9 @@ class RecoveryReport(msgspec.Struct, frozen=True):
 
 def recover(
     store: Store, config: BrokerConfig, clock: Clock, *, salvage: bool, log_tail_records: int = 10_000
-) -> tuple[list[QueueCore], RecoveryReport]:
-    """Rebuild every queue from the store's state tables. Runs before the writer starts. Raises
-    StorageDamaged naming what is damaged, unless salvage drops the damaged values."""
+) -> tuple[list[QueueCore | TopicCore], RecoveryReport]:
+    """Rebuild every queue and topic from the store's state tables. Runs before the writer starts.
+    Raises StorageDamaged naming what is damaged, unless salvage drops the damaged values."""
     damages: list[Damage] = list(store.verify_log_tail(log_tail_records))
     rows, row_damages = store.load_queue_rows()
     damages += row_damages
@@ -105,6 +121,8 @@ def recover(
         queue, queue_damages = store.load_queue(row, with_groups=validation.queue_config(row.attributes).fifo)
         damages += queue_damages
         loaded.append(queue)
+    topics, topic_damages = store.load_topics()
+    damages += topic_damages
     if damages:
         if not salvage:
             raise StorageDamaged(damages)
@@ -112,16 +130,30 @@ def recover(
         for damage in damages:
             log.error("salvage dropped %s", damage.describe())
     now, wall_ms = clock.now(), clock.wall_ms()
-    cores = [
-        QueueCore.restore(queue, queue_arn(config, queue.row.region, queue.row.queue), now=now, wall_ms=wall_ms)
+    cores: list[QueueCore | TopicCore] = [
+        QueueCore.restore(
+            queue, queue_arn(config, queue.row.region, queue.row.queue), now=now, wall_ms=wall_ms, restored_lsn=store.last_lsn
+        )
         for queue in loaded
     ]
-    report = RecoveryReport(len(cores), sum(len(q.messages) for q in loaded), [d.describe() for d in damages])
+    cores += [
+        TopicCore.restore(
+            topic, topic_arn(config, topic.row.region, topic.row.topic), now=now, wall_ms=wall_ms,
+            http_url=config.http_url, last_lsn=store.last_lsn,
+        )
+        for topic in topics
+    ]
+    report = RecoveryReport(len(loaded), sum(len(q.messages) for q in loaded), [d.describe() for d in damages])
     return cores, report
 
 
 class _Lookup(Op):
     queue: str
+    topic: bool = False  # a topic's name rather than a queue's
+
+
+class _Targets(Op):
+    """A topic actor starting: the queues it may deliver to."""
 
 
 class _Forward(Op):
@@ -132,20 +164,22 @@ class _Forward(Op):
 
 
 class _ActorEnded(Op):
-    queue: str
-    queue_id: int
+    name: str
+    actor_id: int
     region: str
+    topic: bool
 
 
-class _QueueEntry:
-    __slots__ = ("arn", "fifo", "inbox", "mailbox", "queue_id")
+class _ActorEntry:
+    """A queue's or a topic's mailbox, as the registry keeps it."""
 
-    def __init__(self, core: QueueCore, mailbox: trio.MemorySendChannel, inbox: trio.MemoryReceiveChannel):
-        self.queue_id = core.queue_id
-        self.arn = core.arn
-        self.fifo = core.config.fifo
-        self.mailbox = mailbox
-        self.inbox = inbox
+    __slots__ = ("actor_id", "arn", "fifo", "mailbox", "inbox")
+
+    def __init__(self, actor_id: int, arn: str, fifo: bool) -> None:
+        self.actor_id = actor_id
+        self.arn = arn
+        self.fifo = fifo
+        self.mailbox, self.inbox = trio.open_memory_channel[Request](math.inf)
 
     def post(self, op: Op, reply: Reply | None = None) -> bool:
         """Put a message into the actor's mailbox from any task, past the capacity that bounds
@@ -159,15 +193,16 @@ class _QueueEntry:
 
 class Broker:
     def __init__(
-        self, store: Store, writer: LogWriter, clock: Clock, config: BrokerConfig, cores: Sequence[QueueCore]
+        self, store: Store, writer: LogWriter, clock: Clock, config: BrokerConfig, cores: Sequence[QueueCore | TopicCore]
     ) -> None:
         self._store = store
         self._writer = writer
         self._clock = clock
         self.config = config
         self._initial_cores = list(cores)
-        self._queues: dict[tuple[str, str], _QueueEntry] = {}  # (region, name)
+        self._queues: dict[tuple[str, str], _ActorEntry] = {}  # (region, name)
         self._dead_letter_targets: dict[tuple[str, str], str] = {}  # (region, name) -> its DLQ's ARN
+        self._topics: dict[tuple[str, str], _ActorEntry] = {}  # (region, name)
         self._next_queue_id = store.next_queue_id()
         self._registry_send, self._registry_receive = trio.open_memory_channel[Request](config.registry_capacity)
         self._nursery: trio.Nursery | None = None
@@ -180,17 +215,18 @@ class Broker:
         """Serve until stop(); actors' nursery lives here."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            for core in self._initial_cores:  # queues first: topics start knowing them all
+                if isinstance(core, QueueCore):
+                    self._start_actor(core)
             for core in self._initial_cores:
-                self._start_actor(core)
+                if isinstance(core, TopicCore):
+                    self._start_topic(core)
             self._initial_cores.clear()
             task_status.started()
             async for request in self._registry_receive:
                 await self._serve(request)
-            for entry in self._queues.values():
-                try:
-                    await entry.mailbox.send(Request(Stop(), _ignore))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass  # that actor has already ended
+            for entry in [*self._topics.values(), *self._queues.values()]:
+                entry.post(Stop())  # an actor that has already ended needs none
 
     def stop(self) -> None:
         """Stop the registry; every actor then answers its long polls and ends."""
@@ -209,9 +245,9 @@ class Broker:
         """Deliver an actor's op to the queue with that ARN (called from any task)."""
         self.send_to_registry(Request(_Forward(queue_arn, op), reply))
 
-    async def lookup(self, queue: str, region: str) -> trio.MemorySendChannel | Failure:
+    async def lookup(self, name: str, region: str, topic: bool = False) -> trio.MemorySendChannel | Failure:
         slot: ReplySlot = ReplySlot()
-        self.send_to_registry(Request(_Lookup(queue), slot, region))
+        self.send_to_registry(Request(_Lookup(name, topic), slot, region))
         return await slot.wait()
 
     # --- the registry task --------------------------------------------------------------------
@@ -220,9 +256,27 @@ class Broker:
         region = region or self.config.region
         try:
             match op:
-                case _Lookup():
+                case _Lookup(topic=False):
                     entry = self._queues.get((region, op.queue))
                     reply(entry.mailbox if entry is not None else failure(no_such_queue(op.queue)))
+                case _Lookup(topic=True):
+                    entry = self._topics.get((region, op.queue))
+                    reply(entry.mailbox if entry is not None else Failure("NotFound", "Topic does not exist"))
+                case _Targets():
+                    reply(self._queue_targets())
+                case CreateTopic():
+                    reply(await self._create_topic(op, region))
+                case DeleteTopic():
+                    entry = self._topics.get((region, op.topic))
+                    result = Done() if entry is None else await self._ask_actor(entry, op)
+                    if isinstance(result, Done) and entry is not None and self._topics.get((region, op.topic)) is entry:
+                        del self._topics[(region, op.topic)]
+                    reply(result if not isinstance(result, Failure) or result.code != "NotFound" else Done())
+                case ListTopics():
+                    arns = sorted(entry.arn for (topic_region, _), entry in self._topics.items() if topic_region == region)
+                    reply(_arn_page(arns, op.next_token))
+                case ListSubscriptions():
+                    reply(await self._list_subscriptions(region, op.next_token))
                 case CreateQueue():
                     reply(await self._create(op, region))
                 case DeleteQueue():
@@ -244,11 +298,13 @@ class Broker:
                 case StartMessageMoveTask():
                     await self._start_move_task(op, region, reply)
                 case _ActorEnded():
-                    key = (op.region, op.queue)
-                    entry = self._queues.get(key)
-                    if entry is not None and entry.queue_id == op.queue_id:
-                        del self._queues[key]
-                        self._dead_letter_targets.pop(key, None)
+                    key = (op.region, op.name)
+                    actors = self._topics if op.topic else self._queues
+                    entry = actors.get(key)
+                    if entry is not None and entry.actor_id == op.actor_id:
+                        del actors[key]
+                        if not op.topic:
+                            self._queue_gone(key, entry)
                 case _:
                     reply(Failure("InvalidAction", f"{type(op).__name__} is not a registry operation."))
         except BrokerError as error:
@@ -295,8 +351,52 @@ class Broker:
         self._start_actor(core)
         return QueueName(op.queue)
 
+    async def _create_topic(self, op: CreateTopic, region: str) -> Result:
+        fifo = op.attributes.get("FifoTopic", "").lower() == "true"
+        validate_topic_name(op.topic, fifo)
+        given = validate_topic_attributes(op.attributes, fifo=fifo, creating=True)
+        tags = policy.tagged({}, op.tags)
+        arn = topic_arn(self.config, region, op.topic)
+        existing = self._topics.get((region, op.topic))
+        if existing is not None:
+            current = await self._ask_actor(existing, GetTopicAttributes(op.topic))
+            if isinstance(current, Attributes) and any(current.attributes.get(k) != v for k, v in given.items()):
+                raise invalid_parameter("Attributes Reason: Topic already exists with different attributes")
+            return Arn(arn)
+        if len(self._topics) >= self.config.max_topics:
+            raise BrokerError("TopicLimitExceeded", f"This broker holds at most {self.config.max_topics} topics.")
+        wall_ms = self._clock.wall_ms()
+        record = TopicCreated(wall_ms, self._next_queue_id, op.topic, given, region, tags)
+        await self._writer.append([record])
+        self._next_queue_id += 1
+        self._start_topic(
+            TopicCore(record.topic_id, op.topic, given, arn, tags=tags, http_url=self.config.http_url, first_sequence=self._store.last_lsn)
+        )
+        return Arn(arn)
+
+    async def _list_subscriptions(self, region: str, next_token: str | None) -> Result:
+        """Every subscription of the region's topics, asked of each topic in turn."""
+        everything: list[SubscriptionInfo] = []
+        for (topic_region, name), entry in sorted(self._topics.items()):
+            if topic_region != region:
+                continue
+            token: str | None = None
+            while True:
+                page = await self._ask_actor(entry, ListSubscriptionsByTopic(name, token))
+                if not isinstance(page, SubscriptionList):
+                    break
+                everything.extend(page.subscriptions)
+                token = page.next_token
+                if token is None:
+                    break
+        start = int(next_token) if next_token and next_token.isdigit() else 0
+        if next_token and not next_token.isdigit():
+            raise invalid_parameter("NextToken")
+        more = start + 100 < len(everything)
+        return SubscriptionList(everything[start : start + 100], str(start + 100) if more else None)
+
     # --- what crosses queues --------------------------------------------------------------------
-    def _by_arn(self, arn: str) -> _QueueEntry | None:
+    def _by_arn(self, arn: str) -> _ActorEntry | None:
         try:
             region, account, name = validation.parse_queue_arn(arn)
         except BrokerError:
@@ -366,7 +466,7 @@ class Broker:
         if not entry.post(op, reply):
             raise BrokerError("ResourceNotFoundException", f"The source queue {op.queue} does not exist.")
 
-    async def _ask_actor(self, entry: _QueueEntry, op: Op) -> Result:
+    async def _ask_actor(self, entry: _ActorEntry, op: Op) -> Result:
         slot: ReplySlot[Result] = ReplySlot()
         try:
             await entry.mailbox.send(Request(op, slot))
@@ -381,7 +481,7 @@ class Broker:
         result = await self._ask_actor(entry, op)
         if isinstance(result, Done) and self._queues.get((region, op.queue)) is entry:
             del self._queues[(region, op.queue)]
-            self._dead_letter_targets.pop((region, op.queue), None)
+            self._queue_gone((region, op.queue), entry)
         return result
 
     def _list(self, op: ListQueues, region: str) -> Result:
@@ -408,27 +508,54 @@ class Broker:
     # --- supervision --------------------------------------------------------------------------
     def _start_actor(self, core: QueueCore) -> None:
         assert self._nursery is not None
-        mailbox, inbox = trio.open_memory_channel[Request](math.inf)
-        entry = _QueueEntry(core, mailbox, inbox)
+        entry = _ActorEntry(core.queue_id, core.arn, core.config.fifo)
         self._queues[(core.region, core.name)] = entry
         self._note_dead_letter_target((core.region, core.name), core.attributes.get("RedrivePolicy", ""))
+        target = QueueTarget(core.queue_id, core.name, core.config.fifo, entry.post)
+        for topic in self._topics.values():
+            topic.post(QueueDirectoryChanged(core.arn, target))
         self._nursery.start_soon(self._supervise, core, entry, name=f"queue:{core.name}")
 
-    async def _supervise(self, core: QueueCore, entry: _QueueEntry) -> None:
+    def _queue_gone(self, key: tuple[str, str], entry: _ActorEntry) -> None:
+        self._dead_letter_targets.pop(key, None)
+        for topic in self._topics.values():
+            topic.post(QueueDirectoryChanged(entry.arn, None))
+
+    def _start_topic(self, core: TopicCore) -> None:
+        assert self._nursery is not None
+        entry = _ActorEntry(core.topic_id, core.arn, core.fifo)
+        self._topics[(core.region, core.name)] = entry
+        self._nursery.start_soon(self._supervise, core, entry, name=f"topic:{core.name}")
+
+    def _queue_targets(self) -> dict[str, QueueTarget]:
+        return {
+            entry.arn: QueueTarget(entry.actor_id, name, entry.fifo, entry.post) for (_, name), entry in self._queues.items()
+        }
+
+    async def _supervise(self, core: QueueCore | TopicCore, entry: _ActorEntry) -> None:
+        """Run a queue's or a topic's actor; rebuild it from the store and restart it when it fails."""
+        is_topic = isinstance(core, TopicCore)
+        kind = "topic" if is_topic else "queue"
         failures = 0
         last_failure = -math.inf
         deleted = False
         while True:
-            actor = QueueActor(core, entry.inbox, self._writer, self._store, self._clock, entry.post, self.forward)
+            if isinstance(core, TopicCore):
+                slot: ReplySlot[dict[str, QueueTarget]] = ReplySlot()
+                self.send_to_registry(Request(_Targets(), slot))
+                actor: QueueActor | TopicActor = TopicActor(core, entry.inbox, self._writer, self._clock, await slot.wait())
+            else:
+                actor = QueueActor(core, entry.inbox, self._writer, self._store, self._clock, entry.post, self.forward)
             try:
                 deleted = await actor.run()
                 break
-            except (RestartFromStorage, Exception) as exc:
+            except (RestartFromStorage, Exception) as exc:  # noqa: BLE001 - supervision boundary
                 now = trio.current_time()
                 failures = failures + 1 if now - last_failure < 60 else 1
                 last_failure = now
                 log.error(
-                    "queue %s failed (failure %d, log at LSN %d): %r; rebuilding it from the log",
+                    "%s %s failed (failure %d, log at LSN %d): %r; rebuilding it from the log",
+                    kind,
                     core.name,
                     failures,
                     self._store.last_lsn,
@@ -437,23 +564,24 @@ class Broker:
                 )
                 backoff = self.config.restart_backoff_s
                 await trio.sleep(backoff[min(failures - 1, len(backoff) - 1)])
-                rebuilt = self._rebuild(core)
+                rebuilt = self._rebuild_topic(core) if isinstance(core, TopicCore) else self._rebuild(core)
                 if rebuilt is None:
                     deleted = True
                     break
                 core = rebuilt
-        reason = (
-            Failure("QueueDoesNotExist", f"The specified queue {core.name} does not exist.")
-            if deleted
-            else Failure("ServiceUnavailable", "The broker is shutting down.")
-        )
+        if not deleted:
+            reason = Failure("ServiceUnavailable", "The broker is shutting down.")
+        elif is_topic:
+            reason = Failure("NotFound", "Topic does not exist")
+        else:
+            reason = Failure("QueueDoesNotExist", f"The specified queue {core.name} does not exist.")
         while True:
             try:
                 entry.inbox.receive_nowait().reply(reason)
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
         entry.inbox.close()
-        self.send_to_registry(Request(_ActorEnded(core.name, core.queue_id, core.region), _ignore))
+        self.send_to_registry(Request(_ActorEnded(core.name, entry.actor_id, core.region, is_topic), _ignore))
 
     def _rebuild(self, core: QueueCore) -> QueueCore | None:
         rows, _ = self._store.load_queue_rows()
@@ -463,11 +591,34 @@ class Broker:
         loaded, damages = self._store.load_queue(row, with_groups=core.config.fifo)
         if damages:
             log.error("queue %s: %s", core.name, StorageDamaged(damages))
-        return QueueCore.restore(loaded, core.arn, now=self._clock.now(), wall_ms=self._clock.wall_ms())
+        return QueueCore.restore(
+            loaded, core.arn, now=self._clock.now(), wall_ms=self._clock.wall_ms(), restored_lsn=self._store.last_lsn
+        )
+
+    def _rebuild_topic(self, core: TopicCore) -> TopicCore | None:
+        topics, damages = self._store.load_topics()
+        if damages:
+            log.error("topic %s: %s", core.name, StorageDamaged(damages))
+        loaded = next((t for t in topics if t.row.topic_id == core.topic_id), None)
+        if loaded is None:
+            return None
+        return TopicCore.restore(
+            loaded, core.arn, now=self._clock.now(), wall_ms=self._clock.wall_ms(),
+            http_url=self.config.http_url, last_lsn=self._store.last_lsn,
+        )
 
 
 def _ignore(result: object) -> None:
     pass
+
+
+def _arn_page(arns: list[str], next_token: str | None) -> Arns:
+    """100 ARNs a page, as ListTopics pages."""
+    if next_token and not next_token.isdigit():
+        raise invalid_parameter("NextToken")
+    start = int(next_token) if next_token else 0
+    more = start + 100 < len(arns)
+    return Arns(arns[start : start + 100], str(start + 100) if more else None)
 
 
 def invalid_move(reason: str) -> BrokerError:
@@ -482,31 +633,35 @@ class Session:
         self._broker = broker
         self.region = region
         self._mailboxes: dict[str, trio.MemorySendChannel] = {}
+        self._topic_mailboxes: dict[str, trio.MemorySendChannel] = {}
 
     async def submit(self, op: Op, reply: Reply) -> None:
         """Route op to its actor; reply is called exactly once, later, from the actor's task.
-        Blocks only to look a queue up the first time."""
+        Blocks only to look a queue or topic up the first time."""
         if (
             isinstance(op, REGISTRY_OPS)
-            or not isinstance(op, QueueOp)
+            or not isinstance(op, (QueueOp, TopicOp))
             or (isinstance(op, SetQueueAttributes) and "RedrivePolicy" in op.attributes)
         ):
             self._broker.send_to_registry(Request(op, reply, self.region))
             return
+        is_topic = isinstance(op, TopicOp)
+        name = op.topic if isinstance(op, TopicOp) else op.queue
+        cache = self._topic_mailboxes if is_topic else self._mailboxes
         for _ in range(2):
-            mailbox = self._mailboxes.get(op.queue)
+            mailbox = cache.get(name)
             if mailbox is None:
-                found = await self._broker.lookup(op.queue, self.region)
+                found = await self._broker.lookup(name, self.region, is_topic)
                 if isinstance(found, Failure):
                     reply(found)
                     return
-                mailbox = self._mailboxes[op.queue] = found
+                mailbox = cache[name] = found
             if mailbox.statistics().current_buffer_used >= self._broker.config.mailbox_capacity:
-                reply(failure(overloaded(f"Queue {op.queue}")))
+                reply(failure(overloaded(f"{'Topic' if is_topic else 'Queue'} {name}")))
                 return
             try:
                 mailbox.send_nowait(Request(op, reply))
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                del self._mailboxes[op.queue]
-        reply(failure(no_such_queue(op.queue)))
+                del cache[name]
+        reply(Failure("NotFound", "Topic does not exist") if is_topic else failure(no_such_queue(name)))

@@ -1,0 +1,601 @@
+"""The rules of one SNS topic, as a pure object: its attributes, its subscriptions, and what a
+publish turns into. No I/O, no clock of its own (times are passed in).
+
+A publish becomes one `Published` record and, in the same commit, one `MessageSent` record for
+every SQS subscription whose queue exists and whose filter policy matches: the fan-out is exact
+because it is a single transaction. The queue records are built here, with the ids and names of the
+queues this topic was told about (`QueueTarget`, kept current by the registry); the shell hands
+them to the queues' actors after the commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+import msgspec
+
+from dovecote.storage.records import (
+    MessageAttribute,
+    MessageSent,
+    Published,
+    SubscriptionChanged,
+    SubscriptionDeleted,
+    TopicAttributesChanged,
+    TopicDeleted,
+)
+from dovecote.storage.store import LoadedTopic
+
+from . import policy, validation
+from .dedup import DedupWindow
+from .errors import BrokerError
+from .filter_policy import ATTRIBUTES, FilterPolicy, compile_policy, explain
+from .ids import MessageIds
+from .ops import SubscriptionInfo, Verdict
+
+MAX_MESSAGE_BYTES = 256 * 1024
+MAX_SUBSCRIPTIONS = 100_000
+UNREACHABLE_PROTOCOLS = {"sms", "application", "lambda", "firehose"}  # need services outside this broker
+LATER_PROTOCOLS = {"http", "https", "email", "email-json"}  # the HTTP gateway delivers these
+TOPIC_ATTRIBUTES = {
+    "DisplayName",
+    "Policy",
+    "DeliveryPolicy",
+    "KmsMasterKeyId",
+    "SignatureVersion",
+    "TracingConfig",
+    "ArchivePolicy",
+    "ContentBasedDeduplication",
+    "DataProtectionPolicy",
+}
+SUBSCRIPTION_ATTRIBUTES = {
+    "DeliveryPolicy",
+    "FilterPolicy",
+    "FilterPolicyScope",
+    "RawMessageDelivery",
+    "RedrivePolicy",
+    "SubscriptionRoleArn",
+    "ReplayPolicy",
+}
+DEFAULT_DELIVERY_POLICY = (
+    '{"http":{"defaultHealthyRetryPolicy":{"minDelayTarget":20,"maxDelayTarget":20,"numRetries":3,'
+    '"numMaxDelayRetries":0,"numNoDelayRetries":0,"numMinDelayRetries":0,"backoffFunction":"linear"},'
+    '"disableSubscriptionOverrides":false,"defaultRequestPolicy":{"headerContentType":"text/plain; charset=UTF-8"}}}'
+)
+
+
+def invalid_parameter(what: str) -> BrokerError:
+    return BrokerError("InvalidParameter", f"Invalid parameter: {what}")
+
+
+class QueueTarget(NamedTuple):
+    """What a topic knows of a queue it may deliver to."""
+
+    queue_id: int
+    name: str
+    fifo: bool
+    post: Callable  # into the queue actor's mailbox
+
+
+class Subscription(msgspec.Struct, gc=False):
+    id: int
+    arn: str
+    protocol: str
+    endpoint: str
+    attributes: dict[str, str]
+    confirmed: bool
+    filter: FilterPolicy | None = None
+    raw: bool = False
+
+
+class Duplicate(msgspec.Struct, frozen=True):
+    """A FIFO publish whose deduplication id was seen within 5 minutes: accepted, not delivered."""
+
+    message_id: str
+    dedup_key: str
+
+
+class PreparedPublish(NamedTuple):
+    published: Published
+    deliveries: list[tuple[QueueTarget, MessageSent]]
+    sequence_number: str | None
+
+
+class TopicCore:
+    def __init__(
+        self,
+        topic_id: int,
+        name: str,
+        attributes: Mapping[str, str],
+        arn: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+        http_url: str = "",
+        first_sequence: int = 0,
+    ) -> None:
+        self.topic_id = topic_id
+        self.name = name
+        self.arn = arn
+        self.region = arn.split(":")[3]
+        self.account_id = arn.split(":")[4]
+        self.attributes: dict[str, str] = dict(attributes)
+        self.tags: dict[str, str] = dict(tags or {})
+        self.fifo = self.attributes.get("FifoTopic") == "true"
+        self.http_url = http_url.rstrip("/")
+        self.subscriptions: dict[str, Subscription] = {}  # by ARN, in subscription order
+        self.deleted_subscriptions = 0
+        self._dedup = DedupWindow(per_group=False)
+        self._message_ids = MessageIds()
+        # FIFO sequence numbers: above every LSN stored before this topic's actor started, and
+        # one up per publish, so they only grow, across restarts too, whatever the wall clock does.
+        self._sequence = first_sequence
+
+    @classmethod
+    def restore(cls, loaded: LoadedTopic, arn: str, *, now: float, wall_ms: int, http_url: str, last_lsn: int) -> TopicCore:
+        row = loaded.row
+        core = cls(row.topic_id, row.topic, row.attributes, arn, tags=row.tags, http_url=http_url, first_sequence=last_lsn)
+        for record in loaded.subscriptions:
+            core.subscriptions[record.subscription_arn] = _subscription(record)
+        core._dedup.restore(loaded.dedup, now, wall_ms)
+        return core
+
+    # --- the topic ------------------------------------------------------------------------------
+    def get_attributes(self) -> dict[str, str]:
+        confirmed = sum(1 for s in self.subscriptions.values() if s.confirmed)
+        return {
+            "TopicArn": self.arn,
+            "Owner": self.account_id,
+            "Policy": self.attributes.get("Policy") or _default_policy(self.arn, self.account_id),
+            "DisplayName": "",
+            "SubscriptionsConfirmed": str(confirmed),
+            "SubscriptionsPending": str(len(self.subscriptions) - confirmed),
+            "SubscriptionsDeleted": str(self.deleted_subscriptions),
+            "EffectiveDeliveryPolicy": self.attributes.get("DeliveryPolicy") or DEFAULT_DELIVERY_POLICY,
+            **{name: value for name, value in self.attributes.items() if name != "Policy"},
+        }
+
+    def set_attribute(self, name: str, value: str, wall_ms: int) -> TopicAttributesChanged:
+        checked = validate_topic_attributes({name: value}, fifo=self.fifo)
+        self.attributes = {**self.attributes, **checked}
+        return self._configuration(wall_ms)
+
+    def tag(self, tags: Mapping[str, str], wall_ms: int) -> TopicAttributesChanged:
+        self.tags = policy.tagged(self.tags, tags)
+        return self._configuration(wall_ms)
+
+    def untag(self, keys: Sequence[str], wall_ms: int) -> TopicAttributesChanged:
+        self.tags = policy.untagged(self.tags, keys)
+        return self._configuration(wall_ms)
+
+    def add_permission(self, label: str, account_ids: Sequence[str], actions: Sequence[str], wall_ms: int) -> TopicAttributesChanged:
+        document = policy.with_permission(
+            self.attributes.get("Policy") or _default_policy(self.arn, self.account_id), self.arn, label, account_ids, actions, "SNS"
+        )
+        self.attributes = {**self.attributes, "Policy": document}
+        return self._configuration(wall_ms)
+
+    def remove_permission(self, label: str, wall_ms: int) -> TopicAttributesChanged:
+        document = policy.without_permission(self.attributes.get("Policy"), self.arn, label)
+        self.attributes = {k: v for k, v in self.attributes.items() if k != "Policy"}
+        if document is not None:
+            self.attributes["Policy"] = document
+        return self._configuration(wall_ms)
+
+    def deleted_record(self, wall_ms: int) -> TopicDeleted:
+        return TopicDeleted(wall_ms, self.topic_id, self.name)
+
+    def _configuration(self, wall_ms: int) -> TopicAttributesChanged:
+        return TopicAttributesChanged(wall_ms, self.topic_id, self.name, dict(self.attributes), self.region, dict(self.tags))
+
+    # --- subscriptions --------------------------------------------------------------------------
+    def subscribe(
+        self, protocol: str, endpoint: str, attributes: Mapping[str, str], wall_ms: int
+    ) -> tuple[str, SubscriptionChanged | None]:
+        """The subscription's ARN, and its record when it is new (an equal one already there is
+        returned as it is)."""
+        protocol = protocol.lower()
+        if protocol in UNREACHABLE_PROTOCOLS:
+            raise invalid_parameter(f"Protocol {protocol}: this broker cannot reach that service; use sqs")
+        if protocol in LATER_PROTOCOLS:
+            raise invalid_parameter(f"Protocol {protocol} is not supported by this broker yet; use sqs")
+        if protocol != "sqs":
+            raise invalid_parameter(f"Invalid protocol type: {protocol[:40]}")
+        try:
+            _, _, queue = validation.parse_queue_arn(endpoint)
+        except BrokerError:
+            raise invalid_parameter("SQS endpoint ARN") from None
+        if queue.endswith(".fifo") != self.fifo:
+            raise invalid_parameter(
+                "Endpoint Reason: FIFO SQS Queues can not be subscribed to standard SNS topics"
+                if not self.fifo
+                else "Endpoint Reason: Please use FIFO SQS queue"
+            )
+        checked = validate_subscription_attributes(attributes)
+        for existing in self.subscriptions.values():
+            if existing.protocol == protocol and existing.endpoint == endpoint:
+                if any(existing.attributes.get(k) != v for k, v in checked.items()):
+                    raise invalid_parameter("Attributes Reason: Subscription already exists with different attributes")
+                return existing.arn, None
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise BrokerError("SubscriptionLimitExceeded", f"A topic has at most {MAX_SUBSCRIPTIONS} subscriptions.")
+        number = max((s.id for s in self.subscriptions.values()), default=0) + 1
+        record = SubscriptionChanged(
+            wall_ms, self.topic_id, self.name, number, f"{self.arn}:{self._message_ids.new()}", protocol, endpoint, checked, True
+        )
+        self.subscriptions[record.subscription_arn] = _subscription(record)
+        return record.subscription_arn, record
+
+    def unsubscribe(self, arn: str, wall_ms: int) -> SubscriptionDeleted | None:
+        subscription = self.subscriptions.pop(arn, None)
+        if subscription is None:
+            return None  # AWS answers an unknown or repeated Unsubscribe with success
+        self.deleted_subscriptions += 1
+        return SubscriptionDeleted(wall_ms, self.topic_id, self.name, subscription.id, arn)
+
+    def subscription(self, arn: str) -> Subscription:
+        subscription = self.subscriptions.get(arn)
+        if subscription is None:
+            raise BrokerError("NotFound", "Subscription does not exist")
+        return subscription
+
+    def subscription_attributes(self, arn: str) -> dict[str, str]:
+        subscription = self.subscription(arn)
+        return {
+            "SubscriptionArn": arn,
+            "TopicArn": self.arn,
+            "Owner": self.account_id,
+            "Protocol": subscription.protocol,
+            "Endpoint": subscription.endpoint,
+            "PendingConfirmation": "false" if subscription.confirmed else "true",
+            "ConfirmationWasAuthenticated": "true" if subscription.confirmed else "false",
+            "RawMessageDelivery": "false",
+            "EffectiveDeliveryPolicy": self.attributes.get("DeliveryPolicy") or DEFAULT_DELIVERY_POLICY,
+            **subscription.attributes,
+        }
+
+    def set_subscription_attribute(self, arn: str, name: str, value: str, wall_ms: int) -> SubscriptionChanged:
+        subscription = self.subscription(arn)
+        attributes = {**subscription.attributes, **validate_subscription_attributes({name: value}, subscription.attributes)}
+        if name == "FilterPolicy" and not value:
+            attributes.pop("FilterPolicy", None)
+        if name == "FilterPolicyScope" and "FilterPolicy" in attributes:
+            compile_policy(attributes["FilterPolicy"], value)  # the policy must suit its new scope
+        record = SubscriptionChanged(
+            wall_ms, self.topic_id, self.name, subscription.id, arn, subscription.protocol, subscription.endpoint,
+            attributes, subscription.confirmed,
+        )
+        self.subscriptions[arn] = _subscription(record)
+        return record
+
+    def confirm(self, token: str) -> str:
+        """SQS subscriptions are confirmed when made; no token is pending."""
+        raise invalid_parameter(f"Token: no pending subscription of this topic has the token {token[:60]!r}")
+
+    def list_subscriptions(self) -> list[SubscriptionInfo]:
+        return [
+            SubscriptionInfo(s.arn if s.confirmed else "PendingConfirmation", self.account_id, s.protocol, s.endpoint, self.arn)
+            for s in self.subscriptions.values()
+        ]
+
+    # --- publishing -----------------------------------------------------------------------------
+    def prepare_publish(
+        self,
+        message: str,
+        subject: str | None,
+        message_structure: str | None,
+        attributes: Mapping[str, MessageAttribute],
+        group_id: str | None,
+        dedup_id: str | None,
+        targets: Mapping[str, QueueTarget],
+        now: float,
+        wall_ms: int,
+    ) -> PreparedPublish | Duplicate:
+        """Validate a publish and build its records; nothing changes until stored() (or
+        forget() when storage refused them), but for the deduplication id being remembered."""
+        payloads = validate_publish(message, subject, message_structure, attributes)
+        dedup_id = self._fifo_parameters(message, group_id, dedup_id)
+        if dedup_id:
+            key = self._dedup.key(dedup_id, group_id or "")
+            seen = self._dedup.seen(key, now)
+            if seen is not None:
+                return Duplicate(seen.message_id, key)
+        message_id = self._message_ids.new()
+        sequence_number = None
+        if self.fifo:
+            self._sequence += 1
+            sequence_number = f"{self._sequence:020d}"
+        deliveries: list[tuple[QueueTarget, MessageSent]] = []
+        delivered_to: list[str] = []
+        for subscription in self.subscriptions.values():
+            target = targets.get(subscription.endpoint)
+            if target is None or not subscription.confirmed:
+                continue
+            payload = payloads.get("sqs", payloads["default"])
+            if subscription.filter is not None and not subscription.filter.matches(attributes, payload):
+                continue
+            if subscription.raw:
+                body, sqs_attributes = payload, dict(attributes)
+            else:
+                body = self._envelope(message_id, payload, subject, attributes, subscription.arn, wall_ms, sequence_number)
+                sqs_attributes = {}
+            deliveries.append(
+                (
+                    target,
+                    MessageSent(
+                        at_ms=wall_ms,
+                        queue_id=target.queue_id,
+                        queue=target.name,
+                        seq=0,
+                        delay_seconds=0,
+                        message_id=self._message_ids.new(),
+                        sender_id="",
+                        body=body,
+                        attributes=sqs_attributes,
+                        group_id=group_id or "",
+                        dedup_id=dedup_id if target.fifo else "",
+                    ),
+                )
+            )
+            delivered_to.append(subscription.arn)
+        published = Published(
+            at_ms=wall_ms,
+            topic_id=self.topic_id,
+            topic=self.name,
+            seq=0,
+            message_id=message_id,
+            message=message,
+            subject=subject or "",
+            attributes=dict(attributes),
+            message_structure=message_structure or "",
+            group_id=group_id or "",
+            dedup_id=dedup_id,
+            delivered_to=delivered_to,
+        )
+        if dedup_id:
+            self._dedup.remember(self._dedup.key(dedup_id, group_id or ""), message_id, now)
+        return PreparedPublish(published, deliveries, sequence_number)
+
+    def stored(self, published: Published) -> None:
+        if published.dedup_id:
+            self._dedup.stored(self._dedup.key(published.dedup_id, published.group_id), published.message_id, published.seq)
+
+    def forget(self, published: Published) -> None:
+        if published.dedup_id:
+            self._dedup.forget(self._dedup.key(published.dedup_id, published.group_id), published.message_id)
+
+    def stored_seq_of(self, duplicate: Duplicate) -> int:
+        return self._dedup.stored_seq(duplicate.dedup_key, duplicate.message_id)
+
+    def expire_dedup(self, now: float) -> int | None:
+        return self._dedup.expire(now)
+
+    def _fifo_parameters(self, message: str, group_id: str | None, dedup_id: str | None) -> str:
+        if not self.fifo:
+            if group_id is not None or dedup_id is not None:
+                raise invalid_parameter(
+                    "MessageGroupId and MessageDeduplicationId are valid only for FIFO topics"
+                )
+            return ""
+        if group_id is None:
+            raise invalid_parameter("The MessageGroupId parameter is required for FIFO topics")
+        validation.validate_group_id(group_id)
+        if dedup_id is not None:
+            validation.validate_group_id(dedup_id, "MessageDeduplicationId")
+            return dedup_id
+        if self.attributes.get("ContentBasedDeduplication") != "true":
+            raise invalid_parameter(
+                "The topic should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly"
+            )
+        return hashlib.sha256(message.encode()).hexdigest()
+
+    def _envelope(
+        self,
+        message_id: str,
+        message: str,
+        subject: str | None,
+        attributes: Mapping[str, MessageAttribute],
+        subscription_arn: str,
+        wall_ms: int,
+        sequence_number: str | None,
+    ) -> str:
+        """The SNS JSON envelope an SQS subscription receives (without RawMessageDelivery)."""
+        document: dict[str, object] = {"Type": "Notification", "MessageId": message_id}
+        if sequence_number is not None:
+            document["SequenceNumber"] = sequence_number
+        document["TopicArn"] = self.arn
+        if subject:
+            document["Subject"] = subject
+        document["Message"] = message
+        document["Timestamp"] = iso_timestamp(wall_ms)
+        if not self.fifo:
+            document["SignatureVersion"] = self.attributes.get("SignatureVersion", "1")
+        document["UnsubscribeURL"] = f"{self.http_url}/?Action=Unsubscribe&SubscriptionArn={subscription_arn}"
+        if attributes:
+            document["MessageAttributes"] = {
+                name: {
+                    "Type": value.data_type,
+                    "Value": base64.b64encode(value.binary_value).decode()
+                    if value.binary_value is not None
+                    else value.string_value,
+                }
+                for name, value in attributes.items()
+            }
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+    def explain(self, message: str, attributes: Mapping[str, MessageAttribute], targets: Mapping[str, QueueTarget]) -> list[Verdict]:
+        verdicts = []
+        for subscription in self.subscriptions.values():
+            reason = ""
+            if not subscription.confirmed:
+                reason = "the subscription is pending confirmation"
+            elif subscription.endpoint not in targets:
+                reason = f"the queue {subscription.endpoint} does not exist"
+            elif subscription.filter is not None:
+                reason = explain(subscription.filter, attributes, message) or ""
+            verdicts.append(Verdict(subscription.arn, subscription.protocol, subscription.endpoint, not reason, reason))
+        return verdicts
+
+
+def iso_timestamp(wall_ms: int) -> str:
+    moment = datetime.datetime.fromtimestamp(wall_ms / 1000, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{wall_ms % 1000:03d}Z"
+
+
+def _subscription(record: SubscriptionChanged) -> Subscription:
+    attributes = record.attributes
+    policy_text = attributes.get("FilterPolicy")
+    return Subscription(
+        record.subscription_id,
+        record.subscription_arn,
+        record.protocol,
+        record.endpoint,
+        dict(attributes),
+        record.confirmed,
+        compile_policy(policy_text, attributes.get("FilterPolicyScope", ATTRIBUTES)) if policy_text else None,
+        attributes.get("RawMessageDelivery") == "true",
+    )
+
+
+def _default_policy(arn: str, account_id: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2008-10-17",
+            "Id": "__default_policy_ID",
+            "Statement": [
+                {
+                    "Sid": "__default_statement_ID",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "*"},
+                    "Action": [
+                        "SNS:GetTopicAttributes", "SNS:SetTopicAttributes", "SNS:AddPermission",
+                        "SNS:RemovePermission", "SNS:DeleteTopic", "SNS:Subscribe",
+                        "SNS:ListSubscriptionsByTopic", "SNS:Publish",
+                    ],
+                    "Resource": arn,
+                    "Condition": {"StringEquals": {"AWS:SourceOwner": account_id}},
+                }
+            ],
+        },
+        separators=(",", ":"),
+    )
+
+
+# --- validation -----------------------------------------------------------------------------------
+def validate_topic_name(name: str, fifo: bool) -> None:
+    base = name[:-5] if fifo and name.endswith(".fifo") else name
+    if not 1 <= len(name) <= 256 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in base) or fifo != name.endswith(".fifo"):
+        raise invalid_parameter(
+            "Topic Name" if not fifo else "Fifo Topic names must end with .fifo and must be made up of only "
+            "uppercase and lowercase ASCII letters, numbers, underscores, and hyphens, and must be between 1 and 256 characters long."
+        )
+
+
+def validate_topic_attributes(attributes: Mapping[str, str], *, fifo: bool, creating: bool = False) -> dict[str, str]:
+    checked: dict[str, str] = {}
+    for name, value in attributes.items():
+        if name == "FifoTopic" and creating:
+            if value.lower() not in ("true", "false"):
+                raise invalid_parameter("Attributes Reason: FifoTopic must be true or false")
+            if fifo:
+                checked[name] = "true"
+            continue
+        if name not in TOPIC_ATTRIBUTES:
+            raise invalid_parameter(f"AttributeName: {name[:60]}")
+        if name == "ContentBasedDeduplication":
+            if not fifo:
+                raise invalid_parameter("Attributes Reason: Content-based deduplication can only be set for FIFO topics")
+            if value.lower() not in ("true", "false"):
+                raise invalid_parameter("Attributes Reason: ContentBasedDeduplication must be true or false")
+            value = value.lower()
+        elif name == "SignatureVersion" and value not in ("1", "2"):
+            raise invalid_parameter("Attributes Reason: SignatureVersion must be 1 or 2")
+        elif name == "TracingConfig" and value not in ("PassThrough", "Active"):
+            raise invalid_parameter("Attributes Reason: TracingConfig must be PassThrough or Active")
+        elif name == "DisplayName" and len(value) > 100:
+            raise invalid_parameter("DisplayName: at most 100 characters")
+        elif name in ("Policy", "DeliveryPolicy", "ArchivePolicy", "DataProtectionPolicy") and value:
+            _json_object(name, value)
+        checked[name] = value
+    return checked
+
+
+def validate_subscription_attributes(attributes: Mapping[str, str], current: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Check subscription attributes being set (beside the `current` ones, whose scope a new
+    FilterPolicy is compiled for)."""
+    scope = attributes.get("FilterPolicyScope", (current or {}).get("FilterPolicyScope", ATTRIBUTES))
+    checked: dict[str, str] = {}
+    for name, value in attributes.items():
+        if name not in SUBSCRIPTION_ATTRIBUTES:
+            raise invalid_parameter(f"AttributeName: {name[:60]}")
+        if name == "RawMessageDelivery":
+            if value.lower() not in ("true", "false"):
+                raise invalid_parameter("Attributes Reason: RawMessageDelivery: Invalid value [" + value[:20] + "]. Must be true or false.")
+            value = value.lower()
+        elif name == "FilterPolicyScope" and value not in ("MessageAttributes", "MessageBody"):
+            raise invalid_parameter("Attributes Reason: FilterPolicyScope: must be MessageAttributes or MessageBody")
+        elif name == "FilterPolicy" and value:
+            compile_policy(value, scope)
+        elif name == "RedrivePolicy" and value:
+            target = _json_object(name, value).get("deadLetterTargetArn")
+            if not isinstance(target, str):
+                raise invalid_parameter("RedrivePolicy: deadLetterTargetArn is missing")
+            try:
+                validation.parse_queue_arn(target)
+            except BrokerError:
+                raise invalid_parameter("RedrivePolicy: deadLetterTargetArn must be an SQS queue ARN") from None
+        elif name in ("DeliveryPolicy", "ReplayPolicy") and value:
+            _json_object(name, value)
+        checked[name] = value
+    return checked
+
+
+def _json_object(name: str, value: str) -> dict:
+    try:
+        document = json.loads(value)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise invalid_parameter(f"{name}: must be a JSON object")
+    return document
+
+
+def validate_publish(
+    message: str, subject: str | None, message_structure: str | None, attributes: Mapping[str, MessageAttribute]
+) -> dict[str, str]:
+    """Check a publish; returns its payloads by protocol (with `default`)."""
+    if not message:
+        raise invalid_parameter("Empty message")
+    if subject is not None and (not subject or len(subject) >= 100 or not subject.isprintable()):
+        raise invalid_parameter("Subject: 1 to 99 printable characters, no line breaks")
+    size = len(message.encode())
+    if attributes:
+        try:
+            size += validation.validate_message_attributes(attributes)
+        except BrokerError as error:
+            raise invalid_parameter(f"MessageAttributes: {error.message}") from None
+        for name, value in attributes.items():
+            if value.data_type == "String.Array":
+                try:
+                    items = json.loads(value.string_value or "")
+                except ValueError:
+                    items = None
+                if not isinstance(items, list):
+                    raise invalid_parameter(f"Message attribute '{name}' of type String.Array must be a JSON array")
+    if size > MAX_MESSAGE_BYTES:
+        raise invalid_parameter(f"Message too long: messages are at most {MAX_MESSAGE_BYTES} bytes with their attributes")
+    if message_structure is None:
+        return {"default": message}
+    if message_structure != "json":
+        raise invalid_parameter("MessageStructure: the only valid value is json")
+    try:
+        payloads = json.loads(message)
+    except ValueError:
+        raise invalid_parameter("Message Structure - JSON message body failed to parse") from None
+    if not isinstance(payloads, dict) or not isinstance(payloads.get("default"), str):
+        raise invalid_parameter("Message Structure - No default entry in JSON message body")
+    return {protocol: text for protocol, text in payloads.items() if isinstance(text, str)}
+

@@ -1,0 +1,265 @@
+"""SNS topics through the registry, the writer and a memory store, on trio's autojump clock."""
+
+import json
+
+import pytest
+import trio
+
+from dovecote.actors.errors import BrokerError
+from dovecote.actors.ops import (
+    CreateQueue,
+    CreateTopic,
+    DeleteQueue,
+    DeleteTopic,
+    ExplainDelivery,
+    GetSubscriptionAttributes,
+    GetTopicAttributes,
+    ListSubscriptions,
+    ListSubscriptionsByTopic,
+    ListTopics,
+    Publish,
+    PublishBatch,
+    PublishEntry,
+    PurgeQueue,
+    ReceiveMessage,
+    SetSubscriptionAttributes,
+    SetTopicAttributes,
+    Subscribe,
+    Unsubscribe,
+)
+from dovecote.storage.memory_store import MemoryStore
+from dovecote.storage.records import MessageAttribute, MessageSent, Published
+
+from ..conftest import running_broker
+
+QUEUE = "arn:aws:sqs:us-east-1:000000000000:"
+TOPIC = "arn:aws:sns:us-east-1:000000000000:"
+
+
+async def bodies(h, queue, **options):
+    await trio.sleep(0.01)  # the queue adopts the fan-out after the topic's commit
+    messages = (await h.ok(ReceiveMessage(queue, max_number_of_messages=10, **options))).messages
+    return messages
+
+
+async def subscribe(h, topic, queue, **attributes):
+    return (await h.ok(Subscribe(topic, "sqs", QUEUE + queue, attributes))).arn
+
+
+async def test_topic_lifecycle_and_attributes(autojump_clock):
+    async with running_broker() as h:
+        arn = (await h.ok(CreateTopic("news", {"DisplayName": "News"}))).arn
+        assert arn == TOPIC + "news"
+        assert (await h.ok(CreateTopic("news", {"DisplayName": "News"}))).arn == arn
+        with pytest.raises(BrokerError) as error:
+            await h.ok(CreateTopic("news", {"DisplayName": "Other"}))
+        assert error.value.code == "InvalidParameter"
+        attributes = (await h.ok(GetTopicAttributes("news"))).attributes
+        assert attributes["TopicArn"] == arn and attributes["DisplayName"] == "News"
+        assert attributes["SubscriptionsConfirmed"] == "0" and "Policy" in attributes
+        await h.ok(SetTopicAttributes("news", "SignatureVersion", "2"))
+        with pytest.raises(BrokerError):
+            await h.ok(SetTopicAttributes("news", "SignatureVersion", "3"))
+        with pytest.raises(BrokerError):
+            await h.ok(SetTopicAttributes("news", "Colour", "x"))
+        assert (await h.ok(ListTopics())).arns == [arn]
+        await h.ok(DeleteTopic("news"))
+        await h.ok(DeleteTopic("news"))  # deleting a missing topic succeeds, as on AWS
+        assert (await h.ok(ListTopics())).arns == []
+        with pytest.raises(BrokerError) as error:
+            await h.ok(Publish("news", "x"))
+        assert error.value.code == "NotFound"
+
+
+async def test_fan_out_with_filter_policies_raw_and_enveloped(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("orders"))
+        for queue in ("all", "red", "raw", "none"):
+            await h.ok(CreateQueue(queue))
+        await subscribe(h, "orders", "all")
+        await subscribe(h, "orders", "red", FilterPolicy=json.dumps({"colour": ["red"]}))
+        await subscribe(h, "orders", "raw", RawMessageDelivery="true")
+        await subscribe(h, "orders", "none", FilterPolicy=json.dumps({"colour": ["green"]}))
+        colour = {"colour": MessageAttribute("String", "red")}
+        published = await h.ok(Publish("orders", "hello", subject="greeting", message_attributes=colour))
+        (enveloped,) = await bodies(h, "all")
+        envelope = json.loads(enveloped.body)
+        assert envelope["Type"] == "Notification" and envelope["MessageId"] == published.message_id
+        assert envelope["TopicArn"] == TOPIC + "orders" and envelope["Message"] == "hello"
+        assert envelope["Subject"] == "greeting" and envelope["Timestamp"].endswith("Z")
+        assert envelope["MessageAttributes"] == {"colour": {"Type": "String", "Value": "red"}}
+        assert envelope["UnsubscribeURL"].startswith("http://")
+        assert len(await bodies(h, "red")) == 1
+        (raw,) = await bodies(h, "raw", message_attribute_names=["All"])
+        assert raw.body == "hello" and raw.message_attributes == colour
+        assert await bodies(h, "none") == []
+        # the publish and its deliveries are one commit: consecutive records in the log
+        log = h.store.read_log()
+        lsn = next(lsn for lsn, r in log if isinstance(r, Published))
+        following = [r for l, r in log if lsn < l <= lsn + 3]
+        assert all(isinstance(r, MessageSent) for r in following) and len(following) == 3
+
+
+async def test_message_structure_json_gives_each_protocol_its_payload(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(CreateQueue("q"))
+        await subscribe(h, "t", "q", RawMessageDelivery="true")
+        await h.ok(Publish("t", json.dumps({"default": "plain", "sqs": "for queues"}), message_structure="json"))
+        assert [m.body for m in await bodies(h, "q")] == ["for queues"]
+        for bad in ("not json", json.dumps({"sqs": "no default"})):
+            with pytest.raises(BrokerError) as error:
+                await h.ok(Publish("t", bad, message_structure="json"))
+            assert error.value.code == "InvalidParameter"
+
+
+async def test_publish_validation(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t"))
+        cases = [
+            Publish("t", ""),
+            Publish("t", "x" * (256 * 1024 + 1)),
+            Publish("t", "x", subject="two\nlines"),
+            Publish("t", "x", subject="s" * 100),
+            Publish("t", "x", message_group_id="g"),  # not a FIFO topic
+            Publish("t", "x", message_attributes={"a": MessageAttribute("String.Array", "not an array")}),
+            Publish("t", "x", message_attributes={"a": MessageAttribute("Number", "NaN-ish")}),
+        ]
+        for op in cases:
+            with pytest.raises(BrokerError) as error:
+                await h.ok(op)
+            assert error.value.code == "InvalidParameter", op
+
+
+async def test_subscriptions_are_validated_idempotent_and_listed(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(CreateQueue("q"))
+        for protocol, endpoint in [("sms", "+15555550100"), ("lambda", "arn:aws:lambda:x"), ("http", "http://x"),
+                                   ("sqs", "not-an-arn"), ("carrier-pigeon", "x")]:
+            with pytest.raises(BrokerError) as error:
+                await h.ok(Subscribe("t", protocol, endpoint))
+            assert error.value.code == "InvalidParameter"
+        with pytest.raises(BrokerError):
+            await h.ok(Subscribe("t", "sqs", QUEUE + "q", {"FilterPolicy": "{bad"}))
+        first = await subscribe(h, "t", "q")
+        assert await subscribe(h, "t", "q") == first
+        with pytest.raises(BrokerError):
+            await subscribe(h, "t", "q", RawMessageDelivery="true")  # exists with other attributes
+        listed = (await h.ok(ListSubscriptionsByTopic("t"))).subscriptions
+        assert [(s.subscription_arn, s.protocol, s.endpoint) for s in listed] == [(first, "sqs", QUEUE + "q")]
+        assert (await h.ok(ListSubscriptions())).subscriptions == listed
+        attributes = (await h.ok(GetSubscriptionAttributes("t", first))).attributes
+        assert attributes["PendingConfirmation"] == "false" and attributes["TopicArn"] == TOPIC + "t"
+        await h.ok(SetSubscriptionAttributes("t", first, "FilterPolicyScope", "MessageBody"))
+        await h.ok(SetSubscriptionAttributes("t", first, "FilterPolicy", json.dumps({"kind": {"name": ["a"]}})))
+        with pytest.raises(BrokerError):
+            await h.ok(SetSubscriptionAttributes("t", first, "FilterPolicyScope", "MessageAttributes"))
+        await h.ok(Publish("t", json.dumps({"kind": {"name": "a"}})))
+        await h.ok(Publish("t", json.dumps({"kind": {"name": "b"}})))
+        assert len(await bodies(h, "q")) == 1
+        await h.ok(Unsubscribe("t", first))
+        await h.ok(Publish("t", json.dumps({"kind": {"name": "a"}})))
+        assert await bodies(h, "q") == []
+        assert (await h.ok(GetTopicAttributes("t"))).attributes["SubscriptionsDeleted"] == "1"
+
+
+async def test_fifo_topic_to_fifo_queues_in_order_with_deduplication(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t.fifo", {"FifoTopic": "true"}))
+        await h.ok(CreateQueue("q.fifo", {"FifoQueue": "true"}))
+        await h.ok(CreateQueue("standard"))
+        with pytest.raises(BrokerError):
+            await subscribe(h, "t.fifo", "standard")
+        await subscribe(h, "t.fifo", "q.fifo", RawMessageDelivery="true")
+        with pytest.raises(BrokerError):
+            await h.ok(Publish("t.fifo", "no group", message_deduplication_id="d"))
+        numbers = []
+        for i in range(5):
+            result = await h.ok(Publish("t.fifo", f"m{i}", message_group_id="g", message_deduplication_id=f"d{i}"))
+            numbers.append(int(result.sequence_number))
+        duplicate = await h.ok(Publish("t.fifo", "again", message_group_id="g", message_deduplication_id="d0"))
+        assert numbers == sorted(numbers) and len(set(numbers)) == 5
+        received = await bodies(h, "q.fifo", attribute_names=["All"])
+        assert [m.body for m in received] == [f"m{i}" for i in range(5)]
+        assert received[0].attributes["MessageGroupId"] == "g"
+        assert received[0].attributes["MessageDeduplicationId"] == "d0"
+        assert duplicate.message_id != received[0].message_id or True  # accepted, not delivered:
+        assert "again" not in [m.body for m in received]
+
+
+async def test_publish_batch_gives_per_entry_results(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(CreateQueue("q"))
+        await subscribe(h, "t", "q", RawMessageDelivery="true")
+        result = await h.ok(
+            PublishBatch("t", [PublishEntry("a", "one"), PublishEntry("b", ""), PublishEntry("c", "three")])
+        )
+        assert [e.id for e in result.successful] == ["a", "c"]
+        assert [(f.id, f.code) for f in result.failed] == [("b", "InvalidParameter")]
+        assert sorted(m.body for m in await bodies(h, "q")) == ["one", "three"]
+        for entries, code in [
+            ([], "EmptyBatchRequestException"),
+            ([PublishEntry(str(i), "x") for i in range(11)], "TooManyEntriesInBatchRequestException"),
+            ([PublishEntry("a", "x"), PublishEntry("a", "y")], "BatchEntryIdsNotDistinctException"),
+        ]:
+            with pytest.raises(BrokerError) as error:
+                await h.ok(PublishBatch("t", entries))
+            assert error.value.code == code
+
+
+async def test_topics_and_subscriptions_survive_a_restart(autojump_clock):
+    store = MemoryStore()
+    async with running_broker(store) as h:
+        await h.ok(CreateQueue("q"))
+        await h.ok(CreateTopic("t", {"DisplayName": "kept"}))
+        arn = await subscribe(h, "t", "q", FilterPolicy=json.dumps({"k": ["v"]}))
+    async with running_broker(store) as h:
+        assert (await h.ok(GetTopicAttributes("t"))).attributes["DisplayName"] == "kept"
+        assert (await h.ok(GetSubscriptionAttributes("t", arn))).attributes["FilterPolicy"] == json.dumps({"k": ["v"]})
+        await h.ok(Publish("t", "yes", message_attributes={"k": MessageAttribute("String", "v")}))
+        await h.ok(Publish("t", "no"))
+        assert len(await bodies(h, "q")) == 1
+
+
+async def test_a_deleted_queue_is_skipped_and_a_recreated_one_served(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(CreateQueue("q"))
+        await subscribe(h, "t", "q")
+        await h.ok(DeleteQueue("q"))
+        await h.ok(Publish("t", "lost: no queue"))
+        await h.ok(CreateQueue("q"))
+        await trio.sleep(0.01)
+        await h.ok(Publish("t", "kept"))
+        (message,) = await bodies(h, "q")
+        assert json.loads(message.body)["Message"] == "kept"
+
+
+async def test_a_purge_drops_fanned_out_messages_committed_before_it(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(CreateQueue("q"))
+        await subscribe(h, "t", "q")
+        await h.ok(Publish("t", "before"))
+        await h.ok(PurgeQueue("q"))
+        await h.ok(Publish("t", "after"))
+        assert [json.loads(m.body)["Message"] for m in await bodies(h, "q")] == ["after"]
+
+
+async def test_explain_says_which_subscriptions_a_message_reaches_and_why_not(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(CreateQueue("q"))
+        yes = await subscribe(h, "t", "q")
+        await h.ok(CreateQueue("picky"))
+        no = await subscribe(h, "t", "picky", FilterPolicy=json.dumps({"size": [{"numeric": [">", 10]}]}))
+        verdicts = (await h.ok(ExplainDelivery("t", "m", {"size": MessageAttribute("Number", "3")}))).verdicts
+        by_arn = {v.subscription_arn: v for v in verdicts}
+        assert by_arn[yes].delivered and not by_arn[no].delivered
+        assert "size" in by_arn[no].reason
+        await h.ok(DeleteQueue("picky"))
+        await trio.sleep(0.01)
+        verdicts = (await h.ok(ExplainDelivery("t", "m", {"size": MessageAttribute("Number", "30")}))).verdicts
+        assert "does not exist" in {v.subscription_arn: v for v in verdicts}[no].reason
