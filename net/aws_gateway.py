@@ -1,5 +1,7 @@
 """The AWS-compatible API on the HTTP port: SQS over the AWS JSON 1.0 protocol (what current boto3,
-aws-cli and the other current SDKs speak) and over the Query protocol (older SDKs). One gateway per
+aws-cli and the other current SDKs speak) and over the Query protocol (older SDKs), and SNS over
+the Query protocol (the only one SNS has; told from SQS by the service a request is signed for,
+else by its action). One gateway per
 HTTP connection, owning that connection's broker Session. Thin: it decodes, calls the broker,
 encodes. JSON errors carry `__type`, `message` and the `x-amzn-query-error` header that SQS's
 awsQueryCompatible model reads, so the SDKs raise their modelled exceptions; Query errors are an
@@ -20,7 +22,7 @@ from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Result
 from dovecote.actors.registry import Broker, Session
 
-from . import sqs_api, sqs_query
+from . import sns_api, sqs_api, sqs_query
 from .credential_scope import parse_authorization
 from .http_server import HttpRequest, HttpResponse
 
@@ -121,6 +123,9 @@ class AwsGateway:
 
     async def _query(self, request: HttpRequest, pairs: list[tuple[str, str]]) -> HttpResponse:
         request_id = str(uuid.uuid4())
+        action = next((value for key, value in pairs if key == "Action"), "")
+        if sns_api.is_sns_request(action, dict(pairs), _signed_for(request)):
+            return await self._sns(request, pairs, request_id)
         action, outcome = "", self._verify(request)
         if outcome is None:
             try:
@@ -138,6 +143,38 @@ class AwsGateway:
             return HttpResponse(kind.http_status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
         body = sqs_query.render(action or "", outcome, request_id)
         return HttpResponse(200, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
+
+
+    async def _sns(self, request: HttpRequest, pairs: list[tuple[str, str]], request_id: str) -> HttpResponse:
+        action, outcome = "", self._verify(request)
+        if outcome is None:
+            try:
+                action, params = sns_api.nest(pairs)
+                op = sns_api.to_op(action, params)
+            except BrokerError as error:
+                outcome = error
+            else:
+                slot: ReplySlot[Result] = ReplySlot()
+                await self._session(request).submit(op, slot)
+                result = await slot.wait()
+                if isinstance(result, Failure):
+                    outcome = BrokerError(result.code if result.code in KINDS else "InternalError", result.message)
+                else:
+                    body = sns_api.render(action, sns_api.to_output(action, result), request_id)
+                    return HttpResponse(200, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
+        status, body = sns_api.render_error(outcome, request_id)
+        return HttpResponse(status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
+
+
+def _signed_for(request: HttpRequest) -> str | None:
+    """The service a request's SigV4 credential scope names, if it is signed."""
+    header = _header(request, "authorization")
+    if header is None:
+        return None
+    try:
+        return parse_authorization(header).service
+    except BrokerError:
+        return None
 
 
 def _query_pairs(request: HttpRequest) -> list[tuple[str, str]] | None:

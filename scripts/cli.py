@@ -263,7 +263,11 @@ def _serve(args: argparse.Namespace) -> int:
         reserve_bytes=args.reserve_bytes,
         salvage=args.salvage,
         access_keys=_access_keys(args.access_key),
-        broker=BrokerConfig(region=args.region, account_id=args.account_id),
+        broker=BrokerConfig(
+            region=args.region,
+            account_id=args.account_id,
+            http_url=args.public_url or f"http://{args.host}:{args.http_port}",
+        ),
     )
     try:
         trio.run(lambda: run_broker(config, handle_signals=True))

@@ -1,0 +1,408 @@
+"""SNS's AWS wire shapes (the Query protocol: form-encoded `Action=...`, XML answers), translated to
+the broker's operations and back. Pure: no I/O.
+
+Flattened parameters are nested first (`Attributes.entry.1.key`, `Tags.member.2.Value`,
+`MessageAttributes.entry.1.Value.StringValue`), then decoded into msgspec structs named as in
+botocore's SNS model, so missing and mistyped parameters are reported by name. Topics and
+subscriptions are addressed by ARN; the operations name the topic.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable
+from typing import Any
+from xml.etree import ElementTree
+
+import msgspec
+
+from dovecote.actors.errors import BrokerError
+from dovecote.actors.ops import (
+    AddTopicPermission,
+    Arn,
+    Arns,
+    Attributes,
+    ConfirmSubscription,
+    CreateTopic,
+    DeleteTopic,
+    Done,
+    GetSubscriptionAttributes,
+    GetTopicAttributes,
+    ListSubscriptions,
+    ListSubscriptionsByTopic,
+    ListTopicTags,
+    ListTopics,
+    Op,
+    Publish,
+    PublishBatch,
+    PublishBatchResult,
+    PublishEntry,
+    PublishedMessage,
+    RemoveTopicPermission,
+    Result,
+    SetSubscriptionAttributes,
+    SetTopicAttributes,
+    Subscribe,
+    SubscriptionList,
+    TagTopic,
+    Tags,
+    Unsubscribe,
+    UntagTopic,
+)
+from dovecote.storage.records import MessageAttribute
+
+NAMESPACE = "http://sns.amazonaws.com/doc/2010-03-31/"
+ACTIONS_ONLY_SNS = {
+    "CreateTopic", "DeleteTopic", "ListTopics", "GetTopicAttributes", "SetTopicAttributes", "Subscribe",
+    "ConfirmSubscription", "Unsubscribe", "ListSubscriptions", "ListSubscriptionsByTopic",
+    "GetSubscriptionAttributes", "SetSubscriptionAttributes", "Publish", "PublishBatch", "TagResource",
+    "UntagResource", "ListTagsForResource",
+}
+# SQS-worded codes of shared validation, in SNS's words
+_SNS_CODES = {"InvalidParameterValue": "InvalidParameter", "MissingParameter": "InvalidParameter", "InvalidAttributeName": "InvalidParameter"}
+
+
+class _Shape(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
+    pass
+
+
+class AttributeValue(_Shape):
+    data_type: str
+    string_value: str | None = None
+    binary_value: bytes | None = None
+
+
+class Tag(_Shape):
+    key: str
+    value: str = ""
+
+
+class CreateTopicRequest(_Shape):
+    name: str
+    attributes: dict[str, str] = {}
+    tags: list[Tag] = []
+
+
+class TopicArnRequest(_Shape):
+    topic_arn: str
+
+
+class NextTokenRequest(_Shape):
+    next_token: str | None = None
+
+
+class ListSubscriptionsByTopicRequest(_Shape):
+    topic_arn: str
+    next_token: str | None = None
+
+
+class SetTopicAttributesRequest(_Shape):
+    topic_arn: str
+    attribute_name: str
+    attribute_value: str = ""
+
+
+class SubscribeRequest(_Shape):
+    topic_arn: str
+    protocol: str
+    endpoint: str = ""
+    attributes: dict[str, str] = {}
+    return_subscription_arn: bool = False
+
+
+class ConfirmSubscriptionRequest(_Shape):
+    topic_arn: str
+    token: str
+    authenticate_on_unsubscribe: str | None = None
+
+
+class SubscriptionArnRequest(_Shape):
+    subscription_arn: str
+
+
+class SetSubscriptionAttributesRequest(_Shape):
+    subscription_arn: str
+    attribute_name: str
+    attribute_value: str = ""
+
+
+class PublishRequest(_Shape):
+    message: str
+    topic_arn: str | None = None
+    target_arn: str | None = None
+    phone_number: str | None = None
+    subject: str | None = None
+    message_structure: str | None = None
+    message_attributes: dict[str, AttributeValue] = {}
+    message_deduplication_id: str | None = None
+    message_group_id: str | None = None
+
+
+class PublishBatchEntry(_Shape):
+    id: str
+    message: str
+    subject: str | None = None
+    message_structure: str | None = None
+    message_attributes: dict[str, AttributeValue] = {}
+    message_deduplication_id: str | None = None
+    message_group_id: str | None = None
+
+
+class PublishBatchRequest(_Shape):
+    topic_arn: str
+    publish_batch_request_entries: list[PublishBatchEntry]
+
+
+class TagResourceRequest(_Shape):
+    resource_arn: str
+    tags: list[Tag]
+
+
+class UntagResourceRequest(_Shape):
+    resource_arn: str
+    tag_keys: list[str]
+
+
+class ResourceArnRequest(_Shape):
+    resource_arn: str
+
+
+class AddPermissionRequest(_Shape):
+    topic_arn: str
+    label: str
+    account_ids: list[str] = msgspec.field(name="AWSAccountId")
+    action_names: list[str] = msgspec.field(name="ActionName")
+
+
+class RemovePermissionRequest(_Shape):
+    topic_arn: str
+    label: str
+
+
+def topic_of(arn: str) -> str:
+    """The topic a topic's or subscription's ARN names (arn:aws:sns:REGION:ACCOUNT:TOPIC[:ID])."""
+    parts = arn.split(":")
+    if len(parts) not in (6, 7) or parts[:3] != ["arn", "aws", "sns"] or not parts[5]:
+        raise BrokerError("InvalidParameter", f"Invalid parameter: TopicArn or SubscriptionArn {arn[:200]!r}")
+    return parts[5]
+
+
+def _attributes(values: dict[str, AttributeValue]) -> dict[str, MessageAttribute]:
+    return {name: MessageAttribute(v.data_type, v.string_value, v.binary_value) for name, v in values.items()}
+
+
+def _publish(request: PublishRequest) -> Op:
+    if request.phone_number is not None:
+        raise BrokerError("InvalidParameter", "Invalid parameter: PhoneNumber: this broker cannot send SMS")
+    arn = request.topic_arn or request.target_arn
+    if not arn:
+        raise BrokerError("InvalidParameter", "Invalid parameter: TopicArn or TargetArn Reason: no value for required parameter")
+    return Publish(
+        topic_of(arn),
+        request.message,
+        request.subject,
+        request.message_structure,
+        _attributes(request.message_attributes),
+        request.message_group_id,
+        request.message_deduplication_id,
+    )
+
+
+_REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
+    "CreateTopic": (CreateTopicRequest, lambda r: CreateTopic(r.name, r.attributes, {t.key: t.value for t in r.tags})),
+    "DeleteTopic": (TopicArnRequest, lambda r: DeleteTopic(topic_of(r.topic_arn))),
+    "ListTopics": (NextTokenRequest, lambda r: ListTopics(r.next_token)),
+    "GetTopicAttributes": (TopicArnRequest, lambda r: GetTopicAttributes(topic_of(r.topic_arn))),
+    "SetTopicAttributes": (
+        SetTopicAttributesRequest,
+        lambda r: SetTopicAttributes(topic_of(r.topic_arn), r.attribute_name, r.attribute_value),
+    ),
+    "Subscribe": (
+        SubscribeRequest,
+        lambda r: Subscribe(topic_of(r.topic_arn), r.protocol, r.endpoint, r.attributes),
+    ),
+    "ConfirmSubscription": (ConfirmSubscriptionRequest, lambda r: ConfirmSubscription(topic_of(r.topic_arn), r.token)),
+    "Unsubscribe": (SubscriptionArnRequest, lambda r: Unsubscribe(topic_of(r.subscription_arn), r.subscription_arn)),
+    "ListSubscriptions": (NextTokenRequest, lambda r: ListSubscriptions(r.next_token)),
+    "ListSubscriptionsByTopic": (
+        ListSubscriptionsByTopicRequest,
+        lambda r: ListSubscriptionsByTopic(topic_of(r.topic_arn), r.next_token),
+    ),
+    "GetSubscriptionAttributes": (
+        SubscriptionArnRequest,
+        lambda r: GetSubscriptionAttributes(topic_of(r.subscription_arn), r.subscription_arn),
+    ),
+    "SetSubscriptionAttributes": (
+        SetSubscriptionAttributesRequest,
+        lambda r: SetSubscriptionAttributes(topic_of(r.subscription_arn), r.subscription_arn, r.attribute_name, r.attribute_value),
+    ),
+    "Publish": (PublishRequest, _publish),
+    "PublishBatch": (
+        PublishBatchRequest,
+        lambda r: PublishBatch(
+            topic_of(r.topic_arn),
+            [
+                PublishEntry(
+                    e.id, e.message, e.subject, e.message_structure, _attributes(e.message_attributes),
+                    e.message_group_id, e.message_deduplication_id,
+                )
+                for e in r.publish_batch_request_entries
+            ],
+        ),
+    ),
+    "TagResource": (TagResourceRequest, lambda r: TagTopic(topic_of(r.resource_arn), {t.key: t.value for t in r.tags})),
+    "UntagResource": (UntagResourceRequest, lambda r: UntagTopic(topic_of(r.resource_arn), r.tag_keys)),
+    "ListTagsForResource": (ResourceArnRequest, lambda r: ListTopicTags(topic_of(r.resource_arn))),
+    "AddPermission": (
+        AddPermissionRequest,
+        lambda r: AddTopicPermission(topic_of(r.topic_arn), r.label, r.account_ids, r.action_names),
+    ),
+    "RemovePermission": (RemovePermissionRequest, lambda r: RemoveTopicPermission(topic_of(r.topic_arn), r.label)),
+}
+
+
+def is_sns_request(action: str, params: dict[str, Any], signed_for: str | None) -> bool:
+    """Whether a Query request is for SNS (the two services share the protocol, and two action
+    names): by the service its signature was made for, else by its action and parameters."""
+    if signed_for in ("sns", "sqs"):
+        return signed_for == "sns"
+    return action in ACTIONS_ONLY_SNS or (action in ("AddPermission", "RemovePermission") and "TopicArn" in params)
+
+
+def nest(pairs: Iterable[tuple[str, str]]) -> tuple[str, dict[str, Any]]:
+    """The action and parameters of an SNS Query request, nested into the model's shape."""
+    tree: dict[str, Any] = {}
+    action = ""
+    for key, value in pairs:
+        if key == "Action":
+            action = value
+            continue
+        if key in ("Version", "AWSAccessKeyId", "SignatureMethod", "SignatureVersion", "Signature", "Timestamp"):
+            continue
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise BrokerError("InvalidParameter", f"Invalid parameter: {key[:100]}")
+            node = child
+        node[parts[-1]] = value
+    return action, _convert(tree)
+
+
+def _convert(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    if "member" in node and isinstance(node["member"], dict):
+        return [_convert(item) for item in _indexed(node["member"])]
+    if "entry" in node and isinstance(node["entry"], dict):
+        converted = {}
+        for entry in _indexed(node["entry"]):
+            if not isinstance(entry, dict):
+                raise BrokerError("InvalidParameter", "Invalid parameter: each map entry needs a key and a value")
+            key = entry.get("key", entry.get("Name"))
+            if not isinstance(key, str):
+                raise BrokerError("InvalidParameter", "Invalid parameter: each map entry needs a key and a value")
+            converted[key] = _convert(entry.get("value", entry.get("Value", "")))
+        return converted
+    return {name: _convert(value) for name, value in node.items()}
+
+
+def _indexed(numbered: dict[str, Any]) -> list[Any]:
+    return [numbered[key] for key in sorted((k for k in numbered if k.isdigit()), key=int)]
+
+
+def to_op(action: str, params: dict[str, Any]) -> Op:
+    if action not in _REQUESTS:
+        raise BrokerError("InvalidAction", f"The action {action[:80]} is not valid for this endpoint or not supported by this broker.")
+    shape, build = _REQUESTS[action]
+    if action == "ListTopics" or action == "ListSubscriptions":
+        params = {k: v for k, v in params.items() if k == "NextToken"}
+    try:
+        request = msgspec.convert(params, shape, strict=False)
+    except msgspec.ValidationError as error:
+        text = str(error)
+        if text.startswith("Object missing required field"):
+            field = text.split("`")[1] if "`" in text else "a parameter"
+            raise BrokerError("InvalidParameter", f"Invalid parameter: {field} Reason: no value for required parameter") from None
+        raise BrokerError("InvalidParameter", f"Invalid parameter: {text}") from None
+    return build(request)
+
+
+def to_output(action: str, result: Result) -> dict[str, Any]:
+    match result:
+        case Done():
+            return {}
+        case Arn(arn=arn):
+            return {"SubscriptionArn" if action == "Subscribe" else "TopicArn": arn}
+        case Arns(arns=arns, next_token=token):
+            return _without_none({"Topics": [{"TopicArn": arn} for arn in arns], "NextToken": token})
+        case Attributes(attributes=attributes):
+            return {"Attributes": attributes}
+        case Tags(tags=tags):
+            return {"Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        case SubscriptionList(subscriptions=subscriptions, next_token=token):
+            return _without_none(
+                {
+                    "Subscriptions": [
+                        {"SubscriptionArn": s.subscription_arn, "Owner": s.owner, "Protocol": s.protocol,
+                         "Endpoint": s.endpoint, "TopicArn": s.topic_arn}
+                        for s in subscriptions
+                    ],
+                    "NextToken": token,
+                }
+            )
+        case PublishedMessage(message_id=message_id, sequence_number=sequence):
+            return _without_none({"MessageId": message_id, "SequenceNumber": sequence})
+        case PublishBatchResult(successful=successful, failed=failed):
+            return {
+                "Successful": [_without_none({"Id": e.id, "MessageId": e.message_id, "SequenceNumber": e.sequence_number}) for e in successful],
+                "Failed": [{"Id": f.id, "Code": f.code, "Message": f.message, "SenderFault": f.sender_fault} for f in failed],
+            }
+    raise TypeError(f"no output shape for {type(result).__name__}")
+
+
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def render(action: str, output: dict[str, Any], request_id: str) -> bytes:
+    root = ElementTree.Element(f"{action}Response", xmlns=NAMESPACE)
+    result = ElementTree.SubElement(root, f"{action}Result")
+    for name, value in output.items():
+        _append(result, name, value)
+    metadata = ElementTree.SubElement(root, "ResponseMetadata")
+    ElementTree.SubElement(metadata, "RequestId").text = request_id
+    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def render_error(error: BrokerError, request_id: str) -> tuple[int, bytes]:
+    kind = error.kind
+    root = ElementTree.Element("ErrorResponse", xmlns=NAMESPACE)
+    element = ElementTree.SubElement(root, "Error")
+    ElementTree.SubElement(element, "Type").text = "Sender" if kind.sender_fault else "Receiver"
+    ElementTree.SubElement(element, "Code").text = _SNS_CODES.get(kind.code, kind.query_code)
+    ElementTree.SubElement(element, "Message").text = error.message
+    ElementTree.SubElement(root, "RequestId").text = request_id
+    return kind.http_status, ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _append(parent: ElementTree.Element, name: str, value: Any) -> None:
+    element = ElementTree.SubElement(parent, name)
+    if isinstance(value, list):
+        for item in value:
+            _append(element, "member", item)
+    elif isinstance(value, dict) and name == "Attributes":
+        for key, item in value.items():
+            entry = ElementTree.SubElement(element, "entry")
+            ElementTree.SubElement(entry, "key").text = key
+            ElementTree.SubElement(entry, "value").text = item
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _append(element, key, item)
+    elif isinstance(value, bool):
+        element.text = "true" if value else "false"
+    elif isinstance(value, bytes):
+        element.text = base64.b64encode(value).decode()
+    else:
+        element.text = str(value)
