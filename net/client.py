@@ -29,19 +29,28 @@ from dovecote.actors.ops import (
     ChangeMessageVisibility,
     ChangeMessageVisibilityBatch,
     CreateQueue,
+    CreateTopic,
     DeleteEntry,
     DeleteMessage,
     DeleteMessageBatch,
     DeleteQueue,
+    DeleteTopic,
+    ExplainDelivery,
     Failure,
     GetQueueAttributes,
     GetQueueUrl,
+    GetTopicAttributes,
     ListDeadLetterSourceQueues,
     ListMessageMoveTasks,
     ListQueues,
     ListQueueTags,
+    ListSubscriptionsByTopic,
+    ListTopics,
     Op,
     PeekMessages,
+    Publish,
+    PublishBatch,
+    PublishEntry,
     PurgeQueue,
     QueueName,
     QueueNames,
@@ -54,8 +63,12 @@ from dovecote.actors.ops import (
     SendMessage,
     SendMessageBatch,
     SetQueueAttributes,
+    SetSubscriptionAttributes,
+    SetTopicAttributes,
     StartMessageMoveTask,
+    Subscribe,
     TagQueue,
+    Unsubscribe,
     UntagQueue,
     VisibilityEntry,
 )
@@ -70,6 +83,12 @@ DEFAULT_PORT = 7480
 def queue_name(queue: str) -> str:
     """A queue's name from its name or URL."""
     return queue.rstrip("/").rsplit("/", 1)[-1]
+
+
+def topic_name(topic: str) -> str:
+    """A topic's name from its name, its ARN or one of its subscriptions' ARNs."""
+    parts = topic.split(":")
+    return parts[5] if len(parts) >= 6 and parts[0] == "arn" else topic
 
 
 def _check(result: Result) -> Result:
@@ -195,6 +214,62 @@ class _Operations:
     def cancel_message_move_task(self, source_queue: str, task_handle: str) -> Any:
         op = CancelMessageMoveTask(queue_name(source_queue), task_handle)
         return self._then(self.call(op), lambda r: r.moved)
+
+    # --- SNS ------------------------------------------------------------------------------------
+    def create_topic(self, name: str, attributes: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None) -> Any:
+        return self._then(self.call(CreateTopic(name, dict(attributes or {}), dict(tags or {}))), lambda r: r.arn)
+
+    def delete_topic(self, topic: str) -> Any:
+        return self._then(self.call(DeleteTopic(topic_name(topic))), lambda r: None)
+
+    def list_topics(self, next_token: str | None = None) -> Any:
+        return self._then(self.call(ListTopics(next_token)), lambda r: r)
+
+    def get_topic_attributes(self, topic: str) -> Any:
+        return self._then(self.call(GetTopicAttributes(topic_name(topic))), lambda r: r.attributes)
+
+    def set_topic_attributes(self, topic: str, name: str, value: str) -> Any:
+        return self._then(self.call(SetTopicAttributes(topic_name(topic), name, value)), lambda r: None)
+
+    def subscribe(self, topic: str, protocol: str, endpoint: str, attributes: Mapping[str, str] | None = None) -> Any:
+        """Returns the subscription's ARN."""
+        op = Subscribe(topic_name(topic), protocol, endpoint, dict(attributes or {}))
+        return self._then(self.call(op), lambda r: r.arn)
+
+    def unsubscribe(self, subscription_arn: str) -> Any:
+        return self._then(self.call(Unsubscribe(topic_name(subscription_arn), subscription_arn)), lambda r: None)
+
+    def list_subscriptions_by_topic(self, topic: str, next_token: str | None = None) -> Any:
+        return self._then(self.call(ListSubscriptionsByTopic(topic_name(topic), next_token)), lambda r: r)
+
+    def set_subscription_attributes(self, subscription_arn: str, name: str, value: str) -> Any:
+        op = SetSubscriptionAttributes(topic_name(subscription_arn), subscription_arn, name, value)
+        return self._then(self.call(op), lambda r: None)
+
+    def publish(
+        self,
+        topic: str,
+        message: str,
+        *,
+        subject: str | None = None,
+        message_structure: str | None = None,
+        message_attributes: Mapping[str, MessageAttribute] | None = None,
+        message_group_id: str | None = None,
+        message_deduplication_id: str | None = None,
+    ) -> Any:
+        op = Publish(
+            topic_name(topic), message, subject, message_structure, dict(message_attributes or {}),
+            message_group_id, message_deduplication_id,
+        )
+        return self._then(self.call(op), lambda r: r)
+
+    def publish_batch(self, topic: str, entries: Sequence[PublishEntry]) -> Any:
+        return self._then(self.call(PublishBatch(topic_name(topic), list(entries))), lambda r: r)
+
+    def explain(self, topic: str, message: str, message_attributes: Mapping[str, MessageAttribute] | None = None) -> Any:
+        """Which subscriptions a message would reach, and why not the others (nothing is published)."""
+        op = ExplainDelivery(topic_name(topic), message, dict(message_attributes or {}))
+        return self._then(self.call(op), lambda r: r.verdicts)
 
     def delete_message(self, queue: str, receipt_handle: str) -> Any:
         return self._then(self.call(DeleteMessage(queue_name(queue), receipt_handle)), lambda r: None)

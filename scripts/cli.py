@@ -180,6 +180,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("queue")
     sub.add_argument("receipt_handle")
     sub.add_argument("seconds", type=int)
+    sub = client_command("create-topic", "create an SNS topic")
+    sub.add_argument("topic")
+    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE")
+    client_command("list-topics", "list topics")
+    sub = client_command("subscribe", "subscribe a queue (by ARN) to a topic")
+    sub.add_argument("topic")
+    sub.add_argument("endpoint", help="the queue's ARN")
+    sub.add_argument("--protocol", default="sqs")
+    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE")
+    sub = client_command("publish", "publish a message to a topic")
+    sub.add_argument("topic")
+    sub.add_argument("message")
+    sub.add_argument("--subject", default=None)
+    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE")
+    sub.add_argument("--group", default=None, help="MessageGroupId (FIFO topics)")
+    sub.add_argument("--dedup", default=None, help="MessageDeduplicationId (FIFO topics)")
+    sub = client_command(
+        "explain", "which subscriptions of a topic a message would reach, and for each it would not, why"
+    )
+    sub.add_argument("topic")
+    sub.add_argument("--message", required=True)
+    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE")
     return parser
 
 
@@ -246,6 +268,19 @@ def _client_command(client: BlockingClient, args: argparse.Namespace) -> object:
             return client.delete_message(args.queue, args.receipt_handle)
         case "change-visibility":
             return client.change_message_visibility(args.queue, args.receipt_handle, args.seconds)
+        case "create-topic":
+            return {"TopicArn": client.create_topic(args.topic, _key_values(args.attribute))}
+        case "list-topics":
+            return {"TopicArns": client.list_topics().arns}
+        case "subscribe":
+            return {"SubscriptionArn": client.subscribe(args.topic, args.protocol, args.endpoint, _key_values(args.attribute))}
+        case "publish":
+            return client.publish(
+                args.topic, args.message, subject=args.subject, message_attributes=_message_attributes(args.attribute),
+                message_group_id=args.group, message_deduplication_id=args.dedup,
+            )
+        case "explain":
+            return {"Subscriptions": client.explain(args.topic, args.message, _message_attributes(args.attribute))}
     raise SystemExit(f"unknown command {args.command}")
 
 
