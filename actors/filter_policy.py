@@ -76,6 +76,37 @@ class Conjunction:
         self.alternatives = alternatives
 
 
+class MessageView:
+    """One message as policies see it: its values by key, looked up once however many policies
+    ask (and its body parsed once)."""
+
+    __slots__ = ("attributes", "body", "_values", "_document")
+
+    def __init__(self, attributes: Mapping[str, MessageAttribute], body: str) -> None:
+        self.attributes = attributes
+        self.body = body
+        self._values: dict[tuple[str, str], list[Any] | None] = {}
+        self._document: Any = _MISSING
+
+    def document(self) -> Any:
+        """The body as JSON (None when it is not JSON)."""
+        if self._document is _MISSING:
+            try:
+                self._document = json.loads(self.body)
+            except ValueError:
+                self._document = None
+        return self._document
+
+    def values(self, scope: str, leaf: Leaf) -> list[Any] | None:
+        key = (scope, leaf.path)
+        if key not in self._values:
+            if scope == BODY:
+                self._values[key] = _body_values(self.document(), leaf.keys)
+            else:
+                self._values[key] = _attribute_values(self.attributes, leaf.path)
+        return self._values[key]
+
+
 class FilterPolicy:
     """A compiled policy; `first_failure` is the matcher."""
 
@@ -86,22 +117,19 @@ class FilterPolicy:
         self.root = root
         self.source = source
 
-    def first_failure(self, attributes: Mapping[str, MessageAttribute], body: str) -> str | None:
+    def first_failure(self, message: MessageView) -> str | None:
         """The path of the first key that did not match, or None when the message matches."""
         if self.scope == BODY:
-            try:
-                document = json.loads(body)
-            except ValueError:
+            document = message.document()
+            if document is None:
                 return "(the message body is not JSON)"
             if not isinstance(document, dict):
                 return "(the message body is not a JSON object)"
-            lookup = lambda leaf: _body_values(document, leaf.keys)  # noqa: E731
-        else:
-            lookup = lambda leaf: _attribute_values(attributes, leaf.path)  # noqa: E731
-        return _first_failure(self.root, lookup)
+        scope = self.scope
+        return _first_failure(self.root, lambda leaf: message.values(scope, leaf))
 
-    def matches(self, attributes: Mapping[str, MessageAttribute], body: str) -> bool:
-        return self.first_failure(attributes, body) is None
+    def matches(self, attributes: Mapping[str, MessageAttribute], body: str, view: MessageView | None = None) -> bool:
+        return self.first_failure(view or MessageView(attributes, body)) is None
 
 
 def _first_failure(conjunction: Conjunction, lookup: Callable[[Leaf], list[Any] | None]) -> str | None:
@@ -139,6 +167,8 @@ def _attribute_values(attributes: Mapping[str, MessageAttribute], name: str) -> 
 
 def _body_values(document: Any, keys: tuple[str, ...]) -> list[Any] | None:
     """The values at a path in a JSON document; arrays along the way are flattened."""
+    if not isinstance(document, dict):
+        return None
     nodes = [document]
     for key in keys:
         found = []
@@ -347,16 +377,14 @@ def _combinations(conjunction: Conjunction) -> int:
 
 def explain(policy: FilterPolicy, attributes: Mapping[str, MessageAttribute], body: str) -> str | None:
     """Why a message does not match, in words (None when it does)."""
-    failure = policy.first_failure(attributes, body)
+    message = MessageView(attributes, body)
+    failure = policy.first_failure(message)
     if failure is None:
         return None
     if failure.startswith(("$or", "(")):
         return failure
     if policy.scope == BODY:
-        try:
-            values = _body_values(json.loads(body), tuple(failure.split(".")))
-        except ValueError:
-            values = None
+        values = _body_values(message.document(), tuple(failure.split(".")))
     else:
         values = _attribute_values(attributes, failure)
     if values is None:

@@ -33,7 +33,7 @@ from dovecote.storage.store import LoadedTopic
 from . import policy, validation
 from .dedup import DedupWindow
 from .errors import BrokerError
-from .filter_policy import ATTRIBUTES, FilterPolicy, compile_policy, explain
+from .filter_policy import ATTRIBUTES, FilterPolicy, MessageView, compile_policy, explain
 from .ids import MessageIds
 from .ops import SubscriptionInfo, Verdict
 
@@ -310,17 +310,21 @@ class TopicCore:
             sequence_number = f"{self._sequence:020d}"
         deliveries: list[tuple[QueueTarget, MessageSent]] = []
         delivered_to: list[str] = []
+        payload = payloads.get("sqs", payloads["default"])
+        view = MessageView(attributes, payload)
+        envelope: tuple[str, str] | None = None  # made once, around each subscription's ARN
         for subscription in self.subscriptions.values():
             target = targets.get(subscription.endpoint)
             if target is None or not subscription.confirmed:
                 continue
-            payload = payloads.get("sqs", payloads["default"])
-            if subscription.filter is not None and not subscription.filter.matches(attributes, payload):
+            if subscription.filter is not None and subscription.filter.first_failure(view) is not None:
                 continue
             if subscription.raw:
                 body, sqs_attributes = payload, dict(attributes)
             else:
-                body = self._envelope(message_id, payload, subject, attributes, subscription.arn, wall_ms, sequence_number)
+                if envelope is None:
+                    envelope = self._envelope(message_id, payload, subject, attributes, wall_ms, sequence_number)
+                body = envelope[0] + subscription.arn + envelope[1]
                 sqs_attributes = {}
             deliveries.append(
                 (
@@ -398,33 +402,35 @@ class TopicCore:
         message: str,
         subject: str | None,
         attributes: Mapping[str, MessageAttribute],
-        subscription_arn: str,
         wall_ms: int,
         sequence_number: str | None,
-    ) -> str:
-        """The SNS JSON envelope an SQS subscription receives (without RawMessageDelivery)."""
-        document: dict[str, object] = {"Type": "Notification", "MessageId": message_id}
+    ) -> tuple[str, str]:
+        """The SNS JSON envelope an SQS subscription receives (without RawMessageDelivery), as the
+        text before and after the subscription's ARN (in its UnsubscribeURL), which alone differs
+        between subscriptions. ARNs need no JSON escaping."""
+        head: dict[str, object] = {"Type": "Notification", "MessageId": message_id}
         if sequence_number is not None:
-            document["SequenceNumber"] = sequence_number
-        document["TopicArn"] = self.arn
+            head["SequenceNumber"] = sequence_number
+        head["TopicArn"] = self.arn
         if subject:
-            document["Subject"] = subject
-        document["Message"] = message
-        document["Timestamp"] = iso_timestamp(wall_ms)
+            head["Subject"] = subject
+        head["Message"] = message
+        head["Timestamp"] = iso_timestamp(wall_ms)
         if not self.fifo:
-            document["SignatureVersion"] = self.attributes.get("SignatureVersion", "1")
-        document["UnsubscribeURL"] = f"{self.http_url}/?Action=Unsubscribe&SubscriptionArn={subscription_arn}"
-        if attributes:
-            document["MessageAttributes"] = {
-                name: {
-                    "Type": value.data_type,
-                    "Value": base64.b64encode(value.binary_value).decode()
-                    if value.binary_value is not None
-                    else value.string_value,
-                }
-                for name, value in attributes.items()
+            head["SignatureVersion"] = self.attributes.get("SignatureVersion", "1")
+        url = _json(f"{self.http_url}/?Action=Unsubscribe&SubscriptionArn=")[:-1]
+        before = f'{_json(head)[:-1]},"UnsubscribeURL":{url}'
+        if not attributes:
+            return before, '"}'
+        encoded = {
+            name: {
+                "Type": value.data_type,
+                "Value": base64.b64encode(value.binary_value).decode() if value.binary_value is not None else value.string_value,
             }
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+            for name, value in attributes.items()
+        }
+        return before, f'",{_json({"MessageAttributes": encoded})[1:]}'
+
 
     def explain(self, message: str, attributes: Mapping[str, MessageAttribute], targets: Mapping[str, QueueTarget]) -> list[Verdict]:
         verdicts = []
@@ -438,6 +444,10 @@ class TopicCore:
                 reason = explain(subscription.filter, attributes, message) or ""
             verdicts.append(Verdict(subscription.arn, subscription.protocol, subscription.endpoint, not reason, reason))
         return verdicts
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def iso_timestamp(wall_ms: int) -> str:

@@ -1,0 +1,138 @@
+"""The SNS benchmark: publishes fanned out to SQS subscriptions, against a real `dovecote serve`
+process over the native protocol, in the default sync mode; and filter-policy matching in process.
+
+    python -m dovecote.bench_sns            # every scenario, a table of figures against targets
+    python -m dovecote.bench_sns --quick    # smaller counts, for a smoke run
+
+Each scenario is bounded in messages and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import trio
+
+from dovecote.actors.filter_policy import MessageView, compile_policy
+from dovecote.bench import BODY, Figure, running_broker
+from dovecote.net.client import BlockingClient, PublishEntry, open_client
+from dovecote.storage.records import MessageAttribute
+
+ARN = "arn:aws:sqs:us-east-1:000000000000:"
+TENANTS = 10
+
+
+def batch(rng: random.Random) -> list[PublishEntry]:
+    return [
+        PublishEntry(str(i), BODY, message_attributes={"tenant": MessageAttribute("String", f"t{rng.randrange(TENANTS)}")})
+        for i in range(10)
+    ]
+
+
+async def publish(port: int, topic: str, publishes: int, connections: int, pipeline: int) -> float:
+    """PublishBatch of 10 over `connections` connections with `pipeline` batches in flight each;
+    returns publishes per second."""
+    per_task = publishes // 10 // (connections * pipeline)
+    rng = random.Random(1)
+
+    async def worker(client) -> None:
+        for _ in range(per_task):
+            result = await client.publish_batch(topic, batch(rng))
+            assert not result.failed
+
+    async def connection() -> None:
+        async with open_client("127.0.0.1", port) as client:
+            async with trio.open_nursery() as nursery:
+                for _ in range(pipeline):
+                    nursery.start_soon(worker, client)
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(connections):
+            nursery.start_soon(connection)
+    return per_task * connections * pipeline * 10 / (time.perf_counter() - started)
+
+
+def fan_out(subscriptions: int, filtered: bool, publishes: int) -> tuple[float, int]:
+    """Publishes per second to a topic with that many SQS subscriptions, and the deliveries
+    stored (checked against what the subscriptions should have received)."""
+    with running_broker() as broker:
+        with BlockingClient("127.0.0.1", broker.port) as client:
+            client.create_topic("bench")
+            for i in range(subscriptions):
+                client.create_queue(f"q{i}")
+                attributes = {"FilterPolicy": json.dumps({"tenant": [f"t{i % TENANTS}"]})} if filtered else {}
+                client.subscribe("bench", "sqs", f"{ARN}q{i}", attributes)
+            rate = trio.run(publish, broker.port, "bench", publishes, 4, 8)
+            stored = sum(int(client.get_queue_attributes(f"q{i}")["ApproximateNumberOfMessages"]) for i in range(subscriptions))
+    return rate, stored
+
+
+def matching_time_ms(policies: int, rounds: int) -> float:
+    """Milliseconds to match one message against `policies` compiled policies (a mix of the
+    grammar's conditions), the median of `rounds`."""
+    rng = random.Random(2)
+    compiled = []
+    for i in range(policies):
+        compiled.append(
+            compile_policy(
+                json.dumps(
+                    {
+                        "tenant": [f"t{i % 50}", {"prefix": f"x{i % 7}"}],
+                        "price": [{"numeric": [">=", i % 100, "<", 100 + i % 100]}],
+                        "region": [{"anything-but": ["eu", "us"]}],
+                    }
+                )
+            )
+        )
+    attributes = {
+        "tenant": MessageAttribute("String", "t7"),
+        "price": MessageAttribute("Number", "150"),
+        "region": MessageAttribute("String", "ap"),
+    }
+    times = []
+    for _ in range(rounds):
+        rng.shuffle(compiled)
+        started = time.perf_counter()
+        view = MessageView(attributes, BODY)  # as a publish does: one view, every policy
+        matched = sum(1 for policy in compiled if policy.first_failure(view) is None)
+        times.append(time.perf_counter() - started)
+    assert matched > 0
+    times.sort()
+    return times[len(times) // 2] * 1000
+
+
+def run(quick: bool) -> list[Figure]:
+    scale = 10 if quick else 1
+    figures: list[Figure] = []
+    for subscriptions, publishes in ((1, 50_000), (10, 20_000), (100, 3_200)):
+        for filtered in (False, True):
+            rate, stored = fan_out(subscriptions, filtered, max(320, publishes // scale))
+            target = ">= 10,000" if subscriptions == 10 and not filtered else "(reported)"
+            met = rate >= 10_000 if target != "(reported)" else True
+            label = f"publish, {subscriptions} subscription{'s' if subscriptions > 1 else ''}{', filtered' if filtered else ''}"
+            figures.append(Figure(f"{label} ({stored:,} deliveries)", rate, "pub/s", target, met))
+    ms = matching_time_ms(1000, 200 // scale)
+    figures.append(Figure("one message against 1,000 compiled policies", ms, "ms", "<= 1", ms <= 1))
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    figures = run(args.quick)
+    print(f"{'scenario':<58} {'figure':>12}  {'target':<12} met")
+    for figure in figures:
+        print(f"{figure.name:<58} {figure.value:>9,.2f} {figure.unit:<5} {figure.target:<12} {'yes' if figure.met else 'NO'}")
+    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cores)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
