@@ -263,3 +263,24 @@ async def test_explain_says_which_subscriptions_a_message_reaches_and_why_not(au
         await trio.sleep(0.01)
         verdicts = (await h.ok(ExplainDelivery("t", "m", {"size": MessageAttribute("Number", "30")}))).verdicts
         assert "does not exist" in {v.subscription_arn: v for v in verdicts}[no].reason
+
+
+async def test_a_fifo_topic_keeps_its_deduplication_window_and_numbering_across_a_restart(autojump_clock):
+    store = MemoryStore()
+    async with running_broker(store) as h:
+        await h.ok(CreateTopic("t.fifo", {"FifoTopic": "true"}))
+        await h.ok(CreateQueue("q.fifo", {"FifoQueue": "true"}))
+        await subscribe(h, "t.fifo", "q.fifo", RawMessageDelivery="true")
+        first = await h.ok(Publish("t.fifo", "once", message_group_id="g", message_deduplication_id="d"))
+        assert [m.body for m in await bodies(h, "q.fifo")] == ["once"]
+    async with running_broker(store) as h:
+        again = await h.ok(Publish("t.fifo", "once", message_group_id="g", message_deduplication_id="d"))
+        assert again.message_id == first.message_id
+        later = await h.ok(Publish("t.fifo", "next", message_group_id="g", message_deduplication_id="e"))
+        assert int(later.sequence_number) > int(first.sequence_number)
+        await trio.sleep(31)  # the first delivery's visibility timeout
+        assert [m.body for m in await bodies(h, "q.fifo")] == ["once", "next"]  # "once" only redelivered
+        await trio.sleep(301)
+        await h.ok(Publish("t.fifo", "wake", message_group_id="h", message_deduplication_id="w"))
+        fresh = await h.ok(Publish("t.fifo", "once", message_group_id="g", message_deduplication_id="d"))
+        assert fresh.message_id != first.message_id
