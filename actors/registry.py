@@ -543,7 +543,9 @@ class Broker:
             if isinstance(core, TopicCore):
                 slot: ReplySlot[dict[str, QueueTarget]] = ReplySlot()
                 self.send_to_registry(Request(_Targets(), slot))
-                actor: QueueActor | TopicActor = TopicActor(core, entry.inbox, self._writer, self._clock, await slot.wait())
+                actor: QueueActor | TopicActor = TopicActor(
+                    core, entry.inbox, self._writer, self._store, self._clock, await slot.wait()
+                )
             else:
                 actor = QueueActor(core, entry.inbox, self._writer, self._store, self._clock, entry.post, self.forward)
             try:

@@ -24,7 +24,7 @@ import msgspec
 import trio
 
 from dovecote.storage.records import DedupWindowClosed, MessageSent, Published, Record
-from dovecote.storage.store import StorageError
+from dovecote.storage.store import StorageError, Store
 from dovecote.storage.writer import AppendEntry, LogWriter
 
 from .clock import Clock
@@ -70,6 +70,7 @@ MAX_REQUESTS_PER_CYCLE = 256
 PAGE = 100  # ListSubscriptionsByTopic page size, as AWS pages
 HOUSEKEEPING_INTERVAL_S = 60
 MAX_BATCH_ENTRIES = 10
+REPLAY_BATCH = 500  # archived publishes replayed per cycle
 
 
 class QueueDirectoryChanged(Op):
@@ -92,12 +93,14 @@ class TopicActor:
         core: TopicCore,
         mailbox: trio.MemoryReceiveChannel[Request],
         writer: LogWriter,
+        store: Store,
         clock: Clock,
         targets: dict[str, QueueTarget],
     ) -> None:
         self.core = core
         self._mailbox = mailbox
         self._writer = writer
+        self._store = store
         self._clock = clock
         self._targets = targets  # queue ARN -> target; kept current by the registry's messages
         self._housekeeping_at = -math.inf
@@ -106,8 +109,10 @@ class TopicActor:
         """Serve until stopped (False) or deleted (True)."""
         while True:
             requests: list[Request] = []
-            # A FIFO topic wakes about once a minute to drop deduplication ids that have expired.
-            with trio.move_on_at(self._housekeeping_at if self.core.fifo else math.inf):
+            # A FIFO topic wakes about once a minute to drop deduplication ids that have expired,
+            # and at once while it replays its archive to a subscription.
+            wake_at = self._housekeeping_at if self.core.fifo else math.inf
+            with trio.move_on_at(-math.inf if self.core.active_replays() else wake_at):
                 try:
                     requests.append(await self._mailbox.receive())
                 except trio.EndOfChannel:
@@ -140,7 +145,8 @@ class TopicActor:
                     records.append(DedupWindowClosed(self._clock.wall_ms(), self.core.topic_id, self.core.name, closed))
             if ended_by is not None and isinstance(ended_by.op, DeleteTopic):
                 records.append(self.core.deleted_record(self._clock.wall_ms()))
-            await self._commit(records, replies, publishes)
+            replayed = self._replay() if ended_by is None else []
+            await self._commit(records, replies, publishes, replayed)
             if ended_by is not None:
                 ended_by.reply(Done())
                 return isinstance(ended_by.op, DeleteTopic)
@@ -256,10 +262,32 @@ class TopicActor:
 
             publishes.append(_PublishOutcome(prepared, answer))
 
+    def _replay(self) -> list[tuple[QueueTarget | None, Record]]:
+        """The next batch of each running replay: deliveries, and each subscription's new state,
+        to be stored together."""
+        batch: list[tuple[QueueTarget | None, Record]] = []
+        for arn, cursor in self.core.active_replays():
+            archived = self._store.read_archive(self.core.topic_id, cursor, REPLAY_BATCH)
+            deliveries, state = self.core.replay_batch(
+                arn, archived, len(archived) < REPLAY_BATCH, self._targets, self._clock.wall_ms()
+            )
+            batch.extend(deliveries)
+            batch.append((None, state))
+        return batch
+
     # --- commit -------------------------------------------------------------------------------
-    async def _commit(self, records: list[Record], replies: list[tuple[Reply, Result]], publishes: list[_PublishOutcome]) -> None:
+    async def _commit(
+        self,
+        records: list[Record],
+        replies: list[tuple[Reply, Result]],
+        publishes: list[_PublishOutcome],
+        replayed: list[tuple[QueueTarget | None, Record]],
+    ) -> None:
         published_records: list[Record] = []
         targets: list[QueueTarget | None] = []
+        for target, record in replayed:
+            published_records.append(record)
+            targets.append(target)
         for outcome in publishes:
             if isinstance(outcome.prepared, PreparedPublish):
                 published_records.append(outcome.prepared.published)
@@ -278,6 +306,8 @@ class TopicActor:
             for entry in entries:
                 await entry.done.wait()
         self._settle_publishes(publishes, sends, targets)
+        if replayed and sends is not None and sends.error is not None:
+            raise RestartFromStorage(f"a replay batch was not stored: {sends.error}")
         if others is not None and others.error is not None:
             for reply, _ in replies:
                 reply(storage_failure(others.error))

@@ -39,6 +39,9 @@ from .ops import SubscriptionInfo, Verdict
 
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_SUBSCRIPTIONS = 100_000
+MAX_ARCHIVE_DAYS = 365
+REPLAY_CURSOR = "dovecote:ReplayCursor"  # kept with the subscription, not shown: the last seq replayed
+REPLAY_UNTIL = "dovecote:ReplayUntil"  # the replay's end, in wall-clock ms
 UNREACHABLE_PROTOCOLS = {"sms", "application", "lambda", "firehose"}  # need services outside this broker
 LATER_PROTOCOLS = {"http", "https", "email", "email-json"}  # the HTTP gateway delivers these
 TOPIC_ATTRIBUTES = {
@@ -222,12 +225,24 @@ class TopicCore:
                 return existing.arn, None
         if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise BrokerError("SubscriptionLimitExceeded", f"A topic has at most {MAX_SUBSCRIPTIONS} subscriptions.")
+        if checked.get("ReplayPolicy"):
+            checked.update(self._replay_start(checked["ReplayPolicy"], wall_ms))
         number = max((s.id for s in self.subscriptions.values()), default=0) + 1
         record = SubscriptionChanged(
             wall_ms, self.topic_id, self.name, number, f"{self.arn}:{self._message_ids.new()}", protocol, endpoint, checked, True
         )
         self.subscriptions[record.subscription_arn] = _subscription(record)
         return record.subscription_arn, record
+
+    def _replay_start(self, policy_text: str, wall_ms: int) -> dict[str, str]:
+        """The attributes that start (or, with an empty policy, stop) a replay."""
+        if not policy_text:
+            return {"ReplayStatus": "Completed"}
+        if not self.archive_days():
+            raise invalid_parameter("ReplayPolicy: the topic has no ArchivePolicy, so there is nothing to replay")
+        policy = json.loads(policy_text)
+        ending = _replay_time(policy["EndingPoint"]) if "EndingPoint" in policy else wall_ms
+        return {"ReplayStatus": "Pending", REPLAY_CURSOR: "0", REPLAY_UNTIL: str(min(ending, wall_ms))}
 
     def unsubscribe(self, arn: str, wall_ms: int) -> SubscriptionDeleted | None:
         subscription = self.subscriptions.pop(arn, None)
@@ -254,12 +269,14 @@ class TopicCore:
             "ConfirmationWasAuthenticated": "true" if subscription.confirmed else "false",
             "RawMessageDelivery": "false",
             "EffectiveDeliveryPolicy": self.attributes.get("DeliveryPolicy") or DEFAULT_DELIVERY_POLICY,
-            **subscription.attributes,
+            **{k: v for k, v in subscription.attributes.items() if not k.startswith("dovecote:")},
         }
 
     def set_subscription_attribute(self, arn: str, name: str, value: str, wall_ms: int) -> SubscriptionChanged:
         subscription = self.subscription(arn)
         attributes = {**subscription.attributes, **validate_subscription_attributes({name: value}, subscription.attributes)}
+        if name == "ReplayPolicy":
+            attributes.update(self._replay_start(value, wall_ms))
         if name == "FilterPolicy" and not value:
             attributes.pop("FilterPolicy", None)
         if name == "FilterPolicyScope" and "FilterPolicy" in attributes:
@@ -312,37 +329,15 @@ class TopicCore:
         delivered_to: list[str] = []
         payload = payloads.get("sqs", payloads["default"])
         view = MessageView(attributes, payload)
-        envelope: tuple[str, str] | None = None  # made once, around each subscription's ARN
+        envelope = self._envelope(message_id, payload, subject, attributes, wall_ms, sequence_number)
         for subscription in self.subscriptions.values():
             target = targets.get(subscription.endpoint)
             if target is None or not subscription.confirmed:
                 continue
             if subscription.filter is not None and subscription.filter.first_failure(view) is not None:
                 continue
-            if subscription.raw:
-                body, sqs_attributes = payload, dict(attributes)
-            else:
-                if envelope is None:
-                    envelope = self._envelope(message_id, payload, subject, attributes, wall_ms, sequence_number)
-                body = envelope[0] + subscription.arn + envelope[1]
-                sqs_attributes = {}
             deliveries.append(
-                (
-                    target,
-                    MessageSent(
-                        at_ms=wall_ms,
-                        queue_id=target.queue_id,
-                        queue=target.name,
-                        seq=0,
-                        delay_seconds=0,
-                        message_id=self._message_ids.new(),
-                        sender_id="",
-                        body=body,
-                        attributes=sqs_attributes,
-                        group_id=group_id or "",
-                        dedup_id=dedup_id if target.fifo else "",
-                    ),
-                )
+                (target, self._delivery(subscription, target, payload, attributes, envelope, wall_ms, group_id or "", dedup_id))
             )
             delivered_to.append(subscription.arn)
         published = Published(
@@ -358,10 +353,99 @@ class TopicCore:
             group_id=group_id or "",
             dedup_id=dedup_id,
             delivered_to=delivered_to,
+            archive_until_ms=wall_ms + self.archive_days() * 86_400_000 if self.archive_days() else 0,
         )
         if dedup_id:
             self._dedup.remember(self._dedup.key(dedup_id, group_id or ""), message_id, now)
         return PreparedPublish(published, deliveries, sequence_number)
+
+    def archive_days(self) -> int:
+        policy_text = self.attributes.get("ArchivePolicy")
+        if not policy_text:
+            return 0
+        return int(str(json.loads(policy_text).get("MessageRetentionPeriod", 0)))
+
+    # --- replaying the archive to one subscription ----------------------------------------------
+    def active_replays(self) -> list[tuple[str, int]]:
+        """(subscription ARN, last seq replayed) of each replay to go on with."""
+        return [
+            (s.arn, int(s.attributes.get(REPLAY_CURSOR, "0")))
+            for s in self.subscriptions.values()
+            if s.attributes.get("ReplayStatus") in ("Pending", "In progress")
+        ]
+
+    def replay_batch(
+        self, arn: str, archived: Sequence[Published], complete: bool, targets: Mapping[str, QueueTarget], wall_ms: int
+    ) -> tuple[list[tuple[QueueTarget, MessageSent]], SubscriptionChanged]:
+        """The deliveries of one batch of archived publishes to a replaying subscription (same
+        MessageId and Timestamp, marked Replayed, through its filter policy), and the
+        subscription's new state: its cursor moved past the batch, Completed when `complete` or
+        the replay's end is reached."""
+        subscription = self.subscription(arn)
+        policy = json.loads(subscription.attributes["ReplayPolicy"])
+        starting = _replay_time(policy["StartingPoint"])
+        until = int(subscription.attributes[REPLAY_UNTIL])
+        target = self._targets_of(subscription, targets)
+        deliveries: list[tuple[QueueTarget, MessageSent]] = []
+        cursor = int(subscription.attributes.get(REPLAY_CURSOR, "0"))
+        for record in archived:
+            if record.at_ms > until:
+                complete = True
+                break
+            cursor = record.seq
+            if record.at_ms < starting or target is None:
+                continue
+            payloads = validate_publish(record.message, record.subject or None, record.message_structure or None, {})
+            payload = payloads.get("sqs", payloads["default"])
+            if subscription.filter is not None and subscription.filter.first_failure(MessageView(record.attributes, payload)):
+                continue
+            envelope = self._envelope(
+                record.message_id, payload, record.subject or None, record.attributes, record.at_ms, None, replayed=True
+            )
+            delivery = self._delivery(subscription, target, payload, record.attributes, envelope, record.at_ms, record.group_id, "")
+            deliveries.append((target, delivery))
+        status = "Failed" if target is None else "Completed" if complete else "In progress"
+        attributes = {**subscription.attributes, "ReplayStatus": status, REPLAY_CURSOR: str(cursor)}
+        record = SubscriptionChanged(
+            wall_ms, self.topic_id, self.name, subscription.id, arn, subscription.protocol, subscription.endpoint,
+            attributes, subscription.confirmed,
+        )
+        self.subscriptions[arn] = _subscription(record)
+        return deliveries, record
+
+    def _targets_of(self, subscription: Subscription, targets: Mapping[str, QueueTarget]) -> QueueTarget | None:
+        return targets.get(subscription.endpoint) if subscription.confirmed else None
+
+    def _delivery(
+        self,
+        subscription: Subscription,
+        target: QueueTarget,
+        payload: str,
+        attributes: Mapping[str, MessageAttribute],
+        envelope: tuple[str, str],
+        at_ms: int,
+        group_id: str,
+        dedup_id: str,
+    ) -> MessageSent:
+        """One SQS delivery: the raw payload with its attributes, or the envelope around the
+        subscription's ARN."""
+        if subscription.raw:
+            body, sqs_attributes = payload, dict(attributes)
+        else:
+            body, sqs_attributes = envelope[0] + subscription.arn + envelope[1], {}
+        return MessageSent(
+            at_ms=at_ms,
+            queue_id=target.queue_id,
+            queue=target.name,
+            seq=0,
+            delay_seconds=0,
+            message_id=self._message_ids.new(),
+            sender_id="",
+            body=body,
+            attributes=sqs_attributes,
+            group_id=group_id,
+            dedup_id=dedup_id if target.fifo else "",
+        )
 
     def stored(self, published: Published) -> None:
         if published.dedup_id:
@@ -404,6 +488,7 @@ class TopicCore:
         attributes: Mapping[str, MessageAttribute],
         wall_ms: int,
         sequence_number: str | None,
+        replayed: bool = False,
     ) -> tuple[str, str]:
         """The SNS JSON envelope an SQS subscription receives (without RawMessageDelivery), as the
         text before and after the subscription's ARN (in its UnsubscribeURL), which alone differs
@@ -418,6 +503,8 @@ class TopicCore:
         head["Timestamp"] = iso_timestamp(wall_ms)
         if not self.fifo:
             head["SignatureVersion"] = self.attributes.get("SignatureVersion", "1")
+        if replayed:
+            head["Replayed"] = True
         url = _json(f"{self.http_url}/?Action=Unsubscribe&SubscriptionArn=")[:-1]
         before = f'{_json(head)[:-1]},"UnsubscribeURL":{url}'
         if not attributes:
@@ -444,6 +531,19 @@ class TopicCore:
                 reason = explain(subscription.filter, attributes, message) or ""
             verdicts.append(Verdict(subscription.arn, subscription.protocol, subscription.endpoint, not reason, reason))
         return verdicts
+
+
+def _replay_time(value: object) -> int:
+    """A ReplayPolicy point (ISO 8601, or epoch milliseconds) in wall-clock milliseconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        moment = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid_parameter(f"ReplayPolicy: {str(value)[:40]!r} is not a timestamp") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def _json(value: object) -> str:
@@ -527,7 +627,14 @@ def validate_topic_attributes(attributes: Mapping[str, str], *, fifo: bool, crea
             raise invalid_parameter("Attributes Reason: TracingConfig must be PassThrough or Active")
         elif name == "DisplayName" and len(value) > 100:
             raise invalid_parameter("DisplayName: at most 100 characters")
-        elif name in ("Policy", "DeliveryPolicy", "ArchivePolicy", "DataProtectionPolicy") and value:
+        elif name == "ArchivePolicy" and value:
+            if not fifo:
+                raise invalid_parameter("Attributes Reason: ArchivePolicy is supported only for FIFO topics")
+            document = _json_object(name, value)
+            days = document.get("MessageRetentionPeriod")
+            if document and (isinstance(days, bool) or not str(days).isdigit() or not 1 <= int(str(days)) <= MAX_ARCHIVE_DAYS):
+                raise invalid_parameter(f"ArchivePolicy: MessageRetentionPeriod must be 1 to {MAX_ARCHIVE_DAYS} days")
+        elif name in ("Policy", "DeliveryPolicy", "DataProtectionPolicy") and value:
             _json_object(name, value)
         checked[name] = value
     return checked
@@ -557,7 +664,14 @@ def validate_subscription_attributes(attributes: Mapping[str, str], current: Map
                 validation.parse_queue_arn(target)
             except BrokerError:
                 raise invalid_parameter("RedrivePolicy: deadLetterTargetArn must be an SQS queue ARN") from None
-        elif name in ("DeliveryPolicy", "ReplayPolicy") and value:
+        elif name == "ReplayPolicy" and value:
+            policy = _json_object(name, value)
+            if policy.get("PointType") != "Timestamp" or "StartingPoint" not in policy:
+                raise invalid_parameter("ReplayPolicy: PointType must be Timestamp, with a StartingPoint")
+            for point in ("StartingPoint", "EndingPoint"):
+                if point in policy:
+                    _replay_time(policy[point])
+        elif name == "DeliveryPolicy" and value:
             _json_object(name, value)
         checked[name] = value
     return checked

@@ -188,6 +188,7 @@ class Published(Record):
     group_id: str = ""
     dedup_id: str = ""
     delivered_to: list[str] = []  # subscription ARNs
+    archive_until_ms: int = 0  # kept in the topic's archive until then (ArchivePolicy); 0: not archived
 
 
 AnyRecord = (

@@ -47,6 +47,7 @@ from .records import (
     encode_record,
 )
 from .tables import (
+    ARCHIVE,
     DEDUP,
     DELIVERIES,
     LOG,
@@ -364,7 +365,7 @@ class Store(abc.ABC):
     def verify_all(self) -> list[Damage]:
         """Check every stored value (the `dovecote check` scan); returns the damaged ranges."""
         damage = DamageCollector()
-        for table in (LOG, QUEUES, MESSAGES, DELIVERIES, MOVE_TASKS, DEDUP, TOPICS, SUBSCRIPTIONS):
+        for table in (LOG, QUEUES, MESSAGES, DELIVERIES, MOVE_TASKS, DEDUP, TOPICS, SUBSCRIPTIONS, ARCHIVE):
             for key, value in self._scan(table):
                 if not _decodes(table, value):
                     damage.add(table, key)
@@ -376,6 +377,48 @@ class Store(abc.ABC):
     def drop_damaged(self, damages: Sequence[Damage]) -> None:
         """Delete damaged values (salvage). Writer only, before serving."""
         self._apply([], [DeleteRange(d.table, d.first_key, d.last_key) for d in damages])
+
+    def read_archive(self, topic_id: int, after_seq: int, limit: int) -> list[Published]:
+        """A topic's archived publishes with seq > after_seq, oldest first. Raises StorageDamaged."""
+        first, last = keys.message_key(topic_id, after_seq + 1), keys.queue_message_range(topic_id)[1]
+        out: list[Published] = []
+        for key, value in self._scan(ARCHIVE, first, last):
+            record = _decode_or_none(value)
+            if not isinstance(record, Published):
+                raise StorageDamaged([Damage(ARCHIVE, key, key, 1)])
+            out.append(record)
+            if len(out) >= limit:
+                break
+        return out
+
+    def trim_history(self, before_ms: int, now_ms: int, max_records: int) -> int:
+        """Trim log history older than before_ms, then archived publishes whose archive period
+        has passed by now_ms; at most max_records in all. Writer task only."""
+        trimmed = self.trim_log(before_ms, max_records)
+        return trimmed + self._trim_archive(now_ms, max_records - trimmed)
+
+    def _trim_archive(self, now_ms: int, max_records: int) -> int:
+        # Within a topic, archive periods end in seq order: delete from each topic's start until
+        # a publish still archived, then go on at the next topic.
+        doomed: list[Change] = []
+        start: bytes | None = None
+        while len(doomed) < max_records:
+            next_topic = None
+            for key, value in self._scan(ARCHIVE, start):
+                if len(doomed) >= max_records:
+                    break
+                record = _decode_or_none(value)
+                if record is None or not isinstance(record, Published) or record.archive_until_ms < now_ms:
+                    doomed.append(Delete(ARCHIVE, key))
+                    continue
+                next_topic = keys.message_key_parts(key)[0] + 1
+                break
+            if next_topic is None:
+                break
+            start = keys.message_key(next_topic, 0)
+        if doomed:
+            self._apply([], doomed)
+        return len(doomed)
 
     def trim_log(self, before_ms: int, max_records: int) -> int:
         """Delete up to max_records of the oldest log records written before before_ms; returns

@@ -43,7 +43,8 @@ DEDUP = "dedup"  # FIFO deduplication ids of the last 5 minutes, by (queue_id, s
 MOVE_TASKS = "move_tasks"  # message move tasks, by (queue_id, started_ms)
 TOPICS = "topics"
 SUBSCRIPTIONS = "subscriptions"  # by (topic_id, subscription_id)
-TABLES = (LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS)
+ARCHIVE = "archive"  # archived publishes of topics with an ArchivePolicy, by (topic_id, seq)
+TABLES = (LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE)
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
 NEXT_QUEUE_ID = b"next_queue_id"  # queues and topics draw their ids from this one sequence
@@ -96,11 +97,14 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [DeleteRange(MESSAGES, first, last), DeleteRange(DELIVERIES, first, last)]
         case DedupWindowClosed(owner_id=owner, through_seq=through):
             return [DeleteRange(DEDUP, *keys.queue_message_range(owner, through))]
-        case Published(topic_id=t, seq=seq, dedup_id=dedup_id) if dedup_id:
-            entry = DedupEntry(record.at_ms, dedup_id, record.group_id, record.message_id)
-            return [Put(DEDUP, keys.message_key(t, seq), frame(encode_dedup_entry(entry)))]
-        case Published():
-            return []
+        case Published(topic_id=t, seq=seq):
+            changes: list[Change] = []
+            if record.dedup_id:
+                entry = DedupEntry(record.at_ms, record.dedup_id, record.group_id, record.message_id)
+                changes.append(Put(DEDUP, keys.message_key(t, seq), frame(encode_dedup_entry(entry))))
+            if record.archive_until_ms:
+                changes.append(Put(ARCHIVE, keys.message_key(t, seq), framed))
+            return changes
         case TopicCreated(topic_id=t):
             return [Put(TOPICS, keys.queue_key(t), framed), Put(META, NEXT_QUEUE_ID, frame(keys.queue_key(t + 1)))]
         case TopicAttributesChanged(topic_id=t):

@@ -218,14 +218,15 @@ class LogWriter:
     async def _trim(self) -> int:
         if self._history_ms is None:
             return 0
-        before_ms = self._wall_ms() - self._history_ms
+        now_ms = self._wall_ms()
+        before_ms = now_ms - self._history_ms
         try:
             if self._store.commits_in_thread:
                 trimmed = await trio.to_thread.run_sync(
-                    self._store.trim_log, before_ms, self._trim_chunk_records, abandon_on_cancel=False
+                    self._store.trim_history, before_ms, now_ms, self._trim_chunk_records, abandon_on_cancel=False
                 )
             else:
-                trimmed = self._store.trim_log(before_ms, self._trim_chunk_records)
+                trimmed = self._store.trim_history(before_ms, now_ms, self._trim_chunk_records)
         except StorageError as exc:
             log.warning("trimming log history failed: %s", exc)
             return 0

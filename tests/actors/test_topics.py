@@ -8,6 +8,8 @@ import trio
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
     CreateQueue,
+    DeleteEntry,
+    DeleteMessageBatch,
     CreateTopic,
     DeleteQueue,
     DeleteTopic,
@@ -284,3 +286,64 @@ async def test_a_fifo_topic_keeps_its_deduplication_window_and_numbering_across_
         await h.ok(Publish("t.fifo", "wake", message_group_id="h", message_deduplication_id="w"))
         fresh = await h.ok(Publish("t.fifo", "once", message_group_id="g", message_deduplication_id="d"))
         assert fresh.message_id != first.message_id
+
+
+async def test_an_archived_fifo_topic_replays_to_a_new_subscription(autojump_clock):
+    from dovecote.actors.ops import PublishEntry as Entry
+    from dovecote.storage.history import format_time
+
+    store = MemoryStore()
+    async with running_broker(store) as h:
+        with pytest.raises(BrokerError):  # archiving is for FIFO topics, as on AWS
+            await h.ok(CreateTopic("plain", {"ArchivePolicy": json.dumps({"MessageRetentionPeriod": "7"})}))
+        await h.ok(CreateTopic("t.fifo", {"FifoTopic": "true", "ArchivePolicy": json.dumps({"MessageRetentionPeriod": "7"})}))
+        start = format_time(h.clock.wall_ms())
+        published = []
+        for i in range(0, 1200, 10):
+            result = await h.ok(
+                PublishBatch("t.fifo", [
+                    Entry(str(j), f"m{i + j}", message_group_id="g", message_deduplication_id=f"d{i + j}",
+                          message_attributes={"even": MessageAttribute("String", str((i + j) % 2 == 0).lower())})
+                    for j in range(10)
+                ])
+            )
+            published.extend(e.message_id for e in result.successful)
+        await trio.sleep(60)
+        await h.ok(CreateQueue("late.fifo", {"FifoQueue": "true"}))
+        await h.ok(CreateQueue("evens.fifo", {"FifoQueue": "true"}))
+        replay = json.dumps({"PointType": "Timestamp", "StartingPoint": start})
+        arn = await subscribe(h, "t.fifo", "late.fifo", ReplayPolicy=replay)
+        await subscribe(h, "t.fifo", "evens.fifo", ReplayPolicy=replay, RawMessageDelivery="true",
+                        FilterPolicy=json.dumps({"even": ["true"]}))
+        with pytest.raises(BrokerError):
+            await subscribe(h, "t.fifo", "late.fifo", ReplayPolicy=json.dumps({"PointType": "Other"}))
+        await trio.sleep(1)
+        assert (await h.ok(GetSubscriptionAttributes("t.fifo", arn))).attributes["ReplayStatus"] == "Completed"
+        await h.ok(Publish("t.fifo", "live", message_group_id="g", message_deduplication_id="live"))
+    async with running_broker(store) as h:  # the replayed messages are stored
+
+        async def drain(queue):
+            bodies = []
+            while messages := (await h.ok(ReceiveMessage(queue, max_number_of_messages=10))).messages:
+                bodies.extend(m.body for m in messages)
+                await h.ok(DeleteMessageBatch(queue, [DeleteEntry(str(i), m.receipt_handle) for i, m in enumerate(messages)]))
+            return bodies
+
+        envelopes = [json.loads(body) for body in await drain("late.fifo")]
+        assert [e["Message"] for e in envelopes] == [f"m{i}" for i in range(1200)] + ["live"]
+        assert [e["MessageId"] for e in envelopes[:-1]] == published
+        assert all(e.get("Replayed") is True for e in envelopes[:-1]) and "Replayed" not in envelopes[-1]
+        evens = await drain("evens.fifo")
+        assert evens == [f"m{i}" for i in range(0, 1200, 2)]
+
+
+def test_archived_publishes_are_trimmed_after_their_retention():
+    from dovecote.storage.records import Published as P
+
+    store = MemoryStore()
+    day = 86_400_000
+    store.commit([[P(1_000, 1, "t.fifo", 0, f"id{i}", "m", "", {}, archive_until_ms=1_000 + day) for i in range(3)],
+                  [P(1_000, 2, "u.fifo", 0, "other", "m", "", {}, archive_until_ms=1_000 + 7 * day)]])
+    assert len(store.read_archive(1, 0, 10)) == 3
+    assert store.trim_history(0, 2_000 + day, 100) == 3
+    assert store.read_archive(1, 0, 10) == [] and len(store.read_archive(2, 0, 10)) == 1
