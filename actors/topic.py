@@ -295,11 +295,17 @@ class TopicActor:
                 for target, record in outcome.prepared.deliveries:
                     published_records.append(record)
                     targets.append(target)
+        others = sends = None
         try:
-            sends = self._writer.submit(published_records, needs_space=True) if published_records else None
+            # Configuration first: a replay batch of this cycle moves on from the state a
+            # subscription was given in it, and must be stored after that state.
             others = self._writer.submit(records, needs_space=False) if records else None
+            sends = self._writer.submit(published_records, needs_space=True) if published_records else None
         except StorageError as error:
             self._fail(publishes, replies, storage_failure(error))
+            if others is not None:  # let what was handed over settle before the topic is rebuilt
+                with trio.CancelScope(shield=True):
+                    await others.done.wait()
             raise RestartFromStorage(str(error)) from error
         entries = [entry for entry in (sends, others) if entry is not None]
         with trio.CancelScope(shield=True):  # the writer never abandons a commit; neither do we

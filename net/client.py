@@ -39,6 +39,7 @@ from dovecote.actors.ops import (
     Failure,
     GetQueueAttributes,
     GetQueueUrl,
+    GetSubscriptionAttributes,
     GetTopicAttributes,
     ListDeadLetterSourceQueues,
     ListMessageMoveTasks,
@@ -241,6 +242,10 @@ class _Operations:
 
     def list_subscriptions_by_topic(self, topic: str, next_token: str | None = None) -> Any:
         return self._then(self.call(ListSubscriptionsByTopic(topic_name(topic), next_token)), lambda r: r)
+
+    def get_subscription_attributes(self, subscription_arn: str) -> Any:
+        op = GetSubscriptionAttributes(topic_name(subscription_arn), subscription_arn)
+        return self._then(self.call(op), lambda r: r.attributes)
 
     def set_subscription_attributes(self, subscription_arn: str, name: str, value: str) -> Any:
         op = SetSubscriptionAttributes(topic_name(subscription_arn), subscription_arn, name, value)

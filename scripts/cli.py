@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     log_command.add_argument("--at", default=None, help="with state: the instant (ISO 8601 or epoch ms)")
     log_command.add_argument("--data-dir", default=None)
     log_command.add_argument("--queue", action="append", default=[], help="only this queue (repeatable)")
+    log_command.add_argument("--topic", action="append", default=[], help="only this topic (repeatable)")
+    log_command.add_argument(
+        "--subscription", action="append", default=[], help="only this subscription ARN, and publishes delivered to it"
+    )
     log_command.add_argument("--message-id", action="append", default=[], help="only this message (repeatable)")
     log_command.add_argument("--kind", action="append", default=[], help="only this record kind, e.g. MessageSent")
     log_command.add_argument("--since", default=None, help="ISO 8601 time or epoch milliseconds (inclusive)")
@@ -123,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     log_command.add_argument("--follow", action="store_true", help="keep printing records as they are written")
     log_command.add_argument("--limit", type=int, default=None, help="stop after this many records")
 
-    replay = commands.add_parser("replay", help="send a time range of queues' history, as new messages, into a queue")
+    replay = commands.add_parser(
+        "replay", help="send a time range of queues' or topics' history, as new messages, into a queue"
+    )
+    replay.add_argument("--topic", action="append", default=[], help="this topic's publishes (repeatable)")
     replay.add_argument("--data-dir", default=None, help="the log to read (read-only)")
     replay.add_argument("--queue", action="append", default=[], help="only this queue's messages (repeatable)")
     replay.add_argument("--since", default=None)
@@ -351,6 +358,8 @@ def _log(args: argparse.Namespace) -> int:
             frozenset(args.kind),
             parse_time(args.since) if args.since else None,
             parse_time(args.until) if args.until else None,
+            frozenset(args.topic),
+            frozenset(args.subscription),
         )
         printed = 0
         after_lsn = 0
@@ -420,16 +429,18 @@ def _replay(args: argparse.Namespace) -> int:
         else:
             queues = [args.queue] if args.command == "rewind" else args.queue
             into = args.queue if args.command == "rewind" else args.into
+            topics = getattr(args, "topic", [])
             log_filter = LogFilter(
                 frozenset(queues),
-                kinds=frozenset({"MessageSent"}),
+                kinds=frozenset({"MessageSent", "Published"} if topics else {"MessageSent"}),
                 since_ms=parse_time(args.since) if args.since else None,
                 until_ms=parse_time(args.until) if getattr(args, "until", None) else None,
+                topics=frozenset(topics),
             )
             store = LmdbStore(args.data_dir or default_data_dir(), readonly=True)
             try:
                 total = sum(1 for _ in iter_log(store, log_filter))
-                messages = (record for _, record in iter_log(store, log_filter))
+                messages = (replay.as_message(record) for _, record in iter_log(store, log_filter))
                 count = trio.run(replay.send_all, args.host, args.port, messages, into, replay.progress_bar(total))
             finally:
                 store.close()

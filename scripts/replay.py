@@ -18,7 +18,7 @@ import trio
 
 from .actors.validation import MAX_MESSAGE_ATTRIBUTES
 from .net.client import BrokerError, SendEntry, open_client
-from .storage.records import MessageAttribute, MessageSent
+from .storage.records import MessageAttribute, MessageSent, Published
 
 ORIGINAL_ID = "dovecote.OriginalMessageId"
 ORIGINAL_SENT = "dovecote.OriginalSentTimestamp"
@@ -32,6 +32,13 @@ def replay_entry(index: int, record: MessageSent) -> SendEntry:
         attributes[ORIGINAL_ID] = MessageAttribute("String", record.message_id)
         attributes[ORIGINAL_SENT] = MessageAttribute("Number", str(record.at_ms))
     return SendEntry(str(index), record.body, 0, attributes)
+
+
+def as_message(record: MessageSent | Published) -> MessageSent:
+    """A topic's publish as the message it replays as: its text, attributes, id and time."""
+    if isinstance(record, MessageSent):
+        return record
+    return MessageSent(record.at_ms, 0, record.topic, record.seq, 0, record.message_id, "", record.message, record.attributes)
 
 
 def records_from_export(lines: Iterable[str]) -> Iterator[tuple[str, object]]:

@@ -18,6 +18,7 @@ from .records import (
     DeliveryState,
     MessageDeleted,
     MessageSent,
+    Published,
     QueueCreated,
     QueueDeleted,
     QueuePurged,
@@ -26,18 +27,28 @@ from .store import Store
 
 
 class LogFilter(msgspec.Struct, frozen=True):
-    """Empty sets match everything; times are wall-clock milliseconds, since inclusive."""
+    """Empty sets match everything; times are wall-clock milliseconds, since inclusive. Queues and
+    topics together name the records to show (a record of any of them)."""
 
     queues: frozenset[str] = frozenset()
     message_ids: frozenset[str] = frozenset()
     kinds: frozenset[str] = frozenset()
     since_ms: int | None = None
     until_ms: int | None = None
+    topics: frozenset[str] = frozenset()
+    subscriptions: frozenset[str] = frozenset()  # subscription ARNs: their records, and publishes delivered to them
 
     def matches(self, record: AnyRecord) -> bool:
         if self.kinds and type(record).__name__ not in self.kinds:
             return False
-        if self.queues and getattr(record, "queue", None) not in self.queues:
+        if (self.queues or self.topics) and not (
+            getattr(record, "queue", None) in self.queues or getattr(record, "topic", None) in self.topics
+        ):
+            return False
+        if self.subscriptions and not (
+            getattr(record, "subscription_arn", None) in self.subscriptions
+            or (isinstance(record, Published) and not self.subscriptions.isdisjoint(record.delivered_to))
+        ):
             return False
         if self.message_ids and getattr(record, "message_id", None) not in self.message_ids:
             return False
@@ -74,17 +85,20 @@ def parse_time(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-_SKIPPED_IN_LINES = {"at_ms", "queue", "queue_id", "body", "attributes", "system_attributes"}
+_SKIPPED_IN_LINES = {"at_ms", "queue", "queue_id", "topic", "topic_id", "body", "message", "attributes", "system_attributes"}
 
 
 def describe(lsn: int, record: AnyRecord) -> str:
     """One human-readable line."""
-    fields = [f"{format_time(record.at_ms)}  lsn {lsn}  {type(record).__name__:<22} queue={record.queue}"]
+    owner = f"topic={record.topic}" if hasattr(record, "topic") else f"queue={getattr(record, 'queue', getattr(record, 'owner', ''))}"
+    fields = [f"{format_time(record.at_ms)}  lsn {lsn}  {type(record).__name__:<22} {owner}"]
     for name in record.__struct_fields__:
         if name not in _SKIPPED_IN_LINES:
             fields.append(f"{name}={getattr(record, name)}")
     if isinstance(record, MessageSent):
         fields.append(f"body={len(record.body.encode())}B attributes={len(record.attributes)}")
+    if isinstance(record, Published):
+        fields.append(f"message={len(record.message.encode())}B attributes={len(record.attributes)}")
     return " ".join(fields)
 
 
