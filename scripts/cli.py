@@ -396,6 +396,7 @@ def _describe_past(past) -> str:
 
 
 def _log_stats(store: LmdbStore) -> dict[str, object]:
+    names = {topic.row.topic_id: topic.row.topic for topic in store.load_topics()[0]}
     kinds: dict[str, int] = {}
     first_ms = last_ms = None
     count = 0
@@ -410,6 +411,7 @@ def _log_stats(store: LmdbStore) -> dict[str, object]:
         "oldest": format_time(first_ms) if first_ms is not None else None,
         "newest": format_time(last_ms) if last_ms is not None else None,
         "by_kind": kinds,
+        "archived_publishes": {names.get(topic_id, f"topic {topic_id}"): n for topic_id, n in store.archive_counts().items()},
         "disk_bytes": store.disk_bytes(),
     }
 

@@ -391,6 +391,14 @@ class Store(abc.ABC):
                 break
         return out
 
+    def archive_counts(self) -> dict[int, int]:
+        """Archived publishes per topic id."""
+        counts: dict[int, int] = {}
+        for key, _ in self._scan(ARCHIVE):
+            topic_id = keys.message_key_parts(key)[0]
+            counts[topic_id] = counts.get(topic_id, 0) + 1
+        return counts
+
     def trim_history(self, before_ms: int, now_ms: int, max_records: int) -> int:
         """Trim log history older than before_ms, then archived publishes whose archive period
         has passed by now_ms; at most max_records in all. Writer task only."""
