@@ -152,9 +152,6 @@ class _Lookup(Op):
     topic: bool = False  # a topic's name rather than a queue's
 
 
-class _Targets(Op):
-    """A topic actor starting: the queues it may deliver to."""
-
 
 class _Forward(Op):
     """An actor's op for another queue, addressed by ARN (see Broker.forward)."""
@@ -262,8 +259,6 @@ class Broker:
                 case _Lookup(topic=True):
                     entry = self._topics.get((region, op.queue))
                     reply(entry.mailbox if entry is not None else Failure("NotFound", "Topic does not exist"))
-                case _Targets():
-                    reply(self._queue_targets())
                 case CreateTopic():
                     reply(await self._create_topic(op, region))
                 case DeleteTopic():
@@ -525,15 +520,19 @@ class Broker:
         assert self._nursery is not None
         entry = _ActorEntry(core.topic_id, core.arn, core.fifo)
         self._topics[(core.region, core.name)] = entry
-        self._nursery.start_soon(self._supervise, core, entry, name=f"topic:{core.name}")
+        # The queues it may deliver to, as now; QueueDirectoryChanged messages keep it current.
+        self._nursery.start_soon(self._supervise, core, entry, self._queue_targets(), name=f"topic:{core.name}")
 
     def _queue_targets(self) -> dict[str, QueueTarget]:
         return {
             entry.arn: QueueTarget(entry.actor_id, name, entry.fifo, entry.post) for (_, name), entry in self._queues.items()
         }
 
-    async def _supervise(self, core: QueueCore | TopicCore, entry: _ActorEntry) -> None:
-        """Run a queue's or a topic's actor; rebuild it from the store and restart it when it fails."""
+    async def _supervise(
+        self, core: QueueCore | TopicCore, entry: _ActorEntry, targets: dict[str, QueueTarget] | None = None
+    ) -> None:
+        """Run a queue's or a topic's actor; rebuild it from the store and restart it when it fails.
+        A topic's `targets` pass from each of its actors to the next (never two at once)."""
         is_topic = isinstance(core, TopicCore)
         kind = "topic" if is_topic else "queue"
         failures = 0
@@ -541,11 +540,8 @@ class Broker:
         deleted = False
         while True:
             if isinstance(core, TopicCore):
-                slot: ReplySlot[dict[str, QueueTarget]] = ReplySlot()
-                self.send_to_registry(Request(_Targets(), slot))
-                actor: QueueActor | TopicActor = TopicActor(
-                    core, entry.inbox, self._writer, self._store, self._clock, await slot.wait()
-                )
+                assert targets is not None
+                actor: QueueActor | TopicActor = TopicActor(core, entry.inbox, self._writer, self._store, self._clock, targets)
             else:
                 actor = QueueActor(core, entry.inbox, self._writer, self._store, self._clock, entry.post, self.forward)
             try:

@@ -678,11 +678,8 @@ def validate_subscription_attributes(attributes: Mapping[str, str], current: Map
 
 
 def _json_object(name: str, value: str) -> dict:
-    try:
-        document = json.loads(value)
-    except ValueError:
-        document = None
-    if not isinstance(document, dict):
+    document = validation.json_object(value)
+    if document is None:
         raise invalid_parameter(f"{name}: must be a JSON object")
     return document
 

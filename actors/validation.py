@@ -162,12 +162,18 @@ def check_fifo_throughput(attributes: Mapping[str, str]) -> None:
         )
 
 
-def _json_object(name: str, value: str) -> dict:
+def json_object(value: str) -> dict | None:
+    """value parsed as a JSON object, or None if it is not one (callers say so in their own words)."""
     try:
         document = json.loads(value)
     except ValueError:
-        document = None
-    if not isinstance(document, dict):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _json_object(name: str, value: str) -> dict:
+    document = json_object(value)
+    if document is None:
         raise BrokerError("InvalidAttributeValue", f"Invalid value for the parameter {name}. Reason: must be a JSON object.")
     return document
 

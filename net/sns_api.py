@@ -51,6 +51,9 @@ from dovecote.actors.ops import (
 )
 from dovecote.storage.records import MessageAttribute
 
+from .sqs_api import decode_shape
+from .sqs_query import query_tree
+
 NAMESPACE = "http://sns.amazonaws.com/doc/2010-03-31/"
 ACTIONS_ONLY_SNS = {
     "CreateTopic", "DeleteTopic", "ListTopics", "GetTopicAttributes", "SetTopicAttributes", "Subscribe",
@@ -271,23 +274,8 @@ def is_sns_request(action: str, params: dict[str, Any], signed_for: str | None) 
 
 def nest(pairs: Iterable[tuple[str, str]]) -> tuple[str, dict[str, Any]]:
     """The action and parameters of an SNS Query request, nested into the model's shape."""
-    tree: dict[str, Any] = {}
-    action = ""
-    for key, value in pairs:
-        if key == "Action":
-            action = value
-            continue
-        if key in ("Version", "AWSAccessKeyId", "SignatureMethod", "SignatureVersion", "Signature", "Timestamp"):
-            continue
-        node = tree
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise BrokerError("InvalidParameter", f"Invalid parameter: {key[:100]}")
-            node = child
-        node[parts[-1]] = value
-    return action, _convert(tree)
+    action, tree = query_tree(pairs)
+    return action or "", _convert(tree)
 
 
 def _convert(node: Any) -> Any:
@@ -318,14 +306,12 @@ def to_op(action: str, params: dict[str, Any]) -> Op:
     shape, build = _REQUESTS[action]
     if action == "ListTopics" or action == "ListSubscriptions":
         params = {k: v for k, v in params.items() if k == "NextToken"}
-    try:
-        request = msgspec.convert(params, shape, strict=False)
-    except msgspec.ValidationError as error:
-        text = str(error)
-        if text.startswith("Object missing required field"):
-            field = text.split("`")[1] if "`" in text else "a parameter"
-            raise BrokerError("InvalidParameter", f"Invalid parameter: {field} Reason: no value for required parameter") from None
-        raise BrokerError("InvalidParameter", f"Invalid parameter: {text}") from None
+    request = decode_shape(
+        params,
+        shape,
+        missing=lambda field: BrokerError("InvalidParameter", f"Invalid parameter: {field} Reason: no value for required parameter"),
+        invalid=lambda text: BrokerError("InvalidParameter", f"Invalid parameter: {text}"),
+    )
     return build(request)
 
 

@@ -370,15 +370,30 @@ def to_op(action: str, params: dict[str, Any], context: Context) -> Op:
     if action not in _REQUESTS:
         raise BrokerError("InvalidAction", f"The action {action} is not valid for this endpoint.")
     shape, build = _REQUESTS[action]
+    request = decode_shape(
+        params,
+        shape,
+        missing=lambda field: BrokerError("MissingParameter", f"The request must contain the parameter {field}."),
+        invalid=lambda text: BrokerError("InvalidParameterValue", f"Invalid parameter: {text}"),
+    )
+    return build(request, context)
+
+
+def decode_shape(
+    params: dict[str, Any],
+    shape: type[msgspec.Struct],
+    missing: Callable[[str], BrokerError],
+    invalid: Callable[[str], BrokerError],
+) -> Any:
+    """Parameters as a request shape; a missing or mistyped parameter is reported by name, in the
+    words of the protocol (missing/invalid make its errors)."""
     try:
-        request = msgspec.convert(params, shape, strict=False)
+        return msgspec.convert(params, shape, strict=False)
     except msgspec.ValidationError as error:
         text = str(error)
         if text.startswith("Object missing required field"):
-            field = text.split("`")[1] if "`" in text else "a parameter"
-            raise BrokerError("MissingParameter", f"The request must contain the parameter {field}.") from None
-        raise BrokerError("InvalidParameterValue", f"Invalid parameter: {text}") from None
-    return build(request, context)
+            raise missing(text.split("`")[1] if "`" in text else "a parameter") from None
+        raise invalid(text) from None
 
 
 def to_output(result: Result, context: Context, action: str = "") -> dict[str, Any]:

@@ -59,9 +59,9 @@ _SUCCESS_ITEMS = {
 }
 
 
-def nest(pairs: Iterable[tuple[str, str]]) -> tuple[str | None, dict[str, Any]]:
-    """The action and the parameters of a Query request, nested into the JSON protocol's shape.
-    Raises BrokerError(InvalidParameterValue) on flattened parameters that do not nest."""
+def query_tree(pairs: Iterable[tuple[str, str]]) -> tuple[str | None, dict[str, Any]]:
+    """The action of a Query request (SQS or SNS) and its dotted parameter names as a tree
+    (`A.1.B=x` -> {"A": {"1": {"B": "x"}}}), without the protocol's own parameters."""
     tree: dict[str, Any] = {}
     action = None
     for key, value in pairs:
@@ -78,6 +78,13 @@ def nest(pairs: Iterable[tuple[str, str]]) -> tuple[str | None, dict[str, Any]]:
                 child = node[part] = {"": child}
             node = child
         node[parts[-1]] = value
+    return action, tree
+
+
+def nest(pairs: Iterable[tuple[str, str]]) -> tuple[str | None, dict[str, Any]]:
+    """The action and the parameters of a Query request, nested into the JSON protocol's shape.
+    Raises BrokerError(InvalidParameterValue) on flattened parameters that do not nest."""
+    action, tree = query_tree(pairs)
     params = _convert(tree)
     if action == "CreateQueue" and "Tags" in params:
         params["tags"] = params.pop("Tags")  # CreateQueue alone names its tag map in lower case

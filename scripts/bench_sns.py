@@ -9,17 +9,14 @@ Each scenario is bounded in messages and stops by itself.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import random
-import sys
 import time
 
 import trio
 
 from dovecote.actors.filter_policy import MessageView, compile_policy
-from dovecote.bench import BODY, Figure, running_broker
+from dovecote.bench import BODY, Figure, main, running_broker
 from dovecote.net.client import BlockingClient, PublishEntry, open_client
 from dovecote.storage.records import MessageAttribute
 
@@ -164,17 +161,5 @@ def run(quick: bool) -> list[Figure]:
     return figures
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    figures = run(args.quick)
-    print(f"{'scenario':<58} {'figure':>12}  {'target':<12} met")
-    for figure in figures:
-        print(f"{figure.name:<58} {figure.value:>9,.2f} {figure.unit:<5} {figure.target:<12} {'yes' if figure.met else 'NO'}")
-    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cores)")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(run, __doc__))

@@ -9,17 +9,14 @@ Each scenario is bounded in messages and time and stops by itself.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import os
-import sys
 import time
 from collections.abc import Callable
 
 import trio
 
-from dovecote.bench import BODY, Figure, consume, produce, running_broker
+from dovecote.bench import BODY, Figure, main, consume, produce, running_broker
 from dovecote.net.client import BlockingClient, SendEntry, VisibilityEntry, open_client
 
 ARN = "arn:aws:sqs:us-east-1:000000000000:"
@@ -134,17 +131,5 @@ def run(quick: bool) -> list[Figure]:
     return figures
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    figures = run(args.quick)
-    print(f"{'scenario':<52} {'figure':>12}  {'target':<12} met")
-    for figure in figures:
-        print(f"{figure.name:<52} {figure.value:>9,.2f} {figure.unit:<5} {figure.target:<12} {'yes' if figure.met else 'NO'}")
-    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cores)")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(run, __doc__))

@@ -18,6 +18,7 @@ from dovecote.storage.store import Store
 from dovecote.storage.writer import LogWriter
 
 START_WALL_MS = 1_700_000_000_000
+DEADLOCK_S = 100_000
 
 
 class Harness:
@@ -56,16 +57,19 @@ async def running_broker(
     clock = Clock(wall_source=wall_source, start_wall_ms=start_wall_ms)
     cores, _ = recover(store, config, clock, salvage=False)
     writer = LogWriter(store, wall_ms=clock.wall_ms, **writer_options)
-    async with trio.open_nursery() as storage_nursery:
-        await storage_nursery.start(writer.run)
-        broker = Broker(store, writer, clock, config, cores)
-        async with trio.open_nursery() as broker_nursery:
-            await broker_nursery.start(broker.run)
-            try:
-                yield Harness(broker, store, writer, clock)
-            finally:
-                broker.stop()
-        writer.close()
+    # On the autojump clock a deadlock jumps straight to this deadline: the test fails, saying where
+    # it waited, instead of hanging the suite.
+    with trio.fail_after(DEADLOCK_S):
+        async with trio.open_nursery() as storage_nursery:
+            await storage_nursery.start(writer.run)
+            broker = Broker(store, writer, clock, config, cores)
+            async with trio.open_nursery() as broker_nursery:
+                await broker_nursery.start(broker.run)
+                try:
+                    yield Harness(broker, store, writer, clock)
+                finally:
+                    broker.stop()
+            writer.close()
 
 
 @pytest.fixture
