@@ -30,7 +30,7 @@ from dovecote.storage.records import (
 )
 from dovecote.storage.store import LoadedTopic
 
-from . import policy, validation
+from . import delivery_policy, policy, validation
 from .dedup import DedupWindow
 from .errors import BrokerError
 from .filter_policy import ATTRIBUTES, FilterPolicy, MessageView, compile_policy, explain
@@ -64,11 +64,6 @@ SUBSCRIPTION_ATTRIBUTES = {
     "SubscriptionRoleArn",
     "ReplayPolicy",
 }
-DEFAULT_DELIVERY_POLICY = (
-    '{"http":{"defaultHealthyRetryPolicy":{"minDelayTarget":20,"maxDelayTarget":20,"numRetries":3,'
-    '"numMaxDelayRetries":0,"numNoDelayRetries":0,"numMinDelayRetries":0,"backoffFunction":"linear"},'
-    '"disableSubscriptionOverrides":false,"defaultRequestPolicy":{"headerContentType":"text/plain; charset=UTF-8"}}}'
-)
 
 
 def invalid_parameter(what: str) -> BrokerError:
@@ -157,7 +152,9 @@ class TopicCore:
             "SubscriptionsConfirmed": str(confirmed),
             "SubscriptionsPending": str(len(self.subscriptions) - confirmed),
             "SubscriptionsDeleted": str(self.deleted_subscriptions),
-            "EffectiveDeliveryPolicy": self.attributes.get("DeliveryPolicy") or DEFAULT_DELIVERY_POLICY,
+            "EffectiveDeliveryPolicy": delivery_policy.effective_json(
+                delivery_policy.effective(self.attributes.get("DeliveryPolicy"), None)
+            ),
             **{name: value for name, value in self.attributes.items() if name != "Policy"},
         }
 
@@ -268,7 +265,9 @@ class TopicCore:
             "PendingConfirmation": "false" if subscription.confirmed else "true",
             "ConfirmationWasAuthenticated": "true" if subscription.confirmed else "false",
             "RawMessageDelivery": "false",
-            "EffectiveDeliveryPolicy": self.attributes.get("DeliveryPolicy") or DEFAULT_DELIVERY_POLICY,
+            "EffectiveDeliveryPolicy": delivery_policy.effective_json(
+                delivery_policy.effective(self.attributes.get("DeliveryPolicy"), subscription.attributes.get("DeliveryPolicy"))
+            ),
             **{k: v for k, v in subscription.attributes.items() if not k.startswith("dovecote:")},
         }
 
@@ -634,7 +633,9 @@ def validate_topic_attributes(attributes: Mapping[str, str], *, fifo: bool, crea
             days = document.get("MessageRetentionPeriod")
             if document and (isinstance(days, bool) or not str(days).isdigit() or not 1 <= int(str(days)) <= MAX_ARCHIVE_DAYS):
                 raise invalid_parameter(f"ArchivePolicy: MessageRetentionPeriod must be 1 to {MAX_ARCHIVE_DAYS} days")
-        elif name in ("Policy", "DeliveryPolicy", "DataProtectionPolicy") and value:
+        elif name == "DeliveryPolicy" and value:
+            delivery_policy.validate_topic_policy(value)
+        elif name in ("Policy", "DataProtectionPolicy") and value:
             _json_object(name, value)
         checked[name] = value
     return checked
@@ -672,7 +673,7 @@ def validate_subscription_attributes(attributes: Mapping[str, str], current: Map
                 if point in policy:
                     _replay_time(policy[point])
         elif name == "DeliveryPolicy" and value:
-            _json_object(name, value)
+            delivery_policy.validate_subscription_policy(value)
         checked[name] = value
     return checked
 

@@ -347,3 +347,18 @@ def test_archived_publishes_are_trimmed_after_their_retention():
     assert len(store.read_archive(1, 0, 10)) == 3
     assert store.trim_history(0, 2_000 + day, 100) == 3
     assert store.read_archive(1, 0, 10) == [] and len(store.read_archive(2, 0, 10)) == 1
+
+
+async def test_delivery_policies_are_validated_and_merged(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(CreateQueue("q"))
+        arn = await subscribe(h, "t", "q")
+        with pytest.raises(BrokerError) as error:
+            await h.ok(SetTopicAttributes("t", "DeliveryPolicy", json.dumps({"http": {"defaultHealthyRetryPolicy": {"numRetries": 500}}})))
+        assert "numRetries" in error.value.message
+        await h.ok(SetTopicAttributes("t", "DeliveryPolicy", json.dumps({"http": {"defaultHealthyRetryPolicy": {"numRetries": 7}}})))
+        await h.ok(SetSubscriptionAttributes("t", arn, "DeliveryPolicy", json.dumps({"throttlePolicy": {"maxReceivesPerSecond": 5}})))
+        effective = json.loads((await h.ok(GetSubscriptionAttributes("t", arn))).attributes["EffectiveDeliveryPolicy"])["http"]
+        assert effective["defaultHealthyRetryPolicy"]["numRetries"] == 7
+        assert effective["defaultThrottlePolicy"] == {"maxReceivesPerSecond": 5}
