@@ -187,11 +187,12 @@ def retry_delays(policy: RetryPolicy) -> list[float]:
         x = i / backoff_retries
         match policy.backoff:
             case "linear":
-                delays.append(low + (high - low) * x)
+                delay = low + (high - low) * x
             case "arithmetic":
-                delays.append(low + (high - low) * x * x)
+                delay = low + (high - low) * x * x
             case "geometric":
-                delays.append(low * (high / low) ** x)
+                delay = low * (high / low) ** x
             case _:  # exponential
-                delays.append(low + (high - low) * (2 ** (10 * x) - 1) / (2**10 - 1))
+                delay = low + (high - low) * (2 ** (10 * x) - 1) / (2**10 - 1)
+        delays.append(min(float(high), delay))  # floating point may overshoot max by a hair
     return delays + [float(high)] * policy.max_delay_retries
