@@ -265,7 +265,7 @@ class QueueCore:
         # queue, messages stored before a restart are served oldest first, without the fair
         # rotation; new sends rotate again.
         for sent, delivery, group in loaded.messages:
-            group = sys.intern(group)
+            group = sys.intern(group) if group else ""
             age_s = max(0, wall_ms - sent.at_ms) / 1000
             if delivery is None:
                 live = Live(sent.seq, now - age_s, 0, 0, READY, group)
