@@ -78,6 +78,7 @@ from .ops import (
 from .queue import QueueActor, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
 from .queue_core import QueueCore
 from .topic import QueueDirectoryChanged, TopicActor
+from .signing import Signer
 from .topic_core import QueueTarget, TopicCore, invalid_parameter, validate_topic_attributes, validate_topic_name
 
 log = logging.getLogger("dovecote.registry")
@@ -109,7 +110,13 @@ class RecoveryReport(msgspec.Struct, frozen=True):
 
 
 def recover(
-    store: Store, config: BrokerConfig, clock: Clock, *, salvage: bool, log_tail_records: int = 10_000
+    store: Store,
+    config: BrokerConfig,
+    clock: Clock,
+    *,
+    salvage: bool,
+    log_tail_records: int = 10_000,
+    signer: Signer | None = None,
 ) -> tuple[list[QueueCore | TopicCore], RecoveryReport]:
     """Rebuild every queue and topic from the store's state tables. Runs before the writer starts.
     Raises StorageDamaged naming what is damaged, unless salvage drops the damaged values."""
@@ -139,7 +146,7 @@ def recover(
     cores += [
         TopicCore.restore(
             topic, topic_arn(config, topic.row.region, topic.row.topic), now=now, wall_ms=wall_ms,
-            http_url=config.http_url, last_lsn=store.last_lsn,
+            http_url=config.http_url, last_lsn=store.last_lsn, signer=signer,
         )
         for topic in topics
     ]
@@ -190,8 +197,16 @@ class _ActorEntry:
 
 class Broker:
     def __init__(
-        self, store: Store, writer: LogWriter, clock: Clock, config: BrokerConfig, cores: Sequence[QueueCore | TopicCore]
+        self,
+        store: Store,
+        writer: LogWriter,
+        clock: Clock,
+        config: BrokerConfig,
+        cores: Sequence[QueueCore | TopicCore],
+        signer: Signer | None = None,
     ) -> None:
+        """signer: signs the SNS envelopes topics deliver (None: they go unsigned)."""
+        self._signer = signer
         self._store = store
         self._writer = writer
         self._clock = clock
@@ -365,7 +380,10 @@ class Broker:
         await self._writer.append([record])
         self._next_queue_id += 1
         self._start_topic(
-            TopicCore(record.topic_id, op.topic, given, arn, tags=tags, http_url=self.config.http_url, first_sequence=self._store.last_lsn)
+            TopicCore(
+                record.topic_id, op.topic, given, arn, tags=tags, http_url=self.config.http_url,
+                first_sequence=self._store.last_lsn, signer=self._signer,
+            )
         )
         return Arn(arn)
 
@@ -602,7 +620,7 @@ class Broker:
             return None
         return TopicCore.restore(
             loaded, core.arn, now=self._clock.now(), wall_ms=self._clock.wall_ms(),
-            http_url=self.config.http_url, last_lsn=self._store.last_lsn,
+            http_url=self.config.http_url, last_lsn=self._store.last_lsn, signer=self._signer,
         )
 
 

@@ -35,6 +35,7 @@ from .dedup import DedupWindow
 from .errors import BrokerError
 from .filter_policy import ATTRIBUTES, FilterPolicy, MessageView, compile_policy, explain
 from .ids import MessageIds
+from .signing import Signer
 from .ops import SubscriptionInfo, Verdict
 
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -114,6 +115,7 @@ class TopicCore:
         tags: Mapping[str, str] | None = None,
         http_url: str = "",
         first_sequence: int = 0,
+        signer: Signer | None = None,
     ) -> None:
         self.topic_id = topic_id
         self.name = name
@@ -124,6 +126,7 @@ class TopicCore:
         self.tags: dict[str, str] = dict(tags or {})
         self.fifo = self.attributes.get("FifoTopic") == "true"
         self.http_url = http_url.rstrip("/")
+        self.signer = signer  # None: envelopes go unsigned
         self.subscriptions: dict[str, Subscription] = {}  # by ARN, in subscription order
         self.deleted_subscriptions = 0
         self._dedup = DedupWindow(per_group=False)
@@ -133,9 +136,13 @@ class TopicCore:
         self._sequence = first_sequence
 
     @classmethod
-    def restore(cls, loaded: LoadedTopic, arn: str, *, now: float, wall_ms: int, http_url: str, last_lsn: int) -> TopicCore:
+    def restore(
+        cls, loaded: LoadedTopic, arn: str, *, now: float, wall_ms: int, http_url: str, last_lsn: int, signer: Signer | None = None
+    ) -> TopicCore:
         row = loaded.row
-        core = cls(row.topic_id, row.topic, row.attributes, arn, tags=row.tags, http_url=http_url, first_sequence=last_lsn)
+        core = cls(
+            row.topic_id, row.topic, row.attributes, arn, tags=row.tags, http_url=http_url, first_sequence=last_lsn, signer=signer
+        )
         for record in loaded.subscriptions:
             core.subscriptions[record.subscription_arn] = _subscription(record)
         core._dedup.restore(loaded.dedup, now, wall_ms)
@@ -328,13 +335,15 @@ class TopicCore:
         delivered_to: list[str] = []
         payload = payloads.get("sqs", payloads["default"])
         view = MessageView(attributes, payload)
-        envelope = self._envelope(message_id, payload, subject, attributes, wall_ms, sequence_number)
+        envelope: tuple[str, str] | None = None  # made (and signed) once, when a subscription wants it
         for subscription in self.subscriptions.values():
             target = targets.get(subscription.endpoint)
             if target is None or not subscription.confirmed:
                 continue
             if subscription.filter is not None and subscription.filter.first_failure(view) is not None:
                 continue
+            if envelope is None and not subscription.raw:
+                envelope = self._envelope(message_id, payload, subject, attributes, wall_ms, sequence_number)
             deliveries.append(
                 (target, self._delivery(subscription, target, payload, attributes, envelope, wall_ms, group_id or "", dedup_id))
             )
@@ -421,14 +430,14 @@ class TopicCore:
         target: QueueTarget,
         payload: str,
         attributes: Mapping[str, MessageAttribute],
-        envelope: tuple[str, str],
+        envelope: tuple[str, str] | None,
         at_ms: int,
         group_id: str,
         dedup_id: str,
     ) -> MessageSent:
         """One SQS delivery: the raw payload with its attributes, or the envelope around the
         subscription's ARN."""
-        if subscription.raw:
+        if subscription.raw or envelope is None:
             body, sqs_attributes = payload, dict(attributes)
         else:
             body, sqs_attributes = envelope[0] + subscription.arn + envelope[1], {}
@@ -501,7 +510,11 @@ class TopicCore:
         head["Message"] = message
         head["Timestamp"] = iso_timestamp(wall_ms)
         if not self.fifo:
-            head["SignatureVersion"] = self.attributes.get("SignatureVersion", "1")
+            version = self.attributes.get("SignatureVersion", "1")
+            head["SignatureVersion"] = version
+            if self.signer is not None:
+                head["Signature"] = self.signer.sign(head, version)
+                head["SigningCertURL"] = self.signer.certificate_url
         if replayed:
             head["Replayed"] = True
         url = _json(f"{self.http_url}/?Action=Unsubscribe&SubscriptionArn=")[:-1]

@@ -9,6 +9,7 @@ is closed.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from dovecote.actors.errors import KINDS
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, PeekMessages, Result
 from dovecote.actors.registry import Broker, BrokerConfig, recover
+from dovecote.actors.signing import CERTIFICATE_PATH, Signer, new_key_and_certificate
 from dovecote.net.aws_gateway import AwsGateway
 from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer, text_response
 from dovecote.net.limits import NetLimits
@@ -88,7 +90,8 @@ async def run_broker(
     )
     try:
         clock = Clock()
-        cores, report = recover(store, config.broker, clock, salvage=config.salvage)
+        certificate, signer = _signing_material(Path(config.data_dir), config.broker.http_url)
+        cores, report = recover(store, config.broker, clock, salvage=config.salvage, signer=signer)
         writer = LogWriter(
             store,
             wall_ms=clock.wall_ms,
@@ -96,7 +99,7 @@ async def run_broker(
         )
         async with trio.open_nursery() as storage_nursery:
             await storage_nursery.start(writer.run)
-            broker = Broker(store, writer, clock, config.broker, cores)
+            broker = Broker(store, writer, clock, config.broker, cores, signer)
             async with trio.open_nursery() as broker_nursery:
                 await broker_nursery.start(broker.run)
                 async with trio.open_nursery() as net_nursery:
@@ -105,7 +108,7 @@ async def run_broker(
                     verifier = _verifier(config.access_keys)
                     http = HttpServer(
                         lambda: AwsGateway(
-                            broker, config.broker.account_id, config.public_url, _local_endpoints(writer, broker), verifier
+                            broker, config.broker.account_id, config.public_url, _local_endpoints(writer, broker, certificate), verifier
                         ).handle,
                         config.limits,
                         stopping,
@@ -149,16 +152,29 @@ def _verifier(access_keys: dict[str, str]):
     return SigV4Verifier(access_keys)
 
 
-def _local_endpoints(writer: LogWriter, broker: Broker):
+def _signing_material(data_dir: Path, http_url: str) -> tuple[bytes, Signer]:
+    """The SNS signing certificate (PEM) and signer: made on first start, kept in the data directory."""
+    key_file, certificate_file = data_dir / "sns-signing-key.pem", data_dir / "sns-signing-cert.pem"
+    if not (key_file.exists() and certificate_file.exists()):
+        key_pem, certificate_pem = new_key_and_certificate("dovecote SNS", datetime.datetime.now(datetime.UTC))
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(key_pem)
+        certificate_file.write_bytes(certificate_pem)
+    return certificate_file.read_bytes(), Signer(key_file.read_bytes(), http_url.rstrip("/") + CERTIFICATE_PATH)
+
+
+def _local_endpoints(writer: LogWriter, broker: Broker, certificate: bytes):
     """The broker's own HTTP endpoints, for one connection: /health, /metrics (Prometheus text:
-    the log's LSN, commits, records, trimmed records, whether sends are accepted), and /peek?queue=NAME
+    the log's LSN, commits, records, trimmed records, whether sends are accepted), /peek?queue=NAME
     [&max=10&after=SEQ&state=visible|in_flight|delayed&region=R] to browse a queue without
-    consuming it."""
+    consuming it, and the certificate SNS signatures verify with (SigningCertURL)."""
 
     async def handle(request: HttpRequest) -> HttpResponse:
         url = urlsplit(request.target)
         if request.method not in ("GET", "HEAD"):
             return text_response(405, "method not allowed\n")
+        if url.path == CERTIFICATE_PATH:
+            return HttpResponse(200, [("Content-Type", "application/x-pem-file")], certificate)
         if url.path == "/health":
             stats = writer.statistics()
             body = {"status": "ok", "last_lsn": stats.last_lsn, "accepting_sends": stats.accepting_sends}

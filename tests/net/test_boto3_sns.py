@@ -102,3 +102,27 @@ def test_fifo_topic_through_boto3(sns, sqs):
     assert numbers == sorted(numbers)
     got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=2)["Messages"]
     assert [m["Body"] for m in got] == ["m0", "m1", "m2"]
+
+
+def test_delivered_envelopes_are_signed_and_verify_with_the_served_certificate(sns, sqs):
+    import base64
+
+    import httpx
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    topic = sns.create_topic(Name="signed")["TopicArn"]
+    queue = sqs.create_queue(QueueName="signed-inbox")["QueueUrl"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn(sqs, queue))
+    for version in ("1", "2"):
+        sns.set_topic_attributes(TopicArn=topic, AttributeName="SignatureVersion", AttributeValue=version)
+        sns.publish(TopicArn=topic, Message=f"signed v{version}", Subject="s")
+        (message,) = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=2)["Messages"]
+        sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+        envelope = json.loads(message["Body"])
+        assert envelope["SignatureVersion"] == version
+        certificate = x509.load_pem_x509_certificate(httpx.get(envelope["SigningCertURL"], timeout=10).content)
+        signed = "".join(f"{k}\n{envelope[k]}\n" for k in ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"))
+        digest = hashes.SHA1() if version == "1" else hashes.SHA256()
+        certificate.public_key().verify(base64.b64decode(envelope["Signature"]), signed.encode(), padding.PKCS1v15(), digest)

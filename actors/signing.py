@@ -1,0 +1,62 @@
+"""Signing SNS messages as AWS does: an RSA signature over the message's canonical string,
+SignatureVersion 1 (SHA1withRSA) or 2 (SHA256withRSA), verifiable with the certificate served at
+SigningCertURL. No file I/O here: the key and certificate are made or read by the caller.
+
+The canonical string is each signed field's name and value, one per line, in byte order of the names,
+of those present: for a Notification Message, MessageId, Subject, Timestamp, TopicArn, Type; for
+SubscriptionConfirmation and UnsubscribeConfirmation Message, MessageId, SubscribeURL, Timestamp,
+Token, TopicArn, Type.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from collections.abc import Mapping
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+CERTIFICATE_PATH = "/SimpleNotificationService-dovecote.pem"
+NOTIFICATION_FIELDS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
+CONFIRMATION_FIELDS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
+_HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
+
+
+def canonical_string(message: Mapping[str, object]) -> bytes:
+    fields = NOTIFICATION_FIELDS if message.get("Type") == "Notification" else CONFIRMATION_FIELDS
+    return "".join(f"{name}\n{message[name]}\n" for name in fields if name in message).encode()
+
+
+class Signer:
+    def __init__(self, private_key_pem: bytes, certificate_url: str) -> None:
+        key = serialization.load_pem_private_key(private_key_pem, password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("the SNS signing key must be an RSA key")
+        self._key = key
+        self.certificate_url = certificate_url
+
+    def sign(self, message: Mapping[str, object], version: str) -> str:
+        """The base64 Signature of a message (SignatureVersion "1" or "2")."""
+        signature = self._key.sign(canonical_string(message), padding.PKCS1v15(), _HASHES[version]())
+        return base64.b64encode(signature).decode()
+
+
+def new_key_and_certificate(common_name: str, now: datetime.datetime) -> tuple[bytes, bytes]:
+    """A fresh RSA-2048 key and a self-signed certificate for it (ten years), both PEM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key_pem, certificate.public_bytes(serialization.Encoding.PEM)

@@ -1,0 +1,55 @@
+"""SNS signatures, checked with `cryptography` against the canonical string as AWS documents it
+(built here by hand, not with the code under test)."""
+
+import base64
+import datetime
+
+import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from dovecote.actors.signing import Signer, new_key_and_certificate
+
+KEY, CERTIFICATE = new_key_and_certificate("test", datetime.datetime(2026, 11, 23, tzinfo=datetime.UTC))
+
+NOTIFICATION = {
+    "Type": "Notification",
+    "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+    "TopicArn": "arn:aws:sns:us-west-2:123456789012:MyTopic",
+    "Subject": "My First Message",
+    "Message": "Hello world!",
+    "Timestamp": "2012-05-02T00:54:06.655Z",
+    "SignatureVersion": "1",
+    "UnsubscribeURL": "https://example.com/?Action=Unsubscribe",
+}
+
+
+def verify(message, version):
+    signed = (
+        f"Message\n{message['Message']}\nMessageId\n{message['MessageId']}\n"
+        + (f"Subject\n{message['Subject']}\n" if "Subject" in message else "")
+        + f"Timestamp\n{message['Timestamp']}\nTopicArn\n{message['TopicArn']}\nType\n{message['Type']}\n"
+    ).encode()
+    public_key = x509.load_pem_x509_certificate(CERTIFICATE).public_key()
+    digest = hashes.SHA1() if version == "1" else hashes.SHA256()
+    public_key.verify(base64.b64decode(message["Signature"]), signed, padding.PKCS1v15(), digest)
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_a_notification_signature_verifies_with_the_certificate(version):
+    signer = Signer(KEY, "http://127.0.0.1:7481/cert.pem")
+    message = {**NOTIFICATION, "Signature": signer.sign(NOTIFICATION, version)}
+    verify(message, version)
+    without_subject = {k: v for k, v in NOTIFICATION.items() if k != "Subject"}
+    verify({**without_subject, "Signature": signer.sign(without_subject, version)}, version)
+
+
+def test_a_changed_message_no_longer_verifies():
+    signer = Signer(KEY, "http://127.0.0.1:7481/cert.pem")
+    message = {**NOTIFICATION, "Signature": signer.sign(NOTIFICATION, "2")}
+    with pytest.raises(InvalidSignature):
+        verify({**message, "Message": "Hello world?"}, "2")
+    with pytest.raises(InvalidSignature):
+        verify(message, "1")  # signed with SHA256, checked as SHA1
