@@ -93,6 +93,7 @@ class BrokerConfig(msgspec.Struct, frozen=True):
     restart_backoff_s: tuple[float, ...] = (0.0, 0.5, 2.0, 10.0, 30.0)
     max_topics: int = 100_000
     http_url: str = "http://127.0.0.1:7481"  # the broker's HTTP port as clients reach it (UnsubscribeURL)
+    sign_sqs_envelopes: bool = True  # False: envelopes delivered to queues go without a signature
 
 
 def queue_arn(config: BrokerConfig, region: str, name: str) -> str:
@@ -146,7 +147,7 @@ def recover(
     cores += [
         TopicCore.restore(
             topic, topic_arn(config, topic.row.region, topic.row.topic), now=now, wall_ms=wall_ms,
-            http_url=config.http_url, last_lsn=store.last_lsn, signer=signer,
+            http_url=config.http_url, last_lsn=store.last_lsn, signer=signer if config.sign_sqs_envelopes else None,
         )
         for topic in topics
     ]
@@ -206,7 +207,7 @@ class Broker:
         signer: Signer | None = None,
     ) -> None:
         """signer: signs the SNS envelopes topics deliver (None: they go unsigned)."""
-        self._signer = signer
+        self._signer = signer if config.sign_sqs_envelopes else None
         self._store = store
         self._writer = writer
         self._clock = clock

@@ -90,9 +90,9 @@ class Broker:
 
 
 @contextlib.contextmanager
-def running_broker() -> Iterator[Broker]:
+def running_broker(*serve_args: str) -> Iterator[Broker]:
     with tempfile.TemporaryDirectory(prefix="dovecote-bench-") as data_dir:
-        broker = Broker(data_dir)
+        broker = Broker(data_dir, serve_args)
         broker.start()
         try:
             yield broker

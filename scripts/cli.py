@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--account-id", default="000000000000")
     serve.add_argument("--region", default="us-east-1")
+    serve.add_argument(
+        "--unsigned-sqs-envelopes",
+        action="store_true",
+        help="deliver SNS envelopes to queues without Signature and SigningCertURL (an RSA signature "
+        "per publish is most of a publish's cost)",
+    )
     serve.add_argument("--log-level", default="INFO")
 
     check = commands.add_parser("check", help="verify every stored checksum (the broker must be stopped)")
@@ -309,6 +315,7 @@ def _serve(args: argparse.Namespace) -> int:
             region=args.region,
             account_id=args.account_id,
             http_url=args.public_url or f"http://{args.host}:{args.http_port}",
+            sign_sqs_envelopes=not args.unsigned_sqs_envelopes,
         ),
     )
     try:
