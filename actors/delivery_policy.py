@@ -117,12 +117,7 @@ def _topic_http(document: dict) -> dict:
         raise _refuse("a topic's policy is keyed by protocol, as {\"http\": {...}}")
     if not isinstance(http, dict):
         raise _refuse("\"http\" must be an object")
-    if "defaultHealthyRetryPolicy" in http:
-        retry_policy(http["defaultHealthyRetryPolicy"])
-    if "defaultThrottlePolicy" in http:
-        _throttle(http["defaultThrottlePolicy"])
-    if "defaultRequestPolicy" in http:
-        _content_type(http["defaultRequestPolicy"])
+    _check_parts(http, "defaultHealthyRetryPolicy", "defaultThrottlePolicy", "defaultRequestPolicy")
     if not isinstance(http.get("disableSubscriptionOverrides", False), bool):
         raise _refuse("disableSubscriptionOverrides must be true or false")
     return http
@@ -131,13 +126,19 @@ def _topic_http(document: dict) -> dict:
 def _subscription_parts(document: dict) -> dict:
     if set(document) - {"healthyRetryPolicy", "throttlePolicy", "requestPolicy"}:
         raise _refuse("a subscription's policy has healthyRetryPolicy, throttlePolicy and requestPolicy")
-    if "healthyRetryPolicy" in document:
-        retry_policy(document["healthyRetryPolicy"])
-    if "throttlePolicy" in document:
-        _throttle(document["throttlePolicy"])
-    if "requestPolicy" in document:
-        _content_type(document["requestPolicy"])
+    _check_parts(document, "healthyRetryPolicy", "throttlePolicy", "requestPolicy")
     return document
+
+
+def _check_parts(document: dict, retry: str, throttle: str, request: str) -> None:
+    """The retry, throttle and request parts of a policy (named one way for topics, another for
+    subscriptions)."""
+    if retry in document:
+        retry_policy(document[retry])
+    if throttle in document:
+        _throttle(document[throttle])
+    if request in document:
+        _content_type(document[request])
 
 
 def effective(topic_policy: str | None, subscription_policy: str | None) -> EffectivePolicy:
