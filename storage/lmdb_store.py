@@ -76,7 +76,12 @@ class LmdbStore(Store):
         assert flags["writemap"] is False
         assert readonly or (flags["sync"] is durable and flags["metasync"] is durable)
         self._env.reader_check()  # reap readers left by a process that died
-        self._dbs = {name: self._env.open_db(name.encode(), create=not readonly) for name in TABLES}
+        self._dbs = {}
+        for name in TABLES:
+            try:
+                self._dbs[name] = self._env.open_db(name.encode(), create=not readonly)
+            except lmdb.NotFoundError:
+                pass  # read-only, on data an older version wrote: that table is empty
         self.refresh_last_lsn()
         if not readonly:
             self.restore_reserve()
@@ -85,6 +90,8 @@ class LmdbStore(Store):
     def _scan(
         self, table: str, first: bytes | None = None, last: bytes | None = None, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
+        if table not in self._dbs:
+            return
         with self._env.begin(db=self._dbs[table], buffers=True) as txn:
             cursor = txn.cursor()
             if reverse:
@@ -106,6 +113,8 @@ class LmdbStore(Store):
                 yield key, value
 
     def _get_many(self, table: str, keys_: Sequence[bytes]) -> list[bytes | None]:
+        if table not in self._dbs:
+            return [None] * len(keys_)
         with self._env.begin(db=self._dbs[table], buffers=False) as txn:
             return [txn.get(key) for key in keys_]
 

@@ -108,3 +108,24 @@ async def test_a_real_full_disk_refuses_sends_keeps_deletes_and_recovers(tiny_di
         assert store.read_messages(1, [first_seq]) == [None]
     finally:
         store.close()
+
+
+def test_a_reader_opens_data_written_before_some_tables_existed(tmp_path):
+    """`dovecote log` beside data an older version wrote: tables it does not have read as empty."""
+    import lmdb
+
+    store = LmdbStore(tmp_path, reserve_bytes=0)
+    store.commit([[QueueCreated(WALL, 1, "q", {}), sent(0, "kept")]])
+    store.close()
+    env = lmdb.open(str(next(tmp_path.rglob("data.mdb")).parent), max_dbs=20)
+    with env.begin(write=True) as txn:  # what an older version had: no archive, no topics
+        for name in (b"archive", b"topics", b"subscriptions"):
+            txn.drop(env.open_db(name, txn=txn), delete=True)
+    env.close()
+    reader = LmdbStore(tmp_path, readonly=True)
+    try:
+        assert [type(r).__name__ for _, r in reader.read_log()] == ["QueueCreated", "MessageSent"]
+        assert reader.load_topics() == ([], []) and reader.archive_counts() == {}
+        assert reader.read_archive(1, 0, 10) == []
+    finally:
+        reader.close()
