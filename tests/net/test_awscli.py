@@ -53,3 +53,24 @@ def test_a_short_aws_cli_session(aws):
     assert aws("sqs", "delete-queue", "--queue-url", url).returncode == 0
     missing = aws("sqs", "get-queue-url", "--queue-name", "cli-jobs")
     assert missing.returncode != 0 and "NonExistentQueue" in missing.stderr
+
+
+def test_a_short_aws_cli_sns_session(aws):
+    topic = json.loads(aws("sns", "create-topic", "--name", "cli-news").stdout)["TopicArn"]
+    url = json.loads(aws("sqs", "create-queue", "--queue-name", "cli-inbox").stdout)["QueueUrl"]
+    queue_arn = json.loads(aws("sqs", "get-queue-attributes", "--queue-url", url, "--attribute-names", "QueueArn").stdout)
+    subscribed = aws("sns", "subscribe", "--topic-arn", topic, "--protocol", "sqs",
+                     "--notification-endpoint", queue_arn["Attributes"]["QueueArn"],
+                     "--attributes", '{"RawMessageDelivery": "true", "FilterPolicy": "{\\"kind\\": [\\"cli\\"]}"}')
+    assert subscribed.returncode == 0, subscribed.stderr
+    for kind in ("cli", "other"):
+        published = aws("sns", "publish", "--topic-arn", topic, "--message", f"hello {kind}",
+                        "--message-attributes", json.dumps({"kind": {"DataType": "String", "StringValue": kind}}))
+        assert published.returncode == 0, published.stderr
+    received = json.loads(aws("sqs", "receive-message", "--queue-url", url, "--max-number-of-messages", "10",
+                              "--wait-time-seconds", "1").stdout)
+    assert [m["Body"] for m in received["Messages"]] == ["hello cli"]
+    listed = json.loads(aws("sns", "list-subscriptions-by-topic", "--topic-arn", topic).stdout)
+    assert listed["Subscriptions"][0]["Protocol"] == "sqs"
+    refused = aws("sns", "subscribe", "--topic-arn", topic, "--protocol", "sms", "--notification-endpoint", "+15555550100")
+    assert refused.returncode != 0 and "InvalidParameter" in refused.stderr
