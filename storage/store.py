@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -233,37 +233,32 @@ class Store(abc.ABC):
             ids += [topic.row.topic_id for topic in self.load_topics()[0]]
             return max(ids, default=0) + 1
 
-    def load_queue_rows(self) -> tuple[list[QueueRow], list[Damage]]:
-        damage = DamageCollector()
-        rows: list[QueueRow] = []
-        for key, value in self._scan(QUEUES):
+    def _rows(
+        self, table: str, kinds: tuple[type, ...], damage: DamageCollector, first: bytes | None = None, last: bytes | None = None
+    ) -> list[tuple[bytes, Any]]:
+        """(key, record) of a table's rows in key order; a row that is not one of `kinds` is damage."""
+        rows = []
+        for key, value in self._scan(table, first, last):
             record = _decode_or_none(value)
-            if isinstance(record, (QueueCreated, QueueAttributesChanged)):
-                rows.append(record)
+            if isinstance(record, kinds):
+                rows.append((key, record))
                 damage.break_run()
             else:
-                damage.add(QUEUES, key)
+                damage.add(table, key)
+        return rows
+
+    def load_queue_rows(self) -> tuple[list[QueueRow], list[Damage]]:
+        damage = DamageCollector()
+        rows = [record for _, record in self._rows(QUEUES, (QueueCreated, QueueAttributesChanged), damage)]
         return rows, damage.result()
 
     def load_topics(self) -> tuple[list[LoadedTopic], list[Damage]]:
         """Every topic with its subscriptions and FIFO deduplication entries."""
         damage = DamageCollector()
         topics: list[LoadedTopic] = []
-        for key, value in self._scan(TOPICS):
-            row = _decode_or_none(value)
-            if not isinstance(row, (TopicCreated, TopicAttributesChanged)):
-                damage.add(TOPICS, key)
-                continue
-            damage.break_run()
+        for _, row in self._rows(TOPICS, (TopicCreated, TopicAttributesChanged), damage):
             first, last = keys.queue_message_range(row.topic_id)
-            subscriptions = []
-            for sub_key, sub_value in self._scan(SUBSCRIPTIONS, first, last):
-                record = _decode_or_none(sub_value)
-                if isinstance(record, SubscriptionChanged):
-                    subscriptions.append(record)
-                    damage.break_run()
-                else:
-                    damage.add(SUBSCRIPTIONS, sub_key)
+            subscriptions = [record for _, record in self._rows(SUBSCRIPTIONS, (SubscriptionChanged,), damage, first, last)]
             topics.append(LoadedTopic(row, subscriptions, self._load_dedup(first, last, damage)))
         return topics, damage.result()
 
@@ -284,14 +279,9 @@ class Store(abc.ABC):
         `with_groups`, as that decodes whole messages, bodies included."""
         damage = DamageCollector()
         first, last = keys.queue_message_range(row.queue_id)
-        deliveries: dict[bytes, DeliveryRow] = {}
-        for key, value in self._scan(DELIVERIES, first, last):
-            record = _decode_or_none(value)
-            if isinstance(record, (MessageReceived, VisibilityChanged)):
-                deliveries[key] = record
-                damage.break_run()
-            else:
-                damage.add(DELIVERIES, key)
+        deliveries: dict[bytes, DeliveryRow] = dict(
+            self._rows(DELIVERIES, (MessageReceived, VisibilityChanged), damage, first, last)
+        )
         messages: list[LoadedMessage] = []
         for key, value in self._scan(MESSAGES, first, last):
             try:
@@ -308,14 +298,7 @@ class Store(abc.ABC):
             messages.append(LoadedMessage(sent, deliveries.get(key) if deliveries else None, group))
             damage.break_run()
         dedup = self._load_dedup(first, last, damage)
-        tasks: list[MoveTaskChanged] = []
-        for key, value in self._scan(MOVE_TASKS, first, last):
-            record = _decode_or_none(value)
-            if isinstance(record, MoveTaskChanged):
-                tasks.append(record)
-                damage.break_run()
-            else:
-                damage.add(MOVE_TASKS, key)
+        tasks = [record for _, record in self._rows(MOVE_TASKS, (MoveTaskChanged,), damage, first, last)]
         return LoadedQueue(row, messages, dedup, tasks), damage.result()
 
     def read_messages(self, queue_id: int, seqs: Sequence[int]) -> list[MessageSent | None]:
