@@ -107,8 +107,16 @@ def with_permission(
     return json.dumps(document, separators=(",", ":"))
 
 
-def without_permission(policy: str | None, queue_arn: str, label: str) -> str | None:
-    """The Policy after RemovePermission; None once no statement is left."""
+def without_permission(attributes: Mapping[str, str], queue_arn: str, label: str) -> dict[str, str]:
+    """A queue's or topic's attributes after RemovePermission (no Policy once no statement is left)."""
+    kept_attributes = {name: value for name, value in attributes.items() if name != "Policy"}
+    document = _without_statement(attributes.get("Policy"), queue_arn, label)
+    if document is not None:
+        kept_attributes["Policy"] = document
+    return kept_attributes
+
+
+def _without_statement(policy: str | None, queue_arn: str, label: str) -> str | None:
     document = _document(policy, queue_arn)
     kept = [statement for statement in document["Statement"] if statement.get("Sid") != label]
     if len(kept) == len(document["Statement"]):

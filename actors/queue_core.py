@@ -594,10 +594,7 @@ class QueueCore:
         return self._configuration(wall_ms)
 
     def remove_permission(self, label: str, wall_ms: int) -> QueueAttributesChanged:
-        document = policy.without_permission(self.attributes.get("Policy"), self.arn, label)
-        self.attributes = {k: v for k, v in self.attributes.items() if k != "Policy"}
-        if document is not None:
-            self.attributes["Policy"] = document
+        self.attributes = policy.without_permission(self.attributes, self.arn, label)
         return self._configuration(wall_ms)
 
     def _configuration(self, wall_ms: int) -> QueueAttributesChanged:

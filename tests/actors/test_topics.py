@@ -364,3 +364,26 @@ async def test_delivery_policies_are_validated_and_merged(autojump_clock):
         effective = json.loads((await h.ok(GetSubscriptionAttributes("t", arn))).attributes["EffectiveDeliveryPolicy"])["http"]
         assert effective["defaultHealthyRetryPolicy"]["numRetries"] == 7
         assert effective["defaultThrottlePolicy"] == {"maxReceivesPerSecond": 5}
+
+
+async def test_topic_permissions_and_tags_live_in_its_attributes(autojump_clock):
+    from dovecote.actors.ops import AddTopicPermission, ListTopicTags, RemoveTopicPermission, TagTopic, UntagTopic
+
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(AddTopicPermission("t", "share", ["111122223333"], ["Publish"]))
+        statements = json.loads((await h.ok(GetTopicAttributes("t"))).attributes["Policy"])["Statement"]
+        shared = next(s for s in statements if s.get("Sid") == "share")
+        assert shared["Action"] == ["SNS:Publish"] and shared["Resource"] == TOPIC + "t"
+        with pytest.raises(BrokerError):
+            await h.ok(AddTopicPermission("t", "share", ["111122223333"], ["Publish"]))  # the label exists
+        with pytest.raises(BrokerError):
+            await h.ok(AddTopicPermission("t", "other", ["111122223333"], ["CreateTopic"]))
+        await h.ok(RemoveTopicPermission("t", "share"))
+        statements = json.loads((await h.ok(GetTopicAttributes("t"))).attributes["Policy"])["Statement"]
+        assert all(s.get("Sid") != "share" for s in statements)
+        with pytest.raises(BrokerError):
+            await h.ok(RemoveTopicPermission("t", "share"))
+        await h.ok(TagTopic("t", {"team": "a", "tier": "1"}))
+        await h.ok(UntagTopic("t", ["tier"]))
+        assert (await h.ok(ListTopicTags("t"))).tags == {"team": "a"}
