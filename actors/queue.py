@@ -159,6 +159,9 @@ class _Cycle:
         self.replies: list[tuple[Reply, Result]] = []
         self.ended_by: Request | None = None  # a DeleteQueue or Stop request
         self.adopted: list[MessageSent] = []
+        # Whether `records` hold what must be applied once stored (messages moved in, a purge),
+        # so the usual cycle of receives and deletes is not looked through again.
+        self.stores_here = False
 
     def reply_after_commit(self, reply: Reply, result: Result) -> None:
         self.replies.append((reply, result))
@@ -329,6 +332,7 @@ class QueueActor:
                     cycle.reply_after_commit(reply, Done())
                 case PurgeQueue():
                     cycle.records.append(core.purge(now, wall_ms))
+                    cycle.stores_here = True
                     cycle.reply_after_commit(reply, Done())
                 case TagQueue():
                     cycle.records.append(core.tag(op.tags, wall_ms))
@@ -349,6 +353,7 @@ class QueueActor:
                 case Adopt():
                     cycle.adopted.extend(op.records)
                 case MoveIn():
+                    cycle.stores_here = True
                     moved = core.prepare_moved_in(op.rows, op.source_arn, op.dead_letter, wall_ms)
                     cycle.records.extend(moved)
                     cycle.records.extend(
@@ -656,7 +661,7 @@ class QueueActor:
         if others_error is not None:
             cycle.fail_all(storage_failure(others_error))
             raise RestartFromStorage(str(others_error)) from others_error
-        if in_flight.others is not None:
+        if in_flight.others is not None and cycle.stores_here:
             for record in in_flight.others.records:
                 if type(record) is MessageSent and record.queue_id == core.queue_id:  # moved in
                     core.apply_sent(record, now)
