@@ -275,7 +275,10 @@ def is_sns_request(action: str, params: dict[str, Any], signed_for: str | None) 
 def nest(pairs: Iterable[tuple[str, str]]) -> tuple[str, dict[str, Any]]:
     """The action and parameters of an SNS Query request, nested into the model's shape."""
     action, tree = query_tree(pairs)
-    return action or "", _convert(tree)
+    params = _convert(tree)
+    if not isinstance(params, dict):  # e.g. member.1=x at the top: a list, not parameters
+        raise BrokerError("InvalidParameter", "Invalid parameter: the request's parameters must be named")
+    return action or "", params
 
 
 def _convert(node: Any) -> Any:

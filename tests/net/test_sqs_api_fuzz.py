@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import Op
-from dovecote.net import sqs_api, sqs_query
+from dovecote.net import sns_api, sqs_api, sqs_query
 
 CONTEXT = sqs_api.Context("000000000000", "http://localhost:7481")
 ACTIONS = sorted(sqs_api._REQUESTS) + ["LaunchRocket", ""]
@@ -53,3 +53,27 @@ def test_random_query_parameters(action, pairs):
         return
     assert nested_action == action
     translate(action, params)
+
+
+SNS_ACTIONS = sorted(sns_api._REQUESTS) + ["CreatePlatformApplication", ""]
+sns_keys = st.lists(
+    st.sampled_from(["TopicArn", "SubscriptionArn", "ResourceArn", "Name", "Message", "Subject", "Protocol",
+                     "Endpoint", "Attributes", "MessageAttributes", "PublishBatchRequestEntries", "Tags", "TagKeys",
+                     "entry", "member", "key", "value", "Name", "Value", "DataType", "StringValue", "Id",
+                     "AttributeName", "AttributeValue", "1", "2", "x", ""]),
+    min_size=1, max_size=5,
+).map(".".join)
+sns_values = st.sampled_from(["arn:aws:sns:us-east-1:000000000000:t", "arn:aws:sns:us-east-1:000000000000:t:sub",
+                              "arn:aws:sqs:us-east-1:000000000000:q", "sqs", "String", "true", "{}", ""]) | st.text(max_size=12)
+
+
+@settings(max_examples=int(os.environ.get("DOVECOTE_FUZZ_EXAMPLES", "400")), deadline=None)
+@given(st.sampled_from(SNS_ACTIONS), st.lists(st.tuples(sns_keys, sns_values), max_size=8))
+def test_random_sns_query_parameters(action, pairs):
+    """SNS's Query translation: an operation or a BrokerError, nothing else."""
+    try:
+        nested_action, params = sns_api.nest([("Action", action), *pairs])
+        assert nested_action == action
+        assert isinstance(sns_api.to_op(action, params), Op)
+    except BrokerError as error:
+        assert error.kind.sender_fault, error
