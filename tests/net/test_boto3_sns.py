@@ -126,3 +126,14 @@ def test_delivered_envelopes_are_signed_and_verify_with_the_served_certificate(s
         signed = "".join(f"{k}\n{envelope[k]}\n" for k in ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"))
         digest = hashes.SHA1() if version == "1" else hashes.SHA256()
         certificate.public_key().verify(base64.b64decode(envelope["Signature"]), signed.encode(), padding.PKCS1v15(), digest)
+
+
+def test_malformed_sns_requests_get_xml_errors_and_the_broker_keeps_serving(endpoint, sns):
+    import httpx
+
+    for data in ({"Action": "Publish", "member.1": "x"}, {"Action": "Publish", "TopicArn": "not-an-arn", "Message": "m"},
+                 {"Action": "CreatePlatformApplication", "Name": "x"}, {"Action": "Subscribe", "TopicArn": "arn:aws:sns:us-east-1:000000000000:t"}):
+        response = httpx.post(endpoint, data=data, timeout=10)
+        assert 400 <= response.status_code < 500, response.text
+        assert "<ErrorResponse" in response.text and "<Code>" in response.text
+    assert "Topics" in sns.list_topics()
