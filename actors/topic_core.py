@@ -239,7 +239,7 @@ class TopicCore:
         """The attributes that start (or, with an empty policy, stop) a replay."""
         if not policy_text:
             return {"ReplayStatus": "Completed"}
-        if not self.archive_days():
+        if not self.archive_days:
             raise invalid_parameter("ReplayPolicy: the topic has no ArchivePolicy, so there is nothing to replay")
         policy = json.loads(policy_text)
         ending = _replay_time(policy["EndingPoint"]) if "EndingPoint" in policy else wall_ms
@@ -358,17 +358,22 @@ class TopicCore:
             group_id=group_id or "",
             dedup_id=dedup_id,
             delivered_to=delivered_to,
-            archive_until_ms=wall_ms + self.archive_days() * 86_400_000 if self.archive_days() else 0,
+            archive_until_ms=wall_ms + self.archive_days * 86_400_000 if self.archive_days else 0,
         )
         if dedup_id:
             self._dedup.remember(self._dedup.key(dedup_id, group_id or ""), message_id, now)
         return PreparedPublish(published, deliveries, sequence_number)
 
-    def archive_days(self) -> int:
-        policy_text = self.attributes.get("ArchivePolicy")
-        if not policy_text:
-            return 0
-        return int(str(json.loads(policy_text).get("MessageRetentionPeriod", 0)))
+    @property
+    def attributes(self) -> dict[str, str]:
+        return self._attributes
+
+    @attributes.setter
+    def attributes(self, attributes: dict[str, str]) -> None:
+        self._attributes = attributes
+        # Read once per change, not per publish.
+        policy_text = attributes.get("ArchivePolicy")
+        self.archive_days = int(str(json.loads(policy_text).get("MessageRetentionPeriod", 0))) if policy_text else 0
 
     # --- replaying the archive to one subscription ----------------------------------------------
     def active_replays(self) -> list[tuple[str, int]]:
