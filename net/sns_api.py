@@ -307,8 +307,6 @@ def to_op(action: str, params: dict[str, Any]) -> Op:
     if action not in _REQUESTS:
         raise BrokerError("InvalidAction", f"The action {action[:80]} is not valid for this endpoint or not supported by this broker.")
     shape, build = _REQUESTS[action]
-    if action == "ListTopics" or action == "ListSubscriptions":
-        params = {k: v for k, v in params.items() if k == "NextToken"}
     request = decode_shape(
         params,
         shape,
