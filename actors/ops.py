@@ -196,6 +196,7 @@ class Subscribe(TopicOp):
     protocol: str
     endpoint: str = ""
     attributes: dict[str, str] = {}
+    return_subscription_arn: bool = False  # False: a pending subscription answers "pending confirmation"
 
 
 class ConfirmSubscription(TopicOp):

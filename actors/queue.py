@@ -103,14 +103,14 @@ class Stop(Op):
 
 
 class MoveIn(Op):
-    """Queue to queue (through the registry): store these messages here and, in the same commit,
-    delete them from the queue they come from. Answered with Done once committed."""
+    """To a queue (through the registry): store these messages here and, in the same commit, the
+    records that remove them from where they come from (a queue's MessageDeleted, a subscription's
+    PushDone). Answered with Done once committed."""
 
-    source_queue_id: int
-    source_queue: str
     source_arn: str
     rows: list[MessageSent]
     dead_letter: bool  # True: redrive to a dead-letter queue; False: a message move task
+    removals: list[Record]
 
 
 class Adopt(Op):
@@ -356,10 +356,7 @@ class QueueActor:
                     cycle.stores_here = True
                     moved = core.prepare_moved_in(op.rows, op.source_arn, op.dead_letter, wall_ms)
                     cycle.records.extend(moved)
-                    cycle.records.extend(
-                        MessageDeleted(wall_ms, op.source_queue_id, op.source_queue, row.seq, row.message_id, "moved")
-                        for row in op.rows
-                    )
+                    cycle.records.extend(op.removals)
                     cycle.reply_after_commit(reply, Done())
                 case MovedOut():
                     if op.error:
@@ -577,7 +574,9 @@ class QueueActor:
                 error = "" if isinstance(result, Done) else f"{getattr(result, 'code', '')}: {getattr(result, 'message', result)}"
                 self._post(MovedOut(moved_seqs, error, task_started_ms))
 
-            self._forward(destination, MoveIn(core.queue_id, core.name, core.arn, moving, task_started_ms == 0), answered)
+            wall_ms = self._clock.wall_ms()
+            removals: list[Record] = [MessageDeleted(wall_ms, core.queue_id, core.name, row.seq, row.message_id, "moved") for row in moving]
+            self._forward(destination, MoveIn(core.arn, moving, task_started_ms == 0, removals), answered)
 
     def _record(self, cycle: _Cycle, record: Record | None) -> None:
         if record is not None:

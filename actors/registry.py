@@ -77,6 +77,7 @@ from .ops import (
 )
 from .queue import QueueActor, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
 from .queue_core import QueueCore
+from .push import Sender
 from .topic import QueueDirectoryChanged, TopicActor
 from .signing import Signer
 from .topic_core import QueueTarget, TopicCore, invalid_parameter, validate_topic_attributes, validate_topic_name
@@ -94,6 +95,11 @@ class BrokerConfig(msgspec.Struct, frozen=True):
     max_topics: int = 100_000
     http_url: str = "http://127.0.0.1:7481"  # the broker's HTTP port as clients reach it (UnsubscribeURL)
     sign_sqs_envelopes: bool = True  # False: envelopes delivered to queues go without a signature
+
+
+def _topic_options(config: BrokerConfig, signer: Signer | None, push_protocols: frozenset[str]) -> dict:
+    """What every topic of this broker is made with."""
+    return {"http_url": config.http_url, "signer": signer, "sign_sqs": config.sign_sqs_envelopes, "push_protocols": push_protocols}
 
 
 def queue_arn(config: BrokerConfig, region: str, name: str) -> str:
@@ -118,6 +124,7 @@ def recover(
     salvage: bool,
     log_tail_records: int = 10_000,
     signer: Signer | None = None,
+    push_protocols: frozenset[str] = frozenset(),
 ) -> tuple[list[QueueCore | TopicCore], RecoveryReport]:
     """Rebuild every queue and topic from the store's state tables. Runs before the writer starts.
     Raises StorageDamaged naming what is damaged, unless salvage drops the damaged values."""
@@ -146,8 +153,8 @@ def recover(
     ]
     cores += [
         TopicCore.restore(
-            topic, topic_arn(config, topic.row.region, topic.row.topic), now=now, wall_ms=wall_ms,
-            http_url=config.http_url, last_lsn=store.last_lsn, signer=signer if config.sign_sqs_envelopes else None,
+            topic, topic_arn(config, topic.row.region, topic.row.topic), now=now, wall_ms=wall_ms, last_lsn=store.last_lsn,
+            **_topic_options(config, signer, push_protocols),
         )
         for topic in topics
     ]
@@ -205,9 +212,12 @@ class Broker:
         config: BrokerConfig,
         cores: Sequence[QueueCore | TopicCore],
         signer: Signer | None = None,
+        sender: Sender | None = None,
     ) -> None:
-        """signer: signs the SNS envelopes topics deliver (None: they go unsigned)."""
-        self._signer = signer if config.sign_sqs_envelopes else None
+        """signer: signs the SNS messages topics deliver (None: they go unsigned). sender: pushes
+        to HTTP/S and email subscriptions (None: topics refuse those)."""
+        self._sender = sender
+        self._topic_options = _topic_options(config, signer, sender.protocols if sender is not None else frozenset())
         self._store = store
         self._writer = writer
         self._clock = clock
@@ -381,10 +391,7 @@ class Broker:
         await self._writer.append([record])
         self._next_queue_id += 1
         self._start_topic(
-            TopicCore(
-                record.topic_id, op.topic, given, arn, tags=tags, http_url=self.config.http_url,
-                first_sequence=self._store.last_lsn, signer=self._signer,
-            )
+            TopicCore(record.topic_id, op.topic, given, arn, tags=tags, first_sequence=self._store.last_lsn, **self._topic_options)
         )
         return Arn(arn)
 
@@ -560,7 +567,9 @@ class Broker:
         while True:
             if isinstance(core, TopicCore):
                 assert targets is not None
-                actor: QueueActor | TopicActor = TopicActor(core, entry.inbox, self._writer, self._store, self._clock, targets)
+                actor: QueueActor | TopicActor = TopicActor(
+                    core, entry.inbox, self._writer, self._store, self._clock, targets, self._sender, self.forward
+                )
             else:
                 actor = QueueActor(core, entry.inbox, self._writer, self._store, self._clock, entry.post, self.forward)
             try:
@@ -620,8 +629,8 @@ class Broker:
         if loaded is None:
             return None
         return TopicCore.restore(
-            loaded, core.arn, now=self._clock.now(), wall_ms=self._clock.wall_ms(),
-            http_url=self.config.http_url, last_lsn=self._store.last_lsn, signer=self._signer,
+            loaded, core.arn, now=self._clock.now(), wall_ms=self._clock.wall_ms(), last_lsn=self._store.last_lsn,
+            **self._topic_options,
         )
 
 

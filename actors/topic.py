@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 import trio
 
-from dovecote.storage.records import DedupWindowClosed, MessageSent, Published, Record
+from dovecote.storage.records import DedupWindowClosed, MessageSent, Published, PushQueued, Record
 from dovecote.storage.store import StorageError, Store
 from dovecote.storage.writer import AppendEntry, LogWriter
 
@@ -61,7 +61,9 @@ from .ops import (
     Unsubscribe,
     UntagTopic,
 )
-from .queue import Adopt, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
+from .delivery_policy import EffectivePolicy
+from .push import PUSH_PROTOCOLS, NewPushes, PushActor, PushRequest, Reconfigured, Sender, StopPushing, send_notice
+from .queue import Adopt, Forward, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
 from .topic_core import Duplicate, PreparedPublish, QueueTarget, TopicCore, invalid_parameter
 
 log = logging.getLogger("dovecote.topic")
@@ -96,7 +98,11 @@ class TopicActor:
         store: Store,
         clock: Clock,
         targets: dict[str, QueueTarget],
+        sender: Sender | None = None,
+        forward: Forward | None = None,
     ) -> None:
+        """sender and forward: how delivery actors push, and reach dead-letter queues (None: this
+        broker has no push gateway, and its topics refuse HTTP/S and email subscriptions)."""
         self.core = core
         self._mailbox = mailbox
         self._writer = writer
@@ -104,9 +110,22 @@ class TopicActor:
         self._clock = clock
         self._targets = targets  # queue ARN -> target; kept current by the registry's messages
         self._housekeeping_at = -math.inf
+        self._sender = sender
+        self._forward = forward
+        self._pushers: dict[int, PushActor] = {}  # by subscription id: the delivery actors
+        self._nursery: trio.Nursery | None = None
 
     async def run(self) -> bool:
-        """Serve until stopped (False) or deleted (True)."""
+        """Serve until stopped (False) or deleted (True). The delivery actors of the topic's
+        HTTP/S and email subscriptions live in its nursery."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._sync_pushers()
+            deleted = await self._serve()
+            nursery.cancel_scope.cancel()  # pushes in flight stay pending in the store
+        return deleted
+
+    async def _serve(self) -> bool:
         while True:
             requests: list[Request] = []
             # A FIFO topic wakes about once a minute to drop deduplication ids that have expired,
@@ -125,6 +144,7 @@ class TopicActor:
             records: list[Record] = []
             replies: list[tuple[Reply, Result]] = []
             publishes: list[_PublishOutcome] = []
+            notices: list[tuple[PushRequest, EffectivePolicy]] = []
             ended_by: Request | None = None
             for request in requests:
                 if ended_by is not None:
@@ -134,7 +154,7 @@ class TopicActor:
                     ended_by = request
                     continue
                 try:
-                    self._handle(request, records, replies, publishes)
+                    self._handle(request, records, replies, publishes, notices)
                 except BrokerError as error:
                     request.reply(failure(error))
             now = self._clock.now()
@@ -147,6 +167,11 @@ class TopicActor:
                 records.append(self.core.deleted_record(self._clock.wall_ms()))
             replayed = self._replay() if ended_by is None else []
             await self._commit(records, replies, publishes, replayed)
+            if records:
+                self._sync_pushers()
+            if self._sender is not None:
+                for notice, policy in notices:
+                    self._nursery.start_soon(send_notice, self._sender, notice, policy)
             if ended_by is not None:
                 ended_by.reply(Done())
                 return isinstance(ended_by.op, DeleteTopic)
@@ -158,6 +183,7 @@ class TopicActor:
         records: list[Record],
         replies: list[tuple[Reply, Result]],
         publishes: list[_PublishOutcome],
+        notices: list[tuple[PushRequest, EffectivePolicy]],
     ) -> None:
         op, reply = request.op, request.reply
         core, wall_ms = self.core, self._clock.wall_ms()
@@ -169,12 +195,21 @@ class TopicActor:
             case PublishBatch():
                 self._publish_batch(op, reply, publishes)
             case Subscribe():
+                if op.protocol.lower() in PUSH_PROTOCOLS and self._sender is None:
+                    raise invalid_parameter(f"Protocol {op.protocol}: this broker delivers no pushes")
                 arn, record = core.subscribe(op.protocol, op.endpoint, op.attributes, wall_ms)
                 if record is not None:
                     records.append(record)
-                replies.append((reply, Arn(arn)))
+                if core.subscription(arn).confirmed or op.return_subscription_arn:
+                    replies.append((reply, Arn(arn)))
+                else:  # as AWS answers until the endpoint confirms; the confirmation goes out again
+                    self._notice(arn, "SubscriptionConfirmation", notices)
+                    replies.append((reply, Arn("pending confirmation")))
             case ConfirmSubscription():
-                core.confirm(op.token)
+                arn, record = core.confirm(op.token, wall_ms)
+                if record is not None:
+                    records.append(record)
+                replies.append((reply, Arn(arn)))
             case SetSubscriptionAttributes():
                 records.append(core.set_subscription_attribute(op.subscription_arn, op.name, op.value, wall_ms))
                 replies.append((reply, Done()))
@@ -209,6 +244,9 @@ class TopicActor:
                 else:
                     self._targets[op.queue_arn] = op.target
             case Unsubscribe():
+                subscription = core.subscriptions.get(op.subscription_arn)
+                if subscription is not None and subscription.protocol in PUSH_PROTOCOLS:
+                    self._notice(subscription.arn, "UnsubscribeConfirmation", notices)
                 record = core.unsubscribe(op.subscription_arn, wall_ms)
                 if record is not None:
                     records.append(record)
@@ -295,6 +333,9 @@ class TopicActor:
                 for target, record in outcome.prepared.deliveries:
                     published_records.append(record)
                     targets.append(target)
+                for push in outcome.prepared.pushes:
+                    published_records.append(push)
+                    targets.append(None)
         others = sends = None
         try:
             # Configuration first: a replay batch of this cycle moves on from the state a
@@ -327,11 +368,14 @@ class TopicActor:
         error = sends.error if sends is not None else None
         stored = list(sends.records) if sends is not None and error is None else []
         adopted: dict[int, tuple[QueueTarget, list[MessageSent]]] = {}
+        pushed: dict[int, list[int]] = {}  # subscription id -> seqs of its new pushes
         for record, target in zip(stored, targets):
             if type(record) is Published:
                 self.core.stored(record)
             elif target is not None and type(record) is MessageSent:
                 adopted.setdefault(target.queue_id, (target, []))[1].append(record)
+            elif type(record) is PushQueued:
+                pushed.setdefault(record.subscription_id, []).append(record.seq)
         published = iter(record for record in stored if type(record) is Published)
         for outcome in publishes:
             prepared = outcome.prepared
@@ -348,6 +392,33 @@ class TopicActor:
                 outcome.answer(PublishedMessage(record.message_id, prepared.sequence_number))
         for target, messages in adopted.values():
             target.post(Adopt(messages))
+        for subscription_id, seqs in pushed.items():
+            pusher = self._pushers.get(subscription_id)
+            if pusher is not None:
+                pusher.post(NewPushes(seqs))
+
+    # --- delivery actors ----------------------------------------------------------------------
+    def _sync_pushers(self) -> None:
+        """Start, reconfigure or stop delivery actors to match the confirmed push subscriptions."""
+        if self._sender is None or self._forward is None or self._nursery is None:
+            return
+        wanted = self.core.push_targets()
+        for subscription_id in [s for s in self._pushers if s not in wanted]:
+            self._pushers.pop(subscription_id).post(StopPushing())
+        for subscription_id, target in wanted.items():
+            pusher = self._pushers.get(subscription_id)
+            if pusher is None:
+                pending = self.core.restored_pushes.pop(subscription_id, [])
+                pusher = PushActor(target, pending, self._sender, self._writer, self._store, self._clock, self._forward)
+                self._pushers[subscription_id] = pusher
+                self._nursery.start_soon(pusher.run, name=f"push:{target.subscription_arn}")
+            elif pusher.target != target:
+                pusher.post(Reconfigured(target))
+
+    def _notice(self, arn: str, message_type: str, notices: list[tuple[PushRequest, EffectivePolicy]]) -> None:
+        """A confirmation message to send once this cycle is stored."""
+        core = self.core
+        notices.append((core.notice(arn, message_type, self._clock.wall_ms()), core.delivery_policy(core.subscription(arn))))
 
     def _fail(self, publishes: list[_PublishOutcome], replies: list[tuple[Reply, Result]], result: Failure) -> None:
         for outcome in publishes:

@@ -14,8 +14,11 @@ import base64
 import datetime
 import hashlib
 import json
+import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
+from urllib.parse import quote, urlsplit
 
 import msgspec
 
@@ -23,18 +26,20 @@ from dovecote.storage.records import (
     MessageAttribute,
     MessageSent,
     Published,
+    PushQueued,
     SubscriptionChanged,
     SubscriptionDeleted,
     TopicAttributesChanged,
     TopicDeleted,
 )
-from dovecote.storage.store import LoadedTopic
+from dovecote.storage.store import LoadedTopic, PendingPush
 
 from . import delivery_policy, policy, validation
 from .dedup import DedupWindow
 from .errors import BrokerError
 from .filter_policy import ATTRIBUTES, FilterPolicy, MessageView, compile_policy, explain
 from .ids import MessageIds
+from .push import PUSH_PROTOCOLS, PushRequest, PushTarget
 from .signing import Signer
 from .ops import SubscriptionInfo, Verdict
 
@@ -43,8 +48,10 @@ MAX_SUBSCRIPTIONS = 100_000
 MAX_ARCHIVE_DAYS = 365
 REPLAY_CURSOR = "dovecote:ReplayCursor"  # kept with the subscription, not shown: the last seq replayed
 REPLAY_UNTIL = "dovecote:ReplayUntil"  # the replay's end, in wall-clock ms
+TOKEN = "dovecote:Token"  # an HTTP/S or email subscription's confirmation token
 UNREACHABLE_PROTOCOLS = {"sms", "application", "lambda", "firehose"}  # need services outside this broker
-LATER_PROTOCOLS = {"http", "https", "email", "email-json"}  # the HTTP gateway delivers these
+MAIL_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+DEFAULT_MAIL_SUBJECT = "AWS Notification Message"
 TOPIC_ATTRIBUTES = {
     "DisplayName",
     "Policy",
@@ -102,6 +109,7 @@ class PreparedPublish(NamedTuple):
     published: Published
     deliveries: list[tuple[QueueTarget, MessageSent]]
     sequence_number: str | None
+    pushes: list[PushQueued]
 
 
 class TopicCore:
@@ -116,7 +124,12 @@ class TopicCore:
         http_url: str = "",
         first_sequence: int = 0,
         signer: Signer | None = None,
+        sign_sqs: bool = True,
+        push_protocols: frozenset[str] = frozenset(),
     ) -> None:
+        """signer: signs what HTTP/S and email-json subscriptions get, and (sign_sqs) the envelopes
+        queues get. push_protocols: those of http, https, email, email-json this broker can
+        deliver (email needs an SMTP relay)."""
         self.topic_id = topic_id
         self.name = name
         self.arn = arn
@@ -127,6 +140,9 @@ class TopicCore:
         self.fifo = self.attributes.get("FifoTopic") == "true"
         self.http_url = http_url.rstrip("/")
         self.signer = signer  # None: envelopes go unsigned
+        self.sign_sqs = sign_sqs
+        self.push_protocols = push_protocols
+        self.restored_pushes: dict[int, list[PendingPush]] = {}  # by subscription id, for the delivery actors
         self.subscriptions: dict[str, Subscription] = {}  # by ARN, in subscription order
         self.deleted_subscriptions = 0
         self._dedup = DedupWindow(per_group=False)
@@ -137,14 +153,27 @@ class TopicCore:
 
     @classmethod
     def restore(
-        cls, loaded: LoadedTopic, arn: str, *, now: float, wall_ms: int, http_url: str, last_lsn: int, signer: Signer | None = None
+        cls,
+        loaded: LoadedTopic,
+        arn: str,
+        *,
+        now: float,
+        wall_ms: int,
+        http_url: str,
+        last_lsn: int,
+        signer: Signer | None = None,
+        sign_sqs: bool = True,
+        push_protocols: frozenset[str] = frozenset(),
     ) -> TopicCore:
         row = loaded.row
         core = cls(
-            row.topic_id, row.topic, row.attributes, arn, tags=row.tags, http_url=http_url, first_sequence=last_lsn, signer=signer
+            row.topic_id, row.topic, row.attributes, arn, tags=row.tags, http_url=http_url, first_sequence=last_lsn,
+            signer=signer, sign_sqs=sign_sqs, push_protocols=push_protocols,
         )
         for record in loaded.subscriptions:
             core.subscriptions[record.subscription_arn] = _subscription(record)
+        for push in loaded.pushes:
+            core.restored_pushes.setdefault(push.subscription_id, []).append(push)
         core._dedup.restore(loaded.dedup, now, wall_ms)
         return core
 
@@ -202,10 +231,47 @@ class TopicCore:
         """The subscription's ARN, and its record when it is new (an equal one already there is
         returned as it is)."""
         protocol = protocol.lower()
+        self._check_endpoint(protocol, endpoint)
+        checked = validate_subscription_attributes(attributes)
+        for existing in self.subscriptions.values():
+            if existing.protocol == protocol and existing.endpoint == endpoint:
+                if any(existing.attributes.get(k) != v for k, v in checked.items()):
+                    raise invalid_parameter("Attributes Reason: Subscription already exists with different attributes")
+                return existing.arn, None
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise BrokerError("SubscriptionLimitExceeded", f"A topic has at most {MAX_SUBSCRIPTIONS} subscriptions.")
+        if checked.get("ReplayPolicy"):
+            checked.update(self._replay_start(checked["ReplayPolicy"], wall_ms))
+        number = max((s.id for s in self.subscriptions.values()), default=0) + 1
+        confirmed = protocol == "sqs"  # the others confirm by the token sent to their endpoint
+        if not confirmed:
+            checked[TOKEN] = secrets.token_hex(64)
+        record = SubscriptionChanged(
+            wall_ms, self.topic_id, self.name, number, f"{self.arn}:{self._message_ids.new()}", protocol, endpoint, checked, confirmed
+        )
+        self.subscriptions[record.subscription_arn] = _subscription(record)
+        return record.subscription_arn, record
+
+    def _check_endpoint(self, protocol: str, endpoint: str) -> None:
         if protocol in UNREACHABLE_PROTOCOLS:
-            raise invalid_parameter(f"Protocol {protocol}: this broker cannot reach that service; use sqs")
-        if protocol in LATER_PROTOCOLS:
-            raise invalid_parameter(f"Protocol {protocol} is not supported by this broker yet; use sqs")
+            raise invalid_parameter(f"Protocol {protocol}: this broker cannot reach that service; use sqs, http, https or email")
+        if protocol in PUSH_PROTOCOLS:
+            if self.fifo:
+                raise invalid_parameter(f"Invalid protocol type: {protocol} is not supported for FIFO topics; use sqs")
+            if protocol not in self.push_protocols:
+                raise invalid_parameter(
+                    f"Protocol {protocol}: this broker has no SMTP relay configured (dovecote serve --smtp-host)"
+                    if protocol.startswith("email")
+                    else f"Protocol {protocol}: this broker delivers no HTTP pushes"
+                )
+            if protocol.startswith("email"):
+                if not MAIL_ADDRESS.fullmatch(endpoint):
+                    raise invalid_parameter("Invalid SMTP endpoint: " + endpoint[:80])
+                return
+            url = urlsplit(endpoint)
+            if url.scheme != protocol or not url.hostname:
+                raise invalid_parameter(f"Invalid {protocol} endpoint: must be an {protocol}:// URL, got {endpoint[:80]!r}")
+            return
         if protocol != "sqs":
             raise invalid_parameter(f"Invalid protocol type: {protocol[:40]}")
         try:
@@ -218,22 +284,6 @@ class TopicCore:
                 if not self.fifo
                 else "Endpoint Reason: Please use FIFO SQS queue"
             )
-        checked = validate_subscription_attributes(attributes)
-        for existing in self.subscriptions.values():
-            if existing.protocol == protocol and existing.endpoint == endpoint:
-                if any(existing.attributes.get(k) != v for k, v in checked.items()):
-                    raise invalid_parameter("Attributes Reason: Subscription already exists with different attributes")
-                return existing.arn, None
-        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
-            raise BrokerError("SubscriptionLimitExceeded", f"A topic has at most {MAX_SUBSCRIPTIONS} subscriptions.")
-        if checked.get("ReplayPolicy"):
-            checked.update(self._replay_start(checked["ReplayPolicy"], wall_ms))
-        number = max((s.id for s in self.subscriptions.values()), default=0) + 1
-        record = SubscriptionChanged(
-            wall_ms, self.topic_id, self.name, number, f"{self.arn}:{self._message_ids.new()}", protocol, endpoint, checked, True
-        )
-        self.subscriptions[record.subscription_arn] = _subscription(record)
-        return record.subscription_arn, record
 
     def _replay_start(self, policy_text: str, wall_ms: int) -> dict[str, str]:
         """The attributes that start (or, with an empty policy, stop) a replay."""
@@ -269,9 +319,7 @@ class TopicCore:
             "PendingConfirmation": "false" if subscription.confirmed else "true",
             "ConfirmationWasAuthenticated": "true" if subscription.confirmed else "false",
             "RawMessageDelivery": "false",
-            "EffectiveDeliveryPolicy": delivery_policy.effective_json(
-                delivery_policy.effective(self.attributes.get("DeliveryPolicy"), subscription.attributes.get("DeliveryPolicy"))
-            ),
+            "EffectiveDeliveryPolicy": delivery_policy.effective_json(self.delivery_policy(subscription)),
             **{k: v for k, v in subscription.attributes.items() if not k.startswith("dovecote:")},
         }
 
@@ -291,9 +339,66 @@ class TopicCore:
         self.subscriptions[arn] = _subscription(record)
         return record
 
-    def confirm(self, token: str) -> str:
-        """SQS subscriptions are confirmed when made; no token is pending."""
-        raise invalid_parameter(f"Token: no pending subscription of this topic has the token {token[:60]!r}")
+    def confirm(self, token: str, wall_ms: int) -> tuple[str, SubscriptionChanged | None]:
+        """The ARN of the subscription the token confirms, and its record when it was pending."""
+        for subscription in self.subscriptions.values():
+            if subscription.attributes.get(TOKEN) == token:
+                if subscription.confirmed:
+                    return subscription.arn, None
+                record = SubscriptionChanged(
+                    wall_ms, self.topic_id, self.name, subscription.id, subscription.arn, subscription.protocol,
+                    subscription.endpoint, subscription.attributes, True,
+                )
+                self.subscriptions[subscription.arn] = _subscription(record)
+                return subscription.arn, record
+        raise invalid_parameter(f"Token: no subscription of this topic has the token {token[:60]!r}")
+
+    def notice(self, arn: str, message_type: str, wall_ms: int) -> PushRequest:
+        """The SubscriptionConfirmation or UnsubscribeConfirmation of an HTTP/S or email
+        subscription: it carries the token and the SubscribeURL that confirms (again)."""
+        subscription = self.subscription(arn)
+        token = subscription.attributes[TOKEN]
+        subscribe_url = f"{self.http_url}/?Action=ConfirmSubscription&TopicArn={quote(self.arn, safe='')}&Token={token}"
+        if message_type == "SubscriptionConfirmation":
+            text = (
+                f"You have chosen to subscribe to the topic {self.arn}.\n"
+                "To confirm the subscription, visit the SubscribeURL included in this message."
+            )
+        else:
+            text = (
+                f"You have chosen to deactivate subscription {arn}.\n"
+                "To cancel this operation and restore the subscription, visit the SubscribeURL included in this message."
+            )
+        message_id = self._message_ids.new()
+        fields: dict[str, object] = {
+            "Type": message_type, "MessageId": message_id, "Token": token, "TopicArn": self.arn, "Message": text,
+            "SubscribeURL": subscribe_url, "Timestamp": iso_timestamp(wall_ms),
+        }
+        self._sign(fields, True)
+        subject = "AWS Notification - Subscription Confirmation" if message_type == "SubscriptionConfirmation" else "AWS Notification - Unsubscribe Confirmation"
+        if subscription.protocol == "email":
+            body = f"{text}\n\n{subscribe_url}\n"
+        else:
+            body = _json(fields)
+        return PushRequest(
+            subscription.protocol, subscription.endpoint, message_type, message_id, self.arn, "", body, False, subject,
+            self.delivery_policy(subscription).content_type,
+        )
+
+    def delivery_policy(self, subscription: Subscription) -> delivery_policy.EffectivePolicy:
+        return delivery_policy.effective(self.attributes.get("DeliveryPolicy"), subscription.attributes.get("DeliveryPolicy"))
+
+    def push_targets(self) -> dict[int, PushTarget]:
+        """What each confirmed HTTP/S or email subscription's delivery actor works to, by id."""
+        targets = {}
+        for s in self.subscriptions.values():
+            if s.confirmed and s.protocol in PUSH_PROTOCOLS:
+                redrive = s.attributes.get("RedrivePolicy")
+                dead_letter = json.loads(redrive).get("deadLetterTargetArn", "") if redrive else ""
+                targets[s.id] = PushTarget(
+                    self.topic_id, self.name, self.arn, s.id, s.arn, s.protocol, s.endpoint, s.raw, self.delivery_policy(s), dead_letter
+                )
+        return targets
 
     def list_subscriptions(self) -> list[SubscriptionInfo]:
         return [
@@ -329,21 +434,35 @@ class TopicCore:
             self._sequence += 1
             sequence_number = f"{self._sequence:020d}"
         deliveries: list[tuple[QueueTarget, MessageSent]] = []
+        pushes: list[PushQueued] = []
         delivered_to: list[str] = []
-        payload = payloads.get("sqs", payloads["default"])
-        view = MessageView(attributes, payload)
-        envelope: tuple[str, str] | None = None  # made (and signed) once, when a subscription wants it
+        views: dict[str, MessageView] = {}  # by payload: its values are read once for all policies
+        envelopes: dict[str, tuple[str, str]] = {}  # by payload: made (and signed) once
         for subscription in self.subscriptions.values():
-            target = targets.get(subscription.endpoint)
-            if target is None or not subscription.confirmed:
+            push = subscription.protocol in PUSH_PROTOCOLS
+            target = None if push else targets.get(subscription.endpoint)
+            if not subscription.confirmed or (target is None and not push):
                 continue
-            if subscription.filter is not None and subscription.filter.first_failure(view) is not None:
-                continue
-            if envelope is None and not subscription.raw:
-                envelope = self._envelope(message_id, payload, subject, attributes, wall_ms, sequence_number)
-            deliveries.append(
-                (target, self._delivery(subscription, target, payload, attributes, envelope, wall_ms, group_id or "", dedup_id))
-            )
+            payload = payloads.get(subscription.protocol, payloads["default"])
+            if subscription.filter is not None:
+                view = views.get(payload)
+                if view is None:
+                    view = views[payload] = MessageView(attributes, payload)
+                if subscription.filter.first_failure(view) is not None:
+                    continue
+            envelope = None
+            if not subscription.raw and subscription.protocol != "email":
+                envelope = envelopes.get(payload)
+                if envelope is None:
+                    envelope = envelopes[payload] = self._envelope(
+                        message_id, payload, subject, attributes, wall_ms, sequence_number, signed=push or self.sign_sqs
+                    )
+            if target is not None:
+                deliveries.append(
+                    (target, self._delivery(subscription, target, payload, attributes, envelope, wall_ms, group_id or "", dedup_id))
+                )
+            else:
+                pushes.append(self._push(subscription, message_id, payload, subject, attributes, envelope, wall_ms))
             delivered_to.append(subscription.arn)
         published = Published(
             at_ms=wall_ms,
@@ -362,7 +481,7 @@ class TopicCore:
         )
         if dedup_id:
             self._dedup.remember(self._dedup.key(dedup_id, group_id or ""), message_id, now)
-        return PreparedPublish(published, deliveries, sequence_number)
+        return PreparedPublish(published, deliveries, sequence_number, pushes)
 
     @property
     def attributes(self) -> dict[str, str]:
@@ -410,7 +529,8 @@ class TopicCore:
             if subscription.filter is not None and subscription.filter.first_failure(MessageView(record.attributes, payload)):
                 continue
             envelope = self._envelope(
-                record.message_id, payload, record.subject or None, record.attributes, record.at_ms, None, replayed=True
+                record.message_id, payload, record.subject or None, record.attributes, record.at_ms, None, replayed=True,
+                signed=self.sign_sqs,
             )
             delivery = self._delivery(subscription, target, payload, record.attributes, envelope, record.at_ms, record.group_id, "")
             deliveries.append((target, delivery))
@@ -457,6 +577,32 @@ class TopicCore:
             dedup_id=dedup_id if target.fifo else "",
         )
 
+    def _push(
+        self,
+        subscription: Subscription,
+        message_id: str,
+        payload: str,
+        subject: str | None,
+        attributes: Mapping[str, MessageAttribute],
+        envelope: tuple[str, str] | None,
+        at_ms: int,
+    ) -> PushQueued:
+        """One HTTP/S or email delivery: the envelope, the raw payload, or (email) the text with
+        the unsubscribe link."""
+        if envelope is not None:
+            body = envelope[0] + subscription.arn + envelope[1]
+        elif subscription.protocol == "email":
+            body = (
+                f"{payload}\n\n--\nIf you wish to stop receiving notifications from this topic, please click or visit the "
+                f"link below to unsubscribe:\n{self.http_url}/?Action=Unsubscribe&SubscriptionArn={subscription.arn}\n"
+            )
+        else:
+            body = payload
+        return PushQueued(
+            at_ms, self.topic_id, self.name, subscription.id, 0, message_id, body, subject or "",
+            dict(attributes) if subscription.raw else {},
+        )
+
     def stored(self, published: Published) -> None:
         if published.dedup_id:
             self._dedup.stored(self._dedup.key(published.dedup_id, published.group_id), published.message_id, published.seq)
@@ -499,6 +645,7 @@ class TopicCore:
         wall_ms: int,
         sequence_number: str | None,
         replayed: bool = False,
+        signed: bool = True,
     ) -> tuple[str, str]:
         """The SNS JSON envelope an SQS subscription receives (without RawMessageDelivery), as the
         text before and after the subscription's ARN (in its UnsubscribeURL), which alone differs
@@ -512,11 +659,7 @@ class TopicCore:
         head["Message"] = message
         head["Timestamp"] = iso_timestamp(wall_ms)
         if not self.fifo:
-            version = self.attributes.get("SignatureVersion", "1")
-            head["SignatureVersion"] = version
-            if self.signer is not None:
-                head["Signature"] = self.signer.sign(head, version)
-                head["SigningCertURL"] = self.signer.certificate_url
+            self._sign(head, signed)
         if replayed:
             head["Replayed"] = True
         url = _json(f"{self.http_url}/?Action=Unsubscribe&SubscriptionArn=")[:-1]
@@ -533,13 +676,21 @@ class TopicCore:
         return before, f'",{_json({"MessageAttributes": encoded})[1:]}'
 
 
+    def _sign(self, fields: dict[str, object], signed: bool) -> None:
+        """Add SignatureVersion, and the Signature and SigningCertURL when signing."""
+        version = self.attributes.get("SignatureVersion", "1")
+        fields["SignatureVersion"] = version
+        if signed and self.signer is not None:
+            fields["Signature"] = self.signer.sign(fields, version)
+            fields["SigningCertURL"] = self.signer.certificate_url
+
     def explain(self, message: str, attributes: Mapping[str, MessageAttribute], targets: Mapping[str, QueueTarget]) -> list[Verdict]:
         verdicts = []
         for subscription in self.subscriptions.values():
             reason = ""
             if not subscription.confirmed:
                 reason = "the subscription is pending confirmation"
-            elif subscription.endpoint not in targets:
+            elif subscription.protocol not in PUSH_PROTOCOLS and subscription.endpoint not in targets:
                 reason = f"the queue {subscription.endpoint} does not exist"
             elif subscription.filter is not None:
                 reason = explain(subscription.filter, attributes, message) or ""

@@ -222,7 +222,7 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
     ),
     "Subscribe": (
         SubscribeRequest,
-        lambda r: Subscribe(topic_of(r.topic_arn), r.protocol, r.endpoint, r.attributes),
+        lambda r: Subscribe(topic_of(r.topic_arn), r.protocol, r.endpoint, r.attributes, r.return_subscription_arn),
     ),
     "ConfirmSubscription": (ConfirmSubscriptionRequest, lambda r: ConfirmSubscription(topic_of(r.topic_arn), r.token)),
     "Unsubscribe": (SubscriptionArnRequest, lambda r: Unsubscribe(topic_of(r.subscription_arn), r.subscription_arn)),
@@ -321,7 +321,7 @@ def to_output(action: str, result: Result) -> dict[str, Any]:
         case Done():
             return {}
         case Arn(arn=arn):
-            return {"SubscriptionArn" if action == "Subscribe" else "TopicArn": arn}
+            return {"SubscriptionArn" if action in ("Subscribe", "ConfirmSubscription") else "TopicArn": arn}
         case Arns(arns=arns, next_token=token):
             return _without_none({"Topics": [{"TopicArn": arn} for arn in arns], "NextToken": token})
         case Attributes(attributes=attributes):

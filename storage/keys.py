@@ -7,6 +7,7 @@ import struct
 
 _U64 = struct.Struct(">Q")
 _U64_PAIR = struct.Struct(">QQ")
+_U64_TRIPLE = struct.Struct(">QQQ")
 MAX_U64 = (1 << 64) - 1
 
 
@@ -33,3 +34,18 @@ def message_key_parts(key: bytes) -> tuple[int, int]:
 def queue_message_range(queue_id: int, through_seq: int = MAX_U64) -> tuple[bytes, bytes]:
     """The inclusive key range of one queue's messages with seq <= through_seq."""
     return message_key(queue_id, 0), message_key(queue_id, through_seq)
+
+
+def push_key(topic_id: int, subscription_id: int, seq: int) -> bytes:
+    return _U64_TRIPLE.pack(topic_id, subscription_id, seq)
+
+
+def push_key_parts(key: bytes) -> tuple[int, int, int]:
+    return _U64_TRIPLE.unpack(key)
+
+
+def push_range(topic_id: int, subscription_id: int | None = None) -> tuple[bytes, bytes]:
+    """The inclusive key range of a topic's pending pushes, or of one subscription's."""
+    if subscription_id is None:
+        return push_key(topic_id, 0, 0), push_key(topic_id, MAX_U64, MAX_U64)
+    return push_key(topic_id, subscription_id, 0), push_key(topic_id, subscription_id, MAX_U64)

@@ -191,6 +191,46 @@ class Published(Record):
     archive_until_ms: int = 0  # kept in the topic's archive until then (ArchivePolicy); 0: not archived
 
 
+class PushQueued(Record):
+    """A delivery a topic owes an HTTP/S or email subscription, stored with its publish. It stays
+    pending (state table `pushes`) until a PushDone."""
+
+    topic_id: int
+    topic: str
+    subscription_id: int
+    seq: int  # the record's LSN, stamped by the store
+    message_id: str  # the publish's MessageId
+    body: str  # what is sent: the envelope, or the raw message (RawMessageDelivery)
+    subject: str = ""  # email: the mail's subject
+    attributes: dict[str, MessageAttribute] = {}  # raw delivery: they go on to a dead-letter queue
+
+
+class PushAttempted(Record):
+    """A failed attempt at a pending push, and when the next one is due."""
+
+    topic_id: int
+    topic: str
+    subscription_id: int
+    seq: int  # the PushQueued's
+    message_id: str
+    attempt: int  # 1 for the first attempt
+    outcome: str  # "HTTP 500", "timeout", "connection refused: ..."
+    retry_at_ms: int  # wall-clock time of the next attempt
+
+
+class PushDone(Record):
+    """A pending push ended: "delivered", "dead-lettered" (the same commit stores it in the
+    subscription's dead-letter queue) or "dropped" (its delivery policy gave up)."""
+
+    topic_id: int
+    topic: str
+    subscription_id: int
+    seq: int
+    message_id: str
+    attempts: int
+    outcome: str
+
+
 AnyRecord = (
     QueueCreated
     | QueueAttributesChanged
@@ -208,6 +248,9 @@ AnyRecord = (
     | SubscriptionChanged
     | SubscriptionDeleted
     | Published
+    | PushQueued
+    | PushAttempted
+    | PushDone
 )
 QueueRow = QueueCreated | QueueAttributesChanged
 TopicRow = TopicCreated | TopicAttributesChanged

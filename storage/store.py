@@ -31,6 +31,8 @@ from .records import (
     MessageSentHead,
     MoveTaskChanged,
     Published,
+    PushAttempted,
+    PushQueued,
     QueueAttributesChanged,
     QueueCreated,
     QueuePurged,
@@ -55,6 +57,8 @@ from .tables import (
     META,
     MOVE_TASKS,
     NEXT_QUEUE_ID,
+    PUSH_ATTEMPTS,
+    PUSHES,
     QUEUES,
     SUBSCRIPTIONS,
     TOPICS,
@@ -142,10 +146,20 @@ class LoadedMessage(NamedTuple):
     group_id: str = ""  # read only when load_queue is asked for groups
 
 
+class PendingPush(NamedTuple):
+    """A pending push as recovery finds it (its body stays on disk)."""
+
+    subscription_id: int
+    seq: int
+    attempts: int  # failed attempts so far
+    retry_at_ms: int  # when the next attempt is due (0: at once)
+
+
 class LoadedTopic(NamedTuple):
     row: TopicRow
     subscriptions: list[SubscriptionChanged]
     dedup: list[tuple[int, DedupEntry]]  # (seq, entry), in seq order
+    pushes: list[PendingPush] = []  # in (subscription, seq) order
 
 
 class LoadedQueue(NamedTuple):
@@ -259,8 +273,37 @@ class Store(abc.ABC):
         for _, row in self._rows(TOPICS, (TopicCreated, TopicAttributesChanged), damage):
             first, last = keys.queue_message_range(row.topic_id)
             subscriptions = [record for _, record in self._rows(SUBSCRIPTIONS, (SubscriptionChanged,), damage, first, last)]
-            topics.append(LoadedTopic(row, subscriptions, self._load_dedup(first, last, damage)))
+            topics.append(LoadedTopic(row, subscriptions, self._load_dedup(first, last, damage), self._load_pushes(row.topic_id, damage)))
         return topics, damage.result()
+
+    def _load_pushes(self, topic_id: int, damage: DamageCollector) -> list[PendingPush]:
+        first, last = keys.push_range(topic_id)
+        attempts = {key: record for key, record in self._rows(PUSH_ATTEMPTS, (PushAttempted,), damage, first, last)}
+        pushes: list[PendingPush] = []
+        for key, value in self._scan(PUSHES, first, last):
+            try:
+                unframe(value)  # the checksum only: bodies are decoded when they are sent
+            except DamagedValue:
+                damage.add(PUSHES, key)
+                continue
+            damage.break_run()
+            _, subscription_id, seq = keys.push_key_parts(key)
+            attempted = attempts.get(key)
+            pushes.append(
+                PendingPush(subscription_id, seq, attempted.attempt if attempted else 0, attempted.retry_at_ms if attempted else 0)
+            )
+        return pushes
+
+    def read_pushes(self, topic_id: int, subscription_id: int, seqs: Sequence[int]) -> list[PushQueued | None]:
+        """The stored PushQueued of each seq (None where gone). Raises StorageDamaged."""
+        wanted = [keys.push_key(topic_id, subscription_id, seq) for seq in seqs]
+        out: list[PushQueued | None] = []
+        for key, value in zip(wanted, self._get_many(PUSHES, wanted)):
+            record = None if value is None else _decode_or_none(value)
+            if value is not None and not isinstance(record, PushQueued):
+                raise StorageDamaged([Damage(PUSHES, key, key, 1)])
+            out.append(record)
+        return out
 
     def _load_dedup(self, first: bytes, last: bytes, damage: DamageCollector) -> list[tuple[int, DedupEntry]]:
         dedup: list[tuple[int, DedupEntry]] = []
@@ -348,7 +391,7 @@ class Store(abc.ABC):
     def verify_all(self) -> list[Damage]:
         """Check every stored value (the `dovecote check` scan); returns the damaged ranges."""
         damage = DamageCollector()
-        for table in (LOG, QUEUES, MESSAGES, DELIVERIES, MOVE_TASKS, DEDUP, TOPICS, SUBSCRIPTIONS, ARCHIVE):
+        for table in (LOG, QUEUES, MESSAGES, DELIVERIES, MOVE_TASKS, DEDUP, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS):
             for key, value in self._scan(table):
                 if not _decodes(table, value):
                     damage.add(table, key)
@@ -432,7 +475,7 @@ def stamp(record: Record, lsn: int) -> Record:
         return msgspec.structs.replace(record, seq=lsn)
     if type(record) is QueuePurged:
         return msgspec.structs.replace(record, through_seq=lsn)
-    if type(record) is Published:
+    if type(record) is Published or type(record) is PushQueued:
         return msgspec.structs.replace(record, seq=lsn)
     return record
 

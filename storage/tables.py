@@ -20,6 +20,9 @@ from .records import (
     MessageSent,
     MoveTaskChanged,
     Published,
+    PushAttempted,
+    PushDone,
+    PushQueued,
     SubscriptionChanged,
     SubscriptionDeleted,
     TopicAttributesChanged,
@@ -44,7 +47,9 @@ MOVE_TASKS = "move_tasks"  # message move tasks, by (queue_id, started_ms)
 TOPICS = "topics"
 SUBSCRIPTIONS = "subscriptions"  # by (topic_id, subscription_id)
 ARCHIVE = "archive"  # archived publishes of topics with an ArchivePolicy, by (topic_id, seq)
-TABLES = (LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE)
+PUSHES = "pushes"  # pending HTTP/S and email deliveries (PushQueued), by (topic_id, subscription_id, seq)
+PUSH_ATTEMPTS = "push_attempts"  # the last failed attempt of a pending push (PushAttempted), same keys
+TABLES = (LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS)
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
 NEXT_QUEUE_ID = b"next_queue_id"  # queues and topics draw their ids from this one sequence
@@ -111,11 +116,26 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Put(TOPICS, keys.queue_key(t), framed)]
         case TopicDeleted(topic_id=t):
             first, last = keys.queue_message_range(t)
-            return [Delete(TOPICS, keys.queue_key(t)), DeleteRange(SUBSCRIPTIONS, first, last), DeleteRange(DEDUP, first, last)]
+            pushes = keys.push_range(t)
+            return [
+                Delete(TOPICS, keys.queue_key(t)),
+                DeleteRange(SUBSCRIPTIONS, first, last),
+                DeleteRange(DEDUP, first, last),
+                DeleteRange(PUSHES, *pushes),
+                DeleteRange(PUSH_ATTEMPTS, *pushes),
+            ]
         case SubscriptionChanged(topic_id=t, subscription_id=sub):
             return [Put(SUBSCRIPTIONS, keys.message_key(t, sub), framed)]
         case SubscriptionDeleted(topic_id=t, subscription_id=sub):
-            return [Delete(SUBSCRIPTIONS, keys.message_key(t, sub))]
+            pushes = keys.push_range(t, sub)
+            return [Delete(SUBSCRIPTIONS, keys.message_key(t, sub)), DeleteRange(PUSHES, *pushes), DeleteRange(PUSH_ATTEMPTS, *pushes)]
+        case PushQueued(topic_id=t, subscription_id=sub, seq=seq):
+            return [Put(PUSHES, keys.push_key(t, sub, seq), framed)]
+        case PushAttempted(topic_id=t, subscription_id=sub, seq=seq):
+            return [Put(PUSH_ATTEMPTS, keys.push_key(t, sub, seq), framed)]
+        case PushDone(topic_id=t, subscription_id=sub, seq=seq):
+            key = keys.push_key(t, sub, seq)
+            return [Delete(PUSHES, key), Delete(PUSH_ATTEMPTS, key)]
         case MoveTaskChanged(queue_id=q, started_ms=started):
             return [Put(MOVE_TASKS, keys.message_key(q, started), framed)]
         case QueueDeleted(queue_id=q):

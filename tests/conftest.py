@@ -13,6 +13,8 @@ from dovecote.actors.errors import BrokerError
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Op, Result
 from dovecote.actors.registry import Broker, BrokerConfig, recover
+from dovecote.actors.signing import Signer
+from dovecote.net.push import Pusher, open_pusher
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.storage.store import Store
 from dovecote.storage.writer import LogWriter
@@ -50,19 +52,25 @@ async def running_broker(
     config: BrokerConfig | None = None,
     wall_source=None,
     start_wall_ms: int = START_WALL_MS,
+    signer: Signer | None = None,
+    pusher: Pusher | None = None,
     **writer_options,
 ) -> AsyncIterator[Harness]:
+    """pusher: how HTTP/S and email pushes go out (by default a real HTTP client, no mail relay)."""
     store = store if store is not None else MemoryStore()
     config = config or BrokerConfig(restart_backoff_s=(0.0, 0.1))
     clock = Clock(wall_source=wall_source, start_wall_ms=start_wall_ms)
-    cores, _ = recover(store, config, clock, salvage=False)
-    writer = LogWriter(store, wall_ms=clock.wall_ms, **writer_options)
     # On the autojump clock a deadlock jumps straight to this deadline: the test fails, saying where
     # it waited, instead of hanging the suite.
-    with trio.fail_after(DEADLOCK_S):
+    async with contextlib.AsyncExitStack() as stack:
+        if pusher is None:
+            pusher = await stack.enter_async_context(open_pusher())
+        cores, _ = recover(store, config, clock, salvage=False, signer=signer, push_protocols=pusher.protocols)
+        writer = LogWriter(store, wall_ms=clock.wall_ms, **writer_options)
+        stack.enter_context(trio.fail_after(DEADLOCK_S))
         async with trio.open_nursery() as storage_nursery:
             await storage_nursery.start(writer.run)
-            broker = Broker(store, writer, clock, config, cores)
+            broker = Broker(store, writer, clock, config, cores, signer, pusher)
             async with trio.open_nursery() as broker_nursery:
                 await broker_nursery.start(broker.run)
                 try:

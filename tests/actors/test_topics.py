@@ -137,7 +137,8 @@ async def test_subscriptions_are_validated_idempotent_and_listed(autojump_clock)
     async with running_broker() as h:
         await h.ok(CreateTopic("t"))
         await h.ok(CreateQueue("q"))
-        for protocol, endpoint in [("sms", "+15555550100"), ("lambda", "arn:aws:lambda:x"), ("http", "http://x"),
+        for protocol, endpoint in [("sms", "+15555550100"), ("lambda", "arn:aws:lambda:x"), ("http", "ftp://x"),
+                                   ("https", "http://x"), ("http", "http://"), ("email", "ops@example.com"),
                                    ("sqs", "not-an-arn"), ("carrier-pigeon", "x")]:
             with pytest.raises(BrokerError) as error:
                 await h.ok(Subscribe("t", protocol, endpoint))

@@ -1,0 +1,268 @@
+"""The delivery actor of one HTTP/S or email subscription: the Trio task that owns its pending pushes.
+
+Theory of operation
+-------------------
+A publish stores a `PushQueued` record per push subscription it matches, in the publish's own
+commit; the topic actor then posts the new seqs here. This actor keeps only seqs and attempt counts
+in memory (bodies stay in the store until an attempt reads them), attempts what its PushSchedule
+says is due, at most `max_in_flight` at once, each in a task of its own that posts the outcome back
+into this actor's mailbox. A success is stored as `PushDone` "delivered"; a failure as
+`PushAttempted` with the time of the next attempt, so a restarted broker resumes every push where
+it was (at least once: a push delivered just before a crash, whose PushDone was not yet stored, is
+sent again). A push that exhausts its delivery policy goes to the subscription's dead-letter queue
+(MoveIn: that queue stores it and this PushDone in one commit), or is stored as "dropped".
+
+A slow or dead endpoint holds up only its own actor: attempts time out, and the cap on attempts in
+flight keeps it from taking every connection of the shared client.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Protocol
+
+import msgspec
+import trio
+
+from dovecote.storage.records import MessageSent, PushAttempted, PushDone, PushQueued, Record
+from dovecote.storage.store import PendingPush, StorageError, Store
+from dovecote.storage.writer import LogWriter
+
+from .clock import Clock
+from .delivery_policy import EffectivePolicy, retry_delays
+from .ops import Done, Op, Result
+from .push_schedule import PushSchedule
+from .queue import Forward, MoveIn
+
+log = logging.getLogger("dovecote.push")
+
+MAX_IN_FLIGHT = 32  # attempts at once per subscription
+PUSH_PROTOCOLS = ("http", "https", "email", "email-json")
+
+
+class PushRequest(msgspec.Struct, frozen=True):
+    protocol: str  # http, https, email, email-json
+    endpoint: str  # a URL or a mail address
+    message_type: str  # Notification, SubscriptionConfirmation or UnsubscribeConfirmation
+    message_id: str
+    topic_arn: str
+    subscription_arn: str
+    body: str
+    raw: bool = False
+    subject: str = ""  # mail only
+    content_type: str = "text/plain; charset=UTF-8"
+
+
+class Sender(Protocol):
+    """Sends pushes (net/push.py)."""
+
+    protocols: frozenset[str]  # those of PUSH_PROTOCOLS it can reach
+
+    async def send(self, request: PushRequest) -> str:
+        """"" when delivered, else what went wrong."""
+
+
+class PushTarget(msgspec.Struct, frozen=True):
+    """What a delivery actor knows of its subscription, from the topic."""
+
+    topic_id: int
+    topic: str
+    topic_arn: str
+    subscription_id: int
+    subscription_arn: str
+    protocol: str
+    endpoint: str
+    raw: bool
+    policy: EffectivePolicy
+    dead_letter_arn: str  # "": exhausted pushes are dropped
+
+
+class NewPushes(Op):
+    """Topic to delivery actor: pushes stored for this subscription."""
+
+    seqs: list[int]
+
+
+class Reconfigured(Op):
+    target: PushTarget
+
+
+class StopPushing(Op):
+    pass
+
+
+class _Attempted(Op):
+    seq: int
+    message_id: str
+    outcome: str  # "": delivered
+
+
+class _DeadLettered(Op):
+    seq: int
+    message_id: str
+    attempts: int
+    error: str  # "": the dead-letter queue stored it
+
+
+class PushActor:
+    def __init__(
+        self,
+        target: PushTarget,
+        pending: list[PendingPush],
+        sender: Sender,
+        writer: LogWriter,
+        store: Store,
+        clock: Clock,
+        forward: Forward,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        self.target = target
+        self._sender = sender
+        self._writer = writer
+        self._store = store
+        self._clock = clock
+        self._forward = forward
+        self.mailbox, self._inbox = trio.open_memory_channel[Op](math.inf)
+        now, wall_ms = clock.now(), clock.wall_ms()
+        self._schedule = PushSchedule(target.policy, max_in_flight, now)
+        for push in pending:
+            self._schedule.add(push.seq, push.attempts, now + max(0, push.retry_at_ms - wall_ms) / 1000 if push.retry_at_ms else -math.inf)
+
+    def post(self, op: Op) -> None:
+        """From the topic actor (or an attempt task): never blocks; ignored once this actor ended."""
+        try:
+            self.mailbox.send_nowait(op)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as attempts:
+                while await self._cycle(attempts):
+                    pass
+                attempts.cancel_scope.cancel()  # unfinished attempts stay pending in the store
+        finally:
+            self.mailbox.close()
+
+    async def _cycle(self, attempts: trio.Nursery) -> bool:
+        """One round: take the messages that arrived, store what they changed, start what is due.
+        False when told to stop."""
+        messages: list[Op] = []
+        with trio.move_on_at(self._schedule.wake_at(self._clock.now())):
+            messages.append(await self._inbox.receive())
+        while True:
+            try:
+                messages.append(self._inbox.receive_nowait())
+            except trio.WouldBlock:
+                break
+        records: list[Record] = []
+        for message in messages:
+            if isinstance(message, StopPushing):
+                return False
+            self._handle(message, records)
+        if records:
+            try:
+                with trio.CancelScope(shield=True):  # the writer never abandons a commit; neither do we
+                    await self._writer.append(records)
+            except StorageError as error:
+                # Memory is ahead of the store only in what it will not send again; a restart
+                # resends from the store (at least once).
+                log.warning("subscription %s: storing push outcomes failed: %s", self.target.subscription_arn, error)
+        self._start_due(attempts)
+        return True
+
+    def _handle(self, message: Op, records: list[Record]) -> None:
+        target, schedule = self.target, self._schedule
+        now, wall_ms = self._clock.now(), self._clock.wall_ms()
+        match message:
+            case NewPushes(seqs=seqs):
+                for seq in seqs:
+                    schedule.add(seq)
+            case Reconfigured(target=new):
+                self.target = new
+                schedule.set_policy(new.policy)
+            case _Attempted(seq=seq, message_id=message_id, outcome=""):
+                attempts = schedule.succeeded(seq)
+                records.append(
+                    PushDone(wall_ms, target.topic_id, target.topic, target.subscription_id, seq, message_id, attempts, "delivered")
+                )
+            case _Attempted(seq=seq, message_id=message_id, outcome=outcome):
+                attempt, retry_at = schedule.failed(seq, now)
+                if retry_at is not None:
+                    retry_at_ms = wall_ms + int((retry_at - now) * 1000)
+                    records.append(
+                        PushAttempted(
+                            wall_ms, target.topic_id, target.topic, target.subscription_id, seq, message_id, attempt, outcome, retry_at_ms
+                        )
+                    )
+                elif target.dead_letter_arn:
+                    self._dead_letter(seq, attempt)
+                else:
+                    schedule.drop(seq)
+                    log.warning("subscription %s: push %d dropped after %d attempts (%s)", target.subscription_arn, seq, attempt, outcome)
+                    records.append(
+                        PushDone(wall_ms, target.topic_id, target.topic, target.subscription_id, seq, message_id, attempt, "dropped")
+                    )
+            case _DeadLettered(seq=seq, message_id=message_id, attempts=attempts, error=error):
+                schedule.drop(seq)
+                if error:
+                    log.warning("subscription %s: push %d dropped: its dead-letter queue refused it (%s)", target.subscription_arn, seq, error)
+                    outcome = f"dropped: {error}"[:200]
+                    records.append(PushDone(wall_ms, target.topic_id, target.topic, target.subscription_id, seq, message_id, attempts, outcome))
+
+    def _dead_letter(self, seq: int, attempts: int) -> None:
+        """Hand an exhausted push to the dead-letter queue, which stores it with its PushDone."""
+        target = self.target
+        (row,) = self._store.read_pushes(target.topic_id, target.subscription_id, [seq])
+        if row is None:
+            self.post(_DeadLettered(seq, "", attempts, ""))
+            return
+        message = MessageSent(
+            at_ms=row.at_ms, queue_id=0, queue="", seq=0, delay_seconds=0, message_id=row.message_id, sender_id="",
+            body=row.body, attributes=row.attributes if target.raw else {},
+        )
+        done = PushDone(self._clock.wall_ms(), target.topic_id, target.topic, target.subscription_id, seq, row.message_id, attempts, "dead-lettered")
+
+        def answered(result: Result) -> None:
+            error = "" if isinstance(result, Done) else f"{getattr(result, 'code', '')}: {getattr(result, 'message', result)}"
+            self.post(_DeadLettered(seq, row.message_id, attempts, error))
+
+        self._forward(target.dead_letter_arn, MoveIn(target.subscription_arn, [message], True, [done]), answered)
+
+    def _start_due(self, attempts: trio.Nursery) -> None:
+        seqs = self._schedule.take(self._clock.now())
+        if not seqs:
+            return
+        target = self.target
+        try:
+            rows = self._store.read_pushes(target.topic_id, target.subscription_id, seqs)
+        except StorageError as error:
+            log.error("subscription %s: %s", target.subscription_arn, error)
+            rows = [None] * len(seqs)
+        for seq, row in zip(seqs, rows):
+            if row is None:  # gone from the store (unsubscribed, or dropped by salvage)
+                self._schedule.drop(seq)
+                continue
+            attempts.start_soon(self._attempt, seq, push_request(target, row))
+
+    async def _attempt(self, seq: int, request: PushRequest) -> None:
+        self.post(_Attempted(seq, request.message_id, await self._sender.send(request)))
+
+
+def push_request(target: PushTarget, row: PushQueued) -> PushRequest:
+    return PushRequest(
+        target.protocol, target.endpoint, "Notification", row.message_id, target.topic_arn, target.subscription_arn,
+        row.body, target.raw, row.subject, target.policy.content_type,
+    )
+
+
+async def send_notice(sender: Sender, request: PushRequest, policy: EffectivePolicy) -> None:
+    """A SubscriptionConfirmation or UnsubscribeConfirmation: tried as the delivery policy says,
+    but not stored (AWS does not resend them after a restart either)."""
+    for delay in [0.0, *retry_delays(policy.retry)]:
+        await trio.sleep(delay)
+        outcome = await sender.send(request)
+        if not outcome:
+            return
+        log.info("%s to %s failed: %s", request.message_type, request.endpoint, outcome)
