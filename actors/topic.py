@@ -200,11 +200,11 @@ class TopicActor:
                 arn, record = core.subscribe(op.protocol, op.endpoint, op.attributes, wall_ms)
                 if record is not None:
                     records.append(record)
-                if core.subscription(arn).confirmed or op.return_subscription_arn:
+                if core.subscription(arn).confirmed:
                     replies.append((reply, Arn(arn)))
-                else:  # as AWS answers until the endpoint confirms; the confirmation goes out again
+                else:  # the confirmation goes out (again); AWS answers so until the endpoint confirms
                     self._notice(arn, "SubscriptionConfirmation", notices)
-                    replies.append((reply, Arn("pending confirmation")))
+                    replies.append((reply, Arn(arn if op.return_subscription_arn else "pending confirmation")))
             case ConfirmSubscription():
                 arn, record = core.confirm(op.token, wall_ms)
                 if record is not None:

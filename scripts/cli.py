@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import trio
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.registry import BrokerConfig
 from dovecote.net.client import DEFAULT_PORT, BlockingClient
+from dovecote.net.push import SmtpRelay
 from dovecote.storage.history import (
     LogFilter,
     describe,
@@ -106,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="deliver SNS envelopes to queues without Signature and SigningCertURL (an RSA signature "
         "per publish is most of a publish's cost)",
     )
+    serve.add_argument("--push-timeout", type=float, default=15.0, help="seconds an HTTP/S push attempt may take")
+    serve.add_argument("--push-connections", type=int, default=256, help="HTTP/S push connections open at most, in all")
+    serve.add_argument(
+        "--push-ca", default=None, help="CA bundle HTTPS endpoints' certificates are checked against (default: the system's)"
+    )
+    serve.add_argument("--smtp-host", default=None, help="SMTP relay for email and email-json subscriptions (none: refused)")
+    serve.add_argument("--smtp-port", type=int, default=25)
+    serve.add_argument("--smtp-starttls", action="store_true", help="upgrade the relay connection with STARTTLS")
+    serve.add_argument("--smtp-user", default="", help="relay login; the password is read from $DOVECOTE_SMTP_PASSWORD")
+    serve.add_argument("--smtp-from", default="dovecote@localhost", help="the sender address of notification mail")
     serve.add_argument("--log-level", default="INFO")
 
     check = commands.add_parser("check", help="verify every stored checksum (the broker must be stopped)")
@@ -317,6 +329,15 @@ def _serve(args: argparse.Namespace) -> int:
             http_url=args.public_url or f"http://{args.host}:{args.http_port}",
             sign_sqs_envelopes=not args.unsigned_sqs_envelopes,
         ),
+        smtp=SmtpRelay(
+            args.smtp_host, args.smtp_port, args.smtp_starttls, args.smtp_user, os.environ.get("DOVECOTE_SMTP_PASSWORD", ""),
+            args.smtp_from,
+        )
+        if args.smtp_host
+        else None,
+        push_timeout_s=args.push_timeout,
+        push_max_connections=args.push_connections,
+        push_verify=args.push_ca or True,
     )
     try:
         trio.run(lambda: run_broker(config, handle_signals=True))
