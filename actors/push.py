@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 import msgspec
@@ -27,7 +28,7 @@ import trio
 
 from dovecote.storage.records import MessageSent, PushAttempted, PushDone, PushQueued, Record
 from dovecote.storage.store import PendingPush, StorageError, Store
-from dovecote.storage.writer import LogWriter
+from dovecote.storage.writer import AppendEntry, LogWriter
 
 from .clock import Clock
 from .delivery_policy import EffectivePolicy, retry_delays
@@ -37,7 +38,10 @@ from .queue import Forward, MoveIn
 
 log = logging.getLogger("dovecote.push")
 
-MAX_IN_FLIGHT = 32  # attempts at once per subscription
+MAX_IN_FLIGHT = 16  # attempts (and connections) at once per subscription
+UNREACHABLE = "unreachable"  # how an outcome starts when no connection could be made
+UNREACHABLE_HOLD_S = 1.0  # after a refused connection, attempts due this soon fail without one
+INFERRED = " (not sent: the endpoint refused a connection just before)"
 PUSH_PROTOCOLS = ("http", "https", "email", "email-json")
 
 
@@ -54,13 +58,18 @@ class PushRequest(msgspec.Struct, frozen=True):
     content_type: str = "text/plain; charset=UTF-8"
 
 
+class Connection(Protocol):
+    async def send(self, request: PushRequest) -> str:
+        """"" when delivered, else what went wrong."""
+
+
 class Sender(Protocol):
     """Sends pushes (net/push.py)."""
 
     protocols: frozenset[str]  # those of PUSH_PROTOCOLS it can reach
 
-    async def send(self, request: PushRequest) -> str:
-        """"" when delivered, else what went wrong."""
+    def connection(self) -> AbstractAsyncContextManager[Connection]:
+        """A keep-alive connection, for one request at a time."""
 
 
 class PushTarget(msgspec.Struct, frozen=True):
@@ -79,9 +88,9 @@ class PushTarget(msgspec.Struct, frozen=True):
 
 
 class NewPushes(Op):
-    """Topic to delivery actor: pushes stored for this subscription."""
+    """Topic to delivery actor: pushes stored for this subscription, as (seq, MessageId)."""
 
-    seqs: list[int]
+    pushes: list[tuple[int, str]]
 
 
 class Reconfigured(Op):
@@ -90,6 +99,10 @@ class Reconfigured(Op):
 
 class StopPushing(Op):
     pass
+
+
+class _Stored(Op):
+    """The writer committed this actor's last outcomes."""
 
 
 class _Attempted(Op):
@@ -124,10 +137,19 @@ class PushActor:
         self._clock = clock
         self._forward = forward
         self.mailbox, self._inbox = trio.open_memory_channel[Op](math.inf)
+        self._unstored: list[Record] = []  # outcomes not yet handed to the writer
+        self._storing: AppendEntry | None = None  # the outcomes the writer has, until committed
+        # To the sending tasks: (seq, request); never more than max_in_flight are in it or sending.
+        self._due_send, self._due_receive = trio.open_memory_channel[tuple[int, PushRequest]](math.inf)
         now, wall_ms = clock.now(), clock.wall_ms()
         self._schedule = PushSchedule(target.policy, max_in_flight, now)
+        self._message_ids: dict[int, str] = {}  # seq -> MessageId of every pending push, for the log
         for push in pending:
+            self._message_ids[push.seq] = push.message_id
             self._schedule.add(push.seq, push.attempts, now + max(0, push.retry_at_ms - wall_ms) / 1000 if push.retry_at_ms else -math.inf)
+        # While an endpoint refuses connections, one attempt stands for all that fall due with it.
+        self._unreachable_until = -math.inf
+        self._unreachable = ""
 
     def post(self, op: Op) -> None:
         """From the topic actor (or an attempt task): never blocks; ignored once this actor ended."""
@@ -138,14 +160,24 @@ class PushActor:
 
     async def run(self) -> None:
         try:
-            async with trio.open_nursery() as attempts:
-                while await self._cycle(attempts):
+            async with trio.open_nursery() as senders:
+                # One task per connection, each sending one push at a time: a connection pool
+                # of one is never searched (httpcore looks through every connection of a pool
+                # on each request).
+                for _ in range(self._schedule.max_in_flight):
+                    senders.start_soon(self._send_pushes, self._due_receive.clone())
+                while await self._cycle():
                     pass
-                attempts.cancel_scope.cancel()  # unfinished attempts stay pending in the store
+                senders.cancel_scope.cancel()  # unfinished attempts stay pending in the store
         finally:
             self.mailbox.close()
 
-    async def _cycle(self, attempts: trio.Nursery) -> bool:
+    async def _send_pushes(self, due: trio.MemoryReceiveChannel[tuple[int, PushRequest]]) -> None:
+        async with self._sender.connection() as connection:
+            async for seq, request in due:
+                self.post(_Attempted(seq, request.message_id, await connection.send(request)))
+
+    async def _cycle(self) -> bool:
         """One round: take the messages that arrived, store what they changed, start what is due.
         False when told to stop."""
         messages: list[Op] = []
@@ -156,38 +188,52 @@ class PushActor:
                 messages.append(self._inbox.receive_nowait())
             except trio.WouldBlock:
                 break
-        records: list[Record] = []
         for message in messages:
             if isinstance(message, StopPushing):
                 return False
-            self._handle(message, records)
-        if records:
-            try:
-                with trio.CancelScope(shield=True):  # the writer never abandons a commit; neither do we
-                    await self._writer.append(records)
-            except StorageError as error:
-                # Memory is ahead of the store only in what it will not send again; a restart
-                # resends from the store (at least once).
-                log.warning("subscription %s: storing push outcomes failed: %s", self.target.subscription_arn, error)
-        self._start_due(attempts)
+            self._handle(message, self._unstored)
+        self._store_outcomes()
+        self._start_due()
         return True
+
+    def _store_outcomes(self) -> None:
+        """Hand the outcomes gathered so far to the writer, one commit at a time. Attempts do not
+        wait for them: what they record only spares a restarted broker some repeats."""
+        if not self._unstored or (self._storing is not None and not self._storing.done.is_set()):
+            return
+        records, self._unstored = self._unstored, []
+        try:
+            self._storing = self._writer.submit(records, needs_space=False, on_done=lambda: self.post(_Stored()))
+        except (StorageError, trio.ClosedResourceError) as error:
+            log.warning("subscription %s: push outcomes not stored: %s", self.target.subscription_arn, error)
+            self._storing = None
 
     def _handle(self, message: Op, records: list[Record]) -> None:
         target, schedule = self.target, self._schedule
         now, wall_ms = self._clock.now(), self._clock.wall_ms()
         match message:
-            case NewPushes(seqs=seqs):
-                for seq in seqs:
+            case _Stored():  # the next outcomes may go to the writer now
+                if self._storing is not None and self._storing.error is not None:
+                    log.warning("subscription %s: storing push outcomes failed: %s", target.subscription_arn, self._storing.error)
+            case NewPushes(pushes=pushes):
+                for seq, message_id in pushes:
+                    self._message_ids[seq] = message_id
                     schedule.add(seq)
             case Reconfigured(target=new):
                 self.target = new
                 schedule.set_policy(new.policy)
             case _Attempted(seq=seq, message_id=message_id, outcome=""):
+                self._unreachable_until = -math.inf
+                self._message_ids.pop(seq, None)
                 attempts = schedule.succeeded(seq)
                 records.append(
                     PushDone(wall_ms, target.topic_id, target.topic, target.subscription_id, seq, message_id, attempts, "delivered")
                 )
             case _Attempted(seq=seq, message_id=message_id, outcome=outcome):
+                if outcome.startswith(UNREACHABLE) and not outcome.endswith(INFERRED):
+                    self._unreachable_until, self._unreachable = now + UNREACHABLE_HOLD_S, outcome
+                elif not outcome.startswith(UNREACHABLE):
+                    self._unreachable_until = -math.inf
                 attempt, retry_at = schedule.failed(seq, now)
                 if retry_at is not None:
                     retry_at_ms = wall_ms + int((retry_at - now) * 1000)
@@ -200,12 +246,14 @@ class PushActor:
                     self._dead_letter(seq, attempt)
                 else:
                     schedule.drop(seq)
-                    log.warning("subscription %s: push %d dropped after %d attempts (%s)", target.subscription_arn, seq, attempt, outcome)
+                    self._message_ids.pop(seq, None)
+                    log.info("subscription %s: push %d dropped after %d attempts (%s)", target.subscription_arn, seq, attempt, outcome)
                     records.append(
                         PushDone(wall_ms, target.topic_id, target.topic, target.subscription_id, seq, message_id, attempt, "dropped")
                     )
             case _DeadLettered(seq=seq, message_id=message_id, attempts=attempts, error=error):
                 schedule.drop(seq)
+                self._message_ids.pop(seq, None)
                 if error:
                     log.warning("subscription %s: push %d dropped: its dead-letter queue refused it (%s)", target.subscription_arn, seq, error)
                     outcome = f"dropped: {error}"[:200]
@@ -230,9 +278,17 @@ class PushActor:
 
         self._forward(target.dead_letter_arn, MoveIn(target.subscription_arn, [message], True, [done]), answered)
 
-    def _start_due(self, attempts: trio.Nursery) -> None:
-        seqs = self._schedule.take(self._clock.now())
+    def _start_due(self) -> None:
+        now = self._clock.now()
+        seqs = self._schedule.take(now)
         if not seqs:
+            return
+        if now < self._unreachable_until:
+            # The endpoint refused a connection a moment ago: these fail as that attempt did,
+            # without reading their bodies (a long outage must not page in every stored push).
+            for seq in seqs:
+                self._handle(_Attempted(seq, self._message_ids.get(seq, ""), self._unreachable + INFERRED), self._unstored)
+            self._store_outcomes()
             return
         target = self.target
         try:
@@ -243,11 +299,9 @@ class PushActor:
         for seq, row in zip(seqs, rows):
             if row is None:  # gone from the store (unsubscribed, or dropped by salvage)
                 self._schedule.drop(seq)
+                self._message_ids.pop(seq, None)
                 continue
-            attempts.start_soon(self._attempt, seq, push_request(target, row))
-
-    async def _attempt(self, seq: int, request: PushRequest) -> None:
-        self.post(_Attempted(seq, request.message_id, await self._sender.send(request)))
+            self._due_send.send_nowait((seq, push_request(target, row)))
 
 
 def push_request(target: PushTarget, row: PushQueued) -> PushRequest:
@@ -260,9 +314,10 @@ def push_request(target: PushTarget, row: PushQueued) -> PushRequest:
 async def send_notice(sender: Sender, request: PushRequest, policy: EffectivePolicy) -> None:
     """A SubscriptionConfirmation or UnsubscribeConfirmation: tried as the delivery policy says,
     but not stored (AWS does not resend them after a restart either)."""
-    for delay in [0.0, *retry_delays(policy.retry)]:
-        await trio.sleep(delay)
-        outcome = await sender.send(request)
-        if not outcome:
-            return
-        log.info("%s to %s failed: %s", request.message_type, request.endpoint, outcome)
+    async with sender.connection() as connection:
+        for delay in [0.0, *retry_delays(policy.retry)]:
+            await trio.sleep(delay)
+            outcome = await connection.send(request)
+            if not outcome:
+                return
+            log.info("%s to %s failed: %s", request.message_type, request.endpoint, outcome)

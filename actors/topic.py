@@ -368,14 +368,14 @@ class TopicActor:
         error = sends.error if sends is not None else None
         stored = list(sends.records) if sends is not None and error is None else []
         adopted: dict[int, tuple[QueueTarget, list[MessageSent]]] = {}
-        pushed: dict[int, list[int]] = {}  # subscription id -> seqs of its new pushes
+        pushed: dict[int, list[tuple[int, str]]] = {}  # subscription id -> (seq, MessageId) of its new pushes
         for record, target in zip(stored, targets):
             if type(record) is Published:
                 self.core.stored(record)
             elif target is not None and type(record) is MessageSent:
                 adopted.setdefault(target.queue_id, (target, []))[1].append(record)
             elif type(record) is PushQueued:
-                pushed.setdefault(record.subscription_id, []).append(record.seq)
+                pushed.setdefault(record.subscription_id, []).append((record.seq, record.message_id))
         published = iter(record for record in stored if type(record) is Published)
         for outcome in publishes:
             prepared = outcome.prepared
@@ -392,10 +392,10 @@ class TopicActor:
                 outcome.answer(PublishedMessage(record.message_id, prepared.sequence_number))
         for target, messages in adopted.values():
             target.post(Adopt(messages))
-        for subscription_id, seqs in pushed.items():
+        for subscription_id, pushes in pushed.items():
             pusher = self._pushers.get(subscription_id)
             if pusher is not None:
-                pusher.post(NewPushes(seqs))
+                pusher.post(NewPushes(pushes))
 
     # --- delivery actors ----------------------------------------------------------------------
     def _sync_pushers(self) -> None:

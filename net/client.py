@@ -28,6 +28,7 @@ from dovecote.actors.ops import (
     CancelMessageMoveTask,
     ChangeMessageVisibility,
     ChangeMessageVisibilityBatch,
+    ConfirmSubscription,
     CreateQueue,
     CreateTopic,
     DeleteEntry,
@@ -43,8 +44,8 @@ from dovecote.actors.ops import (
     GetTopicAttributes,
     ListDeadLetterSourceQueues,
     ListMessageMoveTasks,
-    ListQueues,
     ListQueueTags,
+    ListQueues,
     ListSubscriptionsByTopic,
     ListTopics,
     Op,
@@ -232,10 +233,16 @@ class _Operations:
     def set_topic_attributes(self, topic: str, name: str, value: str) -> Any:
         return self._then(self.call(SetTopicAttributes(topic_name(topic), name, value)), lambda r: None)
 
-    def subscribe(self, topic: str, protocol: str, endpoint: str, attributes: Mapping[str, str] | None = None) -> Any:
-        """Returns the subscription's ARN."""
-        op = Subscribe(topic_name(topic), protocol, endpoint, dict(attributes or {}))
+    def subscribe(
+        self, topic: str, protocol: str, endpoint: str, attributes: Mapping[str, str] | None = None, return_arn: bool = True
+    ) -> Any:
+        """Returns the subscription's ARN (an HTTP/S or email one is pending until confirmed)."""
+        op = Subscribe(topic_name(topic), protocol, endpoint, dict(attributes or {}), return_arn)
         return self._then(self.call(op), lambda r: r.arn)
+
+    def confirm_subscription(self, topic: str, token: str) -> Any:
+        """Returns the confirmed subscription's ARN."""
+        return self._then(self.call(ConfirmSubscription(topic_name(topic), token)), lambda r: r.arn)
 
     def unsubscribe(self, subscription_arn: str) -> Any:
         return self._then(self.call(Unsubscribe(topic_name(subscription_arn), subscription_arn)), lambda r: None)

@@ -31,7 +31,7 @@ from dovecote.actors.signing import CERTIFICATE_PATH, Signer, new_key_and_certif
 from dovecote.net.aws_gateway import AwsGateway
 from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer, text_response
 from dovecote.net.limits import NetLimits
-from dovecote.net.push import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_S, SmtpRelay, open_pusher
+from dovecote.net.push import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT_S, Pusher, SmtpRelay
 from dovecote.net.tcp_server import NativeServer
 from dovecote.storage.history import plain
 from dovecote.storage.lmdb_store import LmdbStore
@@ -67,7 +67,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     limits: NetLimits = NetLimits()
     smtp: SmtpRelay | None = None  # None: email subscriptions are refused
     push_timeout_s: float = DEFAULT_TIMEOUT_S
-    push_max_connections: int = DEFAULT_MAX_CONNECTIONS
+    push_max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     push_verify: bool | str = True  # HTTPS endpoints' certificates: system CAs, a CA bundle file, or unchecked
 
 
@@ -96,51 +96,48 @@ async def run_broker(
     try:
         clock = Clock()
         certificate, signer = _signing_material(Path(config.data_dir), config.broker.http_url)
-        pushing = open_pusher(
-            config.smtp, timeout_s=config.push_timeout_s, max_connections=config.push_max_connections, verify=config.push_verify
+        pusher = Pusher(config.smtp, timeout_s=config.push_timeout_s, max_in_flight=config.push_max_in_flight, verify=config.push_verify)
+        cores, report = recover(store, config.broker, clock, salvage=config.salvage, signer=signer, push_protocols=pusher.protocols)
+        writer = LogWriter(
+            store,
+            wall_ms=clock.wall_ms,
+            history_ms=int(config.history_hours * 3600 * 1000),
         )
-        async with pushing as pusher:
-            cores, report = recover(store, config.broker, clock, salvage=config.salvage, signer=signer, push_protocols=pusher.protocols)
-            writer = LogWriter(
-                store,
-                wall_ms=clock.wall_ms,
-                history_ms=int(config.history_hours * 3600 * 1000),
-            )
-            async with trio.open_nursery() as storage_nursery:
-                await storage_nursery.start(writer.run)
-                broker = Broker(store, writer, clock, config.broker, cores, signer, pusher)
-                async with trio.open_nursery() as broker_nursery:
-                    await broker_nursery.start(broker.run)
-                    async with trio.open_nursery() as net_nursery:
-                        if handle_signals:
-                            net_nursery.start_soon(_stop_on_signal, stopping)
-                        verifier = _verifier(config.access_keys)
-                        http = HttpServer(
-                            lambda: AwsGateway(
-                                broker, config.broker.account_id, config.public_url, _local_endpoints(writer, broker, certificate), verifier
-                            ).handle,
-                            config.limits,
-                            stopping,
-                        )
-                        http_port = await net_nursery.start(http.serve, config.host, config.http_port)
-                        native = NativeServer(broker, config.limits, stopping, _queue_urls(config, http_port))
-                        native_port = await net_nursery.start(native.serve, config.host, config.port)
-                        log.info(
-                            "dovecote serving %s: native %s:%d, http %s:%d; recovered %d queues, %d messages in %.0f ms",
-                            config.data_dir,
-                            config.host,
-                            native_port,
-                            config.host,
-                            http_port,
-                            report.queues,
-                            report.messages,
-                            (time.perf_counter() - started) * 1000,
-                        )
-                        task_status.started(Ports(native_port, http_port))
-                        await stopping.wait()
-                        log.info("shutting down")
-                        broker.stop()
-                writer.close()
+        async with trio.open_nursery() as storage_nursery:
+            await storage_nursery.start(writer.run)
+            broker = Broker(store, writer, clock, config.broker, cores, signer, pusher)
+            async with trio.open_nursery() as broker_nursery:
+                await broker_nursery.start(broker.run)
+                async with trio.open_nursery() as net_nursery:
+                    if handle_signals:
+                        net_nursery.start_soon(_stop_on_signal, stopping)
+                    verifier = _verifier(config.access_keys)
+                    http = HttpServer(
+                        lambda: AwsGateway(
+                            broker, config.broker.account_id, config.public_url, _local_endpoints(writer, broker, certificate), verifier
+                        ).handle,
+                        config.limits,
+                        stopping,
+                    )
+                    http_port = await net_nursery.start(http.serve, config.host, config.http_port)
+                    native = NativeServer(broker, config.limits, stopping, _queue_urls(config, http_port))
+                    native_port = await net_nursery.start(native.serve, config.host, config.port)
+                    log.info(
+                        "dovecote serving %s: native %s:%d, http %s:%d; recovered %d queues, %d messages in %.0f ms",
+                        config.data_dir,
+                        config.host,
+                        native_port,
+                        config.host,
+                        http_port,
+                        report.queues,
+                        report.messages,
+                        (time.perf_counter() - started) * 1000,
+                    )
+                    task_status.started(Ports(native_port, http_port))
+                    await stopping.wait()
+                    log.info("shutting down")
+                    broker.stop()
+            writer.close()
     finally:
         store.close()
     log.info("stopped")

@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         "per publish is most of a publish's cost)",
     )
     serve.add_argument("--push-timeout", type=float, default=15.0, help="seconds an HTTP/S push attempt may take")
-    serve.add_argument("--push-connections", type=int, default=256, help="HTTP/S push connections open at most, in all")
+    serve.add_argument("--push-in-flight", type=int, default=256, help="HTTP/S push requests at once, at most, in all")
     serve.add_argument(
         "--push-ca", default=None, help="CA bundle HTTPS endpoints' certificates are checked against (default: the system's)"
     )
@@ -336,7 +336,7 @@ def _serve(args: argparse.Namespace) -> int:
         if args.smtp_host
         else None,
         push_timeout_s=args.push_timeout,
-        push_max_connections=args.push_connections,
+        push_max_in_flight=args.push_in_flight,
         push_verify=args.push_ca or True,
     )
     try:

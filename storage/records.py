@@ -205,6 +205,17 @@ class PushQueued(Record):
     attributes: dict[str, MessageAttribute] = {}  # raw delivery: they go on to a dead-letter queue
 
 
+class PushQueuedHead(msgspec.Struct, tag="PushQueued", array_like=True, gc=False, frozen=True):
+    """The leading fields of a stored PushQueued: what recovery needs, without the body."""
+
+    at_ms: int
+    topic_id: int
+    topic: str
+    subscription_id: int
+    seq: int
+    message_id: str
+
+
 class PushAttempted(Record):
     """A failed attempt at a pending push, and when the next one is due."""
 
@@ -259,6 +270,7 @@ DeliveryRow = MessageReceived | VisibilityChanged
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyRecord)
 _head_decoder = msgspec.msgpack.Decoder(MessageSentHead)
+_push_head_decoder = msgspec.msgpack.Decoder(PushQueuedHead)
 
 
 class DedupEntry(msgspec.Struct, array_like=True, gc=False, frozen=True):
@@ -285,6 +297,11 @@ def decode_record(payload: bytes | memoryview) -> AnyRecord:
 def decode_message_head(payload: bytes | memoryview) -> MessageSentHead:
     """Raises msgspec.DecodeError (or ValidationError) on a payload that is not a MessageSent."""
     return _head_decoder.decode(payload)
+
+
+def decode_push_head(payload: bytes | memoryview) -> PushQueuedHead:
+    """Raises msgspec.DecodeError (or ValidationError) on a payload that is not a PushQueued."""
+    return _push_head_decoder.decode(payload)
 
 
 def encode_dedup_entry(entry: DedupEntry) -> bytes:

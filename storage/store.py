@@ -45,6 +45,7 @@ from .records import (
     VisibilityChanged,
     decode_dedup_entry,
     decode_message_head,
+    decode_push_head,
     decode_record,
     encode_record,
 )
@@ -151,6 +152,7 @@ class PendingPush(NamedTuple):
 
     subscription_id: int
     seq: int
+    message_id: str
     attempts: int  # failed attempts so far
     retry_at_ms: int  # when the next attempt is due (0: at once)
 
@@ -282,15 +284,17 @@ class Store(abc.ABC):
         pushes: list[PendingPush] = []
         for key, value in self._scan(PUSHES, first, last):
             try:
-                unframe(value)  # the checksum only: bodies are decoded when they are sent
-            except DamagedValue:
+                head = decode_push_head(unframe(value))  # bodies are decoded when they are sent
+            except _DECODE_ERRORS:
                 damage.add(PUSHES, key)
                 continue
             damage.break_run()
-            _, subscription_id, seq = keys.push_key_parts(key)
             attempted = attempts.get(key)
             pushes.append(
-                PendingPush(subscription_id, seq, attempted.attempt if attempted else 0, attempted.retry_at_ms if attempted else 0)
+                PendingPush(
+                    head.subscription_id, head.seq, head.message_id,
+                    attempted.attempt if attempted else 0, attempted.retry_at_ms if attempted else 0,
+                )
             )
         return pushes
 

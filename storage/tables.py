@@ -135,7 +135,8 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Put(PUSH_ATTEMPTS, keys.push_key(t, sub, seq), framed)]
         case PushDone(topic_id=t, subscription_id=sub, seq=seq):
             key = keys.push_key(t, sub, seq)
-            return [Delete(PUSHES, key), Delete(PUSH_ATTEMPTS, key)]
+            # A push that succeeded at its first attempt never had a PushAttempted row.
+            return [Delete(PUSHES, key), Delete(PUSH_ATTEMPTS, key)] if record.attempts > 1 else [Delete(PUSHES, key)]
         case MoveTaskChanged(queue_id=q, started_ms=started):
             return [Put(MOVE_TASKS, keys.message_key(q, started), framed)]
         case QueueDeleted(queue_id=q):

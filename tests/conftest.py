@@ -14,7 +14,7 @@ from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Op, Result
 from dovecote.actors.registry import Broker, BrokerConfig, recover
 from dovecote.actors.signing import Signer
-from dovecote.net.push import Pusher, open_pusher
+from dovecote.net.push import Pusher
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.storage.store import Store
 from dovecote.storage.writer import LogWriter
@@ -60,14 +60,12 @@ async def running_broker(
     store = store if store is not None else MemoryStore()
     config = config or BrokerConfig(restart_backoff_s=(0.0, 0.1))
     clock = Clock(wall_source=wall_source, start_wall_ms=start_wall_ms)
+    pusher = pusher or Pusher()
+    cores, _ = recover(store, config, clock, salvage=False, signer=signer, push_protocols=pusher.protocols)
+    writer = LogWriter(store, wall_ms=clock.wall_ms, **writer_options)
     # On the autojump clock a deadlock jumps straight to this deadline: the test fails, saying where
     # it waited, instead of hanging the suite.
-    async with contextlib.AsyncExitStack() as stack:
-        if pusher is None:
-            pusher = await stack.enter_async_context(open_pusher())
-        cores, _ = recover(store, config, clock, salvage=False, signer=signer, push_protocols=pusher.protocols)
-        writer = LogWriter(store, wall_ms=clock.wall_ms, **writer_options)
-        stack.enter_context(trio.fail_after(DEADLOCK_S))
+    with trio.fail_after(DEADLOCK_S):
         async with trio.open_nursery() as storage_nursery:
             await storage_nursery.start(writer.run)
             broker = Broker(store, writer, clock, config, cores, signer, pusher)

@@ -13,7 +13,7 @@ from aiosmtpd.controller import Controller
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import ConfirmSubscription, CreateTopic, GetSubscriptionAttributes, Publish, Subscribe
-from dovecote.net.push import SmtpRelay, open_pusher
+from dovecote.net.push import Pusher, SmtpRelay
 
 from ..conftest import running_broker
 from ..push_endpoint import unused_port_url
@@ -47,7 +47,7 @@ async def arrived(mailbox: Mailbox, count: int) -> list[email.message.Message]:
 async def test_email_subscriptions_confirm_by_link_and_receive_mail(smtp_server):
     controller, mailbox = smtp_server
     relay = SmtpRelay("127.0.0.1", controller.port, sender="alerts@example.com")
-    async with open_pusher(relay) as pusher, running_broker(pusher=pusher) as h:
+    async with running_broker(pusher=Pusher(relay)) as h:
         await h.ok(CreateTopic("t"))
         assert (await h.ok(Subscribe("t", "email", "ops@example.com"))).arn == "pending confirmation"
         (confirmation,) = await arrived(mailbox, 1)
