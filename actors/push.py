@@ -38,7 +38,7 @@ from .queue import Forward, MoveIn
 
 log = logging.getLogger("dovecote.push")
 
-MAX_IN_FLIGHT = 16  # attempts (and connections) at once per subscription
+MAX_IN_FLIGHT = 8  # attempts (and connections) at once per subscription
 UNREACHABLE = "unreachable"  # how an outcome starts when no connection could be made
 UNREACHABLE_HOLD_S = 1.0  # after a refused connection, attempts due this soon fail without one
 INFERRED = " (not sent: the endpoint refused a connection just before)"
@@ -98,7 +98,7 @@ class Reconfigured(Op):
 
 
 class StopPushing(Op):
-    pass
+    flush: bool = False  # store the outcomes not yet stored first (a shutdown, not an unsubscribe)
 
 
 class _Stored(Op):
@@ -166,9 +166,15 @@ class PushActor:
                 # on each request).
                 for _ in range(self._schedule.max_in_flight):
                     senders.start_soon(self._send_pushes, self._due_receive.clone())
-                while await self._cycle():
+                while (stop := await self._cycle()) is None:
                     pass
                 senders.cancel_scope.cancel()  # unfinished attempts stay pending in the store
+            if stop.flush:  # so a restart repeats as little as it can
+                if self._storing is not None:
+                    await self._storing.done.wait()
+                self._store_outcomes()
+                if self._storing is not None:
+                    await self._storing.done.wait()
         finally:
             self.mailbox.close()
 
@@ -177,9 +183,9 @@ class PushActor:
             async for seq, request in due:
                 self.post(_Attempted(seq, request.message_id, await connection.send(request)))
 
-    async def _cycle(self) -> bool:
+    async def _cycle(self) -> StopPushing | None:
         """One round: take the messages that arrived, store what they changed, start what is due.
-        False when told to stop."""
+        The StopPushing when told to stop."""
         messages: list[Op] = []
         with trio.move_on_at(self._schedule.wake_at(self._clock.now())):
             messages.append(await self._inbox.receive())
@@ -190,11 +196,11 @@ class PushActor:
                 break
         for message in messages:
             if isinstance(message, StopPushing):
-                return False
+                return message
             self._handle(message, self._unstored)
         self._store_outcomes()
         self._start_due()
-        return True
+        return None
 
     def _store_outcomes(self) -> None:
         """Hand the outcomes gathered so far to the writer, one commit at a time. Attempts do not

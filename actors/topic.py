@@ -113,16 +113,22 @@ class TopicActor:
         self._sender = sender
         self._forward = forward
         self._pushers: dict[int, PushActor] = {}  # by subscription id: the delivery actors
-        self._nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None  # the delivery actors'
+        self._notices: trio.Nursery | None = None  # confirmation messages being sent
 
     async def run(self) -> bool:
         """Serve until stopped (False) or deleted (True). The delivery actors of the topic's
         HTTP/S and email subscriptions live in its nursery."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self._sync_pushers()
-            deleted = await self._serve()
-            nursery.cancel_scope.cancel()  # pushes in flight stay pending in the store
+        async with trio.open_nursery() as pushers:
+            async with trio.open_nursery() as notices:
+                self._nursery, self._notices = pushers, notices
+                self._sync_pushers()
+                deleted = await self._serve()
+                notices.cancel_scope.cancel()
+            # Pushes in flight stay pending in the store; at a shutdown the outcomes known are
+            # stored first, so a restart repeats as few as it can.
+            for pusher in self._pushers.values():
+                pusher.post(StopPushing(flush=not deleted))
         return deleted
 
     async def _serve(self) -> bool:
@@ -169,9 +175,9 @@ class TopicActor:
             await self._commit(records, replies, publishes, replayed)
             if records:
                 self._sync_pushers()
-            if self._sender is not None:
+            if self._sender is not None and self._notices is not None:
                 for notice, policy in notices:
-                    self._nursery.start_soon(send_notice, self._sender, notice, policy)
+                    self._notices.start_soon(send_notice, self._sender, notice, policy)
             if ended_by is not None:
                 ended_by.reply(Done())
                 return isinstance(ended_by.op, DeleteTopic)

@@ -209,11 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("topic")
     sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE")
     client_command("list-topics", "list topics")
-    sub = client_command("subscribe", "subscribe a queue (by ARN) to a topic")
+    sub = client_command("subscribe", "subscribe a queue (by ARN), an HTTP/S URL or a mail address to a topic")
     sub.add_argument("topic")
-    sub.add_argument("endpoint", help="the queue's ARN")
-    sub.add_argument("--protocol", default="sqs")
+    sub.add_argument("endpoint", help="the queue's ARN, the URL or the address")
+    sub.add_argument("--protocol", default="sqs", help="sqs, http, https, email or email-json")
     sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE")
+    sub = client_command("confirm-subscription", "confirm an HTTP/S or email subscription with the token it was sent")
+    sub.add_argument("topic")
+    sub.add_argument("token")
     sub = client_command("publish", "publish a message to a topic")
     sub.add_argument("topic")
     sub.add_argument("message")
@@ -299,6 +302,8 @@ def _client_command(client: BlockingClient, args: argparse.Namespace) -> object:
             return {"TopicArns": client.list_topics().arns}
         case "subscribe":
             return {"SubscriptionArn": client.subscribe(args.topic, args.protocol, args.endpoint, _key_values(args.attribute))}
+        case "confirm-subscription":
+            return {"SubscriptionArn": client.confirm_subscription(args.topic, args.token)}
         case "publish":
             return client.publish(
                 args.topic, args.message, subject=args.subject, message_attributes=_message_attributes(args.attribute),

@@ -19,9 +19,13 @@ from .records import (
     MessageDeleted,
     MessageSent,
     Published,
+    PushAttempted,
+    PushDone,
+    PushQueued,
     QueueCreated,
     QueueDeleted,
     QueuePurged,
+    SubscriptionChanged,
 )
 from .store import Store
 
@@ -37,6 +41,8 @@ class LogFilter(msgspec.Struct, frozen=True):
     until_ms: int | None = None
     topics: frozenset[str] = frozenset()
     subscriptions: frozenset[str] = frozenset()  # subscription ARNs: their records, and publishes delivered to them
+    # (topic id, subscription id) of those subscriptions, which push records name them by
+    subscription_ids: frozenset[tuple[int, int]] = frozenset()
 
     def matches(self, record: AnyRecord) -> bool:
         if self.kinds and type(record).__name__ not in self.kinds:
@@ -48,6 +54,7 @@ class LogFilter(msgspec.Struct, frozen=True):
         if self.subscriptions and not (
             getattr(record, "subscription_arn", None) in self.subscriptions
             or (isinstance(record, Published) and not self.subscriptions.isdisjoint(record.delivered_to))
+            or (isinstance(record, (PushQueued, PushAttempted, PushDone)) and (record.topic_id, record.subscription_id) in self.subscription_ids)
         ):
             return False
         if self.message_ids and getattr(record, "message_id", None) not in self.message_ids:
@@ -60,9 +67,20 @@ class LogFilter(msgspec.Struct, frozen=True):
 def iter_log(store: Store, log_filter: LogFilter, after_lsn: int = 0, page: int = 10_000) -> Iterator[tuple[int, AnyRecord]]:
     """Matching records after after_lsn, in order, read a page at a time (no transaction is held
     between pages)."""
+    if log_filter.subscriptions:  # the ids of subscriptions that exist now; the log names older ones
+        current = {
+            (s.topic_id, s.subscription_id)
+            for topic in store.load_topics()[0]
+            for s in topic.subscriptions
+            if s.subscription_arn in log_filter.subscriptions
+        }
+        log_filter = msgspec.structs.replace(log_filter, subscription_ids=log_filter.subscription_ids | current)
     while True:
         records = store.read_log(after_lsn, limit=page)
         for lsn, record in records:
+            if isinstance(record, SubscriptionChanged) and record.subscription_arn in log_filter.subscriptions:
+                ids = log_filter.subscription_ids | {(record.topic_id, record.subscription_id)}
+                log_filter = msgspec.structs.replace(log_filter, subscription_ids=ids)
             if log_filter.matches(record):
                 yield lsn, record
         if len(records) < page:
@@ -95,10 +113,9 @@ def describe(lsn: int, record: AnyRecord) -> str:
     for name in record.__struct_fields__:
         if name not in _SKIPPED_IN_LINES:
             fields.append(f"{name}={getattr(record, name)}")
-    if isinstance(record, MessageSent):
-        fields.append(f"body={len(record.body.encode())}B attributes={len(record.attributes)}")
-    if isinstance(record, Published):
-        fields.append(f"message={len(record.message.encode())}B attributes={len(record.attributes)}")
+    for name in ("body", "message"):  # sizes, not contents
+        if name in record.__struct_fields__:
+            fields.append(f"{name}={len(getattr(record, name).encode())}B attributes={len(record.attributes)}")
     return " ".join(fields)
 
 

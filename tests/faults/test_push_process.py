@@ -3,6 +3,8 @@ through the SubscribeURL, signatures checked against the certificate the broker 
 pushes that survive `kill -9`."""
 
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -61,6 +63,13 @@ def test_boto3_subscribes_an_http_endpoint_which_confirms_by_its_subscribe_url(t
         assert broker.terminate() == 0
 
 
+def cli(broker: ServeProcess, *args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "dovecote", *args, "--port", str(broker.port)], capture_output=True, text=True, timeout=60, check=True
+    )
+    return json.loads(done.stdout)
+
+
 def test_pending_pushes_survive_kill_9_and_arrive_after_restart(tmp_path):
     data_dir = tmp_path / "data"
     broker = ServeProcess(data_dir).start()
@@ -68,10 +77,12 @@ def test_pending_pushes_survive_kill_9_and_arrive_after_restart(tmp_path):
         sns = sns_client(broker)
         topic = sns.create_topic(Name="jobs")["TopicArn"]
         policy = {"healthyRetryPolicy": {"minDelayTarget": 1, "maxDelayTarget": 1, "numRetries": 100}}
-        sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=endpoint.url, Attributes={"DeliveryPolicy": json.dumps(policy)})
+        # Subscribed and confirmed from the command line this time.
+        cli(broker, "subscribe", "jobs", endpoint.url, "--protocol", "http", "--attribute", f"DeliveryPolicy={json.dumps(policy)}")
         wait_until(lambda: of_type(endpoint, "SubscriptionConfirmation"))
         token = of_type(endpoint, "SubscriptionConfirmation")[0].json()["Token"]
-        sns.confirm_subscription(TopicArn=topic, Token=token)
+        arn = cli(broker, "confirm-subscription", "jobs", token)["SubscriptionArn"]
+        assert arn.startswith(topic + ":")
         endpoint.status = 500
         sent = [f"job-{i}" for i in range(200)]
         for start in range(0, len(sent), 10):
@@ -89,3 +100,12 @@ def test_pending_pushes_survive_kill_9_and_arrive_after_restart(tmp_path):
             wait_until(lambda: delivered() == set(sent))
         finally:
             assert broker.terminate() == 0
+    # The log tells each push's story: queued, failed attempts (before and after the kill), delivered.
+    history = subprocess.run(
+        [sys.executable, "-m", "dovecote", "log", "--data-dir", str(data_dir), "--subscription", arn, "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    records = [json.loads(line) for line in history.stdout.splitlines()]
+    kinds = {record["kind"] for record in records}
+    assert {"PushQueued", "PushAttempted", "PushDone"} <= kinds
+    assert sum(1 for r in records if r["kind"] == "PushDone" and r["outcome"] == "delivered") >= 200
