@@ -95,11 +95,17 @@ class BrokerConfig(msgspec.Struct, frozen=True):
     max_topics: int = 100_000
     http_url: str = "http://127.0.0.1:7481"  # the broker's HTTP port as clients reach it (UnsubscribeURL)
     sign_sqs_envelopes: bool = True  # False: envelopes delivered to queues go without a signature
+    # Sign in a worker thread, beside the event loop (not in tests on the autojump clock, whose
+    # time would jump while a thread works).
+    sign_in_thread: bool = False
 
 
 def _topic_options(config: BrokerConfig, signer: Signer | None, push_protocols: frozenset[str]) -> dict:
     """What every topic of this broker is made with."""
-    return {"http_url": config.http_url, "signer": signer, "sign_sqs": config.sign_sqs_envelopes, "push_protocols": push_protocols}
+    return {
+        "http_url": config.http_url, "signer": signer, "sign_sqs": config.sign_sqs_envelopes,
+        "push_protocols": push_protocols, "sign_later": config.sign_in_thread,
+    }
 
 
 def queue_arn(config: BrokerConfig, region: str, name: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -40,8 +40,18 @@ class Signer:
 
     def sign(self, message: Mapping[str, object], version: str) -> str:
         """The base64 Signature of a message (SignatureVersion "1" or "2")."""
-        signature = self._key.sign(canonical_string(message), padding.PKCS1v15(), _HASHES[version]())
+        return self.sign_canonical(canonical_string(message), version)
+
+    def sign_canonical(self, canonical: bytes, version: str) -> str:
+        """The base64 signature of a canonical string. Safe in a worker thread: `cryptography`
+        releases the GIL while it signs, so signing there runs beside the event loop."""
+        signature = self._key.sign(canonical, padding.PKCS1v15(), _HASHES[version]())
         return base64.b64encode(signature).decode()
+
+
+def sign_all(signer: Signer, unsigned: Sequence[tuple[str, bytes, str]]) -> dict[str, str]:
+    """Signatures by stand-in, of (stand-in, canonical string, SignatureVersion)s."""
+    return {stand_in: signer.sign_canonical(canonical, version) for stand_in, canonical, version in unsigned}
 
 
 def new_key_and_certificate(common_name: str, now: datetime.datetime) -> tuple[bytes, bytes]:

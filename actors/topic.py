@@ -64,7 +64,8 @@ from .ops import (
 from .delivery_policy import EffectivePolicy
 from .push import PUSH_PROTOCOLS, NewPushes, PushActor, PushRequest, Reconfigured, Sender, StopPushing, send_notice
 from .queue import Adopt, Forward, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
-from .topic_core import Duplicate, PreparedPublish, QueueTarget, TopicCore, invalid_parameter
+from .signing import sign_all
+from .topic_core import Duplicate, PreparedPublish, QueueTarget, TopicCore, invalid_parameter, with_signatures
 
 log = logging.getLogger("dovecote.topic")
 
@@ -342,6 +343,11 @@ class TopicActor:
                 for push in outcome.prepared.pushes:
                     published_records.append(push)
                     targets.append(None)
+        unsigned = self.core.take_unsigned()
+        if unsigned and self.core.signer is not None:
+            # RSA signing releases the GIL: in a worker thread it runs beside the event loop.
+            signatures = await trio.to_thread.run_sync(sign_all, self.core.signer, unsigned)
+            published_records = with_signatures(published_records, signatures)
         others = sends = None
         try:
             # Configuration first: a replay batch of this cycle moves on from the state a

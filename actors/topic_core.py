@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import itertools
 import json
 import re
 import secrets
@@ -24,6 +25,7 @@ import msgspec
 
 from dovecote.storage.records import (
     MessageAttribute,
+    Record,
     MessageSent,
     Published,
     PushQueued,
@@ -40,7 +42,7 @@ from .errors import BrokerError
 from .filter_policy import ATTRIBUTES, FilterPolicy, MessageView, compile_policy, explain
 from .ids import MessageIds
 from .push import PUSH_PROTOCOLS, PushRequest, PushTarget
-from .signing import Signer
+from .signing import Signer, canonical_string
 from .ops import SubscriptionInfo, Verdict
 
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -51,7 +53,7 @@ REPLAY_UNTIL = "dovecote:ReplayUntil"  # the replay's end, in wall-clock ms
 TOKEN = "dovecote:Token"  # an HTTP/S or email subscription's confirmation token
 UNREACHABLE_PROTOCOLS = {"sms", "application", "lambda", "firehose"}  # need services outside this broker
 MAIL_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-DEFAULT_MAIL_SUBJECT = "AWS Notification Message"
+UNSIGNED = "dovecote-unsigned-"  # stands in an envelope for a Signature still to be made
 TOPIC_ATTRIBUTES = {
     "DisplayName",
     "Policy",
@@ -126,10 +128,12 @@ class TopicCore:
         signer: Signer | None = None,
         sign_sqs: bool = True,
         push_protocols: frozenset[str] = frozenset(),
+        sign_later: bool = False,
     ) -> None:
         """signer: signs what HTTP/S and email-json subscriptions get, and (sign_sqs) the envelopes
-        queues get. push_protocols: those of http, https, email, email-json this broker can
-        deliver (email needs an SMTP relay)."""
+        queues get; sign_later: envelopes get a stand-in Signature, and take_unsigned() hands
+        their canonical strings to the actor to sign off the event loop. push_protocols: those of
+        http, https, email, email-json this broker can deliver (email needs an SMTP relay)."""
         self.topic_id = topic_id
         self.name = name
         self.arn = arn
@@ -141,6 +145,9 @@ class TopicCore:
         self.http_url = http_url.rstrip("/")
         self.signer = signer  # None: envelopes go unsigned
         self.sign_sqs = sign_sqs
+        self.sign_later = sign_later
+        self._unsigned: list[tuple[str, bytes, str]] = []  # (stand-in, canonical string, SignatureVersion)
+        self._stand_ins = itertools.count(1)
         self.push_protocols = push_protocols
         self.restored_pushes: dict[int, list[PendingPush]] = {}  # by subscription id, for the delivery actors
         self.subscriptions: dict[str, Subscription] = {}  # by ARN, in subscription order
@@ -164,11 +171,12 @@ class TopicCore:
         signer: Signer | None = None,
         sign_sqs: bool = True,
         push_protocols: frozenset[str] = frozenset(),
+        sign_later: bool = False,
     ) -> TopicCore:
         row = loaded.row
         core = cls(
             row.topic_id, row.topic, row.attributes, arn, tags=row.tags, http_url=http_url, first_sequence=last_lsn,
-            signer=signer, sign_sqs=sign_sqs, push_protocols=push_protocols,
+            signer=signer, sign_sqs=sign_sqs, push_protocols=push_protocols, sign_later=sign_later,
         )
         for record in loaded.subscriptions:
             core.subscriptions[record.subscription_arn] = _subscription(record)
@@ -374,7 +382,7 @@ class TopicCore:
             "Type": message_type, "MessageId": message_id, "Token": token, "TopicArn": self.arn, "Message": text,
             "SubscribeURL": subscribe_url, "Timestamp": iso_timestamp(wall_ms),
         }
-        self._sign(fields, True)
+        self._sign(fields, True, later=False)
         subject = "AWS Notification - Subscription Confirmation" if message_type == "SubscriptionConfirmation" else "AWS Notification - Unsubscribe Confirmation"
         if subscription.protocol == "email":
             body = f"{text}\n\n{subscribe_url}\n"
@@ -676,13 +684,24 @@ class TopicCore:
         return before, f'",{_json({"MessageAttributes": encoded})[1:]}'
 
 
-    def _sign(self, fields: dict[str, object], signed: bool) -> None:
-        """Add SignatureVersion, and the Signature and SigningCertURL when signing."""
+    def _sign(self, fields: dict[str, object], signed: bool, later: bool = True) -> None:
+        """Add SignatureVersion, and the Signature (or, signing later, its stand-in) and
+        SigningCertURL when signing."""
         version = self.attributes.get("SignatureVersion", "1")
         fields["SignatureVersion"] = version
         if signed and self.signer is not None:
-            fields["Signature"] = self.signer.sign(fields, version)
+            if self.sign_later and later:
+                stand_in = f"{UNSIGNED}{next(self._stand_ins)}"
+                self._unsigned.append((stand_in, canonical_string(fields), version))
+                fields["Signature"] = stand_in
+            else:
+                fields["Signature"] = self.signer.sign(fields, version)
             fields["SigningCertURL"] = self.signer.certificate_url
+
+    def take_unsigned(self) -> list[tuple[str, bytes, str]]:
+        """The signatures the records prepared since the last call stand in for."""
+        unsigned, self._unsigned = self._unsigned, []
+        return unsigned
 
     def explain(self, message: str, attributes: Mapping[str, MessageAttribute], targets: Mapping[str, QueueTarget]) -> list[Verdict]:
         verdicts = []
@@ -696,6 +715,22 @@ class TopicCore:
                 reason = explain(subscription.filter, attributes, message) or ""
             verdicts.append(Verdict(subscription.arn, subscription.protocol, subscription.endpoint, not reason, reason))
         return verdicts
+
+
+def with_signatures(records: Sequence[Record], signatures: Mapping[str, str]) -> list[Record]:
+    """The records, their envelopes' stand-ins replaced by the signatures (a stand-in is found as
+    the envelope's "Signature" member: inside a JSON string its quotes would be escaped)."""
+    out: list[Record] = []
+    for record in records:
+        body = getattr(record, "body", None)
+        start = body.find(f'"Signature":"{UNSIGNED}') if body is not None else -1
+        if start >= 0:
+            value_start = start + len('"Signature":"')
+            value_end = body.index('"', value_start)
+            body = body[:value_start] + signatures[body[value_start:value_end]] + body[value_end:]
+            record = msgspec.structs.replace(record, body=body)
+        out.append(record)
+    return out
 
 
 def _replay_time(value: object) -> int:

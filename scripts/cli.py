@@ -333,6 +333,7 @@ def _serve(args: argparse.Namespace) -> int:
             account_id=args.account_id,
             http_url=args.public_url or f"http://{args.host}:{args.http_port}",
             sign_sqs_envelopes=not args.unsigned_sqs_envelopes,
+            sign_in_thread=True,
         ),
         smtp=SmtpRelay(
             args.smtp_host, args.smtp_port, args.smtp_starttls, args.smtp_user, os.environ.get("DOVECOTE_SMTP_PASSWORD", ""),
