@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import email.message
 import smtplib
+import ssl
 from collections.abc import AsyncIterator
 
 import httpx
@@ -88,13 +89,14 @@ class Pusher:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         verify: bool | str = True,
     ) -> None:
-        """verify: check HTTPS endpoints' certificates against the system's CAs (True), a CA
-        bundle file, or not at all (False)."""
+        """verify: check HTTPS endpoints' certificates against the CAs httpx trusts (certifi's,
+        True), a CA bundle file, or not at all (False)."""
         self.smtp = smtp
         self.timeout_s = timeout_s
         self.protocols = frozenset(("http", "https", "email", "email-json") if smtp is not None else ("http", "https"))
         self._in_flight = trio.CapacityLimiter(max_in_flight)
-        self._tls = httpx.create_ssl_context(verify=verify)  # made once: loading the CAs is slow
+        # Made once: loading the CAs is slow.
+        self._tls = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else httpx.create_ssl_context(verify=verify)
         # No pool timeout: waiting for a free connection is not a failed attempt.
         self._timeouts = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": None}
 

@@ -68,7 +68,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     smtp: SmtpRelay | None = None  # None: email subscriptions are refused
     push_timeout_s: float = DEFAULT_TIMEOUT_S
     push_max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    push_verify: bool | str = True  # HTTPS endpoints' certificates: system CAs, a CA bundle file, or unchecked
+    push_verify: bool | str = True  # HTTPS endpoints' certificates: certifi's CAs, a CA bundle file, or unchecked
 
 
 class Ports(NamedTuple):

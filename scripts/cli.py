@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--push-timeout", type=float, default=15.0, help="seconds an HTTP/S push attempt may take")
     serve.add_argument("--push-in-flight", type=int, default=256, help="HTTP/S push requests at once, at most, in all")
     serve.add_argument(
-        "--push-ca", default=None, help="CA bundle HTTPS endpoints' certificates are checked against (default: the system's)"
+        "--push-ca", default=None, help="CA bundle HTTPS endpoints' certificates are checked against (default: certifi's, as httpx)"
     )
     serve.add_argument("--smtp-host", default=None, help="SMTP relay for email and email-json subscriptions (none: refused)")
     serve.add_argument("--smtp-port", type=int, default=25)

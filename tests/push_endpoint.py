@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import NamedTuple
@@ -30,8 +31,9 @@ Answer = Callable[[Pushed], int | None]  # the status to answer with; None: neve
 
 
 class TrioEndpoint:
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
+        self._tls = tls
         self.requests: list[Pushed] = []
         self.url = ""
         self._arrived = trio.Event()
@@ -46,11 +48,20 @@ class TrioEndpoint:
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/push"
+        scheme = "https" if self._tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{listeners[0].socket.getsockname()[1]}/push"
         task_status.started(self.url)
+        if self._tls is not None:
+            listeners = [trio.SSLListener(listener, self._tls) for listener in listeners]
         await trio.serve_listeners(self._connection, listeners)
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _connection(self, stream: trio.abc.Stream) -> None:
+        try:
+            await self._serve_connection(stream)
+        except trio.BrokenResourceError:
+            pass  # the client went away (or refused our certificate)
+
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         connection = h11.Connection(h11.SERVER)
         async with stream:
             while True:
@@ -88,8 +99,8 @@ class TrioEndpoint:
 
 
 @contextlib.asynccontextmanager
-async def trio_endpoint(answer: Answer = lambda pushed: 200) -> AsyncIterator[TrioEndpoint]:
-    endpoint = TrioEndpoint(answer)
+async def trio_endpoint(answer: Answer = lambda pushed: 200, tls: ssl.SSLContext | None = None) -> AsyncIterator[TrioEndpoint]:
+    endpoint = TrioEndpoint(answer, tls)
     async with trio.open_nursery() as nursery:
         await nursery.start(endpoint.serve)
         yield endpoint
