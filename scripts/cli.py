@@ -30,7 +30,7 @@ from dovecote.storage.history import (
     to_json,
 )
 from dovecote.storage.lmdb_store import LmdbStore
-from dovecote.storage.records import MessageAttribute
+from dovecote.storage.records import MessageAttribute, PushDone
 from dovecote.storage.store import StorageError
 
 from . import replay
@@ -432,11 +432,15 @@ def _describe_past(past) -> str:
 def _log_stats(store: LmdbStore) -> dict[str, object]:
     names = {topic.row.topic_id: topic.row.topic for topic in store.load_topics()[0]}
     kinds: dict[str, int] = {}
+    push_outcomes: dict[str, int] = {}  # how pushes ended: delivered, dead-lettered, dropped
     first_ms = last_ms = None
     count = 0
     for _, record in iter_log(store, LogFilter()):
         count += 1
         kinds[type(record).__name__] = kinds.get(type(record).__name__, 0) + 1
+        if isinstance(record, PushDone):
+            outcome = record.outcome.split(":")[0]
+            push_outcomes[outcome] = push_outcomes.get(outcome, 0) + 1
         first_ms = record.at_ms if first_ms is None else first_ms
         last_ms = record.at_ms
     return {
@@ -445,6 +449,7 @@ def _log_stats(store: LmdbStore) -> dict[str, object]:
         "oldest": format_time(first_ms) if first_ms is not None else None,
         "newest": format_time(last_ms) if last_ms is not None else None,
         "by_kind": kinds,
+        "push_outcomes": push_outcomes,
         "archived_publishes": {names.get(topic_id, f"topic {topic_id}"): n for topic_id, n in store.archive_counts().items()},
         "disk_bytes": store.disk_bytes(),
     }

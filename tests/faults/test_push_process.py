@@ -109,3 +109,7 @@ def test_pending_pushes_survive_kill_9_and_arrive_after_restart(tmp_path):
     kinds = {record["kind"] for record in records}
     assert {"PushQueued", "PushAttempted", "PushDone"} <= kinds
     assert sum(1 for r in records if r["kind"] == "PushDone" and r["outcome"] == "delivered") >= 200
+    stats = subprocess.run(
+        [sys.executable, "-m", "dovecote", "log", "stats", "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(stats.stdout)["push_outcomes"]["delivered"] >= 200
