@@ -16,6 +16,7 @@ that cycle's replies and raises RestartFromStorage, and the registry rebuilds th
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -204,6 +205,7 @@ class TopicActor:
             case Subscribe():
                 if op.protocol.lower() in PUSH_PROTOCOLS and self._sender is None:
                     raise invalid_parameter(f"Protocol {op.protocol}: this broker delivers no pushes")
+                self._check_dead_letter_queue(op.attributes.get("RedrivePolicy"))
                 arn, record = core.subscribe(op.protocol, op.endpoint, op.attributes, wall_ms)
                 if record is not None:
                     records.append(record)
@@ -218,6 +220,8 @@ class TopicActor:
                     records.append(record)
                 replies.append((reply, Arn(arn)))
             case SetSubscriptionAttributes():
+                if op.name == "RedrivePolicy":
+                    self._check_dead_letter_queue(op.value)
                 records.append(core.set_subscription_attribute(op.subscription_arn, op.name, op.value, wall_ms))
                 replies.append((reply, Done()))
             case GetSubscriptionAttributes():
@@ -260,6 +264,20 @@ class TopicActor:
                 replies.append((reply, Done()))
             case _:
                 reply(Failure("InvalidAction", f"{type(op).__name__} is not a topic operation."))
+
+    def _check_dead_letter_queue(self, redrive_policy: str | None) -> None:
+        """A subscription's dead-letter queue, when this broker has it, is of the topic's kind:
+        standard for a standard topic, FIFO for a FIFO topic."""
+        if not redrive_policy:
+            return
+        try:
+            arn = json.loads(redrive_policy).get("deadLetterTargetArn")
+        except (ValueError, AttributeError):
+            return  # the core refuses it, saying why
+        target = self._targets.get(arn) if isinstance(arn, str) else None
+        if target is not None and target.fifo != self.core.fifo:
+            kind = "a FIFO" if self.core.fifo else "a standard"
+            raise invalid_parameter(f"RedrivePolicy: the dead-letter queue of {kind} topic's subscription must be {kind} queue")
 
     def _prepare(self, message, subject, structure, attributes, group_id, dedup_id) -> PreparedPublish | Duplicate:
         return self.core.prepare_publish(

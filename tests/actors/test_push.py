@@ -126,7 +126,10 @@ async def test_the_confirmation_handshake_then_signed_notifications_with_aws_hea
 async def test_raw_delivery_posts_the_message_itself_with_its_header(autojump_clock):
     async with trio_endpoint() as endpoint, running_broker() as h:
         await h.ok(CreateTopic("t"))
-        await confirmed(h, endpoint, RawMessageDelivery="true", FilterPolicy=json.dumps({"kind": ["a"]}))
+        await confirmed(
+            h, endpoint, RawMessageDelivery="true", FilterPolicy=json.dumps({"kind": ["a"]}),
+            DeliveryPolicy=json.dumps({"requestPolicy": {"headerContentType": "application/json"}}),
+        )
         await h.ok(Publish("t", "skipped", message_attributes={"kind": MessageAttribute("String", "b")}))
         await h.ok(Publish("t", "raw body", message_attributes={"kind": MessageAttribute("String", "a")}))
         await h.ok(Publish("t", json.dumps({"default": "d", "http": "for http"}), message_structure="json",
@@ -135,6 +138,7 @@ async def test_raw_delivery_posts_the_message_itself_with_its_header(autojump_cl
         await trio.sleep(5)
         assert len(endpoint.requests) == 3  # the filter policy held the other back
         assert raw.body == "raw body" and raw.headers["x-amz-sns-rawdelivery"] == "true"
+        assert raw.headers["content-type"] == "application/json"  # the request policy's
         assert structured.body == "for http"
 
 
@@ -201,6 +205,10 @@ async def test_an_exhausted_push_goes_to_the_subscription_dead_letter_queue(auto
             await h.ok(CreateQueue("dlq"))
             policy = {"healthyRetryPolicy": {"minDelayTarget": 1, "maxDelayTarget": 1, "numRetries": 2}}
             arn = await confirmed(h, endpoint, DeliveryPolicy=json.dumps(policy))
+            await h.ok(CreateQueue("dlq.fifo", {"FifoQueue": "true"}))
+            with pytest.raises(BrokerError) as error:
+                await h.ok(SetSubscriptionAttributes("t", arn, "RedrivePolicy", json.dumps({"deadLetterTargetArn": QUEUE + "dlq.fifo"})))
+            assert "standard queue" in error.value.message
             await h.ok(SetSubscriptionAttributes("t", arn, "RedrivePolicy", json.dumps({"deadLetterTargetArn": QUEUE + "dlq"})))
             await h.ok(Publish("t", "undeliverable"))
             await trio.sleep(30)
