@@ -22,7 +22,7 @@ import trio
 
 from dovecote.actors.push import UNREACHABLE, PushRequest
 
-USER_AGENT = "Amazon Simple Notification Service Agent"
+USER_AGENT = b"Amazon Simple Notification Service Agent"
 DEFAULT_TIMEOUT_S = 15.0  # per attempt, connecting and answering together, as SNS waits
 DEFAULT_MAX_IN_FLIGHT = 256  # HTTP/S requests at once, in all
 
@@ -39,19 +39,19 @@ class SmtpRelay(msgspec.Struct, frozen=True):
     timeout_s: float = 30.0
 
 
-def http_headers(request: PushRequest) -> dict[str, str]:
-    """The headers SNS sends with every HTTP/S message."""
-    headers = {
-        "Content-Type": request.content_type,
-        "User-Agent": USER_AGENT,
-        "x-amz-sns-message-type": request.message_type,
-        "x-amz-sns-message-id": request.message_id,
-        "x-amz-sns-topic-arn": request.topic_arn,
-    }
+def http_headers(request: PushRequest) -> list[tuple[bytes, bytes]]:
+    """The headers SNS sends with every HTTP/S message (as bytes: httpx takes them as they are)."""
+    headers = [
+        (b"Content-Type", request.content_type.encode()),
+        (b"User-Agent", USER_AGENT),
+        (b"x-amz-sns-message-type", request.message_type.encode()),
+        (b"x-amz-sns-message-id", request.message_id.encode()),
+        (b"x-amz-sns-topic-arn", request.topic_arn.encode()),
+    ]
     if request.subscription_arn:
-        headers["x-amz-sns-subscription-arn"] = request.subscription_arn
+        headers.append((b"x-amz-sns-subscription-arn", request.subscription_arn.encode()))
     if request.raw:
-        headers["x-amz-sns-rawdelivery"] = "true"
+        headers.append((b"x-amz-sns-rawdelivery", b"true"))
     return headers
 
 
@@ -108,13 +108,12 @@ class Pusher:
         async with httpx.AsyncHTTPTransport(limits=limits, verify=self._tls) as transport:
             yield Connection(self, transport)
 
-    async def post(self, transport: httpx.AsyncHTTPTransport, request: PushRequest) -> str:
+    async def post(self, transport: httpx.AsyncHTTPTransport, url: httpx.URL, request: PushRequest) -> str:
         async with self._in_flight:
             with trio.move_on_after(self.timeout_s):
                 try:
                     post = httpx.Request(
-                        "POST", request.endpoint, content=request.body.encode(), headers=http_headers(request),
-                        extensions={"timeout": self._timeouts},
+                        "POST", url, content=request.body.encode(), headers=http_headers(request), extensions={"timeout": self._timeouts}
                     )
                     response = await transport.handle_async_request(post)
                     try:
@@ -125,7 +124,7 @@ class Pusher:
                     return "timeout"
                 except httpx.ConnectError as error:
                     return f"{UNREACHABLE}: {error}"[:200]
-                except (httpx.HTTPError, httpx.InvalidURL) as error:
+                except httpx.HTTPError as error:
                     return f"{type(error).__name__}: {error}"[:200]
                 if 200 <= response.status_code < 300:
                     return ""
@@ -148,9 +147,15 @@ class Connection:
     def __init__(self, pusher: Pusher, transport: httpx.AsyncHTTPTransport) -> None:
         self._pusher = pusher
         self._transport = transport
+        self._endpoint: tuple[str, httpx.URL] | None = None  # the last URL, parsed (a task sends to one endpoint)
 
     async def send(self, request: PushRequest) -> str:
         """"" when delivered, else what went wrong."""
         if request.protocol in ("email", "email-json"):
             return await self._pusher.mail(request)
-        return await self._pusher.post(self._transport, request)
+        if self._endpoint is None or self._endpoint[0] != request.endpoint:
+            try:
+                self._endpoint = (request.endpoint, httpx.URL(request.endpoint))
+            except httpx.InvalidURL as error:
+                return f"InvalidURL: {error}"[:200]
+        return await self._pusher.post(self._transport, self._endpoint[1], request)
