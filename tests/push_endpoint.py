@@ -129,7 +129,10 @@ class ThreadedEndpoint:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length).decode()
+                if len(body.encode()) < length:
+                    return  # the sender went away mid-request (a broker killed with -9)
                 endpoint.requests.append(Pushed(self.path, {k.lower(): v for k, v in self.headers.items()}, body, 0.0))
                 self.send_response(endpoint.status)
                 self.send_header("Content-Length", "0")
