@@ -14,6 +14,7 @@ from dovecote.actors.ops import (
     ConfirmSubscription,
     CreateQueue,
     CreateTopic,
+    DeleteTopic,
     GetQueueAttributes,
     GetSubscriptionAttributes,
     ListSubscriptionsByTopic,
@@ -360,3 +361,30 @@ async def test_https_endpoints_are_reached_when_their_certificate_checks_out(aut
             await h.ok(Subscribe("t", "https", endpoint.url))
             await trio.sleep(120)
             assert len(endpoint.requests) == 2
+
+
+async def test_unsubscribing_or_deleting_the_topic_drops_its_pending_pushes(autojump_clock):
+    store = MemoryStore()
+    async with trio_endpoint(lambda pushed: 500 if "Notification" in pushed.body else 200) as endpoint:
+        async with running_broker(store) as h:
+            for topic in ("kept", "gone"):
+                await h.ok(CreateTopic(topic))
+            policy = json.dumps({"healthyRetryPolicy": {"minDelayTarget": 600, "maxDelayTarget": 600, "numRetries": 3}})
+            unsubscribed = await confirmed(h, endpoint, "kept", DeliveryPolicy=policy)
+            await confirmed(h, endpoint, "gone", DeliveryPolicy=policy)
+            for topic in ("kept", "gone"):
+                for i in range(5):
+                    await h.ok(Publish(topic, f"{topic}-{i}"))
+            await trio.sleep(10)  # every first attempt failed; the retries wait 600 s
+            queued = log_of(h, PushQueued)
+            assert len(queued) == 10
+            assert all(h.store.read_pushes(r.topic_id, r.subscription_id, [r.seq]) != [None] for r in queued)
+            await h.ok(Unsubscribe("kept", unsubscribed))
+            await h.ok(DeleteTopic("gone"))
+            assert all(h.store.read_pushes(r.topic_id, r.subscription_id, [r.seq]) == [None] for r in queued)
+            attempts_before = len(endpoint.of_type("Notification"))
+            await trio.sleep(2000)
+            assert len(endpoint.of_type("Notification")) == attempts_before  # nobody retries them
+        async with running_broker(store) as h:
+            await trio.sleep(2000)
+            assert len(endpoint.of_type("Notification")) == attempts_before  # nor after a restart
