@@ -3,17 +3,22 @@
 Theory of operation
 -------------------
 A publish stores a `PushQueued` record per push subscription it matches, in the publish's own
-commit; the topic actor then posts the new seqs here. This actor keeps only seqs and attempt counts
-in memory (bodies stay in the store until an attempt reads them), attempts what its PushSchedule
-says is due, at most `max_in_flight` at once, each in a task of its own that posts the outcome back
-into this actor's mailbox. A success is stored as `PushDone` "delivered"; a failure as
-`PushAttempted` with the time of the next attempt, so a restarted broker resumes every push where
-it was (at least once: a push delivered just before a crash, whose PushDone was not yet stored, is
-sent again). A push that exhausts its delivery policy goes to the subscription's dead-letter queue
-(MoveIn: that queue stores it and this PushDone in one commit), or is stored as "dropped".
+commit; the topic actor then posts the new (seq, MessageId)s here. This actor keeps only those and
+attempt counts in memory (bodies stay in the store until an attempt reads them) and hands what its
+PushSchedule says is due to its sending tasks: `max_in_flight` of them, each with a keep-alive
+connection of its own, each posting its outcome back into this mailbox. A success is stored as
+`PushDone` "delivered"; a failure as `PushAttempted` with the time of the next attempt, so a
+restarted broker resumes every push where it was (at least once: a push delivered just before a
+crash, whose PushDone was not yet stored, is sent again). Outcomes go to the writer one commit at a
+time, without holding up the next attempts. A push that exhausts its delivery policy goes to the
+subscription's dead-letter queue (MoveIn: that queue stores it and this PushDone in one commit), or
+is stored as "dropped".
 
 A slow or dead endpoint holds up only its own actor: attempts time out, and the cap on attempts in
-flight keeps it from taking every connection of the shared client.
+flight (here, and in all, in the Sender) keeps it from taking every connection. While an endpoint
+refuses connections, one refused attempt stands for the others that fall due within
+UNREACHABLE_HOLD_S: they fail as it did, without a connection and without reading their bodies, so
+a long outage does not page every stored push in.
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ from dovecote.storage.writer import AppendEntry, LogWriter
 
 from .clock import Clock
 from .delivery_policy import EffectivePolicy, retry_delays
-from .ops import Done, Op, Result
+from .ops import Op, Result
 from .push_schedule import PushSchedule
-from .queue import Forward, MoveIn
+from .queue import Forward, MoveIn, move_error
 
 log = logging.getLogger("dovecote.push")
 
@@ -152,7 +157,7 @@ class PushActor:
         self._unreachable = ""
 
     def post(self, op: Op) -> None:
-        """From the topic actor (or an attempt task): never blocks; ignored once this actor ended."""
+        """From the topic actor (or a sending task): never blocks; ignored once this actor ended."""
         try:
             self.mailbox.send_nowait(op)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -279,8 +284,7 @@ class PushActor:
         done = PushDone(self._clock.wall_ms(), target.topic_id, target.topic, target.subscription_id, seq, row.message_id, attempts, "dead-lettered")
 
         def answered(result: Result) -> None:
-            error = "" if isinstance(result, Done) else f"{getattr(result, 'code', '')}: {getattr(result, 'message', result)}"
-            self.post(_DeadLettered(seq, row.message_id, attempts, error))
+            self.post(_DeadLettered(seq, row.message_id, attempts, move_error(result)))
 
         self._forward(target.dead_letter_arn, MoveIn(target.subscription_arn, [message], True, [done]), answered)
 

@@ -113,6 +113,11 @@ class MoveIn(Op):
     removals: list[Record]
 
 
+def move_error(result: Result) -> str:
+    """The answer to a MoveIn in words: "" when the destination stored the messages."""
+    return "" if isinstance(result, Done) else f"{getattr(result, 'code', '')}: {getattr(result, 'message', result)}"
+
+
 class Adopt(Op):
     """Messages another actor stored in this queue (a topic's fan-out), posted after its commit."""
 
@@ -571,8 +576,7 @@ class QueueActor:
                 continue
 
             def answered(result: Result, moved_seqs: list[int] = moved_seqs) -> None:
-                error = "" if isinstance(result, Done) else f"{getattr(result, 'code', '')}: {getattr(result, 'message', result)}"
-                self._post(MovedOut(moved_seqs, error, task_started_ms))
+                self._post(MovedOut(moved_seqs, move_error(result), task_started_ms))
 
             wall_ms = self._clock.wall_ms()
             removals: list[Record] = [MessageDeleted(wall_ms, core.queue_id, core.name, row.seq, row.message_id, "moved") for row in moving]
