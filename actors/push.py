@@ -44,6 +44,7 @@ from .queue import Forward, MoveIn, move_error
 log = logging.getLogger("dovecote.push")
 
 MAX_IN_FLIGHT = 8  # attempts (and connections) at once per subscription
+MAX_PENDING = 100_000  # pending pushes per subscription; beyond, new ones are dropped (and recorded)
 UNREACHABLE = "unreachable"  # how an outcome starts when no connection could be made
 UNREACHABLE_HOLD_S = 1.0  # after a refused connection, attempts due this soon fail without one
 INFERRED = " (not sent: the endpoint refused a connection just before)"
@@ -134,8 +135,10 @@ class PushActor:
         clock: Clock,
         forward: Forward,
         max_in_flight: int = MAX_IN_FLIGHT,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.target = target
+        self._max_pending = max_pending
         self._sender = sender
         self._writer = writer
         self._store = store
@@ -228,6 +231,12 @@ class PushActor:
                     log.warning("subscription %s: storing push outcomes failed: %s", target.subscription_arn, self._storing.error)
             case NewPushes(pushes=pushes):
                 for seq, message_id in pushes:
+                    if len(schedule) >= self._max_pending:
+                        # Memory stays bounded however long the endpoint is away; the publisher
+                        # and the other subscriptions go on.
+                        outcome = f"dropped: the subscription already has {self._max_pending} pending pushes"
+                        records.append(PushDone(wall_ms, target.topic_id, target.topic, target.subscription_id, seq, message_id, 0, outcome))
+                        continue
                     self._message_ids[seq] = message_id
                     schedule.add(seq)
             case Reconfigured(target=new):

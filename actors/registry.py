@@ -77,7 +77,7 @@ from .ops import (
 )
 from .queue import QueueActor, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
 from .queue_core import QueueCore
-from .push import Sender
+from .push import MAX_PENDING, Sender
 from .topic import QueueDirectoryChanged, TopicActor
 from .signing import Signer
 from .topic_core import QueueTarget, TopicCore, invalid_parameter, validate_topic_attributes, validate_topic_name
@@ -98,6 +98,7 @@ class BrokerConfig(msgspec.Struct, frozen=True):
     # Sign in a worker thread, beside the event loop (not in tests on the autojump clock, whose
     # time would jump while a thread works).
     sign_in_thread: bool = False
+    max_pending_pushes: int = MAX_PENDING  # per HTTP/S or email subscription
 
 
 def _topic_options(config: BrokerConfig, signer: Signer | None, push_protocols: frozenset[str]) -> dict:
@@ -574,7 +575,8 @@ class Broker:
             if isinstance(core, TopicCore):
                 assert targets is not None
                 actor: QueueActor | TopicActor = TopicActor(
-                    core, entry.inbox, self._writer, self._store, self._clock, targets, self._sender, self.forward
+                    core, entry.inbox, self._writer, self._store, self._clock, targets, self._sender, self.forward,
+                    self.config.max_pending_pushes,
                 )
             else:
                 actor = QueueActor(core, entry.inbox, self._writer, self._store, self._clock, entry.post, self.forward)

@@ -63,7 +63,7 @@ from .ops import (
     UntagTopic,
 )
 from .delivery_policy import EffectivePolicy
-from .push import PUSH_PROTOCOLS, NewPushes, PushActor, PushRequest, Reconfigured, Sender, StopPushing, send_notice
+from .push import MAX_PENDING, PUSH_PROTOCOLS, NewPushes, PushActor, PushRequest, Reconfigured, Sender, StopPushing, send_notice
 from .queue import Adopt, Forward, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
 from .signing import sign_all
 from .topic_core import Duplicate, PreparedPublish, QueueTarget, TopicCore, invalid_parameter, with_signatures
@@ -102,6 +102,7 @@ class TopicActor:
         targets: dict[str, QueueTarget],
         sender: Sender | None = None,
         forward: Forward | None = None,
+        max_pending_pushes: int = MAX_PENDING,
     ) -> None:
         """sender and forward: how delivery actors push, and reach dead-letter queues (None: this
         broker has no push gateway, and its topics refuse HTTP/S and email subscriptions)."""
@@ -114,6 +115,7 @@ class TopicActor:
         self._housekeeping_at = -math.inf
         self._sender = sender
         self._forward = forward
+        self._max_pending_pushes = max_pending_pushes
         self._pushers: dict[int, PushActor] = {}  # by subscription id: the delivery actors
         self._nursery: trio.Nursery | None = None  # the delivery actors'
         self._notices: trio.Nursery | None = None  # confirmation messages being sent
@@ -439,7 +441,10 @@ class TopicActor:
             pusher = self._pushers.get(subscription_id)
             if pusher is None:
                 pending = self.core.restored_pushes.pop(subscription_id, [])
-                pusher = PushActor(target, pending, self._sender, self._writer, self._store, self._clock, self._forward)
+                pusher = PushActor(
+                    target, pending, self._sender, self._writer, self._store, self._clock, self._forward,
+                    max_pending=self._max_pending_pushes,
+                )
                 self._pushers[subscription_id] = pusher
                 self._nursery.start_soon(pusher.run, name=f"push:{target.subscription_arn}")
             elif pusher.target != target:

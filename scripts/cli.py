@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         "per publish is most of a publish's cost)",
     )
     serve.add_argument("--push-timeout", type=float, default=15.0, help="seconds an HTTP/S push attempt may take")
+    serve.add_argument(
+        "--push-max-pending", type=int, default=100_000,
+        help="pending pushes a subscription may have; beyond, new ones are dropped and recorded",
+    )
     serve.add_argument("--push-in-flight", type=int, default=256, help="HTTP/S push requests at once, at most, in all")
     serve.add_argument(
         "--push-ca", default=None, help="CA bundle HTTPS endpoints' certificates are checked against (default: certifi's, as httpx)"
@@ -334,6 +338,7 @@ def _serve(args: argparse.Namespace) -> int:
             http_url=args.public_url or f"http://{args.host}:{args.http_port}",
             sign_sqs_envelopes=not args.unsigned_sqs_envelopes,
             sign_in_thread=True,
+            max_pending_pushes=args.push_max_pending,
         ),
         smtp=SmtpRelay(
             args.smtp_host, args.smtp_port, args.smtp_starttls, args.smtp_user, os.environ.get("DOVECOTE_SMTP_PASSWORD", ""),

@@ -10,6 +10,7 @@ import trio
 
 from dovecote.actors.delivery_policy import RetryPolicy, retry_delays
 from dovecote.actors.errors import BrokerError
+from dovecote.actors.registry import BrokerConfig
 from dovecote.actors.ops import (
     ConfirmSubscription,
     CreateQueue,
@@ -388,3 +389,24 @@ async def test_unsubscribing_or_deleting_the_topic_drops_its_pending_pushes(auto
         async with running_broker(store) as h:
             await trio.sleep(2000)
             assert len(endpoint.of_type("Notification")) == attempts_before  # nor after a restart
+
+
+async def test_a_subscription_keeps_at_most_its_cap_of_pending_pushes(autojump_clock):
+    config = BrokerConfig(restart_backoff_s=(0.0, 0.1), max_pending_pushes=10)
+    async with trio_endpoint(lambda pushed: 503 if "Notification" in pushed.body else 200) as endpoint:
+        async with running_broker(config=config) as h:
+            await h.ok(CreateTopic("t"))
+            await h.ok(CreateQueue("q"))
+            await h.ok(Subscribe("t", "sqs", QUEUE + "q"))
+            policy = json.dumps({"healthyRetryPolicy": {"minDelayTarget": 600, "maxDelayTarget": 600, "numRetries": 3}})
+            await confirmed(h, endpoint, DeliveryPolicy=policy)
+            for i in range(30):
+                await h.ok(Publish("t", f"m{i}"))  # every publish is accepted
+            await trio.sleep(5)
+            dropped = [r for r in log_of(h, PushDone) if r.outcome.startswith("dropped: the subscription already has 10")]
+            assert len(dropped) == 20
+            queued = log_of(h, PushQueued)
+            pending = [r for r in queued if h.store.read_pushes(r.topic_id, r.subscription_id, [r.seq]) != [None]]
+            assert len(pending) == 10
+            attributes = (await h.ok(GetQueueAttributes("q", ["ApproximateNumberOfMessages"]))).attributes
+            assert attributes["ApproximateNumberOfMessages"] == "30"  # the queue subscription got every one
