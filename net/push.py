@@ -1,5 +1,5 @@
-"""Pushing SNS deliveries out of the broker: HTTP/S POSTs with httpx (one shared transport:
-keep-alive connections, a cap on connections in all), and mail through an SMTP relay (smtplib, in a
+"""Pushing SNS deliveries out of the broker: HTTP/S POSTs with httpx (a keep-alive connection per
+sending task, a cap on requests in flight in all), and mail through an SMTP relay (smtplib, in a
 worker thread). A push is plain data in; the answer is "" for success, else what went wrong, in
 words.
 
