@@ -1,7 +1,9 @@
-"""One-shot reply slots: how a task that sent a request waits for its answer."""
+"""Mailboxes: one-shot reply slots (how a task that sent a request waits for its answer), and
+taking what already waits in an actor's mailbox."""
 
 from __future__ import annotations
 
+import math
 from typing import Generic, TypeVar
 
 import trio
@@ -26,3 +28,12 @@ class ReplySlot(Generic[T]):
     async def wait(self) -> T:
         await self._event.wait()
         return self._value  # type: ignore[return-value]
+
+
+def take_waiting(mailbox: trio.MemoryReceiveChannel[T], into: list[T], limit: float = math.inf) -> None:
+    """Append what is already in the mailbox, without waiting, until `into` holds `limit`."""
+    while len(into) < limit:
+        try:
+            into.append(mailbox.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return

@@ -36,6 +36,7 @@ from dovecote.storage.store import PendingPush, StorageError, Store
 from dovecote.storage.writer import AppendEntry, LogWriter
 
 from .clock import Clock
+from .mailbox import take_waiting
 from .delivery_policy import EffectivePolicy, retry_delays
 from .ops import Op, Result
 from .push_schedule import PushSchedule
@@ -197,11 +198,7 @@ class PushActor:
         messages: list[Op] = []
         with trio.move_on_at(self._schedule.wake_at(self._clock.now())):
             messages.append(await self._inbox.receive())
-        while True:
-            try:
-                messages.append(self._inbox.receive_nowait())
-            except trio.WouldBlock:
-                break
+        take_waiting(self._inbox, messages)
         for message in messages:
             if isinstance(message, StopPushing):
                 return message

@@ -41,6 +41,7 @@ from dovecote.storage.writer import AppendEntry, LogWriter
 
 from . import validation
 from .clock import Clock
+from .mailbox import take_waiting
 from .errors import BrokerError, invalid
 from .ids import decode_task_handle, encode_task_handle
 from .ops import (
@@ -239,11 +240,7 @@ class QueueActor:
                     except trio.EndOfChannel:
                         await self._complete_all()
                         return False
-                while len(requests) < MAX_REQUESTS_PER_CYCLE:
-                    try:
-                        requests.append(self._mailbox.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+                take_waiting(self._mailbox, requests, MAX_REQUESTS_PER_CYCLE)
                 requests = [request for request in requests if request.op is not WAKE]
                 cycle = _Cycle()
                 handled = 0

@@ -29,6 +29,7 @@ from dovecote.storage.store import StorageError, Store
 from dovecote.storage.writer import AppendEntry, LogWriter
 
 from .clock import Clock
+from .mailbox import take_waiting
 from .errors import BrokerError
 from .ops import (
     AddTopicPermission,
@@ -146,11 +147,7 @@ class TopicActor:
                     requests.append(await self._mailbox.receive())
                 except trio.EndOfChannel:
                     return False
-            while len(requests) < MAX_REQUESTS_PER_CYCLE:
-                try:
-                    requests.append(self._mailbox.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
+            take_waiting(self._mailbox, requests, MAX_REQUESTS_PER_CYCLE)
             records: list[Record] = []
             replies: list[tuple[Reply, Result]] = []
             publishes: list[_PublishOutcome] = []
