@@ -25,10 +25,10 @@ import msgspec
 
 from dovecote.storage.records import (
     MessageAttribute,
-    Record,
     MessageSent,
     Published,
     PushQueued,
+    Record,
     SubscriptionChanged,
     SubscriptionDeleted,
     TopicAttributesChanged,
@@ -445,7 +445,7 @@ class TopicCore:
         pushes: list[PushQueued] = []
         delivered_to: list[str] = []
         views: dict[str, MessageView] = {}  # by payload: its values are read once for all policies
-        envelopes: dict[str, tuple[str, str]] = {}  # by payload: made (and signed) once
+        envelopes: dict[tuple[str, bool], tuple[str, str]] = {}  # by payload and signedness: made (and signed) once
         for subscription in self.subscriptions.values():
             push = subscription.protocol in PUSH_PROTOCOLS
             target = None if push else targets.get(subscription.endpoint)
@@ -460,10 +460,11 @@ class TopicCore:
                     continue
             envelope = None
             if not subscription.raw and subscription.protocol != "email":
-                envelope = envelopes.get(payload)
+                signed = push or self.sign_sqs  # HTTP/S and email-json messages are always signed
+                envelope = envelopes.get((payload, signed))
                 if envelope is None:
-                    envelope = envelopes[payload] = self._envelope(
-                        message_id, payload, subject, attributes, wall_ms, sequence_number, signed=push or self.sign_sqs
+                    envelope = envelopes[(payload, signed)] = self._envelope(
+                        message_id, payload, subject, attributes, wall_ms, sequence_number, signed=signed
                     )
             if target is not None:
                 deliveries.append(

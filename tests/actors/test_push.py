@@ -410,3 +410,19 @@ async def test_a_subscription_keeps_at_most_its_cap_of_pending_pushes(autojump_c
             assert len(pending) == 10
             attributes = (await h.ok(GetQueueAttributes("q", ["ApproximateNumberOfMessages"]))).attributes
             assert attributes["ApproximateNumberOfMessages"] == "30"  # the queue subscription got every one
+
+
+async def test_http_pushes_are_signed_even_where_queue_envelopes_are_not(autojump_clock):
+    config = BrokerConfig(restart_backoff_s=(0.0, 0.1), sign_sqs_envelopes=False)
+    async with trio_endpoint() as endpoint, running_broker(config=config, signer=signer()) as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(CreateQueue("q"))
+        await h.ok(Subscribe("t", "sqs", QUEUE + "q"))  # first: its unsigned envelope is made first
+        await confirmed(h, endpoint)
+        await h.ok(Publish("t", "both"))
+        _, pushed = await endpoint.wait_for(2)
+        verify_sns_message(pushed.json(), CERTIFICATE)
+        await trio.sleep(0.1)
+        (queued,) = (await h.ok(ReceiveMessage("q"))).messages
+        envelope = json.loads(queued.body)
+        assert envelope["Message"] == "both" and "Signature" not in envelope
