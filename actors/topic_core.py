@@ -603,7 +603,7 @@ class TopicCore:
         elif subscription.protocol == "email":
             body = (
                 f"{payload}\n\n--\nIf you wish to stop receiving notifications from this topic, please click or visit the "
-                f"link below to unsubscribe:\n{self.http_url}/?Action=Unsubscribe&SubscriptionArn={subscription.arn}\n"
+                f"link below to unsubscribe:\n{self.unsubscribe_url(subscription.arn)}\n"
             )
         else:
             body = payload
@@ -671,7 +671,7 @@ class TopicCore:
             self._sign(head, signed)
         if replayed:
             head["Replayed"] = True
-        url = _json(f"{self.http_url}/?Action=Unsubscribe&SubscriptionArn=")[:-1]
+        url = _json(self.unsubscribe_url(""))[:-1]
         before = f'{_json(head)[:-1]},"UnsubscribeURL":{url}'
         if not attributes:
             return before, '"}'
@@ -684,6 +684,9 @@ class TopicCore:
         }
         return before, f'",{_json({"MessageAttributes": encoded})[1:]}'
 
+
+    def unsubscribe_url(self, subscription_arn: str) -> str:
+        return f"{self.http_url}/?Action=Unsubscribe&SubscriptionArn={subscription_arn}"
 
     def _sign(self, fields: dict[str, object], signed: bool, later: bool = True) -> None:
         """Add SignatureVersion, and the Signature (or, signing later, its stand-in) and
