@@ -138,7 +138,7 @@ class PushActor:
         max_in_flight: int = MAX_IN_FLIGHT,
         max_pending: int = MAX_PENDING,
     ) -> None:
-        self.target = target
+        self._target = target
         self._max_pending = max_pending
         self._sender = sender
         self._writer = writer
@@ -216,11 +216,11 @@ class PushActor:
         try:
             self._storing = self._writer.submit(records, needs_space=False, on_done=lambda: self.post(_Stored()))
         except (StorageError, trio.ClosedResourceError) as error:
-            log.warning("subscription %s: push outcomes not stored: %s", self.target.subscription_arn, error)
+            log.warning("subscription %s: push outcomes not stored: %s", self._target.subscription_arn, error)
             self._storing = None
 
     def _handle(self, message: Op, records: list[Record]) -> None:
-        target, schedule = self.target, self._schedule
+        target, schedule = self._target, self._schedule
         now, wall_ms = self._clock.now(), self._clock.wall_ms()
         match message:
             case _Stored():  # the next outcomes may go to the writer now
@@ -237,7 +237,7 @@ class PushActor:
                     self._message_ids[seq] = message_id
                     schedule.add(seq)
             case Reconfigured(target=new):
-                self.target = new
+                self._target = new
                 schedule.set_policy(new.policy)
             case _Attempted(seq=seq, message_id=message_id, outcome=""):
                 self._unreachable_until = -math.inf
@@ -278,7 +278,7 @@ class PushActor:
 
     def _dead_letter(self, seq: int, attempts: int) -> None:
         """Hand an exhausted push to the dead-letter queue, which stores it with its PushDone."""
-        target = self.target
+        target = self._target
         (row,) = self._store.read_pushes(target.topic_id, target.subscription_id, [seq])
         if row is None:
             self.post(_DeadLettered(seq, "", attempts, ""))
@@ -306,7 +306,7 @@ class PushActor:
                 self._handle(_Attempted(seq, self._message_ids.get(seq, ""), self._unreachable + INFERRED), self._unstored)
             self._store_outcomes()
             return
-        target = self.target
+        target = self._target
         try:
             rows = self._store.read_pushes(target.topic_id, target.subscription_id, seqs)
         except StorageError as error:

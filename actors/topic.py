@@ -64,7 +64,18 @@ from .ops import (
     UntagTopic,
 )
 from .delivery_policy import EffectivePolicy
-from .push import MAX_PENDING, PUSH_PROTOCOLS, NewPushes, PushActor, PushRequest, Reconfigured, Sender, StopPushing, send_notice
+from .push import (
+    MAX_PENDING,
+    PUSH_PROTOCOLS,
+    NewPushes,
+    PushActor,
+    PushRequest,
+    PushTarget,
+    Reconfigured,
+    Sender,
+    StopPushing,
+    send_notice,
+)
 from .queue import Adopt, Forward, Reply, Request, RestartFromStorage, Stop, failure, storage_failure
 from .signing import sign_all
 from .topic_core import Duplicate, PreparedPublish, QueueTarget, TopicCore, invalid_parameter, with_signatures
@@ -117,7 +128,8 @@ class TopicActor:
         self._sender = sender
         self._forward = forward
         self._max_pending_pushes = max_pending_pushes
-        self._pushers: dict[int, PushActor] = {}  # by subscription id: the delivery actors
+        # By subscription id: the delivery actors, and the target each was last given.
+        self._pushers: dict[int, tuple[PushActor, PushTarget]] = {}
         self._nursery: trio.Nursery | None = None  # the delivery actors'
         self._notices: trio.Nursery | None = None  # confirmation messages being sent
 
@@ -132,7 +144,7 @@ class TopicActor:
                 notices.cancel_scope.cancel()
             # Pushes in flight stay pending in the store; at a shutdown the outcomes known are
             # stored first, so a restart repeats as few as it can.
-            for pusher in self._pushers.values():
+            for pusher, _ in self._pushers.values():
                 pusher.post(StopPushing(flush=not deleted))
         return deleted
 
@@ -202,8 +214,6 @@ class TopicActor:
             case PublishBatch():
                 self._publish_batch(op, reply, publishes)
             case Subscribe():
-                if op.protocol.lower() in PUSH_PROTOCOLS and self._sender is None:
-                    raise invalid_parameter(f"Protocol {op.protocol}: this broker delivers no pushes")
                 self._check_dead_letter_queue(op.attributes.get("RedrivePolicy"))
                 arn, record = core.subscribe(op.protocol, op.endpoint, op.attributes, wall_ms)
                 if record is not None:
@@ -422,9 +432,8 @@ class TopicActor:
         for target, messages in adopted.values():
             target.post(Adopt(messages))
         for subscription_id, pushes in pushed.items():
-            pusher = self._pushers.get(subscription_id)
-            if pusher is not None:
-                pusher.post(NewPushes(pushes))
+            if subscription_id in self._pushers:
+                self._pushers[subscription_id][0].post(NewPushes(pushes))
 
     # --- delivery actors ----------------------------------------------------------------------
     def _sync_pushers(self) -> None:
@@ -433,19 +442,22 @@ class TopicActor:
             return
         wanted = self.core.push_targets()
         for subscription_id in [s for s in self._pushers if s not in wanted]:
-            self._pushers.pop(subscription_id).post(StopPushing())
+            self._pushers.pop(subscription_id)[0].post(StopPushing())
         for subscription_id, target in wanted.items():
-            pusher = self._pushers.get(subscription_id)
-            if pusher is None:
+            running = self._pushers.get(subscription_id)
+            if running is None:
                 pending = self.core.restored_pushes.pop(subscription_id, [])
                 pusher = PushActor(
                     target, pending, self._sender, self._writer, self._store, self._clock, self._forward,
                     max_pending=self._max_pending_pushes,
                 )
-                self._pushers[subscription_id] = pusher
                 self._nursery.start_soon(pusher.run, name=f"push:{target.subscription_arn}")
-            elif pusher.target != target:
+            elif running[1] != target:
+                pusher = running[0]
                 pusher.post(Reconfigured(target))
+            else:
+                continue
+            self._pushers[subscription_id] = (pusher, target)
 
     def _notice(self, arn: str, message_type: str, notices: list[tuple[PushRequest, EffectivePolicy]]) -> None:
         """A confirmation message to send once this cycle is stored."""
