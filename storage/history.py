@@ -68,12 +68,7 @@ def iter_log(store: Store, log_filter: LogFilter, after_lsn: int = 0, page: int 
     """Matching records after after_lsn, in order, read a page at a time (no transaction is held
     between pages)."""
     if log_filter.subscriptions:  # the ids of subscriptions that exist now; the log names older ones
-        current = {
-            (s.topic_id, s.subscription_id)
-            for topic in store.load_topics()[0]
-            for s in topic.subscriptions
-            if s.subscription_arn in log_filter.subscriptions
-        }
+        current = {(s.topic_id, s.subscription_id) for s in store.load_subscriptions() if s.subscription_arn in log_filter.subscriptions}
         log_filter = msgspec.structs.replace(log_filter, subscription_ids=log_filter.subscription_ids | current)
     while True:
         records = store.read_log(after_lsn, limit=page)

@@ -225,13 +225,14 @@ class PushAttempted(Record):
     seq: int  # the PushQueued's
     message_id: str
     attempt: int  # 1 for the first attempt
-    outcome: str  # "HTTP 500", "timeout", "connection refused: ..."
+    outcome: str  # "HTTP 500", "timeout", "unreachable: ..." (no connection could be made)
     retry_at_ms: int  # wall-clock time of the next attempt
 
 
 class PushDone(Record):
     """A pending push ended: "delivered", "dead-lettered" (the same commit stores it in the
-    subscription's dead-letter queue) or "dropped" (its delivery policy gave up)."""
+    subscription's dead-letter queue) or "dropped" (its delivery policy gave up; "dropped: why"
+    when the dead-letter queue refused it or the subscription had too many pending)."""
 
     topic_id: int
     topic: str

@@ -278,6 +278,10 @@ class Store(abc.ABC):
             topics.append(LoadedTopic(row, subscriptions, self._load_dedup(first, last, damage), self._load_pushes(row.topic_id, damage)))
         return topics, damage.result()
 
+    def load_subscriptions(self) -> list[SubscriptionChanged]:
+        """Every subscription of every topic (damaged rows left out: `dovecote check` names them)."""
+        return [record for _, record in self._rows(SUBSCRIPTIONS, (SubscriptionChanged,), DamageCollector())]
+
     def _load_pushes(self, topic_id: int, damage: DamageCollector) -> list[PendingPush]:
         first, last = keys.push_range(topic_id)
         attempts = {key: record for key, record in self._rows(PUSH_ATTEMPTS, (PushAttempted,), damage, first, last)}
