@@ -68,3 +68,18 @@ def test_the_cli_refuses_a_malformed_key(tmp_path):
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0 and "ID:SECRET" in result.stderr
+
+
+def test_a_subscribe_url_is_visited_without_a_signature_but_nothing_else_is(endpoint):
+    """The token authenticates ConfirmSubscription, as on AWS: an unsigned GET of a SubscribeURL
+    reaches the topic (here, which refuses the unknown token), another unsigned action does not."""
+    sns = boto3.client(
+        "sns", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="AKIDGOOD",
+        aws_secret_access_key="s3cret", config=Config(retries={"max_attempts": 1}),
+    )
+    topic = sns.create_topic(Name="signed-topic")["TopicArn"]
+    confirm = httpx.get(endpoint + "/", params={"Action": "ConfirmSubscription", "TopicArn": topic, "Token": "f00d"})
+    assert confirm.status_code == 400 and b"<Code>InvalidParameter</Code>" in confirm.content
+    assert b"f00d" in confirm.content  # the topic answered: no such token
+    listing = httpx.get(endpoint + "/", params={"Action": "ListTopics"})
+    assert listing.status_code == 403
