@@ -70,6 +70,14 @@ def cli(broker: ServeProcess, *args: str) -> dict:
     return json.loads(done.stdout)
 
 
+def push_outcomes(data_dir) -> dict[str, int]:
+    """`dovecote log stats`' count of pushes by outcome (it reads a running broker's log too)."""
+    stats = subprocess.run(
+        [sys.executable, "-m", "dovecote", "log", "stats", "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60, check=True
+    )
+    return json.loads(stats.stdout)["push_outcomes"]
+
+
 def test_pending_pushes_survive_kill_9_and_arrive_after_restart(tmp_path):
     data_dir = tmp_path / "data"
     broker = ServeProcess(data_dir).start()
@@ -98,6 +106,9 @@ def test_pending_pushes_survive_kill_9_and_arrive_after_restart(tmp_path):
                 return {r.json()["Message"] for r in of_type(endpoint, "Notification")[failed_before:]}
 
             wait_until(lambda: delivered() == set(sent))
+            # An answer can reach the endpoint's log before the broker has read it: wait for the
+            # broker to have stored every delivery before stopping it.
+            wait_until(lambda: push_outcomes(data_dir).get("delivered", 0) >= len(sent), timeout_s=60)
         finally:
             assert broker.terminate() == 0
     # The log tells each push's story: queued, failed attempts (before and after the kill), delivered.
@@ -109,7 +120,4 @@ def test_pending_pushes_survive_kill_9_and_arrive_after_restart(tmp_path):
     kinds = {record["kind"] for record in records}
     assert {"PushQueued", "PushAttempted", "PushDone"} <= kinds
     assert sum(1 for r in records if r["kind"] == "PushDone" and r["outcome"] == "delivered") >= 200
-    stats = subprocess.run(
-        [sys.executable, "-m", "dovecote", "log", "stats", "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert json.loads(stats.stdout)["push_outcomes"]["delivered"] >= 200
+    assert push_outcomes(data_dir)["delivered"] >= 200
