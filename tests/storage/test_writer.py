@@ -22,18 +22,22 @@ class ThreadedMemoryStore(MemoryStore):
 
 
 async def test_concurrent_appends_share_commits():
+    appends = 200
     store = ThreadedMemoryStore()
     writer = LogWriter(store, wall_ms=lambda: WALL)
     lsns = []
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         async with trio.open_nursery() as appenders:
-            for seq in range(1, 201):
+            for seq in range(1, appends + 1):
                 appenders.start_soon(lambda seq=seq: _append(writer, seq, lsns))
         writer.close()
-    assert sorted(lsns) == list(range(1, 201))
-    assert store.commit_count < 200
-    assert writer.statistics().records == 200
+    assert sorted(lsns) == list(range(1, appends + 1))
+    # Every append is queued before the first commit ends, so group commit needs one or two commits;
+    # the bound leaves room for any scheduling order and still fails if appends mostly commit alone.
+    assert store.commit_count <= appends // 10, f"{store.commit_count} commits for {appends} concurrent appends"
+    assert writer.statistics().commits == store.commit_count
+    assert writer.statistics().records == appends
 
 
 async def _append(writer, seq, lsns):
