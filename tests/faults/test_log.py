@@ -2,8 +2,10 @@
 including a kill -9 and recovery in the middle; offline and beside the running broker."""
 
 import json
+import queue
 import subprocess
 import sys
+import threading
 import time
 
 from dovecote.storage.history import LogFilter, parse_time
@@ -56,6 +58,34 @@ def test_what_happened_to_a_message_across_a_crash(tmp_path):
     assert stats["records"] == 8 and stats["by_kind"]["MessageReceived"] == 3
 
 
+class LineReader:
+    """The lines a subprocess writes to a pipe, read by a thread so that every read has a deadline:
+    a bare readline() on a process that prints nothing blocks the test forever."""
+
+    def __init__(self, stream) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put(None)  # end of file
+
+    def read(self, count: int, timeout_s: float) -> list[str]:
+        """The next `count` lines; AssertionError if they are not all there within timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        lines: list[str] = []
+        while len(lines) < count:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"{len(lines)} of {count} lines within {timeout_s} s: {lines}") from None
+            if line is None:
+                raise AssertionError(f"the output ended after {len(lines)} of {count} lines: {lines}")
+            lines.append(line)
+        return lines
+
+
 def test_follow_prints_records_as_they_are_written(tmp_path):
     data_dir = tmp_path / "data"
     broker = ServeProcess(data_dir).start()
@@ -67,11 +97,12 @@ def test_follow_prints_records_as_they_are_written(tmp_path):
             stdout=subprocess.PIPE, text=True,
         )
         try:
+            output = LineReader(follower.stdout)
             time.sleep(1.0)
             with broker.client() as client:
                 for i in range(3):
                     client.send_message("live", f"m{i}")
-            bodies = [json.loads(follower.stdout.readline())["body"] for _ in range(3)]
+            bodies = [json.loads(line)["body"] for line in output.read(3, timeout_s=20)]
             assert bodies == ["m0", "m1", "m2"]
         finally:
             follower.terminate()
