@@ -4,6 +4,7 @@ what was deleted stays gone, nothing appears that nobody sent, receive counts ne
 import random
 import threading
 import time
+import zlib
 
 from dovecote.net.client import DeleteEntry, SendEntry
 
@@ -46,6 +47,11 @@ def produce(broker: ServeProcess, ledger: Ledger, round_number: int, stop: threa
         pass  # the broker was killed
 
 
+def deletes(body: str) -> bool:
+    """Whether the consumer deletes this message when it receives it: about half of them."""
+    return zlib.crc32(body.encode()) % 2 == 1
+
+
 def consume(broker: ServeProcess, ledger: Ledger, stop: threading.Event) -> None:
     try:
         with broker.client() as client:
@@ -53,20 +59,22 @@ def consume(broker: ServeProcess, ledger: Ledger, stop: threading.Event) -> None
                 messages = client.receive_message(
                     "crash", max_number_of_messages=10, attribute_names=["ApproximateReceiveCount"]
                 )
-                keep = []
+                deleting = []
                 for message in messages:
                     count = int(message.attributes["ApproximateReceiveCount"])
                     ledger.receive_counts[message.body] = max(count, ledger.receive_counts.get(message.body, 0))
-                    # delete about half; the rest come back after the visibility timeout
-                    if hash(message.body) % 2:
-                        keep.append(message)
-                if keep:
-                    ledger.attempted_deletes.update(m.body for m in keep)
+                    # delete about half; the rest come back after the visibility timeout. The choice
+                    # depends on the body alone (not on hash(), which differs per process), so every
+                    # run deletes the same bodies
+                    if deletes(message.body):
+                        deleting.append(message)
+                if deleting:
+                    ledger.attempted_deletes.update(m.body for m in deleting)
                     result = client.delete_message_batch(
-                        "crash", [DeleteEntry(str(i), m.receipt_handle) for i, m in enumerate(keep)]
+                        "crash", [DeleteEntry(str(i), m.receipt_handle) for i, m in enumerate(deleting)]
                     )
                     assert not result.failed
-                    ledger.acked_deletes.update(m.body for m in keep)
+                    ledger.acked_deletes.update(m.body for m in deleting)
     except (ConnectionError, OSError):
         pass
 
