@@ -15,7 +15,9 @@ import msgspec
 
 from dovecote.storage.records import DedupEntry
 
-WINDOW_S = 300
+from .limits import DEDUP_WINDOW_S
+from .stored_time import elapsed_ms
+
 
 
 class Seen(msgspec.Struct, gc=False):
@@ -40,7 +42,7 @@ class DedupWindow:
         return seen if seen is not None and seen.expires_at > now else None
 
     def remember(self, key: str, message_id: str, now: float, seq: int = 0) -> None:
-        self._seen[key] = Seen(now + WINDOW_S, message_id, seq)
+        self._seen[key] = Seen(now + DEDUP_WINDOW_S, message_id, seq)
         self._order.append(key)
 
     def stored(self, key: str, message_id: str, seq: int) -> None:
@@ -59,15 +61,16 @@ class DedupWindow:
         seen = self._seen.get(key)
         return seen.seq if seen is not None and seen.message_id == message_id else 0
 
-    def restore(self, entries: Iterable[tuple[int, DedupEntry]], now: float, wall_ms: int) -> None:
-        """Entries from the store (oldest first); those whose window has passed are only counted."""
+    def restore(self, entries: Iterable[tuple[int, DedupEntry]], now: float, wall_ms: int, last_written_ms: int) -> None:
+        """Entries from the store (oldest first); those whose window has passed are only counted.
+        Their ages are worked out as stored_time.py says."""
         for seq, entry in entries:
-            age_s = max(0, wall_ms - entry.at_ms) / 1000
-            if age_s >= WINDOW_S:
+            age_s = elapsed_ms(entry.at_ms, last_written_ms, wall_ms) / 1000
+            if age_s >= DEDUP_WINDOW_S:
                 self.closed_seq = seq
                 continue
             key = self.key(entry.dedup_id, entry.group_id)
-            self._seen[key] = Seen(now + WINDOW_S - age_s, entry.message_id, seq)
+            self._seen[key] = Seen(now + DEDUP_WINDOW_S - age_s, entry.message_id, seq)
             self._order.append(key)
 
     def clear(self) -> None:

@@ -20,10 +20,8 @@ from typing import Any
 import msgspec
 
 from .errors import BrokerError
+from .limits import SNS_MAX_RETRIES, SNS_MAX_RETRY_DELAY_S, SNS_MAX_TOTAL_RETRY_S
 
-MAX_DELAY_S = 3600
-MAX_RETRIES = 100
-MAX_TOTAL_RETRY_S = 3600  # the hard limit on a policy's total retry time
 BACKOFF_FUNCTIONS = ("linear", "arithmetic", "geometric", "exponential")
 
 
@@ -64,18 +62,18 @@ def retry_policy(document: Any) -> RetryPolicy:
     }
     if unknown:
         raise _refuse(f"unknown retry policy fields {sorted(unknown)}")
-    maximum = _whole(document, "maxDelayTarget", 20, 1, MAX_DELAY_S)
+    maximum = _whole(document, "maxDelayTarget", 20, 1, SNS_MAX_RETRY_DELAY_S)
     minimum = _whole(document, "minDelayTarget", min(20, maximum), 1, maximum)
-    retries = _whole(document, "numRetries", 3, 0, MAX_RETRIES)
-    phases = [_whole(document, name, 0, 0, MAX_RETRIES) for name in ("numNoDelayRetries", "numMinDelayRetries", "numMaxDelayRetries")]
+    retries = _whole(document, "numRetries", 3, 0, SNS_MAX_RETRIES)
+    phases = [_whole(document, name, 0, 0, SNS_MAX_RETRIES) for name in ("numNoDelayRetries", "numMinDelayRetries", "numMaxDelayRetries")]
     if sum(phases) > retries:
         raise _refuse("numNoDelayRetries + numMinDelayRetries + numMaxDelayRetries must not exceed numRetries")
     backoff = document.get("backoffFunction", "linear")
     if backoff not in BACKOFF_FUNCTIONS:
         raise _refuse(f"backoffFunction must be one of {', '.join(BACKOFF_FUNCTIONS)}")
     policy = RetryPolicy(minimum, maximum, retries, *phases, backoff)
-    if sum(retry_delays(policy)) > MAX_TOTAL_RETRY_S:
-        raise _refuse(f"the total retry time must not exceed {MAX_TOTAL_RETRY_S} seconds")
+    if sum(retry_delays(policy)) > SNS_MAX_TOTAL_RETRY_S:
+        raise _refuse(f"the total retry time must not exceed {SNS_MAX_TOTAL_RETRY_S} seconds")
     return policy
 
 

@@ -2,12 +2,18 @@
 
 Each row: AWS error code (the JSON protocol's `__type`), the code the Query protocol uses (and that
 SQS's JSON protocol repeats in `x-amzn-query-error`), HTTP status, whether the sender is at fault,
-and whether a retry can succeed.
+and whether a retry can succeed. A request that fails as a whole is answered with a `Failure`,
+made only by `failure()` from a BrokerError, whose code the table must know; the situations met in
+more than one place have a constructor here, so each has one code and one wording.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from dovecote.storage.store import StorageFull
+
+from .ops import Failure
 
 
 class ErrorKind(NamedTuple):
@@ -85,13 +91,70 @@ class BrokerError(Exception):
         return f"BrokerError({self.code!r}, {self.message!r})"
 
 
+def failure(error: BrokerError) -> Failure:
+    """The answer a request gets when it fails as a whole: the only way a Failure is made."""
+    return Failure(error.code, error.message)
+
+
+def from_failure(result: Failure) -> BrokerError:
+    """A Failure answer back as the error it carries (an unknown code, from a peer of another
+    version, as an internal error that names it)."""
+    if result.code in KINDS:
+        return BrokerError(result.code, result.message)
+    return BrokerError("InternalError", f"{result.code}: {result.message}")
+
+
+# --- the situations more than one place meets, each with one code and one wording ----------------
 def invalid(message: str) -> BrokerError:
     return BrokerError("InvalidParameterValue", message)
+
+
+def invalid_parameter(what: str) -> BrokerError:
+    """SNS's word for a bad parameter."""
+    return BrokerError("InvalidParameter", f"Invalid parameter: {what}")
 
 
 def no_such_queue(name: str) -> BrokerError:
     return BrokerError("QueueDoesNotExist", f"The specified queue {name} does not exist.")
 
 
+def no_such_topic() -> BrokerError:
+    return BrokerError("NotFound", "Topic does not exist")
+
+
+def not_an_operation(kind: str, op: object) -> BrokerError:
+    return BrokerError("InvalidAction", f"{type(op).__name__} is not a {kind} operation.")
+
+
 def overloaded(what: str) -> BrokerError:
     return BrokerError("RequestThrottled", f"{what} is overloaded; retry the request shortly.")
+
+
+def shutting_down() -> BrokerError:
+    return BrokerError("ServiceUnavailable", "The broker is shutting down.")
+
+
+def actor_failed(what: str) -> BrokerError:
+    """A request cut short by a bug in the actor serving it; the actor is rebuilt from the store."""
+    return BrokerError("InternalError", f"{what} failed while handling this request; retry.")
+
+
+def actor_stopped(what: str, failures: int) -> BrokerError:
+    """An actor that failed too often in a row: its supervisor stopped restarting it."""
+    return BrokerError(
+        "ServiceUnavailable",
+        f"{what} failed {failures} times in a row and is stopped; the broker's log says why. "
+        "It can still be deleted; restarting the broker tries it again.",
+    )
+
+
+def storage_failed(error: Exception) -> BrokerError:
+    """A commit the store refused: a full disk (sends are refused until space returns) or a fault."""
+    if isinstance(error, StorageFull):
+        return BrokerError("ServiceUnavailable", f"Storage is full; sends are refused until space returns ({error}).")
+    return BrokerError("ServiceUnavailable", f"Storage failed: {error}")
+
+
+def original_not_stored(what: str) -> BrokerError:
+    """A FIFO duplicate whose original the store refused: the duplicate must be sent again."""
+    return BrokerError("ServiceUnavailable", f"The message this one duplicates was not stored; {what} it again.")

@@ -8,10 +8,8 @@ import re
 from collections.abc import Mapping, Sequence
 
 from .errors import BrokerError, invalid
+from .limits import MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS, MAX_TAGS
 
-MAX_TAGS = 50
-MAX_TAG_KEY_CHARS = 128
-MAX_TAG_VALUE_CHARS = 256
 _LABEL = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _ACCOUNT = re.compile(r"\d{12}")
 # The actions an owner can share, per service; for SQS the rest (CreateQueue, SetQueueAttributes,

@@ -2,17 +2,20 @@
 
 Theory of operation
 -------------------
-Every method takes the current time as arguments: `now` in seconds on the monotonic deadline clock,
-`wall_ms` in wall-clock milliseconds for what is stored or shown. The Trio shell (`queue.py`) owns
-the one QueueCore of a queue and calls it from its own task only.
+The Trio shell (`queue.py`) owns the one QueueCore of a queue and drives it in cycles from its own
+task only: each request of a cycle goes to `handle`, then `tick` runs the timers, and both fill a
+`Cycle` with what the shell must do: records to commit, sends (which storage may refuse when the
+disk is full), answers that wait for the commit, and hand-overs of messages to other queues. What
+needs no commit (a read, a refusal) is answered at once. Once the shell has the cycle committed,
+`settle` applies it and gives the answers to send. Every step takes the current time as arguments:
+`now` in seconds on the monotonic deadline clock, `wall_ms` in wall-clock milliseconds for what is
+stored or shown; steps that need message bodies are given a `read` function (seqs -> stored rows).
 
-Message bodies are not held here: the store keeps them, and the shell reads them when a message is
-delivered. In memory each live message is a small `Live` record:
+Message bodies are not held here: the store keeps them. In memory each live message is a small
+`Live` record:
 
-- ready:      `visible_at == READY`, and its seq is in the ReadySet: one heap per message group
-              (lowest seq first, which gives standard queues their best-effort order), served
-              round-robin across groups, so one group's backlog cannot starve the others (fair
-              queues; a queue without groups has the one group "");
+- ready:      `visible_at == READY`, and its seq is in the ReadySet (ready_set.py): one heap per
+              message group, lowest seq first, groups served in turn;
 - delayed:    never received, `visible_at` in the future, a `_timers` entry;
 - in flight:  received, `visible_at` in the future, a `_timers` entry;
 - moving:     `visible_at == MOVING`: handed to another queue (dead-letter redrive, a move task)
@@ -20,19 +23,20 @@ delivered. In memory each live message is a small `Live` record:
               queue answers, it is neither deliverable nor deletable here.
 
 FIFO queues add: a group with a message in flight (or moving) is locked, so no later message of
-it is delivered (the ReadySet takes such groups out of its rotation, and a receive takes as many
-messages of one group as it can, in order); deduplication ids are remembered for 5 minutes from the
-send (`_dedup`), including for sends not yet committed, and survive restarts through the store's
-dedup table; a retried receive with the same ReceiveRequestAttemptId gets the same messages.
+it is delivered, and a receive takes as many messages of one group as it can, in order;
+deduplication ids are remembered for 5 minutes from the send (`_dedup`), including for sends not
+yet committed, and survive restarts through the store's dedup table; a retried receive with the
+same ReceiveRequestAttemptId gets the same messages.
 
 Heaps are cleaned lazily: an entry whose message is gone, or whose deadline no longer matches
 `visible_at`, is skipped when popped, so deletes and visibility changes are O(1).
 
-Two phases. A send is validated and given its record (`prepare_send`) but becomes visible only
-after its record is committed (`apply_sent`), because a send may still be refused by storage.
-Every other change (receive, delete, visibility, purge, attributes) is applied at once and
-committed by the shell before any reply; if that commit fails the shell discards this object and
-rebuilds the queue from storage, so memory is never ahead of disk when anyone can observe it.
+Two phases. A send is validated and given its record (`prepare_send`, the one place a send is
+checked, for SendMessage and each batch entry alike) but becomes visible only once `settle` is
+told it was committed, because a send may still be refused by storage. Every other change
+(receive, delete, visibility, purge, attributes) is applied at once and committed by the shell
+before any answer; if that commit fails the shell discards this object and rebuilds the queue from
+storage, so memory is never ahead of disk when anyone can observe it.
 
 Receipt handles carry the receive count, so a handle stops working once its message is received
 again; sequence numbers are never reused (after a restart they continue above the store's last
@@ -45,8 +49,8 @@ import heapq
 import itertools
 import math
 import sys
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import msgspec
 from dovecote.storage.records import (
@@ -55,31 +59,84 @@ from dovecote.storage.records import (
     MessageDeleted,
     MessageReceived,
     MessageSent,
-    MoveTaskChanged,
     QueueAttributesChanged,
     QueueDeleted,
     QueuePurged,
+    Record,
     VisibilityChanged,
 )
 from dovecote.storage.store import LoadedQueue
 
-from . import policy, validation
+from . import policy, sqs_results, validation
 from .dedup import DedupWindow
-from .errors import BrokerError, invalid
-from .ids import MessageIds, ReceiptHandle, decode_receipt_handle, encode_receipt_handle
-from .ops import ReceivedMessage
+from .errors import (
+    BrokerError,
+    failure,
+    invalid,
+    no_such_queue,
+    not_an_operation,
+    original_not_stored,
+    storage_failed,
+)
+from .ids import MessageIds, ReceiptHandle, decode_receipt_handle, decode_task_handle, encode_task_handle
+from .limits import (
+    HOUSEKEEPING_INTERVAL_S,
+    MOVE_RETRY_S,
+    SQS_MAX_DELAY_S,
+    SQS_MAX_IN_FLIGHT_MESSAGES,
+    SQS_MAX_MESSAGE_BYTES,
+    SQS_MAX_VISIBILITY_TIMEOUT_S,
+    SQS_PURGE_INTERVAL_S,
+    SQS_RECEIVE_ATTEMPT_WINDOW_S,
+)
+from .messages import Adopt, AdoptedMessage, MovedOut, MoveIn, Reply, Request, Stop
+from .move_tasks import QueueMoveTasks
+from .ops import (
+    AddPermission,
+    Attributes,
+    BatchFailure,
+    BatchResult,
+    CancelMessageMoveTask,
+    ChangeMessageVisibility,
+    ChangeMessageVisibilityBatch,
+    DeleteMessage,
+    DeleteMessageBatch,
+    DeleteQueue,
+    Done,
+    GetQueueAttributes,
+    ListMessageMoveTasks,
+    ListQueueTags,
+    MovedCount,
+    MoveTasks,
+    PeekMessages,
+    Peeked,
+    PeekedMessage,
+    PurgeQueue,
+    Received,
+    ReceiveMessage,
+    RemovePermission,
+    Result,
+    SendBatchResult,
+    SendEntry,
+    SendMessage,
+    SendMessageBatch,
+    Sent,
+    SentEntry,
+    SetQueueAttributes,
+    StartMessageMoveTask,
+    TagQueue,
+    Tags,
+    TaskHandle,
+    UntagQueue,
+)
+from .ready_set import ReadySet
+from .stored_time import elapsed_ms
 
 READY = -math.inf
 MOVING = math.inf
-PURGE_INTERVAL_S = 60
-RECEIVE_ATTEMPT_WINDOW_S = 300
-HOUSEKEEPING_INTERVAL_S = 60  # how often expired dedup ids and receive attempts are dropped
-MOVE_RETRY_S = 1.0  # a hand-over to another queue that failed is tried again after this
-MAX_MOVES_IN_TRANSIT = 1000  # per move task
-MOVE_BATCH = 100
-KEPT_MOVE_TASKS = 10  # ListMessageMoveTasks shows at most this many
-MAX_IN_FLIGHT = 120_000  # SQS's limit for a standard queue; receives past it get OverLimit
 VISIBLE, IN_FLIGHT, DELAYED = "visible", "in_flight", "delayed"
+
+MessageReader = Callable[[Sequence[int]], Sequence[MessageSent | None]]  # seqs -> stored rows (None: gone)
 
 
 class Live(msgspec.Struct, gc=False):
@@ -89,74 +146,6 @@ class Live(msgspec.Struct, gc=False):
     first_receive_ms: int
     visible_at: float  # READY, or the monotonic deadline at which it becomes visible
     group: str = ""  # MessageGroupId
-
-
-class ReadySet:
-    """Ready seqs per message group, lowest first within a group, groups taken in turn.
-
-    FIFO (`fifo=True`): a batch takes a group's messages in a row rather than rotating, and a
-    locked group (one with messages in flight) is out of the rotation until unlocked. Locked
-    groups leave the rotation lazily, when they reach its front."""
-
-    __slots__ = ("_fifo", "_heaps", "_locks", "_rotating", "_rotation")
-
-    def __init__(self, fifo: bool = False) -> None:
-        self._heaps: dict[str, list[int]] = {}
-        self._rotation: deque[str] = deque()
-        self._rotating: set[str] = set()
-        self._fifo = fifo
-        self._locks: dict[str, int] = {}  # group -> messages in flight
-
-    def push(self, seq: int, group: str) -> None:
-        heap = self._heaps.get(group)
-        if heap is None:
-            self._heaps[group] = [seq]
-            self._enter_rotation(group)
-        else:
-            heapq.heappush(heap, seq)
-
-    def pop(self) -> int:
-        """The next group's lowest seq; on a standard queue that group then waits for every
-        other group's turn. Only when the set is true."""
-        group = self._rotation[0]
-        heap = self._heaps[group]
-        seq = heapq.heappop(heap)
-        if not heap:
-            self._rotation.popleft()
-            self._rotating.discard(group)
-            del self._heaps[group]
-        elif not self._fifo:
-            self._rotation.rotate(-1)
-        return seq
-
-    def lock(self, group: str) -> None:
-        self._locks[group] = self._locks.get(group, 0) + 1
-
-    def unlock(self, group: str) -> None:
-        count = self._locks[group] - 1
-        if count:
-            self._locks[group] = count
-        else:
-            del self._locks[group]
-            if group in self._heaps:
-                self._enter_rotation(group)
-
-    def _enter_rotation(self, group: str) -> None:
-        if group not in self._locks and group not in self._rotating:
-            self._rotation.append(group)
-            self._rotating.add(group)
-
-    def clear(self) -> None:
-        self._heaps.clear()
-        self._rotation.clear()
-        self._rotating.clear()
-        self._locks.clear()
-
-    def __bool__(self) -> bool:
-        rotation = self._rotation
-        while rotation and rotation[0] in self._locks:
-            self._rotating.discard(rotation.popleft())
-        return bool(rotation)
 
 
 class Waiter(msgspec.Struct, gc=False):
@@ -171,7 +160,7 @@ class Waiter(msgspec.Struct, gc=False):
     attempt_id: str | None = None  # FIFO ReceiveRequestAttemptId
 
 
-class Duplicate(msgspec.Struct, frozen=True):
+class DuplicateSend(msgspec.Struct, frozen=True):
     """A FIFO send whose deduplication id was seen within 5 minutes: accepted, not stored again."""
 
     message_id: str
@@ -186,20 +175,59 @@ class _ReceiveAttempt(msgspec.Struct, gc=False):
     deliveries: list[tuple[int, int]]  # (seq, receive_count) of each message it returned
 
 
-class MoveTask(msgspec.Struct, gc=False):
-    """The running message move task of this queue (its stored state is `record`)."""
-
-    record: MoveTaskChanged
-    tokens: float = 0.0  # messages it may start moving now, under max_per_second
-    refilled_at: float = 0.0
-    in_transit: int = 0
-    idle_until: float = 0.0  # found nothing to move: look again then (no busy loop)
-
-
 class QueueCounts(msgspec.Struct, frozen=True):
     visible: int
     in_flight: int
     delayed: int
+
+
+class SendGroup(NamedTuple):
+    """One SendMessage or SendMessageBatch of a cycle, answered once its records are settled."""
+
+    reply: Reply
+    entry_ids: list[str] | None  # the batch entries of `prepared`, in order; None: a SendMessage
+    prepared: list[MessageSent | DuplicateSend]
+    refused: list[BatchFailure]  # batch entries refused before anything was stored
+
+
+class HandOver(NamedTuple):
+    """Messages to send to another queue now; its answer comes back as a MovedOut."""
+
+    destination_arn: str
+    message: MoveIn
+    seqs: list[int]
+    task_started_ms: int  # the move task handing them over (0: dead-letter redrive)
+
+
+class Cycle:
+    """What one cycle of a queue will commit, and what waits for that commit."""
+
+    __slots__ = ("records", "sends", "replies", "hand_overs", "ended_by", "adopted", "stores_here", "warnings")
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []  # committed in one entry storage does not refuse for space
+        self.sends: list[SendGroup] = []  # their records go in an entry storage may refuse
+        self.replies: list[tuple[Reply, Result]] = []  # sent once the cycle is committed
+        self.hand_overs: list[HandOver] = []
+        self.ended_by: Request | None = None  # a DeleteQueue or Stop
+        self.adopted: list[AdoptedMessage] = []
+        # Whether `records` hold what must be applied once stored (messages moved in, a purge),
+        # so the usual cycle of receives and deletes is not looked through again.
+        self.stores_here = False
+        self.warnings: list[str] = []  # for the shell's log
+
+    def reply_after_commit(self, reply: Reply, result: Result) -> None:
+        self.replies.append((reply, result))
+
+    def send_records(self) -> list[MessageSent]:
+        return [p for group in self.sends for p in group.prepared if isinstance(p, MessageSent)]
+
+    def failed(self, result: Result) -> list[tuple[Reply, Result]]:
+        """Every answer of this cycle as `result` (the queue is rebuilt from the store next)."""
+        answers = [(group.reply, result) for group in self.sends] + [(reply, result) for reply, _ in self.replies]
+        self.sends.clear()
+        self.replies.clear()
+        return answers
 
 
 class QueueCore:
@@ -222,7 +250,7 @@ class QueueCore:
         self.tags: dict[str, str] = dict(tags or {})
         self._last_purge_at = -math.inf
         self.messages: dict[int, Live] = {}
-        self._ready = ReadySet()
+        self._ready = ReadySet(fifo=self.config.fifo)
         self._timers: list[tuple[float, int]] = []
         # Sends prepared but not yet stored, by MessageId -> the prepare ticket; a purge drops
         # every send prepared before it, whenever that send's commit completes.
@@ -230,20 +258,17 @@ class QueueCore:
         self._tickets = itertools.count(1)
         self._purged_through_ticket = 0
         self.in_flight_count = 0  # received and not yet visible again, deleted or expired
-        self.max_in_flight = MAX_IN_FLIGHT
+        self.max_in_flight = SQS_MAX_IN_FLIGHT_MESSAGES
         self._expiry_check_at = math.inf
         self._waiters: dict[int, Waiter] = {}
         self._waiter_deadlines: list[tuple[float, int]] = []
         self._waiter_ids = itertools.count()
         self._message_ids = MessageIds()
-        if self.config.fifo:
-            self._ready = ReadySet(fifo=True)
         self._dedup = DedupWindow(self.config.dedup_per_group)
         self._housekeeping_at = -math.inf
         self._attempts: dict[str, _ReceiveAttempt] = {}
-        self.outgoing: list[int] = []  # seqs marked MOVING for the dead-letter queue, not yet handed over
-        self.move_tasks: list[MoveTaskChanged] = []  # newest last, at most KEPT_MOVE_TASKS
-        self.move_task: MoveTask | None = None  # the running one
+        self._outgoing: list[int] = []  # seqs marked MOVING for the dead-letter queue, not yet handed over
+        self.move_tasks = QueueMoveTasks(queue_id, name, arn)
         # Messages other actors stored here (a topic's fan-out) arrive after their commit: those
         # at or below restored_lsn were read from the store already, and those at or below
         # purged_through were purged.
@@ -252,11 +277,11 @@ class QueueCore:
 
     @classmethod
     def restore(
-        cls, loaded: LoadedQueue, arn: str, *, now: float, wall_ms: int, restored_lsn: int = 0
+        cls, loaded: LoadedQueue, arn: str, *, now: float, wall_ms: int, last_written_ms: int, restored_lsn: int = 0
     ) -> QueueCore:
-        """Rebuild a queue from its stored rows. Stored deadlines are wall-clock times; they are
-        clamped to the longest timeout SQS allows, so a wall clock that went back while the broker
-        was down cannot hide a message for longer than that."""
+        """Rebuild a queue from its stored rows. How long ago each was stored is worked out as
+        stored_time.py says (a wall clock set while the broker was stopped ages nothing), and the
+        deadlines are clamped to the longest timeout SQS allows."""
         row = loaded.row
         core = cls(row.queue_id, row.queue, row.attributes, arn, tags=row.tags)
         core.restored_lsn = restored_lsn
@@ -266,13 +291,15 @@ class QueueCore:
         # rotation; new sends rotate again.
         for sent, delivery, group in loaded.messages:
             group = sys.intern(group) if group else ""
-            age_s = max(0, wall_ms - sent.at_ms) / 1000
+            age_s = elapsed_ms(sent.at_ms, last_written_ms, wall_ms) / 1000
             if delivery is None:
                 live = Live(sent.seq, now - age_s, 0, 0, READY, group)
-                remaining = min(sent.delay_seconds - age_s, validation.MAX_DELAY_S)
+                remaining = min(sent.delay_seconds - age_s, SQS_MAX_DELAY_S)
             else:
                 live = Live(sent.seq, now - age_s, delivery.receive_count, delivery.first_receive_ms, READY, group)
-                remaining = min((delivery.visible_at_ms - wall_ms) / 1000, validation.MAX_VISIBILITY_TIMEOUT_S)
+                timeout_ms = delivery.visible_at_ms - delivery.at_ms
+                remaining_ms = timeout_ms - elapsed_ms(delivery.at_ms, last_written_ms, wall_ms)
+                remaining = min(remaining_ms / 1000, SQS_MAX_VISIBILITY_TIMEOUT_S)
             messages[sent.seq] = live
             if remaining > 0:
                 live.visible_at = now + remaining
@@ -284,50 +311,135 @@ class QueueCore:
         heapq.heapify(core._timers)
         core.in_flight_count = sum(1 for live in messages.values() if _in_flight(live))
         core._expiry_check_at = -math.inf
-        core._dedup.restore(loaded.dedup, now, wall_ms)
-        core.move_tasks = list(loaded.move_tasks[-KEPT_MOVE_TASKS:])
-        if core.move_tasks and core.move_tasks[-1].status in ("RUNNING", "CANCELLING"):
-            core.move_task = MoveTask(core.move_tasks[-1], refilled_at=now)
+        core._dedup.restore(loaded.dedup, now, wall_ms, last_written_ms)
+        core.move_tasks.restore(loaded.move_tasks, now)
         return core
 
+    # --- one request --------------------------------------------------------------------------
+    def handle(self, request: Request, cycle: Cycle, read: MessageReader, now: float, wall_ms: int) -> None:
+        """Handle one request of a cycle: answer it now, or fill `cycle` with what it commits and
+        the answer that waits for the commit."""
+        op, reply = request.op, request.reply
+        if cycle.ended_by is not None:
+            reply(failure(no_such_queue(self.name)))
+            return
+        try:
+            self._handle(op, reply, request, cycle, read, now, wall_ms)
+        except BrokerError as error:
+            reply(failure(error))
+
+    def _handle(
+        self, op: object, reply: Reply, request: Request, cycle: Cycle, read: MessageReader, now: float, wall_ms: int
+    ) -> None:
+        records = cycle.records
+        match op:
+            case SendMessage():
+                cycle.sends.append(SendGroup(reply, None, [self.prepare_send(op, op.sender_id, now, wall_ms)], []))
+            case SendMessageBatch():
+                self._send_batch(op, reply, cycle, now, wall_ms)
+            case ReceiveMessage():
+                self._receive(op, reply, cycle, read, now, wall_ms)
+            case DeleteMessage():
+                record = self.delete(op.receipt_handle, wall_ms)
+                if record is not None:
+                    records.append(record)
+                cycle.reply_after_commit(reply, Done())
+            case DeleteMessageBatch():
+                validation.validate_batch([entry.id for entry in op.entries])
+                self._batch(op.entries, reply, cycle, lambda e: self.delete(e.receipt_handle, wall_ms))
+            case ChangeMessageVisibility():
+                records.append(self.change_visibility(op.receipt_handle, op.visibility_timeout, now, wall_ms))
+                cycle.reply_after_commit(reply, Done())
+            case ChangeMessageVisibilityBatch():
+                validation.validate_batch([entry.id for entry in op.entries])
+                self._batch(
+                    op.entries, reply, cycle, lambda e: self.change_visibility(e.receipt_handle, e.visibility_timeout, now, wall_ms)
+                )
+            case GetQueueAttributes():
+                reply(Attributes(self.get_attributes(op.attribute_names, now)))
+            case SetQueueAttributes():
+                records.append(self.set_attributes(op.attributes, wall_ms))
+                cycle.reply_after_commit(reply, Done())
+            case PurgeQueue():
+                records.append(self.purge(now, wall_ms))
+                cycle.stores_here = True
+                cycle.reply_after_commit(reply, Done())
+            case TagQueue():
+                records.append(self.tag(op.tags, wall_ms))
+                cycle.reply_after_commit(reply, Done())
+            case UntagQueue():
+                records.append(self.untag(op.tag_keys, wall_ms))
+                cycle.reply_after_commit(reply, Done())
+            case ListQueueTags():
+                reply(Tags(dict(self.tags)))
+            case AddPermission():
+                records.append(self.add_permission(op.label, op.account_ids, op.actions, wall_ms))
+                cycle.reply_after_commit(reply, Done())
+            case RemovePermission():
+                records.append(self.remove_permission(op.label, wall_ms))
+                cycle.reply_after_commit(reply, Done())
+            case PeekMessages():
+                reply(self.peek(op, read, now, wall_ms))
+            case Adopt():
+                cycle.adopted.extend(op.messages)
+            case MoveIn():
+                cycle.stores_here = True
+                records.extend(self.prepare_moved_in(op.rows, op.source_arn, op.dead_letter, wall_ms))
+                records.extend(op.removals)
+                cycle.reply_after_commit(reply, Done())
+            case MovedOut():
+                self._moved_out(op.seqs, op.error, op.task_started_ms, cycle, now, wall_ms)
+            case StartMessageMoveTask():
+                record = self.move_tasks.start(
+                    op.destination_arn, op.max_number_of_messages_per_second, next(reversed(self.messages), 0),
+                    len(self.messages), now, wall_ms,
+                )
+                records.append(record)
+                cycle.reply_after_commit(reply, TaskHandle(encode_task_handle(self.arn, record.started_ms)))
+            case ListMessageMoveTasks():
+                reply(MoveTasks(self.move_tasks.listed(op.max_results)))
+            case CancelMessageMoveTask():
+                arn, started_ms = decode_task_handle(op.task_handle)
+                if arn != self.arn:
+                    raise BrokerError("ResourceNotFoundException", "The task handle names a task of another queue.")
+                record = self.move_tasks.cancel(started_ms, wall_ms)
+                records.append(record)
+                cycle.reply_after_commit(reply, MovedCount(record.moved))
+            case DeleteQueue() | Stop():
+                cycle.ended_by = request
+            case _:
+                raise not_an_operation("queue", op)
+
     # --- sends --------------------------------------------------------------------------------
-    def prepare_send(
-        self,
-        body: str,
-        delay_seconds: int | None,
-        message_attributes: Mapping[str, MessageAttribute],
-        sender_id: str,
-        wall_ms: int,
-        system_attributes: Mapping[str, MessageAttribute] | None = None,
-        group_id: str | None = None,
-        dedup_id: str | None = None,
-        now: float = 0.0,
-    ) -> MessageSent | Duplicate:
-        """Validate a send and build its record; nothing changes until apply_sent. A FIFO send
-        whose deduplication id was seen in the last 5 minutes gives a Duplicate instead."""
-        validation.validate_delay(delay_seconds)
-        validation.validate_message(body, message_attributes, self.config.max_message_bytes)
-        validation.validate_system_attributes(system_attributes or {})
+    def prepare_send(self, entry: SendMessage | SendEntry, sender_id: str, now: float, wall_ms: int) -> MessageSent | DuplicateSend:
+        """Validate one send (a SendMessage, or one entry of a batch) and build its record; nothing
+        changes until it is settled as stored. A FIFO send whose deduplication id was seen in the
+        last 5 minutes gives a DuplicateSend instead."""
+        attributes, system_attributes = entry.message_attributes, entry.message_system_attributes
+        validation.validate_delay(entry.delay_seconds)
+        validation.validate_message(entry.body, attributes, self.config.max_message_bytes)
+        validation.validate_system_attributes(system_attributes)
         config = self.config
+        group_id = entry.message_group_id
         dedup_id = validation.fifo_send_parameters(
-            config.fifo, config.content_based_dedup, body, delay_seconds, group_id, dedup_id
+            config.fifo, config.content_based_dedup, entry.body, entry.delay_seconds, group_id, entry.message_deduplication_id
         )
         if dedup_id:
             key = self._dedup.key(dedup_id, group_id or "")
             seen = self._dedup.seen(key, now)
             if seen is not None:
-                return Duplicate(seen.message_id, key, body, dict(message_attributes), dict(system_attributes or {}))
+                return DuplicateSend(seen.message_id, key, entry.body, dict(attributes), dict(system_attributes))
         record = MessageSent(
             at_ms=wall_ms,
             queue_id=self.queue_id,
             queue=self.name,
             seq=0,  # the store stamps the record's LSN here
             message_id=self._message_ids.new(),
-            body=body,
-            attributes=dict(message_attributes),
-            delay_seconds=self.config.delay_s if delay_seconds is None else delay_seconds,
+            body=entry.body,
+            attributes=dict(attributes),
+            delay_seconds=config.delay_s if entry.delay_seconds is None else entry.delay_seconds,
             sender_id=sender_id,  # "": the broker's account, filled in when shown
-            system_attributes=dict(system_attributes or {}),
+            system_attributes=dict(system_attributes),
             group_id=group_id or "",
             dedup_id=dedup_id,
         )
@@ -335,6 +447,39 @@ class QueueCore:
             self._dedup.remember(self._dedup.key(dedup_id, record.group_id), record.message_id, now)
         self._pending_sends[record.message_id] = next(self._tickets)
         return record
+
+    def _send_batch(self, op: SendMessageBatch, reply: Reply, cycle: Cycle, now: float, wall_ms: int) -> None:
+        validation.validate_batch([entry.id for entry in op.entries])
+        validation.check_batch_size(
+            [e.body for e in op.entries], [e.message_attributes for e in op.entries], SQS_MAX_MESSAGE_BYTES
+        )
+        entry_ids: list[str] = []
+        prepared: list[MessageSent | DuplicateSend] = []
+        refused: list[BatchFailure] = []
+        for entry in op.entries:
+            try:
+                prepared.append(self.prepare_send(entry, op.sender_id, now, wall_ms))
+            except BrokerError as error:
+                refused.append(BatchFailure(entry.id, error.code, error.message, error.kind.sender_fault))
+            else:
+                entry_ids.append(entry.id)
+        if prepared:
+            cycle.sends.append(SendGroup(reply, entry_ids, prepared, refused))
+        else:
+            reply(SendBatchResult([], refused))
+
+    def _send_result(self, prepared: MessageSent | DuplicateSend, stored: MessageSent | None, error: Exception | None) -> Result:
+        """The answer to one send once its commit (or, for a duplicate, the original's) is settled."""
+        fifo = self.config.fifo
+        if isinstance(prepared, DuplicateSend):
+            seq = self._dedup.stored_seq(prepared.dedup_key, prepared.message_id)
+            if not seq:
+                return failure(original_not_stored("send"))
+            return sqs_results.sent(prepared.message_id, prepared.body, prepared.attributes, prepared.system_attributes, seq if fifo else None)
+        if error is not None:
+            return failure(storage_failed(error))
+        assert stored is not None
+        return sqs_results.sent(stored.message_id, stored.body, stored.attributes, stored.system_attributes, stored.seq if fifo else None)
 
     def prepare_moved_in(
         self, rows: Sequence[MessageSent], source_arn: str, dead_letter: bool, wall_ms: int
@@ -363,110 +508,121 @@ class QueueCore:
             records.append(record)
         return records
 
-    def stored_seq_of(self, duplicate: Duplicate) -> int:
-        """The seq of the send a Duplicate repeats; 0 if storage refused that send."""
-        return self._dedup.stored_seq(duplicate.dedup_key, duplicate.message_id)
+    # --- the commit settled -------------------------------------------------------------------
+    def settle(
+        self,
+        cycle: Cycle,
+        stored_sends: Sequence[MessageSent],
+        sends_error: Exception | None,
+        stored_records: Sequence[Record],
+        records_error: Exception | None,
+        now: float,
+    ) -> list[tuple[Reply, Result]]:
+        """Apply a cycle the writer has settled: its sends as stored (or refused with
+        `sends_error`), then what it stored here (messages moved in, a purge) and what other
+        actors stored here. Returns the cycle's answers, in order. When `records_error` is set,
+        the answers waiting for those records are failures, and the caller rebuilds the queue."""
+        if sends_error is None:
+            for record in stored_sends:
+                self._apply_sent(record, now)
+        else:
+            for record in cycle.send_records():
+                self._forget_send(record)
+        answers: list[tuple[Reply, Result]] = []
+        stored = iter(stored_sends)
+        for group in cycle.sends:
+            results = [
+                self._send_result(p, next(stored) if isinstance(p, MessageSent) and sends_error is None else None, sends_error)
+                for p in group.prepared
+            ]
+            if group.entry_ids is None:
+                answers.append((group.reply, results[0]))
+            else:
+                answers.append((group.reply, _batch_result(group, results)))
+        cycle.sends.clear()
+        if records_error is not None:
+            answers += [(reply, failure(storage_failed(records_error))) for reply, _ in cycle.replies]
+            cycle.replies.clear()
+            return answers
+        if cycle.stores_here:
+            for record in stored_records:
+                if type(record) is MessageSent and record.queue_id == self.queue_id:  # moved in
+                    self._apply_sent(record, now)
+                elif type(record) is QueuePurged:
+                    self.purged_through = record.through_seq
+        for message in cycle.adopted:
+            self.adopt(message, now)
+        cycle.adopted.clear()
+        answers += cycle.replies
+        cycle.replies.clear()
+        return answers
 
-    def forget_send(self, record: MessageSent) -> None:
+    def _forget_send(self, record: MessageSent) -> None:
         """A prepared send that storage refused."""
         self._pending_sends.pop(record.message_id, None)
         if record.dedup_id:
             self._dedup.forget(self._dedup.key(record.dedup_id, record.group_id), record.message_id)
 
-    def apply_sent(self, record: MessageSent, now: float) -> None:
+    def _apply_sent(self, record: MessageSent, now: float) -> None:
         """Make a stored send live (unless a purge handled after it already removed it)."""
         if record.dedup_id:
             self._dedup.stored(self._dedup.key(record.dedup_id, record.group_id), record.message_id, record.seq)
         ticket = self._pending_sends.pop(record.message_id, None)
         if ticket is not None and ticket <= self._purged_through_ticket:
             return
-        self._make_live(record, now)
+        self._make_live(record.seq, record.delay_seconds, record.group_id, now)
 
-    def adopt(self, record: MessageSent, now: float) -> None:
+    def adopt(self, message: AdoptedMessage, now: float) -> None:
         """A message another actor stored in this queue (after its commit, and after every commit
         of this queue's that was pending when it arrived)."""
-        if record.seq <= max(self.restored_lsn, self.purged_through) or record.seq in self.messages:
+        if message.seq <= max(self.restored_lsn, self.purged_through) or message.seq in self.messages:
             return
-        if record.dedup_id:
-            self._dedup.remember(self._dedup.key(record.dedup_id, record.group_id), record.message_id, now, record.seq)
-        self._make_live(record, now)
+        if message.dedup_id:
+            self._dedup.remember(self._dedup.key(message.dedup_id, message.group_id), message.message_id, now, message.seq)
+        self._make_live(message.seq, message.delay_seconds, message.group_id, now)
 
-    def _make_live(self, record: MessageSent, now: float) -> None:
+    def _make_live(self, seq: int, delay_seconds: int, group_id: str, now: float) -> None:
         # Interned, so a group's messages share one string however many there are.
-        live = Live(record.seq, now, 0, 0, READY, sys.intern(record.group_id))
-        self.messages[record.seq] = live
-        self._schedule(live, now + record.delay_seconds if record.delay_seconds > 0 else READY)
+        live = Live(seq, now, 0, 0, READY, sys.intern(group_id))
+        self.messages[seq] = live
+        self._schedule(live, now + delay_seconds if delay_seconds > 0 else READY)
         if self._expiry_check_at == math.inf:
             self._expiry_check_at = now + self.config.retention_s
 
     # --- receives -----------------------------------------------------------------------------
-    def take_ready(self, max_messages: int, now: float) -> list[Live]:
-        """Pop up to max_messages ready messages, oldest first. The caller must pass them to
-        mark_received (with their stored rows) in the same step."""
-        self.advance(now)
-        retention = self.config.retention_s
-        max_receives = self.config.max_receive_count
-        taken: list[Live] = []
-        max_messages = min(max_messages, self.max_in_flight - self.in_flight_count)
-        while self._ready and len(taken) < max_messages:
-            seq = self._ready.pop()
-            live = self.messages.get(seq)
-            if live is None or live.visible_at != READY:
-                continue
-            if live.sent_at + retention <= now:
-                self._expiry_check_at = now  # expired: never delivered, removed by the next expire()
-                continue
-            if max_receives and live.receive_count >= max_receives:
-                # Received maxReceiveCount times already: this attempt sends it to the
-                # dead-letter queue instead (the shell hands `outgoing` over).
-                self._schedule(live, MOVING)
-                self.outgoing.append(seq)
-                continue
-            taken.append(live)
-        return taken
+    def _receive(self, op: ReceiveMessage, reply: Reply, cycle: Cycle, read: MessageReader, now: float, wall_ms: int) -> None:
+        validation.validate_receive(op.max_number_of_messages, op.wait_time_seconds)
+        if op.visibility_timeout is not None:
+            validation.validate_visibility_timeout(op.visibility_timeout)
+        validation.check_system_attribute_names(op.attribute_names)
+        attempt_id = op.receive_request_attempt_id
+        if attempt_id is not None:
+            validation.validate_group_id(attempt_id, "ReceiveRequestAttemptId")
+            if not self.config.fifo:
+                attempt_id = None  # meaningful on FIFO queues only, as on AWS
+        waiter = Waiter(
+            op.max_number_of_messages, op.visibility_timeout, 0.0, op.attribute_names, op.message_attribute_names, reply, attempt_id
+        )
+        if attempt_id is not None and (repeated := self._repeat_attempt(attempt_id, now)) is not None:
+            self._answer_again(repeated, waiter, cycle, read, wall_ms)
+            return
+        self.check_in_flight_limit()
+        if self._serve(waiter, cycle, read, now, wall_ms):
+            return
+        wait_s = self.config.receive_wait_s if op.wait_time_seconds is None else op.wait_time_seconds
+        if wait_s > 0:
+            waiter.deadline = now + wait_s
+            self._add_waiter(waiter)
+        else:
+            reply(Received([]))
 
-    # --- moving messages to other queues --------------------------------------------------------
-    def take_outgoing(self) -> list[int]:
-        outgoing, self.outgoing = self.outgoing, []
-        return outgoing
-
-    def moved_out(self, seqs: Iterable[int]) -> None:
-        """The other queue stored these messages (and the deletion of them here)."""
-        for seq in seqs:
-            live = self.messages.get(seq)
-            if live is not None and live.visible_at == MOVING:
-                self._forget(live)
-
-    def move_failed(self, seqs: Iterable[int], now: float) -> None:
-        """A hand-over failed: the messages stay here, and are tried again after a pause."""
-        for seq in seqs:
-            live = self.messages.get(seq)
-            if live is not None and live.visible_at == MOVING:
-                self._schedule(live, now + MOVE_RETRY_S)
-
-    def forget_lost(self, seqs: Iterable[int]) -> None:
-        """Messages the store no longer has (salvage dropped them)."""
-        for seq in seqs:
-            live = self.messages.get(seq)
-            if live is not None:
-                self._forget(live)
-
-    def check_in_flight_limit(self) -> None:
-        """A receive past the in-flight limit is refused (OverLimit, as SQS does)."""
-        if self.in_flight_count >= self.max_in_flight:
-            raise BrokerError(
-                "OverLimit",
-                f"The queue has {self.in_flight_count} messages in flight, the most it allows; delete some first.",
-            )
-
-    def mark_received(
-        self,
-        lives: Sequence[Live],
-        rows: Sequence[MessageSent | None],
-        visibility_timeout_s: int | None,
-        now: float,
-        wall_ms: int,
+    def deliver(
+        self, max_messages: int, visibility_timeout_s: int | None, read: MessageReader, now: float, wall_ms: int
     ) -> list[tuple[MessageReceived, MessageSent]]:
+        """Receive up to max_messages ready messages, oldest first: each one's receive record (to
+        commit) and its stored row."""
+        lives = self._take_ready(max_messages, now)
+        rows = read([live.seq for live in lives]) if lives else []
         timeout = self.config.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
         received = []
         for live, row in zip(lives, rows):
@@ -489,6 +645,166 @@ class QueueCore:
             )
             received.append((record, row))
         return received
+
+    def _serve(self, waiter: Waiter, cycle: Cycle, read: MessageReader, now: float, wall_ms: int) -> bool:
+        """Deliver what is ready to a receive; False if nothing was."""
+        received = self.deliver(waiter.max_messages, waiter.visibility_timeout_s, read, now, wall_ms)
+        if not received:
+            return False
+        messages = []
+        for record, row in received:
+            cycle.records.append(record)
+            messages.append(self._rendered(record, row, waiter))
+        if waiter.attempt_id is not None:
+            self._remember_attempt(waiter.attempt_id, [record.seq for record, _ in received], now)
+        cycle.reply_after_commit(waiter.reply, Received(messages))
+        return True
+
+    def _answer_again(self, lives: list[Live], waiter: Waiter, cycle: Cycle, read: MessageReader, wall_ms: int) -> None:
+        """A retried receive (same ReceiveRequestAttemptId): the same messages and handles again."""
+        rows = read([live.seq for live in lives])
+        messages = [
+            self._rendered(
+                MessageReceived(wall_ms, self.queue_id, self.name, live.seq, row.message_id, live.receive_count, 0, live.first_receive_ms),
+                row,
+                waiter,
+            )
+            for live, row in zip(lives, rows)
+            if row is not None
+        ]
+        cycle.reply_after_commit(waiter.reply, Received(messages))
+
+    def _rendered(self, record: MessageReceived, row: MessageSent, waiter: Waiter):
+        return sqs_results.received_message(
+            record, row, waiter.attribute_names, waiter.message_attribute_names, fifo=self.config.fifo, account_id=self.account_id
+        )
+
+    def _take_ready(self, max_messages: int, now: float) -> list[Live]:
+        """Pop up to max_messages ready messages, oldest first; those received maxReceiveCount
+        times already go to `_outgoing` (the dead-letter queue) instead."""
+        self.advance(now)
+        retention = self.config.retention_s
+        max_receives = self.config.max_receive_count
+        taken: list[Live] = []
+        max_messages = min(max_messages, self.max_in_flight - self.in_flight_count)
+        while self._ready and len(taken) < max_messages:
+            seq = self._ready.pop()
+            live = self.messages.get(seq)
+            if live is None or live.visible_at != READY:
+                continue
+            if live.sent_at + retention <= now:
+                self._expiry_check_at = now  # expired: never delivered, removed by the next expire()
+                continue
+            if max_receives and live.receive_count >= max_receives:
+                # Received maxReceiveCount times already: this attempt sends it to the
+                # dead-letter queue instead (the next tick hands `_outgoing` over).
+                self._schedule(live, MOVING)
+                self._outgoing.append(seq)
+                continue
+            taken.append(live)
+        return taken
+
+    def check_in_flight_limit(self) -> None:
+        """A receive past the in-flight limit is refused (OverLimit, as SQS does)."""
+        if self.in_flight_count >= self.max_in_flight:
+            raise BrokerError(
+                "OverLimit",
+                f"The queue has {self.in_flight_count} messages in flight, the most it allows; delete some first.",
+            )
+
+    # --- moving messages to other queues --------------------------------------------------------
+    def _hand_over(
+        self,
+        seqs: list[int],
+        destination_of: Callable[[MessageSent], str],
+        task_started_ms: int,
+        cycle: Cycle,
+        read: MessageReader,
+        now: float,
+        wall_ms: int,
+    ) -> None:
+        """Hand messages marked MOVING to the queues destination_of names: each destination
+        stores them and, in the same commit, the records that delete them here."""
+        rows = read(seqs)
+        gone = [seq for seq, row in zip(seqs, rows) if row is None]
+        if gone:  # the store lost them (salvage)
+            self._forget_lost(gone)
+            self._moved_out(gone, "", task_started_ms, cycle, now, wall_ms)
+        by_destination: dict[str, list[MessageSent]] = {}
+        for row in rows:
+            if row is not None:
+                by_destination.setdefault(destination_of(row), []).append(row)
+        for destination, moving in by_destination.items():
+            moved_seqs = [row.seq for row in moving]
+            if not destination:
+                error = "CouldNotDetermineMessageSource: a message has no DeadLetterQueueSourceArn"
+                self._moved_out(moved_seqs, error, task_started_ms, cycle, now, wall_ms)
+                continue
+            removals: list[Record] = [MessageDeleted(wall_ms, self.queue_id, self.name, row.seq, row.message_id, "moved") for row in moving]
+            message = MoveIn(self.arn, moving, task_started_ms == 0, removals)
+            cycle.hand_overs.append(HandOver(destination, message, moved_seqs, task_started_ms))
+
+    def _moved_out(self, seqs: list[int], error: str, task_started_ms: int, cycle: Cycle, now: float, wall_ms: int) -> None:
+        """The answer to a hand-over: the destination stored the messages (and their deletion
+        here), or they stay and are tried again after a pause."""
+        if error:
+            cycle.warnings.append(f"queue {self.name}: moving {len(seqs)} messages failed: {error}")
+            for seq in seqs:
+                live = self.messages.get(seq)
+                if live is not None and live.visible_at == MOVING:
+                    self._schedule(live, now + MOVE_RETRY_S)
+        else:
+            for seq in seqs:
+                live = self.messages.get(seq)
+                if live is not None and live.visible_at == MOVING:
+                    self._forget(live)
+        if task_started_ms and (record := self.move_tasks.progress(task_started_ms, len(seqs), error, wall_ms)) is not None:
+            cycle.records.append(record)
+
+    def _forget_lost(self, seqs: Iterable[int]) -> None:
+        """Messages the store no longer has (salvage dropped them)."""
+        for seq in seqs:
+            live = self.messages.get(seq)
+            if live is not None:
+                self._forget(live)
+
+    def _take_for_move_task(self, now: float) -> list[Live]:
+        """Ready messages the running move task may hand over now (marked MOVING)."""
+        if self.move_tasks.moving() is None:
+            return []
+        self.advance(now)
+        limit = self.move_tasks.allowance(now)
+        through = self.move_tasks.running.record.through_seq  # type: ignore[union-attr]
+        taken: list[Live] = []
+        for seq, live in self.messages.items():
+            if seq > through or len(taken) >= limit:
+                break
+            if live.visible_at == READY:
+                self._schedule(live, MOVING)
+                taken.append(live)
+        self.move_tasks.took(len(taken), now)
+        return taken
+
+    # --- receive attempts (FIFO) ----------------------------------------------------------------
+    def _repeat_attempt(self, attempt_id: str, now: float) -> list[Live] | None:
+        """The messages an earlier receive with this ReceiveRequestAttemptId returned, if that was
+        within 5 minutes and every one of them is still in flight from it."""
+        attempt = self._attempts.get(attempt_id)
+        if attempt is None or attempt.expires_at <= now:
+            return None
+        lives = []
+        for seq, receive_count in attempt.deliveries:
+            live = self.messages.get(seq)
+            if live is None or live.receive_count != receive_count or message_state(live, now) != IN_FLIGHT:
+                del self._attempts[attempt_id]
+                return None
+            lives.append(live)
+        return lives
+
+    def _remember_attempt(self, attempt_id: str, seqs: Sequence[int], now: float) -> None:
+        self._attempts[attempt_id] = _ReceiveAttempt(
+            now + SQS_RECEIVE_ATTEMPT_WINDOW_S, [(seq, self.messages[seq].receive_count) for seq in seqs]
+        )
 
     # --- deletes and visibility ---------------------------------------------------------------
     def delete(self, receipt_handle: str, wall_ms: int) -> MessageDeleted | None:
@@ -530,6 +846,20 @@ class QueueCore:
             first_receive_ms=live.first_receive_ms,
         )
 
+    def _batch(self, entries: Sequence, reply: Reply, cycle: Cycle, change: Callable) -> None:
+        successful: list[str] = []
+        failed: list[BatchFailure] = []
+        for entry in entries:
+            try:
+                record = change(entry)
+            except BrokerError as error:
+                failed.append(BatchFailure(entry.id, error.code, error.message, error.kind.sender_fault))
+                continue
+            if record is not None:
+                cycle.records.append(record)
+            successful.append(entry.id)
+        cycle.reply_after_commit(reply, BatchResult(successful, failed))
+
     def _resolve(self, receipt_handle: str) -> tuple[ReceiptHandle, Live | None]:
         handle = decode_receipt_handle(receipt_handle)
         if handle.queue_id != self.queue_id:
@@ -544,17 +874,17 @@ class QueueCore:
 
     # --- queue-wide changes -------------------------------------------------------------------
     def purge(self, now: float, wall_ms: int) -> QueuePurged:
-        if now - self._last_purge_at < PURGE_INTERVAL_S:
+        if now - self._last_purge_at < SQS_PURGE_INTERVAL_S:
             raise BrokerError(
                 "PurgeQueueInProgress",
-                f"Only one PurgeQueue operation on {self.name} is allowed every {PURGE_INTERVAL_S} seconds.",
+                f"Only one PurgeQueue operation on {self.name} is allowed every {SQS_PURGE_INTERVAL_S} seconds.",
             )
         self._last_purge_at = now
         self._purged_through_ticket = max(self._pending_sends.values(), default=self._purged_through_ticket)
         self.messages.clear()
         self._ready.clear()
         self._timers.clear()
-        self.outgoing.clear()
+        self._outgoing.clear()
         self._attempts.clear()
         self.in_flight_count = 0
         self._expiry_check_at = math.inf
@@ -562,10 +892,6 @@ class QueueCore:
 
     def deleted_record(self, wall_ms: int) -> QueueDeleted:
         return QueueDeleted(wall_ms, self.queue_id, self.name)
-
-    def expired_record(self, seq: int, row: MessageSent | None, wall_ms: int) -> MessageDeleted:
-        message_id = row.message_id if row is not None else ""
-        return MessageDeleted(wall_ms, self.queue_id, self.name, seq, message_id, "expired")
 
     def set_attributes(self, attributes: Mapping[str, str], wall_ms: int) -> QueueAttributesChanged:
         changed = validation.validate_queue_attributes(attributes, fifo=self.config.fifo)
@@ -602,148 +928,45 @@ class QueueCore:
             wall_ms, self.queue_id, self.name, dict(self.attributes), self.region, dict(self.tags)
         )
 
-    # --- message move tasks ---------------------------------------------------------------------
-    def start_move_task(
-        self, destination_arn: str, max_per_second: int | None, now: float, wall_ms: int
-    ) -> MoveTaskChanged:
-        if self.move_task is not None:
-            raise BrokerError("UnsupportedOperation", f"A message move task is already running on {self.name}.")
-        if max_per_second is not None and not 1 <= max_per_second <= 500:
-            raise invalid(f"Value {max_per_second} for parameter MaxNumberOfMessagesPerSecond is invalid. Reason: 1 to 500.")
-        started_ms = max(wall_ms, self.move_tasks[-1].started_ms + 1) if self.move_tasks else wall_ms
-        record = MoveTaskChanged(
-            at_ms=wall_ms,
-            queue_id=self.queue_id,
-            queue=self.name,
-            started_ms=started_ms,
-            status="RUNNING",
-            through_seq=next(reversed(self.messages), 0),
-            destination_arn=destination_arn,
-            max_per_second=max_per_second or 0,
-            to_move=len(self.messages),
-            moved=0,
-        )
-        self._keep_task(record)
-        self.move_task = MoveTask(record, refilled_at=now)
-        return record
-
-    def cancel_move_task(self, started_ms: int, wall_ms: int) -> MoveTaskChanged:
-        task = self.move_task
-        if task is None or task.record.started_ms != started_ms or task.record.status != "RUNNING":
-            raise BrokerError("ResourceNotFoundException", "The message move task does not exist or is not running.")
-        return self._update_task(wall_ms, status="CANCELLING" if task.in_transit else "CANCELLED")
-
-    def take_for_move_task(self, now: float) -> list[Live]:
-        """Ready messages the running move task may hand over now (marked MOVING)."""
-        task = self.move_task
-        if task is None or task.record.status != "RUNNING" or task.in_transit >= MAX_MOVES_IN_TRANSIT:
-            return []
-        self.advance(now)
-        limit = min(MOVE_BATCH, MAX_MOVES_IN_TRANSIT - task.in_transit)
-        rate = task.record.max_per_second
-        if rate:
-            task.tokens = min(float(rate), task.tokens + (now - task.refilled_at) * rate)
-            task.refilled_at = now
-            limit = min(limit, int(task.tokens))
-        taken: list[Live] = []
-        through = task.record.through_seq
-        for seq, live in self.messages.items():
-            if seq > through or len(taken) >= limit:
-                break
-            if live.visible_at == READY:
-                self._schedule(live, MOVING)
-                taken.append(live)
-        task.tokens -= len(taken) if rate else 0
-        task.in_transit += len(taken)
-        if not taken:
-            task.idle_until = now + 0.1
-        return taken
-
-    def move_task_progress(self, started_ms: int, moved: int, error: str, wall_ms: int) -> MoveTaskChanged | None:
-        """The outcome of one hand-over of a task: the running task's new state to store."""
-        task = self.move_task
-        if task is None or task.record.started_ms != started_ms:
-            return None
-        task.in_transit = max(0, task.in_transit - moved)  # a restart in between forgot the count
-        if error:
-            return self._update_task(wall_ms, status="FAILED", failure_reason=error)
-        return self._update_task(wall_ms, moved=task.record.moved + moved)
-
-    def move_task_finished(self, wall_ms: int) -> MoveTaskChanged | None:
-        """The task's final state, once nothing it started is in transit and, when running,
-        every message that was here when it started has left."""
-        task = self.move_task
-        if task is None or task.in_transit:
-            return None
-        if task.record.status == "CANCELLING":
-            return self._update_task(wall_ms, status="CANCELLED")
-        first = next(iter(self.messages), None)
-        if task.record.status == "RUNNING" and (first is None or first > task.record.through_seq):
-            return self._update_task(wall_ms, status="COMPLETED")
-        return None
-
-    def _task_can_move(self, task: MoveTask) -> bool:
-        first = next(iter(self.messages), None)
-        return task.in_transit < MAX_MOVES_IN_TRANSIT and bool(self._ready) and first is not None and first <= task.record.through_seq
-
-    def _update_task(self, wall_ms: int, **changes: object) -> MoveTaskChanged:
-        assert self.move_task is not None
-        record = msgspec.structs.replace(self.move_task.record, at_ms=wall_ms, **changes)
-        self._keep_task(record)
-        if record.status in ("RUNNING", "CANCELLING"):
-            self.move_task.record = record
-        else:
-            self.move_task = None
-        return record
-
-    def _keep_task(self, record: MoveTaskChanged) -> None:
-        if self.move_tasks and self.move_tasks[-1].started_ms == record.started_ms:
-            self.move_tasks[-1] = record
-        else:
-            self.move_tasks = [*self.move_tasks, record][-KEPT_MOVE_TASKS:]
-
-    # --- receive attempts (FIFO) ----------------------------------------------------------------
-    def repeat_attempt(self, attempt_id: str, now: float) -> list[Live] | None:
-        """The messages an earlier receive with this ReceiveRequestAttemptId returned, if that was
-        within 5 minutes and every one of them is still in flight from it."""
-        attempt = self._attempts.get(attempt_id)
-        if attempt is None or attempt.expires_at <= now:
-            return None
-        lives = []
-        for seq, receive_count in attempt.deliveries:
-            live = self.messages.get(seq)
-            if live is None or live.receive_count != receive_count or message_state(live, now) != IN_FLIGHT:
-                del self._attempts[attempt_id]
-                return None
-            lives.append(live)
-        return lives
-
-    def remember_attempt(self, attempt_id: str, seqs: Sequence[int], now: float) -> None:
-        self._attempts[attempt_id] = _ReceiveAttempt(
-            now + RECEIVE_ATTEMPT_WINDOW_S, [(seq, self.messages[seq].receive_count) for seq in seqs]
-        )
-
+    # --- reading without changing -------------------------------------------------------------
     def counts(self, now: float) -> QueueCounts:
         states = [message_state(live, now) for live in self.messages.values()]
         return QueueCounts(states.count(VISIBLE), states.count(IN_FLIGHT), states.count(DELAYED))
 
-    def peek(self, after_seq: int, max_messages: int, state: str, now: float) -> list[tuple[Live, str]]:
+    def peek(self, op: PeekMessages, read: MessageReader, now: float, wall_ms: int) -> Peeked:
         """Up to max_messages live messages with seq > after_seq (in a state, if given), oldest
         first, with their states. Changes nothing."""
+        state = op.state
         if state not in ("", VISIBLE, IN_FLIGHT, DELAYED):
             raise invalid(f"Value {state[:40]} for parameter state is invalid: visible, in_flight or delayed.")
-        if not 1 <= max_messages <= 1000:
+        if not 1 <= op.max_messages <= 1000:
             raise invalid("Value for parameter max_messages is invalid: 1 to 1000.")
-        found = []
+        found: list[tuple[Live, str]] = []
         for seq, live in self.messages.items():
-            if seq <= after_seq:
+            if seq <= op.after_seq:
                 continue
             live_state = message_state(live, now)
             if not state or live_state == state:
                 found.append((live, live_state))
-                if len(found) >= max_messages:
+                if len(found) >= op.max_messages:
                     break
-        return found
+        rows = read([live.seq for live, _ in found])
+        messages = [
+            PeekedMessage(
+                seq=live.seq,
+                message_id=row.message_id,
+                state=live_state,
+                receive_count=live.receive_count,
+                sent_timestamp=row.at_ms,
+                visible_at_ms=wall_ms if live_state == VISIBLE else wall_ms + int((live.visible_at - now) * 1000),
+                body=row.body,
+                message_attributes=row.attributes,
+            )
+            for (live, live_state), row in zip(found, rows)
+            if row is not None
+        ]
+        more = len(found) == op.max_messages
+        return Peeked(messages, found[-1][0].seq if more and found else None)
 
     def get_attributes(self, names: Sequence[str], now: float) -> dict[str, str]:
         validation.check_attribute_names(names)
@@ -755,9 +978,45 @@ class QueueCore:
             "ApproximateNumberOfMessagesNotVisible": str(counts.in_flight),
             "ApproximateNumberOfMessagesDelayed": str(counts.delayed),
         }
-        return select_named(everything, names)
+        return sqs_results.select_named(everything, names)
 
     # --- time ---------------------------------------------------------------------------------
+    def tick(self, cycle: Cycle, read: MessageReader, now: float, wall_ms: int) -> None:
+        """What time brings, once a cycle: long polls that end empty or get messages, messages
+        past their retention, expired deduplication ids, hand-overs to dead-letter queues and
+        move tasks, and a move task's end."""
+        for waiter in self._pop_expired_waiters(now):
+            waiter.reply(Received([]))
+        expired = self.expire(now)
+        if expired:
+            rows = read(expired)
+            cycle.records.extend(
+                MessageDeleted(wall_ms, self.queue_id, self.name, seq, row.message_id if row is not None else "", "expired")
+                for seq, row in zip(expired, rows)
+            )
+        if (closed := self.expire_dedup(now, wall_ms)) is not None:
+            cycle.records.append(closed)
+        self.advance(now)
+        while self._waiters and self._ready:
+            waiter_id = next(iter(self._waiters))
+            if not self._serve(self._waiters[waiter_id], cycle, read, now, wall_ms):
+                break
+            del self._waiters[waiter_id]
+        if self._outgoing:
+            outgoing, self._outgoing = self._outgoing, []
+            dead_letter_arn = self.config.dead_letter_arn
+            self._hand_over(outgoing, lambda row: dead_letter_arn, 0, cycle, read, now, wall_ms)
+        if task_lives := self._take_for_move_task(now):
+            task = self.move_tasks.running
+            assert task is not None
+            destination = task.record.destination_arn
+            self._hand_over(
+                [live.seq for live in task_lives], lambda row: destination or row.dead_letter_source_arn,
+                task.record.started_ms, cycle, read, now, wall_ms,
+            )
+        if (finished := self.move_tasks.finished(next(iter(self.messages), None), wall_ms)) is not None:
+            cycle.records.append(finished)
+
     def advance(self, now: float) -> None:
         """Make every message whose deadline has passed visible again."""
         timers = self._timers
@@ -796,15 +1055,13 @@ class QueueCore:
         return None if closed is None else DedupWindowClosed(wall_ms, self.queue_id, self.name, closed)
 
     def next_deadline(self, now: float) -> float:
-        """When the shell must next call tick-related methods even if no request arrives."""
+        """When the shell must next tick even if no request arrives."""
         if self._waiters and self._ready:
             return now
-        candidates = [self._expiry_check_at]
-        task = self.move_task
-        if task is not None and task.record.status == "RUNNING" and self._task_can_move(task):
-            rate = task.record.max_per_second
-            tokens_at = task.refilled_at + (1 - task.tokens) / rate if rate and task.tokens < 1 else now
-            candidates.append(max(task.idle_until, tokens_at))
+        candidates = [
+            self._expiry_check_at,
+            self.move_tasks.wake_at(now, next(iter(self.messages), None), bool(self._ready)),
+        ]
         if self._dedup or self._attempts:
             candidates.append(self._housekeeping_at)
         if self._timers:
@@ -814,12 +1071,12 @@ class QueueCore:
         return min(candidates)
 
     # --- long polls ---------------------------------------------------------------------------
-    def add_waiter(self, waiter: Waiter) -> None:
+    def _add_waiter(self, waiter: Waiter) -> None:
         waiter_id = next(self._waiter_ids)
         self._waiters[waiter_id] = waiter
         heapq.heappush(self._waiter_deadlines, (waiter.deadline, waiter_id))
 
-    def pop_expired_waiters(self, now: float) -> list[Waiter]:
+    def _pop_expired_waiters(self, now: float) -> list[Waiter]:
         expired = []
         while self._waiter_deadlines and self._waiter_deadlines[0][0] <= now:
             _, waiter_id = heapq.heappop(self._waiter_deadlines)
@@ -827,18 +1084,6 @@ class QueueCore:
             if waiter is not None:
                 expired.append(waiter)
         return expired
-
-    def pop_servable_waiters(self, now: float) -> list[tuple[Waiter, list[Live]]]:
-        """Waiters, in arrival order, paired with the messages they now get."""
-        served = []
-        self.advance(now)
-        while self._waiters and self._ready:
-            waiter_id = next(iter(self._waiters))
-            lives = self.take_ready(self._waiters[waiter_id].max_messages, now)
-            if not lives:
-                break
-            served.append((self._waiters.pop(waiter_id), lives))
-        return served
 
     def drain_waiters(self) -> list[Waiter]:
         waiters = list(self._waiters.values())
@@ -871,27 +1116,15 @@ class QueueCore:
                 self._ready.unlock(live.group)
 
 
-    def render_received(
-        self,
-        record: MessageReceived,
-        row: MessageSent,
-        attribute_names: Sequence[str],
-        message_attribute_names: Sequence[str],
-    ) -> ReceivedMessage:
-        handle = encode_receipt_handle(
-            ReceiptHandle(self.queue_id, record.seq, record.receive_count, record.message_id)
-        )
-        attributes = system_attributes(row, record, attribute_names, self.config.fifo, self.account_id)
-        message_attributes = select_message_attributes(row.attributes, message_attribute_names)
-        return ReceivedMessage(
-            message_id=row.message_id,
-            receipt_handle=handle,
-            body=row.body,
-            md5_of_body=validation.md5_of_body(row.body),
-            md5_of_message_attributes=validation.md5_of_message_attributes(message_attributes),
-            attributes=attributes,
-            message_attributes=message_attributes,
-        )
+def _batch_result(group: SendGroup, results: list[Result]) -> SendBatchResult:
+    successful: list[SentEntry] = []
+    refused = list(group.refused)
+    for entry_id, result in zip(group.entry_ids or [], results):
+        if isinstance(result, Sent):
+            successful.append(SentEntry(entry_id, *msgspec.structs.astuple(result)))
+        else:
+            refused.append(BatchFailure(entry_id, result.code, result.message, False))  # type: ignore[attr-defined]
+    return SendBatchResult(successful, refused)
 
 
 def _in_flight(live: Live) -> bool:
@@ -903,57 +1136,3 @@ def message_state(live: Live, now: float) -> str:
     if live.visible_at == READY or live.visible_at <= now:
         return VISIBLE
     return IN_FLIGHT if live.receive_count else DELAYED
-
-
-def system_attributes(
-    row: MessageSent, record: MessageReceived, names: Sequence[str], fifo: bool, account_id: str
-) -> dict[str, str]:
-    if not names:
-        return {}
-    everything = {
-        "SenderId": row.sender_id or account_id,
-        "SentTimestamp": str(row.first_sent_ms or row.at_ms),
-        "ApproximateReceiveCount": str(record.receive_count),
-        "ApproximateFirstReceiveTimestamp": str(record.first_receive_ms),
-    }
-    if "AWSTraceHeader" in row.system_attributes:
-        everything["AWSTraceHeader"] = row.system_attributes["AWSTraceHeader"].string_value or ""
-    if row.group_id:
-        everything["MessageGroupId"] = row.group_id
-    if row.dedup_id:
-        everything["MessageDeduplicationId"] = row.dedup_id
-    if fifo:
-        everything["SequenceNumber"] = sequence_number(row.seq)
-    if row.dead_letter_source_arn:
-        everything["DeadLetterQueueSourceArn"] = row.dead_letter_source_arn
-    return select_named(everything, names)
-
-
-def sequence_number(seq: int) -> str:
-    """A FIFO message's SequenceNumber: its LSN, as the 20-digit string AWS uses."""
-    return f"{seq:020d}"
-
-
-def select_named(everything: dict[str, str], names: Sequence[str]) -> dict[str, str]:
-    """The entries a request named, or all of them for `All` (as SQS attribute names work)."""
-    if "All" in names:
-        return everything
-    return {name: everything[name] for name in names if name in everything}
-
-
-def select_message_attributes(
-    attributes: Mapping[str, MessageAttribute], names: Sequence[str]
-) -> dict[str, MessageAttribute]:
-    """The message attributes a receive asked for: `All` or `.*` for every one, a name, or a
-    prefix such as `bar.*`."""
-    if not attributes or not names:
-        return {}
-    if "All" in names or ".*" in names:
-        return dict(attributes)
-    prefixes = tuple(name[:-1] for name in names if name.endswith(".*"))
-    exact = set(names)
-    return {
-        name: value
-        for name, value in attributes.items()
-        if name in exact or (prefixes and name.startswith(prefixes))
-    }

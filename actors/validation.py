@@ -1,4 +1,4 @@
-"""Pure SQS validation and checksums: no I/O, no clock. Each check raises BrokerError with the code
+"""Pure SQS validation: no I/O, no clock. Each check raises BrokerError with the code
 and wording AWS uses."""
 
 from __future__ import annotations
@@ -7,29 +7,30 @@ import decimal
 import hashlib
 import json
 import re
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 from dovecote.storage.records import MessageAttribute
 
 from .errors import BrokerError, invalid
+from .limits import (
+    SQS_MAX_BATCH_ENTRIES,
+    SQS_MAX_DELAY_S,
+    SQS_MAX_MESSAGE_ATTRIBUTES,
+    SQS_MAX_MESSAGE_BYTES,
+    SQS_MAX_RECEIVE_COUNT,
+    SQS_MAX_RECEIVE_MESSAGES,
+    SQS_MAX_RETENTION_S,
+    SQS_MAX_VISIBILITY_TIMEOUT_S,
+    SQS_MAX_WAIT_TIME_S,
+    SQS_MIN_MESSAGE_BYTES,
+    SQS_MIN_RETENTION_S,
+)
 
-MAX_MESSAGE_ATTRIBUTES = 10
-MAX_BATCH_ENTRIES = 10
-MAX_RECEIVE_MESSAGES = 10
-MAX_WAIT_TIME_S = 20
-MAX_VISIBILITY_TIMEOUT_S = 12 * 3600
-MAX_DELAY_S = 900
-MIN_MESSAGE_BYTES = 1024
-MAX_MESSAGE_BYTES = 1024 * 1024
-MIN_RETENTION_S = 60
-MAX_RETENTION_S = 14 * 24 * 3600
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _FIFO_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,75}\.fifo")
 _QUEUE_ARN = re.compile(r"arn:aws:sqs:([a-z0-9-]*):([0-9]{12}):([A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo)")
-MAX_RECEIVE_COUNT = 1000
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 _DATA_TYPE = re.compile(r"(String|Number|Binary)(\.[^\s]{1,250})?")
@@ -42,7 +43,7 @@ class QueueConfig(msgspec.Struct, frozen=True):
 
     visibility_timeout_s: int = 30
     delay_s: int = 0
-    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_message_bytes: int = SQS_MAX_MESSAGE_BYTES
     retention_s: int = 4 * 24 * 3600
     receive_wait_s: int = 0
     fifo: bool = False
@@ -54,11 +55,11 @@ class QueueConfig(msgspec.Struct, frozen=True):
 
 # attribute name -> (config field, minimum, maximum)
 _NUMERIC_ATTRIBUTES = {
-    "VisibilityTimeout": ("visibility_timeout_s", 0, MAX_VISIBILITY_TIMEOUT_S),
-    "DelaySeconds": ("delay_s", 0, MAX_DELAY_S),
-    "MaximumMessageSize": ("max_message_bytes", MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES),
-    "MessageRetentionPeriod": ("retention_s", MIN_RETENTION_S, MAX_RETENTION_S),
-    "ReceiveMessageWaitTimeSeconds": ("receive_wait_s", 0, MAX_WAIT_TIME_S),
+    "VisibilityTimeout": ("visibility_timeout_s", 0, SQS_MAX_VISIBILITY_TIMEOUT_S),
+    "DelaySeconds": ("delay_s", 0, SQS_MAX_DELAY_S),
+    "MaximumMessageSize": ("max_message_bytes", SQS_MIN_MESSAGE_BYTES, SQS_MAX_MESSAGE_BYTES),
+    "MessageRetentionPeriod": ("retention_s", SQS_MIN_RETENTION_S, SQS_MAX_RETENTION_S),
+    "ReceiveMessageWaitTimeSeconds": ("receive_wait_s", 0, SQS_MAX_WAIT_TIME_S),
 }
 # Stored and returned as given; no behaviour of this broker depends on them.
 _OPAQUE_ATTRIBUTES = {"Policy", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds", "SqsManagedSseEnabled"}
@@ -189,8 +190,8 @@ def _redrive_policy_json(value: str) -> str:
         problem = f"unknown fields {sorted(set(document) - {'deadLetterTargetArn', 'maxReceiveCount'})}"
     elif not isinstance(target, str) or not _QUEUE_ARN.fullmatch(target):
         problem = "deadLetterTargetArn must be an SQS queue ARN"
-    elif isinstance(count, bool) or _parse_int(str(count)) is None or not 1 <= int(str(count)) <= MAX_RECEIVE_COUNT:
-        problem = f"maxReceiveCount must be an integer from 1 to {MAX_RECEIVE_COUNT}"
+    elif isinstance(count, bool) or _parse_int(str(count)) is None or not 1 <= int(str(count)) <= SQS_MAX_RECEIVE_COUNT:
+        problem = f"maxReceiveCount must be an integer from 1 to {SQS_MAX_RECEIVE_COUNT}"
     if problem:
         raise BrokerError(
             "InvalidParameterValue", f"Value {value[:200]} for parameter RedrivePolicy is invalid. Reason: {problem}."
@@ -304,9 +305,9 @@ def validate_message(
 
 def validate_message_attributes(attributes: Mapping[str, MessageAttribute]) -> int:
     """Check user message attributes; returns the bytes they count towards the message size."""
-    if len(attributes) > MAX_MESSAGE_ATTRIBUTES:
+    if len(attributes) > SQS_MAX_MESSAGE_ATTRIBUTES:
         raise invalid(
-            f"Number of message attributes [{len(attributes)}] exceeds the allowed maximum [{MAX_MESSAGE_ATTRIBUTES}]."
+            f"Number of message attributes [{len(attributes)}] exceeds the allowed maximum [{SQS_MAX_MESSAGE_ATTRIBUTES}]."
         )
     size = 0
     for name, value in attributes.items():
@@ -353,27 +354,27 @@ def _valid_number(text: str) -> bool:
 
 
 def validate_delay(delay_seconds: int | None) -> None:
-    if delay_seconds is not None and not 0 <= delay_seconds <= MAX_DELAY_S:
+    if delay_seconds is not None and not 0 <= delay_seconds <= SQS_MAX_DELAY_S:
         raise invalid(
-            f"Value {delay_seconds} for parameter DelaySeconds is invalid. Reason: must be between 0 and {MAX_DELAY_S}."
+            f"Value {delay_seconds} for parameter DelaySeconds is invalid. Reason: must be between 0 and {SQS_MAX_DELAY_S}."
         )
 
 
 def validate_visibility_timeout(seconds: int) -> None:
-    if not 0 <= seconds <= MAX_VISIBILITY_TIMEOUT_S:
+    if not 0 <= seconds <= SQS_MAX_VISIBILITY_TIMEOUT_S:
         raise invalid(
             f"Value {seconds} for parameter VisibilityTimeout is invalid. "
-            f"Reason: Must be between 0 and {MAX_VISIBILITY_TIMEOUT_S}."
+            f"Reason: Must be between 0 and {SQS_MAX_VISIBILITY_TIMEOUT_S}."
         )
 
 
 def validate_receive(max_messages: int, wait_time_s: int | None) -> None:
-    if not 1 <= max_messages <= MAX_RECEIVE_MESSAGES:
+    if not 1 <= max_messages <= SQS_MAX_RECEIVE_MESSAGES:
         raise BrokerError(
             "InvalidParameterValue",
             f"Value {max_messages} for parameter MaxNumberOfMessages is invalid. Reason: Must be between 1 and 10, if provided.",
         )
-    if wait_time_s is not None and not 0 <= wait_time_s <= MAX_WAIT_TIME_S:
+    if wait_time_s is not None and not 0 <= wait_time_s <= SQS_MAX_WAIT_TIME_S:
         raise invalid(
             f"Value {wait_time_s} for parameter WaitTimeSeconds is invalid. Reason: Must be >= 0 and <= 20, if provided."
         )
@@ -382,10 +383,10 @@ def validate_receive(max_messages: int, wait_time_s: int | None) -> None:
 def validate_batch(entry_ids: Sequence[str]) -> None:
     if not entry_ids:
         raise BrokerError("EmptyBatchRequest", "There should be at least one entry in the request.")
-    if len(entry_ids) > MAX_BATCH_ENTRIES:
+    if len(entry_ids) > SQS_MAX_BATCH_ENTRIES:
         raise BrokerError(
             "TooManyEntriesInBatchRequest",
-            f"Maximum number of entries per request are {MAX_BATCH_ENTRIES}. You have sent {len(entry_ids)}.",
+            f"Maximum number of entries per request are {SQS_MAX_BATCH_ENTRIES}. You have sent {len(entry_ids)}.",
         )
     for entry_id in entry_ids:
         if not _BATCH_ID.fullmatch(entry_id):
@@ -470,29 +471,3 @@ def _parse_int(value: str) -> int | None:
     if not text or not (text.isdigit() or (text[0] in "+-" and text[1:].isdigit())):
         return None
     return int(text)
-
-
-# --- checksums --------------------------------------------------------------------------------
-def md5_of_body(body: str) -> str:
-    return hashlib.md5(body.encode()).hexdigest()
-
-
-_LENGTH = struct.Struct(">I")
-
-
-def md5_of_message_attributes(attributes: Mapping[str, MessageAttribute]) -> str | None:
-    """The MD5 SQS returns for message attributes: over each attribute in name order, the
-    length-prefixed name, data type, a transport byte (1 string, 2 binary) and the value."""
-    if not attributes:
-        return None
-    digest = hashlib.md5()
-    for name in sorted(attributes):
-        value = attributes[name]
-        for part in (name.encode(), value.data_type.encode()):
-            digest.update(_LENGTH.pack(len(part)) + part)
-        if value.binary_value is not None and value.data_type.startswith("Binary"):
-            digest.update(b"\x02" + _LENGTH.pack(len(value.binary_value)) + value.binary_value)
-        else:
-            encoded = (value.string_value or "").encode()
-            digest.update(b"\x01" + _LENGTH.pack(len(encoded)) + encoded)
-    return digest.hexdigest()

@@ -17,10 +17,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from dovecote.actors.errors import KINDS, BrokerError
+from dovecote.actors.errors import BrokerError, from_failure
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Result
-from dovecote.actors.registry import Broker, Session
+from dovecote.actors.broker import Broker
+from dovecote.actors.session import Session
 
 from . import sns_api, sqs_api, sqs_query
 from .credential_scope import parse_authorization
@@ -90,10 +91,10 @@ class AwsGateway:
         except BrokerError as error:
             return error
         slot: ReplySlot[Result] = ReplySlot()
-        await self._session(request).submit(op, slot)
+        self._session(request).submit(op, slot)
         result = await slot.wait()
         if isinstance(result, Failure):
-            return BrokerError(result.code if result.code in KINDS else "InternalError", result.message)
+            return from_failure(result)
         return sqs_api.to_output(result, context, action)
 
     def _verify(self, request: HttpRequest) -> BrokerError | None:
@@ -157,10 +158,10 @@ class AwsGateway:
                 outcome = error
             else:
                 slot: ReplySlot[Result] = ReplySlot()
-                await self._session(request).submit(op, slot)
+                self._session(request).submit(op, slot)
                 result = await slot.wait()
                 if isinstance(result, Failure):
-                    outcome = BrokerError(result.code if result.code in KINDS else "InternalError", result.message)
+                    outcome = from_failure(result)
                 else:
                     body = sns_api.render(action, sns_api.to_output(action, result), request_id)
                     return HttpResponse(200, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)

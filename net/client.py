@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from dovecote.actors.errors import BrokerError, KINDS
+from dovecote.actors.errors import BrokerError, from_failure
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import (
     AddPermission,
@@ -95,9 +95,7 @@ def topic_name(topic: str) -> str:
 
 def _check(result: Result) -> Result:
     if isinstance(result, Failure):
-        if result.code in KINDS:
-            raise BrokerError(result.code, result.message)
-        raise BrokerError("InternalError", f"{result.code}: {result.message}")
+        raise from_failure(result)
     return result
 
 

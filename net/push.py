@@ -20,7 +20,7 @@ import httpx
 import msgspec
 import trio
 
-from dovecote.actors.push import UNREACHABLE, PushRequest
+from dovecote.actors.push_types import UNREACHABLE, PushRequest
 
 USER_AGENT = b"Amazon Simple Notification Service Agent"
 DEFAULT_TIMEOUT_S = 15.0  # per attempt, connecting and answering together, as SNS waits

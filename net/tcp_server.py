@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 import trio
 
-from dovecote.actors.ops import Failure, QueueName, QueueNames, Result
-from dovecote.actors.registry import Broker
+from dovecote.actors.errors import failure, invalid
+from dovecote.actors.ops import QueueName, QueueNames, Result
+from dovecote.actors.broker import Broker
 
 from . import frames
 from .limits import NetLimits
@@ -119,7 +120,7 @@ class _Connection:
                 reason = await self._read_requests()
                 reading.cancel_scope.cancel()
             if reason is not None:
-                self._answer(0, Failure("InvalidParameterValue", f"protocol error: {reason}"))
+                self._answer(0, failure(invalid(f"protocol error: {reason}")))
             # Let every request already accepted finish and be answered, then close.
             with trio.move_on_after(self._limits.shutdown_grace_s):
                 for _ in range(self._limits.max_inflight_per_connection):
@@ -166,9 +167,9 @@ class _Connection:
                     try:
                         op = frames.decode_op(envelope.op)
                     except ValueError as error:
-                        self._answer(envelope.id, Failure("InvalidParameterValue", str(error)))
+                        self._answer(envelope.id, failure(invalid(str(error))))
                         continue
-                    await self._session.submit(op, self._answerer(envelope.id))
+                    self._session.submit(op, self._answerer(envelope.id))
             except frames.ProtocolError as error:
                 return str(error)
 

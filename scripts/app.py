@@ -26,8 +26,11 @@ from dovecote.actors.clock import Clock
 from dovecote.actors.errors import KINDS
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, PeekMessages, Result
-from dovecote.actors.registry import Broker, BrokerConfig, recover
-from dovecote.actors.signing import CERTIFICATE_PATH, Signer, new_key_and_certificate
+from dovecote.actors.broker import Broker
+from dovecote.actors.config import BrokerConfig
+from dovecote.actors.recovery import recover
+from dovecote.actors.certificates import new_key_and_certificate
+from dovecote.actors.signing import CERTIFICATE_PATH, Signer
 from dovecote.net.aws_gateway import AwsGateway
 from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer, text_response
 from dovecote.net.limits import NetLimits
@@ -204,7 +207,7 @@ def _local_endpoints(writer: LogWriter, broker: Broker, certificate: bytes):
             except (KeyError, ValueError):
                 return text_response(400, "usage: /peek?queue=NAME[&max=N&after=SEQ&state=STATE]\n")
             slot: ReplySlot[Result] = ReplySlot()
-            await broker.session(query.get("region")).submit(op, slot)
+            broker.session(query.get("region")).submit(op, slot)
             result = await slot.wait()
             status = 200 if not isinstance(result, Failure) else KINDS[result.code].http_status
             return text_response(status, json.dumps(plain(result)) + "\n", "application/json")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import trio
 
 from dovecote.actors.errors import BrokerError
-from dovecote.actors.registry import BrokerConfig
+from dovecote.actors.config import BrokerConfig
 from dovecote.net.client import DEFAULT_PORT, BlockingClient
 from dovecote.net.push import SmtpRelay
 from dovecote.storage.history import (

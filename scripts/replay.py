@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import trio
 
-from .actors.validation import MAX_MESSAGE_ATTRIBUTES
+from .actors.limits import SQS_MAX_MESSAGE_ATTRIBUTES
 from .net.client import BrokerError, SendEntry, open_client
 from .storage.records import MessageAttribute, MessageSent, Published
 
@@ -28,7 +28,7 @@ BATCHES_IN_FLIGHT = 8
 
 def replay_entry(index: int, record: MessageSent) -> SendEntry:
     attributes = dict(record.attributes)
-    if len(attributes) <= MAX_MESSAGE_ATTRIBUTES - 2:
+    if len(attributes) <= SQS_MAX_MESSAGE_ATTRIBUTES - 2:
         attributes[ORIGINAL_ID] = MessageAttribute("String", record.message_id)
         attributes[ORIGINAL_SENT] = MessageAttribute("Number", str(record.at_ms))
     return SendEntry(str(index), record.body, 0, attributes)

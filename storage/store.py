@@ -282,8 +282,13 @@ class Store(abc.ABC):
         """Every subscription of every topic (damaged rows left out: `dovecote check` names them)."""
         return [record for _, record in self._rows(SUBSCRIPTIONS, (SubscriptionChanged,), DamageCollector())]
 
-    def _load_pushes(self, topic_id: int, damage: DamageCollector) -> list[PendingPush]:
-        first, last = keys.push_range(topic_id)
+    def pending_pushes(self, topic_id: int, subscription_id: int) -> list[PendingPush]:
+        """One subscription's pending pushes, in seq order (damaged rows left out: `dovecote check`
+        names them)."""
+        return self._load_pushes(topic_id, DamageCollector(), subscription_id)
+
+    def _load_pushes(self, topic_id: int, damage: DamageCollector, subscription_id: int | None = None) -> list[PendingPush]:
+        first, last = keys.push_range(topic_id, subscription_id)
         attempts = {key: record for key, record in self._rows(PUSH_ATTEMPTS, (PushAttempted,), damage, first, last)}
         pushes: list[PendingPush] = []
         for key, value in self._scan(PUSHES, first, last):

@@ -12,7 +12,9 @@ from dovecote.actors.clock import Clock
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Op, Result
-from dovecote.actors.registry import Broker, BrokerConfig, recover
+from dovecote.actors.broker import Broker
+from dovecote.actors.config import BrokerConfig
+from dovecote.actors.recovery import recover
 from dovecote.actors.signing import Signer
 from dovecote.net.push import Pusher
 from dovecote.storage.memory_store import MemoryStore
@@ -34,7 +36,7 @@ class Harness:
     async def call(self, op: Op) -> Result:
         """The raw result, Failure included."""
         slot: ReplySlot[Result] = ReplySlot()
-        await self.session.submit(op, slot)
+        self.session.submit(op, slot)
         return await slot.wait()
 
     async def ok(self, op: Op) -> Result:

@@ -8,7 +8,6 @@ from hypothesis import given, strategies as st
 
 from dovecote.actors.delivery_policy import (
     BACKOFF_FUNCTIONS,
-    MAX_TOTAL_RETRY_S,
     RetryPolicy,
     effective,
     effective_json,
@@ -17,6 +16,7 @@ from dovecote.actors.delivery_policy import (
     validate_topic_policy,
 )
 from dovecote.actors.errors import BrokerError
+from dovecote.actors.limits import SNS_MAX_TOTAL_RETRY_S
 
 
 def topic_policy(retry=None, **http):
@@ -118,7 +118,7 @@ def test_delays_stay_within_the_policy(minimum, extra, phases, backoff):
     assert all(d == 0 for d in delays[:no_delay])
     assert all(minimum - 1e-9 <= d <= minimum + extra + 1e-9 for d in delays[no_delay:])
     assert delays[no_delay:] == sorted(delays[no_delay:])
-    if sum(delays) <= MAX_TOTAL_RETRY_S:
+    if sum(delays) <= SNS_MAX_TOTAL_RETRY_S:
         text = json.dumps({"healthyRetryPolicy": {"minDelayTarget": minimum, "maxDelayTarget": minimum + extra,
                                                    "numRetries": sum(phases), "numNoDelayRetries": no_delay,
                                                    "numMinDelayRetries": min_delay, "numMaxDelayRetries": max_delay,

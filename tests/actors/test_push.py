@@ -10,7 +10,7 @@ import trio
 
 from dovecote.actors.delivery_policy import RetryPolicy, retry_delays
 from dovecote.actors.errors import BrokerError
-from dovecote.actors.registry import BrokerConfig
+from dovecote.actors.config import BrokerConfig
 from dovecote.actors.ops import (
     ConfirmSubscription,
     CreateQueue,
@@ -26,7 +26,8 @@ from dovecote.actors.ops import (
     Subscribe,
     Unsubscribe,
 )
-from dovecote.actors.signing import Signer, new_key_and_certificate
+from dovecote.actors.certificates import new_key_and_certificate
+from dovecote.actors.signing import Signer
 from dovecote.net.push import Pusher
 from dovecote.storage.history import LogFilter, iter_log
 from dovecote.storage.memory_store import MemoryStore

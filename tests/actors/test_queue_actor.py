@@ -24,7 +24,7 @@ from dovecote.actors.ops import (
     SetQueueAttributes,
     VisibilityEntry,
 )
-from dovecote.actors.registry import BrokerConfig
+from dovecote.actors.config import BrokerConfig
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.storage.records import MessageAttribute, MessageReceived
 from dovecote.storage.store import StorageError
@@ -298,7 +298,7 @@ async def test_a_full_mailbox_is_a_retryable_overload(autojump_clock):
         await h.ok(SendMessage("q", "warms the session's lookup cache"))
         slots = [ReplySlot() for _ in range(20)]
         for i, slot in enumerate(slots):  # no checkpoint in between: the actor cannot drain its mailbox
-            await h.session.submit(SendMessage("q", f"m{i}"), slot)
+            h.session.submit(SendMessage("q", f"m{i}"), slot)
         outcomes = [await slot.wait() for slot in slots]
         throttled = [o for o in outcomes if isinstance(o, Failure)]
         # two fit in the mailbox and one more may go straight to the actor waiting on it
@@ -342,7 +342,7 @@ async def test_each_region_is_its_own_namespace_across_restarts(autojump_clock):
 
         async def in_ireland(op):
             slot = ReplySlot()
-            await ireland.submit(op, slot)
+            ireland.submit(op, slot)
             return await slot.wait()
 
         await h.ok(CreateQueue("orders", {"VisibilityTimeout": "10"}))
@@ -355,7 +355,7 @@ async def test_each_region_is_its_own_namespace_across_restarts(autojump_clock):
     async with running_broker(store) as h:
         ireland = h.broker.session("eu-west-1")
         slot = ReplySlot()
-        await ireland.submit(GetQueueAttributes("orders", ["All"]), slot)
+        ireland.submit(GetQueueAttributes("orders", ["All"]), slot)
         attributes = (await slot.wait()).attributes
         assert attributes["QueueArn"] == "arn:aws:sqs:eu-west-1:000000000000:orders"
         assert attributes["VisibilityTimeout"] == "20"

@@ -1,16 +1,18 @@
-"""The pure queue rules, driven with explicit times: no Trio, no store."""
+"""The pure queue rules, driven with explicit times: no Trio, no store (reads come from a dict)."""
 
 import itertools
 
 import msgspec
 import pytest
 
+from dovecote.actors import sqs_results
 from dovecote.actors.errors import BrokerError
-from dovecote.actors.queue_core import QueueCore
+from dovecote.actors.messages import Request, ignore
+from dovecote.actors.ops import Received, ReceiveMessage, SendMessage
+from dovecote.actors.queue_core import Cycle, QueueCore, SendGroup
 from dovecote.actors.validation import default_queue_attributes
-from dovecote.storage.records import MessageReceived, QueueCreated
+from dovecote.storage.records import MessageReceived, MessageSent, MessageSentHead, QueueCreated
 from dovecote.storage.store import LoadedMessage, LoadedQueue
-from dovecote.storage.records import MessageSentHead
 
 WALL = 1_700_000_000_000
 ARN = "arn:aws:sqs:us-east-1:000000000000:q"
@@ -21,54 +23,75 @@ def make_core(**attributes: str) -> QueueCore:
 
 
 _lsns = itertools.count(1000)
+ROWS: dict[int, MessageSent] = {}  # what "the store" holds, by seq
+
+
+def read(seqs):
+    return [ROWS.get(seq) for seq in seqs]
 
 
 def stored(record):
     """The record as the store returns it: a MessageSent's seq is its LSN."""
-    return msgspec.structs.replace(record, seq=next(_lsns))
-
-
-def send(core: QueueCore, body: str = "m", now: float = 0.0, delay: int | None = None):
-    record = stored(core.prepare_send(body, delay, {}, "", WALL))
-    core.apply_sent(record, now)
+    record = msgspec.structs.replace(record, seq=next(_lsns))
+    ROWS[record.seq] = record
     return record
 
 
-def receive(core: QueueCore, now: float, count: int = 10, visibility: int | None = None, rows=None):
-    lives = core.take_ready(count, now)
-    rows = rows or {}
-    return core.mark_received(lives, [rows.get(live.seq) for live in lives], visibility, now, WALL + int(now * 1000))
+def prepare(core: QueueCore, body: str = "m", delay: int | None = None, group: str | None = None):
+    return core.prepare_send(SendMessage("q", body, delay, message_group_id=group), "", 0.0, WALL)
 
 
-def sent_rows(*records):
-    return {record.seq: record for record in records}
+def apply(core: QueueCore, record: MessageSent, now: float) -> None:
+    """Settle a cycle whose one send was stored as `record`."""
+    cycle = Cycle()
+    cycle.sends.append(SendGroup(ignore, None, [record], []))
+    core.settle(cycle, [record], None, [], None, now)
+
+
+def send(core: QueueCore, body: str = "m", now: float = 0.0, delay: int | None = None, group: str | None = None):
+    record = stored(prepare(core, body, delay, group))
+    apply(core, record, now)
+    return record
+
+
+def receive(core: QueueCore, now: float, count: int = 10, visibility: int | None = None):
+    return core.deliver(count, visibility, read, now, WALL + int(now * 1000))
+
+
+def take(core: QueueCore, count: int, now: float, visibility: int | None = None) -> list[MessageReceived]:
+    """The receive records of what a receive now gets."""
+    return [record for record, _ in receive(core, now, count, visibility)]
+
+
+def handle_of(received: MessageReceived, row: MessageSent) -> str:
+    return sqs_results.received_message(received, row, [], [], fifo=False, account_id="000000000000").receipt_handle
 
 
 def test_a_send_is_invisible_until_its_record_is_applied():
     core = make_core()
-    record = stored(core.prepare_send("hello", None, {}, "", WALL))
-    assert core.take_ready(10, 0.0) == []
-    core.apply_sent(record, 0.0)
-    assert [live.seq for live in core.take_ready(10, 0.0)] == [record.seq]
+    record = stored(prepare(core, "hello"))
+    assert take(core, 10, 0.0) == []
+    apply(core, record, 0.0)
+    assert [live.seq for live in take(core, 10, 0.0)] == [record.seq]
 
 
 def test_visibility_timeout_hides_a_received_message_until_it_passes():
     core = make_core(VisibilityTimeout="30")
     record = send(core)
-    (received, _), = receive(core, 1.0, rows=sent_rows(record))
+    (received, _), = receive(core, 1.0)
     assert received.receive_count == 1
     assert received.visible_at_ms == WALL + 1000 + 30_000
-    assert core.take_ready(10, 30.9) == []
+    assert take(core, 10, 30.9) == []
     assert core.counts(30.9).in_flight == 1
-    (again, _), = receive(core, 31.0, rows=sent_rows(record))
+    (again, _), = receive(core, 31.0)
     assert again.receive_count == 2
 
 
 def test_per_receive_visibility_timeout_overrides_the_queue_default():
     core = make_core(VisibilityTimeout="30")
     record = send(core)
-    receive(core, 0.0, visibility=5, rows=sent_rows(record))
-    assert len(core.take_ready(10, 5.0)) == 1
+    receive(core, 0.0, visibility=5)
+    assert len(take(core, 10, 5.0)) == 1
 
 
 def test_delay_seconds_from_queue_and_message():
@@ -76,20 +99,19 @@ def test_delay_seconds_from_queue_and_message():
     queue_delayed = send(core, now=0.0)
     message_delayed = send(core, now=0.0, delay=3)
     undelayed = send(core, now=0.0, delay=0)
-    assert [l.seq for l in core.take_ready(10, 0.0)] == [undelayed.seq]
+    assert [l.seq for l in take(core, 10, 0.0)] == [undelayed.seq]
     assert core.counts(0.0).delayed == 2
-    assert [l.seq for l in core.take_ready(10, 3.0)] == [message_delayed.seq]
-    assert [l.seq for l in core.take_ready(10, 10.0)] == [queue_delayed.seq]
+    assert [l.seq for l in take(core, 10, 3.0)] == [message_delayed.seq]
+    assert [l.seq for l in take(core, 10, 10.0)] == [queue_delayed.seq]
 
 
 def test_receipt_handles_stop_working_when_the_message_is_received_again():
     core = make_core()
     record = send(core)
-    rows = sent_rows(record)
-    first, _ = receive(core, 0.0, visibility=0, rows=rows)[0]
-    second, _ = receive(core, 0.0, rows=rows)[0]
-    old = core.render_received(first, record, [], []).receipt_handle
-    new = core.render_received(second, record, [], []).receipt_handle
+    first, _ = receive(core, 0.0, visibility=0)[0]
+    second, _ = receive(core, 0.0)[0]
+    old = handle_of(first, record)
+    new = handle_of(second, record)
     with pytest.raises(BrokerError) as caught:
         core.delete(old, WALL)
     assert caught.value.code == "ReceiptHandleIsInvalid"
@@ -104,11 +126,9 @@ def test_receipt_handles_stop_working_when_the_message_is_received_again():
 def test_a_handle_from_another_queue_or_garbage_is_invalid():
     core = make_core()
     other = QueueCore(8, "other", default_queue_attributes(), ARN)
-    record = stored(other.prepare_send("x", None, {}, "", WALL))
-    other.apply_sent(record, 0.0)
-    lives = other.take_ready(1, 0.0)
-    (received, row), = other.mark_received(lives, [record], None, 0.0, WALL)
-    handle = other.render_received(received, row, [], []).receipt_handle
+    send(other, "x")
+    (received, row), = receive(other, 0.0, count=1)
+    handle = handle_of(received, row)
     for bad in (handle, "garbage", ""):
         with pytest.raises(BrokerError) as caught:
             core.delete(bad, WALL)
@@ -118,20 +138,20 @@ def test_a_handle_from_another_queue_or_garbage_is_invalid():
 def test_change_visibility_extends_or_releases_an_in_flight_message():
     core = make_core(VisibilityTimeout="30")
     record = send(core)
-    received, _ = receive(core, 0.0, rows=sent_rows(record))[0]
-    handle = core.render_received(received, record, [], []).receipt_handle
+    received, _ = receive(core, 0.0)[0]
+    handle = handle_of(received, record)
     changed = core.change_visibility(handle, 100, 10.0, WALL)
     assert changed.visible_at_ms == WALL + 100_000 and changed.receive_count == 1
-    assert core.take_ready(10, 50.0) == []
+    assert take(core, 10, 50.0) == []
     core.change_visibility(handle, 0, 60.0, WALL)
-    assert len(core.take_ready(10, 60.0)) == 1
+    assert len(take(core, 10, 60.0)) == 1
 
 
 def test_change_visibility_of_a_visible_message_is_not_in_flight():
     core = make_core(VisibilityTimeout="5")
     record = send(core)
-    received, _ = receive(core, 0.0, rows=sent_rows(record))[0]
-    handle = core.render_received(received, record, [], []).receipt_handle
+    received, _ = receive(core, 0.0)[0]
+    handle = handle_of(received, record)
     with pytest.raises(BrokerError) as caught:
         core.change_visibility(handle, 10, 6.0, WALL)
     assert caught.value.code == "MessageNotInflight"
@@ -146,17 +166,17 @@ def test_retention_expires_old_messages_and_never_delivers_them():
     assert core.next_deadline(0.0) == 60.0
     assert core.expire(59.0) == []
     assert core.expire(60.0) == [old.seq]
-    assert [l.seq for l in core.take_ready(10, 89.0)] == [young.seq]
+    assert [l.seq for l in take(core, 10, 89.0)] == [young.seq]
 
 
 def test_purge_drops_messages_sent_before_it_even_if_committed_after():
     core = make_core()
-    before = core.prepare_send("in flight to the log", None, {}, "", WALL)
+    before = prepare(core, "in flight to the log")
     send(core)
     core.purge(0.0, WALL)
-    core.apply_sent(stored(before), 0.0)
+    apply(core, stored(before), 0.0)
     after = send(core)
-    assert [l.seq for l in core.take_ready(10, 0.0)] == [after.seq]
+    assert [l.seq for l in take(core, 10, 0.0)] == [after.seq]
 
 
 def test_attributes_report_counts_and_changes():
@@ -164,7 +184,8 @@ def test_attributes_report_counts_and_changes():
     oldest = send(core)
     send(core, delay=60)
     record = send(core)
-    receive(core, 0.0, count=1, rows=sent_rows(oldest))  # takes the oldest ready message
+    (taken, _), = receive(core, 0.0, count=1)  # takes the oldest ready message
+    assert taken.seq == oldest.seq
     attributes = core.get_attributes(["All"], 0.0)
     assert attributes["ApproximateNumberOfMessages"] == "1"
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
@@ -193,29 +214,36 @@ def test_restore_keeps_receive_counts_and_clamps_deadlines():
             LoadedMessage(heads[3], expired_visibility),
         ],
     )
-    core = QueueCore.restore(loaded, ARN, now=1000.0, wall_ms=WALL)
+    for head in heads:
+        ROWS[head.seq] = MessageSent(WALL, 7, "q", head.seq, 0, f"id-{head.seq}", "", "body", {})
+    core = QueueCore.restore(loaded, ARN, now=1000.0, wall_ms=WALL, last_written_ms=WALL)
     assert core.messages[2].receive_count == 3
-    assert [l.seq for l in core.take_ready(10, 1000.0)] == [1, 4]
     assert core.messages[4].receive_count == 5
-    assert [l.seq for l in core.take_ready(10, 1020.0)] == [2]
-    assert core.take_ready(10, 1000.0 + 12 * 3600 - 1) == []
-    assert [l.seq for l in core.take_ready(10, 1000.0 + 12 * 3600)] == [3]
+    long_s = 13 * 3600  # these receives keep what they take in flight past the end of the test
+    assert [l.seq for l in take(core, 10, 1000.0, long_s)] == [1, 4]
+    assert [l.seq for l in take(core, 10, 1020.0, long_s)] == [2]
+    assert take(core, 10, 1000.0 + 12 * 3600 - 1, long_s) == []
+    assert [l.seq for l in take(core, 10, 1000.0 + 12 * 3600, long_s)] == [3]
 
 
 def test_waiters_are_served_in_arrival_order_and_expire():
-    from dovecote.actors.queue_core import Waiter
-
     core = make_core()
-    first = Waiter(1, None, 20.0, [], [], lambda r: None)
-    second = Waiter(1, None, 5.0, [], [], lambda r: None)
-    core.add_waiter(first)
-    core.add_waiter(second)
+    first: list = []
+    second: list = []
+    cycle = Cycle()
+    core.handle(Request(ReceiveMessage("q", 1, None, 20), first.append), cycle, read, 0.0, WALL)
+    core.handle(Request(ReceiveMessage("q", 1, None, 5), second.append), cycle, read, 0.0, WALL)
     assert core.next_deadline(0.0) == 5.0
-    send(core, now=1.0)
+    message = send(core, now=1.0)
     assert core.next_deadline(1.0) == 1.0
-    served = core.pop_servable_waiters(1.0)
-    assert [waiter for waiter, _ in served] == [first]
-    assert core.pop_expired_waiters(5.0) == [second]
+    cycle = Cycle()
+    core.tick(cycle, read, 1.0, WALL)
+    for reply, result in core.settle(cycle, [], None, cycle.records, None, 1.0):
+        reply(result)
+    assert [[m.message_id for m in result.messages] for result in first] == [[message.message_id]]
+    assert second == []
+    core.tick(Cycle(), read, 5.0, WALL)
+    assert second == [Received([])]
     assert core.waiter_count() == 0
 
 
@@ -266,32 +294,31 @@ def test_receives_stop_at_the_in_flight_limit():
     core = make_core(VisibilityTimeout="30")
     core.max_in_flight = 3
     records = {r.seq: r for r in (send(core) for _ in range(5))}
-    assert len(receive(core, 0.0, count=10, rows=records)) == 3
+    assert len(receive(core, 0.0, count=10)) == 3
     with pytest.raises(BrokerError) as caught:
         core.check_in_flight_limit()
     assert caught.value.code == "OverLimit"
     first = next(iter(core.messages.values()))
     received = MessageReceived(WALL, 7, "q", first.seq, records[first.seq].message_id, 1, WALL, WALL)
-    core.delete(core.render_received(received, records[first.seq], [], []).receipt_handle, WALL)
+    core.delete(handle_of(received, records[first.seq]), WALL)
     core.check_in_flight_limit()
-    assert len(receive(core, 0.0, count=10, rows=records)) == 1
+    assert len(receive(core, 0.0, count=10)) == 1
     assert core.in_flight_count == 3
-    assert len(receive(core, 31.0, count=10, rows=records)) == 3  # all four timed out; the limit lets three go
+    assert len(receive(core, 31.0, count=10)) == 3  # all four timed out; the limit lets three go
 
 
 def test_fair_queues_take_groups_in_turn():
     core = make_core()
-    noisy = [stored(core.prepare_send(f"a{i}", None, {}, "", WALL, group_id="tenant-a")) for i in range(20)]
-    quiet = [stored(core.prepare_send(f"b{i}", None, {}, "", WALL, group_id="tenant-b")) for i in range(2)]
-    plain = stored(core.prepare_send("no group", None, {}, "", WALL))
+    noisy = [stored(prepare(core, f"a{i}", group="tenant-a")) for i in range(20)]
+    quiet = [stored(prepare(core, f"b{i}", group="tenant-b")) for i in range(2)]
+    plain = stored(prepare(core, "no group"))
     for record in noisy + quiet + [plain]:
-        core.apply_sent(record, 0.0)
-    rows = {r.seq: r for r in noisy + quiet + [plain]}
-    bodies = [row.body for _, row in receive(core, 0.0, count=6, rows=rows)]
+        apply(core, record, 0.0)
+    bodies = [row.body for _, row in receive(core, 0.0, count=6)]
     assert sorted(bodies) == sorted(["a0", "a1", "a2", "b0", "b1", "no group"])  # one from each group in turn
     # each turn takes the next message of every group that has one left: the quiet group's second
     # message comes before the noisy group's third
     assert [set(bodies[:3]), set(bodies[3:5]), set(bodies[5:])] == [{"a0", "b0", "no group"}, {"a1", "b1"}, {"a2"}]
     assert [b for b in bodies if b.startswith("a")] == ["a0", "a1", "a2"]
     with pytest.raises(BrokerError):
-        core.prepare_send("x", None, {}, "", WALL, group_id="has space")
+        prepare(core, "x", group="has space")

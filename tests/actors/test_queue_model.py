@@ -10,8 +10,12 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from dovecote.actors.errors import BrokerError
-from dovecote.actors.queue_core import READY, Duplicate, QueueCore
-from dovecote.actors.registry import BrokerConfig, queue_arn
+from dovecote.actors import sqs_results
+from dovecote.actors.config import BrokerConfig, queue_arn
+from dovecote.actors.messages import ignore
+from dovecote.actors.ops import SendMessage
+from dovecote.actors.queue_core import READY, Cycle, DuplicateSend, QueueCore, SendGroup
+from dovecote.actors.recovery import last_written_ms
 from dovecote.actors.validation import default_queue_attributes
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.storage.records import QueueCreated
@@ -52,6 +56,18 @@ class QueueModel(RuleBasedStateMachine):
     def commit(self, *records):
         return self.store.commit([list(records)])[0][-1]
 
+    def read(self, seqs):
+        return self.store.read_messages(1, seqs)
+
+    def apply(self, record) -> None:
+        """Settle a cycle whose one send was stored as `record`."""
+        cycle = Cycle()
+        cycle.sends.append(SendGroup(ignore, None, [record], []))
+        self.core.settle(cycle, [record], None, [], None, float(self.now))
+
+    def handle(self, record, row) -> str:
+        return sqs_results.received_message(record, row, [], [], fifo=self.core.config.fifo, account_id="0").receipt_handle
+
     @rule(
         body=st.text(min_size=1, max_size=8).filter(lambda b: "\x00" not in b),
         delay=st.integers(0, 120),
@@ -59,19 +75,17 @@ class QueueModel(RuleBasedStateMachine):
     )
     def send(self, body, delay, group):
         try:
-            record = self.core.prepare_send(body, delay, {}, "", self.wall_ms(), group_id=group)
+            record = self.core.prepare_send(SendMessage("model", body, delay, message_group_id=group), "", float(self.now), self.wall_ms())
         except BrokerError:
             return  # characters SQS refuses: nothing changes
         record = self.commit(record)  # now with its seq: its LSN
-        self.core.apply_sent(record, float(self.now))
+        self.apply(record)
         self.model[record.message_id] = ModelMessage(body, self.now + delay)
 
     @rule(count=st.integers(1, 10), visibility=st.one_of(st.none(), st.integers(0, 200)))
     def receive(self, count, visibility):
         expected_visible = set(self.visible())
-        lives = self.core.take_ready(count, float(self.now))
-        rows = self.store.read_messages(1, [live.seq for live in lives])
-        received = self.core.mark_received(lives, rows, visibility, float(self.now), self.wall_ms())
+        received = self.core.deliver(count, visibility, self.read, float(self.now), self.wall_ms())
         assert len(received) == min(count, len(expected_visible))
         timeout = 30 if visibility is None else visibility
         for record, row in received:
@@ -81,8 +95,7 @@ class QueueModel(RuleBasedStateMachine):
             message.visible_at = self.now + timeout
             assert record.receive_count == message.receive_count
             self.commit(record)
-            handle = self.core.render_received(record, row, [], []).receipt_handle
-            self.handles.append((handle, row.message_id, record.receive_count))
+            self.handles.append((self.handle(record, row), row.message_id, record.receive_count))
 
     @precondition(lambda self: self.handles)
     @rule(data=st.data())
@@ -146,7 +159,8 @@ class QueueModel(RuleBasedStateMachine):
         rows, damages = self.store.load_queue_rows()
         loaded, more = self.store.load_queue(rows[0], with_groups=self.core.config.fifo)
         assert damages == more == []
-        self.core = QueueCore.restore(loaded, ARN, now=float(self.now), wall_ms=self.wall_ms())
+        written_ms = last_written_ms(self.store, [loaded])
+        self.core = QueueCore.restore(loaded, ARN, now=float(self.now), wall_ms=self.wall_ms(), last_written_ms=written_ms)
 
     @invariant()
     def counts_agree(self):
@@ -179,16 +193,15 @@ class FifoQueueModel(QueueModel):
     @rule(body=st.sampled_from(["x", "y", "z"]), group=st.sampled_from(["a", "b", "c"]), dedup=st.integers(0, 6))
     def send(self, body, group, dedup):
         dedup_id = f"d{dedup}"
-        prepared = self.core.prepare_send(
-            body, None, {}, "", self.wall_ms(), group_id=group, dedup_id=dedup_id, now=float(self.now)
-        )
+        op = SendMessage("model", body, message_group_id=group, message_deduplication_id=dedup_id)
+        prepared = self.core.prepare_send(op, "", float(self.now), self.wall_ms())
         seen = self.dedup.get(dedup_id)
         if seen is not None and self.now - seen[0] < 300:
-            assert isinstance(prepared, Duplicate) and prepared.message_id == seen[1]
+            assert isinstance(prepared, DuplicateSend) and prepared.message_id == seen[1]
             return
-        assert not isinstance(prepared, Duplicate)
+        assert not isinstance(prepared, DuplicateSend)
         record = self.commit(prepared)
-        self.core.apply_sent(record, float(self.now))
+        self.apply(record)
         self.model[record.message_id] = ModelMessage(body, self.now, group=group, seq=record.seq)
         self.dedup[dedup_id] = (self.now, record.message_id)
 
@@ -197,9 +210,7 @@ class FifoQueueModel(QueueModel):
         live = {mid: m for mid, m in self.model.items() if not m.deleted}
         locked = {m.group for m in live.values() if m.visible_at > self.now and m.receive_count > 0}
         available = [mid for mid, m in live.items() if m.group not in locked]
-        lives = self.core.take_ready(count, float(self.now))
-        rows = self.store.read_messages(1, [live.seq for live in lives])
-        received = self.core.mark_received(lives, rows, visibility, float(self.now), self.wall_ms())
+        received = self.core.deliver(count, visibility, self.read, float(self.now), self.wall_ms())
         assert len(received) == min(count, len(available))
         taken_per_group: dict[str, int] = {}
         timeout = 30 if visibility is None else visibility
@@ -214,8 +225,7 @@ class FifoQueueModel(QueueModel):
             message.receive_count += 1
             message.visible_at = self.now + timeout
             self.commit(record)
-            handle = self.core.render_received(record, row, [], []).receipt_handle
-            self.handles.append((handle, row.message_id, record.receive_count))
+            self.handles.append((self.handle(record, row), row.message_id, record.receive_count))
 
     @rule(seconds=st.integers(0, 100))
     def advance(self, seconds):

@@ -10,7 +10,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from dovecote.actors.signing import Signer, new_key_and_certificate, sign_all
+from dovecote.actors.certificates import new_key_and_certificate
+from dovecote.actors.signing import Signer, sign_all
 
 KEY, CERTIFICATE = new_key_and_certificate("test", datetime.datetime(2026, 11, 23, tzinfo=datetime.UTC))
 
@@ -61,22 +62,26 @@ def test_envelopes_signed_later_carry_the_signature_of_their_own_content():
     message itself contains text that looks like one."""
     import json as json_module
 
-    from dovecote.actors.topic_core import QueueTarget, TopicCore, with_signatures
+    from dovecote.actors.messages import QueueTarget
+    from dovecote.actors.ops import Publish
+    from dovecote.actors.sns_messages import with_signatures
+    from dovecote.actors.topic_core import TopicCore, TopicOptions
 
     from ..sns_verify import verify_sns_message
 
     arn = "arn:aws:sns:us-east-1:000000000000:t"
-    core = TopicCore(1, "t", {}, arn, signer=Signer(KEY, "http://127.0.0.1:7481/cert.pem"), sign_later=True)
+    signer = Signer(KEY, "http://127.0.0.1:7481/cert.pem")
+    core = TopicCore(1, "t", {}, arn, options=TopicOptions(signer=signer, sign_later=True))
     queue_arn = "arn:aws:sqs:us-east-1:000000000000:q"
-    targets = {queue_arn: QueueTarget(2, "q", False, lambda op: None)}
+    targets = {queue_arn: QueueTarget(2, "q", queue_arn, False)}
     core.subscribe("sqs", queue_arn, {}, 0)
     tricky = 'looks like "Signature":"dovecote-unsigned-1" but is the message'
-    prepared = [core.prepare_publish(text, None, None, {}, None, None, targets, 0.0, 1_700_000_000_000) for text in ("a", tricky)]
+    prepared = [core.prepare_publish(Publish("t", text), targets, 0.0, 1_700_000_000_000) for text in ("a", tricky)]
     records = [record for p in prepared for _, record in p.deliveries]
     assert all('"Signature":"dovecote-unsigned-' in record.body for record in records)
-    unsigned = core.take_unsigned()
-    assert len(unsigned) == 2 and core.take_unsigned() == []
-    signed = with_signatures(records, sign_all(core.signer, unsigned))
+    unsigned = core.messages.take_unsigned()
+    assert len(unsigned) == 2 and core.messages.take_unsigned() == []
+    signed = with_signatures(records, sign_all(signer, unsigned))
     envelopes = [json_module.loads(record.body) for record in signed]
     assert [e["Message"] for e in envelopes] == ["a", tricky]
     for envelope in envelopes:

@@ -3,9 +3,8 @@
 import pytest
 
 from dovecote.actors.errors import BrokerError
+from dovecote.actors.sqs_results import md5_of_body, md5_of_message_attributes
 from dovecote.actors.validation import (
-    md5_of_body,
-    md5_of_message_attributes,
     validate_batch,
     validate_message,
     validate_queue_attributes,

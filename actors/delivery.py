@@ -17,18 +17,18 @@ is stored as "dropped".
 A slow or dead endpoint holds up only its own actor: attempts time out, and the cap on attempts in
 flight (here, and in all, in the Sender) keeps it from taking every connection. While an endpoint
 refuses connections, one refused attempt stands for the others that fall due within
-UNREACHABLE_HOLD_S: they fail as it did, without a connection and without reading their bodies, so
-a long outage does not page every stored push in.
+PUSH_UNREACHABLE_HOLD_S: they fail as it did, without a connection and without reading their
+bodies, so a long outage does not page every stored push in.
+
+The mailbox (mailbox.py) never grows past its capacities: new pushes that find it full are not
+lost, as they are in the store already; the actor then reloads its pending pushes from there.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from contextlib import AbstractAsyncContextManager
-from typing import Protocol
 
-import msgspec
 import trio
 
 from dovecote.storage.records import MessageSent, PushAttempted, PushDone, PushQueued, Record
@@ -36,96 +36,37 @@ from dovecote.storage.store import PendingPush, StorageError, Store
 from dovecote.storage.writer import AppendEntry, LogWriter
 
 from .clock import Clock
-from .mailbox import take_waiting
 from .delivery_policy import EffectivePolicy, retry_delays
-from .ops import Op, Result
+from .limits import PUSH_MAX_IN_FLIGHT_PER_SUBSCRIPTION, PUSH_MAX_PENDING_PER_SUBSCRIPTION, PUSH_UNREACHABLE_HOLD_S
+from .mailbox import Mailbox
+from .messages import ActorMessage, Forward, MoveIn, NewPushes, Reconfigured, StopPushing, move_error
+from .ops import Result
 from .push_schedule import PushSchedule
-from .queue import Forward, MoveIn, move_error
+from .push_types import UNREACHABLE, PushRequest, PushTarget, Sender
 
-log = logging.getLogger("dovecote.push")
+log = logging.getLogger("dovecote.delivery")
 
-MAX_IN_FLIGHT = 8  # attempts (and connections) at once per subscription
-MAX_PENDING = 100_000  # pending pushes per subscription; beyond, new ones are dropped (and recorded)
-UNREACHABLE = "unreachable"  # how an outcome starts when no connection could be made
-UNREACHABLE_HOLD_S = 1.0  # after a refused connection, attempts due this soon fail without one
 INFERRED = " (not sent: the endpoint refused a connection just before)"
-PUSH_PROTOCOLS = ("http", "https", "email", "email-json")
 
 
-class PushRequest(msgspec.Struct, frozen=True):
-    protocol: str  # http, https, email, email-json
-    endpoint: str  # a URL or a mail address
-    message_type: str  # Notification, SubscriptionConfirmation or UnsubscribeConfirmation
-    message_id: str
-    topic_arn: str
-    subscription_arn: str
-    body: str
-    raw: bool = False
-    subject: str = ""  # mail only
-    content_type: str = "text/plain; charset=UTF-8"
-
-
-class Connection(Protocol):
-    async def send(self, request: PushRequest) -> str:
-        """"" when delivered, else what went wrong."""
-
-
-class Sender(Protocol):
-    """Sends pushes (net/push.py)."""
-
-    protocols: frozenset[str]  # those of PUSH_PROTOCOLS it can reach
-
-    def connection(self) -> AbstractAsyncContextManager[Connection]:
-        """A keep-alive connection, for one request at a time."""
-
-
-class PushTarget(msgspec.Struct, frozen=True):
-    """What a delivery actor knows of its subscription, from the topic."""
-
-    topic_id: int
-    topic: str
-    topic_arn: str
-    subscription_id: int
-    subscription_arn: str
-    protocol: str
-    endpoint: str
-    raw: bool
-    policy: EffectivePolicy
-    dead_letter_arn: str  # "": exhausted pushes are dropped
-
-
-class NewPushes(Op):
-    """Topic to delivery actor: pushes stored for this subscription, as (seq, MessageId)."""
-
-    pushes: list[tuple[int, str]]
-
-
-class Reconfigured(Op):
-    target: PushTarget
-
-
-class StopPushing(Op):
-    flush: bool = False  # store the outcomes not yet stored first (a shutdown, not an unsubscribe)
-
-
-class _Stored(Op):
+class _Stored(ActorMessage):
     """The writer committed this actor's last outcomes."""
 
 
-class _Attempted(Op):
+class _Attempted(ActorMessage):
     seq: int
     message_id: str
     outcome: str  # "": delivered
 
 
-class _DeadLettered(Op):
+class _DeadLettered(ActorMessage):
     seq: int
     message_id: str
     attempts: int
     error: str  # "": the dead-letter queue stored it
 
 
-class PushActor:
+class DeliveryActor:
     def __init__(
         self,
         target: PushTarget,
@@ -135,8 +76,8 @@ class PushActor:
         store: Store,
         clock: Clock,
         forward: Forward,
-        max_in_flight: int = MAX_IN_FLIGHT,
-        max_pending: int = MAX_PENDING,
+        max_in_flight: int = PUSH_MAX_IN_FLIGHT_PER_SUBSCRIPTION,
+        max_pending: int = PUSH_MAX_PENDING_PER_SUBSCRIPTION,
     ) -> None:
         self._target = target
         self._max_pending = max_pending
@@ -145,7 +86,7 @@ class PushActor:
         self._store = store
         self._clock = clock
         self._forward = forward
-        self.mailbox, self._inbox = trio.open_memory_channel[Op](math.inf)
+        self._mailbox = Mailbox()
         self._unstored: list[Record] = []  # outcomes not yet handed to the writer
         self._storing: AppendEntry | None = None  # the outcomes the writer has, until committed
         # To the sending tasks: (seq, request); never more than max_in_flight are in it or sending.
@@ -153,19 +94,22 @@ class PushActor:
         now, wall_ms = clock.now(), clock.wall_ms()
         self._schedule = PushSchedule(target.policy, max_in_flight, now)
         self._message_ids: dict[int, str] = {}  # seq -> MessageId of every pending push, for the log
-        for push in pending:
-            self._message_ids[push.seq] = push.message_id
-            self._schedule.add(push.seq, push.attempts, now + max(0, push.retry_at_ms - wall_ms) / 1000 if push.retry_at_ms else -math.inf)
+        self._take_up(pending, now, wall_ms)
         # While an endpoint refuses connections, one attempt stands for all that fall due with it.
         self._unreachable_until = -math.inf
         self._unreachable = ""
 
-    def post(self, op: Op) -> None:
-        """From the topic actor (or a sending task): never blocks; ignored once this actor ended."""
-        try:
-            self.mailbox.send_nowait(op)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
+    def post(self, message: ActorMessage) -> None:
+        """From the topic actor: never blocks; ignored once this actor ended. New pushes that find
+        the mailbox full are not lost: the actor then reloads its pending pushes from the store."""
+        if isinstance(message, NewPushes):
+            self._mailbox.post(message, must_arrive=True)
+        else:  # a Reconfigured or StopPushing: a few per change of the subscription
+            self._mailbox.post_answer(message)
+
+    def pending(self) -> int:
+        """Pushes waiting to be delivered (in flight included)."""
+        return len(self._schedule)
 
     async def run(self) -> None:
         try:
@@ -185,27 +129,50 @@ class PushActor:
                 if self._storing is not None:
                     await self._storing.done.wait()
         finally:
-            self.mailbox.close()
+            self._mailbox.close()
 
     async def _send_pushes(self, due: trio.MemoryReceiveChannel[tuple[int, PushRequest]]) -> None:
         async with self._sender.connection() as connection:
             async for seq, request in due:
-                self.post(_Attempted(seq, request.message_id, await connection.send(request)))
+                self._mailbox.post_answer(_Attempted(seq, request.message_id, await connection.send(request)))
 
     async def _cycle(self) -> StopPushing | None:
         """One round: take the messages that arrived, store what they changed, start what is due.
         The StopPushing when told to stop."""
-        messages: list[Op] = []
+        if self._mailbox.missed:
+            await self._reload()
+        requests = []
         with trio.move_on_at(self._schedule.wake_at(self._clock.now())):
-            messages.append(await self._inbox.receive())
-        take_waiting(self._inbox, messages)
-        for message in messages:
-            if isinstance(message, StopPushing):
-                return message
-            self._handle(message, self._unstored)
+            requests.append(await self._mailbox.receive())
+        self._mailbox.receive_waiting(requests)
+        for request in requests:
+            if isinstance(request.op, StopPushing):
+                return request.op
+            self._handle(request.op, self._unstored)
         self._store_outcomes()
         self._start_due()
         return None
+
+    async def _reload(self) -> None:
+        """New pushes were refused while the mailbox was full: take up every pending push the store
+        has that this actor does not, once the outcomes it knows are stored (so none it has
+        finished comes back)."""
+        self._mailbox.missed = False
+        while self._unstored or (self._storing is not None and not self._storing.done.is_set()):
+            if self._storing is not None:
+                await self._storing.done.wait()
+            self._store_outcomes()
+        target = self._target
+        now, wall_ms = self._clock.now(), self._clock.wall_ms()
+        reloaded = self._store.pending_pushes(target.topic_id, target.subscription_id)
+        log.warning("subscription %s: its mailbox was full; %d pending pushes reloaded from the log", target.subscription_arn, len(reloaded))
+        self._take_up(reloaded, now, wall_ms)
+
+    def _take_up(self, pending: list[PendingPush], now: float, wall_ms: int) -> None:
+        for push in pending:
+            self._message_ids.setdefault(push.seq, push.message_id)
+            due = now + max(0, push.retry_at_ms - wall_ms) / 1000 if push.retry_at_ms else -math.inf
+            self._schedule.add(push.seq, push.attempts, due)
 
     def _store_outcomes(self) -> None:
         """Hand the outcomes gathered so far to the writer, one commit at a time. Attempts do not
@@ -214,12 +181,12 @@ class PushActor:
             return
         records, self._unstored = self._unstored, []
         try:
-            self._storing = self._writer.submit(records, needs_space=False, on_done=lambda: self.post(_Stored()))
+            self._storing = self._writer.submit(records, needs_space=False, on_done=lambda: self._mailbox.post_answer(_Stored()))
         except (StorageError, trio.ClosedResourceError) as error:
             log.warning("subscription %s: push outcomes not stored: %s", self._target.subscription_arn, error)
             self._storing = None
 
-    def _handle(self, message: Op, records: list[Record]) -> None:
+    def _handle(self, message: object, records: list[Record]) -> None:
         target, schedule = self._target, self._schedule
         now, wall_ms = self._clock.now(), self._clock.wall_ms()
         match message:
@@ -248,7 +215,7 @@ class PushActor:
                 )
             case _Attempted(seq=seq, message_id=message_id, outcome=outcome):
                 if outcome.startswith(UNREACHABLE) and not outcome.endswith(INFERRED):
-                    self._unreachable_until, self._unreachable = now + UNREACHABLE_HOLD_S, outcome
+                    self._unreachable_until, self._unreachable = now + PUSH_UNREACHABLE_HOLD_S, outcome
                 elif not outcome.startswith(UNREACHABLE):
                     self._unreachable_until = -math.inf
                 attempt, retry_at = schedule.failed(seq, now)
@@ -281,7 +248,7 @@ class PushActor:
         target = self._target
         (row,) = self._store.read_pushes(target.topic_id, target.subscription_id, [seq])
         if row is None:
-            self.post(_DeadLettered(seq, "", attempts, ""))
+            self._mailbox.post_answer(_DeadLettered(seq, "", attempts, ""))
             return
         message = MessageSent(
             at_ms=row.at_ms, queue_id=0, queue="", seq=0, delay_seconds=0, message_id=row.message_id, sender_id="",
@@ -290,7 +257,7 @@ class PushActor:
         done = PushDone(self._clock.wall_ms(), target.topic_id, target.topic, target.subscription_id, seq, row.message_id, attempts, "dead-lettered")
 
         def answered(result: Result) -> None:
-            self.post(_DeadLettered(seq, row.message_id, attempts, move_error(result)))
+            self._mailbox.post_answer(_DeadLettered(seq, row.message_id, attempts, move_error(result)))
 
         self._forward(target.dead_letter_arn, MoveIn(target.subscription_arn, [message], True, [done]), answered)
 

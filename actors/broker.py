@@ -1,0 +1,94 @@
+"""The broker: the directory, the lifecycle task and the supervisors of the queue and topic actors,
+put together.
+
+How the pieces share the work (each module's docstring says more):
+- directory.py   which queues and topics exist and their mailboxes; answers lookups without waiting
+- lifecycle.py   the one task that makes and deletes queues and topics (and so changes the directory)
+- supervisor.py  runs each actor, restarts it from the store when it fails, stops it when it fails
+                 too often
+- recovery.py    rebuilds queues and topics from the store, at start and for a restart
+- session.py     a connection's way in: routes each operation straight to its actor
+- queue.py, topic.py, delivery.py   the actors, around the pure cores
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import trio
+
+from dovecote.storage.store import Store
+from dovecote.storage.writer import LogWriter
+
+from .clock import Clock
+from .config import BrokerConfig
+from .directory import Directory, Health
+from .lifecycle import Lifecycle
+from .mailbox import MailboxStatistics
+from .push_types import Sender
+from .queue_core import QueueCore
+from .recovery import topic_options
+from .session import Session
+from .signing import Signer
+from .supervisor import Supervisor
+from .topic_core import TopicCore
+
+
+class ActorReport(NamedTuple):
+    """One queue's or topic's actor, as it reports itself (see `Broker.statistics`)."""
+
+    kind: str  # "queue" or "topic"
+    region: str
+    name: str
+    mailbox: MailboxStatistics
+    health: Health
+    actor: tuple | None  # the running actor's statistics(); None while it restarts or is stopped
+
+
+class Broker:
+    def __init__(
+        self,
+        store: Store,
+        writer: LogWriter,
+        clock: Clock,
+        config: BrokerConfig,
+        cores: Sequence[QueueCore | TopicCore],
+        signer: Signer | None = None,
+        sender: Sender | None = None,
+    ) -> None:
+        """cores: the recovered queues and topics. signer: signs the SNS messages topics deliver
+        (None: unsigned). sender: pushes to HTTP/S and email subscriptions (None: topics refuse
+        those)."""
+        self.config = config
+        self.directory = Directory()
+        supervisor = Supervisor(config, store, writer, clock, self.directory, sender)
+        options = topic_options(config, signer, sender.protocols if sender is not None else frozenset())
+        self._lifecycle = Lifecycle(config, store, writer, clock, self.directory, supervisor, options)
+        self._initial_cores = list(cores)
+
+    def session(self, region: str | None = None) -> Session:
+        """A session acting in one region's namespace (by default the broker's region)."""
+        return Session(self.directory, self._lifecycle.mailbox, region or self.config.region)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until stop(); the actors live in here. Queues start first, so topics find them."""
+        cores = sorted(self._initial_cores, key=lambda core: isinstance(core, TopicCore))
+        self._initial_cores.clear()
+        await self._lifecycle.run(cores, task_status=task_status)
+
+    def stop(self) -> None:
+        """Stop taking creations and deletions; every actor then answers its long polls, finishes
+        what is in its mailbox and ends."""
+        self._lifecycle.mailbox.close_for_mail()
+
+    def statistics(self) -> list[ActorReport]:
+        """How every queue's and topic's actor fares: its mailbox, its supervisor's record and its
+        own counters. Read without waiting, from any task."""
+        return [
+            ActorReport(
+                entry.kind, entry.region, entry.name, entry.mailbox.statistics(), entry.health,
+                entry.health.actor.statistics() if entry.health.actor is not None else None,
+            )
+            for entry in self.directory.entries()
+        ]

@@ -1,0 +1,56 @@
+"""The value types of an SNS push (HTTP/S and email), shared by topics, their delivery actors and
+the sender in net/: pure data and the sender's interface, no I/O."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+import msgspec
+
+from .delivery_policy import EffectivePolicy
+
+PUSH_PROTOCOLS = ("http", "https", "email", "email-json")
+UNREACHABLE = "unreachable"  # how an outcome starts when no connection could be made
+
+
+class PushRequest(msgspec.Struct, frozen=True):
+    protocol: str  # http, https, email, email-json
+    endpoint: str  # a URL or a mail address
+    message_type: str  # Notification, SubscriptionConfirmation or UnsubscribeConfirmation
+    message_id: str
+    topic_arn: str
+    subscription_arn: str
+    body: str
+    raw: bool = False
+    subject: str = ""  # mail only
+    content_type: str = "text/plain; charset=UTF-8"
+
+
+class PushTarget(msgspec.Struct, frozen=True):
+    """What a delivery actor knows of its subscription, from the topic."""
+
+    topic_id: int
+    topic: str
+    topic_arn: str
+    subscription_id: int
+    subscription_arn: str
+    protocol: str
+    endpoint: str
+    raw: bool
+    policy: EffectivePolicy
+    dead_letter_arn: str  # "": exhausted pushes are dropped
+
+
+class PushConnection(Protocol):
+    async def send(self, request: PushRequest) -> str:
+        """"" when delivered, else what went wrong."""
+
+
+class Sender(Protocol):
+    """Sends pushes (net/http_push.py)."""
+
+    protocols: frozenset[str]  # those of PUSH_PROTOCOLS it can reach
+
+    def connection(self) -> AbstractAsyncContextManager[PushConnection]:
+        """A keep-alive connection, for one request at a time."""

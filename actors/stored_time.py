@@ -1,0 +1,29 @@
+"""Wall-clock times read back from the store after a restart. Pure.
+
+While the broker runs, deadlines are on the monotonic clock and a wall-clock step moves nothing.
+Across a restart only stored wall times remain, so how long ago something happened has to be
+worked out from them: from when it was stored to the broker's last write (both read off the same
+clock, unless it was set in between), plus the time the broker was stopped (the last write to now).
+A device without a real-time clock boots in 1970 and is set later by NTP: a time before
+TRUSTED_SINCE_MS was read off a clock that had not been set yet, and a span that begins or ends on
+such a time is not counted, so a clock that was set while the broker was stopped, or between a
+message's send and the broker's last write, never ages a message by itself (promise 11). What
+cannot be known is counted as no time at all: a message may live longer than its retention
+period after such a restart, never shorter.
+"""
+
+from __future__ import annotations
+
+TRUSTED_SINCE_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z, before any broker of this kind ran
+
+
+def _trusted(wall_ms: int) -> bool:
+    return wall_ms >= TRUSTED_SINCE_MS
+
+
+def elapsed_ms(stored_ms: int, last_written_ms: int, wall_ms: int) -> int:
+    """Milliseconds since `stored_ms`, as far as the store can tell: `last_written_ms` is the wall
+    time of the broker's last write before this start, `wall_ms` the wall time now."""
+    running = last_written_ms - stored_ms if _trusted(stored_ms) == _trusted(last_written_ms) else 0
+    stopped = wall_ms - last_written_ms if _trusted(last_written_ms) and _trusted(wall_ms) else 0
+    return max(0, running) + max(0, stopped)
