@@ -21,8 +21,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dovecote.storage.records import MessageAttribute
 
+from .attributes import AnyAttribute
 from .errors import BrokerError
 
 ATTRIBUTES, BODY = "MessageAttributes", "MessageBody"
@@ -82,7 +82,7 @@ class MessageView:
 
     __slots__ = ("attributes", "body", "_values", "_document")
 
-    def __init__(self, attributes: Mapping[str, MessageAttribute], body: str) -> None:
+    def __init__(self, attributes: Mapping[str, AnyAttribute], body: str) -> None:
         self.attributes = attributes
         self.body = body
         self._values: dict[tuple[str, str], list[Any] | None] = {}
@@ -128,7 +128,7 @@ class FilterPolicy:
         scope = self.scope
         return _first_failure(self.root, lambda leaf: message.values(scope, leaf))
 
-    def matches(self, attributes: Mapping[str, MessageAttribute], body: str, view: MessageView | None = None) -> bool:
+    def matches(self, attributes: Mapping[str, AnyAttribute], body: str, view: MessageView | None = None) -> bool:
         return self.first_failure(view or MessageView(attributes, body)) is None
 
 
@@ -144,7 +144,7 @@ def _first_failure(conjunction: Conjunction, lookup: Callable[[Leaf], list[Any] 
 
 
 # --- the message's side ---------------------------------------------------------------------------
-def _attribute_values(attributes: Mapping[str, MessageAttribute], name: str) -> list[Any] | None:
+def _attribute_values(attributes: Mapping[str, AnyAttribute], name: str) -> list[Any] | None:
     attribute = attributes.get(name)
     if attribute is None:
         return None
@@ -375,7 +375,7 @@ def _combinations(conjunction: Conjunction) -> int:
     return total
 
 
-def explain(policy: FilterPolicy, attributes: Mapping[str, MessageAttribute], body: str) -> str | None:
+def explain(policy: FilterPolicy, attributes: Mapping[str, AnyAttribute], body: str) -> str | None:
     """Why a message does not match, in words (None when it does)."""
     message = MessageView(attributes, body)
     failure = policy.first_failure(message)

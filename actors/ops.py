@@ -7,7 +7,16 @@ from them. Queues are addressed by name. Formats evolve only by appending defaul
 from __future__ import annotations
 
 import msgspec
-from dovecote.storage.records import MessageAttribute
+
+
+class MessageAttributeValue(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """A message attribute as the protocol carries it (the store keeps its own type, so either can
+    change without the other). data_type is String, Number or Binary, optionally followed by a
+    custom suffix (`Number.float`)."""
+
+    data_type: str
+    string_value: str | None = None
+    binary_value: bytes | None = None
 
 
 class Op(msgspec.Struct, tag=True, array_like=True, omit_defaults=True, frozen=True):
@@ -54,8 +63,8 @@ class SendEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True
     id: str
     body: str
     delay_seconds: int | None = None
-    message_attributes: dict[str, MessageAttribute] = {}
-    message_system_attributes: dict[str, MessageAttribute] = {}
+    message_attributes: dict[str, MessageAttributeValue] = {}
+    message_system_attributes: dict[str, MessageAttributeValue] = {}
     message_group_id: str | None = None
     message_deduplication_id: str | None = None
 
@@ -63,9 +72,9 @@ class SendEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True
 class SendMessage(QueueOp):
     body: str
     delay_seconds: int | None = None
-    message_attributes: dict[str, MessageAttribute] = {}
+    message_attributes: dict[str, MessageAttributeValue] = {}
     sender_id: str = ""
-    message_system_attributes: dict[str, MessageAttribute] = {}
+    message_system_attributes: dict[str, MessageAttributeValue] = {}
     message_group_id: str | None = None
     message_deduplication_id: str | None = None
 
@@ -230,7 +239,7 @@ class PublishEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=T
     message: str
     subject: str | None = None
     message_structure: str | None = None
-    message_attributes: dict[str, MessageAttribute] = {}
+    message_attributes: dict[str, MessageAttributeValue] = {}
     message_group_id: str | None = None
     message_deduplication_id: str | None = None
 
@@ -239,7 +248,7 @@ class Publish(TopicOp):
     message: str
     subject: str | None = None
     message_structure: str | None = None
-    message_attributes: dict[str, MessageAttribute] = {}
+    message_attributes: dict[str, MessageAttributeValue] = {}
     message_group_id: str | None = None
     message_deduplication_id: str | None = None
 
@@ -274,7 +283,7 @@ class ExplainDelivery(TopicOp):
     """Which subscriptions a message would reach, and for each it would not, why."""
 
     message: str
-    message_attributes: dict[str, MessageAttribute] = {}
+    message_attributes: dict[str, MessageAttributeValue] = {}
 
 
 REGISTRY_OPS = (
@@ -405,7 +414,7 @@ class ReceivedMessage(msgspec.Struct, array_like=True, omit_defaults=True, froze
     md5_of_body: str
     md5_of_message_attributes: str | None = None
     attributes: dict[str, str] = {}
-    message_attributes: dict[str, MessageAttribute] = {}
+    message_attributes: dict[str, MessageAttributeValue] = {}
 
 
 class Received(Result):
@@ -420,7 +429,7 @@ class PeekedMessage(msgspec.Struct, array_like=True, omit_defaults=True, frozen=
     sent_timestamp: int
     visible_at_ms: int  # when it becomes (or became) visible
     body: str
-    message_attributes: dict[str, MessageAttribute] = {}
+    message_attributes: dict[str, MessageAttributeValue] = {}
 
 
 class Peeked(Result):

@@ -68,6 +68,7 @@ from dovecote.storage.records import (
 from dovecote.storage.store import LoadedQueue
 
 from . import policy, sqs_results, validation
+from .attributes import to_stored, to_wire
 from .dedup import DedupWindow
 from .errors import (
     BrokerError,
@@ -428,7 +429,7 @@ class QueueCore:
             key = self._dedup.key(dedup_id, group_id or "")
             seen = self._dedup.seen(key, now)
             if seen is not None:
-                return DuplicateSend(seen.message_id, key, entry.body, dict(attributes), dict(system_attributes))
+                return DuplicateSend(seen.message_id, key, entry.body, to_stored(attributes), to_stored(system_attributes))
         record = MessageSent(
             at_ms=wall_ms,
             queue_id=self.queue_id,
@@ -436,10 +437,10 @@ class QueueCore:
             seq=0,  # the store stamps the record's LSN here
             message_id=self._message_ids.new(),
             body=entry.body,
-            attributes=dict(attributes),
+            attributes=to_stored(attributes),
             delay_seconds=config.delay_s if entry.delay_seconds is None else entry.delay_seconds,
             sender_id=sender_id,  # "": the broker's account, filled in when shown
-            system_attributes=dict(system_attributes),
+            system_attributes=to_stored(system_attributes),
             group_id=group_id or "",
             dedup_id=dedup_id,
         )
@@ -960,7 +961,7 @@ class QueueCore:
                 sent_timestamp=row.at_ms,
                 visible_at_ms=wall_ms if live_state == VISIBLE else wall_ms + int((live.visible_at - now) * 1000),
                 body=row.body,
-                message_attributes=row.attributes,
+                message_attributes=to_wire(row.attributes),
             )
             for (live, live_state), row in zip(found, rows)
             if row is not None

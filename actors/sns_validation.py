@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from dovecote.storage.records import MessageAttribute
 
+from .attributes import AnyAttribute
 from . import delivery_policy, validation
 from .errors import BrokerError, invalid_parameter
 from .filter_policy import ATTRIBUTES, compile_policy
@@ -130,7 +130,7 @@ def validate_subscription_attributes(attributes: Mapping[str, str], current: Map
 
 
 def validate_publish(
-    message: str, subject: str | None, message_structure: str | None, attributes: Mapping[str, MessageAttribute]
+    message: str, subject: str | None, message_structure: str | None, attributes: Mapping[str, AnyAttribute]
 ) -> dict[str, str]:
     """Check a publish; returns its payloads by protocol (with `default`)."""
     if not message:

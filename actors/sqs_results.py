@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from dovecote.storage.records import MessageAttribute, MessageReceived, MessageSent
 
+from .attributes import AnyAttribute, to_wire
 from .ids import ReceiptHandle, encode_receipt_handle
 from .ops import ReceivedMessage, Sent
 
@@ -25,7 +26,7 @@ def md5_of_body(body: str) -> str:
 _LENGTH = struct.Struct(">I")
 
 
-def md5_of_message_attributes(attributes: Mapping[str, MessageAttribute]) -> str | None:
+def md5_of_message_attributes(attributes: Mapping[str, AnyAttribute]) -> str | None:
     if not attributes:
         return None
     digest = hashlib.md5()
@@ -84,7 +85,7 @@ def received_message(
         md5_of_body=md5_of_body(row.body),
         md5_of_message_attributes=md5_of_message_attributes(message_attributes),
         attributes=system_attributes(row, record, attribute_names, fifo, account_id),
-        message_attributes=message_attributes,
+        message_attributes=to_wire(message_attributes),
     )
 
 

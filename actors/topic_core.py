@@ -40,6 +40,7 @@ from dovecote.storage.records import (
 from dovecote.storage.store import LoadedTopic, PendingPush
 
 from . import archive_replay, delivery_policy, paging, policy, sns_validation
+from .attributes import AnyAttribute, to_stored
 from .dedup import DedupWindow
 from .errors import (
     BrokerError,
@@ -599,8 +600,9 @@ class TopicCore:
     ) -> PreparedPublish | DuplicatePublish:
         """Validate a publish (a Publish, or one entry of a batch) and build its records; nothing
         changes until it is settled, but for the deduplication id being remembered."""
-        message, subject, attributes, group_id = entry.message, entry.subject, entry.message_attributes, entry.message_group_id
-        payloads = sns_validation.validate_publish(message, subject, entry.message_structure, attributes)
+        message, subject, group_id = entry.message, entry.subject, entry.message_group_id
+        payloads = sns_validation.validate_publish(message, subject, entry.message_structure, entry.message_attributes)
+        attributes = to_stored(entry.message_attributes)
         dedup_id = sns_validation.fifo_publish_parameters(
             self.fifo, self.attributes.get("ContentBasedDeduplication") == "true", message, group_id, entry.message_deduplication_id
         )
@@ -654,7 +656,7 @@ class TopicCore:
             message_id=message_id,
             message=message,
             subject=subject or "",
-            attributes=dict(attributes),
+            attributes=attributes,
             message_structure=entry.message_structure or "",
             group_id=group_id or "",
             dedup_id=dedup_id,
@@ -722,7 +724,7 @@ class TopicCore:
             dict(attributes) if subscription.raw else {},
         )
 
-    def explain(self, message: str, attributes: Mapping[str, MessageAttribute], targets: QueueTargets) -> list[Verdict]:
+    def explain(self, message: str, attributes: Mapping[str, AnyAttribute], targets: QueueTargets) -> list[Verdict]:
         verdicts = []
         for subscription in self.subscriptions.values():
             reason = ""

@@ -10,8 +10,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
-from dovecote.storage.records import MessageAttribute
 
+from .attributes import AnyAttribute
 from .errors import BrokerError, invalid
 from .limits import (
     SQS_MAX_BATCH_ENTRIES,
@@ -284,7 +284,7 @@ def check_system_attribute_names(names: Iterable[str]) -> None:
 
 
 def validate_message(
-    body: str, attributes: Mapping[str, MessageAttribute], max_message_bytes: int
+    body: str, attributes: Mapping[str, AnyAttribute], max_message_bytes: int
 ) -> None:
     if not body:
         raise BrokerError("MissingParameter", "The request must contain the parameter MessageBody.")
@@ -303,7 +303,7 @@ def validate_message(
         )
 
 
-def validate_message_attributes(attributes: Mapping[str, MessageAttribute]) -> int:
+def validate_message_attributes(attributes: Mapping[str, AnyAttribute]) -> int:
     """Check user message attributes; returns the bytes they count towards the message size."""
     if len(attributes) > SQS_MAX_MESSAGE_ATTRIBUTES:
         raise invalid(
@@ -399,7 +399,7 @@ def validate_batch(entry_ids: Sequence[str]) -> None:
         raise BrokerError("BatchEntryIdsNotDistinct", "Two or more batch entries in the request have the same Id.")
 
 
-def validate_system_attributes(attributes: Mapping[str, MessageAttribute]) -> None:
+def validate_system_attributes(attributes: Mapping[str, AnyAttribute]) -> None:
     """MessageSystemAttributes on a send: only AWSTraceHeader, a String."""
     for name, value in attributes.items():
         if name != "AWSTraceHeader":
@@ -449,7 +449,7 @@ def fifo_send_parameters(
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def check_batch_size(bodies: Iterable[str], attributes: Iterable[Mapping[str, MessageAttribute]], limit: int) -> None:
+def check_batch_size(bodies: Iterable[str], attributes: Iterable[Mapping[str, AnyAttribute]], limit: int) -> None:
     total = sum(len(b.encode()) for b in bodies) + sum(_attributes_size(a) for a in attributes)
     if total > limit:
         raise BrokerError(
@@ -457,7 +457,7 @@ def check_batch_size(bodies: Iterable[str], attributes: Iterable[Mapping[str, Me
         )
 
 
-def _attributes_size(attributes: Mapping[str, MessageAttribute]) -> int:
+def _attributes_size(attributes: Mapping[str, AnyAttribute]) -> int:
     return sum(
         len(name.encode())
         + len(v.data_type.encode())

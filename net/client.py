@@ -23,6 +23,7 @@ import trio
 from dovecote.actors.errors import BrokerError, from_failure
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import (
+    MessageAttributeValue,
     AddPermission,
     Attributes,
     CancelMessageMoveTask,
@@ -74,7 +75,6 @@ from dovecote.actors.ops import (
     UntagQueue,
     VisibilityEntry,
 )
-from dovecote.storage.records import MessageAttribute
 
 from . import frames
 from .limits import DEFAULT_MAX_RESPONSE_FRAME_BYTES
@@ -158,7 +158,7 @@ class _Operations:
         body: str,
         *,
         delay_seconds: int | None = None,
-        message_attributes: Mapping[str, MessageAttribute] | None = None,
+        message_attributes: Mapping[str, MessageAttributeValue] | None = None,
         message_group_id: str | None = None,
         message_deduplication_id: str | None = None,
     ) -> Any:
@@ -263,7 +263,7 @@ class _Operations:
         *,
         subject: str | None = None,
         message_structure: str | None = None,
-        message_attributes: Mapping[str, MessageAttribute] | None = None,
+        message_attributes: Mapping[str, MessageAttributeValue] | None = None,
         message_group_id: str | None = None,
         message_deduplication_id: str | None = None,
     ) -> Any:
@@ -276,7 +276,7 @@ class _Operations:
     def publish_batch(self, topic: str, entries: Sequence[PublishEntry]) -> Any:
         return self._then(self.call(PublishBatch(topic_name(topic), list(entries))), lambda r: r)
 
-    def explain(self, topic: str, message: str, message_attributes: Mapping[str, MessageAttribute] | None = None) -> Any:
+    def explain(self, topic: str, message: str, message_attributes: Mapping[str, MessageAttributeValue] | None = None) -> Any:
         """Which subscriptions a message would reach, and why not the others (nothing is published)."""
         op = ExplainDelivery(topic_name(topic), message, dict(message_attributes or {}))
         return self._then(self.call(op), lambda r: r.verdicts)
@@ -464,7 +464,7 @@ __all__ = [
     "BrokerError",
     "Client",
     "DeleteEntry",
-    "MessageAttribute",
+    "MessageAttributeValue",
     "QueueName",
     "QueueNames",
     "Received",

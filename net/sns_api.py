@@ -18,6 +18,7 @@ import msgspec
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
+    MessageAttributeValue,
     AddTopicPermission,
     Arn,
     Arns,
@@ -49,7 +50,6 @@ from dovecote.actors.ops import (
     Unsubscribe,
     UntagTopic,
 )
-from dovecote.storage.records import MessageAttribute
 
 from .sqs_api import decode_shape
 from .sqs_query import query_tree
@@ -190,8 +190,8 @@ def topic_of(arn: str) -> str:
     return parts[5]
 
 
-def _attributes(values: dict[str, AttributeValue]) -> dict[str, MessageAttribute]:
-    return {name: MessageAttribute(v.data_type, v.string_value, v.binary_value) for name, v in values.items()}
+def _attributes(values: dict[str, AttributeValue]) -> dict[str, MessageAttributeValue]:
+    return {name: MessageAttributeValue(v.data_type, v.string_value, v.binary_value) for name, v in values.items()}
 
 
 def _publish(request: PublishRequest) -> Op:

@@ -18,6 +18,7 @@ from dovecote.actors.errors import BrokerError
 from dovecote.actors.ids import decode_task_handle
 from dovecote.actors.validation import parse_queue_arn
 from dovecote.actors.ops import (
+    MessageAttributeValue,
     AddPermission,
     Attributes,
     BatchResult,
@@ -59,7 +60,6 @@ from dovecote.actors.ops import (
     UntagQueue,
     VisibilityEntry,
 )
-from dovecote.storage.records import MessageAttribute
 
 
 class _Shape(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
@@ -233,12 +233,12 @@ class Context(msgspec.Struct, frozen=True):
         return parts[1]
 
 
-def _attributes(values: dict[str, AttributeValue]) -> dict[str, MessageAttribute]:
+def _attributes(values: dict[str, AttributeValue]) -> dict[str, MessageAttributeValue]:
     converted = {}
     for name, value in values.items():
         if value.string_list_values or value.binary_list_values:
             raise BrokerError("InvalidParameterValue", f"Message attribute '{name}': list values are not supported.")
-        converted[name] = MessageAttribute(value.data_type, value.string_value, value.binary_value)
+        converted[name] = MessageAttributeValue(value.data_type, value.string_value, value.binary_value)
     return converted
 
 

@@ -17,8 +17,7 @@ import trio
 
 from dovecote.actors.filter_policy import MessageView, compile_policy
 from dovecote.bench import BODY, Figure, main, running_broker
-from dovecote.net.client import BlockingClient, PublishEntry, open_client
-from dovecote.storage.records import MessageAttribute
+from dovecote.net.client import BlockingClient, MessageAttributeValue, PublishEntry, open_client
 
 ARN = "arn:aws:sqs:us-east-1:000000000000:"
 TENANTS = 10
@@ -26,7 +25,7 @@ TENANTS = 10
 
 def batch(rng: random.Random) -> list[PublishEntry]:
     return [
-        PublishEntry(str(i), BODY, message_attributes={"tenant": MessageAttribute("String", f"t{rng.randrange(TENANTS)}")})
+        PublishEntry(str(i), BODY, message_attributes={"tenant": MessageAttributeValue("String", f"t{rng.randrange(TENANTS)}")})
         for i in range(10)
     ]
 
@@ -128,9 +127,9 @@ def matching_time_ms(policies: int, rounds: int) -> float:
             )
         )
     attributes = {
-        "tenant": MessageAttribute("String", "t7"),
-        "price": MessageAttribute("Number", "150"),
-        "region": MessageAttribute("String", "ap"),
+        "tenant": MessageAttributeValue("String", "t7"),
+        "price": MessageAttributeValue("Number", "150"),
+        "region": MessageAttributeValue("String", "ap"),
     }
     times = []
     for _ in range(rounds):

@@ -17,7 +17,7 @@ import trio
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.config import BrokerConfig
-from dovecote.net.client import DEFAULT_PORT, BlockingClient
+from dovecote.net.client import DEFAULT_PORT, BlockingClient, MessageAttributeValue
 from dovecote.net.push import SmtpRelay
 from dovecote.storage.history import (
     LogFilter,
@@ -30,7 +30,7 @@ from dovecote.storage.history import (
     to_json,
 )
 from dovecote.storage.lmdb_store import LmdbStore
-from dovecote.storage.records import MessageAttribute, PushDone
+from dovecote.storage.records import PushDone
 from dovecote.storage.store import StorageError
 
 from . import replay
@@ -57,7 +57,7 @@ def _access_keys(pairs: Sequence[str]) -> dict[str, str]:
     return keys
 
 
-def _message_attributes(pairs: Sequence[str]) -> dict[str, MessageAttribute]:
+def _message_attributes(pairs: Sequence[str]) -> dict[str, MessageAttributeValue]:
     """NAME=TYPE:VALUE, e.g. colour=String:blue or weight=Number:12.5"""
     result = {}
     for name, typed in _key_values(pairs).items():
@@ -65,9 +65,9 @@ def _message_attributes(pairs: Sequence[str]) -> dict[str, MessageAttribute]:
         if not sep:
             raise SystemExit(f"expected NAME=TYPE:VALUE, got {name}={typed}")
         if data_type.startswith("Binary"):
-            result[name] = MessageAttribute(data_type, binary_value=value.encode())
+            result[name] = MessageAttributeValue(data_type, binary_value=value.encode())
         else:
-            result[name] = MessageAttribute(data_type, string_value=value)
+            result[name] = MessageAttributeValue(data_type, string_value=value)
     return result
 
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 import trio
 
 from .actors.limits import SQS_MAX_MESSAGE_ATTRIBUTES
-from .net.client import BrokerError, SendEntry, open_client
+from .actors.attributes import to_wire
+from .net.client import BrokerError, MessageAttributeValue, SendEntry, open_client
 from .storage.records import MessageAttribute, MessageSent, Published
 
 ORIGINAL_ID = "dovecote.OriginalMessageId"
@@ -27,10 +28,10 @@ BATCHES_IN_FLIGHT = 8
 
 
 def replay_entry(index: int, record: MessageSent) -> SendEntry:
-    attributes = dict(record.attributes)
+    attributes = to_wire(record.attributes)
     if len(attributes) <= SQS_MAX_MESSAGE_ATTRIBUTES - 2:
-        attributes[ORIGINAL_ID] = MessageAttribute("String", record.message_id)
-        attributes[ORIGINAL_SENT] = MessageAttribute("Number", str(record.at_ms))
+        attributes[ORIGINAL_ID] = MessageAttributeValue("String", record.message_id)
+        attributes[ORIGINAL_SENT] = MessageAttributeValue("Number", str(record.at_ms))
     return SendEntry(str(index), record.body, 0, attributes)
 
 

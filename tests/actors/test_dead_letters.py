@@ -5,6 +5,7 @@ import json
 import pytest
 import trio
 
+from dovecote.actors.ops import MessageAttributeValue
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
     CancelMessageMoveTask,
@@ -20,7 +21,7 @@ from dovecote.actors.ops import (
     StartMessageMoveTask,
 )
 from dovecote.storage.memory_store import MemoryStore
-from dovecote.storage.records import MessageAttribute, MessageDeleted, MessageSent
+from dovecote.storage.records import MessageDeleted, MessageSent
 
 from ..conftest import running_broker
 
@@ -48,14 +49,14 @@ async def test_a_message_received_max_times_moves_to_the_dead_letter_queue(autoj
             "deadLetterTargetArn": ARN + "dlq",
             "maxReceiveCount": 2,
         }
-        sent = await h.ok(SendMessage("q", "poison", message_attributes={"k": MessageAttribute("String", "v")}))
+        sent = await h.ok(SendMessage("q", "poison", message_attributes={"k": MessageAttributeValue("String", "v")}))
         for _ in range(2):
             (message,) = await receive(h, "q")
             await trio.sleep(11)
         assert await receive(h, "q") == []  # the third attempt moves it instead
         await trio.sleep(0.1)
         (dead,) = await receive(h, "dlq", attribute_names=["All"], message_attribute_names=["All"])
-        assert (dead.message_id, dead.body, dead.message_attributes) == (sent.message_id, "poison", {"k": MessageAttribute("String", "v")})
+        assert (dead.message_id, dead.body, dead.message_attributes) == (sent.message_id, "poison", {"k": MessageAttributeValue("String", "v")})
         assert dead.attributes["DeadLetterQueueSourceArn"] == ARN + "q"
         assert dead.attributes["ApproximateReceiveCount"] == "1"
         assert await counts(h, "q") == (0, 0)

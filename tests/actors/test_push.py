@@ -8,6 +8,7 @@ import json
 import pytest
 import trio
 
+from dovecote.actors.ops import MessageAttributeValue
 from dovecote.actors.delivery_policy import RetryPolicy, retry_delays
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.config import BrokerConfig
@@ -31,7 +32,7 @@ from dovecote.actors.signing import Signer
 from dovecote.net.push import Pusher
 from dovecote.storage.history import LogFilter, iter_log
 from dovecote.storage.memory_store import MemoryStore
-from dovecote.storage.records import MessageAttribute, PushAttempted, PushDone, PushQueued, SubscriptionChanged
+from dovecote.storage.records import PushAttempted, PushDone, PushQueued, SubscriptionChanged
 
 from ..conftest import running_broker
 from ..push_endpoint import trio_endpoint, unused_port_url
@@ -93,7 +94,7 @@ async def test_the_confirmation_handshake_then_signed_notifications_with_aws_hea
         attributes = (await h.ok(GetSubscriptionAttributes("t", arn))).attributes
         assert attributes["PendingConfirmation"] == "false" and "dovecote:Token" not in attributes
 
-        await h.ok(Publish("t", "hello", subject="greeting", message_attributes={"k": MessageAttribute("String", "v")}))
+        await h.ok(Publish("t", "hello", subject="greeting", message_attributes={"k": MessageAttributeValue("String", "v")}))
         _, notification = await endpoint.wait_for(2)
         assert notification.headers["x-amz-sns-message-type"] == "Notification"
         assert notification.headers["x-amz-sns-subscription-arn"] == arn
@@ -133,10 +134,10 @@ async def test_raw_delivery_posts_the_message_itself_with_its_header(autojump_cl
             h, endpoint, RawMessageDelivery="true", FilterPolicy=json.dumps({"kind": ["a"]}),
             DeliveryPolicy=json.dumps({"requestPolicy": {"headerContentType": "application/json"}}),
         )
-        await h.ok(Publish("t", "skipped", message_attributes={"kind": MessageAttribute("String", "b")}))
-        await h.ok(Publish("t", "raw body", message_attributes={"kind": MessageAttribute("String", "a")}))
+        await h.ok(Publish("t", "skipped", message_attributes={"kind": MessageAttributeValue("String", "b")}))
+        await h.ok(Publish("t", "raw body", message_attributes={"kind": MessageAttributeValue("String", "a")}))
         await h.ok(Publish("t", json.dumps({"default": "d", "http": "for http"}), message_structure="json",
-                           message_attributes={"kind": MessageAttribute("String", "a")}))
+                           message_attributes={"kind": MessageAttributeValue("String", "a")}))
         _, raw, structured = await endpoint.wait_for(3)
         await trio.sleep(5)
         assert len(endpoint.requests) == 3  # the filter policy held the other back

@@ -3,6 +3,7 @@
 import pytest
 import trio
 
+from dovecote.actors.ops import MessageAttributeValue
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import (
     ChangeMessageVisibility,
@@ -26,7 +27,7 @@ from dovecote.actors.ops import (
 )
 from dovecote.actors.config import BrokerConfig
 from dovecote.storage.memory_store import MemoryStore
-from dovecote.storage.records import MessageAttribute, MessageReceived
+from dovecote.storage.records import MessageReceived
 from dovecote.storage.store import StorageError
 
 from ..conftest import running_broker
@@ -39,7 +40,7 @@ async def receive(h, queue="q", **options):
 async def test_send_receive_delete_round_trip(autojump_clock):
     async with running_broker() as h:
         await h.ok(CreateQueue("q"))
-        attrs = {"colour": MessageAttribute("String", "blue"), "n": MessageAttribute("Number", "3")}
+        attrs = {"colour": MessageAttributeValue("String", "blue"), "n": MessageAttributeValue("Number", "3")}
         sent = await h.ok(SendMessage("q", "hello", message_attributes=attrs))
         (message,) = await receive(h, attribute_names=["All"], message_attribute_names=["colour"])
         assert message.message_id == sent.message_id

@@ -5,6 +5,7 @@ import json
 import pytest
 import trio
 
+from dovecote.actors.ops import MessageAttributeValue
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
     CreateQueue,
@@ -30,7 +31,7 @@ from dovecote.actors.ops import (
     Unsubscribe,
 )
 from dovecote.storage.memory_store import MemoryStore
-from dovecote.storage.records import MessageAttribute, MessageSent, Published
+from dovecote.storage.records import MessageSent, Published
 
 from ..conftest import running_broker
 
@@ -82,7 +83,7 @@ async def test_fan_out_with_filter_policies_raw_and_enveloped(autojump_clock):
         await subscribe(h, "orders", "red", FilterPolicy=json.dumps({"colour": ["red"]}))
         await subscribe(h, "orders", "raw", RawMessageDelivery="true")
         await subscribe(h, "orders", "none", FilterPolicy=json.dumps({"colour": ["green"]}))
-        colour = {"colour": MessageAttribute("String", "red")}
+        colour = {"colour": MessageAttributeValue("String", "red")}
         published = await h.ok(Publish("orders", "hello", subject="greeting", message_attributes=colour))
         (enveloped,) = await bodies(h, "all")
         envelope = json.loads(enveloped.body)
@@ -124,8 +125,8 @@ async def test_publish_validation(autojump_clock):
             Publish("t", "x", subject="two\nlines"),
             Publish("t", "x", subject="s" * 100),
             Publish("t", "x", message_group_id="g"),  # not a FIFO topic
-            Publish("t", "x", message_attributes={"a": MessageAttribute("String.Array", "not an array")}),
-            Publish("t", "x", message_attributes={"a": MessageAttribute("Number", "NaN-ish")}),
+            Publish("t", "x", message_attributes={"a": MessageAttributeValue("String.Array", "not an array")}),
+            Publish("t", "x", message_attributes={"a": MessageAttributeValue("Number", "NaN-ish")}),
         ]
         for op in cases:
             with pytest.raises(BrokerError) as error:
@@ -223,7 +224,7 @@ async def test_topics_and_subscriptions_survive_a_restart(autojump_clock):
     async with running_broker(store) as h:
         assert (await h.ok(GetTopicAttributes("t"))).attributes["DisplayName"] == "kept"
         assert (await h.ok(GetSubscriptionAttributes("t", arn))).attributes["FilterPolicy"] == json.dumps({"k": ["v"]})
-        await h.ok(Publish("t", "yes", message_attributes={"k": MessageAttribute("String", "v")}))
+        await h.ok(Publish("t", "yes", message_attributes={"k": MessageAttributeValue("String", "v")}))
         await h.ok(Publish("t", "no"))
         assert len(await bodies(h, "q")) == 1
 
@@ -260,13 +261,13 @@ async def test_explain_says_which_subscriptions_a_message_reaches_and_why_not(au
         yes = await subscribe(h, "t", "q")
         await h.ok(CreateQueue("picky"))
         no = await subscribe(h, "t", "picky", FilterPolicy=json.dumps({"size": [{"numeric": [">", 10]}]}))
-        verdicts = (await h.ok(ExplainDelivery("t", "m", {"size": MessageAttribute("Number", "3")}))).verdicts
+        verdicts = (await h.ok(ExplainDelivery("t", "m", {"size": MessageAttributeValue("Number", "3")}))).verdicts
         by_arn = {v.subscription_arn: v for v in verdicts}
         assert by_arn[yes].delivered and not by_arn[no].delivered
         assert "size" in by_arn[no].reason
         await h.ok(DeleteQueue("picky"))
         await trio.sleep(0.01)
-        verdicts = (await h.ok(ExplainDelivery("t", "m", {"size": MessageAttribute("Number", "30")}))).verdicts
+        verdicts = (await h.ok(ExplainDelivery("t", "m", {"size": MessageAttributeValue("Number", "30")}))).verdicts
         assert "does not exist" in {v.subscription_arn: v for v in verdicts}[no].reason
 
 
@@ -306,7 +307,7 @@ async def test_an_archived_fifo_topic_replays_to_a_new_subscription(autojump_clo
             result = await h.ok(
                 PublishBatch("t.fifo", [
                     Entry(str(j), f"m{i + j}", message_group_id="g", message_deduplication_id=f"d{i + j}",
-                          message_attributes={"even": MessageAttribute("String", str((i + j) % 2 == 0).lower())})
+                          message_attributes={"even": MessageAttributeValue("String", str((i + j) % 2 == 0).lower())})
                     for j in range(10)
                 ])
             )

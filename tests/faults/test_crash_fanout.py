@@ -8,8 +8,8 @@ import sys
 import threading
 import time
 
+from dovecote.actors.ops import MessageAttributeValue
 from dovecote.net.client import PublishEntry
-from dovecote.storage.records import MessageAttribute
 
 from .serve import ServeProcess
 
@@ -45,7 +45,7 @@ def test_fan_out_is_exact_across_kill_9(tmp_path):
                     numbers = list(range(n, n + (1 if n % 3 == 0 else 10)))
                     n += len(numbers)
                     attempted.update(numbers)
-                    attributes = [{"parity": MessageAttribute("String", parity(i))} for i in numbers]
+                    attributes = [{"parity": MessageAttributeValue("String", parity(i))} for i in numbers]
                     if len(numbers) == 1:
                         client.publish("fan", f"p{numbers[0]}", message_attributes=attributes[0])
                     else:

@@ -8,8 +8,9 @@ import sys
 import threading
 import time
 
+from dovecote.actors.ops import MessageAttributeValue
 from dovecote.storage.history import LogFilter, parse_time
-from dovecote.storage.records import MessageAttribute, MessageSent
+from dovecote.storage.records import MessageSent
 
 from .serve import ServeProcess
 
@@ -181,7 +182,7 @@ def test_replay_rewind_export_and_import(tmp_path):
             instant = int(time.time() * 1000)
             time.sleep(0.05)
             for i in range(25):
-                client.send_message("source", f"late-{i}", message_attributes={"n": MessageAttribute("Number", str(i))})
+                client.send_message("source", f"late-{i}", message_attributes={"n": MessageAttributeValue("Number", str(i))})
             assert len(drain(client, "source")) == 30  # consumed, and wrongly: rewind brings the window back
 
         run_tool(broker, "replay", "--data-dir", str(data_dir), "--queue", "source", "--since", str(instant),
