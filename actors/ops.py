@@ -19,8 +19,9 @@ class MessageAttributeValue(msgspec.Struct, array_like=True, gc=False, frozen=Tr
     binary_value: bytes | None = None
 
 
-class Op(msgspec.Struct, tag=True, array_like=True, omit_defaults=True, frozen=True):
-    pass
+class Op(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    """An operation. Each kind names its tag on the wire explicitly (never taken from the class
+    name), so renaming a class changes nothing the protocol carries."""
 
 
 class QueueOp(Op):
@@ -28,34 +29,34 @@ class QueueOp(Op):
 
 
 # --- requests ---------------------------------------------------------------------------------
-class CreateQueue(QueueOp):
+class CreateQueue(QueueOp, tag="CreateQueue"):
     attributes: dict[str, str] = {}
     tags: dict[str, str] = {}
 
 
-class DeleteQueue(QueueOp):
+class DeleteQueue(QueueOp, tag="DeleteQueue"):
     pass
 
 
-class GetQueueUrl(QueueOp):
+class GetQueueUrl(QueueOp, tag="GetQueueUrl"):
     pass
 
 
-class ListQueues(Op):
+class ListQueues(Op, tag="ListQueues"):
     prefix: str = ""
     max_results: int | None = None
     next_token: str | None = None
 
 
-class PurgeQueue(QueueOp):
+class PurgeQueue(QueueOp, tag="PurgeQueue"):
     pass
 
 
-class GetQueueAttributes(QueueOp):
+class GetQueueAttributes(QueueOp, tag="GetQueueAttributes"):
     attribute_names: list[str] = []
 
 
-class SetQueueAttributes(QueueOp):
+class SetQueueAttributes(QueueOp, tag="SetQueueAttributes"):
     attributes: dict[str, str] = {}
 
 
@@ -69,7 +70,7 @@ class SendEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True
     message_deduplication_id: str | None = None
 
 
-class SendMessage(QueueOp):
+class SendMessage(QueueOp, tag="SendMessage"):
     body: str
     delay_seconds: int | None = None
     message_attributes: dict[str, MessageAttributeValue] = {}
@@ -79,12 +80,12 @@ class SendMessage(QueueOp):
     message_deduplication_id: str | None = None
 
 
-class SendMessageBatch(QueueOp):
+class SendMessageBatch(QueueOp, tag="SendMessageBatch"):
     entries: list[SendEntry]
     sender_id: str = ""
 
 
-class ReceiveMessage(QueueOp):
+class ReceiveMessage(QueueOp, tag="ReceiveMessage"):
     max_number_of_messages: int = 1
     visibility_timeout: int | None = None
     wait_time_seconds: int | None = None
@@ -93,7 +94,7 @@ class ReceiveMessage(QueueOp):
     receive_request_attempt_id: str | None = None
 
 
-class DeleteMessage(QueueOp):
+class DeleteMessage(QueueOp, tag="DeleteMessage"):
     receipt_handle: str
 
 
@@ -102,11 +103,11 @@ class DeleteEntry(msgspec.Struct, array_like=True, frozen=True):
     receipt_handle: str
 
 
-class DeleteMessageBatch(QueueOp):
+class DeleteMessageBatch(QueueOp, tag="DeleteMessageBatch"):
     entries: list[DeleteEntry]
 
 
-class ChangeMessageVisibility(QueueOp):
+class ChangeMessageVisibility(QueueOp, tag="ChangeMessageVisibility"):
     receipt_handle: str
     visibility_timeout: int
 
@@ -117,33 +118,33 @@ class VisibilityEntry(msgspec.Struct, array_like=True, frozen=True):
     visibility_timeout: int
 
 
-class ChangeMessageVisibilityBatch(QueueOp):
+class ChangeMessageVisibilityBatch(QueueOp, tag="ChangeMessageVisibilityBatch"):
     entries: list[VisibilityEntry]
 
 
-class TagQueue(QueueOp):
+class TagQueue(QueueOp, tag="TagQueue"):
     tags: dict[str, str]
 
 
-class UntagQueue(QueueOp):
+class UntagQueue(QueueOp, tag="UntagQueue"):
     tag_keys: list[str]
 
 
-class ListQueueTags(QueueOp):
+class ListQueueTags(QueueOp, tag="ListQueueTags"):
     pass
 
 
-class AddPermission(QueueOp):
+class AddPermission(QueueOp, tag="AddPermission"):
     label: str
     account_ids: list[str]
     actions: list[str]
 
 
-class RemovePermission(QueueOp):
+class RemovePermission(QueueOp, tag="RemovePermission"):
     label: str
 
 
-class PeekMessages(QueueOp):
+class PeekMessages(QueueOp, tag="PeekMessages"):
     """Browse without consuming: receive counts and visibility stay as they are."""
 
     max_messages: int = 10
@@ -151,14 +152,14 @@ class PeekMessages(QueueOp):
     state: str = ""  # "", "visible", "in_flight" or "delayed"
 
 
-class ListDeadLetterSourceQueues(QueueOp):
+class ListDeadLetterSourceQueues(QueueOp, tag="ListDeadLetterSourceQueues"):
     """The queues whose RedrivePolicy names this one."""
 
     max_results: int | None = None
     next_token: str | None = None
 
 
-class StartMessageMoveTask(QueueOp):
+class StartMessageMoveTask(QueueOp, tag="StartMessageMoveTask"):
     """Move the messages of a dead-letter queue (`queue`) back to their sources, or to one
     destination queue."""
 
@@ -166,11 +167,11 @@ class StartMessageMoveTask(QueueOp):
     max_number_of_messages_per_second: int | None = None
 
 
-class ListMessageMoveTasks(QueueOp):
+class ListMessageMoveTasks(QueueOp, tag="ListMessageMoveTasks"):
     max_results: int = 1
 
 
-class CancelMessageMoveTask(QueueOp):
+class CancelMessageMoveTask(QueueOp, tag="CancelMessageMoveTask"):
     task_handle: str
 
 
@@ -179,56 +180,56 @@ class TopicOp(Op):
     topic: str  # the topic's name (a subscription's topic for subscription operations)
 
 
-class CreateTopic(TopicOp):
+class CreateTopic(TopicOp, tag="CreateTopic"):
     attributes: dict[str, str] = {}
     tags: dict[str, str] = {}
 
 
-class DeleteTopic(TopicOp):
+class DeleteTopic(TopicOp, tag="DeleteTopic"):
     pass
 
 
-class ListTopics(Op):
+class ListTopics(Op, tag="ListTopics"):
     next_token: str | None = None
 
 
-class GetTopicAttributes(TopicOp):
+class GetTopicAttributes(TopicOp, tag="GetTopicAttributes"):
     pass
 
 
-class SetTopicAttributes(TopicOp):
+class SetTopicAttributes(TopicOp, tag="SetTopicAttributes"):
     name: str
     value: str = ""
 
 
-class Subscribe(TopicOp):
+class Subscribe(TopicOp, tag="Subscribe"):
     protocol: str
     endpoint: str = ""
     attributes: dict[str, str] = {}
     return_subscription_arn: bool = False  # False: a pending subscription answers "pending confirmation"
 
 
-class ConfirmSubscription(TopicOp):
+class ConfirmSubscription(TopicOp, tag="ConfirmSubscription"):
     token: str
 
 
-class Unsubscribe(TopicOp):
+class Unsubscribe(TopicOp, tag="Unsubscribe"):
     subscription_arn: str
 
 
-class ListSubscriptions(Op):
+class ListSubscriptions(Op, tag="ListSubscriptions"):
     next_token: str | None = None
 
 
-class ListSubscriptionsByTopic(TopicOp):
+class ListSubscriptionsByTopic(TopicOp, tag="ListSubscriptionsByTopic"):
     next_token: str | None = None
 
 
-class GetSubscriptionAttributes(TopicOp):
+class GetSubscriptionAttributes(TopicOp, tag="GetSubscriptionAttributes"):
     subscription_arn: str
 
 
-class SetSubscriptionAttributes(TopicOp):
+class SetSubscriptionAttributes(TopicOp, tag="SetSubscriptionAttributes"):
     subscription_arn: str
     name: str
     value: str = ""
@@ -244,7 +245,7 @@ class PublishEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen=T
     message_deduplication_id: str | None = None
 
 
-class Publish(TopicOp):
+class Publish(TopicOp, tag="Publish"):
     message: str
     subject: str | None = None
     message_structure: str | None = None
@@ -253,33 +254,33 @@ class Publish(TopicOp):
     message_deduplication_id: str | None = None
 
 
-class PublishBatch(TopicOp):
+class PublishBatch(TopicOp, tag="PublishBatch"):
     entries: list[PublishEntry]
 
 
-class TagTopic(TopicOp):
+class TagTopic(TopicOp, tag="TagTopic"):
     tags: dict[str, str]
 
 
-class UntagTopic(TopicOp):
+class UntagTopic(TopicOp, tag="UntagTopic"):
     tag_keys: list[str]
 
 
-class ListTopicTags(TopicOp):
+class ListTopicTags(TopicOp, tag="ListTopicTags"):
     pass
 
 
-class AddTopicPermission(TopicOp):
+class AddTopicPermission(TopicOp, tag="AddTopicPermission"):
     label: str
     account_ids: list[str]
     actions: list[str]
 
 
-class RemoveTopicPermission(TopicOp):
+class RemoveTopicPermission(TopicOp, tag="RemoveTopicPermission"):
     label: str
 
 
-class ExplainDelivery(TopicOp):
+class ExplainDelivery(TopicOp, tag="ExplainDelivery"):
     """Which subscriptions a message would reach, and for each it would not, why."""
 
     message: str
@@ -348,32 +349,32 @@ AnyOp = (
 
 
 # --- results ----------------------------------------------------------------------------------
-class Result(msgspec.Struct, tag=True, array_like=True, omit_defaults=True, frozen=True):
+class Result(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    """An answer; each kind names its tag explicitly, as operations do."""
+
+
+class Done(Result, tag="Done"):
     pass
 
 
-class Done(Result):
-    pass
-
-
-class QueueName(Result):
+class QueueName(Result, tag="QueueName"):
     queue: str
 
 
-class QueueNames(Result):
+class QueueNames(Result, tag="QueueNames"):
     queues: list[str]
     next_token: str | None = None
 
 
-class Attributes(Result):
+class Attributes(Result, tag="Attributes"):
     attributes: dict[str, str]
 
 
-class Tags(Result):
+class Tags(Result, tag="Tags"):
     tags: dict[str, str]
 
 
-class Sent(Result):
+class Sent(Result, tag="Sent"):
     message_id: str
     md5_of_message_body: str
     md5_of_message_attributes: str | None = None
@@ -397,12 +398,12 @@ class BatchFailure(msgspec.Struct, array_like=True, frozen=True):
     sender_fault: bool
 
 
-class SendBatchResult(Result):
+class SendBatchResult(Result, tag="SendBatchResult"):
     successful: list[SentEntry]
     failed: list[BatchFailure]
 
 
-class BatchResult(Result):
+class BatchResult(Result, tag="BatchResult"):
     successful: list[str]  # entry ids
     failed: list[BatchFailure]
 
@@ -417,7 +418,7 @@ class ReceivedMessage(msgspec.Struct, array_like=True, omit_defaults=True, froze
     message_attributes: dict[str, MessageAttributeValue] = {}
 
 
-class Received(Result):
+class Received(Result, tag="Received"):
     messages: list[ReceivedMessage]
 
 
@@ -432,7 +433,7 @@ class PeekedMessage(msgspec.Struct, array_like=True, omit_defaults=True, frozen=
     message_attributes: dict[str, MessageAttributeValue] = {}
 
 
-class Peeked(Result):
+class Peeked(Result, tag="Peeked"):
     messages: list[PeekedMessage]
     next_after_seq: int | None = None
 
@@ -449,27 +450,27 @@ class MoveTask(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True)
     started_timestamp: int = 0
 
 
-class MoveTasks(Result):
+class MoveTasks(Result, tag="MoveTasks"):
     tasks: list[MoveTask]
 
 
-class TaskHandle(Result):
+class TaskHandle(Result, tag="TaskHandle"):
     task_handle: str
 
 
-class MovedCount(Result):
+class MovedCount(Result, tag="MovedCount"):
     """CancelMessageMoveTask: how many messages the task had moved."""
 
     moved: int
 
 
-class Arn(Result):
+class Arn(Result, tag="Arn"):
     """A topic's or a subscription's ARN."""
 
     arn: str
 
 
-class Arns(Result):
+class Arns(Result, tag="Arns"):
     arns: list[str]
     next_token: str | None = None
 
@@ -482,12 +483,12 @@ class SubscriptionInfo(msgspec.Struct, array_like=True, frozen=True):
     topic_arn: str
 
 
-class SubscriptionList(Result):
+class SubscriptionList(Result, tag="SubscriptionList"):
     subscriptions: list[SubscriptionInfo]
     next_token: str | None = None
 
 
-class PublishedMessage(Result):
+class PublishedMessage(Result, tag="PublishedMessage"):
     message_id: str
     sequence_number: str | None = None
 
@@ -498,7 +499,7 @@ class PublishedEntry(msgspec.Struct, array_like=True, omit_defaults=True, frozen
     sequence_number: str | None = None
 
 
-class PublishBatchResult(Result):
+class PublishBatchResult(Result, tag="PublishBatchResult"):
     successful: list[PublishedEntry]
     failed: list[BatchFailure]
 
@@ -511,11 +512,11 @@ class Verdict(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
     reason: str = ""  # why not: the policy key that failed, or the subscription's state
 
 
-class Explanation(Result):
+class Explanation(Result, tag="Explanation"):
     verdicts: list[Verdict]
 
 
-class Failure(Result):
+class Failure(Result, tag="Failure"):
     """An operation that failed as a whole: an error-table code and a message."""
 
     code: str

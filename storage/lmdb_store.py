@@ -83,6 +83,11 @@ class LmdbStore(Store):
             except lmdb.NotFoundError:
                 pass  # read-only, on data an older version wrote: that table is empty
         self.refresh_last_lsn()
+        try:
+            self.format_version = self.check_format(writable=not readonly)
+        except StorageError:
+            self.close()
+            raise
         if not readonly:
             self.restore_reserve()
 

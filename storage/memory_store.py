@@ -24,6 +24,8 @@ class MemoryStore(Store):
         self._reserve_held = reserve_bytes > 0
         self.fail_next_commits: list[Exception] = []
         self.commit_count = 0
+        self.format_version = self.check_format(writable=True)
+        self.commit_count = 0  # the writer's commits: recording the format above is not one
 
     def _sorted_keys(self, table: str) -> list[bytes]:
         return sorted(self._tables[table])

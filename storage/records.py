@@ -19,11 +19,14 @@ class MessageAttribute(msgspec.Struct, array_like=True, gc=False, frozen=True):
     binary_value: bytes | None = None
 
 
-class Record(msgspec.Struct, tag=True, array_like=True, gc=False, frozen=True):
+class Record(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """A stored record. Each kind names its tag explicitly (never taken from the class name), and
+    fields are stored by position: a new field goes last, with a default."""
+
     at_ms: int  # wall-clock milliseconds when the change happened
 
 
-class QueueCreated(Record):
+class QueueCreated(Record, tag="QueueCreated"):
     queue_id: int
     queue: str
     attributes: dict[str, str]
@@ -31,7 +34,7 @@ class QueueCreated(Record):
     tags: dict[str, str] = {}
 
 
-class QueueAttributesChanged(Record):
+class QueueAttributesChanged(Record, tag="QueueAttributesChanged"):
     """The queue's whole configuration after a change of its attributes, tags or permissions."""
 
     queue_id: int
@@ -41,18 +44,18 @@ class QueueAttributesChanged(Record):
     tags: dict[str, str] = {}
 
 
-class QueueDeleted(Record):
+class QueueDeleted(Record, tag="QueueDeleted"):
     queue_id: int
     queue: str
 
 
-class QueuePurged(Record):
+class QueuePurged(Record, tag="QueuePurged"):
     queue_id: int
     queue: str
     through_seq: int  # every message with seq <= through_seq is gone
 
 
-class MessageSent(Record):
+class MessageSent(Record, tag="MessageSent"):
     queue_id: int
     queue: str
     seq: int
@@ -91,15 +94,15 @@ class DeliveryState(Record):
     first_receive_ms: int
 
 
-class MessageReceived(DeliveryState):
+class MessageReceived(DeliveryState, tag="MessageReceived"):
     pass
 
 
-class VisibilityChanged(DeliveryState):
+class VisibilityChanged(DeliveryState, tag="VisibilityChanged"):
     pass
 
 
-class MessageDeleted(Record):
+class MessageDeleted(Record, tag="MessageDeleted"):
     queue_id: int
     queue: str
     seq: int
@@ -107,7 +110,7 @@ class MessageDeleted(Record):
     reason: str  # "deleted", "expired" or "moved" (the same commit stores it in another queue)
 
 
-class DedupWindowClosed(Record):
+class DedupWindowClosed(Record, tag="DedupWindowClosed"):
     """A FIFO queue's or topic's deduplication window has passed every message with seq <= through_seq."""
 
     owner_id: int  # the queue's or the topic's id
@@ -115,7 +118,7 @@ class DedupWindowClosed(Record):
     through_seq: int
 
 
-class MoveTaskChanged(Record):
+class MoveTaskChanged(Record, tag="MoveTaskChanged"):
     """A message move task's state after a change (started, progress, cancelled, finished)."""
 
     queue_id: int  # the task's source queue
@@ -130,7 +133,7 @@ class MoveTaskChanged(Record):
     failure_reason: str = ""
 
 
-class TopicCreated(Record):
+class TopicCreated(Record, tag="TopicCreated"):
     topic_id: int  # from the same sequence as queue ids
     topic: str
     attributes: dict[str, str]
@@ -138,7 +141,7 @@ class TopicCreated(Record):
     tags: dict[str, str] = {}
 
 
-class TopicAttributesChanged(Record):
+class TopicAttributesChanged(Record, tag="TopicAttributesChanged"):
     """The topic's whole configuration after a change of its attributes, tags or permissions."""
 
     topic_id: int
@@ -148,12 +151,12 @@ class TopicAttributesChanged(Record):
     tags: dict[str, str] = {}
 
 
-class TopicDeleted(Record):
+class TopicDeleted(Record, tag="TopicDeleted"):
     topic_id: int
     topic: str
 
 
-class SubscriptionChanged(Record):
+class SubscriptionChanged(Record, tag="SubscriptionChanged"):
     """A subscription's whole state after it was made or changed."""
 
     topic_id: int
@@ -166,14 +169,14 @@ class SubscriptionChanged(Record):
     confirmed: bool
 
 
-class SubscriptionDeleted(Record):
+class SubscriptionDeleted(Record, tag="SubscriptionDeleted"):
     topic_id: int
     topic: str
     subscription_id: int
     subscription_arn: str
 
 
-class Published(Record):
+class Published(Record, tag="Published"):
     """A message published to a topic. Its deliveries to SQS subscriptions are MessageSent records
     in the same commit; `delivered_to` names those subscriptions."""
 
@@ -191,7 +194,7 @@ class Published(Record):
     archive_until_ms: int = 0  # kept in the topic's archive until then (ArchivePolicy); 0: not archived
 
 
-class PushQueued(Record):
+class PushQueued(Record, tag="PushQueued"):
     """A delivery a topic owes an HTTP/S or email subscription, stored with its publish. It stays
     pending (state table `pushes`) until a PushDone."""
 
@@ -216,7 +219,7 @@ class PushQueuedHead(msgspec.Struct, tag="PushQueued", array_like=True, gc=False
     message_id: str
 
 
-class PushAttempted(Record):
+class PushAttempted(Record, tag="PushAttempted"):
     """A failed attempt at a pending push, and when the next one is due."""
 
     topic_id: int
@@ -229,7 +232,7 @@ class PushAttempted(Record):
     retry_at_ms: int  # wall-clock time of the next attempt
 
 
-class PushDone(Record):
+class PushDone(Record, tag="PushDone"):
     """A pending push ended: "delivered", "dead-lettered" (the same commit stores it in the
     subscription's dead-letter queue) or "dropped" (its delivery policy gave up; "dropped: why"
     when the dead-letter queue refused it or the subscription had too many pending)."""

@@ -57,7 +57,9 @@ from .tables import (
     MESSAGES,
     META,
     MOVE_TASKS,
+    FORMAT_VERSION_KEY,
     NEXT_QUEUE_ID,
+    Put,
     PUSH_ATTEMPTS,
     PUSHES,
     QUEUES,
@@ -70,8 +72,19 @@ from .tables import (
 )
 
 
+# The format of what a data directory holds: the records (their tags and fields, by position), the
+# tables and keys. A change that an older dovecote could not read raises it; a data directory that
+# names a newer format than this is refused, never misread. Directories written before the format
+# was recorded are format 1.
+FORMAT_VERSION = 1
+
+
 class StorageError(Exception):
     """The store could not complete an operation."""
+
+
+class FormatTooNew(StorageError):
+    """The data directory was written by a newer dovecote, in a format this one cannot read."""
 
 
 class StorageFull(StorageError):
@@ -235,6 +248,19 @@ class Store(abc.ABC):
             self._apply(log_puts, changes)
             self.last_lsn = lsn
         return stored
+
+    def check_format(self, *, writable: bool) -> int:
+        """The data directory's format version; a writable store records it where it is missing.
+        Raises FormatTooNew for a directory written in a newer format."""
+        (value,) = self._get_many(META, [FORMAT_VERSION_KEY])
+        version = keys.lsn_of(unframe(value)) if value is not None else 1
+        if version > FORMAT_VERSION:
+            raise FormatTooNew(
+                f"the data directory holds format {version}; this dovecote reads format {FORMAT_VERSION} and older"
+            )
+        if value is None and writable:
+            self._apply([], [Put(META, FORMAT_VERSION_KEY, frame(keys.lsn_key(FORMAT_VERSION)))])
+        return version
 
     # --- reading ------------------------------------------------------------------------------
     def next_queue_id(self) -> int:

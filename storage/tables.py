@@ -53,6 +53,7 @@ TABLES = (LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SU
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
 NEXT_QUEUE_ID = b"next_queue_id"  # queues and topics draw their ids from this one sequence
+FORMAT_VERSION_KEY = b"format_version"  # the data directory's format (store.FORMAT_VERSION)
 
 
 class Put(NamedTuple):
