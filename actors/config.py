@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
-from .limits import ACTOR_MAILBOX_REQUESTS, PUSH_MAX_PENDING_PER_SUBSCRIPTION
+from .limits import ACTOR_MAILBOX_MESSAGES_FROM_ACTORS, ACTOR_MAILBOX_REQUESTS, PUSH_MAX_PENDING_PER_SUBSCRIPTION
 
 
 class BrokerConfig(msgspec.Struct, frozen=True):
     region: str = "us-east-1"  # for requests that name none
     account_id: str = "000000000000"  # the one account this broker hosts
     mailbox_capacity: int = ACTOR_MAILBOX_REQUESTS  # client requests waiting per queue or topic
+    actor_mail_capacity: int = ACTOR_MAILBOX_MESSAGES_FROM_ACTORS  # messages other actors' mail carries, on top
     lifecycle_capacity: int = 1024  # create and delete requests waiting
     max_queues: int = 10_000
     max_topics: int = 100_000

@@ -172,14 +172,15 @@ class Lifecycle:
         """Start a queue's or topic's actor under its supervisor and put it in the directory."""
         assert self._nursery is not None
         if isinstance(core, QueueCore):
-            entry = ActorEntry(
-                "queue", core.queue_id, core.region, core.name, core.arn, core.config.fifo, Mailbox(self._config.mailbox_capacity)
-            )
+            entry = ActorEntry("queue", core.queue_id, core.region, core.name, core.arn, core.config.fifo, self._mailbox())
             self._directory.add(entry, core.attributes.get("RedrivePolicy", ""))
         else:
-            entry = ActorEntry("topic", core.topic_id, core.region, core.name, core.arn, core.fifo, Mailbox(self._config.mailbox_capacity))
+            entry = ActorEntry("topic", core.topic_id, core.region, core.name, core.arn, core.fifo, self._mailbox())
             self._directory.add(entry)
         self._nursery.start_soon(self._supervisor.run, entry, core, self._ended, name=f"{entry.kind}:{core.name}")
+
+    def _mailbox(self) -> Mailbox:
+        return Mailbox(self._config.mailbox_capacity, self._config.actor_mail_capacity)
 
     def _allocate_id(self) -> int:
         allocated = self._next_id

@@ -17,8 +17,8 @@ An actor's mailbox is one channel, read by the actor's task alone, with three do
   more of them than work the actor started itself, which its own limits bound (cycles in flight,
   moves in transit, attempts).
 
-So a mailbox holds at most `request_capacity` requests and `actor_capacity` carried messages, plus
-the answers its owner is owed.
+So a mailbox holds at most `request_capacity` requests and `actor_capacity` carried messages (or one
+piece of mail heavier than that, alone), plus the answers its owner is owed.
 """
 
 from __future__ import annotations
@@ -99,7 +99,9 @@ class Mailbox:
     def post(self, op: Op | ActorMessage, reply: Reply = ignore, *, must_arrive: bool = False) -> bool:
         """Mail from another actor or the broker: False when the mailbox is full or closed. Mail
         that must_arrive and finds it full marks the mailbox missed."""
-        if isinstance(op, ActorMessage) and self._carried + _weight(op) > self.actor_capacity:
+        # Mail heavier than the whole capacity still gets into a mailbox that carries nothing else,
+        # so it is delayed, never refused for good.
+        if isinstance(op, ActorMessage) and self._carried and self._carried + _weight(op) > self.actor_capacity:
             if must_arrive:
                 self.missed = True
             return False

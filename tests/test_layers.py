@@ -401,3 +401,19 @@ def test_the_purity_check_names_the_chain_to_a_forbidden_module(tmp_path):
 def test_the_purity_check_reports_a_module_it_cannot_import(tmp_path):
     purity = check_purity("dovecote.actors.no_such_module", tmp_path)
     assert purity.error and "no_such_module" in purity.describe()
+
+
+def test_failures_are_made_only_from_the_error_table():
+    """A request that fails as a whole is answered with a Failure made by errors.failure() from a
+    BrokerError, whose code the table knows: no module constructs a Failure itself."""
+    offenders = []
+    for folder in ("actors", "net", "scripts", "storage"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path == ROOT / "actors" / "errors.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Call):
+                    name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+                    if name == "Failure":
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []

@@ -8,11 +8,11 @@ import json
 import pytest
 import trio
 
-from dovecote.actors.ops import MessageAttributeValue
 from dovecote.actors.delivery_policy import RetryPolicy, retry_delays
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.config import BrokerConfig
 from dovecote.actors.ops import (
+    MessageAttributeValue,
     ConfirmSubscription,
     CreateQueue,
     CreateTopic,

@@ -3,9 +3,9 @@
 import pytest
 import trio
 
-from dovecote.actors.ops import MessageAttributeValue
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import (
+    MessageAttributeValue,
     ChangeMessageVisibility,
     ChangeMessageVisibilityBatch,
     CreateQueue,

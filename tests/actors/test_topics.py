@@ -5,9 +5,9 @@ import json
 import pytest
 import trio
 
-from dovecote.actors.ops import MessageAttributeValue
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
+    MessageAttributeValue,
     CreateQueue,
     DeleteEntry,
     DeleteMessageBatch,
