@@ -33,7 +33,7 @@ from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer, text
 from dovecote.net.limits import NetLimits
 from dovecote.net.push import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT_S, Pusher, SmtpRelay
 from dovecote.net.tcp_server import NativeServer
-from dovecote.storage.history import plain
+from dovecote.history import plain
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.writer import LogWriter
 

@@ -10,7 +10,7 @@ import argparse
 import tempfile
 import time
 
-from .storage.history import LogFilter, iter_log, queue_state_at
+from .history import LogFilter, iter_log, queue_state_at
 from .storage.lmdb_store import LmdbStore
 from .storage.records import MessageDeleted, MessageReceived, MessageSent, QueueCreated
 

@@ -19,7 +19,13 @@ from dovecote.actors.errors import BrokerError
 from dovecote.actors.registry import BrokerConfig
 from dovecote.net.client import DEFAULT_PORT, BlockingClient
 from dovecote.net.push import SmtpRelay
-from dovecote.storage.history import (
+from dovecote.storage.lmdb_store import LmdbStore
+from dovecote.storage.records import MessageAttribute, PushDone
+from dovecote.storage.store import StorageError
+
+from . import replay
+from .app import DEFAULT_HTTP_PORT, ServeConfig, default_data_dir, run_broker
+from .history import (
     LogFilter,
     describe,
     format_time,
@@ -29,12 +35,6 @@ from dovecote.storage.history import (
     queue_state_at,
     to_json,
 )
-from dovecote.storage.lmdb_store import LmdbStore
-from dovecote.storage.records import MessageAttribute, PushDone
-from dovecote.storage.store import StorageError
-
-from . import replay
-from .app import DEFAULT_HTTP_PORT, ServeConfig, default_data_dir, run_broker
 
 
 def _key_values(pairs: Sequence[str]) -> dict[str, str]:

@@ -28,7 +28,7 @@ from dovecote.actors.ops import (
 )
 from dovecote.actors.signing import Signer, new_key_and_certificate
 from dovecote.net.push import Pusher
-from dovecote.storage.history import LogFilter, iter_log
+from dovecote.history import LogFilter, iter_log
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.storage.records import MessageAttribute, PushAttempted, PushDone, PushQueued, SubscriptionChanged
 

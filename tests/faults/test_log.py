@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from dovecote.storage.history import LogFilter, parse_time
+from dovecote.history import LogFilter, parse_time
 from dovecote.storage.records import MessageAttribute, MessageSent
 
 from .serve import ServeProcess

@@ -1,4 +1,5 @@
-"""Reading the log back: filtering and describing records. Pure, apart from paging through a store.
+"""Reading the log back, for `dovecote log`, `replay` and `rewind`: filtering and describing records,
+and a queue's state at a past instant. Pure, apart from paging through a store.
 
 Every record names its queue, message and wall-clock time, so "what happened to message X" is a
 filter over the log, in LSN order.
@@ -13,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from .records import (
+from dovecote.storage.records import (
     AnyRecord,
     DeliveryState,
     MessageDeleted,
@@ -27,7 +28,7 @@ from .records import (
     QueuePurged,
     SubscriptionChanged,
 )
-from .store import Store
+from dovecote.storage.store import Store
 
 
 class LogFilter(msgspec.Struct, frozen=True):
