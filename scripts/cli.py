@@ -18,6 +18,7 @@ import trio
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.registry import BrokerConfig
 from dovecote.net.client import DEFAULT_PORT, BlockingClient
+from dovecote.net.plain_data import plain
 from dovecote.net.push import SmtpRelay
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.records import MessageAttribute, PushDone
@@ -31,7 +32,6 @@ from .history import (
     format_time,
     iter_log,
     parse_time,
-    plain,
     queue_state_at,
     to_json,
 )
