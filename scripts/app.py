@@ -26,8 +26,8 @@ from dovecote.actors.signing import CERTIFICATE_PATH, Signer, new_key_and_certif
 from dovecote.net.aws_gateway import AwsGateway
 from dovecote.net.broker_endpoints import BrokerEndpoints
 from dovecote.net.http_server import HttpServer
+from dovecote.net.http_push import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT_S, Pusher, SmtpRelay
 from dovecote.net.limits import NetLimits
-from dovecote.net.push import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT_S, Pusher, SmtpRelay
 from dovecote.net.tcp_server import NativeServer
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.writer import LogWriter

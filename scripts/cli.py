@@ -18,8 +18,8 @@ import trio
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.registry import BrokerConfig
 from dovecote.net.client import DEFAULT_PORT, BlockingClient
+from dovecote.net.http_push import SmtpRelay
 from dovecote.net.plain_data import plain
-from dovecote.net.push import SmtpRelay
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.records import MessageAttribute, PushDone
 from dovecote.storage.store import StorageError

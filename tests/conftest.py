@@ -14,7 +14,7 @@ from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Op, Result
 from dovecote.actors.registry import Broker, BrokerConfig, recover
 from dovecote.actors.signing import Signer
-from dovecote.net.push import Pusher
+from dovecote.net.http_push import Pusher
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.storage.store import Store
 from dovecote.storage.writer import LogWriter

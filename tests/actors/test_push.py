@@ -27,8 +27,8 @@ from dovecote.actors.ops import (
     Unsubscribe,
 )
 from dovecote.actors.signing import Signer, new_key_and_certificate
-from dovecote.net.push import Pusher
 from dovecote.history import LogFilter, iter_log
+from dovecote.net.http_push import Pusher
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.storage.records import MessageAttribute, PushAttempted, PushDone, PushQueued, SubscriptionChanged
 
