@@ -123,19 +123,37 @@ def test_layers_depend_one_way(package):
 
 
 def test_the_wheel_holds_only_the_dovecote_namespace(tmp_path):
+    """...and not the benchmarks. Built from a copy: setuptools would pack whatever an earlier build
+    left in the checkout's build/ directory."""
+    import shutil
     import zipfile
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
+    source = tmp_path / "source"
+    shutil.copytree(root, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
         check=True, capture_output=True, timeout=300,
     )
     (wheel,) = tmp_path.glob("dovecote-*.whl")
+    dist_info = f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"
     top_levels = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
-    assert top_levels == {"dovecote", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
+    assert top_levels == {"dovecote", dist_info}
     packages = {name.rsplit("/", 1)[0] for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
     assert packages == {"dovecote", "dovecote/storage", "dovecote/actors", "dovecote/net"}
+    folders = {name.rsplit("/", 1)[0] for name in zipfile.ZipFile(wheel).namelist() if not name.startswith(dist_info)}
+    assert folders == packages  # no other files either (the wrk script)
+
+
+@pytest.mark.parametrize("benchmark", ["bench", "bench.sqs", "bench.sns", "bench.pushes", "bench.aws", "bench.log"])
+def test_the_benchmarks_start_from_the_editable_install(benchmark, tmp_path):
+    """The wheel leaves them out; the editable install finds them, from any working directory."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"dovecote.{benchmark}", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"python -m dovecote.{benchmark} " in result.stdout
 
 
 def test_peek_from_the_cli_and_over_http(tmp_path):
