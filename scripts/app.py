@@ -25,17 +25,15 @@ from dovecote.actors.registry import Broker, BrokerConfig, recover
 from dovecote.actors.signing import CERTIFICATE_PATH, Signer, new_key_and_certificate
 from dovecote.net.aws_gateway import AwsGateway
 from dovecote.net.broker_endpoints import BrokerEndpoints
-from dovecote.net.http_server import HttpServer
+from dovecote.net.client import DEFAULT_PORT
 from dovecote.net.http_push import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT_S, Pusher, SmtpRelay
+from dovecote.net.http_server import HttpServer
 from dovecote.net.limits import NetLimits
 from dovecote.net.tcp_server import NativeServer
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.writer import LogWriter
 
 log = logging.getLogger("dovecote")
-
-DEFAULT_NATIVE_PORT = 7480
-DEFAULT_HTTP_PORT = 7481
 
 
 def default_data_dir() -> Path:
@@ -49,8 +47,8 @@ def default_data_dir() -> Path:
 class ServeConfig(msgspec.Struct, frozen=True):
     data_dir: str
     host: str = "127.0.0.1"
-    port: int = DEFAULT_NATIVE_PORT
-    http_port: int = DEFAULT_HTTP_PORT
+    port: int = DEFAULT_PORT
+    http_port: int = 7481
     public_url: str | None = None
     sync_mode: str = "full"
     history_hours: float = 24.0
