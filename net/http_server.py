@@ -1,6 +1,5 @@
-"""A small HTTP/1.1 server on h11 (already a dependency, through httpx) for health, metrics and,
-later, the AWS-compatible API. Thin: it parses, enforces limits and timeouts, and hands each
-request to a handler.
+"""A small HTTP/1.1 server on h11 for the AWS-compatible API and the broker's own endpoints. Thin:
+it parses, enforces limits and timeouts, and hands each request to a handler.
 
 Limits: request head at most `http_max_header_bytes` (431 beyond), body at most
 `http_max_body_bytes`, enforced while it streams in (413 beyond); a request must arrive within

@@ -10,40 +10,34 @@ is closed.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import signal
 import time
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 import trio
 
 from dovecote.actors.clock import Clock
-from dovecote.actors.errors import KINDS
-from dovecote.actors.mailbox import ReplySlot
-from dovecote.actors.ops import Failure, PeekMessages, Result
 from dovecote.actors.broker import Broker
+from dovecote.actors.certificates import new_key_and_certificate
 from dovecote.actors.config import BrokerConfig
 from dovecote.actors.recovery import recover
-from dovecote.actors.certificates import new_key_and_certificate
 from dovecote.actors.signing import CERTIFICATE_PATH, Signer
 from dovecote.net.aws_gateway import AwsGateway
-from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer, text_response
+from dovecote.net.broker_endpoints import BrokerEndpoints
+from dovecote.net.client import DEFAULT_PORT
+from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_TIMEOUT_S
+from dovecote.net.http_push import Pusher, SmtpRelay
+from dovecote.net.http_server import HttpServer
 from dovecote.net.limits import NetLimits
-from dovecote.net.push import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT_S, Pusher, SmtpRelay
 from dovecote.net.tcp_server import NativeServer
-from dovecote.storage.history import plain
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.writer import LogWriter
 
 log = logging.getLogger("dovecote")
-
-DEFAULT_NATIVE_PORT = 7480
-DEFAULT_HTTP_PORT = 7481
 
 
 def default_data_dir() -> Path:
@@ -57,8 +51,8 @@ def default_data_dir() -> Path:
 class ServeConfig(msgspec.Struct, frozen=True):
     data_dir: str
     host: str = "127.0.0.1"
-    port: int = DEFAULT_NATIVE_PORT
-    http_port: int = DEFAULT_HTTP_PORT
+    port: int = DEFAULT_PORT
+    http_port: int = 7481
     public_url: str | None = None
     sync_mode: str = "full"
     history_hours: float = 24.0
@@ -69,8 +63,8 @@ class ServeConfig(msgspec.Struct, frozen=True):
     broker: BrokerConfig = BrokerConfig()
     limits: NetLimits = NetLimits()
     smtp: SmtpRelay | None = None  # None: email subscriptions are refused
-    push_timeout_s: float = DEFAULT_TIMEOUT_S
-    push_max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    push_timeout_s: float = PUSH_TIMEOUT_S
+    push_max_in_flight: int = PUSH_MAX_IN_FLIGHT
     push_verify: bool | str = True  # HTTPS endpoints' certificates: certifi's CAs, a CA bundle file, or unchecked
 
 
@@ -115,10 +109,9 @@ async def run_broker(
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
                     verifier = _verifier(config.access_keys)
+                    endpoints = BrokerEndpoints(writer, broker, certificate)
                     http = HttpServer(
-                        lambda: AwsGateway(
-                            broker, config.broker.account_id, config.public_url, _local_endpoints(writer, broker, certificate), verifier
-                        ).handle,
+                        lambda: AwsGateway(broker, config.broker.account_id, config.public_url, endpoints.handle, verifier).handle,
                         config.limits,
                         stopping,
                     )
@@ -170,50 +163,6 @@ def _signing_material(data_dir: Path, http_url: str) -> tuple[bytes, Signer]:
         key_file.write_bytes(key_pem)
         certificate_file.write_bytes(certificate_pem)
     return certificate_file.read_bytes(), Signer(key_file.read_bytes(), http_url.rstrip("/") + CERTIFICATE_PATH)
-
-
-def _local_endpoints(writer: LogWriter, broker: Broker, certificate: bytes):
-    """The broker's own HTTP endpoints, for one connection: /health, /metrics (Prometheus text:
-    the log's LSN, commits, records, trimmed records, whether sends are accepted), /peek?queue=NAME
-    [&max=10&after=SEQ&state=visible|in_flight|delayed&region=R] to browse a queue without
-    consuming it, and the certificate SNS signatures verify with (SigningCertURL)."""
-
-    async def handle(request: HttpRequest) -> HttpResponse:
-        url = urlsplit(request.target)
-        if request.method not in ("GET", "HEAD"):
-            return text_response(405, "method not allowed\n")
-        if url.path == CERTIFICATE_PATH:
-            return HttpResponse(200, [("Content-Type", "application/x-pem-file")], certificate)
-        if url.path == "/health":
-            stats = writer.statistics()
-            body = {"status": "ok", "last_lsn": stats.last_lsn, "accepting_sends": stats.accepting_sends}
-            return text_response(200, json.dumps(body) + "\n", "application/json")
-        if url.path == "/metrics":
-            stats = writer.statistics()
-            lines = [
-                f"dovecote_log_last_lsn {stats.last_lsn}",
-                f"dovecote_log_commits_total {stats.commits}",
-                f"dovecote_log_records_total {stats.records}",
-                f"dovecote_log_trimmed_records_total {stats.trimmed}",
-                f"dovecote_accepting_sends {int(stats.accepting_sends)}",
-            ]
-            return text_response(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
-        if url.path == "/peek":
-            query = dict(parse_qsl(url.query))
-            try:
-                op = PeekMessages(
-                    query["queue"], int(query.get("max", 10)), int(query.get("after", 0)), query.get("state", "")
-                )
-            except (KeyError, ValueError):
-                return text_response(400, "usage: /peek?queue=NAME[&max=N&after=SEQ&state=STATE]\n")
-            slot: ReplySlot[Result] = ReplySlot()
-            broker.session(query.get("region")).submit(op, slot)
-            result = await slot.wait()
-            status = 200 if not isinstance(result, Failure) else KINDS[result.code].http_status
-            return text_response(status, json.dumps(plain(result)) + "\n", "application/json")
-        return text_response(404, "not found\n")
-
-    return handle
 
 
 async def _stop_on_signal(stopping: trio.Event) -> None:

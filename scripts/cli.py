@@ -13,28 +13,29 @@ import sys
 import time
 from collections.abc import Sequence
 
+import msgspec
 import trio
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.config import BrokerConfig
 from dovecote.net.client import DEFAULT_PORT, BlockingClient, MessageAttributeValue
-from dovecote.net.push import SmtpRelay
-from dovecote.storage.history import (
-    LogFilter,
-    describe,
-    format_time,
-    iter_log,
-    parse_time,
-    plain,
-    queue_state_at,
-    to_json,
-)
+from dovecote.net.http_push import SmtpRelay
+from dovecote.net.plain_data import plain
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.records import PushDone
 from dovecote.storage.store import StorageError
 
 from . import replay
-from .app import DEFAULT_HTTP_PORT, ServeConfig, default_data_dir, run_broker
+from .app import ServeConfig, default_data_dir, run_broker
+from .history import (
+    LogFilter,
+    describe,
+    format_time,
+    iter_log,
+    parse_time,
+    queue_state_at,
+    to_json,
+)
 
 
 def _key_values(pairs: Sequence[str]) -> dict[str, str]:
@@ -71,26 +72,49 @@ def _message_attributes(pairs: Sequence[str]) -> dict[str, MessageAttributeValue
     return result
 
 
+def _default(config: type[msgspec.Struct], field: str) -> object:
+    """The default a config struct gives one of its fields."""
+    return next(info.default for info in msgspec.structs.fields(config) if info.name == field)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dovecote", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
+    # Defaults are read off the config structs, which own them; help shows each one.
     serve = commands.add_parser("serve", help="run the broker")
-    serve.add_argument("--data-dir", default=None, help=f"data directory (default {default_data_dir()})")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="native protocol port")
-    serve.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
-    serve.add_argument("--public-url", default=None, help="base of returned queue URLs")
+    serve.add_argument(
+        "--data-dir", default=str(default_data_dir()),
+        help="data directory: $DOVECOTE_DATA_DIR, else the XDG state directory (default %(default)s)",
+    )
+    serve.add_argument("--host", default=_default(ServeConfig, "host"), help="address to listen on (default %(default)s)")
+    serve.add_argument("--port", type=int, default=_default(ServeConfig, "port"), help="native protocol port (default %(default)s)")
+    serve.add_argument(
+        "--http-port", type=int, default=_default(ServeConfig, "http_port"),
+        help="AWS API and /health, /metrics, /peek port (default %(default)s)",
+    )
+    serve.add_argument(
+        "--public-url", default=_default(ServeConfig, "public_url"),
+        help="base of returned queue URLs and of the URLs sent to push endpoints; none: http://HOST:HTTP_PORT",
+    )
     serve.add_argument(
         "--sync",
         choices=("full", "os"),
-        default="full",
+        default=_default(ServeConfig, "sync_mode"),
         help="full: fsync every commit (survives power loss); os: leave flushing to the OS "
-        "(survives a broker crash, may lose the last seconds on power loss)",
+        "(survives a broker crash, may lose the last seconds on power loss) (default %(default)s)",
     )
-    serve.add_argument("--history-hours", type=float, default=24.0, help="how long log records stay readable")
-    serve.add_argument("--max-data-bytes", type=int, default=64 << 30, help="limit of the LMDB map")
-    serve.add_argument("--reserve-bytes", type=int, default=16 << 20, help="disk kept back for deletes when full")
+    serve.add_argument(
+        "--history-hours", type=float, default=_default(ServeConfig, "history_hours"),
+        help="how long log records stay readable (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-data-bytes", type=int, default=_default(ServeConfig, "max_data_bytes"), help="limit of the LMDB map (default %(default)s)"
+    )
+    serve.add_argument(
+        "--reserve-bytes", type=int, default=_default(ServeConfig, "reserve_bytes"),
+        help="disk kept back for deletes when full (default %(default)s)",
+    )
     serve.add_argument("--salvage", action="store_true", help="serve what is intact if stored data is damaged")
     serve.add_argument(
         "--access-key",
@@ -100,29 +124,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="verify AWS Signature V4 on the AWS API against these keys (repeatable; needs dovecote[auth]); "
         "without any, signatures are not checked",
     )
-    serve.add_argument("--account-id", default="000000000000")
-    serve.add_argument("--region", default="us-east-1")
+    serve.add_argument(
+        "--account-id", default=_default(BrokerConfig, "account_id"), help="the account in ARNs and queue URLs (default %(default)s)"
+    )
+    serve.add_argument(
+        "--region", default=_default(BrokerConfig, "region"), help="the region of requests that name none (default %(default)s)"
+    )
     serve.add_argument(
         "--unsigned-sqs-envelopes",
         action="store_true",
         help="deliver SNS envelopes to queues without Signature and SigningCertURL (an RSA signature "
         "per publish is most of a publish's cost)",
     )
-    serve.add_argument("--push-timeout", type=float, default=15.0, help="seconds an HTTP/S push attempt may take")
     serve.add_argument(
-        "--push-max-pending", type=int, default=100_000,
-        help="pending pushes a subscription may have; beyond, new ones are dropped and recorded",
+        "--push-timeout", type=float, default=_default(ServeConfig, "push_timeout_s"),
+        help="seconds an HTTP/S push attempt may take (default %(default)s)",
     )
-    serve.add_argument("--push-in-flight", type=int, default=256, help="HTTP/S push requests at once, at most, in all")
     serve.add_argument(
-        "--push-ca", default=None, help="CA bundle HTTPS endpoints' certificates are checked against (default: certifi's, as httpx)"
+        "--push-max-pending", type=int, default=_default(BrokerConfig, "max_pending_pushes"),
+        help="pending pushes a subscription may have; beyond, new ones are dropped and recorded (default %(default)s)",
+    )
+    serve.add_argument(
+        "--push-in-flight", type=int, default=_default(ServeConfig, "push_max_in_flight"),
+        help="HTTP/S push requests at once, at most, in all (default %(default)s)",
+    )
+    serve.add_argument(
+        "--push-ca", default=None, help="CA bundle HTTPS endpoints' certificates are checked against; none: certifi's, as httpx uses"
     )
     serve.add_argument("--smtp-host", default=None, help="SMTP relay for email and email-json subscriptions (none: refused)")
-    serve.add_argument("--smtp-port", type=int, default=25)
+    serve.add_argument("--smtp-port", type=int, default=_default(SmtpRelay, "port"), help="the relay's port (default %(default)s)")
     serve.add_argument("--smtp-starttls", action="store_true", help="upgrade the relay connection with STARTTLS")
-    serve.add_argument("--smtp-user", default="", help="relay login; the password is read from $DOVECOTE_SMTP_PASSWORD")
-    serve.add_argument("--smtp-from", default="dovecote@localhost", help="the sender address of notification mail")
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--smtp-user", default=_default(SmtpRelay, "username"), help="relay login; the password is read from $DOVECOTE_SMTP_PASSWORD"
+    )
+    serve.add_argument(
+        "--smtp-from", default=_default(SmtpRelay, "sender"), help="the sender address of notification mail (default %(default)s)"
+    )
+    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default %(default)s)")
 
     check = commands.add_parser("check", help="verify every stored checksum (the broker must be stopped)")
     check.add_argument("--data-dir", default=None)
@@ -318,10 +356,10 @@ def _client_command(client: BlockingClient, args: argparse.Namespace) -> object:
     raise SystemExit(f"unknown command {args.command}")
 
 
-def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServeConfig(
-        data_dir=str(args.data_dir or default_data_dir()),
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    """What `dovecote serve` runs with, from its flags."""
+    return ServeConfig(
+        data_dir=args.data_dir,
         host=args.host,
         port=args.port,
         http_port=args.http_port,
@@ -350,6 +388,11 @@ def _serve(args: argparse.Namespace) -> int:
         push_max_in_flight=args.push_in_flight,
         push_verify=args.push_ca or True,
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = serve_config(args)
     try:
         trio.run(lambda: run_broker(config, handle_signals=True))
     except StorageError as error:

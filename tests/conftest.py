@@ -16,7 +16,7 @@ from dovecote.actors.broker import Broker
 from dovecote.actors.config import BrokerConfig
 from dovecote.actors.recovery import recover
 from dovecote.actors.signing import Signer
-from dovecote.net.push import Pusher
+from dovecote.net.http_push import Pusher
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.storage.store import Store
 from dovecote.storage.writer import LogWriter

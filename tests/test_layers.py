@@ -192,6 +192,18 @@ def test_the_layers_point_one_way():
     )
 
 
+def test_only_the_lmdb_store_imports_lmdb():
+    packages = package_dirs(ROOT)
+    modules = source_modules(packages)
+    known = frozenset(module.name for module in modules)
+    importers = sorted(
+        module.name
+        for module in modules
+        if any(name == "lmdb" or (name or "").startswith("lmdb.") for _, name in imports_of(module, module.path.read_text(), known))
+    )
+    assert importers == [f"{TOP}.storage.lmdb_store"]
+
+
 # Synthetic trees, laid out like the real one, with one known violation each.
 LAYOUT = {"dovecote": "scripts", "dovecote.storage": "storage", "dovecote.actors": "actors", "dovecote.net": "net"}
 BASE_TREE = {

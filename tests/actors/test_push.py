@@ -29,8 +29,8 @@ from dovecote.actors.ops import (
 )
 from dovecote.actors.certificates import new_key_and_certificate
 from dovecote.actors.signing import Signer
-from dovecote.net.push import Pusher
-from dovecote.storage.history import LogFilter, iter_log
+from dovecote.history import LogFilter, iter_log
+from dovecote.net.http_push import Pusher
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.storage.records import PushAttempted, PushDone, PushQueued, SubscriptionChanged
 

@@ -294,7 +294,7 @@ async def test_a_fifo_topic_keeps_its_deduplication_window_and_numbering_across_
 
 async def test_an_archived_fifo_topic_replays_to_a_new_subscription(autojump_clock):
     from dovecote.actors.ops import PublishEntry as Entry
-    from dovecote.storage.history import format_time
+    from dovecote.history import format_time
 
     store = MemoryStore()
     async with running_broker(store) as h:

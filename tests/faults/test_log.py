@@ -9,7 +9,7 @@ import threading
 import time
 
 from dovecote.actors.ops import MessageAttributeValue
-from dovecote.storage.history import LogFilter, parse_time
+from dovecote.history import LogFilter, parse_time
 from dovecote.storage.records import MessageSent
 
 from .serve import ServeProcess

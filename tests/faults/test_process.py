@@ -6,7 +6,6 @@ import sys
 
 import httpx
 import lmdb
-import pytest
 
 from dovecote.storage import keys
 
@@ -103,38 +102,6 @@ def test_cli_client_commands(tmp_path):
         assert code == 1 and json.loads(err)["error"] == "QueueDoesNotExist"
     finally:
         assert broker.terminate() == 0
-
-
-@pytest.mark.parametrize("package", ["storage", "actors", "net"])
-def test_layers_depend_one_way(package):
-    """storage <- actors <- net <- the programs; only lmdb_store imports lmdb."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    forbidden = {"storage": ("dovecote.actors", "dovecote.net", "dovecote.app"), "actors": ("dovecote.net", "dovecote.app"),
-                 "net": ("dovecote.app", "dovecote.cli")}[package]
-    for source in (root / package).glob("*.py"):
-        text = source.read_text()
-        for name in forbidden:
-            assert f"import {name}" not in text and f"from {name}" not in text, f"{source.name} imports {name}"
-        if source.name != "lmdb_store.py":
-            assert "import lmdb" not in text, f"{source.name} imports lmdb"
-
-
-def test_the_wheel_holds_only_the_dovecote_namespace(tmp_path):
-    import zipfile
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
-        check=True, capture_output=True, timeout=300,
-    )
-    (wheel,) = tmp_path.glob("dovecote-*.whl")
-    top_levels = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
-    assert top_levels == {"dovecote", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
-    packages = {name.rsplit("/", 1)[0] for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
-    assert packages == {"dovecote", "dovecote/storage", "dovecote/actors", "dovecote/net"}
 
 
 def test_peek_from_the_cli_and_over_http(tmp_path):

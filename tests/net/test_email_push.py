@@ -13,7 +13,7 @@ from aiosmtpd.controller import Controller
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import ConfirmSubscription, CreateTopic, GetSubscriptionAttributes, Publish, Subscribe
-from dovecote.net.push import Pusher, SmtpRelay
+from dovecote.net.http_push import Pusher, SmtpRelay
 
 from ..conftest import running_broker
 from ..push_endpoint import unused_port_url

@@ -15,6 +15,7 @@ from dovecote.app import ServeConfig, run_broker
 from dovecote.net import frames
 from dovecote.net.client import open_client
 from dovecote.net.limits import NetLimits
+from dovecote.actors.ops import MessageAttributeValue
 
 DEADLINE_S = 20
 
@@ -157,6 +158,25 @@ async def test_health_and_http_limits(tmp_path):
             assert (await http.get("/nowhere")).status_code == 404
             assert (await http.get("/health", headers={"X-Big": "y" * 4096})).status_code == 431
             assert (await http.post("/health", content=b"z" * 2000)).status_code == 413
+
+
+async def test_peek_answers_every_field_by_name(tmp_path):
+    """/peek gives the result's structs (arrays on the wire) as JSON objects with every field named,
+    unset ones too, and binary attribute values in base64."""
+    async with broker(tmp_path) as ports:
+        async with open_client("127.0.0.1", ports.native) as client:
+            await client.create_queue("browse")
+            raw = MessageAttributeValue("Binary", binary_value=b"\x00\xff")
+            await client.send_message("browse", "hello", message_attributes={"raw": raw})
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http}") as http:
+            page = (await http.get("/peek", params={"queue": "browse"})).json()
+    (message,) = page["messages"]
+    assert page == {"messages": [message], "next_after_seq": None}
+    assert set(message) == {
+        "seq", "message_id", "state", "receive_count", "sent_timestamp", "visible_at_ms", "body", "message_attributes"
+    }
+    assert (message["body"], message["state"], message["receive_count"]) == ("hello", "visible", 0)
+    assert message["message_attributes"] == {"raw": {"data_type": "Binary", "string_value": None, "binary_value": "AP8="}}
 
 
 async def test_shutdown_answers_long_polls_and_returns(tmp_path):

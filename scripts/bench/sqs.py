@@ -1,8 +1,8 @@
 """The SQS-complete benchmark: FIFO queues, dead-letter moves and message move tasks, against a real
 `dovecote serve` process over the native protocol, in the default sync mode.
 
-    python -m dovecote.bench_sqs            # every scenario, a table of figures against targets
-    python -m dovecote.bench_sqs --quick    # smaller counts, for a smoke run
+    python -m dovecote.bench.sqs            # every scenario, a table of figures against targets
+    python -m dovecote.bench.sqs --quick    # smaller counts, for a smoke run
 
 Each scenario is bounded in messages and time and stops by itself.
 """
@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 import trio
 
-from dovecote.bench import BODY, Figure, main, consume, produce, running_broker
 from dovecote.net.client import BlockingClient, SendEntry, VisibilityEntry, open_client
+
+from .harness import BODY, Figure, consume, main, produce, running_broker
 
 ARN = "arn:aws:sqs:us-east-1:000000000000:"
 

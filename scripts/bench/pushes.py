@@ -2,8 +2,8 @@
 (another process: a minimal asyncio HTTP/1.1 server that answers 200 on keep-alive connections),
 and the broker's memory while pushes wait for an endpoint that is down.
 
-    python -m dovecote.bench_push            # every scenario, a table of figures against targets
-    python -m dovecote.bench_push --quick    # smaller counts, for a smoke run
+    python -m dovecote.bench.pushes            # every scenario, a table of figures against targets
+    python -m dovecote.bench.pushes --quick    # smaller counts, for a smoke run
 
 Each scenario is bounded in messages and stops by itself.
 """
@@ -18,9 +18,10 @@ from multiprocessing.sharedctypes import Synchronized
 
 import trio
 
-from dovecote.bench import Figure, free_port, main, running_broker
-from dovecote.bench_sns import publish
 from dovecote.net.client import BlockingClient
+
+from .harness import Figure, free_port, main, running_broker
+from .sns import publish
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 

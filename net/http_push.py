@@ -20,11 +20,10 @@ import httpx
 import msgspec
 import trio
 
+from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_TIMEOUT_S
 from dovecote.actors.push_types import UNREACHABLE, PushRequest
 
 USER_AGENT = b"Amazon Simple Notification Service Agent"
-DEFAULT_TIMEOUT_S = 15.0  # per attempt, connecting and answering together, as SNS waits
-DEFAULT_MAX_IN_FLIGHT = 256  # HTTP/S requests at once, in all
 
 
 class SmtpRelay(msgspec.Struct, frozen=True):
@@ -85,8 +84,8 @@ class Pusher:
         self,
         smtp: SmtpRelay | None = None,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        timeout_s: float = PUSH_TIMEOUT_S,
+        max_in_flight: int = PUSH_MAX_IN_FLIGHT,
         verify: bool | str = True,
     ) -> None:
         """verify: check HTTPS endpoints' certificates against the CAs httpx trusts (certifi's,

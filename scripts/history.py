@@ -1,4 +1,5 @@
-"""Reading the log back: filtering and describing records. Pure, apart from paging through a store.
+"""Reading the log back, for `dovecote log`, `replay` and `rewind`: filtering and describing records,
+and a queue's state at a past instant. Pure, apart from paging through a store.
 
 Every record names its queue, message and wall-clock time, so "what happened to message X" is a
 filter over the log, in LSN order.
@@ -6,14 +7,14 @@ filter over the log, in LSN order.
 
 from __future__ import annotations
 
-import base64
 import datetime
 from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 
-from .records import (
+from dovecote.net.plain_data import plain
+from dovecote.storage.records import (
     AnyRecord,
     DeliveryState,
     MessageDeleted,
@@ -27,7 +28,7 @@ from .records import (
     QueuePurged,
     SubscriptionChanged,
 )
-from .store import Store
+from dovecote.storage.store import Store
 
 
 class LogFilter(msgspec.Struct, frozen=True):
@@ -118,19 +119,6 @@ def to_json(lsn: int, record: AnyRecord) -> dict[str, Any]:
     document: dict[str, Any] = {"lsn": lsn, "kind": type(record).__name__, "time": format_time(record.at_ms)}
     document.update(plain(record))
     return document
-
-
-def plain(value: object) -> Any:
-    """JSON-ready data with field names (structs here are arrays on the wire and on disk)."""
-    if isinstance(value, msgspec.Struct):
-        return {field: plain(getattr(value, field)) for field in value.__struct_fields__}
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    return value
 
 
 class PastMessage(msgspec.Struct):

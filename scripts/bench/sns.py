@@ -1,8 +1,8 @@
 """The SNS benchmark: publishes fanned out to SQS subscriptions, against a real `dovecote serve`
 process over the native protocol, in the default sync mode; and filter-policy matching in process.
 
-    python -m dovecote.bench_sns            # every scenario, a table of figures against targets
-    python -m dovecote.bench_sns --quick    # smaller counts, for a smoke run
+    python -m dovecote.bench.sns            # every scenario, a table of figures against targets
+    python -m dovecote.bench.sns --quick    # smaller counts, for a smoke run
 
 Each scenario is bounded in messages and stops by itself.
 """
@@ -16,8 +16,9 @@ import time
 import trio
 
 from dovecote.actors.filter_policy import MessageView, compile_policy
-from dovecote.bench import BODY, Figure, main, running_broker
 from dovecote.net.client import BlockingClient, MessageAttributeValue, PublishEntry, open_client
+
+from .harness import BODY, Figure, main, running_broker
 
 ARN = "arn:aws:sqs:us-east-1:000000000000:"
 TENANTS = 10

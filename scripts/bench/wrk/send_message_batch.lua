@@ -1,5 +1,5 @@
 -- wrk script: SendMessageBatch of ten 256-byte messages over the SQS JSON protocol.
--- Usage: wrk -t2 -c64 -d10s -s scripts/wrk/send_message_batch.lua http://127.0.0.1:7481/ -- QUEUE_URL
+-- Usage: wrk -t2 -c64 -d10s -s scripts/bench/wrk/send_message_batch.lua http://127.0.0.1:7481/ -- QUEUE_URL
 local queue_url
 function init(args)
   queue_url = args[1] or "http://127.0.0.1:7481/000000000000/wrk"

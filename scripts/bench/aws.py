@@ -1,6 +1,6 @@
 """Benchmark of the AWS-compatible API: unmodified boto3 against a real `dovecote serve`.
 
-    python -m dovecote.bench_aws           # needs boto3 (pip install '.[test]')
+    python -m dovecote.bench.aws           # needs boto3 (pip install '.[test]')
 
 Batches of 10, 256-byte bodies, a few client threads, default sync mode. Bounded in messages.
 """
@@ -14,7 +14,7 @@ import time
 import boto3
 from botocore.config import Config
 
-from .bench import BODY, running_broker
+from .harness import BODY, running_broker
 
 THREADS = 4
 

@@ -1,7 +1,7 @@
 """Benchmark of reading the log back: scan-and-filter speed and reconstructing a queue's past
 state, on a log of one million records written straight into a fresh LMDB store.
 
-    python -m dovecote.bench_log [--records 1000000]
+    python -m dovecote.bench.log [--records 1000000]
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import argparse
 import tempfile
 import time
 
-from .storage.history import LogFilter, iter_log, queue_state_at
-from .storage.lmdb_store import LmdbStore
-from .storage.records import MessageDeleted, MessageReceived, MessageSent, QueueCreated
+from dovecote.history import LogFilter, iter_log, queue_state_at
+from dovecote.storage.lmdb_store import LmdbStore
+from dovecote.storage.records import MessageDeleted, MessageReceived, MessageSent, QueueCreated
 
 BODY = "x" * 256
 START_MS = 1_700_000_000_000

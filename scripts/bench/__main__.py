@@ -1,0 +1,4 @@
+from . import core
+from .harness import main
+
+raise SystemExit(main(core.run, core.__doc__))
