@@ -10,12 +10,11 @@ import pytest
 import trio
 
 from dovecote.actors.errors import BrokerError
-from dovecote.actors.ops import ListQueues, ReceiveMessage
+from dovecote.actors.ops import ListQueues, MessageAttributeValue, ReceiveMessage
 from dovecote.app import ServeConfig, run_broker
 from dovecote.net import frames
 from dovecote.net.client import open_client
 from dovecote.net.limits import NetLimits
-from dovecote.actors.ops import MessageAttributeValue
 
 DEADLINE_S = 20
 
@@ -177,6 +176,30 @@ async def test_peek_answers_every_field_by_name(tmp_path):
     }
     assert (message["body"], message["state"], message["receive_count"]) == ("hello", "visible", 0)
     assert message["message_attributes"] == {"raw": {"data_type": "Binary", "string_value": None, "binary_value": "AP8="}}
+
+
+async def test_every_actor_reports_itself_in_metrics_and_actors(tmp_path):
+    async with broker(tmp_path) as ports:
+        async with open_client("127.0.0.1", ports.native) as client:
+            await client.create_queue("orders")
+            await client.create_topic("news")
+            for i in range(3):
+                await client.send_message("orders", f"m{i}")
+            await client.receive_message("orders")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http}") as http:
+            metrics = (await http.get("/metrics")).text
+            reports = (await http.get("/actors")).json()
+    queue_labels = '{kind="queue",region="us-east-1",name="orders"}'
+    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines())
+    assert samples[f"dovecote_queue_messages{queue_labels}"] == "3"
+    assert samples[f"dovecote_queue_messages_in_flight{queue_labels}"] == "1"
+    assert int(samples[f"dovecote_queue_cycles_total{queue_labels}"]) >= 4
+    assert samples[f"dovecote_actor_restarts_total{queue_labels}"] == "0"
+    assert samples['dovecote_topic_subscriptions{kind="topic",region="us-east-1",name="news"}'] == "0"
+    by_name = {report["name"]: report for report in reports}
+    assert by_name["orders"]["actor"]["messages"] == 3 and by_name["orders"]["stopped"] is False
+    assert by_name["orders"]["mailbox"] == {"requests": 0, "carried": 0, "missed": False}
+    assert by_name["news"]["kind"] == "topic" and by_name["news"]["last_error"] == ""
 
 
 async def test_shutdown_answers_long_polls_and_returns(tmp_path):
