@@ -50,7 +50,7 @@ import itertools
 import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import msgspec
 from dovecote.storage.records import (
@@ -137,6 +137,7 @@ READY = -math.inf
 MOVING = math.inf
 VISIBLE, IN_FLIGHT, DELAYED = "visible", "in_flight", "delayed"
 
+R = TypeVar("R", MessageReceived, VisibilityChanged)
 MessageReader = Callable[[Sequence[int]], Sequence[MessageSent | None]]  # seqs -> stored rows (None: gone)
 
 
@@ -634,17 +635,7 @@ class QueueCore:
             if live.first_receive_ms == 0:
                 live.first_receive_ms = wall_ms
             self._schedule(live, now + timeout)
-            record = MessageReceived(
-                at_ms=wall_ms,
-                queue_id=self.queue_id,
-                queue=self.name,
-                seq=live.seq,
-                message_id=row.message_id,
-                receive_count=live.receive_count,
-                visible_at_ms=wall_ms + timeout * 1000,
-                first_receive_ms=live.first_receive_ms,
-            )
-            received.append((record, row))
+            received.append((self._delivery_state(MessageReceived, live, row.message_id, timeout, wall_ms), row))
         return received
 
     def _serve(self, waiter: Waiter, cycle: Cycle, read: MessageReader, now: float, wall_ms: int) -> bool:
@@ -836,16 +827,11 @@ class QueueCore:
             raise BrokerError("MessageNotInflight", "The message referred to isn't in flight.")
         self._attempts.clear()
         self._schedule(live, now + timeout_s if timeout_s > 0 else READY)
-        return VisibilityChanged(
-            at_ms=wall_ms,
-            queue_id=self.queue_id,
-            queue=self.name,
-            seq=live.seq,
-            message_id=handle.message_id,
-            receive_count=live.receive_count,
-            visible_at_ms=wall_ms + timeout_s * 1000,
-            first_receive_ms=live.first_receive_ms,
-        )
+        return self._delivery_state(VisibilityChanged, live, handle.message_id, timeout_s, wall_ms)
+
+    def _delivery_state(self, kind: type[R], live: Live, message_id: str, timeout_s: int, wall_ms: int) -> R:
+        """A message's delivery state after a receive or a visibility change, to store."""
+        return kind(wall_ms, self.queue_id, self.name, live.seq, message_id, live.receive_count, wall_ms + timeout_s * 1000, live.first_receive_ms)
 
     def _batch(self, entries: Sequence, reply: Reply, cycle: Cycle, change: Callable) -> None:
         successful: list[str] = []
