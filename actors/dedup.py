@@ -9,14 +9,13 @@ dropped in order, and the highest seq among them is reported so the store can dr
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
 from dovecote.storage.records import DedupEntry
 
 from .limits import DEDUP_WINDOW_S
-from .stored_time import elapsed_ms
 
 
 
@@ -61,11 +60,11 @@ class DedupWindow:
         seen = self._seen.get(key)
         return seen.seq if seen is not None and seen.message_id == message_id else 0
 
-    def restore(self, entries: Iterable[tuple[int, DedupEntry]], now: float, wall_ms: int, last_written_ms: int) -> None:
+    def restore(self, entries: Iterable[tuple[int, DedupEntry]], now: float, elapsed_ms: Callable[[int], int]) -> None:
         """Entries from the store (oldest first); those whose window has passed are only counted.
-        Their ages are worked out as stored_time.py says."""
+        Their ages are worked out by `elapsed_ms` (stored_time.elapsed_since)."""
         for seq, entry in entries:
-            age_s = elapsed_ms(entry.at_ms, last_written_ms, wall_ms) / 1000
+            age_s = elapsed_ms(entry.at_ms) / 1000
             if age_s >= DEDUP_WINDOW_S:
                 self.closed_seq = seq
                 continue

@@ -131,7 +131,7 @@ from .ops import (
     UntagQueue,
 )
 from .ready_set import ReadySet
-from .stored_time import elapsed_ms
+from .stored_time import elapsed_since
 
 READY = -math.inf
 MOVING = math.inf
@@ -288,19 +288,20 @@ class QueueCore:
         core = cls(row.queue_id, row.queue, row.attributes, arn, tags=row.tags)
         core.restored_lsn = restored_lsn
         messages, ready = core.messages, core._ready
+        elapsed_ms = elapsed_since(last_written_ms, wall_ms)
         # Groups are read from the store for FIFO queues only (see Store.load_queue): on a standard
         # queue, messages stored before a restart are served oldest first, without the fair
         # rotation; new sends rotate again.
         for sent, delivery, group in loaded.messages:
             group = sys.intern(group) if group else ""
-            age_s = elapsed_ms(sent.at_ms, last_written_ms, wall_ms) / 1000
+            age_s = elapsed_ms(sent.at_ms) / 1000
             if delivery is None:
                 live = Live(sent.seq, now - age_s, 0, 0, READY, group)
                 remaining = min(sent.delay_seconds - age_s, SQS_MAX_DELAY_S)
             else:
                 live = Live(sent.seq, now - age_s, delivery.receive_count, delivery.first_receive_ms, READY, group)
                 timeout_ms = delivery.visible_at_ms - delivery.at_ms
-                remaining_ms = timeout_ms - elapsed_ms(delivery.at_ms, last_written_ms, wall_ms)
+                remaining_ms = timeout_ms - elapsed_ms(delivery.at_ms)
                 remaining = min(remaining_ms / 1000, SQS_MAX_VISIBILITY_TIMEOUT_S)
             messages[sent.seq] = live
             if remaining > 0:
@@ -313,7 +314,7 @@ class QueueCore:
         heapq.heapify(core._timers)
         core.in_flight_count = sum(1 for live in messages.values() if _in_flight(live))
         core._expiry_check_at = -math.inf
-        core._dedup.restore(loaded.dedup, now, wall_ms, last_written_ms)
+        core._dedup.restore(loaded.dedup, now, elapsed_ms)
         core.move_tasks.restore(loaded.move_tasks, now)
         return core
 

@@ -88,11 +88,12 @@ def last_written_ms(store: Store, queues: list[LoadedQueue]) -> int:
     """The wall time of the broker's last write: its newest log record's, or (when history was
     trimmed to nothing) the newest stored message's or delivery's."""
     tail = store.read_log(max(0, store.last_lsn - 1), limit=1)
-    newest = tail[0][1].at_ms if tail else 0
-    for queue in queues:
-        for sent, delivery, _ in queue.messages:
-            newest = max(newest, sent.at_ms, delivery.at_ms if delivery is not None else 0)
-    return newest
+    if tail:
+        return tail[0][1].at_ms
+    return max(
+        (max(sent.at_ms, delivery.at_ms if delivery is not None else 0) for queue in queues for sent, delivery, _ in queue.messages),
+        default=0,
+    )
 
 
 def rebuild_queue(store: Store, core: QueueCore, clock: Clock) -> QueueCore | None:

@@ -6,20 +6,24 @@ The canonical string is each signed field's name and value, one per line, in byt
 of those present: for a Notification Message, MessageId, Subject, Timestamp, TopicArn, Type; for
 SubscriptionConfirmation and UnsubscribeConfirmation Message, MessageId, SubscribeURL, Timestamp,
 Token, TopicArn, Type.
+
+The key is read into `cryptography` at the first signature, not when the broker starts: importing
+cryptography and checking an RSA key cost a third of a start. The check is skipped, as the key is
+one the broker made itself (certificates.py).
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 CERTIFICATE_PATH = "/SimpleNotificationService-dovecote.pem"
 NOTIFICATION_FIELDS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
 CONFIRMATION_FIELDS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
-_HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
 
 
 def canonical_string(message: Mapping[str, object]) -> bytes:
@@ -29,11 +33,21 @@ def canonical_string(message: Mapping[str, object]) -> bytes:
 
 class Signer:
     def __init__(self, private_key_pem: bytes, certificate_url: str) -> None:
-        key = serialization.load_pem_private_key(private_key_pem, password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise ValueError("the SNS signing key must be an RSA key")
-        self._key = key
+        self._pem = private_key_pem
+        self._key: RSAPrivateKey | None = None
         self.certificate_url = certificate_url
+
+    def _private_key(self) -> RSAPrivateKey:
+        # Two worker threads signing first at once may both load it: the same key either way.
+        if self._key is None:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
+            key = serialization.load_pem_private_key(self._pem, password=None, unsafe_skip_rsa_key_validation=True)
+            if not isinstance(key, rsa.RSAPrivateKey):
+                raise ValueError("the SNS signing key must be an RSA key")
+            self._key = key
+        return self._key
 
     def sign(self, message: Mapping[str, object], version: str) -> str:
         """The base64 Signature of a message (SignatureVersion "1" or "2")."""
@@ -42,7 +56,11 @@ class Signer:
     def sign_canonical(self, canonical: bytes, version: str) -> str:
         """The base64 signature of a canonical string. Safe in a worker thread: `cryptography`
         releases the GIL while it signs, so signing there runs beside the event loop."""
-        signature = self._key.sign(canonical, padding.PKCS1v15(), _HASHES[version]())
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        algorithm = hashes.SHA1() if version == "1" else hashes.SHA256()
+        signature = self._private_key().sign(canonical, padding.PKCS1v15(), algorithm)
         return base64.b64encode(signature).decode()
 
 

@@ -14,16 +14,22 @@ period after such a restart, never shorter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 TRUSTED_SINCE_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z, before any broker of this kind ran
 
 
-def _trusted(wall_ms: int) -> bool:
-    return wall_ms >= TRUSTED_SINCE_MS
+def elapsed_since(last_written_ms: int, wall_ms: int) -> Callable[[int], int]:
+    """How many milliseconds ago a stored wall time was, as far as the store can tell:
+    `last_written_ms` is the wall time of the broker's last write before this start, `wall_ms` the
+    wall time now. Made once per restart and called per stored time (it is in recovery's loop)."""
+    trusted_last = last_written_ms >= TRUSTED_SINCE_MS
+    stopped = max(0, wall_ms - last_written_ms) if trusted_last and wall_ms >= TRUSTED_SINCE_MS else 0
 
+    def elapsed(stored_ms: int) -> int:
+        if (stored_ms >= TRUSTED_SINCE_MS) is not trusted_last:
+            return stopped  # the clock was set between the two: that span is unknown
+        running = last_written_ms - stored_ms
+        return running + stopped if running > 0 else stopped
 
-def elapsed_ms(stored_ms: int, last_written_ms: int, wall_ms: int) -> int:
-    """Milliseconds since `stored_ms`, as far as the store can tell: `last_written_ms` is the wall
-    time of the broker's last write before this start, `wall_ms` the wall time now."""
-    running = last_written_ms - stored_ms if _trusted(stored_ms) == _trusted(last_written_ms) else 0
-    stopped = wall_ms - last_written_ms if _trusted(last_written_ms) and _trusted(wall_ms) else 0
-    return max(0, running) + max(0, stopped)
+    return elapsed

@@ -89,6 +89,7 @@ from .ops import (
 )
 from .push_types import PUSH_PROTOCOLS, PushRequest, PushTarget
 from .signing import Signer
+from .stored_time import elapsed_since
 from .sns_messages import SnsMessages
 
 TOKEN = "dovecote:Token"  # an HTTP/S or email subscription's confirmation token
@@ -215,7 +216,7 @@ class TopicCore:
             core.subscriptions[record.subscription_arn] = _subscription(record)
         for push in loaded.pushes:
             core.restored_pushes.setdefault(push.subscription_id, []).append(push)
-        core._dedup.restore(loaded.dedup, now, wall_ms, last_written_ms)
+        core._dedup.restore(loaded.dedup, now, elapsed_since(last_written_ms, wall_ms))
         return core
 
     # --- one request ----------------------------------------------------------------------------

@@ -188,6 +188,6 @@ async def test_a_message_older_than_its_retention_expires_across_a_restart(autoj
     ],
 )
 def test_elapsed_time_counts_only_what_one_set_clock_measured(stored_ms, last_written_ms, wall_ms, expected_ms):
-    from dovecote.actors.stored_time import elapsed_ms
+    from dovecote.actors.stored_time import elapsed_since
 
-    assert elapsed_ms(stored_ms, last_written_ms, wall_ms) == expected_ms
+    assert elapsed_since(last_written_ms, wall_ms)(stored_ms) == expected_ms
