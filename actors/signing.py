@@ -7,15 +7,16 @@ of those present: for a Notification Message, MessageId, Subject, Timestamp, Top
 SubscriptionConfirmation and UnsubscribeConfirmation Message, MessageId, SubscribeURL, Timestamp,
 Token, TopicArn, Type.
 
-The key is read into `cryptography` at the first signature, not when the broker starts: importing
-cryptography and checking an RSA key cost a third of a start. The check is skipped, as the key is
-one the broker made itself (certificates.py).
+The key is read at the first signature, not when the broker starts (making it on a first start,
+importing cryptography and checking an RSA key would cost a third of a start); `load` reads it on
+the event loop's thread, before worker threads sign with it. The RSA check is skipped, as the key
+is one the broker made itself (certificates.py).
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,22 +33,23 @@ def canonical_string(message: Mapping[str, object]) -> bytes:
 
 
 class Signer:
-    def __init__(self, private_key_pem: bytes, certificate_url: str) -> None:
-        self._pem = private_key_pem
+    def __init__(self, private_key_pem: Callable[[], bytes], certificate_url: str) -> None:
+        """private_key_pem: gives the key (PEM) when it is first needed."""
+        self._private_key_pem = private_key_pem
         self._key: RSAPrivateKey | None = None
         self.certificate_url = certificate_url
 
-    def _private_key(self) -> RSAPrivateKey:
-        # Two worker threads signing first at once may both load it: the same key either way.
+    def load(self) -> None:
+        """Read the key now, if not yet read. Call it on the event loop's thread before signing in
+        worker threads, so that they share the one key read once."""
         if self._key is None:
             from cryptography.hazmat.primitives import serialization
             from cryptography.hazmat.primitives.asymmetric import rsa
 
-            key = serialization.load_pem_private_key(self._pem, password=None, unsafe_skip_rsa_key_validation=True)
+            key = serialization.load_pem_private_key(self._private_key_pem(), password=None, unsafe_skip_rsa_key_validation=True)
             if not isinstance(key, rsa.RSAPrivateKey):
                 raise ValueError("the SNS signing key must be an RSA key")
             self._key = key
-        return self._key
 
     def sign(self, message: Mapping[str, object], version: str) -> str:
         """The base64 Signature of a message (SignatureVersion "1" or "2")."""
@@ -59,8 +61,10 @@ class Signer:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding
 
+        self.load()
+        assert self._key is not None
         algorithm = hashes.SHA1() if version == "1" else hashes.SHA256()
-        signature = self._private_key().sign(canonical, padding.PKCS1v15(), algorithm)
+        signature = self._key.sign(canonical, padding.PKCS1v15(), algorithm)
         return base64.b64encode(signature).decode()
 
 

@@ -141,6 +141,7 @@ class TopicActor:
         published_records, targets = core.publish_records(cycle)
         unsigned = core.messages.take_unsigned()
         if unsigned and core.options.signer is not None:
+            core.options.signer.load()  # here, not in a thread: one key for every topic's threads
             # RSA signing releases the GIL: in a worker thread it runs beside the event loop.
             signatures = await trio.to_thread.run_sync(sign_all, core.options.signer, unsigned)
             published_records = with_signatures(published_records, signatures)

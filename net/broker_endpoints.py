@@ -8,6 +8,7 @@ to browse a queue without consuming it, and the certificate SNS signatures verif
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from dovecote.actors.errors import KINDS
@@ -22,8 +23,8 @@ from .plain_data import plain
 
 
 class BrokerEndpoints:
-    def __init__(self, writer: LogWriter, broker: Broker, certificate: bytes) -> None:
-        """certificate: the SNS signing certificate, PEM."""
+    def __init__(self, writer: LogWriter, broker: Broker, certificate: Callable[[], bytes]) -> None:
+        """certificate: gives the SNS signing certificate, PEM (made when first asked for)."""
         self._writer = writer
         self._broker = broker
         self._certificate = certificate
@@ -33,7 +34,7 @@ class BrokerEndpoints:
         if request.method not in ("GET", "HEAD"):
             return text_response(405, "method not allowed\n")
         if url.path == CERTIFICATE_PATH:
-            return HttpResponse(200, [("Content-Type", "application/x-pem-file")], self._certificate)
+            return HttpResponse(200, [("Content-Type", "application/x-pem-file")], self._certificate())
         if url.path == "/health":
             stats = self._writer.statistics()
             body = {"status": "ok", "last_lsn": stats.last_lsn, "accepting_sends": stats.accepting_sends}

@@ -6,22 +6,27 @@ words.
 POSTs go to httpx's transport directly rather than through an AsyncClient: a push needs none of
 the client's cookies, auth, redirects or URL merging, and skipping them saves about a third of
 each request's cost.
+
+httpx, ssl and the mail modules are imported when the first push goes out, not when the broker
+starts: a broker that never pushes never pays for them (they were a tenth of its start-up).
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.message
-import smtplib
-import ssl
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-import httpx
 import msgspec
 import trio
 
 from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_TIMEOUT_S
 from dovecote.actors.push_types import UNREACHABLE, PushRequest
+
+if TYPE_CHECKING:
+    import email.message
+
+    import httpx
 
 USER_AGENT = b"Amazon Simple Notification Service Agent"
 
@@ -55,6 +60,8 @@ def http_headers(request: PushRequest) -> list[tuple[bytes, bytes]]:
 
 
 def mail_message(relay: SmtpRelay, request: PushRequest) -> email.message.EmailMessage:
+    import email.message
+
     message = email.message.EmailMessage()
     message["From"] = relay.sender
     message["To"] = request.endpoint
@@ -66,6 +73,8 @@ def mail_message(relay: SmtpRelay, request: PushRequest) -> email.message.EmailM
 
 
 def _send_mail(relay: SmtpRelay, message: email.message.EmailMessage) -> None:
+    import smtplib
+
     with smtplib.SMTP(relay.host, relay.port, timeout=relay.timeout_s) as smtp:
         if relay.starttls:
             smtp.starttls()
@@ -94,8 +103,8 @@ class Pusher:
         self.timeout_s = timeout_s
         self.protocols = frozenset(("http", "https", "email", "email-json") if smtp is not None else ("http", "https"))
         self._in_flight = trio.CapacityLimiter(max_in_flight)
-        # Made once: loading the CAs is slow.
-        self._tls = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else httpx.create_ssl_context(verify=verify)
+        self._verify = verify
+        self._tls = None  # made at the first connection, once: loading the CAs is slow
         # No pool timeout: waiting for a free connection is not a failed attempt.
         self._timeouts = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": None}
 
@@ -103,11 +112,20 @@ class Pusher:
     async def connection(self) -> AsyncIterator[Connection]:
         """A keep-alive connection (opened at its first request, and again whenever it closed),
         for one request at a time."""
+        import httpx
+
+        if self._tls is None:
+            import ssl
+
+            verify = self._verify
+            self._tls = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else httpx.create_ssl_context(verify=verify)
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncHTTPTransport(limits=limits, verify=self._tls) as transport:
             yield Connection(self, transport)
 
     async def post(self, transport: httpx.AsyncHTTPTransport, url: httpx.URL, request: PushRequest) -> str:
+        import httpx
+
         async with self._in_flight:
             with trio.move_on_after(self.timeout_s):
                 try:
@@ -133,6 +151,8 @@ class Pusher:
     async def mail(self, request: PushRequest) -> str:
         if self.smtp is None:
             return "no SMTP relay is configured"
+        import smtplib
+
         try:
             await trio.to_thread.run_sync(_send_mail, self.smtp, mail_message(self.smtp, request), abandon_on_cancel=True)
         except (OSError, smtplib.SMTPException) as error:
@@ -153,6 +173,8 @@ class Connection:
         if request.protocol in ("email", "email-json"):
             return await self._pusher.mail(request)
         if self._endpoint is None or self._endpoint[0] != request.endpoint:
+            import httpx
+
             try:
                 self._endpoint = (request.endpoint, httpx.URL(request.endpoint))
             except httpx.InvalidURL as error:

@@ -22,7 +22,6 @@ import trio
 
 from dovecote.actors.clock import Clock
 from dovecote.actors.broker import Broker
-from dovecote.actors.certificates import new_key_and_certificate
 from dovecote.actors.config import BrokerConfig
 from dovecote.actors.recovery import recover
 from dovecote.actors.signing import CERTIFICATE_PATH, Signer
@@ -92,7 +91,8 @@ async def run_broker(
     )
     try:
         clock = Clock()
-        certificate, signer = _signing_material(Path(config.data_dir), config.broker.http_url)
+        signing_files = SigningFiles(Path(config.data_dir))
+        signer = Signer(signing_files.key_pem, config.broker.http_url.rstrip("/") + CERTIFICATE_PATH)
         pusher = Pusher(config.smtp, timeout_s=config.push_timeout_s, max_in_flight=config.push_max_in_flight, verify=config.push_verify)
         cores, report = recover(store, config.broker, clock, salvage=config.salvage, signer=signer, push_protocols=pusher.protocols)
         writer = LogWriter(
@@ -109,7 +109,7 @@ async def run_broker(
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
                     verifier = _verifier(config.access_keys)
-                    endpoints = BrokerEndpoints(writer, broker, certificate)
+                    endpoints = BrokerEndpoints(writer, broker, signing_files.certificate_pem)
                     http = HttpServer(
                         lambda: AwsGateway(broker, config.broker.account_id, config.public_url, endpoints.handle, verifier).handle,
                         config.limits,
@@ -154,15 +154,32 @@ def _verifier(access_keys: dict[str, str]):
     return SigV4Verifier(access_keys)
 
 
-def _signing_material(data_dir: Path, http_url: str) -> tuple[bytes, Signer]:
-    """The SNS signing certificate (PEM) and signer: made on first start, kept in the data directory."""
-    key_file, certificate_file = data_dir / "sns-signing-key.pem", data_dir / "sns-signing-cert.pem"
-    if not (key_file.exists() and certificate_file.exists()):
+class SigningFiles:
+    """The SNS signing key and its self-signed certificate, kept in the data directory. Made when
+    first needed (the first signed message, or a fetch of the certificate), not at start: making an
+    RSA key costs a fifth of a first start. Used from the event loop's thread only."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._key_file = data_dir / "sns-signing-key.pem"
+        self._certificate_file = data_dir / "sns-signing-cert.pem"
+
+    def key_pem(self) -> bytes:
+        self._make_if_missing()
+        return self._key_file.read_bytes()
+
+    def certificate_pem(self) -> bytes:
+        self._make_if_missing()
+        return self._certificate_file.read_bytes()
+
+    def _make_if_missing(self) -> None:
+        if self._key_file.exists() and self._certificate_file.exists():
+            return
+        from dovecote.actors.certificates import new_key_and_certificate
+
         key_pem, certificate_pem = new_key_and_certificate("dovecote SNS", datetime.datetime.now(datetime.UTC))
-        key_file.touch(mode=0o600)
-        key_file.write_bytes(key_pem)
-        certificate_file.write_bytes(certificate_pem)
-    return certificate_file.read_bytes(), Signer(key_file.read_bytes(), http_url.rstrip("/") + CERTIFICATE_PATH)
+        self._key_file.touch(mode=0o600)
+        self._key_file.write_bytes(key_pem)
+        self._certificate_file.write_bytes(certificate_pem)
 
 
 async def _stop_on_signal(stopping: trio.Event) -> None:

@@ -36,24 +36,33 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class BrokerProcess:
-    """A `dovecote serve` subprocess on a data directory."""
+PACKAGE_COMMAND = (sys.executable, "-m", "dovecote")  # the package installed in this Python
 
-    def __init__(self, data_dir: str, extra_args: tuple[str, ...] = ()) -> None:
+
+class BrokerProcess:
+    """A `dovecote serve` subprocess on a data directory: the installed package by default, or
+    another command (the single-file build)."""
+
+    def __init__(self, data_dir: str, extra_args: tuple[str, ...] = (), command: tuple[str, ...] = PACKAGE_COMMAND) -> None:
+        self.command = command
         self.data_dir = data_dir
         self.port = free_port()
         self.http_port = free_port()
         self.extra_args = extra_args
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> float:
-        """Start and wait until the native port answers; returns seconds from exec to serving."""
-        started = time.perf_counter()
+    def launch(self) -> None:
+        """Exec the broker; it serves a moment later."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dovecote", "serve", "--data-dir", self.data_dir,
+            [*self.command, "serve", "--data-dir", self.data_dir,
              "--port", str(self.port), "--http-port", str(self.http_port), "--log-level", "WARNING",
              *self.extra_args],
         )
+
+    def start(self) -> float:
+        """Start and wait until the native port answers; returns seconds from exec to serving."""
+        started = time.perf_counter()
+        self.launch()
         deadline = started + 30
         while time.perf_counter() < deadline:
             try:
@@ -165,10 +174,15 @@ def main(run_benchmark: Callable[[bool], list[Figure]], description: str) -> int
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    figures = run_benchmark(args.quick)
-    print(f"{'scenario':<58} {'figure':>12}  {'target':<12} met")
-    for figure in figures:
-        print(f"{figure.name:<58} {figure.value:>9,.2f} {figure.unit:<5} {figure.target:<12} {'yes' if figure.met else 'NO'}")
-    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cores)")
+    print_figures(run_benchmark(args.quick))
     return 0
+
+
+def print_figures(figures: list[Figure]) -> None:
+    """A benchmark's figures against their targets, and what they were measured on."""
+    width = max(58, *(len(figure.name) for figure in figures))
+    print(f"{'scenario':<{width}} {'figure':>12}  {'target':<12} met")
+    for figure in figures:
+        print(f"{figure.name:<{width}} {figure.value:>9,.2f} {figure.unit:<5} {figure.target:<12} {'yes' if figure.met else 'NO'}")
+    print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')})")
 

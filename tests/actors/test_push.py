@@ -44,7 +44,7 @@ KEY, CERTIFICATE = new_key_and_certificate("test", datetime.datetime(2026, 11, 2
 
 
 def signer() -> Signer:
-    return Signer(KEY, "http://127.0.0.1:7481/SimpleNotificationService-dovecote.pem")
+    return Signer(lambda: KEY, "http://127.0.0.1:7481/SimpleNotificationService-dovecote.pem")
 
 
 async def confirmed(h, endpoint, topic="t", **attributes) -> str:

@@ -40,7 +40,7 @@ def verify(message, version):
 
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_a_notification_signature_verifies_with_the_certificate(version):
-    signer = Signer(KEY, "http://127.0.0.1:7481/cert.pem")
+    signer = Signer(lambda: KEY, "http://127.0.0.1:7481/cert.pem")
     message = {**NOTIFICATION, "Signature": signer.sign(NOTIFICATION, version)}
     verify(message, version)
     without_subject = {k: v for k, v in NOTIFICATION.items() if k != "Subject"}
@@ -48,7 +48,7 @@ def test_a_notification_signature_verifies_with_the_certificate(version):
 
 
 def test_a_changed_message_no_longer_verifies():
-    signer = Signer(KEY, "http://127.0.0.1:7481/cert.pem")
+    signer = Signer(lambda: KEY, "http://127.0.0.1:7481/cert.pem")
     message = {**NOTIFICATION, "Signature": signer.sign(NOTIFICATION, "2")}
     with pytest.raises(InvalidSignature):
         verify({**message, "Message": "Hello world?"}, "2")
@@ -70,7 +70,7 @@ def test_envelopes_signed_later_carry_the_signature_of_their_own_content():
     from ..sns_verify import verify_sns_message
 
     arn = "arn:aws:sns:us-east-1:000000000000:t"
-    signer = Signer(KEY, "http://127.0.0.1:7481/cert.pem")
+    signer = Signer(lambda: KEY, "http://127.0.0.1:7481/cert.pem")
     core = TopicCore(1, "t", {}, arn, options=TopicOptions(signer=signer, sign_later=True))
     queue_arn = "arn:aws:sqs:us-east-1:000000000000:q"
     targets = {queue_arn: QueueTarget(2, "q", queue_arn, False)}

@@ -17,8 +17,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+PACKAGE = (sys.executable, "-m", "dovecote")  # the installed package; the single-file build is another program
+
+
 class ServeProcess:
-    def __init__(self, data_dir, *extra_args: str) -> None:
+    def __init__(
+        self, data_dir, *extra_args: str, program: tuple[str, ...] = PACKAGE, env: dict[str, str] | None = None
+    ) -> None:
+        """env: the whole environment of the process (None: this one's)."""
+        self.program = program
+        self.env = env
         self.data_dir = str(data_dir)
         self.port = free_port()
         self.http_port = free_port()
@@ -27,13 +35,13 @@ class ServeProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "dovecote", "serve", "--data-dir", self.data_dir,
+            *self.program, "serve", "--data-dir", self.data_dir,
             "--port", str(self.port), "--http-port", str(self.http_port), "--log-level", "WARNING",
             *self.extra_args,
         ]
 
     def start(self, timeout_s: float = 20) -> ServeProcess:
-        self.process = subprocess.Popen(self.command(), stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(self.command(), stderr=subprocess.PIPE, text=True, env=self.env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
