@@ -52,11 +52,15 @@ class BrokerProcess:
         self.process: subprocess.Popen | None = None
 
     def launch(self) -> None:
-        """Exec the broker; it serves a moment later."""
+        """Exec the broker; it serves a moment later. Its Python keeps compiled bytecode, as an
+        installed package has it, whatever this environment says (PYTHONDONTWRITEBYTECODE would
+        have every start compile every module again)."""
+        environment = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
         self.process = subprocess.Popen(
             [*self.command, "serve", "--data-dir", self.data_dir,
              "--port", str(self.port), "--http-port", str(self.http_port), "--log-level", "WARNING",
              *self.extra_args],
+            env=environment,
         )
 
     def start(self) -> float:

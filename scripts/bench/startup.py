@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import importlib.metadata
 import os
+import re
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +84,32 @@ def fill(data_dir: str, messages: int) -> None:
         broker.stop()
 
 
+def installed_bytes(distribution: str) -> int:
+    """The files of a distribution and of everything it requires, as installed here (the Python
+    that runs them not counted)."""
+    seen: set[str] = set()
+    waiting = [distribution]
+    total = 0
+    while waiting:
+        name = canonical(waiting.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            found = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # required only on other Pythons (a marker), so not installed here
+        total += sum(f.size or 0 for f in found.files or [])
+        for requirement in found.requires or []:
+            if "extra ==" not in requirement:
+                waiting.append(re.split(r"[ ;<>=!~\[(]", requirement, maxsplit=1)[0])
+    return total
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def tree_bytes(path: Path) -> int:
     return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file() and not entry.is_symlink())
 
@@ -106,8 +133,8 @@ def main() -> int:
             figures.append(Figure("binary: file size", binary.stat().st_size / MIB, "MiB", "<= 25", binary.stat().st_size <= 25 * MIB))
             figures.append(Figure("binary: unpacked once, at a build's first start", unpacked / MIB, "MiB", "(reported)", True))
             figures.append(Figure("binary: first start, exec to /health", first.seconds * 1000, "ms", "(reported)", True))
-        venv = Path(sys.prefix)
-        figures.append(Figure("package: the venv's size", tree_bytes(venv) / MIB, "MiB", "(reported)", True))
+        installed = installed_bytes("dovecote")
+        figures.append(Figure("package: installed size (it and what it requires)", installed / MIB, "MiB", "(reported)", True))
         stored = str(Path(scratch) / "stored")
         fill(stored, args.messages)
         starts: dict[tuple[str, str], list[Start]] = {}
