@@ -8,7 +8,7 @@ from typing import NamedTuple
 from dovecote.actors.errors import BrokerError
 
 ALGORITHM = "AWS4-HMAC-SHA256"
-
+SCOPE_TERMINATOR = "aws4_request"  # the last part of every credential scope
 
 
 class Authorization(NamedTuple):
@@ -39,6 +39,6 @@ def parse_authorization(header: str) -> Authorization:
         raise BrokerError(
             "IncompleteSignature", "Authorization header requires Credential, SignedHeaders and Signature."
         ) from None
-    if terminator != "aws4_request" or "host" not in signed_headers:
+    if terminator != SCOPE_TERMINATOR or "host" not in signed_headers:
         raise BrokerError("IncompleteSignature", "The credential scope or the signed headers are incomplete.")
     return Authorization(access_key, date, region, service, signed_headers, signature)

@@ -32,6 +32,7 @@ from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_TIMEOUT_S
 from dovecote.net.http_push import Pusher, SmtpRelay
 from dovecote.net.http_server import HttpServer
 from dovecote.net.limits import NetLimits
+from dovecote.net.sigv4 import SigV4Verifier
 from dovecote.net.tcp_server import NativeServer
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.writer import LogWriter
@@ -145,13 +146,8 @@ def _queue_urls(config: ServeConfig, http_port: int):
     return lambda name: prefix + name
 
 
-def _verifier(access_keys: dict[str, str]):
-    if not access_keys:
-        return None
-    # botocore is an optional dependency, needed only for this mode.
-    from dovecote.net.sigv4 import SigV4Verifier
-
-    return SigV4Verifier(access_keys)
+def _verifier(access_keys: dict[str, str]) -> SigV4Verifier | None:
+    return SigV4Verifier(access_keys) if access_keys else None
 
 
 class SigningFiles:

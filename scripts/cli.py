@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ID:SECRET",
-        help="verify AWS Signature V4 on the AWS API against these keys (repeatable; needs dovecote[auth]); "
+        help="verify AWS Signature V4 on the AWS API against these keys (repeatable); "
         "without any, signatures are not checked",
     )
     serve.add_argument(
