@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="records (default), stats (how much history is kept), state (a queue --at a past instant)",
     )
     log_command.add_argument("--at", default=None, help="with state: the instant (ISO 8601 or epoch ms)")
-    log_command.add_argument("--data-dir", default=None)
+    log_command.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     log_command.add_argument("--queue", action="append", default=[], help="only this queue (repeatable)")
     log_command.add_argument("--topic", action="append", default=[], help="only this topic (repeatable)")
     log_command.add_argument(
@@ -138,30 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--topic", action="append", default=[], help="this topic's publishes (repeatable)")
     replay.add_argument("--data-dir", default=None, help="the log to read (read-only)")
     replay.add_argument("--queue", action="append", default=[], help="only this queue's messages (repeatable)")
-    replay.add_argument("--since", default=None)
-    replay.add_argument("--until", default=None)
+    replay.add_argument("--since", default=None, help="ISO 8601 time or epoch milliseconds (inclusive; default: the oldest record)")
+    replay.add_argument("--until", default=None, help="ISO 8601 time or epoch milliseconds (exclusive; default: the newest record)")
     replay.add_argument("--into", required=True, help="the queue that receives them")
     rewind = commands.add_parser("rewind", help="re-enqueue, as new messages, what a queue received since an instant")
-    rewind.add_argument("queue")
-    rewind.add_argument("--since", required=True)
-    rewind.add_argument("--data-dir", default=None)
+    rewind.add_argument("queue", help="the queue to rewind")
+    rewind.add_argument("--since", required=True, help="ISO 8601 time or epoch milliseconds")
+    rewind.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     import_command = commands.add_parser("import", help="send the messages of a `dovecote log --json` export to a broker")
     import_command.add_argument("file", help="JSON lines, or - for standard input")
     for sub in (replay, rewind, import_command):
-        sub.add_argument("--host", default="127.0.0.1")
-        sub.add_argument("--port", type=int, default=DEFAULT_PORT)
+        _broker_address(sub)
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--host", default="127.0.0.1")
-        sub.add_argument("--port", type=int, default=DEFAULT_PORT)
+        _broker_address(sub)
         return sub
 
     sub = client_command("create-queue", "create a queue")
     sub.add_argument("queue")
-    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE")
+    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE", help="a queue attribute (repeatable)")
     sub = client_command("list-queues", "list queues")
-    sub.add_argument("--prefix", default="")
+    sub.add_argument("--prefix", default="", help="only queues whose names start with this")
     for name in ("delete-queue", "purge-queue", "get-queue-url"):
         client_command(name, name.replace("-", " ")).add_argument("queue")
     sub = client_command("get-queue-attributes", "show queue attributes")
@@ -172,19 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = client_command("send", "send a message")
     sub.add_argument("queue")
     sub.add_argument("body")
-    sub.add_argument("--delay", type=int, default=None)
-    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE")
+    sub.add_argument("--delay", type=int, default=None, help="DelaySeconds (default: the queue's)")
+    sub.add_argument(
+        "--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE", help="a message attribute (repeatable)"
+    )
     sub = client_command("receive", "receive messages")
     sub.add_argument("queue")
-    sub.add_argument("--max", type=int, default=1)
-    sub.add_argument("--wait", type=int, default=None)
-    sub.add_argument("--visibility", type=int, default=None)
+    sub.add_argument("--max", type=int, default=1, help="MaxNumberOfMessages, 1 to 10 (default %(default)s)")
+    sub.add_argument("--wait", type=int, default=None, help="WaitTimeSeconds, up to 20 (default: the queue's)")
+    sub.add_argument("--visibility", type=int, default=None, help="VisibilityTimeout in seconds (default: the queue's)")
     sub.add_argument("--delete", action="store_true", help="delete what was received")
     sub = client_command("peek", "browse a queue without consuming it")
     sub.add_argument("queue")
-    sub.add_argument("--max", type=int, default=10)
+    sub.add_argument("--max", type=int, default=10, help="at most this many messages (default %(default)s)")
     sub.add_argument("--after", type=int, default=0, help="page: messages after this seq")
-    sub.add_argument("--state", choices=("visible", "in_flight", "delayed"), default="")
+    sub.add_argument("--state", choices=("visible", "in_flight", "delayed"), default="", help="only messages in this state")
     sub = client_command("delete-message", "delete a message by receipt handle")
     sub.add_argument("queue")
     sub.add_argument("receipt_handle")
@@ -194,30 +194,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("seconds", type=int)
     sub = client_command("create-topic", "create an SNS topic")
     sub.add_argument("topic")
-    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE")
+    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE", help="a topic attribute (repeatable)")
     client_command("list-topics", "list topics")
     sub = client_command("subscribe", "subscribe a queue (by ARN), an HTTP/S URL or a mail address to a topic")
     sub.add_argument("topic")
     sub.add_argument("endpoint", help="the queue's ARN, the URL or the address")
-    sub.add_argument("--protocol", default="sqs", help="sqs, http, https, email or email-json")
-    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE")
+    sub.add_argument("--protocol", default="sqs", help="sqs, http, https, email or email-json (default %(default)s)")
+    sub.add_argument(
+        "--attribute", action="append", default=[], metavar="NAME=VALUE", help="a subscription attribute (repeatable)"
+    )
     sub = client_command("confirm-subscription", "confirm an HTTP/S or email subscription with the token it was sent")
     sub.add_argument("topic")
     sub.add_argument("token")
     sub = client_command("publish", "publish a message to a topic")
     sub.add_argument("topic")
     sub.add_argument("message")
-    sub.add_argument("--subject", default=None)
-    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE")
+    sub.add_argument("--subject", default=None, help="the Subject")
+    sub.add_argument(
+        "--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE", help="a message attribute (repeatable)"
+    )
     sub.add_argument("--group", default=None, help="MessageGroupId (FIFO topics)")
     sub.add_argument("--dedup", default=None, help="MessageDeduplicationId (FIFO topics)")
     sub = client_command(
         "explain", "which subscriptions of a topic a message would reach, and for each it would not, why"
     )
     sub.add_argument("topic")
-    sub.add_argument("--message", required=True)
-    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE")
+    sub.add_argument("--message", required=True, help="the message body")
+    sub.add_argument(
+        "--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE", help="a message attribute (repeatable)"
+    )
     return parser
+
+
+def _broker_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="the broker's address (default %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="its native protocol port (default %(default)s)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,14 +69,13 @@ def test_serve_help_shows_every_default_and_the_exit_codes(capsys):
         assert f" {code} " in help_text.split("exit codes:")[1]
 
 
-def test_every_flag_of_serve_and_config_has_help():
+def test_every_flag_of_every_command_has_help():
     def parsers(parser):
         yield parser
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    if name in ("serve", "config"):
-                        yield from parsers(sub)
+                for sub in action.choices.values():
+                    yield from parsers(sub)
 
     missing = [
         f"{parser.prog} {action.option_strings[0]}"
