@@ -165,7 +165,10 @@ class DeliveryActor:
         target = self._target
         now, wall_ms = self._clock.now(), self._clock.wall_ms()
         reloaded = self._store.pending_pushes(target.topic_id, target.subscription_id)
-        log.warning("subscription %s: its mailbox was full; %d pending pushes reloaded from the log", target.subscription_arn, len(reloaded))
+        log.warning(
+            "subscription %s: its mailbox was full; %d pending pushes reloaded from the log", target.subscription_arn, len(reloaded),
+            extra=_about(target),
+        )
         self._take_up(reloaded, now, wall_ms)
 
     def _take_up(self, pending: list[PendingPush], now: float, wall_ms: int) -> None:
@@ -183,7 +186,7 @@ class DeliveryActor:
         try:
             self._storing = self._writer.submit(records, needs_space=False, on_done=lambda: self._mailbox.post_answer(_Stored()))
         except (StorageError, trio.ClosedResourceError) as error:
-            log.warning("subscription %s: push outcomes not stored: %s", self._target.subscription_arn, error)
+            log.warning("subscription %s: push outcomes not stored: %s", self._target.subscription_arn, error, extra=_about(self._target))
             self._storing = None
 
     def _handle(self, message: object, records: list[Record]) -> None:
@@ -192,7 +195,9 @@ class DeliveryActor:
         match message:
             case _Stored():  # the next outcomes may go to the writer now
                 if self._storing is not None and self._storing.error is not None:
-                    log.warning("subscription %s: storing push outcomes failed: %s", target.subscription_arn, self._storing.error)
+                    log.warning(
+                        "subscription %s: storing push outcomes failed: %s", target.subscription_arn, self._storing.error, extra=_about(target)
+                    )
             case NewPushes(pushes=pushes):
                 for seq, message_id in pushes:
                     if len(schedule) >= self._max_pending:
@@ -231,7 +236,10 @@ class DeliveryActor:
                 else:
                     schedule.drop(seq)
                     self._message_ids.pop(seq, None)
-                    log.info("subscription %s: push %d dropped after %d attempts (%s)", target.subscription_arn, seq, attempt, outcome)
+                    log.info(
+                        "subscription %s: push %d dropped after %d attempts (%s)", target.subscription_arn, seq, attempt, outcome,
+                        extra=_about(target),
+                    )
                     records.append(
                         PushDone(wall_ms, target.topic_id, target.topic, target.subscription_id, seq, message_id, attempt, "dropped")
                     )
@@ -239,7 +247,10 @@ class DeliveryActor:
                 schedule.drop(seq)
                 self._message_ids.pop(seq, None)
                 if error:
-                    log.warning("subscription %s: push %d dropped: its dead-letter queue refused it (%s)", target.subscription_arn, seq, error)
+                    log.warning(
+                        "subscription %s: push %d dropped: its dead-letter queue refused it (%s)", target.subscription_arn, seq, error,
+                        extra=_about(target),
+                    )
                     outcome = f"dropped: {error}"[:200]
                     records.append(PushDone(wall_ms, target.topic_id, target.topic, target.subscription_id, seq, message_id, attempts, outcome))
 
@@ -277,7 +288,7 @@ class DeliveryActor:
         try:
             rows = self._store.read_pushes(target.topic_id, target.subscription_id, seqs)
         except StorageError as error:
-            log.error("subscription %s: %s", target.subscription_arn, error)
+            log.error("subscription %s: %s", target.subscription_arn, error, extra=_about(target))
             rows = [None] * len(seqs)
         for seq, row in zip(seqs, rows):
             if row is None:  # gone from the store (unsubscribed, or dropped by salvage)
@@ -285,6 +296,18 @@ class DeliveryActor:
                 self._message_ids.pop(seq, None)
                 continue
             self._due_send.send_nowait((seq, push_request(target, row)))
+
+
+def _about(target: PushTarget) -> dict[str, str]:
+    """The fields a log line about this subscription carries, for structured logs."""
+    return {"topic": target.topic, "subscription": target.subscription_arn}
+
+
+def _about_request(request: PushRequest) -> dict[str, str]:
+    about = {"topic": request.topic_arn.rpartition(":")[2]}
+    if request.subscription_arn:  # a SubscriptionConfirmation names none
+        about["subscription"] = request.subscription_arn
+    return about
 
 
 def push_request(target: PushTarget, row: PushQueued) -> PushRequest:
@@ -303,4 +326,4 @@ async def send_notice(sender: Sender, request: PushRequest, policy: EffectivePol
             outcome = await connection.send(request)
             if not outcome:
                 return
-            log.info("%s to %s failed: %s", request.message_type, request.endpoint, outcome)
+            log.info("%s to %s failed: %s", request.message_type, request.endpoint, outcome, extra=_about_request(request))

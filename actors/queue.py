@@ -131,7 +131,7 @@ class QueueActor:
                         handled += 1
                     core.tick(cycle, self._read, now, wall_ms)
                     for warning in cycle.warnings:
-                        log.warning("%s", warning)
+                        log.warning("%s", warning, extra={"queue": core.name})
                     self._hand_over(cycle.hand_overs)
                     self._submit(cycle, wall_ms)
                     if cycle.ended_by is not None:

@@ -104,7 +104,7 @@ def rebuild_queue(store: Store, core: QueueCore, clock: Clock) -> QueueCore | No
         return None
     loaded, damages = store.load_queue(row, with_groups=core.config.fifo)
     if damages:
-        log.error("queue %s: %s", core.name, StorageDamaged(damages))
+        log.error("queue %s: %s", core.name, StorageDamaged(damages), extra={"queue": core.name})
     return QueueCore.restore(
         loaded, core.arn, now=clock.now(), wall_ms=clock.wall_ms(), last_written_ms=last_written_ms(store, [loaded]),
         restored_lsn=store.last_lsn,
@@ -115,7 +115,7 @@ def rebuild_topic(store: Store, core: TopicCore, clock: Clock) -> TopicCore | No
     """The topic as the store has it now (None: it was deleted)."""
     topics, damages = store.load_topics()
     if damages:
-        log.error("topic %s: %s", core.name, StorageDamaged(damages))
+        log.error("topic %s: %s", core.name, StorageDamaged(damages), extra={"topic": core.name})
     loaded = next((t for t in topics if t.row.topic_id == core.topic_id), None)
     if loaded is None:
         return None

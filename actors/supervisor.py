@@ -86,7 +86,7 @@ class Supervisor:
                 deleted = await actor.run()
                 break
             except Resync as resync:
-                log.warning("%s %s: %s; rebuilding it from the log", entry.kind, entry.name, resync)
+                log.warning("%s %s: %s; rebuilding it from the log", entry.kind, entry.name, resync, extra={entry.kind: entry.name})
                 entry.mailbox.missed = False  # cleared before the store is read, in the same step
             except (RestartFromStorage, Exception) as exc:  # noqa: BLE001 - supervision boundary
                 now = trio.current_time()
@@ -97,10 +97,13 @@ class Supervisor:
                 log.error(
                     "%s %s failed (failure %d in a row, log at LSN %d): %r",
                     entry.kind, entry.name, failures, self._store.last_lsn, exc,
-                    exc_info=not isinstance(exc, RestartFromStorage),
+                    exc_info=not isinstance(exc, RestartFromStorage), extra={entry.kind: entry.name},
                 )
                 if failures >= self._config.max_restarts:
-                    log.error("%s %s stopped: it failed %d times in a row; it is not restarted again", entry.kind, entry.name, failures)
+                    log.error(
+                        "%s %s stopped: it failed %d times in a row; it is not restarted again", entry.kind, entry.name, failures,
+                        extra={entry.kind: entry.name},
+                    )
                     health.stopped = True
                     health.actor = None
                     deleted = await self._stopped(entry, core, failures)

@@ -10,6 +10,7 @@ is closed.
 from __future__ import annotations
 
 import datetime
+import errno
 import logging
 import os
 import signal
@@ -44,8 +45,18 @@ def default_data_dir() -> Path:
     """$DOVECOTE_DATA_DIR, else the XDG state directory (~/.local/state/dovecote)."""
     if "DOVECOTE_DATA_DIR" in os.environ:
         return Path(os.environ["DOVECOTE_DATA_DIR"])
+    return state_directory()
+
+
+def state_directory() -> Path:
+    """dovecote's directory in the XDG state directory (~/.local/state/dovecote)."""
     state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state_home) / "dovecote"
+
+
+class ListenerError(Exception):
+    """A listener could not take its address: the port is in use, privileged, or the host is not
+    one of this machine's addresses."""
 
 
 class ServeConfig(msgspec.Struct, frozen=True):
@@ -81,7 +92,8 @@ async def run_broker(
     task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the broker until `stopping` is set (or a signal arrives). Raises StorageDamaged,
-    DataDirectoryInUse or StorageError when the store cannot be served."""
+    DataDirectoryInUse, DataDirectoryUnusable or StorageError when the store cannot be served, and
+    ListenerError when a port cannot be listened on (from inside the nurseries' exception groups)."""
     stopping = stopping if stopping is not None else trio.Event()
     started = time.perf_counter()
     store = LmdbStore(
@@ -116,9 +128,9 @@ async def run_broker(
                         config.limits,
                         stopping,
                     )
-                    http_port = await net_nursery.start(http.serve, config.host, config.http_port)
+                    http_port = await _listen(net_nursery, http.serve, "HTTP", config.host, config.http_port)
                     native = NativeServer(broker, config.limits, stopping, _queue_urls(config, http_port))
-                    native_port = await net_nursery.start(native.serve, config.host, config.port)
+                    native_port = await _listen(net_nursery, native.serve, "native", config.host, config.port)
                     log.info(
                         "dovecote serving %s: native %s:%d, http %s:%d; recovered %d queues, %d messages in %.0f ms",
                         config.data_dir,
@@ -138,6 +150,16 @@ async def run_broker(
     finally:
         store.close()
     log.info("stopped")
+
+
+async def _listen(nursery: trio.Nursery, serve, name: str, host: str, port: int) -> int:
+    """Start a listener; its port, or ListenerError naming it."""
+    try:
+        return await nursery.start(serve, host, port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise ListenerError(f"the {name} port {host}:{port} is already in use") from None
+        raise ListenerError(f"cannot listen on the {name} port {host}:{port}: {error.strerror or error}") from None
 
 
 def _queue_urls(config: ServeConfig, http_port: int):

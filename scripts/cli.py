@@ -1,4 +1,4 @@
-"""The `dovecote` command: `serve`, `check`, and client commands for quick use from a shell.
+"""The `dovecote` command: `serve`, `config`, `check`, `log`, and client commands for quick use from a shell.
 
 Client commands print JSON and exit 1 with the AWS error code on a broker error.
 """
@@ -6,27 +6,26 @@ Client commands print JSON and exit 1 with the AWS error code on a broker error.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-import msgspec
 import trio
 
 from dovecote.actors.errors import BrokerError
-from dovecote.actors.config import BrokerConfig
 from dovecote.net.client import DEFAULT_PORT, BlockingClient, MessageAttributeValue
-from dovecote.net.http_push import SmtpRelay
 from dovecote.net.plain_data import plain
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.records import PushDone
-from dovecote.storage.store import StorageError
+from dovecote.storage.store import DataDirectoryUnusable, StorageError
 
-from . import replay
-from .app import ServeConfig, default_data_dir, run_broker
+from . import __version__, config, logs, replay, sd_notify
+from .app import ListenerError, ServeConfig, default_data_dir, run_broker
 from .history import (
     LogFilter,
     describe,
@@ -48,16 +47,6 @@ def _key_values(pairs: Sequence[str]) -> dict[str, str]:
     return result
 
 
-def _access_keys(pairs: Sequence[str]) -> dict[str, str]:
-    keys = {}
-    for pair in pairs:
-        key_id, sep, secret = pair.partition(":")
-        if not (sep and key_id and secret):
-            raise SystemExit(f"--access-key takes ID:SECRET, got {pair!r}")
-        keys[key_id] = secret
-    return keys
-
-
 def _message_attributes(pairs: Sequence[str]) -> dict[str, MessageAttributeValue]:
     """NAME=TYPE:VALUE, e.g. colour=String:blue or weight=Number:12.5"""
     result = {}
@@ -72,98 +61,54 @@ def _message_attributes(pairs: Sequence[str]) -> dict[str, MessageAttributeValue
     return result
 
 
-def _default(config: type[msgspec.Struct], field: str) -> object:
-    """The default a config struct gives one of its fields."""
-    return next(info.default for info in msgspec.structs.fields(config) if info.name == field)
+# Exit codes of serve, config, check and log (client commands: 1 a broker error, 2 no broker).
+EXIT_FAILED = 1  # anything else: the log has the traceback (check: damage was found)
+EXIT_USAGE = 2  # a flag, the configuration file or a DOVECOTE_ variable is wrong (argparse's own code)
+EXIT_STORE = 3  # stored data cannot be served: damaged, of a newer format, or held by another broker
+EXIT_LISTENER = 4  # a port is in use (or cannot be bound: privileged, not this machine's address)
+EXIT_DATA_DIR = 5  # the data directory cannot be created, read or written, or (check, log) holds no store
+
+SERVE_EPILOG = f"""\
+Settings come from, each overriding the one before: the defaults shown here, the TOML file given with
+--config (keys are the flags' names with underscores: http_port = 7481), environment variables
+DOVECOTE_<KEY> (DOVECOTE_HTTP_PORT=7481; lists comma-separated), then the flags. `dovecote config`
+prints the result. Command lines show in `ps`: the SMTP password is read from the file or
+$DOVECOTE_SMTP_PASSWORD only, and access keys are better given there too.
+
+Under systemd (Type=notify) READY=1 is sent once stored data is recovered and both ports serve.
+
+exit codes:
+  0  stopped by SIGTERM or SIGINT, cleanly
+  {EXIT_FAILED}  an unexpected error (the log has the traceback)
+  {EXIT_USAGE}  a flag, the configuration file or a DOVECOTE_ variable is wrong
+  {EXIT_STORE}  stored data cannot be served: damaged (see --salvage), written by a newer dovecote,
+     or the data directory is in use by another dovecote process
+  {EXIT_LISTENER}  a port is already in use, or cannot be listened on
+  {EXIT_DATA_DIR}  the data directory cannot be created, read or written
+"""
+DATA_DIR_HELP = "the data directory (default $DOVECOTE_DATA_DIR, else ~/.local/state/dovecote)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dovecote", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dovecote {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    # Defaults are read off the config structs, which own them; help shows each one.
-    serve = commands.add_parser("serve", help="run the broker")
-    serve.add_argument(
-        "--data-dir", default=str(default_data_dir()),
-        help="data directory: $DOVECOTE_DATA_DIR, else the XDG state directory (default %(default)s)",
+    # Every setting's flag, default and help come from the settings table (config.py).
+    serve = commands.add_parser(
+        "serve", help="run the broker", description="Run the broker until SIGTERM or SIGINT.", epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--host", default=_default(ServeConfig, "host"), help="address to listen on (default %(default)s)")
-    serve.add_argument("--port", type=int, default=_default(ServeConfig, "port"), help="native protocol port (default %(default)s)")
-    serve.add_argument(
-        "--http-port", type=int, default=_default(ServeConfig, "http_port"),
-        help="AWS API and /health, /metrics, /peek port (default %(default)s)",
+    config.add_flags(serve)
+    show = commands.add_parser(
+        "config", help="print the configuration serve would run with, as a TOML file that explains each setting",
+        description="Print the configuration `dovecote serve` would run with, given the same file, environment and "
+        "flags: each setting with its explanation and default, as TOML (secrets are not shown).",
     )
-    serve.add_argument(
-        "--public-url", default=_default(ServeConfig, "public_url"),
-        help="base of returned queue URLs and of the URLs sent to push endpoints; none: http://HOST:HTTP_PORT",
-    )
-    serve.add_argument(
-        "--sync",
-        choices=("full", "os"),
-        default=_default(ServeConfig, "sync_mode"),
-        help="full: fsync every commit (survives power loss); os: leave flushing to the OS "
-        "(survives a broker crash, may lose the last seconds on power loss) (default %(default)s)",
-    )
-    serve.add_argument(
-        "--history-hours", type=float, default=_default(ServeConfig, "history_hours"),
-        help="how long log records stay readable (default %(default)s)",
-    )
-    serve.add_argument(
-        "--max-data-bytes", type=int, default=_default(ServeConfig, "max_data_bytes"), help="limit of the LMDB map (default %(default)s)"
-    )
-    serve.add_argument(
-        "--reserve-bytes", type=int, default=_default(ServeConfig, "reserve_bytes"),
-        help="disk kept back for deletes when full (default %(default)s)",
-    )
-    serve.add_argument("--salvage", action="store_true", help="serve what is intact if stored data is damaged")
-    serve.add_argument(
-        "--access-key",
-        action="append",
-        default=[],
-        metavar="ID:SECRET",
-        help="verify AWS Signature V4 on the AWS API against these keys (repeatable); "
-        "without any, signatures are not checked",
-    )
-    serve.add_argument(
-        "--account-id", default=_default(BrokerConfig, "account_id"), help="the account in ARNs and queue URLs (default %(default)s)"
-    )
-    serve.add_argument(
-        "--region", default=_default(BrokerConfig, "region"), help="the region of requests that name none (default %(default)s)"
-    )
-    serve.add_argument(
-        "--unsigned-sqs-envelopes",
-        action="store_true",
-        help="deliver SNS envelopes to queues without Signature and SigningCertURL (an RSA signature "
-        "per publish is most of a publish's cost)",
-    )
-    serve.add_argument(
-        "--push-timeout", type=float, default=_default(ServeConfig, "push_timeout_s"),
-        help="seconds an HTTP/S push attempt may take (default %(default)s)",
-    )
-    serve.add_argument(
-        "--push-max-pending", type=int, default=_default(BrokerConfig, "max_pending_pushes"),
-        help="pending pushes a subscription may have; beyond, new ones are dropped and recorded (default %(default)s)",
-    )
-    serve.add_argument(
-        "--push-in-flight", type=int, default=_default(ServeConfig, "push_max_in_flight"),
-        help="HTTP/S push requests at once, at most, in all (default %(default)s)",
-    )
-    serve.add_argument(
-        "--push-ca", default=None, help="CA bundle HTTPS endpoints' certificates are checked against; none: certifi's, as httpx uses"
-    )
-    serve.add_argument("--smtp-host", default=None, help="SMTP relay for email and email-json subscriptions (none: refused)")
-    serve.add_argument("--smtp-port", type=int, default=_default(SmtpRelay, "port"), help="the relay's port (default %(default)s)")
-    serve.add_argument("--smtp-starttls", action="store_true", help="upgrade the relay connection with STARTTLS")
-    serve.add_argument(
-        "--smtp-user", default=_default(SmtpRelay, "username"), help="relay login; the password is read from $DOVECOTE_SMTP_PASSWORD"
-    )
-    serve.add_argument(
-        "--smtp-from", default=_default(SmtpRelay, "sender"), help="the sender address of notification mail (default %(default)s)"
-    )
-    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default %(default)s)")
+    config.add_flags(show)
 
     check = commands.add_parser("check", help="verify every stored checksum (the broker must be stopped)")
-    check.add_argument("--data-dir", default=None)
+    check.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
 
     log_command = commands.add_parser(
         "log", help="read the log back: every record in order, filtered (offline or beside a running broker)"
@@ -173,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="records (default), stats (how much history is kept), state (a queue --at a past instant)",
     )
     log_command.add_argument("--at", default=None, help="with state: the instant (ISO 8601 or epoch ms)")
-    log_command.add_argument("--data-dir", default=None)
+    log_command.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     log_command.add_argument("--queue", action="append", default=[], help="only this queue (repeatable)")
     log_command.add_argument("--topic", action="append", default=[], help="only this topic (repeatable)")
     log_command.add_argument(
@@ -193,30 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--topic", action="append", default=[], help="this topic's publishes (repeatable)")
     replay.add_argument("--data-dir", default=None, help="the log to read (read-only)")
     replay.add_argument("--queue", action="append", default=[], help="only this queue's messages (repeatable)")
-    replay.add_argument("--since", default=None)
-    replay.add_argument("--until", default=None)
+    replay.add_argument("--since", default=None, help="ISO 8601 time or epoch milliseconds (inclusive; default: the oldest record)")
+    replay.add_argument("--until", default=None, help="ISO 8601 time or epoch milliseconds (exclusive; default: the newest record)")
     replay.add_argument("--into", required=True, help="the queue that receives them")
     rewind = commands.add_parser("rewind", help="re-enqueue, as new messages, what a queue received since an instant")
-    rewind.add_argument("queue")
-    rewind.add_argument("--since", required=True)
-    rewind.add_argument("--data-dir", default=None)
+    rewind.add_argument("queue", help="the queue to rewind")
+    rewind.add_argument("--since", required=True, help="ISO 8601 time or epoch milliseconds")
+    rewind.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     import_command = commands.add_parser("import", help="send the messages of a `dovecote log --json` export to a broker")
     import_command.add_argument("file", help="JSON lines, or - for standard input")
     for sub in (replay, rewind, import_command):
-        sub.add_argument("--host", default="127.0.0.1")
-        sub.add_argument("--port", type=int, default=DEFAULT_PORT)
+        _broker_address(sub)
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--host", default="127.0.0.1")
-        sub.add_argument("--port", type=int, default=DEFAULT_PORT)
+        _broker_address(sub)
         return sub
 
     sub = client_command("create-queue", "create a queue")
     sub.add_argument("queue")
-    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE")
+    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE", help="a queue attribute (repeatable)")
     sub = client_command("list-queues", "list queues")
-    sub.add_argument("--prefix", default="")
+    sub.add_argument("--prefix", default="", help="only queues whose names start with this")
     for name in ("delete-queue", "purge-queue", "get-queue-url"):
         client_command(name, name.replace("-", " ")).add_argument("queue")
     sub = client_command("get-queue-attributes", "show queue attributes")
@@ -227,19 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = client_command("send", "send a message")
     sub.add_argument("queue")
     sub.add_argument("body")
-    sub.add_argument("--delay", type=int, default=None)
-    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE")
+    sub.add_argument("--delay", type=int, default=None, help="DelaySeconds (default: the queue's)")
+    sub.add_argument(
+        "--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE", help="a message attribute (repeatable)"
+    )
     sub = client_command("receive", "receive messages")
     sub.add_argument("queue")
-    sub.add_argument("--max", type=int, default=1)
-    sub.add_argument("--wait", type=int, default=None)
-    sub.add_argument("--visibility", type=int, default=None)
+    sub.add_argument("--max", type=int, default=1, help="MaxNumberOfMessages, 1 to 10 (default %(default)s)")
+    sub.add_argument("--wait", type=int, default=None, help="WaitTimeSeconds, up to 20 (default: the queue's)")
+    sub.add_argument("--visibility", type=int, default=None, help="VisibilityTimeout in seconds (default: the queue's)")
     sub.add_argument("--delete", action="store_true", help="delete what was received")
     sub = client_command("peek", "browse a queue without consuming it")
     sub.add_argument("queue")
-    sub.add_argument("--max", type=int, default=10)
+    sub.add_argument("--max", type=int, default=10, help="at most this many messages (default %(default)s)")
     sub.add_argument("--after", type=int, default=0, help="page: messages after this seq")
-    sub.add_argument("--state", choices=("visible", "in_flight", "delayed"), default="")
+    sub.add_argument("--state", choices=("visible", "in_flight", "delayed"), default="", help="only messages in this state")
     sub = client_command("delete-message", "delete a message by receipt handle")
     sub.add_argument("queue")
     sub.add_argument("receipt_handle")
@@ -249,36 +194,55 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("seconds", type=int)
     sub = client_command("create-topic", "create an SNS topic")
     sub.add_argument("topic")
-    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE")
+    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE", help="a topic attribute (repeatable)")
     client_command("list-topics", "list topics")
     sub = client_command("subscribe", "subscribe a queue (by ARN), an HTTP/S URL or a mail address to a topic")
     sub.add_argument("topic")
     sub.add_argument("endpoint", help="the queue's ARN, the URL or the address")
-    sub.add_argument("--protocol", default="sqs", help="sqs, http, https, email or email-json")
-    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE")
+    sub.add_argument("--protocol", default="sqs", help="sqs, http, https, email or email-json (default %(default)s)")
+    sub.add_argument(
+        "--attribute", action="append", default=[], metavar="NAME=VALUE", help="a subscription attribute (repeatable)"
+    )
     sub = client_command("confirm-subscription", "confirm an HTTP/S or email subscription with the token it was sent")
     sub.add_argument("topic")
     sub.add_argument("token")
     sub = client_command("publish", "publish a message to a topic")
     sub.add_argument("topic")
     sub.add_argument("message")
-    sub.add_argument("--subject", default=None)
-    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE")
+    sub.add_argument("--subject", default=None, help="the Subject")
+    sub.add_argument(
+        "--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE", help="a message attribute (repeatable)"
+    )
     sub.add_argument("--group", default=None, help="MessageGroupId (FIFO topics)")
     sub.add_argument("--dedup", default=None, help="MessageDeduplicationId (FIFO topics)")
     sub = client_command(
         "explain", "which subscriptions of a topic a message would reach, and for each it would not, why"
     )
     sub.add_argument("topic")
-    sub.add_argument("--message", required=True)
-    sub.add_argument("--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE")
+    sub.add_argument("--message", required=True, help="the message body")
+    sub.add_argument(
+        "--attribute", action="append", default=[], metavar="NAME=TYPE:VALUE", help="a message attribute (repeatable)"
+    )
     return parser
+
+
+def _broker_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="the broker's address (default %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="its native protocol port (default %(default)s)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
+    if args.command in ("serve", "config"):
+        try:
+            settings = config.resolve(config.flags_given(args), args.config, os.environ)
+        except config.ConfigError as error:
+            print(f"dovecote: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.command == "config":
+            sys.stdout.write(config.render(settings, args.config))
+            return 0
+        return _serve(settings.values)
     if args.command == "check":
         return _check(args)
     if args.command == "log":
@@ -356,57 +320,60 @@ def _client_command(client: BlockingClient, args: argparse.Namespace) -> object:
     raise SystemExit(f"unknown command {args.command}")
 
 
-def serve_config(args: argparse.Namespace) -> ServeConfig:
-    """What `dovecote serve` runs with, from its flags."""
-    return ServeConfig(
-        data_dir=args.data_dir,
-        host=args.host,
-        port=args.port,
-        http_port=args.http_port,
-        public_url=args.public_url,
-        sync_mode=args.sync,
-        history_hours=args.history_hours,
-        max_data_bytes=args.max_data_bytes,
-        reserve_bytes=args.reserve_bytes,
-        salvage=args.salvage,
-        access_keys=_access_keys(args.access_key),
-        broker=BrokerConfig(
-            region=args.region,
-            account_id=args.account_id,
-            http_url=args.public_url or f"http://{args.host}:{args.http_port}",
-            sign_sqs_envelopes=not args.unsigned_sqs_envelopes,
-            sign_in_thread=True,
-            max_pending_pushes=args.push_max_pending,
-        ),
-        smtp=SmtpRelay(
-            args.smtp_host, args.smtp_port, args.smtp_starttls, args.smtp_user, os.environ.get("DOVECOTE_SMTP_PASSWORD", ""),
-            args.smtp_from,
-        )
-        if args.smtp_host
-        else None,
-        push_timeout_s=args.push_timeout,
-        push_max_in_flight=args.push_in_flight,
-        push_verify=args.push_ca or True,
-    )
-
-
-def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = serve_config(args)
+def _serve(values: dict[str, object]) -> int:
+    logs.configure(values["log_level"], values["log_format"])
+    serve_config = config.serve_config(values)
     try:
-        trio.run(lambda: run_broker(config, handle_signals=True))
-    except StorageError as error:
-        logging.getLogger("dovecote").error("%s", error)
-        return 3
+        trio.run(_serve_and_notify, serve_config)
+    except Exception as error:  # noqa: BLE001 - every failure ends as one log line and an exit code
+        return _failed(_sole_error(error), serve_config.data_dir)
     return 0
+
+
+async def _serve_and_notify(serve_config: ServeConfig) -> None:
+    """Run the broker; tell systemd when it serves and when it begins to stop."""
+    stopping = trio.Event()
+    async with trio.open_nursery() as nursery:
+        ports = await nursery.start(functools.partial(run_broker, serve_config, stopping=stopping, handle_signals=True))
+        sd_notify.notify(f"READY=1\nSTATUS=serving: native port {ports.native}, HTTP port {ports.http}")
+        await stopping.wait()
+        sd_notify.notify("STOPPING=1\nSTATUS=shutting down")
+
+
+def _sole_error(error: BaseException) -> BaseException:
+    """The one error a failed start comes down to, out of the nurseries' groups around it."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+def _failed(error: BaseException, data_dir: str) -> int:
+    """Log why serve stopped, in one line where the operator can act on it; the exit code."""
+    log = logging.getLogger("dovecote")
+    if isinstance(error, ListenerError):
+        log.error("%s", error)
+        return EXIT_LISTENER
+    if isinstance(error, StorageError):
+        log.error("%s", error)
+        return _storage_exit_code(error)
+    if isinstance(error, OSError) and error.filename and Path(error.filename).absolute().is_relative_to(Path(data_dir).absolute()):
+        # A file of the data directory beside the store (the SNS signing key).
+        log.error("cannot use the data directory %s: %s (%s)", data_dir, error.strerror, error.filename)
+        return EXIT_DATA_DIR
+    log.critical("dovecote stopped on an unexpected error", exc_info=error)
+    return EXIT_FAILED
+
+
+def _storage_exit_code(error: StorageError) -> int:
+    return EXIT_DATA_DIR if isinstance(error, DataDirectoryUnusable) else EXIT_STORE
 
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        store = LmdbStore(args.data_dir or default_data_dir(), reserve_bytes=0)
+        store = LmdbStore(args.data_dir or default_data_dir(), reserve_bytes=0, create=False)
     except StorageError as error:
-        print(error, file=sys.stderr)
-        return 3
+        print(f"dovecote: {error}", file=sys.stderr)
+        return _storage_exit_code(error)
     try:
         damages = store.verify_all()
     finally:
@@ -421,8 +388,8 @@ def _log(args: argparse.Namespace) -> int:
     try:
         store = LmdbStore(args.data_dir or default_data_dir(), readonly=True)
     except StorageError as error:
-        print(error, file=sys.stderr)
-        return 3
+        print(f"dovecote: {error}", file=sys.stderr)
+        return _storage_exit_code(error)
     try:
         if args.view == "stats":
             print(json.dumps(_log_stats(store), indent=2))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import lmdb
 
-from .store import DataDirectoryInUse, MapFull, Store, StorageError, StorageFull
+from .store import DataDirectoryInUse, DataDirectoryUnusable, MapFull, Store, StorageError, StorageFull
 from .tables import TABLES, Change, Delete, DeleteRange, Put
 
 SYNC_MODES = ("full", "os")
@@ -37,23 +37,33 @@ class LmdbStore(Store):
         initial_map_bytes: int = INITIAL_MAP_BYTES,
         reserve_bytes: int = 16 << 20,
         readonly: bool = False,
+        create: bool = True,
     ) -> None:
         """readonly=True opens for reading only, beside a running broker if there is one (LMDB
-        readers do not block its writer); it takes no directory lock and keeps no reserve."""
+        readers do not block its writer); it takes no directory lock and keeps no reserve.
+        create=False (implied by readonly) refuses a directory that holds no store, creating nothing.
+        Raises DataDirectoryUnusable when the directory cannot be created, read or written."""
         if sync_mode not in SYNC_MODES:
             raise ValueError(f"sync mode must be one of {SYNC_MODES}, not {sync_mode!r}")
         self.data_dir = Path(data_dir)
-        if readonly and not (self.data_dir / LMDB_DIR / "data.mdb").exists():
-            raise StorageError(f"{self.data_dir} holds no dovecote store")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = None if readonly else _lock_directory(self.data_dir / LOCK_FILE)
+        self._lock_fd = None
+        db_path = self.data_dir / LMDB_DIR
+        try:
+            if (readonly or not create) and not (db_path / "data.mdb").exists():
+                raise DataDirectoryUnusable(f"{self.data_dir} holds no dovecote store")
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = None if readonly else _lock_directory(self.data_dir / LOCK_FILE)
+            db_path.mkdir(exist_ok=True)
+            existing = (db_path / "data.mdb").stat().st_size if (db_path / "data.mdb").exists() else 0
+        except OSError as exc:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+            detail = f" ({exc.filename})" if exc.filename and Path(exc.filename) != self.data_dir else ""
+            raise DataDirectoryUnusable(f"cannot use the data directory {self.data_dir}: {exc.strerror}{detail}") from None
         self._max_map_bytes = max_map_bytes
         self._reserve_path = self.data_dir / RESERVE_FILE
         self._reserve_bytes = reserve_bytes
         durable = sync_mode == "full"
-        db_path = self.data_dir / LMDB_DIR
-        db_path.mkdir(exist_ok=True)
-        existing = (db_path / "data.mdb").stat().st_size if (db_path / "data.mdb").exists() else 0
         try:
             self._env = lmdb.open(
                 str(db_path),
@@ -71,6 +81,8 @@ class LmdbStore(Store):
         except lmdb.Error as exc:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
+            if isinstance(exc, lmdb.ReadonlyError):  # EACCES, EROFS: LMDB's files are not writable
+                raise DataDirectoryUnusable(f"cannot use the data directory {self.data_dir}: {exc}") from exc
             raise StorageError(f"cannot open the store in {db_path}: {exc}") from exc
         flags = self._env.flags()
         assert flags["writemap"] is False

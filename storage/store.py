@@ -99,6 +99,11 @@ class DataDirectoryInUse(StorageError):
     """Another process holds this data directory."""
 
 
+class DataDirectoryUnusable(StorageError):
+    """The data directory cannot be created, read or written (permissions, a read-only file
+    system, a file in the way), or holds no store where one was expected."""
+
+
 class Damage(NamedTuple):
     """A run of stored values in one table whose checksum or decoding failed."""
 

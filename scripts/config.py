@@ -1,0 +1,404 @@
+"""`dovecote serve`'s settings, in one table.
+
+Each setting has a key, a type, a default, a one-line explanation and a place in ServeConfig. The
+table makes serve's flags (and `dovecote config`'s), reads the TOML file and the environment, and
+prints `dovecote config`; no default is written anywhere else: where a setting lands in a config
+struct, its default is read off that struct.
+
+The key is the flag's name with underscores: `--http-port`, `http_port = 7481` in the file,
+`DOVECOTE_HTTP_PORT` in the environment. Sources, each overriding the one before: the defaults, the
+file given with `--config`, the environment, the command line's flags. A list given by a later
+source replaces the earlier one's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import textwrap
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+import msgspec
+
+from dovecote.actors.config import BrokerConfig
+from dovecote.net.http_push import SmtpRelay
+
+from .app import ServeConfig, state_directory
+
+ENV_PREFIX = "DOVECOTE_"
+FROM_FIELD = object()  # the default of the setting's field, read off its config struct
+DEFAULT = "default"  # the source of a setting no file, variable or flag gave
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(Exception):
+    """A configuration file or environment variable that cannot be used: one line saying where."""
+
+
+class Setting(NamedTuple):
+    key: str  # the flag's name with underscores
+    kind: type  # str, int, float, bool, or tuple (of strings; a repeatable flag)
+    explanation: str  # one line: what it does, and what it risks
+    field: str = ""  # where it lands in ServeConfig ("http_port", "broker.region", "smtp.port"); "": nowhere
+    default: object = FROM_FIELD  # FROM_FIELD, a value (None: unset), or a function giving one
+    to_field: Callable[[object], object] | None = None  # the setting's value -> the field's, if they differ
+    choices: tuple[str, ...] = ()  # matched without regard to case
+    unset: str = ""  # an optional setting: what leaving it unset means
+    flag: bool = True  # False: the file and the environment only (command lines show in `ps`)
+    secret: bool = False  # `dovecote config` says whether it is set, never what it is
+    metavar: str | None = None
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.upper()
+
+    @property
+    def option(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+def _access_keys(pairs: Sequence[str]) -> dict[str, str]:
+    return dict(pair.partition(":")[::2] for pair in pairs)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "data_dir", str, "where the store lives (the log, the state tables, the lock, the SNS signing key); one broker a directory",
+        "data_dir", default=lambda: str(state_directory()), metavar="DIR",
+    ),
+    Setting("host", str, "the address both listeners bind: 127.0.0.1 serves this machine only, 0.0.0.0 every interface", "host"),
+    Setting("port", int, "the native protocol's TCP port (0: any free one)", "port", metavar="PORT"),
+    Setting("http_port", int, "the AWS API's port (SQS JSON and Query, SNS Query) and /health, /metrics, /actors, /peek", "http_port", metavar="PORT"),
+    Setting(
+        "public_url", str, "the base of returned queue URLs and of the URLs sent to push endpoints (SubscribeURL, SigningCertURL)",
+        "public_url", unset="http://HOST:HTTP_PORT", metavar="URL",
+    ),
+    Setting(
+        "sync", str, "full: fsync every commit, nothing acknowledged is lost on power loss; os: the OS flushes later, "
+        "a power loss may lose the last seconds of acknowledged work (a broker crash loses nothing)",
+        "sync_mode", choices=("full", "os"),
+    ),
+    Setting(
+        "history_hours", float, "how long log records stay readable (dovecote log, replay) after what they describe is gone; "
+        "live messages are never trimmed", "history_hours", metavar="HOURS",
+    ),
+    Setting(
+        "max_data_bytes", int, "the most the LMDB map may grow to; past it, sends are refused with a retryable error",
+        "max_data_bytes", metavar="BYTES",
+    ),
+    Setting(
+        "reserve_bytes", int, "disk held back and given up when the disk fills, so receives and deletes go on while sends are refused",
+        "reserve_bytes", metavar="BYTES",
+    ),
+    Setting(
+        "salvage", bool, "serve what is intact if stored data is damaged, dropping the damaged values and logging them "
+        "(false: refuse to start, naming the damage)", "salvage",
+    ),
+    Setting(
+        "access_key", tuple, "ID:SECRET keys the AWS API checks Signature V4 against; flags are "
+        "repeated, $DOVECOTE_ACCESS_KEY takes a comma-separated list", "access_keys", default=(), to_field=_access_keys,
+        unset="signatures are not checked", secret=True, metavar="ID:SECRET",
+    ),
+    Setting("account_id", str, "the one account this broker hosts, in ARNs and queue URLs", "broker.account_id", metavar="ID"),
+    Setting("region", str, "the region of requests that name none", "broker.region"),
+    Setting(
+        "unsigned_sqs_envelopes", bool, "deliver SNS envelopes to queues without Signature and SigningCertURL (an RSA "
+        "signature per publish is most of a publish's cost)", "broker.sign_sqs_envelopes",
+        default=lambda: not _field_default("broker.sign_sqs_envelopes"), to_field=lambda unsigned: not unsigned,
+    ),
+    Setting("push_timeout", float, "seconds an HTTP/S push attempt may take before it fails and is retried", "push_timeout_s", metavar="SECONDS"),
+    Setting(
+        "push_max_pending", int, "pending pushes a subscription may have; beyond, new ones are dropped and recorded, "
+        "so memory stays bounded while an endpoint is down", "broker.max_pending_pushes", metavar="N",
+    ),
+    Setting("push_in_flight", int, "HTTP/S push requests at once, at most, over all subscriptions", "push_max_in_flight", metavar="N"),
+    Setting(
+        "push_ca", str, "CA bundle HTTPS endpoints' certificates are checked against", "push_verify", default=None,
+        to_field=lambda bundle: bundle or True, unset="certifi's, as httpx uses", metavar="FILE",
+    ),
+    Setting(
+        "smtp_host", str, "SMTP relay for email and email-json subscriptions", "smtp.host", default=None,
+        unset="email subscriptions are refused", metavar="HOST",
+    ),
+    Setting("smtp_port", int, "the relay's port", "smtp.port", metavar="PORT"),
+    Setting("smtp_starttls", bool, "upgrade the relay connection with STARTTLS", "smtp.starttls"),
+    Setting("smtp_user", str, "relay login (empty: none)", "smtp.username", metavar="USER"),
+    Setting(
+        "smtp_password", str, "relay password: in the file or $DOVECOTE_SMTP_PASSWORD, not a flag (command lines show in ps)",
+        "smtp.password", flag=False, secret=True,
+    ),
+    Setting("smtp_from", str, "the sender address of notification mail", "smtp.sender", metavar="ADDRESS"),
+    Setting("log_level", str, "the least severe log lines written", default="INFO", choices=LOG_LEVELS),
+    Setting(
+        "log_format", str, "text: lines for people; json: one JSON object a line (time, level, logger, message, and the "
+        "queue, topic or subscription it is about)", default="text", choices=LOG_FORMATS,
+    ),
+)
+BY_KEY = {setting.key: setting for setting in SETTINGS}
+STRUCTS: dict[str, type[msgspec.Struct]] = {"": ServeConfig, "broker": BrokerConfig, "smtp": SmtpRelay}
+
+
+def _field_default(field: str) -> object:
+    struct, _, name = field.rpartition(".")
+    return next(info.default for info in msgspec.structs.fields(STRUCTS[struct]) if info.name == name)
+
+
+def default_of(setting: Setting) -> object:
+    """The setting's value when no file, variable or flag gives one."""
+    if setting.default is FROM_FIELD:
+        return _field_default(setting.field)
+    return setting.default() if callable(setting.default) else setting.default
+
+
+class Resolved(NamedTuple):
+    """Every setting's value and where it came from (DEFAULT, the file's path, $VARIABLE, --flag)."""
+
+    values: dict[str, object]
+    sources: dict[str, str]
+
+
+def resolve(flags: Mapping[str, object], config_file: str | None, environ: Mapping[str, str]) -> Resolved:
+    """The effective settings: defaults < the file < the environment < flags (those the command line
+    gave, as `flags_given` finds them). Raises ConfigError."""
+    values = {setting.key: default_of(setting) for setting in SETTINGS}
+    sources = dict.fromkeys(values, DEFAULT)
+    if config_file is not None:
+        for key, value in read_file(config_file).items():
+            values[key], sources[key] = value, config_file
+    for key, value in read_environment(environ).items():
+        values[key], sources[key] = value, "$" + BY_KEY[key].env
+    for key, value in flags.items():
+        option = BY_KEY[key].option
+        values[key], sources[key] = value, option.replace("--", "--no-") if value is False else option
+    return Resolved(values, sources)
+
+
+def read_file(path: str) -> dict[str, object]:
+    """The settings a TOML file gives. Raises ConfigError naming the file and the line."""
+    try:
+        with open(path, "rb") as file:
+            text = file.read().decode()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read the configuration file {path}: {getattr(error, 'strerror', None) or error}") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    settings = {}
+    for key, value in document.items():
+        where = f"{path}:{_line_of(text, key) or '?'}"
+        setting = BY_KEY.get(key)
+        if setting is None and isinstance(value, dict):
+            inside = [name for name in BY_KEY if name.startswith(key + "_")]
+            hint = f" (settings are top-level keys: {', '.join(inside)})" if inside else " (settings are top-level keys)"
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+        if setting is None:
+            close = difflib.get_close_matches(key, BY_KEY, n=1)
+            raise ConfigError(f"{where}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        try:
+            settings[key] = _checked(setting, _from_toml(setting, value))
+        except ValueError as error:
+            raise ConfigError(f"{where}: {key}: {error}") from None
+    return settings
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, object]:
+    """The settings DOVECOTE_<KEY> variables give (other DOVECOTE_ variables are not settings and
+    are left alone). Raises ConfigError naming the variable."""
+    settings = {}
+    for setting in SETTINGS:
+        if setting.env in environ:
+            try:
+                settings[setting.key] = _checked(setting, _from_text(setting, environ[setting.env]))
+            except ValueError as error:
+                raise ConfigError(f"${setting.env}: {error}") from None
+    return settings
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """The line a top-level key or table is set on (tomllib does not say)."""
+    name = re.escape(key)
+    pattern = re.compile(rf"""\s*\[*\s*(?:{name}|"{name}"|'{name}')\s*[=.\]]""")
+    for number, line in enumerate(text.splitlines(), 1):
+        if pattern.match(line):
+            return number
+    return None
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", tuple: "a list of strings"}
+
+
+def _from_toml(setting: Setting, value: object) -> object:
+    kind = setting.kind
+    if kind is tuple and isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind is not tuple and isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    raise ValueError(f"expected {_KIND_NAMES[kind]}, not {_toml(value) if isinstance(value, str | int | float) else type(value).__name__}")
+
+
+def _from_text(setting: Setting, text: str) -> object:
+    """A setting's value from an environment variable."""
+    kind = setting.kind
+    if kind is bool:
+        if text.strip().lower() in TRUE_WORDS:
+            return True
+        if text.strip().lower() in FALSE_WORDS:
+            return False
+        raise ValueError(f"expected true or false, not {text!r}")
+    if kind is tuple:
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+    if kind is str:
+        return None if text == "" and default_of(setting) is None else text
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"expected {_KIND_NAMES[kind]}, not {text!r}") from None
+
+
+def _checked(setting: Setting, value: object) -> object:
+    """The value, its choice spelled as the table does; ValueError if it is none of the choices."""
+    if setting.choices and value is not None:
+        for choice in setting.choices:
+            if str(value).lower() == choice.lower():
+                return choice
+        raise ValueError(f"expected one of {', '.join(setting.choices)}, not {value!r}")
+    if setting.key == "access_key":
+        for number, pair in enumerate(value, 1):
+            key_id, _, secret = pair.partition(":")
+            if not (key_id and secret):  # not shown: it may be a secret
+                raise ValueError(f"each key is ID:SECRET, and key {number} is not")
+    return value
+
+
+# --- the command line --------------------------------------------------------------------------------
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for each setting that has one. Flags not given are left out of the parsed namespace
+    (their defaults are the table's, shown in the help), so that they do not hide the file's."""
+    parser.add_argument(
+        "--config", metavar="FILE", help="read settings from this TOML file: keys are the flags' names with underscores"
+    )
+    for setting in SETTINGS:
+        if not setting.flag:
+            continue
+        options: dict[str, object] = {"default": argparse.SUPPRESS, "help": _help(setting).replace("%", "%%")}
+        if setting.kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = _flag_type(setting)
+            options["metavar"] = setting.metavar or ("{" + ",".join(setting.choices) + "}" if setting.choices else None)
+            if setting.kind is tuple:
+                options["action"] = "append"
+        parser.add_argument(setting.option, dest=setting.key, **options)
+
+
+def flags_given(args: argparse.Namespace) -> dict[str, object]:
+    """The settings the command line gave."""
+    given = {setting.key: getattr(args, setting.key) for setting in SETTINGS if hasattr(args, setting.key)}
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in given.items()}
+
+
+def _help(setting: Setting) -> str:
+    default = default_of(setting)
+    if default is None or default == ():
+        shown = f"unset: {setting.unset}" if setting.unset else "unset"
+    elif isinstance(default, bool):
+        shown = "true" if default else "false"
+    elif default == "":
+        shown = "empty"
+    else:
+        shown = str(default)
+    return f"{setting.explanation} (default {shown})"
+
+
+def _flag_type(setting: Setting) -> Callable[[str], object]:
+    kind = str if setting.kind is tuple else setting.kind
+
+    def parse(text: str) -> object:
+        try:
+            value = kind(text)
+            return _checked(setting, (value,))[0] if setting.kind is tuple else _checked(setting, value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error) if kind is str else f"expected {_KIND_NAMES[kind]}, not {text!r}") from None
+
+    return parse
+
+
+# --- what serve runs with ----------------------------------------------------------------------------
+
+
+def serve_config(values: Mapping[str, object]) -> ServeConfig:
+    """What `dovecote serve` runs with, from resolved settings. The CLI differs from the structs'
+    defaults only where it means to: signatures are made in a worker thread, the HTTP URL given to
+    the broker is the public URL or http://HOST:HTTP_PORT, and without an SMTP host there is no relay."""
+    fields: dict[str, dict[str, object]] = {struct: {} for struct in STRUCTS}
+    for setting in SETTINGS:
+        if setting.field:
+            struct, _, name = setting.field.rpartition(".")
+            value = values[setting.key]
+            fields[struct][name] = setting.to_field(value) if setting.to_field else value
+    http_url = values["public_url"] or f"http://{values['host']}:{values['http_port']}"
+    broker = BrokerConfig(**fields["broker"], http_url=http_url, sign_in_thread=True)
+    smtp = SmtpRelay(**fields["smtp"]) if fields["smtp"]["host"] else None
+    return ServeConfig(**fields[""], broker=broker, smtp=smtp)
+
+
+# --- `dovecote config` -------------------------------------------------------------------------------
+
+
+def render(resolved: Resolved, config_file: str | None) -> str:
+    """The effective configuration as a TOML file: each setting with its explanation and default,
+    those at their default commented out, secrets never shown."""
+    omitted = [s.key for s in SETTINGS if s.secret and resolved.sources[s.key] != DEFAULT and resolved.values[s.key]]
+    header = (
+        "dovecote serve's configuration. Sources, each overriding the one before: the defaults, "
+        + (f"the file {config_file}, " if config_file else "a file (none was given), ")
+        + "DOVECOTE_<KEY> environment variables, flags; \"from\" says which one set a setting. A setting at its "
+        "default is commented out. Saved as a file, this is a start for `dovecote serve --config FILE`."
+    )
+    if omitted:
+        header += f" Secrets are not shown: give {', '.join(omitted)} again (in the file, or in the environment)."
+    lines = textwrap.wrap(header, 100, initial_indent="# ", subsequent_indent="# ")
+    for setting in SETTINGS:
+        key, value, source, default = setting.key, resolved.values[setting.key], resolved.sources[setting.key], default_of(setting)
+        lines.append("")
+        lines.extend(textwrap.wrap(setting.explanation, 100, initial_indent="# ", subsequent_indent="# "))
+        unset = f"unset ({setting.unset})" if setting.unset else "unset"
+        if source == DEFAULT:
+            lines.append(f"# {key}: {unset} by default" if default is None else f"# {key} = {_toml(default)}  # the default")
+            continue
+        lines.append(f"# default: {unset if default is None else _toml(default)}")
+        if setting.secret and value and setting.kind is tuple:
+            ids = ", ".join(pair.partition(":")[0] for pair in value)
+            lines.append(f"# {key}: {len(value)} set by {source}: {ids} (secrets not shown)")
+        elif setting.secret and value:
+            lines.append(f"# {key}: set by {source} (not shown)")
+        elif value is None:
+            lines.append(f"# {key}: {unset}, by {source}")
+        else:
+            lines.append(f"{key} = {_toml(value)}  # from {source}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)  # inf and nan are spelled as TOML spells them
+    if isinstance(value, str):
+        # JSON's escapes are TOML's, but for DEL, which TOML does not allow in a string as it is
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")

@@ -1,0 +1,152 @@
+"""The settings table: one key a setting, read from a TOML file, DOVECOTE_<KEY> variables and flags
+in that order of precedence, errors that name the key and the line, and `dovecote config`'s output,
+which is itself a configuration file."""
+
+import argparse
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from dovecote import config
+from dovecote.cli import build_parser
+
+
+def resolve(*argv: str, environ=None) -> config.Resolved:
+    args = build_parser().parse_args(["serve", *argv])
+    return config.resolve(config.flags_given(args), args.config, environ or {})
+
+
+def test_every_serve_flag_is_a_key_of_the_table():
+    """...named as the flag with underscores, with a DOVECOTE_ variable of the same name."""
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    serve = commands.choices["serve"]
+    options = {option for action in serve._actions for option in action.option_strings if option.startswith("--")}
+    options -= {"--help", "--config"}
+    flagged = {setting.option for setting in config.SETTINGS if setting.flag}
+    negated = {"--no-" + setting.option[2:] for setting in config.SETTINGS if setting.kind is bool}
+    assert options == flagged | negated
+    for setting in config.SETTINGS:
+        assert setting.option == "--" + setting.key.replace("_", "-") and setting.env == "DOVECOTE_" + setting.key.upper()
+    assert [s.key for s in config.SETTINGS if not s.flag] == ["smtp_password"]  # a password never on a command line
+
+
+def test_defaults_then_the_file_then_the_environment_then_flags(tmp_path):
+    file = tmp_path / "dovecote.toml"
+    file.write_text('port = 1\nhttp_port = 2\nregion = "file-region"\nhistory_hours = 3\nsalvage = true\n')
+    resolved = resolve(
+        "--config", str(file), "--region", "flag-region", "--no-salvage",
+        environ={"DOVECOTE_HTTP_PORT": "20", "DOVECOTE_REGION": "env-region", "DOVECOTE_HISTORY_HOURS": "0.5"},
+    )
+    values, sources = resolved.values, resolved.sources
+    assert (values["host"], sources["host"]) == ("127.0.0.1", config.DEFAULT)
+    assert (values["port"], sources["port"]) == (1, str(file))
+    assert (values["http_port"], sources["http_port"]) == (20, "$DOVECOTE_HTTP_PORT")
+    assert (values["history_hours"], sources["history_hours"]) == (0.5, "$DOVECOTE_HISTORY_HOURS")
+    assert (values["region"], sources["region"]) == ("flag-region", "--region")
+    assert (values["salvage"], sources["salvage"]) == (False, "--no-salvage")
+
+
+def test_environment_values_are_read_by_their_type():
+    resolved = resolve(environ={
+        "DOVECOTE_SALVAGE": "yes", "DOVECOTE_SMTP_STARTTLS": "0", "DOVECOTE_ACCESS_KEY": "A:a, B:b",
+        "DOVECOTE_SYNC": "OS", "DOVECOTE_LOG_LEVEL": "debug", "DOVECOTE_PUBLIC_URL": "", "DOVECOTE_FUZZ_EXAMPLES": "5",
+    })
+    values = resolved.values
+    assert values["salvage"] is True and values["smtp_starttls"] is False
+    assert values["access_key"] == ("A:a", "B:b")
+    assert values["sync"] == "os" and values["log_level"] == "DEBUG"  # choices are spelled as the table spells them
+    assert values["public_url"] is None  # empty: unset
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"DOVECOTE_PORT": "seventy"}, "$DOVECOTE_PORT: expected an integer, not 'seventy'"),
+        ({"DOVECOTE_SALVAGE": "maybe"}, "$DOVECOTE_SALVAGE: expected true or false, not 'maybe'"),
+        ({"DOVECOTE_SYNC": "sometimes"}, "$DOVECOTE_SYNC: expected one of full, os, not 'sometimes'"),
+        ({"DOVECOTE_ACCESS_KEY": "A:a,secret-without-id"}, "$DOVECOTE_ACCESS_KEY: each key is ID:SECRET, and key 2 is not"),
+    ],
+)
+def test_a_bad_environment_variable_is_named(environ, message):
+    with pytest.raises(config.ConfigError) as error:
+        resolve(environ=environ)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('port = 1\n\n  htp_port = 2\n', "{file}:3: unknown key 'htp_port' (did you mean 'http_port'?)"),
+        ('port = 1\n"colour" = "blue"\n', "{file}:2: unknown key 'colour'"),
+        ('port = 1\n[smtp]\nhost = "relay"\n', "{file}:2: unknown key 'smtp' (settings are top-level keys: smtp_host, smtp_port, "
+         "smtp_starttls, smtp_user, smtp_password, smtp_from)"),
+        ('broker.region = "x"\n', "{file}:1: unknown key 'broker' (settings are top-level keys)"),
+        ('# the port\nport = "7480"\n', '{file}:2: port: expected an integer, not "7480"'),
+        ('salvage = 1\n', "{file}:1: salvage: expected true or false, not 1"),
+        ('history_hours = true\n', "{file}:1: history_hours: expected a number, not true"),
+        ('access_key = "A:a"\n', '{file}:1: access_key: expected a list of strings, not "A:a"'),
+        ('sync = "fast"\n', "{file}:1: sync: expected one of full, os, not 'fast'"),
+        ('port = \n', "{file}: Invalid value (at line 1, column 8)"),
+    ],
+)
+def test_a_bad_file_is_one_error_naming_the_key_and_its_line(tmp_path, text, message):
+    file = tmp_path / "dovecote.toml"
+    file.write_text(text)
+    with pytest.raises(config.ConfigError) as error:
+        resolve("--config", str(file))
+    assert str(error.value) == message.format(file=file)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(config.ConfigError, match=f"cannot read the configuration file {tmp_path}/none.toml: No such file"):
+        resolve("--config", str(tmp_path / "none.toml"))
+
+
+def dovecote_config(*argv: str, environ=None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "dovecote", "config", *argv], capture_output=True, text=True, timeout=60, env=environ
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_config_prints_a_file_that_loads_back_to_the_same_configuration(tmp_path):
+    """Each setting is explained, with its default; those at their defaults are commented out."""
+    file = tmp_path / "dovecote.toml"
+    file.write_text(f'data_dir = "{tmp_path / "data"}"\nsync = "os"\nsmtp_host = "relay.example"\npublic_url = "http://a\\"b"\n')
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DOVECOTE_HTTP_PORT": "9000"}
+    printed = dovecote_config("--config", str(file), "--history-hours", "2", "--unsigned-sqs-envelopes", environ=environ)
+    saved = tmp_path / "saved.toml"
+    saved.write_text(printed)
+    assert set(tomllib.loads(printed)) == {"data_dir", "sync", "smtp_host", "public_url", "http_port", "history_hours", "unsigned_sqs_envelopes"}
+    assert resolve("--config", str(saved)).values == resolve(
+        "--config", str(file), "--history-hours", "2", "--unsigned-sqs-envelopes", environ={"DOVECOTE_HTTP_PORT": "9000"}
+    ).values
+    assert 'http_port = 9000  # from $DOVECOTE_HTTP_PORT' in printed and "# default: 7481" in printed
+    assert "# port = 7480  # the default" in printed
+    for setting in config.SETTINGS:
+        assert setting.explanation.split()[0] in printed
+
+    unchanged = tmp_path / "unchanged.toml"
+    unchanged.write_text(dovecote_config(environ={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}))
+    assert tomllib.loads(unchanged.read_text()) == {}  # nothing set: everything commented out
+    assert resolve("--config", str(unchanged)).values == resolve().values
+
+
+def test_config_never_prints_a_secret(tmp_path):
+    file = tmp_path / "dovecote.toml"
+    file.write_text('smtp_host = "relay"\nsmtp_password = "file-password"\naccess_key = ["AKIDFILE:file-secret"]\n')
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DOVECOTE_SMTP_PASSWORD": "env-password"}
+    printed = dovecote_config("--config", str(file), "--access-key", "AKIDFLAG:flag-secret", environ=environ)
+    for secret in ("file-password", "env-password", "file-secret", "flag-secret"):
+        assert secret not in printed
+    assert "# smtp_password: set by $DOVECOTE_SMTP_PASSWORD (not shown)" in printed
+    assert "# access_key: 1 set by --access-key: AKIDFLAG (secrets not shown)" in printed
+    assert "give access_key, smtp_password again" in " ".join(line.lstrip("# ") for line in printed.splitlines())
+    assert set(tomllib.loads(printed)) == {"smtp_host"}
+    # the password reaches the relay, from the environment over the file
+    args = build_parser().parse_args(["serve", "--config", str(file)])
+    values = config.resolve(config.flags_given(args), str(file), {"DOVECOTE_SMTP_PASSWORD": "env-password"}).values
+    assert config.serve_config(values).smtp.password == "env-password"
