@@ -5,19 +5,26 @@ structs are arrays on the wire and on disk (`array_like`, defaults omitted), whi
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 
-def plain(value: object) -> Any:
-    """JSON-ready data with field names; bytes as base64."""
+def plain(value: object, field_name: Callable[[str], str] = str) -> Any:
+    """JSON-ready data with field names (as `field_name` gives them); bytes as base64. Keys of
+    dicts are data (attribute names), kept as they are."""
     if isinstance(value, msgspec.Struct):
-        return {field: plain(getattr(value, field)) for field in value.__struct_fields__}
+        return {field_name(field): plain(getattr(value, field), field_name) for field in value.__struct_fields__}
     if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
+        return {key: plain(item, field_name) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
+        return [plain(item, field_name) for item in value]
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     return value
+
+
+def aws_field_name(field: str) -> str:
+    """A field's name as AWS's JSON names it: message_id -> MessageId, md5_of_body -> MD5OfBody."""
+    return "".join(part.capitalize() for part in field.split("_")).replace("Md5", "MD5")

@@ -18,8 +18,10 @@ from pathlib import Path
 import trio
 
 from dovecote.actors.errors import BrokerError
+from dovecote.actors.ops import Done
+from dovecote.actors.topic_core import TOKEN
 from dovecote.net.client import DEFAULT_PORT, BlockingClient, MessageAttributeValue
-from dovecote.net.plain_data import plain
+from dovecote.net.plain_data import aws_field_name, plain
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.records import PushDone
 from dovecote.storage.store import DataDirectoryUnusable, StorageError
@@ -114,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         "log", help="read the log back: every record in order, filtered (offline or beside a running broker)"
     )
     log_command.add_argument(
-        "view", nargs="?", choices=("records", "stats", "state"), default="records",
-        help="records (default), stats (how much history is kept), state (a queue --at a past instant)",
+        "view", nargs="?", choices=("records", "stats", "state", "pending"), default="records",
+        help="records (default), stats (how much history is kept), state (a queue --at a past instant), "
+        "pending (subscriptions waiting for their confirmation, each with the token that confirms it)",
     )
     log_command.add_argument("--at", default=None, help="with state: the instant (ISO 8601 or epoch ms)")
     log_command.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
@@ -258,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"cannot reach the broker at {args.host}:{args.port}: {error}", file=sys.stderr)
         return 2
-    if output is not None:
-        print(json.dumps(plain(output), indent=2))
+    if output is not None and not isinstance(output, Done):  # as aws-cli, nothing for an answer with nothing in it
+        print(json.dumps(plain(output, aws_field_name), indent=2))
     return 0
 
 
@@ -394,6 +397,10 @@ def _log(args: argparse.Namespace) -> int:
         if args.view == "stats":
             print(json.dumps(_log_stats(store), indent=2))
             return 0
+        if args.view == "pending":
+            for subscription in _pending(store, frozenset(args.topic)):
+                print("\t".join(subscription))
+            return 0
         if args.view == "state":
             if not args.at or len(args.queue) != 1:
                 print("log state needs --at TIME and one --queue NAME", file=sys.stderr)
@@ -430,6 +437,17 @@ def _log(args: argparse.Namespace) -> int:
         return 1
     finally:
         store.close()
+
+
+def _pending(store: LmdbStore, topics: frozenset[str]) -> list[tuple[str, str, str, str]]:
+    """(ARN, protocol, endpoint, token) of each subscription waiting for its confirmation: the
+    token reaches its endpoint in the SubscriptionConfirmation, and the broker's operator reads it
+    here (from the store, so only where the data directory can be read)."""
+    return [
+        (record.subscription_arn, record.protocol, record.endpoint, record.attributes.get(TOKEN, ""))
+        for record in store.load_subscriptions()
+        if not record.confirmed and (not topics or record.topic in topics)
+    ]
 
 
 def _describe_past(past) -> str:

@@ -90,12 +90,16 @@ def test_cli_client_commands(tmp_path):
         code, out, _ = run_cli(broker, "create-queue", "jobs", "--attribute", "VisibilityTimeout=5")
         assert code == 0 and json.loads(out)["QueueUrl"].endswith("/000000000000/jobs")
         code, out, _ = run_cli(broker, "send", "jobs", "hello", "--attribute", "kind=String:greeting")
-        assert code == 0 and json.loads(out)["message_id"]
+        sent = json.loads(out)
+        assert code == 0 and sent["MessageId"] and sent["MD5OfMessageBody"] == "5d41402abc4b2a76b9719d911017c592"
         code, out, _ = run_cli(broker, "receive", "jobs", "--max", "10", "--delete")
-        (message,) = json.loads(out)["Messages"]
-        assert message["body"] == "hello" and message["message_attributes"]["kind"]["string_value"] == "greeting"
+        (message,) = json.loads(out)["Messages"]  # AWS's names throughout, as aws-cli prints them
+        assert message["Body"] == "hello" and message["MessageAttributes"]["kind"]["StringValue"] == "greeting"
+        assert message["Attributes"]["ApproximateReceiveCount"] == "1" and message["ReceiptHandle"]
         code, out, _ = run_cli(broker, "get-queue-attributes", "jobs")
         assert json.loads(out)["Attributes"]["ApproximateNumberOfMessages"] == "0"
+        for command in (("set-queue-attributes", "jobs", "VisibilityTimeout=6"), ("purge-queue", "jobs")):
+            assert run_cli(broker, *command)[:2] == (0, "")  # an answer with nothing in it prints nothing
         code, _, err = run_cli(broker, "delete-message", "jobs", "not-a-handle")
         assert code == 1 and json.loads(err)["error"] == "ReceiptHandleIsInvalid"
         code, _, err = run_cli(broker, "get-queue-url", "missing")
@@ -114,8 +118,8 @@ def test_peek_from_the_cli_and_over_http(tmp_path):
             client.receive_message("browse")
         code, out, _ = run_cli(broker, "peek", "browse", "--max", "2")
         page = json.loads(out)
-        assert code == 0 and [m["body"] for m in page["messages"]] == ["m0", "m1"]
-        assert page["messages"][0]["state"] == "in_flight" and page["next_after_seq"]
+        assert code == 0 and [m["Body"] for m in page["Messages"]] == ["m0", "m1"]
+        assert page["Messages"][0]["State"] == "in_flight" and page["NextAfterSeq"]
         url = f"http://127.0.0.1:{broker.http_port}/peek"
         visible = httpx.get(url, params={"queue": "browse", "state": "visible"}, timeout=5).json()
         assert [m["body"] for m in visible["messages"]] == ["m1", "m2"]
@@ -141,3 +145,27 @@ def test_sigint_shuts_down_cleanly_too(tmp_path):
     with again.client() as client:
         assert [m.body for m in client.receive_message("kept")] == ["survives a clean stop"]
     assert again.terminate() == 0
+
+
+def test_an_operator_confirms_a_subscription_with_the_token_from_the_log(tmp_path):
+    broker = ServeProcess(tmp_path / "data").start()
+    try:
+        assert run_cli(broker, "create-topic", "news")[0] == 0
+        code, out, _ = run_cli(broker, "subscribe", "news", "https://hooks.example.com/sns", "--protocol", "https")
+        assert code == 0
+        subscription_arn = json.loads(out)["SubscriptionArn"]
+        pending = subprocess.run(
+            [sys.executable, "-m", "dovecote", "log", "pending", "--topic", "news", "--data-dir", broker.data_dir],
+            capture_output=True, text=True, timeout=60,
+        )
+        ((arn, protocol, endpoint, token),) = [line.split("\t") for line in pending.stdout.splitlines()]
+        assert (arn, protocol, endpoint, len(token)) == (subscription_arn, "https", "https://hooks.example.com/sns", 128)
+        code, out, _ = run_cli(broker, "confirm-subscription", "news", token)
+        assert code == 0 and json.loads(out)["SubscriptionArn"] == arn
+        pending = subprocess.run(
+            [sys.executable, "-m", "dovecote", "log", "pending", "--data-dir", broker.data_dir],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert pending.returncode == 0 and pending.stdout == ""
+    finally:
+        assert broker.terminate() == 0
