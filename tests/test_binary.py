@@ -111,3 +111,13 @@ def test_sigint_stops_it_too(binary, unpack_dir, tmp_path):
     assert broker.process is not None
     broker.process.send_signal(signal.SIGINT)
     assert broker.process.wait(timeout=30) == 0
+
+
+def test_under_systemd_it_unpacks_into_the_cache_directory(binary, tmp_path):
+    """The unit's CacheDirectory= gives $CACHE_DIRECTORY: kept across restarts, unlike the
+    service's private /tmp."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    result = subprocess.run([binary, "--version"], env={"CACHE_DIRECTORY": str(cache)}, capture_output=True, timeout=60)
+    assert result.returncode == 0
+    assert [entry.is_symlink() for entry in cache.iterdir()].count(True) == 1

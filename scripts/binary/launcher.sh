@@ -3,14 +3,16 @@
 # The first start of a build unpacks it, once, into a cache directory; every start then runs the
 # broker in this process's place (exec), so the process the operator started is the broker: its
 # signals, its exit code, and nothing left behind by kill -9. Later starts write nothing to disk.
-# DOVECOTE_UNPACK_DIR chooses where builds are unpacked (by default $XDG_CACHE_HOME/dovecote,
-# ~/.cache/dovecote, or /tmp/dovecote-UID without a home); a build no longer used may be deleted
-# from there.
+# DOVECOTE_UNPACK_DIR chooses where builds are unpacked (by default systemd's $CACHE_DIRECTORY,
+# $XDG_CACHE_HOME/dovecote, ~/.cache/dovecote, or /tmp/dovecote-UID without a home); a build no
+# longer used may be deleted from there.
 build=@BUILD@
 payload_offset=@OFFSET@
 PATH=${PATH:-/usr/bin:/bin}
 if [ -n "${DOVECOTE_UNPACK_DIR:-}" ]; then
     base=$DOVECOTE_UNPACK_DIR
+elif [ -n "${CACHE_DIRECTORY:-}" ]; then
+    base=$CACHE_DIRECTORY
 elif [ -n "${XDG_CACHE_HOME:-}" ]; then
     base=$XDG_CACHE_HOME/dovecote
 elif [ -n "${HOME:-}" ] && [ -d "$HOME" ] && [ -w "$HOME" ]; then
