@@ -51,6 +51,7 @@ class LmdbStore(Store):
         self._reserve_path = self.data_dir / RESERVE_FILE
         self._reserve_bytes = reserve_bytes
         durable = sync_mode == "full"
+        self.syncs_each_commit = durable and not readonly
         db_path = self.data_dir / LMDB_DIR
         db_path.mkdir(exist_ok=True)
         existing = (db_path / "data.mdb").stat().st_size if (db_path / "data.mdb").exists() else 0
