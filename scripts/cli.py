@@ -72,6 +72,14 @@ def _message_attributes(pairs: Sequence[str]) -> dict[str, MessageAttributeValue
     return result
 
 
+def _count(text: str) -> int:
+    """A whole number, 0 or more (for argparse)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _default(config: type[msgspec.Struct], field: str) -> object:
     """The default a config struct gives one of its fields."""
     return next(info.default for info in msgspec.structs.fields(config) if info.name == field)
@@ -159,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--smtp-from", default=_default(SmtpRelay, "sender"), help="the sender address of notification mail (default %(default)s)"
+    )
+    serve.add_argument(
+        "--metrics-max-queues", type=_count, default=_default(ServeConfig, "metrics_max_queues"),
+        help='queues with series of their own in /metrics (the oldest); the rest are added up as queue="(other)" (default %(default)s)',
+    )
+    serve.add_argument(
+        "--metrics-max-topics", type=_count, default=_default(ServeConfig, "metrics_max_topics"),
+        help='topics with series of their own in /metrics (the oldest); the rest are added up as topic="(other)" (default %(default)s)',
     )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default %(default)s)")
 
@@ -387,6 +403,8 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         push_timeout_s=args.push_timeout,
         push_max_in_flight=args.push_in_flight,
         push_verify=args.push_ca or True,
+        metrics_max_queues=args.metrics_max_queues,
+        metrics_max_topics=args.metrics_max_topics,
     )
 
 
