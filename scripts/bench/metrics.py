@@ -69,9 +69,10 @@ async def scrape_beside_a_ticker(endpoints: BrokerEndpoints):
     done = trio.Event()
     longest = 0.0
 
-    async def ticker() -> None:
+    async def ticker(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         nonlocal longest
         last = time.perf_counter()
+        task_status.started()
         while not done.is_set():
             await trio.lowlevel.checkpoint()
             now = time.perf_counter()
@@ -79,8 +80,7 @@ async def scrape_beside_a_ticker(endpoints: BrokerEndpoints):
             last = now
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(ticker)
-        await trio.lowlevel.checkpoint()
+        await nursery.start(ticker)  # checking in from now on
         begun = time.perf_counter()
         response = await endpoints.handle(SCRAPE)
         wall = time.perf_counter() - begun
