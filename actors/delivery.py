@@ -42,7 +42,7 @@ from .mailbox import Mailbox
 from .messages import ActorMessage, Forward, MoveIn, NewPushes, Reconfigured, StopPushing, move_error
 from .ops import Result
 from .push_schedule import PushSchedule
-from .push_types import UNREACHABLE, PushRequest, PushTarget, Sender
+from .push_types import DEAD_LETTERED, DELIVERED, DROPPED, RETRIED, UNREACHABLE, PushRequest, PushTarget, Sender
 
 log = logging.getLogger("dovecote.delivery")
 
@@ -98,6 +98,17 @@ class DeliveryActor:
         # While an endpoint refuses connections, one attempt stands for all that fall due with it.
         self._unreachable_until = -math.inf
         self._unreachable = ""
+        # Outcome -> count (push_types.DELIVERY_OUTCOMES), for /metrics: changed by this actor's
+        # task alone; its topic reads them, and adds them to its own once this actor has ended.
+        self.outcomes: dict[str, int] = {}
+        self.finished = False
+
+    @property
+    def protocol(self) -> str:
+        return self._target.protocol
+
+    def _count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
     def post(self, message: ActorMessage) -> None:
         """From the topic actor: never blocks; ignored once this actor ended. New pushes that find
@@ -130,6 +141,7 @@ class DeliveryActor:
                     await self._storing.done.wait()
         finally:
             self._mailbox.close()
+            self.finished = True
 
     async def _send_pushes(self, due: trio.MemoryReceiveChannel[tuple[int, PushRequest]]) -> None:
         async with self._sender.connection() as connection:
@@ -205,6 +217,7 @@ class DeliveryActor:
                         # and the other subscriptions go on.
                         outcome = f"dropped: the subscription already has {self._max_pending} pending pushes"
                         records.append(PushDone(wall_ms, target.topic_id, target.topic, target.subscription_id, seq, message_id, 0, outcome))
+                        self._count(DROPPED)
                         continue
                     self._message_ids[seq] = message_id
                     schedule.add(seq)
@@ -215,6 +228,7 @@ class DeliveryActor:
                 self._unreachable_until = -math.inf
                 self._message_ids.pop(seq, None)
                 attempts = schedule.succeeded(seq)
+                self._count(DELIVERED)
                 records.append(
                     PushDone(wall_ms, target.topic_id, target.topic, target.subscription_id, seq, message_id, attempts, "delivered")
                 )
@@ -225,6 +239,7 @@ class DeliveryActor:
                     self._unreachable_until = -math.inf
                 attempt, retry_at = schedule.failed(seq, now)
                 if retry_at is not None:
+                    self._count(RETRIED)
                     retry_at_ms = wall_ms + int((retry_at - now) * 1000)
                     records.append(
                         PushAttempted(
@@ -236,6 +251,7 @@ class DeliveryActor:
                 else:
                     schedule.drop(seq)
                     self._message_ids.pop(seq, None)
+                    self._count(DROPPED)
                     log.info(
                         "subscription %s: push %d dropped after %d attempts (%s)", target.subscription_arn, seq, attempt, outcome,
                         extra=_about(target),
@@ -246,6 +262,8 @@ class DeliveryActor:
             case _DeadLettered(seq=seq, message_id=message_id, attempts=attempts, error=error):
                 schedule.drop(seq)
                 self._message_ids.pop(seq, None)
+                if message_id:  # "": the push was gone from the store (unsubscribed meanwhile)
+                    self._count(DROPPED if error else DEAD_LETTERED)
                 if error:
                     log.warning(
                         "subscription %s: push %d dropped: its dead-letter queue refused it (%s)", target.subscription_arn, seq, error,

@@ -59,3 +59,4 @@ PUSH_TIMEOUT_S = 15.0  # one push attempt, connecting and answering together, as
 ACTOR_MAILBOX_REQUESTS = 1024  # client requests waiting in one actor's mailbox; beyond: RequestThrottled
 ACTOR_MAILBOX_MESSAGES_FROM_ACTORS = 65_536  # messages other actors' mail may carry on top (see mailbox.py)
 MAX_LISTINGS_AT_ONCE = 4  # ListSubscriptions calls asking every topic at the same time
+STATISTICS_ACTORS_PER_STEP = 500  # actors a /metrics scrape reads before letting other tasks run

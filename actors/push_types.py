@@ -13,6 +13,11 @@ from .delivery_policy import EffectivePolicy
 PUSH_PROTOCOLS = ("http", "https", "email", "email-json")
 UNREACHABLE = "unreachable"  # how an outcome starts when no connection could be made
 
+# How /metrics counts deliveries, by protocol (sqs and PUSH_PROTOCOLS): a delivery ends delivered,
+# dead-lettered or dropped; each failed attempt that is tried again counts as retried.
+DELIVERED, RETRIED, DEAD_LETTERED, DROPPED = "delivered", "retried", "dead_lettered", "dropped"
+DELIVERY_OUTCOMES = (DELIVERED, RETRIED, DEAD_LETTERED, DROPPED)
+
 
 class PushRequest(msgspec.Struct, frozen=True):
     protocol: str  # http, https, email, email-json

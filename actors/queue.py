@@ -54,8 +54,20 @@ class QueueStatistics(NamedTuple):
     cycles: int
     cycles_in_flight: int  # waiting for the disk
     messages: int
+    visible_messages: int  # the counts as of the queue's last step (QueueCore.running_counts)
     in_flight_messages: int
+    delayed_messages: int
+    oldest_message_age_s: float
     waiters: int
+    # messages in and out since the broker started (QueueCounters)
+    sent: int
+    moved_in: int
+    received: int
+    deleted: int
+    expired: int
+    purged: int
+    dead_lettered: int
+    moved_out: int
 
 
 class _InFlight(NamedTuple):
@@ -93,8 +105,14 @@ class QueueActor:
         self._cycles = 0
 
     def statistics(self) -> QueueStatistics:
+        """A snapshot, read without waiting from any task; O(1) whatever the queue holds."""
         core = self.core
-        return QueueStatistics(self._cycles, len(self._in_flight), len(core.messages), core.in_flight_count, core.waiter_count())
+        counts, c = core.running_counts(), core.counters
+        return QueueStatistics(
+            self._cycles, len(self._in_flight), len(core.messages), counts.visible, counts.in_flight, counts.delayed,
+            core.oldest_message_age_s(self._clock.now()), core.waiter_count(),
+            c.sent, c.moved_in, c.received, c.deleted, c.expired, c.purged, c.dead_lettered, c.moved_out,
+        )
 
     def _wake(self) -> None:
         self._mailbox.post_answer(WAKE)

@@ -97,7 +97,7 @@ def last_written_ms(store: Store, queues: list[LoadedQueue]) -> int:
 
 
 def rebuild_queue(store: Store, core: QueueCore, clock: Clock) -> QueueCore | None:
-    """The queue as the store has it now (None: it was deleted)."""
+    """The queue as the store has it now (None: it was deleted), with the failed core's counters."""
     rows, _ = store.load_queue_rows()
     row = next((r for r in rows if r.queue_id == core.queue_id), None)
     if row is None:
@@ -105,21 +105,25 @@ def rebuild_queue(store: Store, core: QueueCore, clock: Clock) -> QueueCore | No
     loaded, damages = store.load_queue(row, with_groups=core.config.fifo)
     if damages:
         log.error("queue %s: %s", core.name, StorageDamaged(damages), extra={"queue": core.name})
-    return QueueCore.restore(
+    rebuilt = QueueCore.restore(
         loaded, core.arn, now=clock.now(), wall_ms=clock.wall_ms(), last_written_ms=last_written_ms(store, [loaded]),
         restored_lsn=store.last_lsn,
     )
+    rebuilt.counters = core.counters
+    return rebuilt
 
 
 def rebuild_topic(store: Store, core: TopicCore, clock: Clock) -> TopicCore | None:
-    """The topic as the store has it now (None: it was deleted)."""
+    """The topic as the store has it now (None: it was deleted), with the failed core's counters."""
     topics, damages = store.load_topics()
     if damages:
         log.error("topic %s: %s", core.name, StorageDamaged(damages), extra={"topic": core.name})
     loaded = next((t for t in topics if t.row.topic_id == core.topic_id), None)
     if loaded is None:
         return None
-    return TopicCore.restore(
+    rebuilt = TopicCore.restore(
         loaded, core.arn, now=clock.now(), wall_ms=clock.wall_ms(), last_written_ms=last_written_ms(store, []),
         last_lsn=store.last_lsn, options=core.options,
     )
+    rebuilt.counters = core.counters
+    return rebuilt

@@ -50,6 +50,8 @@ class TopicStatistics(NamedTuple):
     subscriptions: int
     delivery_actors: int
     pending_pushes: int
+    publishes: int  # since the broker started
+    deliveries: tuple[tuple[str, str, int], ...]  # (protocol, outcome, count), since the broker started
 
 
 def _answer(answers: Sequence[tuple[Reply, Result]]) -> None:
@@ -81,15 +83,39 @@ class TopicActor:
         self._max_pending_pushes = max_pending_pushes
         # By subscription id: the delivery actors, and the target each was last given.
         self._pushers: dict[int, tuple[DeliveryActor, PushTarget]] = {}
+        self._stopping: list[DeliveryActor] = []  # told to stop; their outcomes are added to the core's once they end
         self._nursery: trio.Nursery | None = None  # the delivery actors'
         self._notices: trio.Nursery | None = None  # confirmation messages being sent
         self._cycles = 0
 
     def statistics(self) -> TopicStatistics:
+        """A snapshot, read without waiting from any task."""
+        counters = self.core.counters
+        deliveries = dict(counters.deliveries)
+        for pusher in [pusher for pusher, _ in self._pushers.values()] + self._stopping:
+            for outcome, count in pusher.outcomes.items():
+                key = (pusher.protocol, outcome)
+                deliveries[key] = deliveries.get(key, 0) + count
         return TopicStatistics(
             self._cycles, len(self.core.subscriptions), len(self._pushers),
             sum(pusher.pending() for pusher, _ in self._pushers.values()),
+            counters.publishes, tuple((protocol, outcome, count) for (protocol, outcome), count in sorted(deliveries.items())),
         )
+
+    def _retire_finished(self, every: bool = False) -> None:
+        """Add the outcomes of delivery actors that have ended (or, when the topic's actor ends,
+        of all of them: they have ended with its nursery) to the core's counters."""
+        if every:
+            self._stopping += [pusher for pusher, _ in self._pushers.values()]
+            self._pushers.clear()
+        still = []
+        for pusher in self._stopping:
+            if not (pusher.finished or every):
+                still.append(pusher)
+                continue
+            for outcome, count in pusher.outcomes.items():
+                self.core.counters.add(pusher.protocol, outcome, count)
+        self._stopping = still
 
     def _read_archive(self, after_seq: int, limit: int) -> list[Published]:
         return self._store.read_archive(self.core.topic_id, after_seq, limit)
@@ -97,16 +123,19 @@ class TopicActor:
     async def run(self) -> bool:
         """Serve until stopped (False) or deleted (True). The delivery actors of the topic's
         HTTP/S and email subscriptions live in its nursery."""
-        async with trio.open_nursery() as pushers:
-            async with trio.open_nursery() as notices:
-                self._nursery, self._notices = pushers, notices
-                self._sync_pushers()
-                deleted = await self._serve()
-                notices.cancel_scope.cancel()
-            # Pushes in flight stay pending in the store; at a shutdown the outcomes known are
-            # stored first, so a restart repeats as few as it can.
-            for pusher, _ in self._pushers.values():
-                pusher.post(StopPushing(flush=not deleted))
+        try:
+            async with trio.open_nursery() as pushers:
+                async with trio.open_nursery() as notices:
+                    self._nursery, self._notices = pushers, notices
+                    self._sync_pushers()
+                    deleted = await self._serve()
+                    notices.cancel_scope.cancel()
+                # Pushes in flight stay pending in the store; at a shutdown the outcomes known are
+                # stored first, so a restart repeats as few as it can.
+                for pusher, _ in self._pushers.values():
+                    pusher.post(StopPushing(flush=not deleted))
+        finally:
+            self._retire_finished(every=True)
         return deleted
 
     async def _serve(self) -> bool:
@@ -128,6 +157,8 @@ class TopicActor:
             await self._commit(cycle)
             if cycle.records:
                 self._sync_pushers()
+            if self._stopping:
+                self._retire_finished()
             if self._sender is not None and self._notices is not None:
                 for notice, policy in cycle.notices:
                     self._notices.start_soon(send_notice, self._sender, notice, policy)
@@ -184,7 +215,9 @@ class TopicActor:
             return
         wanted = self.core.push_targets()
         for subscription_id in [s for s in self._pushers if s not in wanted]:
-            self._pushers.pop(subscription_id)[0].post(StopPushing())
+            stopped = self._pushers.pop(subscription_id)[0]
+            stopped.post(StopPushing())
+            self._stopping.append(stopped)
         for subscription_id, target in wanted.items():
             running = self._pushers.get(subscription_id)
             if running is None:

@@ -87,7 +87,7 @@ from .ops import (
     UntagTopic,
     Verdict,
 )
-from .push_types import PUSH_PROTOCOLS, PushRequest, PushTarget
+from .push_types import DELIVERED, DROPPED, PUSH_PROTOCOLS, PushRequest, PushTarget
 from .signing import Signer
 from .stored_time import elapsed_since
 from .sns_messages import SnsMessages
@@ -134,6 +134,25 @@ class PreparedPublish(NamedTuple):
     deliveries: list[tuple[QueueTarget, MessageSent]]
     sequence_number: str | None
     pushes: list[PushQueued]
+    dropped: int = 0  # matching SQS subscriptions whose queue does not exist
+
+
+class TopicCounters:
+    """What this topic published and delivered since the broker started: plain counts, changed by
+    the topic's own task alone and read by anyone (/metrics). A topic rebuilt from the store after a
+    failure keeps its counters (recovery.py hands them on)."""
+
+    __slots__ = ("publishes", "deliveries")
+
+    def __init__(self) -> None:
+        self.publishes = 0  # stored (FIFO duplicates not)
+        # (protocol, outcome) -> count (push_types.DELIVERY_OUTCOMES): SQS deliveries are counted
+        # here as their publish is stored; pushes by their delivery actors, added here as those end.
+        self.deliveries: dict[tuple[str, str], int] = {}
+
+    def add(self, protocol: str, outcome: str, count: int = 1) -> None:
+        key = (protocol, outcome)
+        self.deliveries[key] = self.deliveries.get(key, 0) + count
 
 
 class PublishGroup(NamedTuple):
@@ -205,6 +224,7 @@ class TopicCore:
         # FIFO sequence numbers: above every LSN stored before this topic's actor started, and
         # one up per publish, so they only grow, across restarts too, whatever the wall clock does.
         self._sequence = first_sequence
+        self.counters = TopicCounters()
 
     @classmethod
     def restore(
@@ -403,6 +423,7 @@ class TopicCore:
                     self._dedup.stored(self._dedup.key(record.dedup_id, record.group_id), record.message_id, record.seq)
             elif target is not None and type(record) is MessageSent:
                 adoptions.setdefault(target.queue_id, (target, []))[1].append(adopted(record))
+                self.counters.add("sqs", DELIVERED)
             elif type(record) is PushQueued:
                 pushed.setdefault(record.subscription_id, []).append((record.seq, record.message_id))
         in_order = iter(published)
@@ -423,6 +444,9 @@ class TopicCore:
             if record.dedup_id:
                 self._dedup.forget(self._dedup.key(record.dedup_id, record.group_id), record.message_id)
             return failure(storage_failed(error))
+        self.counters.publishes += 1
+        if prepared.dropped:
+            self.counters.add("sqs", DROPPED, prepared.dropped)
         return PublishedMessage(next(published).message_id, prepared.sequence_number)
 
     # --- the topic ------------------------------------------------------------------------------
@@ -622,11 +646,12 @@ class TopicCore:
         delivered_to: list[str] = []
         views: dict[str, MessageView] = {}  # by payload: its values are read once for all policies
         envelopes: dict[tuple[str, bool], tuple[str, str]] = {}  # by payload and signedness: made (and signed) once
+        dropped = 0
         for subscription in self.subscriptions.values():
-            push = subscription.protocol in PUSH_PROTOCOLS
-            target = None if push or not subscription.confirmed else targets.get(subscription.endpoint)
-            if not subscription.confirmed or (target is None and not push):
+            if not subscription.confirmed:
                 continue
+            push = subscription.protocol in PUSH_PROTOCOLS
+            target = None if push else targets.get(subscription.endpoint)
             payload = payloads.get(subscription.protocol, payloads["default"])
             if subscription.filter is not None:
                 view = views.get(payload)
@@ -634,6 +659,9 @@ class TopicCore:
                     view = views[payload] = MessageView(attributes, payload)
                 if subscription.filter.first_failure(view) is not None:
                     continue
+            if target is None and not push:  # its queue does not exist (any more)
+                dropped += 1
+                continue
             envelope = None
             if not subscription.raw and subscription.protocol != "email":
                 signed = push or self.options.sign_sqs  # HTTP/S and email-json messages are always signed
@@ -666,7 +694,7 @@ class TopicCore:
         )
         if dedup_id:
             self._dedup.remember(self._dedup.key(dedup_id, group_id or ""), message_id, now)
-        return PreparedPublish(published, deliveries, sequence_number, pushes)
+        return PreparedPublish(published, deliveries, sequence_number, pushes, dropped)
 
     def delivery(
         self,

@@ -1,14 +1,14 @@
 """The broker's own HTTP endpoints, beside the AWS API on the HTTP port: /health, /metrics
-(Prometheus text: the log's LSN, commits, records, trimmed records, whether sends are accepted, and
-each queue's and topic's actor as it reports itself), /actors (the same reports as JSON, with each
-actor's last error), /peek?queue=NAME[&max=10&after=SEQ&state=visible|in_flight|delayed&region=R]
-to browse a queue without consuming it, and the certificate SNS signatures verify with
-(SigningCertURL)."""
+(Prometheus text, metrics.py: the log, the disk, the process, and each queue and topic as its actor
+reports itself), /actors (each actor's report as JSON, with its last error),
+/peek?queue=NAME[&max=10&after=SEQ&state=visible|in_flight|delayed&region=R] to browse a queue
+without consuming it, and the certificate SNS signatures verify with (SigningCertURL)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from dovecote.actors.errors import KINDS
@@ -21,13 +21,33 @@ from dovecote.storage.writer import LogWriter
 from .http_server import HttpRequest, HttpResponse, text_response
 from .plain_data import plain
 
+if TYPE_CHECKING:
+    from .metrics import ProcessReader
+
+METRICS_MAX_QUEUES = 1000  # queues with series of their own in /metrics; the rest are added up
+METRICS_MAX_TOPICS = 1000
+
 
 class BrokerEndpoints:
-    def __init__(self, writer: LogWriter, broker: Broker, certificate: Callable[[], bytes]) -> None:
-        """certificate: gives the SNS signing certificate, PEM (made when first asked for)."""
+    def __init__(
+        self,
+        writer: LogWriter,
+        broker: Broker,
+        certificate: Callable[[], bytes],
+        *,
+        data_dir: str | None = None,
+        metrics_max_queues: int = METRICS_MAX_QUEUES,
+        metrics_max_topics: int = METRICS_MAX_TOPICS,
+    ) -> None:
+        """certificate: gives the SNS signing certificate, PEM (made when first asked for).
+        data_dir: the store's directory, whose size and free disk /metrics shows (None: not shown)."""
         self._writer = writer
         self._broker = broker
         self._certificate = certificate
+        self._data_dir = data_dir
+        self._metrics_max_queues = metrics_max_queues
+        self._metrics_max_topics = metrics_max_topics
+        self._process: ProcessReader | None = None  # from the first scrape on
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         url = urlsplit(request.target)
@@ -40,16 +60,16 @@ class BrokerEndpoints:
             body = {"status": "ok", "last_lsn": stats.last_lsn, "accepting_sends": stats.accepting_sends}
             return text_response(200, json.dumps(body) + "\n", "application/json")
         if url.path == "/metrics":
-            stats = self._writer.statistics()
-            lines = [
-                f"dovecote_log_last_lsn {stats.last_lsn}",
-                f"dovecote_log_commits_total {stats.commits}",
-                f"dovecote_log_records_total {stats.records}",
-                f"dovecote_log_trimmed_records_total {stats.trimmed}",
-                f"dovecote_accepting_sends {int(stats.accepting_sends)}",
-                *actor_metrics(self._broker.statistics()),
-            ]
-            return text_response(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
+            from . import metrics  # at the first scrape: start-up needs nothing of it
+
+            if self._process is None:
+                self._process = metrics.ProcessReader()
+            reports = await self._broker.gather_statistics()
+            text = metrics.render(
+                self._writer.statistics(), reports, max_queues=self._metrics_max_queues,
+                max_topics=self._metrics_max_topics, data_dir=self._data_dir, process=self._process,
+            )
+            return text_response(200, text, metrics.CONTENT_TYPE)
         if url.path == "/actors":
             reports = [actor_report(report) for report in self._broker.statistics()]
             return text_response(200, json.dumps(reports) + "\n", "application/json")
@@ -67,37 +87,6 @@ class BrokerEndpoints:
         result = await slot.wait()
         status = 200 if not isinstance(result, Failure) else KINDS[result.code].http_status
         return text_response(status, json.dumps(plain(result)) + "\n", "application/json")
-
-
-# The metric of each field of an actor's statistics.
-_ACTOR_METRICS = {
-    "cycles": "cycles_total",
-    "cycles_in_flight": "cycles_waiting_for_disk",
-    "messages": "messages",
-    "in_flight_messages": "messages_in_flight",
-    "waiters": "long_polls_waiting",
-    "subscriptions": "subscriptions",
-    "delivery_actors": "delivery_actors",
-    "pending_pushes": "pushes_pending",
-}
-
-
-def actor_metrics(reports: list[ActorReport]) -> list[str]:
-    """Each actor's mailbox, supervisor record and own counters, as Prometheus samples labelled with
-    the actor's kind, region and name."""
-    lines: list[str] = []
-    for report in reports:
-        labels = f'{{kind="{report.kind}",region="{report.region}",name="{report.name}"}}'
-        lines += [
-            f"dovecote_actor_mailbox_requests{labels} {report.mailbox.requests}",
-            f"dovecote_actor_mailbox_carried_messages{labels} {report.mailbox.carried}",
-            f"dovecote_actor_restarts_total{labels} {report.health.restarts}",
-            f"dovecote_actor_stopped{labels} {int(report.health.stopped)}",
-        ]
-        if report.actor is not None:
-            for field, value in report.actor._asdict().items():
-                lines.append(f"dovecote_{report.kind}_{_ACTOR_METRICS[field]}{labels} {value}")
-    return lines
 
 
 def actor_report(report: ActorReport) -> dict:

@@ -27,7 +27,7 @@ from dovecote.actors.config import BrokerConfig
 from dovecote.actors.recovery import recover
 from dovecote.actors.signing import CERTIFICATE_PATH, Signer
 from dovecote.net.aws_gateway import AwsGateway
-from dovecote.net.broker_endpoints import BrokerEndpoints
+from dovecote.net.broker_endpoints import METRICS_MAX_QUEUES, METRICS_MAX_TOPICS, BrokerEndpoints
 from dovecote.net.client import DEFAULT_PORT
 from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_TIMEOUT_S
 from dovecote.net.http_push import Pusher, SmtpRelay
@@ -77,6 +77,8 @@ class ServeConfig(msgspec.Struct, frozen=True):
     push_timeout_s: float = PUSH_TIMEOUT_S
     push_max_in_flight: int = PUSH_MAX_IN_FLIGHT
     push_verify: bool | str = True  # HTTPS endpoints' certificates: certifi's CAs, a CA bundle file, or unchecked
+    metrics_max_queues: int = METRICS_MAX_QUEUES  # with series of their own in /metrics; the rest are added up
+    metrics_max_topics: int = METRICS_MAX_TOPICS
 
 
 class Ports(NamedTuple):
@@ -122,7 +124,10 @@ async def run_broker(
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
                     verifier = _verifier(config.access_keys)
-                    endpoints = BrokerEndpoints(writer, broker, signing_files.certificate_pem)
+                    endpoints = BrokerEndpoints(
+                        writer, broker, signing_files.certificate_pem, data_dir=config.data_dir,
+                        metrics_max_queues=config.metrics_max_queues, metrics_max_topics=config.metrics_max_topics,
+                    )
                     http = HttpServer(
                         lambda: AwsGateway(broker, config.broker.account_id, config.public_url, endpoints.handle, verifier).handle,
                         config.limits,

@@ -135,6 +135,14 @@ SETTINGS: tuple[Setting, ...] = (
         "smtp.password", flag=False, secret=True,
     ),
     Setting("smtp_from", str, "the sender address of notification mail", "smtp.sender", metavar="ADDRESS"),
+    Setting(
+        "metrics_max_queues", int, 'queues with series of their own in /metrics (the oldest); the rest are added up as '
+        'queue="(other)", so a scrape stays small however many queues there are', "metrics_max_queues", metavar="N",
+    ),
+    Setting(
+        "metrics_max_topics", int, 'topics with series of their own in /metrics (the oldest); the rest are added up as '
+        'topic="(other)"', "metrics_max_topics", metavar="N",
+    ),
     Setting("log_level", str, "the least severe log lines written", default="INFO", choices=LOG_LEVELS),
     Setting(
         "log_format", str, "text: lines for people; json: one JSON object a line (time, level, logger, message, and the "

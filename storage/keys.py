@@ -9,6 +9,7 @@ _U64 = struct.Struct(">Q")
 _U64_PAIR = struct.Struct(">QQ")
 _U64_TRIPLE = struct.Struct(">QQQ")
 MAX_U64 = (1 << 64) - 1
+LSN_KEY_BYTES = _U64.size
 
 
 def lsn_key(lsn: int) -> bytes:

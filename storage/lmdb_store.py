@@ -64,6 +64,7 @@ class LmdbStore(Store):
         self._reserve_path = self.data_dir / RESERVE_FILE
         self._reserve_bytes = reserve_bytes
         durable = sync_mode == "full"
+        self.syncs_each_commit = durable and not readonly
         try:
             self._env = lmdb.open(
                 str(db_path),

@@ -194,6 +194,10 @@ class Store(abc.ABC):
 
     commits_in_thread: bool = True
     last_lsn: int = 0
+    # For /metrics, counted by the writer's transactions (in its worker thread) and read by anyone:
+    syncs_each_commit: bool = False  # each write transaction is made durable with fsync (LMDB, sync mode full)
+    write_transactions: int = 0  # committed: the writer's commits and its trims
+    written_bytes: int = 0  # log records appended (framed, with their keys); the state tables' copies are not counted
 
     # --- primitives ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -239,12 +243,14 @@ class Store(abc.ABC):
         log_puts: list[tuple[bytes, bytes]] = []
         changes: list[Change] = []
         stored: list[list[Record]] = []
+        framed_bytes = 0
         for records in batches:
             stamped = []
             for record in records:
                 lsn += 1
                 record = stamp(record, lsn)
                 framed = frame(encode_record(record))
+                framed_bytes += len(framed)
                 log_puts.append((keys.lsn_key(lsn), framed))
                 changes.extend(table_changes(record, framed))
                 stamped.append(record)
@@ -252,6 +258,8 @@ class Store(abc.ABC):
         if log_puts:
             self._apply(log_puts, changes)
             self.last_lsn = lsn
+            self.write_transactions += 1
+            self.written_bytes += framed_bytes + keys.LSN_KEY_BYTES * len(log_puts)
         return stored
 
     def check_format(self, *, writable: bool) -> int:
@@ -496,6 +504,7 @@ class Store(abc.ABC):
             start = keys.message_key(next_topic, 0)
         if doomed:
             self._apply([], doomed)
+            self.write_transactions += 1
         return len(doomed)
 
     def trim_log(self, before_ms: int, max_records: int) -> int:
@@ -511,6 +520,7 @@ class Store(abc.ABC):
             doomed.append(Delete(LOG, key))
         if doomed:
             self._apply([], doomed)
+            self.write_transactions += 1
         return len(doomed)
 
 

@@ -13,13 +13,21 @@ retries, and stops accepting entries that `need_space` (sends); entries that do 
 deletes) go on into the reserve. Every few seconds it tries to take the reserve back; once it can,
 sends are accepted again. Between batches it trims log history older than the retention window, a
 bounded chunk at a time.
+
+For /metrics it counts, as it goes, the commits and records stored (a batch whose sends were all
+refused stores nothing and is not a commit), each commit's latency in real time (perf_counter,
+from handing the batch to the store to its return, the worker thread's wait and the fsync
+included) and its records; the store counts its write transactions and the log bytes it appended.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import trio
 
@@ -69,15 +77,47 @@ class AppendEntry:
         return self.last_lsn
 
 
-class WriterStatistics:
-    __slots__ = ("last_lsn", "commits", "records", "accepting_sends", "trimmed")
+# Commit latency on a small device's flash and records per group commit, as /metrics shows them.
+COMMIT_SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+COMMIT_RECORDS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
-    def __init__(self, last_lsn: int, commits: int, records: int, accepting_sends: bool, trimmed: int):
-        self.last_lsn = last_lsn
-        self.commits = commits
-        self.records = records
-        self.accepting_sends = accepting_sends
-        self.trimmed = trimmed
+
+class HistogramSnapshot(NamedTuple):
+    bounds: tuple[float, ...]  # each bucket's upper bound (inclusive), ascending; one more bucket above the last
+    counts: tuple[int, ...]  # observations per bucket (not cumulative): len(bounds) + 1 of them
+    sum: float
+
+
+class Histogram:
+    """Observations counted into fixed buckets, with their sum: what a Prometheus histogram shows.
+    Changed by one task; readers take a snapshot."""
+
+    __slots__ = ("bounds", "_counts", "_sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self._counts = [0] * (len(self.bounds) + 1)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self.bounds, value)] += 1
+        self._sum += value
+
+    def snapshot(self) -> HistogramSnapshot:
+        return HistogramSnapshot(self.bounds, tuple(self._counts), self._sum)
+
+
+class WriterStatistics(NamedTuple):
+    last_lsn: int
+    commits: int
+    records: int  # committed
+    accepting_sends: bool
+    trimmed: int
+    write_transactions: int  # commits and trims
+    fsyncs: int  # write transactions made durable with fsync (0 unless the store syncs each one)
+    written_bytes: int  # log records appended, framed, with their keys
+    commit_seconds: HistogramSnapshot  # from handing a batch to the store to its commit returning
+    commit_records: HistogramSnapshot  # records per commit
 
 
 class LogWriter:
@@ -105,6 +145,8 @@ class LogWriter:
         self._commits = 0
         self._records = 0
         self._trimmed = 0
+        self._commit_seconds = Histogram(COMMIT_SECONDS_BUCKETS)
+        self._commit_records = Histogram(COMMIT_RECORDS_BUCKETS)
 
     def submit(
         self, records: Sequence[Record], *, needs_space: bool, on_done: Callable[[], None] | None = None
@@ -126,8 +168,13 @@ class LogWriter:
         self._send.close()
 
     def statistics(self) -> WriterStatistics:
+        """A snapshot, read without waiting from any task."""
+        store = self._store
+        transactions = store.write_transactions
         return WriterStatistics(
-            self._store.last_lsn, self._commits, self._records, self._accepting_sends, self._trimmed
+            store.last_lsn, self._commits, self._records, self._accepting_sends, self._trimmed, transactions,
+            transactions if store.syncs_each_commit else 0, store.written_bytes,
+            self._commit_seconds.snapshot(), self._commit_records.snapshot(),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -170,14 +217,19 @@ class LogWriter:
             count += len(entry.records)
         if not self._accepting_sends:
             batch = self._refuse_sends(batch)
+        started = time.perf_counter()
         try:
             stored_batches = await self._commit_with_space_handling(batch)
         except StorageError as exc:
             for entry in batch:
                 entry.settle(error=exc)
             return
-        self._commits += 1
-        self._records += count
+        stored_count = sum(len(stored) for stored in stored_batches)
+        if stored_count:
+            self._commits += 1
+            self._records += stored_count
+            self._commit_seconds.observe(time.perf_counter() - started)
+            self._commit_records.observe(stored_count)
         for entry, stored in zip(batch, stored_batches):
             entry.records = stored  # as stored: seqs stamped with their LSNs
             entry.settle(last_lsn=self._store.last_lsn)

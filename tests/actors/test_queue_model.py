@@ -46,6 +46,7 @@ class QueueModel(RuleBasedStateMachine):
         self.model: dict[str, ModelMessage] = {}
         self.handles: list[tuple[str, str, int]] = []  # (handle, message id, receive count it came with)
         self.last_purge: int | None = None  # the one-a-minute rule is not kept across restarts
+        self.received = 0  # messages handed to receives, in all
 
     def wall_ms(self) -> int:
         return WALL + self.now * 1000
@@ -87,6 +88,7 @@ class QueueModel(RuleBasedStateMachine):
         expected_visible = set(self.visible())
         received = self.core.deliver(count, visibility, self.read, float(self.now), self.wall_ms())
         assert len(received) == min(count, len(expected_visible))
+        self.received += len(received)
         timeout = 30 if visibility is None else visibility
         for record, row in received:
             message = self.model[row.message_id]
@@ -160,7 +162,9 @@ class QueueModel(RuleBasedStateMachine):
         loaded, more = self.store.load_queue(rows[0], with_groups=self.core.config.fifo)
         assert damages == more == []
         written_ms = last_written_ms(self.store, [loaded])
+        counters = self.core.counters
         self.core = QueueCore.restore(loaded, ARN, now=float(self.now), wall_ms=self.wall_ms(), last_written_ms=written_ms)
+        self.core.counters = counters  # as recovery hands them on
 
     @invariant()
     def counts_agree(self):
@@ -169,10 +173,22 @@ class QueueModel(RuleBasedStateMachine):
         assert counts.visible == sum(m.visible_at <= self.now for m in live)
         assert counts.in_flight == sum(m.visible_at > self.now and m.receive_count > 0 for m in live)
         assert counts.delayed == sum(m.visible_at > self.now and m.receive_count == 0 for m in live)
-        # the running in-flight count matches its structural definition
-        assert self.core.in_flight_count == sum(
-            1 for m in self.core.messages.values() if m.visible_at != READY and m.receive_count > 0
-        )
+        # the running counts match their structural definitions
+        lives = self.core.messages.values()
+        assert self.core.in_flight_count == sum(1 for m in lives if m.visible_at != READY and m.receive_count > 0)
+        assert self.core.delayed_count == sum(1 for m in lives if m.visible_at != READY and m.receive_count == 0)
+        running = self.core.running_counts()
+        assert running.visible == sum(1 for m in lives if m.visible_at == READY)
+        # and, once every due timer has fired, the counts by the clock
+        if not any(m.visible_at != READY and m.visible_at <= self.now for m in lives):
+            assert running == counts
+
+    @invariant()
+    def counters_agree(self):
+        counters = self.core.counters
+        assert counters.sent == len(self.model) and counters.received == self.received
+        assert counters.deleted + counters.purged == sum(m.deleted for m in self.model.values())
+        assert counters.sent - counters.deleted - counters.purged == len(self.core.messages)
 
 
 TestQueueModel = QueueModel.TestCase
@@ -212,6 +228,7 @@ class FifoQueueModel(QueueModel):
         available = [mid for mid, m in live.items() if m.group not in locked]
         received = self.core.deliver(count, visibility, self.read, float(self.now), self.wall_ms())
         assert len(received) == min(count, len(available))
+        self.received += len(received)
         taken_per_group: dict[str, int] = {}
         timeout = 30 if visibility is None else visibility
         for record, row in received:

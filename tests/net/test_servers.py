@@ -189,15 +189,16 @@ async def test_every_actor_reports_itself_in_metrics_and_actors(tmp_path):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http}") as http:
             metrics = (await http.get("/metrics")).text
             reports = (await http.get("/actors")).json()
-    queue_labels = '{kind="queue",region="us-east-1",name="orders"}'
-    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines())
-    assert samples[f"dovecote_queue_messages{queue_labels}"] == "3"
-    assert samples[f"dovecote_queue_messages_in_flight{queue_labels}"] == "1"
+    queue_labels = '{region="us-east-1",queue="orders"}'
+    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if not line.startswith("#"))
+    assert samples['dovecote_queue_messages{region="us-east-1",queue="orders",state="visible"}'] == "2"
+    assert samples['dovecote_queue_messages{region="us-east-1",queue="orders",state="in_flight"}'] == "1"
     assert int(samples[f"dovecote_queue_cycles_total{queue_labels}"]) >= 4
-    assert samples[f"dovecote_actor_restarts_total{queue_labels}"] == "0"
-    assert samples['dovecote_topic_subscriptions{kind="topic",region="us-east-1",name="news"}'] == "0"
+    assert samples[f"dovecote_queue_restarts_total{queue_labels}"] == "0"
+    assert samples['dovecote_topic_subscriptions{region="us-east-1",topic="news"}'] == "0"
     by_name = {report["name"]: report for report in reports}
     assert by_name["orders"]["actor"]["messages"] == 3 and by_name["orders"]["stopped"] is False
+    assert by_name["orders"]["actor"]["sent"] == 3 and by_name["orders"]["actor"]["received"] == 1
     assert by_name["orders"]["mailbox"] == {"requests": 0, "carried": 0, "missed": False}
     assert by_name["news"]["kind"] == "topic" and by_name["news"]["last_error"] == ""
 

@@ -34,7 +34,12 @@ def test_open_flags_are_safe_and_a_second_open_is_refused(tmp_path):
 def test_os_sync_mode_turns_off_fsync(tmp_path):
     store = LmdbStore(tmp_path, sync_mode="os", reserve_bytes=0)
     try:
-        assert store._env.flags()["sync"] is False
+        assert store._env.flags()["sync"] is False and not store.syncs_each_commit
+    finally:
+        store.close()
+    store = LmdbStore(tmp_path, reserve_bytes=0)
+    try:
+        assert store.syncs_each_commit  # /metrics counts its transactions as fsyncs
     finally:
         store.close()
     with pytest.raises(ValueError):

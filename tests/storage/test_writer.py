@@ -6,7 +6,9 @@ import trio
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.storage.records import MessageSent
 from dovecote.storage.store import StorageError
-from dovecote.storage.writer import LogWriter, WriterOverloaded
+from dovecote.storage.framing import frame
+from dovecote.storage.records import encode_record
+from dovecote.storage.writer import COMMIT_RECORDS_BUCKETS, Histogram, LogWriter, WriterOverloaded
 
 WALL = 1_700_000_000_000
 
@@ -79,5 +81,40 @@ async def test_history_older_than_the_window_is_trimmed(autojump_clock):
         now[0] = WALL + 70_000
         await trio.sleep(5)
         assert [lsn for lsn, _ in store.read_log()] == [11]
-        assert writer.statistics().trimmed == 10
+        stats = writer.statistics()
+        assert stats.trimmed == 10
+        # two commits and the trims' write transactions (4 + 4 + 2 records); the memory store does not sync
+        assert (stats.commits, stats.write_transactions, stats.fsyncs) == (2, 5, 0)
         writer.close()
+
+
+async def test_statistics_count_what_was_stored(autojump_clock):
+    """Records and commits as stored (a batch of refused sends stores nothing), the records-per-
+    commit and latency histograms, and the log bytes appended."""
+    store = MemoryStore()
+    writer = LogWriter(store, wall_ms=lambda: WALL)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await writer.append([sent(1), sent(2), sent(3)])
+        await writer.append([sent(4)])
+        writer._accepting_sends = False  # as after a full disk
+        with pytest.raises(StorageError):
+            await writer.append([sent(5)], needs_space=True)
+        writer.close()
+    stats = writer.statistics()
+    assert (stats.commits, stats.records, stats.write_transactions) == (2, 4, 2)
+    assert stats.commit_records.counts[:3] == (1, 0, 1) and sum(stats.commit_records.counts) == 2  # 1 and 3 (<= 4)
+    assert stats.commit_records.sum == 4 and stats.commit_records.bounds == COMMIT_RECORDS_BUCKETS
+    assert sum(stats.commit_seconds.counts) == 2 and stats.commit_seconds.sum >= 0
+    stored = [frame(encode_record(record)) for _, record in store.read_log()]
+    assert stats.written_bytes == sum(8 + len(value) for value in stored)
+
+
+def test_a_histogram_counts_each_value_in_the_first_bucket_that_holds_it():
+    histogram = Histogram((1, 2, 5))
+    for value in (0, 1, 1.5, 2, 5, 6, 100):
+        histogram.observe(value)
+    snapshot = histogram.snapshot()
+    assert snapshot.counts == (2, 2, 1, 2) and snapshot.sum == 115.5
+    histogram.observe(3)
+    assert snapshot.counts == (2, 2, 1, 2)  # a snapshot does not change
