@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import statistics
+import importlib.util
 import tempfile
 import time
 
@@ -159,9 +159,7 @@ async def run(queues: int, scrapes: int) -> None:
             )
             print("\nthe per-queue and per-topic families, every queue labelled, from the same reports (least wall time):")
             print(f"- this renderer: {ours_ms:.1f} ms, {len(text.encode()) / 1e6:.2f} MB (the whole scrape)")
-            try:
-                import prometheus_client
-            except ImportError:
+            if importlib.util.find_spec("prometheus_client") is None:
                 print("- prometheus_client: not installed")
             else:
                 theirs_ms, _, body = timed(lambda: prometheus_client_text(endpoints, reports), scrapes)
