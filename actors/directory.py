@@ -44,7 +44,7 @@ class Health:
 class ActorEntry:
     """A queue's or a topic's place in the directory."""
 
-    __slots__ = ("kind", "actor_id", "region", "name", "arn", "fifo", "mailbox", "health")
+    __slots__ = ("kind", "actor_id", "region", "name", "arn", "fifo", "mailbox", "health", "target")
 
     def __init__(self, kind: str, actor_id: int, region: str, name: str, arn: str, fifo: bool, mailbox: Mailbox) -> None:
         self.kind = kind  # "queue" or "topic"
@@ -55,9 +55,7 @@ class ActorEntry:
         self.fifo = fifo
         self.mailbox = mailbox
         self.health = Health()
-
-    def target(self) -> QueueTarget:
-        return QueueTarget(self.actor_id, self.name, self.arn, self.fifo)
+        self.target = QueueTarget(actor_id, name, arn, fifo)  # what a topic delivering to this queue needs
 
 
 class Directory:
@@ -81,7 +79,7 @@ class Directory:
     def get(self, queue_arn: str) -> QueueTarget | None:
         """What a topic needs of a queue it delivers to (topic_core.QueueTargets)."""
         entry = self._queues_by_arn.get(queue_arn)
-        return entry.target() if entry is not None else None
+        return entry.target if entry is not None else None
 
     def queue_count(self) -> int:
         return len(self._queues)

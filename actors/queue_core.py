@@ -1060,7 +1060,9 @@ class QueueCore:
                 [live.seq for live in task_lives], lambda row: destination or row.dead_letter_source_arn,
                 task.record.started_ms, cycle, read, now, wall_ms,
             )
-        if (finished := self.move_tasks.finished(next(iter(self.messages), None), wall_ms)) is not None:
+        # The first live message is looked up only while a task runs: after many deletes from the
+        # front, finding it means stepping over their empty slots.
+        if self.move_tasks.running is not None and (finished := self.move_tasks.finished(self._first_seq(), wall_ms)) is not None:
             cycle.records.append(finished)
 
     def advance(self, now: float) -> None:
@@ -1105,10 +1107,9 @@ class QueueCore:
         """When the shell must next tick even if no request arrives."""
         if self._waiters and self._ready:
             return now
-        candidates = [
-            self._expiry_check_at,
-            self.move_tasks.wake_at(now, next(iter(self.messages), None), bool(self._ready)),
-        ]
+        candidates = [self._expiry_check_at]
+        if self.move_tasks.moving() is not None:  # (see tick: the first message is looked up only then)
+            candidates.append(self.move_tasks.wake_at(now, self._first_seq(), bool(self._ready)))
         if self._dedup or self._attempts:
             candidates.append(self._housekeeping_at)
         if self._timers:
@@ -1142,6 +1143,9 @@ class QueueCore:
         return len(self._waiters)
 
     # --- helpers ------------------------------------------------------------------------------
+    def _first_seq(self) -> int | None:
+        return next(iter(self.messages), None)
+
     def _schedule(self, live: Live, visible_at: float) -> None:
         was_waiting = live.visible_at != READY  # in flight, delayed or moving
         live.visible_at = visible_at

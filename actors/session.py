@@ -52,7 +52,7 @@ class Session:
             try:
                 self._lifecycle.submit(Request(op, reply, region))
             except MailboxFull:
-                raise overloaded("The broker's queue and topic registry") from None
+                raise overloaded("The broker's lifecycle task (creating and deleting)") from None
             except trio.ClosedResourceError:
                 raise shutting_down() from None
             return
@@ -77,23 +77,25 @@ class Session:
                 self._start_move_task(op, reply)
             case QueueOp():
                 entry = directory.queue(region, op.queue)
-                self._deliver(entry.mailbox if entry is not None else None, Request(op, reply), f"Queue {op.queue}", no_such_queue(op.queue))
+                if entry is None or not self._delivered(entry.mailbox, Request(op, reply), "Queue", op.queue):
+                    raise no_such_queue(op.queue)
             case TopicOp():
                 entry = directory.topic(region, op.topic)
-                self._deliver(entry.mailbox if entry is not None else None, Request(op, reply), f"Topic {op.topic}", no_such_topic())
+                if entry is None or not self._delivered(entry.mailbox, Request(op, reply), "Topic", op.topic):
+                    raise no_such_topic()
             case _:
                 raise BrokerError("InvalidAction", f"{type(op).__name__} is not an operation of this broker.")
 
     @staticmethod
-    def _deliver(mailbox: Mailbox | None, request: Request, what: str, missing: BrokerError) -> None:
-        if mailbox is None:
-            raise missing
+    def _delivered(mailbox: Mailbox, request: Request, kind: str, name: str) -> bool:
+        """Into the actor's mailbox; False when the actor has ended for good (deleted)."""
         try:
             mailbox.submit(request)
         except MailboxFull:
-            raise overloaded(what) from None
+            raise overloaded(f"{kind} {name}") from None
         except trio.ClosedResourceError:
-            raise missing from None
+            return False
+        return True
 
     def _start_move_task(self, op: StartMessageMoveTask, reply: Reply) -> None:
         """The task's source must be some queue's dead-letter queue, and its destination (if one is
@@ -110,7 +112,8 @@ class Session:
                 raise BrokerError("ResourceNotFoundException", f"The destination queue {op.destination_arn} does not exist.")
             if destination.fifo != entry.fifo or destination is entry:
                 raise _invalid_move("The destination must be another queue of the same type as the source.")
-        self._deliver(entry.mailbox, Request(op, reply), f"Queue {op.queue}", missing)
+        if not self._delivered(entry.mailbox, Request(op, reply), "Queue", op.queue):
+            raise missing
 
 
 def _invalid_move(reason: str) -> BrokerError:

@@ -85,7 +85,7 @@ def received_message(
         md5_of_body=md5_of_body(row.body),
         md5_of_message_attributes=md5_of_message_attributes(message_attributes),
         attributes=system_attributes(row, record, attribute_names, fifo, account_id),
-        message_attributes=to_wire(message_attributes),
+        message_attributes=to_wire(message_attributes) if message_attributes else {},
     )
 
 
