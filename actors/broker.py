@@ -27,6 +27,7 @@ from .directory import ActorEntry, Directory, Health
 from .lifecycle import Lifecycle
 from .limits import STATISTICS_ACTORS_PER_STEP
 from .mailbox import MailboxStatistics
+from .principals import ANYONE, Principal
 from .push_types import Sender
 from .queue_core import QueueCore
 from .recovery import topic_options
@@ -68,9 +69,10 @@ class Broker:
         self._lifecycle = Lifecycle(config, store, writer, clock, self.directory, supervisor, options)
         self._initial_cores = list(cores)
 
-    def session(self, region: str | None = None) -> Session:
-        """A session acting in one region's namespace (by default the broker's region)."""
-        return Session(self.directory, self._lifecycle.mailbox, region or self.config.region)
+    def session(self, region: str | None = None, principal: Principal = ANYONE) -> Session:
+        """A session of one principal, acting in one region's namespace (by default the broker's
+        region)."""
+        return Session(self.directory, self._lifecycle.mailbox, region or self.config.region, principal)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until stop(); the actors live in here. Queues start first, so topics find them."""

@@ -17,6 +17,7 @@ from .errors import BrokerError, failure, no_such_queue, no_such_topic, overload
 from .lifecycle import LIFECYCLE_OPS
 from .mailbox import Mailbox, MailboxFull
 from .messages import Reply, Request
+from .principals import Principal
 from .ops import (
     Arns,
     GetQueueUrl,
@@ -33,10 +34,11 @@ from .ops import (
 
 
 class Session:
-    def __init__(self, directory: Directory, lifecycle: Mailbox, region: str) -> None:
+    def __init__(self, directory: Directory, lifecycle: Mailbox, region: str, principal: Principal) -> None:
         self._directory = directory
         self._lifecycle = lifecycle
         self.region = region
+        self.principal = principal  # whose requests these are
 
     def submit(self, op: Op, reply: Reply) -> None:
         """Route op to whoever serves it; reply is called exactly once, now or later, from that

@@ -20,6 +20,7 @@ import msgspec
 from dovecote.actors.errors import BrokerError, from_failure
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Result
+from dovecote.actors.principals import ANYONE, Principal
 from dovecote.actors.broker import Broker
 from dovecote.actors.session import Session
 
@@ -31,8 +32,11 @@ JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
 
 
 class Verifier(Protocol):
-    def verify(self, request: HttpRequest) -> object:
-        """Raises BrokerError when the request is not signed by a known key."""
+    def verify(self, request: HttpRequest) -> Principal:
+        """The principal of the key that signed the request; raises BrokerError when no known
+        key did."""
+
+
 SQS_TARGET_PREFIX = "AmazonSQS."
 
 _json_encoder = msgspec.json.Encoder()
@@ -47,9 +51,10 @@ class AwsGateway:
         fallback: Callable[[HttpRequest], Awaitable[HttpResponse]],
         verifier: Verifier | None = None,
     ) -> None:
-        """verifier=None accepts any signature (or none), as local emulators do."""
+        """verifier=None accepts any signature (or none), as local emulators do: requests then act
+        as ANYONE."""
         self._broker = broker
-        self._sessions: dict[str, Session] = {}  # one per region this connection has used
+        self._sessions: dict[tuple[str, Principal], Session] = {}  # one per region and principal this connection has used
         self._verifier = verifier
         self._account_id = account_id
         self._public_url = public_url
@@ -68,9 +73,9 @@ class AwsGateway:
         host = _header(request, "host") or "localhost"
         return sqs_api.Context(self._account_id, self._public_url or f"http://{host}")
 
-    def _session(self, request: HttpRequest) -> Session:
-        """The session for the region in the request's credential scope (the broker's default
-        region for an unsigned request)."""
+    def _session(self, request: HttpRequest, principal: Principal) -> Session:
+        """The session of the principal, for the region in the request's credential scope (the
+        broker's default region for an unsigned request)."""
         region = ""
         header = _header(request, "authorization")
         if header is not None:
@@ -78,45 +83,46 @@ class AwsGateway:
                 region = parse_authorization(header).region
             except BrokerError:
                 pass
-        session = self._sessions.get(region)
+        session = self._sessions.get((region, principal))
         if session is None:
-            session = self._sessions[region] = self._broker.session(region or None)
+            session = self._sessions[(region, principal)] = self._broker.session(region or None, principal)
         return session
 
     async def _serve(
-        self, request: HttpRequest, action: str, params: dict[str, Any], context: sqs_api.Context
+        self, request: HttpRequest, principal: Principal, action: str, params: dict[str, Any], context: sqs_api.Context
     ) -> dict[str, Any] | BrokerError:
         try:
             op = sqs_api.to_op(action, params, context)
         except BrokerError as error:
             return error
         slot: ReplySlot[Result] = ReplySlot()
-        self._session(request).submit(op, slot)
+        self._session(request, principal).submit(op, slot)
         result = await slot.wait()
         if isinstance(result, Failure):
             return from_failure(result)
         return sqs_api.to_output(result, context, action)
 
-    def _verify(self, request: HttpRequest) -> BrokerError | None:
+    def _verify(self, request: HttpRequest) -> Principal | BrokerError:
+        """Who signed the request (ANYONE when signatures are not checked), or why it is refused."""
         if self._verifier is None:
-            return None
+            return ANYONE
         try:
-            self._verifier.verify(request)
+            return self._verifier.verify(request)
         except BrokerError as error:
             return error
-        return None
 
     async def _json(self, request: HttpRequest, action: str) -> HttpResponse:
         request_id = str(uuid.uuid4())
-        if (refused := self._verify(request)) is not None:
-            return _json_error(refused, request_id)
+        principal = self._verify(request)
+        if isinstance(principal, BrokerError):
+            return _json_error(principal, request_id)
         try:
             params = msgspec.json.decode(request.body or b"{}")
         except (msgspec.DecodeError, UnicodeDecodeError) as error:
             return _json_error(BrokerError("InvalidParameterValue", f"The request body is not valid JSON: {error}"), request_id)
         if not isinstance(params, dict):
             return _json_error(BrokerError("InvalidParameterValue", "The request body must be a JSON object."), request_id)
-        outcome = await self._serve(request, action, params, self._context(request))
+        outcome = await self._serve(request, principal, action, params, self._context(request))
         if isinstance(outcome, BrokerError):
             return _json_error(outcome, request_id)
         body = _json_encoder.encode(outcome)
@@ -127,8 +133,9 @@ class AwsGateway:
         action = next((value for key, value in pairs if key == "Action"), "")
         if sns_api.is_sns_request(action, dict(pairs), _signed_for(request)):
             return await self._sns(request, pairs, request_id)
-        action, outcome = "", self._verify(request)
-        if outcome is None:
+        action, principal = "", self._verify(request)
+        outcome: dict[str, Any] | BrokerError = principal if isinstance(principal, BrokerError) else {}
+        if isinstance(principal, Principal):
             try:
                 action, params = sqs_query.nest(pairs)
             except BrokerError as error:
@@ -137,7 +144,7 @@ class AwsGateway:
                 path = urlsplit(request.target).path
                 if "QueueUrl" not in params and path.strip("/"):
                     params["QueueUrl"] = path  # addressed by the queue URL's path, as older SDKs do
-                outcome = await self._serve(request, action or "", params, self._context(request))
+                outcome = await self._serve(request, principal, action or "", params, self._context(request))
         if isinstance(outcome, BrokerError):
             kind = outcome.kind
             body = sqs_query.render_error(kind.query_code, outcome.message, kind.sender_fault, request_id)
@@ -145,12 +152,12 @@ class AwsGateway:
         body = sqs_query.render(action or "", outcome, request_id)
         return HttpResponse(200, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
 
-
     async def _sns(self, request: HttpRequest, pairs: list[tuple[str, str]], request_id: str) -> HttpResponse:
         # The token authenticates a confirmation (the SubscribeURL an endpoint visits), as on AWS.
         confirming = ("Action", "ConfirmSubscription") in pairs
-        action, outcome = "", None if confirming else self._verify(request)
-        if outcome is None:
+        action, principal = "", ANYONE if confirming else self._verify(request)
+        outcome: BrokerError | None = principal if isinstance(principal, BrokerError) else None
+        if isinstance(principal, Principal):
             try:
                 action, params = sns_api.nest(pairs)
                 op = sns_api.to_op(action, params)
@@ -158,7 +165,7 @@ class AwsGateway:
                 outcome = error
             else:
                 slot: ReplySlot[Result] = ReplySlot()
-                self._session(request).submit(op, slot)
+                self._session(request, principal).submit(op, slot)
                 result = await slot.wait()
                 if isinstance(result, Failure):
                     outcome = from_failure(result)

@@ -29,10 +29,11 @@ import calendar
 import hashlib
 import hmac
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from urllib.parse import quote, unquote_to_bytes
 
 from dovecote.actors.errors import BrokerError
+from dovecote.actors.principals import Keyring, Principal
 
 from .credential_scope import ALGORITHM, SCOPE_TERMINATOR, parse_authorization
 from .http_server import HttpRequest
@@ -116,18 +117,18 @@ def signature(secret: str, date: str, region: str, service: str, text_to_sign: s
 
 
 class SigV4Verifier:
-    def __init__(self, secret_keys: Mapping[str, str], max_clock_skew_s: float = MAX_CLOCK_SKEW_S) -> None:
-        self._secret_keys = dict(secret_keys)
+    def __init__(self, keyring: Keyring, max_clock_skew_s: float = MAX_CLOCK_SKEW_S) -> None:
+        self._keyring = keyring
         self._max_clock_skew_s = max_clock_skew_s
 
-    def verify(self, request: HttpRequest, now_s: float | None = None) -> None:
-        """Returns when the request is signed by a known key; raises BrokerError with AWS's code.
-        Does not block."""
+    def verify(self, request: HttpRequest, now_s: float | None = None) -> Principal:
+        """The principal of the key that signed the request; raises BrokerError with AWS's code
+        when no known key did. Does not block."""
         headers = {name.lower(): value for name, value in request.headers}
         if "authorization" not in headers:
             raise BrokerError("MissingAuthenticationToken", "Request is missing Authentication Token.")
         authorization = parse_authorization(headers["authorization"])
-        secret = self._secret_keys.get(authorization.access_key)
+        secret = self._keyring.secret(authorization.access_key)
         if secret is None:
             raise BrokerError("InvalidClientTokenId", "The security token included in the request is invalid.")
         timestamp = headers.get("x-amz-date", "")
@@ -154,3 +155,4 @@ class SigV4Verifier:
                 "SignatureDoesNotMatch",
                 "The request signature we calculated does not match the signature you provided.",
             )
+        return self._keyring.principal(authorization.access_key)

@@ -24,6 +24,7 @@ import trio
 from dovecote.actors.clock import Clock
 from dovecote.actors.broker import Broker
 from dovecote.actors.config import BrokerConfig
+from dovecote.actors.principals import Keyring
 from dovecote.actors.recovery import recover
 from dovecote.actors.signing import CERTIFICATE_PATH, Signer
 from dovecote.net.aws_gateway import AwsGateway
@@ -174,7 +175,8 @@ def _queue_urls(config: ServeConfig, http_port: int):
 
 
 def _verifier(access_keys: dict[str, str]) -> SigV4Verifier | None:
-    return SigV4Verifier(access_keys) if access_keys else None
+    keyring = Keyring(access_keys)
+    return SigV4Verifier(keyring) if keyring else None
 
 
 class SigningFiles:

@@ -20,6 +20,7 @@ from botocore.credentials import Credentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dovecote.actors.principals import Keyring, Principal
 from dovecote.actors.errors import BrokerError
 from dovecote.net.credential_scope import parse_authorization
 from dovecote.net.http_server import HttpRequest
@@ -139,7 +140,7 @@ def test_boto3_sqs_json_and_sns_query_clients_are_served_end_to_end(endpoint):
 
 SUITE = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "sigv4_suite.json").read_text(encoding="utf-8"))
 SUITE_SIGNED_AT_S = calendar.timegm(time.strptime(SUITE["signed_at"], "%Y%m%dT%H%M%SZ"))
-SUITE_VERIFIER = SigV4Verifier({SUITE["access_key"]: SUITE["secret_key"]})
+SUITE_VERIFIER = SigV4Verifier(Keyring({SUITE["access_key"]: SUITE["secret_key"]}))
 
 
 def suite_request(raw: str, *more_headers: tuple[str, str]) -> HttpRequest:
@@ -189,7 +190,7 @@ def test_each_step_of_the_suite_cases(name):
 @pytest.mark.parametrize("name", sorted(SUITE["cases"]))
 def test_the_verifier_accepts_each_suite_request_and_refuses_it_changed(name):
     signed = suite_signed(name)
-    SUITE_VERIFIER.verify(signed, now_s=SUITE_SIGNED_AT_S)
+    assert SUITE_VERIFIER.verify(signed, now_s=SUITE_SIGNED_AT_S) == Principal(SUITE["access_key"])
     SUITE_VERIFIER.verify(with_header(signed, "X-Not-Signed", "anything"), now_s=SUITE_SIGNED_AT_S)
     tampered = {
         "signature": with_header(signed, "Authorization", one_character_changed(header(signed, "authorization"))),
@@ -246,7 +247,7 @@ def test_a_request_signed_outside_the_clock_skew_window_has_expired(offset_s):
 
 # Requests botocore signs ---------------------------------------------------------------------------
 
-VERIFIER = SigV4Verifier({"AKIDGOOD": "s3cret"})
+VERIFIER = SigV4Verifier(Keyring({"AKIDGOOD": "s3cret"}))
 HOST = "http://localhost:7481"
 QUEUE_URL = f"{HOST}/000000000000/orders"
 FORM = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
