@@ -25,6 +25,9 @@ SQS_RECEIVE_ATTEMPT_WINDOW_S = 300  # a FIFO ReceiveRequestAttemptId is remember
 SQS_MAX_MOVE_TASK_RATE_PER_S = 500  # MaxNumberOfMessagesPerSecond of a message move task
 SQS_MAX_LIST_RESULTS = 1000  # MaxResults of ListQueues and ListDeadLetterSourceQueues
 SQS_MAX_MOVE_TASKS_LISTED = 10  # ListMessageMoveTasks shows at most this many
+SQS_MIN_DATA_KEY_REUSE_S = 60  # KmsDataKeyReusePeriodSeconds: how long one data key encrypts a queue's messages
+SQS_MAX_DATA_KEY_REUSE_S = 24 * 3600
+SQS_DEFAULT_DATA_KEY_REUSE_S = 300  # also for topics, which have no such attribute
 DEDUP_WINDOW_S = 300  # FIFO deduplication, for queues and topics alike
 
 # --- SNS -----------------------------------------------------------------------------------------

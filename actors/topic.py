@@ -182,7 +182,7 @@ class TopicActor:
             # Configuration first: a replay batch of this cycle moves on from the state a
             # subscription was given in it, and must be stored after that state.
             others = self._writer.submit(cycle.records, needs_space=False) if cycle.records else None
-            sends = self._writer.submit(published_records, needs_space=True) if published_records else None
+            sends = self._writer.submit(published_records, needs_space=True, sealed_for=core.topic_id) if published_records else None
         except StorageError as error:
             _answer(cycle.failed(failure(storage_failed(error))))
             if others is not None:  # let what was handed over settle before the topic is rebuilt

@@ -15,6 +15,7 @@ from .attributes import AnyAttribute
 from .errors import BrokerError, invalid
 from .limits import (
     SQS_MAX_BATCH_ENTRIES,
+    SQS_MAX_DATA_KEY_REUSE_S,
     SQS_MAX_DELAY_S,
     SQS_MAX_MESSAGE_ATTRIBUTES,
     SQS_MAX_MESSAGE_BYTES,
@@ -23,6 +24,7 @@ from .limits import (
     SQS_MAX_RETENTION_S,
     SQS_MAX_VISIBILITY_TIMEOUT_S,
     SQS_MAX_WAIT_TIME_S,
+    SQS_MIN_DATA_KEY_REUSE_S,
     SQS_MIN_MESSAGE_BYTES,
     SQS_MIN_RETENTION_S,
 )
@@ -61,7 +63,8 @@ _NUMERIC_ATTRIBUTES = {
     "MessageRetentionPeriod": ("retention_s", SQS_MIN_RETENTION_S, SQS_MAX_RETENTION_S),
     "ReceiveMessageWaitTimeSeconds": ("receive_wait_s", 0, SQS_MAX_WAIT_TIME_S),
 }
-# Stored and returned as given; no behaviour of this broker depends on them.
+# Stored and returned as given (checked where AWS checks them); encryption at rest reads the last
+# three (sse_policy.py), the authorisation the first.
 _OPAQUE_ATTRIBUTES = {"Policy", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds", "SqsManagedSseEnabled"}
 # FIFO-only attributes and the values each accepts.
 _FIFO_ATTRIBUTES = {
@@ -123,6 +126,15 @@ def validate_queue_attributes(
         elif name in _OPAQUE_ATTRIBUTES:
             if name == "SqsManagedSseEnabled" and value.lower() not in ("true", "false"):
                 raise BrokerError("InvalidAttributeValue", "SqsManagedSseEnabled must be true or false.")
+            if name == "KmsDataKeyReusePeriodSeconds":
+                number = _parse_int(value)
+                if number is None or not SQS_MIN_DATA_KEY_REUSE_S <= number <= SQS_MAX_DATA_KEY_REUSE_S:
+                    raise BrokerError(
+                        "InvalidAttributeValue",
+                        f"Invalid value for the parameter {name}. Reason: must be an integer from "
+                        f"{SQS_MIN_DATA_KEY_REUSE_S} to {SQS_MAX_DATA_KEY_REUSE_S}.",
+                    )
+                value = str(number)
             normalised[name] = value.lower() if name == "SqsManagedSseEnabled" else value
         elif name == "FifoQueue":
             if not creating:

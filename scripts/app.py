@@ -1,6 +1,11 @@
 """The wiring: open the store, recover the queues, start the writer, the broker and the listeners,
 and shut them down in the right order.
 
+Encryption at rest: the store seals and opens with a sealer (storage/sse.py) given the master key
+file (`sse_master_key_file`, by default DATA_DIR/sse-master.key, made at first need) and the
+policy of actors/sse_policy.py. SIGHUP reads the key file again, and data keys wrapped by a key
+other than its first are re-wrapped by the first (also at start), while the broker serves.
+
 Shutdown (SIGTERM, SIGINT, or `stopping` set): the listeners stop accepting and connections stop
 reading; the broker answers long polls and lets every actor finish the requests already in its
 mailbox; connections send the last answers and close; the writer commits what is queued; the store
@@ -27,6 +32,7 @@ from dovecote.actors.config import BrokerConfig
 from dovecote.actors.principals import Keyring
 from dovecote.actors.recovery import recover
 from dovecote.actors.signing import CERTIFICATE_PATH, Signer
+from dovecote.actors.sse_policy import key_policy
 from dovecote.net.aws_gateway import AwsGateway
 from dovecote.net.broker_endpoints import METRICS_MAX_QUEUES, METRICS_MAX_TOPICS, BrokerEndpoints
 from dovecote.net.client import DEFAULT_PORT
@@ -37,6 +43,8 @@ from dovecote.net.limits import NetLimits
 from dovecote.net.sigv4 import SigV4Verifier
 from dovecote.net.tcp_server import NativeServer
 from dovecote.storage.lmdb_store import LmdbStore
+from dovecote.storage.store import StorageError
+from dovecote.storage.sse import KEY_FILE_NAME, KeyFile, KeyUnavailable, Sealer
 from dovecote.storage.writer import LogWriter
 
 log = logging.getLogger("dovecote")
@@ -47,6 +55,11 @@ def default_data_dir() -> Path:
     if "DOVECOTE_DATA_DIR" in os.environ:
         return Path(os.environ["DOVECOTE_DATA_DIR"])
     return state_directory()
+
+
+def sse_master_key_path(data_dir: str | os.PathLike[str], configured: str | None = None) -> Path:
+    """The master key file of encryption at rest: the one configured, else the data directory's."""
+    return Path(configured) if configured else Path(data_dir) / KEY_FILE_NAME
 
 
 def state_directory() -> Path:
@@ -80,6 +93,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     push_verify: bool | str = True  # HTTPS endpoints' certificates: certifi's CAs, a CA bundle file, or unchecked
     metrics_max_queues: int = METRICS_MAX_QUEUES  # with series of their own in /metrics; the rest are added up
     metrics_max_topics: int = METRICS_MAX_TOPICS
+    sse_master_key_file: str | None = None  # None: DATA_DIR/sse-master.key
 
 
 class Ports(NamedTuple):
@@ -95,7 +109,8 @@ async def run_broker(
     task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the broker until `stopping` is set (or a signal arrives). Raises StorageDamaged,
-    DataDirectoryInUse, DataDirectoryUnusable or StorageError when the store cannot be served, and
+    DataDirectoryInUse, DataDirectoryUnusable or StorageError (KeyUnavailable: the master key file
+    of encryption at rest cannot be used) when the store cannot be served, and
     ListenerError when a port cannot be listened on (from inside the nurseries' exception groups)."""
     stopping = stopping if stopping is not None else trio.Event()
     started = time.perf_counter()
@@ -111,6 +126,11 @@ async def run_broker(
         signer = Signer(signing_files.key_pem, config.broker.http_url.rstrip("/") + CERTIFICATE_PATH)
         pusher = Pusher(config.smtp, timeout_s=config.push_timeout_s, max_in_flight=config.push_max_in_flight, verify=config.push_verify)
         cores, report = recover(store, config.broker, clock, salvage=config.salvage, signer=signer, push_protocols=pusher.protocols)
+        key_file = KeyFile(sse_master_key_path(config.data_dir, config.sse_master_key_file))
+        if key_file.path.exists():
+            key_file.keys(may_create=False)  # a key file that cannot be used stops the start, not the first encrypted send
+        sealer = Sealer(key_file, key_policy)
+        store.attach_sealer(sealer)
         writer = LogWriter(
             store,
             wall_ms=clock.wall_ms,
@@ -118,12 +138,14 @@ async def run_broker(
         )
         async with trio.open_nursery() as storage_nursery:
             await storage_nursery.start(writer.run)
+            await rewrap_data_keys(sealer, writer, clock)
             broker = Broker(store, writer, clock, config.broker, cores, signer, pusher)
             async with trio.open_nursery() as broker_nursery:
                 await broker_nursery.start(broker.run)
                 async with trio.open_nursery() as net_nursery:
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
+                        net_nursery.start_soon(_reload_keys_on_sighup, sealer, writer, clock, stopping)
                     verifier = _verifier(config.access_keys)
                     endpoints = BrokerEndpoints(
                         writer, broker, signing_files.certificate_pem, data_dir=config.data_dir,
@@ -205,6 +227,55 @@ class SigningFiles:
         self._key_file.touch(mode=0o600)
         self._key_file.write_bytes(key_pem)
         self._certificate_file.write_bytes(certificate_pem)
+
+
+async def rewrap_data_keys(sealer: Sealer, writer: LogWriter, clock: Clock) -> int:
+    """Commit a re-wrapping, by the master key file's first key, of every data key wrapped by
+    another; returns how many. Raises StorageError when the commit fails."""
+    rewrapped = 0
+    while records := sealer.rewrap_records(clock.wall_ms()):
+        await writer.append(records)
+        rewrapped += len(records)
+    if rewrapped:
+        master = sealer.master_keys()
+        assert master is not None
+        in_use = sealer.fingerprints_in_use()
+        old = [name for name in master.fingerprints[1:] if name not in in_use]
+        log.warning(
+            "encryption at rest: %d data keys re-wrapped by master key %s%s", rewrapped, master.current,
+            f"; {', '.join(old)} wrap no data key now and may leave the key file (dovecote rotate-key --drop-old)" if old else "",
+        )
+    return rewrapped
+
+
+async def reload_master_keys(sealer: Sealer, writer: LogWriter, clock: Clock) -> None:
+    """Read the master key file again and re-wrap the data keys by its first key; a file that
+    cannot be used is logged, and the keys read before stay in use."""
+    try:
+        master = sealer.reload_master_keys()
+    except KeyUnavailable as error:
+        log.error("encryption at rest: the master key file was not reloaded: %s", error)
+        return
+    log.warning("encryption at rest: master key file reloaded; new data keys are wrapped by %s", master.current)
+    try:
+        await rewrap_data_keys(sealer, writer, clock)
+    except StorageError as error:
+        log.error("encryption at rest: re-wrapping the data keys failed (a reload tries again): %s", error)
+
+
+async def _reload_keys_on_sighup(sealer: Sealer, writer: LogWriter, clock: Clock, stopping: trio.Event) -> None:
+    """Until the broker stops: each SIGHUP reads the master key file again."""
+
+    async def reload_on_signals(scope: trio.CancelScope) -> None:
+        with scope, trio.open_signal_receiver(signal.SIGHUP) as signals:
+            async for _ in signals:
+                await reload_master_keys(sealer, writer, clock)
+
+    scope = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reload_on_signals, scope)
+        await stopping.wait()
+        scope.cancel()
 
 
 async def _stop_on_signal(stopping: trio.Event) -> None:

@@ -24,12 +24,15 @@ from dovecote.net.client import DEFAULT_PORT, BlockingClient, MessageAttributeVa
 from dovecote.net.plain_data import aws_field_name, plain
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.records import PushDone
+from dovecote.storage.sse import KeyFile, Sealer, add_master_key, keep_only_current, read_key_file
 from dovecote.storage.store import DataDirectoryUnusable, StorageError
 
 from . import __version__, config, logs, replay, sd_notify
-from .app import ListenerError, ServeConfig, default_data_dir, run_broker
+from .app import ListenerError, ServeConfig, default_data_dir, run_broker, sse_master_key_path
 from .history import (
     LogFilter,
+    Revealer,
+    default_key_file,
     describe,
     format_time,
     iter_log,
@@ -109,8 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_flags(show)
 
-    check = commands.add_parser("check", help="verify every stored checksum (the broker must be stopped)")
+    check = commands.add_parser(
+        "check", help="verify every stored checksum, and with the master key file every encrypted message (the broker must be stopped)"
+    )
     check.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    _key_file_flag(check)
 
     log_command = commands.add_parser(
         "log", help="read the log back: every record in order, filtered (offline or beside a running broker)"
@@ -134,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     log_command.add_argument("--json", action="store_true", help="JSON lines instead of text")
     log_command.add_argument("--follow", action="store_true", help="keep printing records as they are written")
     log_command.add_argument("--limit", type=int, default=None, help="stop after this many records")
+    _key_file_flag(log_command)
 
     replay = commands.add_parser(
         "replay", help="send a time range of queues' or topics' history, as new messages, into a queue"
@@ -152,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     import_command.add_argument("file", help="JSON lines, or - for standard input")
     for sub in (replay, rewind, import_command):
         _broker_address(sub)
+    for sub in (replay, rewind):
+        _key_file_flag(sub)
+    rotate = commands.add_parser(
+        "rotate-key", help="put a new master key first in the key file of encryption at rest, or drop the old ones",
+        description="Put a new random master key first in the master key file (made 0600 if missing), keeping the "
+        "others to unwrap data keys until they are re-wrapped: the broker re-wraps them by the new key when it reads "
+        "the file again (SIGHUP, `systemctl reload dovecote`, or its next start). With --drop-old, remove the keys "
+        "but the first from the file, once no data key of the data directory is wrapped by one of them.",
+    )
+    rotate.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    rotate.add_argument(
+        "--sse-master-key-file", default=None, metavar="FILE",
+        help="the key file (default $DOVECOTE_SSE_MASTER_KEY_FILE, else DATA_DIR/sse-master.key)",
+    )
+    rotate.add_argument("--drop-old", action="store_true", help="remove the old keys, if no data key needs them")
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
@@ -229,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _key_file_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sse-master-key-file", default=None, metavar="FILE",
+        help="open encrypted messages with this master key file (default $DOVECOTE_SSE_MASTER_KEY_FILE, else "
+        "DATA_DIR/sse-master.key if there is one; without one, they read <encrypted>)",
+    )
+
+
 def _broker_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="the broker's address (default %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="its native protocol port (default %(default)s)")
@@ -252,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _log(args)
     if args.command in ("replay", "rewind", "import"):
         return _replay(args)
+    if args.command == "rotate-key":
+        return _rotate_key(args)
     try:
         with BlockingClient(args.host, args.port) as client:
             output = _client_command(client, args)
@@ -372,11 +404,20 @@ def _storage_exit_code(error: StorageError) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    data_dir = args.data_dir or default_data_dir()
     try:
-        store = LmdbStore(args.data_dir or default_data_dir(), reserve_bytes=0, create=False)
+        store = LmdbStore(data_dir, reserve_bytes=0, create=False)
     except StorageError as error:
         print(f"dovecote: {error}", file=sys.stderr)
         return _storage_exit_code(error)
+    key_file = default_key_file(data_dir, args.sse_master_key_file)
+    try:
+        if key_file is not None:
+            store.attach_sealer(Sealer(KeyFile(key_file, create=False)))
+    except StorageError as error:
+        store.close()
+        print(f"dovecote: {error}", file=sys.stderr)
+        return EXIT_STORE
     try:
         damages = store.verify_all()
     finally:
@@ -388,11 +429,18 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _log(args: argparse.Namespace) -> int:
+    data_dir = args.data_dir or default_data_dir()
     try:
-        store = LmdbStore(args.data_dir or default_data_dir(), readonly=True)
+        store = LmdbStore(data_dir, readonly=True)
     except StorageError as error:
         print(f"dovecote: {error}", file=sys.stderr)
         return _storage_exit_code(error)
+    try:
+        reveal = Revealer(store, default_key_file(data_dir, args.sse_master_key_file))
+    except StorageError as error:
+        store.close()
+        print(f"dovecote: {error}", file=sys.stderr)
+        return EXIT_STORE
     try:
         if args.view == "stats":
             print(json.dumps(_log_stats(store), indent=2))
@@ -405,7 +453,7 @@ def _log(args: argparse.Namespace) -> int:
             if not args.at or len(args.queue) != 1:
                 print("log state needs --at TIME and one --queue NAME", file=sys.stderr)
                 return 2
-            past = queue_state_at(iter_log(store, LogFilter()), args.queue[0], parse_time(args.at))
+            past = queue_state_at(iter_log(store, LogFilter(), reveal=reveal), args.queue[0], parse_time(args.at))
             print(json.dumps(plain(past), indent=2) if args.json else _describe_past(past))
             return 0
         log_filter = LogFilter(
@@ -420,7 +468,7 @@ def _log(args: argparse.Namespace) -> int:
         printed = 0
         after_lsn = 0
         while True:
-            for lsn, record in iter_log(store, log_filter, after_lsn):
+            for lsn, record in iter_log(store, log_filter, after_lsn, reveal=reveal):
                 print(json.dumps(to_json(lsn, record)) if args.json else describe(lsn, record), flush=args.follow)
                 printed += 1
                 if args.limit is not None and printed >= args.limit:
@@ -511,10 +559,16 @@ def _replay(args: argparse.Namespace) -> int:
                 until_ms=parse_time(args.until) if getattr(args, "until", None) else None,
                 topics=frozenset(topics),
             )
-            store = LmdbStore(args.data_dir or default_data_dir(), readonly=True)
+            data_dir = args.data_dir or default_data_dir()
+            store = LmdbStore(data_dir, readonly=True)
             try:
-                total = sum(1 for _ in iter_log(store, log_filter))
-                messages = (replay.as_message(record) for _, record in iter_log(store, log_filter))
+                reveal = Revealer(store, default_key_file(data_dir, args.sse_master_key_file))
+                total = 0
+                for _, record in iter_log(store, log_filter):
+                    if record.sealed is not None and not reveal.opens:  # type: ignore[union-attr]
+                        replay.as_message(reveal(0, record))  # refused, before anything is sent
+                    total += 1
+                messages = (replay.as_message(record) for _, record in iter_log(store, log_filter, reveal=reveal))
                 count = trio.run(replay.send_all, args.host, args.port, messages, into, replay.progress_bar(total))
             finally:
                 store.close()
@@ -523,3 +577,37 @@ def _replay(args: argparse.Namespace) -> int:
         return 1
     print(f"\nreplayed {count} messages", file=sys.stderr)
     return 0
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    data_dir = args.data_dir or default_data_dir()
+    path = sse_master_key_path(data_dir, args.sse_master_key_file or os.environ.get("DOVECOTE_SSE_MASTER_KEY_FILE"))
+    try:
+        if not args.drop_old:
+            name = add_master_key(path)
+            print(
+                f"{path}: new master key {name} first; the old ones stay until the broker has re-wrapped its data keys "
+                "(send it SIGHUP, e.g. `systemctl reload dovecote`, or restart it), then `dovecote rotate-key --drop-old`"
+            )
+            return 0
+        master = read_key_file(path)
+        needed: set[str] = set()
+        if (Path(data_dir) / "lmdb" / "data.mdb").exists():
+            store = LmdbStore(data_dir, readonly=True)
+            try:
+                needed = {row.master_key for row in store.load_data_keys()}
+            finally:
+                store.close()
+        waiting = sorted(needed - {master.current})
+        if waiting:
+            print(
+                f"dovecote: data keys are still wrapped by {', '.join(waiting)}: let the broker re-wrap them first "
+                "(SIGHUP or a restart); nothing was changed", file=sys.stderr,
+            )
+            return EXIT_FAILED
+        dropped = keep_only_current(path)
+        print(f"{path}: kept {master.current}" + (f", dropped {', '.join(dropped)}" if dropped else ", there was no other key"))
+        return 0
+    except (StorageError, OSError) as error:
+        print(f"dovecote: {error}", file=sys.stderr)
+        return EXIT_STORE if isinstance(error, StorageError) else EXIT_DATA_DIR

@@ -143,6 +143,12 @@ SETTINGS: tuple[Setting, ...] = (
         "metrics_max_topics", int, 'topics with series of their own in /metrics (the oldest); the rest are added up as '
         'topic="(other)"', "metrics_max_topics", metavar="N",
     ),
+    Setting(
+        "sse_master_key_file", str, "encryption at rest (queues with KmsMasterKeyId or SqsManagedSseEnabled=true, topics with "
+        "KmsMasterKeyId): the master key file, base64 AES-256 keys one a line, the first wrapping the data keys; made 0600 "
+        "with one new key at first need; read again on SIGHUP (dovecote rotate-key). Lost, encrypted messages are lost",
+        "sse_master_key_file", default=None, unset="DATA_DIR/sse-master.key", metavar="FILE",
+    ),
     Setting("log_level", str, "the least severe log lines written", default="INFO", choices=LOG_LEVELS),
     Setting(
         "log_format", str, "text: lines for people; json: one JSON object a line (time, level, logger, message, and the "

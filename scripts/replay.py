@@ -36,7 +36,13 @@ def replay_entry(index: int, record: MessageSent) -> SendEntry:
 
 
 def as_message(record: MessageSent | Published) -> MessageSent:
-    """A topic's publish as the message it replays as: its text, attributes, id and time."""
+    """A topic's publish as the message it replays as: its text, attributes, id and time. Raises
+    ValueError for one stored encrypted that was not opened (no master key file)."""
+    sealed = record.sealed
+    if sealed is not None and sealed.ciphertext:
+        raise ValueError(
+            f"message {record.message_id} is stored encrypted: give the master key file (--sse-master-key-file) to replay it"
+        )
     if isinstance(record, MessageSent):
         return record
     return MessageSent(record.at_ms, 0, record.topic, record.seq, 0, record.message_id, "", record.message, record.attributes)
@@ -51,6 +57,8 @@ def records_from_export(lines: Iterable[str]) -> Iterator[tuple[str, object]]:
         try:
             document = json.loads(line)
             kind = document["kind"]
+            if kind == "MessageSent" and not document.get("encrypted", {}).get("opened", True):
+                raise ValueError(f"message {document['message_id']} was exported encrypted (without the master key file)")
             if kind == "MessageSent":
                 attributes = {
                     name: MessageAttribute(

@@ -19,6 +19,25 @@ class MessageAttribute(msgspec.Struct, array_like=True, gc=False, frozen=True):
     binary_value: bytes | None = None
 
 
+class Sealed(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """A record's content encrypted at rest (storage/sse.py): AES-256-GCM under the data key whose
+    DataKeyCreated record has LSN key_id. The record's own fields that it replaces are left empty."""
+
+    key_id: int
+    nonce: bytes  # 12 bytes
+    ciphertext: bytes  # a SealedContent, msgpack-encoded, and the 16-byte tag
+
+
+class SealedContent(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """What a Sealed holds: a MessageSent's body, attributes and system attributes; a Published's
+    message (as body), subject and attributes; a PushQueued's body, subject and attributes."""
+
+    body: str
+    attributes: dict[str, MessageAttribute] = {}
+    system_attributes: dict[str, MessageAttribute] = {}
+    subject: str = ""
+
+
 class Record(msgspec.Struct, array_like=True, gc=False, frozen=True):
     """A stored record. Each kind names its tag explicitly (never taken from the class name), and
     fields are stored by position: a new field goes last, with a default."""
@@ -69,6 +88,7 @@ class MessageSent(Record, tag="MessageSent"):
     dedup_id: str = ""  # FIFO: MessageDeduplicationId (given, or the body's SHA-256)
     first_sent_ms: int = 0  # a moved message: its SentTimestamp in the queue it came from
     dead_letter_source_arn: str = ""  # a dead-lettered message: the queue it came from
+    sealed: Sealed | None = None  # encrypted at rest: body, attributes and system_attributes are in here (format 2)
 
 
 class MessageSentHead(msgspec.Struct, tag="MessageSent", array_like=True, gc=False, frozen=True):
@@ -192,6 +212,7 @@ class Published(Record, tag="Published"):
     dedup_id: str = ""
     delivered_to: list[str] = []  # subscription ARNs
     archive_until_ms: int = 0  # kept in the topic's archive until then (ArchivePolicy); 0: not archived
+    sealed: Sealed | None = None  # encrypted at rest: message, subject and attributes are in here (format 2)
 
 
 class PushQueued(Record, tag="PushQueued"):
@@ -206,6 +227,7 @@ class PushQueued(Record, tag="PushQueued"):
     body: str  # what is sent: the envelope, or the raw message (RawMessageDelivery)
     subject: str = ""  # email: the mail's subject
     attributes: dict[str, MessageAttribute] = {}  # raw delivery: they go on to a dead-letter queue
+    sealed: Sealed | None = None  # encrypted at rest: body, subject and attributes are in here (format 2)
 
 
 class PushQueuedHead(msgspec.Struct, tag="PushQueued", array_like=True, gc=False, frozen=True):
@@ -246,6 +268,33 @@ class PushDone(Record, tag="PushDone"):
     outcome: str
 
 
+class DataKeyState(Record):
+    """A data key of encryption at rest, wrapped (AES-256-GCM) by a master key of the operator's
+    key file, named by its fingerprint; the DATA_KEYS table keeps the latest state of each. The key
+    is named by its id: the LSN of its DataKeyCreated record."""
+
+    key_id: int
+    alias: str  # the KmsMasterKeyId it serves, or SSE-SQS
+    created_ms: int  # it is replaced once its owners' KmsDataKeyReusePeriodSeconds has passed since
+    master_key: str  # the fingerprint of the master key that wraps it
+    wrapped: bytes  # nonce, ciphertext and tag
+
+
+class DataKeyCreated(DataKeyState, tag="DataKeyCreated"):
+    pass
+
+
+class DataKeyRewrapped(DataKeyState, tag="DataKeyRewrapped"):
+    """The same data key, wrapped by another master key (the master key was rotated)."""
+
+
+class DataKeyRetired(Record, tag="DataKeyRetired"):
+    """Nothing that a data key encrypted is stored any more (not in the log either): it is forgotten."""
+
+    key_id: int
+    alias: str
+
+
 AnyRecord = (
     QueueCreated
     | QueueAttributesChanged
@@ -266,10 +315,14 @@ AnyRecord = (
     | PushQueued
     | PushAttempted
     | PushDone
+    | DataKeyCreated
+    | DataKeyRewrapped
+    | DataKeyRetired
 )
 QueueRow = QueueCreated | QueueAttributesChanged
 TopicRow = TopicCreated | TopicAttributesChanged
 DeliveryRow = MessageReceived | VisibilityChanged
+DataKeyRow = DataKeyCreated | DataKeyRewrapped
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyRecord)
@@ -306,6 +359,14 @@ def decode_message_head(payload: bytes | memoryview) -> MessageSentHead:
 def decode_push_head(payload: bytes | memoryview) -> PushQueuedHead:
     """Raises msgspec.DecodeError (or ValidationError) on a payload that is not a PushQueued."""
     return _push_head_decoder.decode(payload)
+
+
+_content_decoder = msgspec.msgpack.Decoder(SealedContent)
+
+
+def decode_sealed_content(payload: bytes) -> SealedContent:
+    """Raises msgspec.DecodeError (or ValidationError, UnicodeDecodeError) on a payload that is not one."""
+    return _content_decoder.decode(payload)
 
 
 def encode_dedup_entry(entry: DedupEntry) -> bytes:

@@ -10,13 +10,18 @@ out and never keep a transaction open across an await.
 Subclasses provide four primitives: `_scan`, `_get_many`, `_apply` (one atomic transaction) and
 `close`. Everything else — LSN assignment, encoding, checksums, decoding, damage reports — lives
 here once, so both stores pass one conformance suite.
+
+Encryption at rest: a store given a sealer (`attach_sealer`, storage/sse.py) seals the records it
+commits whose queue or topic encrypts, and opens them again in `read_messages`, `read_pushes` and
+`read_archive`; `read_log` gives records as stored. This module itself does not encrypt, so the
+pure modules that import it load no cryptography.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -24,6 +29,9 @@ from . import keys
 from .framing import DamagedValue, frame, unframe
 from .records import (
     AnyRecord,
+    DataKeyCreated,
+    DataKeyRewrapped,
+    DataKeyRow,
     DedupEntry,
     DeliveryRow,
     MessageReceived,
@@ -51,6 +59,7 @@ from .records import (
 )
 from .tables import (
     ARCHIVE,
+    DATA_KEYS,
     DEDUP,
     DELIVERIES,
     LOG,
@@ -75,8 +84,10 @@ from .tables import (
 # The format of what a data directory holds: the records (their tags and fields, by position), the
 # tables and keys. A change that an older dovecote could not read raises it; a data directory that
 # names a newer format than this is refused, never misread. Directories written before the format
-# was recorded are format 1.
-FORMAT_VERSION = 1
+# was recorded are format 1. A store opened for writing records this version: format 2 added
+# encryption at rest (MessageSent, Published and PushQueued gained `sealed`; the data key records
+# and table), which format 1 would misread as empty bodies.
+FORMAT_VERSION = 2
 
 
 class StorageError(Exception):
@@ -127,11 +138,12 @@ class Damage(NamedTuple):
 
 
 class StorageDamaged(StorageError):
-    def __init__(self, damages: Sequence[Damage]):
+    def __init__(self, damages: Sequence[Damage], reason: str = ""):
         self.damages = list(damages)
         super().__init__(
             "stored data is damaged: "
             + "; ".join(d.describe() for d in self.damages)
+            + (f" ({reason})" if reason else "")
             + ". Start with --salvage to serve what is intact and drop the damaged values."
         )
 
@@ -157,6 +169,22 @@ class DamageCollector:
 
     def result(self) -> list[Damage]:
         return list(self._damages)
+
+
+class RecordSealer(Protocol):
+    """What the store asks of a sealer (storage/sse.py's Sealer); see `commit` for the order."""
+
+    made: Record | None
+
+    def begin(self) -> None: ...
+    def key_for(self, record: Record, fallback_owner: int, next_lsn: int) -> Any: ...
+    def seal(self, record: Record, key: Any, lsn: int) -> Record: ...
+    def done(self) -> None: ...
+    def abort(self) -> None: ...
+    def open(self, record: Record) -> Record: ...
+    def load(self, configuration: Sequence[Record], data_keys: Sequence[DataKeyRow]) -> None: ...
+    def retirement_candidates(self, now_ms: int) -> list[Any]: ...
+    def retirable(self, candidates: Sequence[Any], oldest_stored_lsn: int, at_ms: int) -> list[Record]: ...
 
 
 class LoadedMessage(NamedTuple):
@@ -198,6 +226,7 @@ class Store(abc.ABC):
     syncs_each_commit: bool = False  # each write transaction is made durable with fsync (LMDB, sync mode full)
     write_transactions: int = 0  # committed: the writer's commits and its trims
     written_bytes: int = 0  # log records appended (framed, with their keys); the state tables' copies are not counted
+    sealer: RecordSealer | None = None  # encryption at rest (attach_sealer)
 
     # --- primitives ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -231,11 +260,15 @@ class Store(abc.ABC):
         return True
 
     # --- writing ------------------------------------------------------------------------------
-    def commit(self, batches: Sequence[Sequence[Record]]) -> list[list[Record]]:
+    def commit(self, batches: Sequence[Sequence[Record]], fallback_owners: Sequence[int] = ()) -> list[list[Record]]:
         """Append every record of every batch in one transaction; returns the batches as stored.
 
         A MessageSent's seq, and a QueuePurged's through_seq, become the record's own LSN here:
         a message's seq is never reused, and a purge removes exactly what was sent before it.
+        With a sealer, records whose queue or topic encrypts are stored sealed (the batches
+        returned hold them in clear), a data key made for one is logged just before it, and
+        `fallback_owners[i]` names the topic whose encryption applies to the messages of batch i
+        that their queue would store in clear (0: none).
         Blocks (fsync). Raises MapFull, StorageFull or StorageError; on any error nothing was
         written and LSNs are not consumed.
         """
@@ -244,35 +277,78 @@ class Store(abc.ABC):
         changes: list[Change] = []
         stored: list[list[Record]] = []
         framed_bytes = 0
-        for records in batches:
-            stamped = []
-            for record in records:
-                lsn += 1
-                record = stamp(record, lsn)
-                framed = frame(encode_record(record))
-                framed_bytes += len(framed)
-                log_puts.append((keys.lsn_key(lsn), framed))
-                changes.extend(table_changes(record, framed))
-                stamped.append(record)
-            stored.append(stamped)
+        sealer = self.sealer
+        if sealer is not None:
+            sealer.begin()
+        try:
+            for index, records in enumerate(batches):
+                fallback = fallback_owners[index] if fallback_owners else 0
+                stamped = []
+                for record in records:
+                    key = None
+                    if sealer is not None:
+                        key = sealer.key_for(record, fallback, lsn + 1)
+                        if sealer.made is not None:  # a new data key, logged before the first record it seals
+                            lsn += 1
+                            framed = frame(encode_record(sealer.made))
+                            framed_bytes += len(framed)
+                            log_puts.append((keys.lsn_key(lsn), framed))
+                            changes.extend(table_changes(sealer.made, framed))
+                            sealer.made = None
+                    lsn += 1
+                    record = stamp(record, lsn)
+                    as_stored = record if key is None else sealer.seal(record, key, lsn)  # type: ignore[union-attr]
+                    framed = frame(encode_record(as_stored))
+                    framed_bytes += len(framed)
+                    log_puts.append((keys.lsn_key(lsn), framed))
+                    changes.extend(table_changes(as_stored, framed))
+                    stamped.append(record)
+                stored.append(stamped)
+            if log_puts:
+                self._apply(log_puts, changes)
+        except BaseException:
+            if sealer is not None:
+                sealer.abort()
+            raise
+        if sealer is not None:
+            sealer.done()
         if log_puts:
-            self._apply(log_puts, changes)
             self.last_lsn = lsn
             self.write_transactions += 1
             self.written_bytes += framed_bytes + keys.LSN_KEY_BYTES * len(log_puts)
         return stored
 
+    def attach_sealer(self, sealer: RecordSealer) -> None:
+        """Seal and open from now on with `sealer`, loaded with the stored queues' and topics'
+        configuration and the stored data keys. Raises StorageDamaged for a damaged data key row,
+        and what the sealer's load raises (KeyUnavailable)."""
+        damage = DamageCollector()
+        configuration = [row for _, row in self._rows(QUEUES, (QueueCreated, QueueAttributesChanged), damage)]
+        configuration += [row for _, row in self._rows(TOPICS, (TopicCreated, TopicAttributesChanged), damage)]
+        data_keys = self.load_data_keys(damage)
+        if damage.result():
+            raise StorageDamaged(damage.result())
+        sealer.load(configuration, data_keys)
+        self.sealer = sealer
+
+    def load_data_keys(self, damage: DamageCollector | None = None) -> list[DataKeyRow]:
+        """The stored data keys (wrapped), in id order; damaged rows left out (or added to `damage`)."""
+        return [row for _, row in self._rows(DATA_KEYS, (DataKeyCreated, DataKeyRewrapped), damage or DamageCollector())]
+
     def check_format(self, *, writable: bool) -> int:
-        """The data directory's format version; a writable store records it where it is missing.
-        Raises FormatTooNew for a directory written in a newer format."""
+        """The data directory's format version. A writable store records this dovecote's format
+        where it is missing or older, and returns it. Raises FormatTooNew for a directory written
+        in a newer format."""
         (value,) = self._get_many(META, [FORMAT_VERSION_KEY])
         version = keys.lsn_of(unframe(value)) if value is not None else 1
         if version > FORMAT_VERSION:
             raise FormatTooNew(
                 f"the data directory holds format {version}; this dovecote reads format {FORMAT_VERSION} and older"
             )
-        if value is None and writable:
+        if writable and (value is None or version < FORMAT_VERSION):
+            # What this dovecote writes is format FORMAT_VERSION: an older one must refuse it from now on.
             self._apply([], [Put(META, FORMAT_VERSION_KEY, frame(keys.lsn_key(FORMAT_VERSION)))])
+            return FORMAT_VERSION
         return version
 
     # --- reading ------------------------------------------------------------------------------
@@ -354,7 +430,7 @@ class Store(abc.ABC):
             record = None if value is None else _decode_or_none(value)
             if value is not None and not isinstance(record, PushQueued):
                 raise StorageDamaged([Damage(PUSHES, key, key, 1)])
-            out.append(record)
+            out.append(record if record is None or record.sealed is None else self._opened(record, PUSHES, key))
         return out
 
     def _load_dedup(self, first: bytes, last: bytes, damage: DamageCollector) -> list[tuple[int, DedupEntry]]:
@@ -408,8 +484,17 @@ class Store(abc.ABC):
             if not isinstance(record, MessageSent):
                 key = keys.message_key(queue_id, seq)
                 raise StorageDamaged([Damage(MESSAGES, key, key, 1)])
-            out.append(record)
+            out.append(record if record.sealed is None else self._opened(record, MESSAGES, keys.message_key(queue_id, seq)))
         return out
+
+    def _opened(self, record: Any, table: str, key: bytes) -> Any:
+        """A sealed record opened; StorageDamaged naming it when it does not open."""
+        if self.sealer is None:
+            raise StorageDamaged([Damage(table, key, key, 1)], "it is encrypted, and this store has no keys")
+        try:
+            return self.sealer.open(record)
+        except DamagedValue as error:
+            raise StorageDamaged([Damage(table, key, key, 1)], str(error)) from None
 
     def read_log(
         self, after_lsn: int = 0, limit: int | None = None
@@ -441,16 +526,29 @@ class Store(abc.ABC):
         return [d._replace(first_key=d.last_key, last_key=d.first_key) for d in reversed(damage.result())]
 
     def verify_all(self) -> list[Damage]:
-        """Check every stored value (the `dovecote check` scan); returns the damaged ranges."""
+        """Check every stored value (the `dovecote check` scan); returns the damaged ranges. With
+        a sealer, every encrypted record must also open."""
         damage = DamageCollector()
-        for table in (LOG, QUEUES, MESSAGES, DELIVERIES, MOVE_TASKS, DEDUP, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS):
+        for table in (LOG, QUEUES, MESSAGES, DELIVERIES, MOVE_TASKS, DEDUP, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS):
             for key, value in self._scan(table):
-                if not _decodes(table, value):
+                if not _decodes(table, value) or not self._opens(table, value):
                     damage.add(table, key)
                 else:
                     damage.break_run()
             damage.break_run()
         return damage.result()
+
+    def _opens(self, table: str, value: bytes) -> bool:
+        if self.sealer is None or table not in (LOG, MESSAGES, PUSHES, ARCHIVE):
+            return True
+        record = _decode_or_none(value)
+        if getattr(record, "sealed", None) is None:
+            return True
+        try:
+            self.sealer.open(record)  # type: ignore[arg-type]
+        except DamagedValue:
+            return False
+        return True
 
     def drop_damaged(self, damages: Sequence[Damage]) -> None:
         """Delete damaged values (salvage). Writer only, before serving."""
@@ -464,7 +562,7 @@ class Store(abc.ABC):
             record = _decode_or_none(value)
             if not isinstance(record, Published):
                 raise StorageDamaged([Damage(ARCHIVE, key, key, 1)])
-            out.append(record)
+            out.append(record if record.sealed is None else self._opened(record, ARCHIVE, key))
             if len(out) >= limit:
                 break
         return out
@@ -481,7 +579,40 @@ class Store(abc.ABC):
         """Trim log history older than before_ms, then archived publishes whose archive period
         has passed by now_ms; at most max_records in all. Writer task only."""
         trimmed = self.trim_log(before_ms, max_records)
-        return trimmed + self._trim_archive(now_ms, max_records - trimmed)
+        trimmed += self._trim_archive(now_ms, max_records - trimmed)
+        if self.sealer is not None and trimmed < max_records:
+            self._retire_data_keys(now_ms)
+        return trimmed
+
+    def _retire_data_keys(self, now_ms: int) -> None:
+        """Forget data keys that nothing stored was sealed with (checked about once a minute)."""
+        assert self.sealer is not None
+        candidates = self.sealer.retirement_candidates(now_ms)
+        if candidates:
+            retired = self.sealer.retirable(candidates, self.oldest_stored_lsn(), now_ms)
+            if retired:
+                self.commit([retired])
+
+    def oldest_stored_lsn(self) -> int:
+        """The lowest LSN of what is stored and may be sealed: the log's oldest record, each
+        queue's oldest message, each subscription's oldest pending push, each topic's oldest
+        archived publish (above last_lsn when there is nothing). One seek per queue, subscription
+        and topic."""
+        oldest = self.last_lsn + 1
+        for key, _ in self._scan(LOG):
+            oldest = min(oldest, keys.lsn_of(key))
+            break
+        for table in (MESSAGES, PUSHES, ARCHIVE):
+            start: bytes | None = None
+            while True:
+                found = next(iter(self._scan(table, start)), None)
+                if found is None:
+                    break
+                key = found[0]
+                oldest = min(oldest, keys.lsn_of(key[-keys.LSN_KEY_BYTES:]))
+                owner = key[: -keys.LSN_KEY_BYTES]
+                start = (int.from_bytes(owner, "big") + 1).to_bytes(len(owner), "big") + bytes(keys.LSN_KEY_BYTES)
+        return oldest
 
     def _trim_archive(self, now_ms: int, max_records: int) -> int:
         # Within a topic, archive periods end in seq order: delete from each topic's start until

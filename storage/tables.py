@@ -13,6 +13,9 @@ from typing import NamedTuple
 from . import keys
 from .framing import frame
 from .records import (
+    DataKeyCreated,
+    DataKeyRetired,
+    DataKeyRewrapped,
     DedupEntry,
     DedupWindowClosed,
     MessageDeleted,
@@ -49,7 +52,10 @@ SUBSCRIPTIONS = "subscriptions"  # by (topic_id, subscription_id)
 ARCHIVE = "archive"  # archived publishes of topics with an ArchivePolicy, by (topic_id, seq)
 PUSHES = "pushes"  # pending HTTP/S and email deliveries (PushQueued), by (topic_id, subscription_id, seq)
 PUSH_ATTEMPTS = "push_attempts"  # the last failed attempt of a pending push (PushAttempted), same keys
-TABLES = (LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS)
+DATA_KEYS = "data_keys"  # encryption at rest: each data key, wrapped (DataKeyCreated, DataKeyRewrapped), by key id (format 2)
+TABLES = (
+    LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS,
+)
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
 NEXT_QUEUE_ID = b"next_queue_id"  # queues and topics draw their ids from this one sequence
@@ -140,6 +146,10 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Delete(PUSHES, key), Delete(PUSH_ATTEMPTS, key)] if record.attempts > 1 else [Delete(PUSHES, key)]
         case MoveTaskChanged(queue_id=q, started_ms=started):
             return [Put(MOVE_TASKS, keys.message_key(q, started), framed)]
+        case DataKeyCreated(key_id=k) | DataKeyRewrapped(key_id=k):
+            return [Put(DATA_KEYS, keys.queue_key(k), framed)]
+        case DataKeyRetired(key_id=k):
+            return [Delete(DATA_KEYS, keys.queue_key(k))]
         case QueueDeleted(queue_id=q):
             first, last = keys.queue_message_range(q)
             return [Delete(QUEUES, keys.queue_key(q))] + [DeleteRange(t, first, last) for t in QUEUE_TABLES]

@@ -48,13 +48,14 @@ class SendsRefused(StorageFull):
 class AppendEntry:
     """One caller's records and the one-shot slot its outcome arrives in."""
 
-    __slots__ = ("records", "needs_space", "done", "error", "last_lsn", "on_done")
+    __slots__ = ("records", "needs_space", "done", "error", "last_lsn", "on_done", "sealed_for")
 
     def __init__(
-        self, records: Sequence[Record], needs_space: bool, on_done: Callable[[], None] | None = None
+        self, records: Sequence[Record], needs_space: bool, on_done: Callable[[], None] | None = None, sealed_for: int = 0
     ) -> None:
         self.records = records
         self.needs_space = needs_space
+        self.sealed_for = sealed_for
         self.done = trio.Event()
         self.error: Exception | None = None
         self.last_lsn = 0
@@ -149,11 +150,12 @@ class LogWriter:
         self._commit_records = Histogram(COMMIT_RECORDS_BUCKETS)
 
     def submit(
-        self, records: Sequence[Record], *, needs_space: bool, on_done: Callable[[], None] | None = None
+        self, records: Sequence[Record], *, needs_space: bool, on_done: Callable[[], None] | None = None, sealed_for: int = 0
     ) -> AppendEntry:
-        """Queue records for the next commit without blocking. Raises WriterOverloaded when the
-        inbox is full, trio.ClosedResourceError after close()."""
-        entry = AppendEntry(records, needs_space, on_done)
+        """Queue records for the next commit without blocking. sealed_for: the topic whose
+        encryption at rest applies to the messages among them whose queue does not encrypt (0:
+        none). Raises WriterOverloaded when the inbox is full, trio.ClosedResourceError after close()."""
+        entry = AppendEntry(records, needs_space, on_done, sealed_for)
         try:
             self._send.send_nowait(entry)
         except trio.WouldBlock:
@@ -247,7 +249,8 @@ class LogWriter:
         released_reserve = False
         while True:
             try:
-                return await self._commit([entry.records for entry in batch])
+                fallback_owners = [entry.sealed_for for entry in batch] if any(entry.sealed_for for entry in batch) else []
+                return await self._commit([entry.records for entry in batch], fallback_owners)
             except MapFull:
                 if self._store.grow_map():
                     continue
@@ -262,10 +265,10 @@ class LogWriter:
             released_reserve = True
             # Sends already queued go in with the reserve; new ones are refused from now on.
 
-    async def _commit(self, batches: list[Sequence[Record]]) -> list[list[Record]]:
+    async def _commit(self, batches: list[Sequence[Record]], fallback_owners: list[int]) -> list[list[Record]]:
         if not self._store.commits_in_thread:
-            return self._store.commit(batches)
-        return await trio.to_thread.run_sync(self._store.commit, batches, abandon_on_cancel=False)
+            return self._store.commit(batches, fallback_owners)
+        return await trio.to_thread.run_sync(self._store.commit, batches, fallback_owners, abandon_on_cancel=False)
 
     async def _trim(self) -> int:
         if self._history_ms is None:

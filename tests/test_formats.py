@@ -4,6 +4,7 @@ decodes from them. A format change fails here until it is made a version step.""
 
 import json
 
+import msgspec
 import pytest
 
 from dovecote.actors import ops
@@ -20,6 +21,9 @@ from .vectors.examples import OPERATIONS, RECORDS, RESULTS, kinds
 
 PROTOCOL = json.loads(make.protocol_path().read_text())
 STORED = json.loads(make.records_path().read_text())
+STORED_V1 = json.loads(make.records_path(1).read_text())
+FORMAT_2_KINDS = {"DataKeyCreated", "DataKeyRewrapped", "DataKeyRetired"}  # encryption at rest
+FORMAT_2_FIELDS = {"sealed"}  # appended, with defaults, to MessageSent, Published and PushQueued
 
 
 def tags(union: object) -> set[str]:
@@ -69,6 +73,26 @@ def test_stored_records_match_their_vectors(tag):
     assert records.decode_record(unframe(golden)) == RECORDS[tag]
 
 
+@pytest.mark.parametrize("tag", sorted(STORED_V1))
+def test_format_1_records_still_decode(tag):
+    """What format 1 stored reads as the same record, with format 2's fields at their defaults."""
+    example = RECORDS[tag]
+    defaults = {field.name: field.default for field in msgspec.structs.fields(type(example)) if field.name in FORMAT_2_FIELDS}
+    assert records.decode_record(unframe(bytes.fromhex(STORED_V1[tag]))) == msgspec.structs.replace(example, **defaults)
+
+
+def test_format_2_adds_the_data_key_records_and_sealed_contents_only():
+    assert set(STORED) - set(STORED_V1) == FORMAT_2_KINDS
+    changed = {tag for tag in STORED_V1 if STORED[tag] != STORED_V1[tag]}
+    assert changed == {"MessageSent", "Published", "PushQueued"}
+    for tag in changed:
+        assert {field.name for field in msgspec.structs.fields(type(RECORDS[tag]))}.issuperset(FORMAT_2_FIELDS)
+    # the heads recovery decodes are read from either format
+    for vectors in (STORED, STORED_V1):
+        assert records.decode_message_head(unframe(bytes.fromhex(vectors["MessageSent"]))).seq == RECORDS["MessageSent"].seq
+        assert records.decode_push_head(unframe(bytes.fromhex(vectors["PushQueued"]))).seq == RECORDS["PushQueued"].seq
+
+
 def test_a_changed_field_is_caught():
     """The check is not vacuous: a record with one field more encodes to other bytes."""
     import msgspec
@@ -99,5 +123,6 @@ def test_a_store_from_before_formats_were_recorded_reads_as_format_1():
     store = MemoryStore()
     store._tables[META].clear()  # as every data directory written before the format key
     assert store.check_format(writable=False) == 1
-    assert store.check_format(writable=True) == 1
-    assert FORMAT_VERSION_KEY in store._tables[META]
+    # opened for writing, it is this version's format from now on: format 1 code would misread it
+    assert store.check_format(writable=True) == FORMAT_VERSION
+    assert store.check_format(writable=False) == FORMAT_VERSION
