@@ -10,9 +10,10 @@ the body (a publish's message), the subject, the message attributes and the syst
 msgpack-encoded, into one AES-GCM ciphertext, the record's `sealed`, and those fields are stored
 empty. Everything else stays clear: queue and topic names and ids, seqs, MessageIds, times, delays,
 group and deduplication ids (a content-based one is the body's SHA-256), receive counts: recovery,
-the log's filters and the state tables need them, and none is a message's content. The additional
-data of each ciphertext names its record (kind, queue or topic id, seq, MessageId), so a ciphertext
-put in another record, or taken from another data directory, fails its tag and is refused as damage
+the log's filters and the state tables need them, and none is a message's content. Each
+ciphertext is bound to its record: its nonce ends with the record's LSN (unique in the store, and
+covered by the tag), which must be the record's seq, and its additional data is the MessageId. So
+a ciphertext put in another record, or taken from another data directory, is refused as damage
 rather than served.
 
 Who encrypts, with which key alias (the `KmsMasterKeyId`, or SSE-SQS) and reuse period, the sealer
@@ -59,7 +60,6 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -89,10 +89,8 @@ from .store import StorageError
 KEY_BYTES = 32  # AES-256, master and data keys alike
 KEY_FILE_NAME = "sse-master.key"  # the master key file in the data directory, unless another is configured
 NONCE_BYTES = 12
+NONCE_PREFIX_BYTES = 4  # random, per commit; the nonce's other 8 bytes are the record's LSN
 _U64 = struct.Struct(">Q")
-# A ciphertext's additional data names its record: kind, queue or topic id, seq (its LSN), then MessageId.
-_AAD = struct.Struct(">BQQ")
-_SENT, _PUBLISHED, _PUSH = 1, 2, 3
 _replace = msgspec.structs.replace
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -255,17 +253,24 @@ class KeyFile:
 # --- data keys and the sealer ------------------------------------------------------------------------
 
 
-class DataKey(NamedTuple):
-    key_id: int
-    alias: str
-    created_ms: int
-    master_key: str
-    wrapped: bytes
-    secret: bytes
-    cipher: AESGCM
+class DataKey:
+    """A data key, unwrapped, with its cipher. Never changed: a re-wrapped key is a new DataKey."""
 
-    def state(self) -> tuple[int, str, int, str, bytes]:
-        return self.key_id, self.alias, self.created_ms, self.master_key, self.wrapped
+    __slots__ = ("key_id", "alias", "created_ms", "master_key", "wrapped", "secret", "encrypt", "decrypt")
+
+    def __init__(self, key_id: int, alias: str, created_ms: int, master_key: str, wrapped: bytes, secret: bytes) -> None:
+        self.key_id = key_id
+        self.alias = alias
+        self.created_ms = created_ms
+        self.master_key = master_key
+        self.wrapped = wrapped
+        self.secret = secret
+        cipher = AESGCM(secret)
+        self.encrypt = cipher.encrypt  # bound once: sealing is on the send path
+        self.decrypt = cipher.decrypt
+
+    def rewrapped(self, master_key: str, wrapped: bytes) -> DataKey:
+        return DataKey(self.key_id, self.alias, self.created_ms, master_key, wrapped, self.secret)
 
 
 _CONFIGURATION = (QueueCreated, QueueAttributesChanged, TopicCreated, TopicAttributesChanged)
@@ -341,7 +346,7 @@ class Sealer:
     # --- commit: staging -----------------------------------------------------------------------------
     def begin(self) -> None:
         """A commit starts: a fresh nonce prefix for it."""
-        self._salt = os.urandom(4)
+        self._salt = os.urandom(NONCE_PREFIX_BYTES)
         self.made = None
 
     def key_for(self, record: Record, fallback_owner: int, next_lsn: int) -> DataKey | None:
@@ -362,11 +367,13 @@ class Sealer:
             elif kind is DataKeyRetired:
                 self._staged_keys[record.key_id] = _GONE  # type: ignore[attr-defined]
             return None
-        policy = self._policy_of(owner)
-        if policy is None and fallback_owner:
-            policy = self._policy_of(fallback_owner)
+        policy = self._owners.get(owner) if not self._staged_owners else self._policy_of(owner)
         if policy is None:
-            return None
+            if not fallback_owner:
+                return None
+            policy = self._policy_of(fallback_owner)
+            if policy is None:
+                return None
         alias, period_ms = policy
         key = self._staged_newest.get(alias) if self._staged_newest else None
         if key is None:
@@ -415,27 +422,24 @@ class Sealer:
     def _rewrapped(self, record: DataKeyRewrapped) -> None:
         key = self._staged_keys.get(record.key_id) or self._keys.get(record.key_id)
         if isinstance(key, DataKey):
-            self._staged_keys[record.key_id] = key._replace(master_key=record.master_key, wrapped=record.wrapped)
+            self._staged_keys[record.key_id] = key.rewrapped(record.master_key, record.wrapped)
 
     def seal(self, record: Record, key: DataKey, lsn: int) -> Record:
         """The record as stored: its content in a ciphertext under `key`, its nonce this commit's
-        prefix and the record's LSN (its seq, stamped already)."""
+        prefix and the record's LSN (its seq, stamped already), its MessageId the additional data."""
         nonce = self._salt + _U64.pack(lsn)
         kind = type(record)
         # (the content is encoded as a plain array: what SealedContent decodes, without building one)
         if kind is MessageSent:
             content = _encode((record.body, record.attributes, record.system_attributes))  # type: ignore[attr-defined]
-            aad = _AAD.pack(_SENT, record.queue_id, lsn) + record.message_id.encode()  # type: ignore[attr-defined]
-            sealed = Sealed(key.key_id, nonce, key.cipher.encrypt(nonce, content, aad))
+            sealed = Sealed(key.key_id, nonce, key.encrypt(nonce, content, record.message_id.encode()))  # type: ignore[attr-defined]
             return _replace(record, body="", attributes={}, system_attributes={}, sealed=sealed)
         if kind is Published:
             content = _encode((record.message, record.attributes, {}, record.subject))  # type: ignore[attr-defined]
-            aad = _AAD.pack(_PUBLISHED, record.topic_id, lsn) + record.message_id.encode()  # type: ignore[attr-defined]
-            sealed = Sealed(key.key_id, nonce, key.cipher.encrypt(nonce, content, aad))
+            sealed = Sealed(key.key_id, nonce, key.encrypt(nonce, content, record.message_id.encode()))  # type: ignore[attr-defined]
             return _replace(record, message="", subject="", attributes={}, sealed=sealed)
         content = _encode((record.body, record.attributes, {}, record.subject))  # type: ignore[attr-defined]
-        aad = _AAD.pack(_PUSH, record.topic_id, lsn) + record.message_id.encode()  # type: ignore[attr-defined]
-        sealed = Sealed(key.key_id, nonce, key.cipher.encrypt(nonce, content, aad))
+        sealed = Sealed(key.key_id, nonce, key.encrypt(nonce, content, record.message_id.encode()))  # type: ignore[attr-defined]
         return _replace(record, body="", subject="", attributes={}, sealed=sealed)
 
     def done(self) -> None:
@@ -477,17 +481,13 @@ class Sealer:
         if key is None:
             reason = "whose key file is not given" if sealed.key_id in self._undecided else "which the store does not hold"
             raise SealBroken(f"encrypted with data key {sealed.key_id}, {reason}")
-        kind = type(record)
-        if kind is MessageSent:
-            aad = _AAD.pack(_SENT, record.queue_id, record.seq) + record.message_id.encode()  # type: ignore[attr-defined]
-        elif kind is Published:
-            aad = _AAD.pack(_PUBLISHED, record.topic_id, record.seq) + record.message_id.encode()  # type: ignore[attr-defined]
-        else:
-            aad = _AAD.pack(_PUSH, record.topic_id, record.seq) + record.message_id.encode()  # type: ignore[attr-defined]
+        if sealed.nonce[NONCE_PREFIX_BYTES:] != _U64.pack(record.seq):  # type: ignore[attr-defined]
+            raise SealBroken(f"its ciphertext is not this record's (sealed for LSN {_lsn_of_nonce(sealed.nonce)})")
         try:
-            content = decode_sealed_content(key.cipher.decrypt(sealed.nonce, sealed.ciphertext, aad))
+            content = decode_sealed_content(key.decrypt(sealed.nonce, sealed.ciphertext, record.message_id.encode()))  # type: ignore[attr-defined]
         except (InvalidTag, ValueError):  # ValueError: a nonce of another length; msgspec's errors are ValueErrors
             raise SealBroken(f"its ciphertext does not open with data key {sealed.key_id}: damaged, or not this record's") from None
+        kind = type(record)
         if kind is MessageSent:
             return _replace(record, body=content.body, attributes=content.attributes, system_attributes=content.system_attributes, sealed=None)
         if kind is Published:
@@ -563,7 +563,11 @@ class Sealer:
 
 
 def _data_key(state: DataKeyState, secret: bytes) -> DataKey:
-    return DataKey(state.key_id, state.alias, state.created_ms, state.master_key, state.wrapped, secret, AESGCM(secret))
+    return DataKey(state.key_id, state.alias, state.created_ms, state.master_key, state.wrapped, secret)
+
+
+def _lsn_of_nonce(nonce: bytes) -> int | str:
+    return _U64.unpack(nonce[NONCE_PREFIX_BYTES:])[0] if len(nonce) == NONCE_PREFIX_BYTES + 8 else "?"
 
 
 def _newest_of(keys: Iterable[DataKey]) -> dict[str, DataKey]:

@@ -181,7 +181,7 @@ def test_a_damaged_or_foreign_ciphertext_is_refused_as_damage(tmp_path):
 
     # another record's ciphertext, checksummed anew so that only the encryption can tell
     messages[keys.message_key(1, two.seq)] = _resealed(two_row, sealed=one_row.sealed)
-    with pytest.raises(StorageDamaged, match=f"seq {two.seq}.*does not open"):
+    with pytest.raises(StorageDamaged, match=f"seq {two.seq}.*not this record's \\(sealed for LSN {one.seq}\\)"):
         store.read_messages(1, [two.seq])
     # a changed byte of the ciphertext
     flipped = bytearray(two_row.sealed.ciphertext)
