@@ -23,7 +23,8 @@ after the SetQueueAttributes that turned encryption on is sealed, one stored bef
 was, and turning encryption off seals nothing new but opens what was sealed as before.
 
 Where. The store seals in `commit`, after each record's LSN is stamped (in the writer's worker
-thread, off the event loop), and opens in `read_messages`, `read_pushes` and `read_archive`, so the
+thread; `cryptography` releases the GIL only for large buffers, so for most messages this is
+Python work like any other, about 1.5 us a message), and opens in `read_messages`, `read_pushes` and `read_archive`, so the
 actors and their pure cores never see a ciphertext; `dovecote log` opens with the master key file,
 and shows `<encrypted>` without it. Recovery reads only clear fields and opens nothing.
 
