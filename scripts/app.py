@@ -24,7 +24,7 @@ import trio
 from dovecote.actors.clock import Clock
 from dovecote.actors.broker import Broker
 from dovecote.actors.config import BrokerConfig
-from dovecote.actors.principals import Keyring
+from dovecote.actors.principals import Key, Keyring
 from dovecote.actors.recovery import recover
 from dovecote.actors.signing import CERTIFICATE_PATH, Signer
 from dovecote.net.aws_gateway import AwsGateway
@@ -80,6 +80,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     push_verify: bool | str = True  # HTTPS endpoints' certificates: certifi's CAs, a CA bundle file, or unchecked
     metrics_max_queues: int = METRICS_MAX_QUEUES  # with series of their own in /metrics; the rest are added up
     metrics_max_topics: int = METRICS_MAX_TOPICS
+    keys: tuple[Key, ...] = ()  # keys with permissions (the configuration file's), beside access_keys
 
 
 class Ports(NamedTuple):
@@ -99,6 +100,9 @@ async def run_broker(
     ListenerError when a port cannot be listened on (from inside the nurseries' exception groups)."""
     stopping = stopping if stopping is not None else trio.Event()
     started = time.perf_counter()
+    keyring = Keyring(config.access_keys, config.keys)
+    # With keys, topics deliver into a queue only if its policy lets them (actors/authorization.py).
+    broker_config = msgspec.structs.replace(config.broker, authentication=bool(keyring))
     store = LmdbStore(
         config.data_dir,
         sync_mode=config.sync_mode,
@@ -108,9 +112,9 @@ async def run_broker(
     try:
         clock = Clock()
         signing_files = SigningFiles(Path(config.data_dir))
-        signer = Signer(signing_files.key_pem, config.broker.http_url.rstrip("/") + CERTIFICATE_PATH)
+        signer = Signer(signing_files.key_pem, broker_config.http_url.rstrip("/") + CERTIFICATE_PATH)
         pusher = Pusher(config.smtp, timeout_s=config.push_timeout_s, max_in_flight=config.push_max_in_flight, verify=config.push_verify)
-        cores, report = recover(store, config.broker, clock, salvage=config.salvage, signer=signer, push_protocols=pusher.protocols)
+        cores, report = recover(store, broker_config, clock, salvage=config.salvage, signer=signer, push_protocols=pusher.protocols)
         writer = LogWriter(
             store,
             wall_ms=clock.wall_ms,
@@ -118,13 +122,13 @@ async def run_broker(
         )
         async with trio.open_nursery() as storage_nursery:
             await storage_nursery.start(writer.run)
-            broker = Broker(store, writer, clock, config.broker, cores, signer, pusher)
+            broker = Broker(store, writer, clock, broker_config, cores, signer, pusher)
             async with trio.open_nursery() as broker_nursery:
                 await broker_nursery.start(broker.run)
                 async with trio.open_nursery() as net_nursery:
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
-                    verifier = _verifier(config.access_keys)
+                    verifier = SigV4Verifier(keyring) if keyring else None
                     endpoints = BrokerEndpoints(
                         writer, broker, signing_files.certificate_pem, data_dir=config.data_dir,
                         metrics_max_queues=config.metrics_max_queues, metrics_max_topics=config.metrics_max_topics,
@@ -172,11 +176,6 @@ def _queue_urls(config: ServeConfig, http_port: int):
     base = config.public_url or f"http://{config.host}:{http_port}"
     prefix = f"{base.rstrip('/')}/{config.broker.account_id}/"
     return lambda name: prefix + name
-
-
-def _verifier(access_keys: dict[str, str]) -> SigV4Verifier | None:
-    keyring = Keyring(access_keys)
-    return SigV4Verifier(keyring) if keyring else None
 
 
 class SigningFiles:

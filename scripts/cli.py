@@ -325,7 +325,11 @@ def _client_command(client: BlockingClient, args: argparse.Namespace) -> object:
 
 def _serve(values: dict[str, object]) -> int:
     logs.configure(values["log_level"], values["log_format"])
-    serve_config = config.serve_config(values)
+    try:
+        serve_config = config.serve_config(values)  # reads the keys' secrets
+    except config.ConfigError as error:
+        print(f"dovecote: {error}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         trio.run(_serve_and_notify, serve_config)
     except Exception as error:  # noqa: BLE001 - every failure ends as one log line and an exit code
