@@ -47,6 +47,7 @@ _ROWS = [
     ("OverLimit", "OverLimit", 403, True, True),
     ("UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", 400, True, False),
     ("InvalidAction", "InvalidAction", 400, True, False),
+    ("InvalidQueryParameter", "InvalidQueryParameter", 400, True, False),
     ("ResourceNotFoundException", "ResourceNotFoundException", 400, True, False),
     # SNS
     ("InvalidParameter", "InvalidParameter", 400, True, False),

@@ -27,10 +27,12 @@ from dovecote.actors.config import BrokerConfig
 from dovecote.actors.principals import Keyring
 from dovecote.actors.recovery import recover
 from dovecote.actors.signing import CERTIFICATE_PATH, Signer
+from dovecote.net.audit import Audit
 from dovecote.net.aws_gateway import AwsGateway
 from dovecote.net.broker_endpoints import METRICS_MAX_QUEUES, METRICS_MAX_TOPICS, BrokerEndpoints
 from dovecote.net.client import DEFAULT_PORT
 from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_TIMEOUT_S
+from dovecote.net.http_auth import EndpointAuthenticator
 from dovecote.net.http_push import Pusher, SmtpRelay
 from dovecote.net.http_server import HttpServer
 from dovecote.net.limits import NetLimits
@@ -124,13 +126,19 @@ async def run_broker(
                 async with trio.open_nursery() as net_nursery:
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
-                    verifier = _verifier(config.access_keys)
+                    keyring = Keyring(config.access_keys)
+                    verifier = SigV4Verifier(keyring) if keyring else None
+                    audit = Audit()
                     endpoints = BrokerEndpoints(
                         writer, broker, signing_files.certificate_pem, data_dir=config.data_dir,
                         metrics_max_queues=config.metrics_max_queues, metrics_max_topics=config.metrics_max_topics,
+                        authenticator=EndpointAuthenticator(keyring, verifier) if verifier is not None else None,
+                        audit=audit,
                     )
                     http = HttpServer(
-                        lambda: AwsGateway(broker, config.broker.account_id, config.public_url, endpoints.handle, verifier).handle,
+                        lambda: AwsGateway(
+                            broker, config.broker.account_id, config.public_url, endpoints.handle, verifier, audit
+                        ).handle,
                         config.limits,
                         stopping,
                     )
@@ -172,11 +180,6 @@ def _queue_urls(config: ServeConfig, http_port: int):
     base = config.public_url or f"http://{config.host}:{http_port}"
     prefix = f"{base.rstrip('/')}/{config.broker.account_id}/"
     return lambda name: prefix + name
-
-
-def _verifier(access_keys: dict[str, str]) -> SigV4Verifier | None:
-    keyring = Keyring(access_keys)
-    return SigV4Verifier(keyring) if keyring else None
 
 
 class SigningFiles:
