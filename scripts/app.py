@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import ipaddress
 import logging
 import os
 import signal
@@ -62,6 +63,11 @@ class ListenerError(Exception):
     one of this machine's addresses."""
 
 
+class AnonymousOffLoopback(Exception):
+    """Asked to listen beyond this machine with no keys configured, and not told that anonymous
+    access is meant (Mosquitto's rule): one line saying so."""
+
+
 class ServeConfig(msgspec.Struct, frozen=True):
     data_dir: str
     host: str = "127.0.0.1"
@@ -82,6 +88,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     push_verify: bool | str = True  # HTTPS endpoints' certificates: certifi's CAs, a CA bundle file, or unchecked
     metrics_max_queues: int = METRICS_MAX_QUEUES  # with series of their own in /metrics; the rest are added up
     metrics_max_topics: int = METRICS_MAX_TOPICS
+    allow_anonymous: bool = False  # serve a host other than loopback without access keys
 
 
 class Ports(NamedTuple):
@@ -98,9 +105,13 @@ async def run_broker(
 ) -> None:
     """Run the broker until `stopping` is set (or a signal arrives). Raises StorageDamaged,
     DataDirectoryInUse, DataDirectoryUnusable or StorageError when the store cannot be served, and
-    ListenerError when a port cannot be listened on (from inside the nurseries' exception groups)."""
+    ListenerError when a port cannot be listened on (from inside the nurseries' exception groups),
+    AnonymousOffLoopback (before anything is opened) when asked to serve another machine with no keys."""
     stopping = stopping if stopping is not None else trio.Event()
     started = time.perf_counter()
+    refusal = anonymous_exposure(config)
+    if refusal is not None:
+        raise AnonymousOffLoopback(refusal)
     store = LmdbStore(
         config.data_dir,
         sync_mode=config.sync_mode,
@@ -180,6 +191,33 @@ def _queue_urls(config: ServeConfig, http_port: int):
     base = config.public_url or f"http://{config.host}:{http_port}"
     prefix = f"{base.rstrip('/')}/{config.broker.account_id}/"
     return lambda name: prefix + name
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` serves this machine only: 127.0.0.0/8, ::1 (also as
+    ::ffff:127.x.y.z) or the name localhost. Any other name, and the wildcards 0.0.0.0, :: and "",
+    count as the network."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def anonymous_exposure(config: ServeConfig) -> str | None:
+    """Why serving `config` is refused (one line), or None: a host other than loopback needs keys,
+    unless allow_anonymous says anonymous access is meant."""
+    if is_loopback(config.host) or config.access_keys or config.allow_anonymous:
+        return None
+    return (
+        f"refusing to listen on {config.host or 'every address'} without access keys: anyone who can reach it could read, "
+        "send and delete every message; give keys (access_key in the configuration file, or --access-key ID:SECRET), "
+        "or --allow-anonymous to serve it anyway"
+    )
 
 
 class SigningFiles:
