@@ -40,6 +40,7 @@ from dovecote.net.limits import NetLimits
 from dovecote.net.sigv4 import SigV4Verifier
 from dovecote.net.tcp_server import NativeServer
 from dovecote.storage.lmdb_store import LmdbStore
+from dovecote.storage.private import PRIVATE_FILE_MODE, tighten, write_private
 from dovecote.storage.writer import LogWriter
 
 log = logging.getLogger("dovecote")
@@ -221,13 +222,16 @@ def anonymous_exposure(config: ServeConfig) -> str | None:
 
 
 class SigningFiles:
-    """The SNS signing key and its self-signed certificate, kept in the data directory. Made when
-    first needed (the first signed message, or a fetch of the certificate), not at start: making an
-    RSA key costs a fifth of a first start. Used from the event loop's thread only."""
+    """The SNS signing key and its self-signed certificate, kept in the data directory, mode 0600
+    (tightened at start if they are more open). Made when first needed (the first signed message,
+    or a fetch of the certificate), not at start: making an RSA key costs a fifth of a first start.
+    Used from the event loop's thread only."""
 
     def __init__(self, data_dir: Path) -> None:
         self._key_file = data_dir / "sns-signing-key.pem"
         self._certificate_file = data_dir / "sns-signing-cert.pem"
+        for path in (self._key_file, self._certificate_file):
+            tighten(path, PRIVATE_FILE_MODE)
 
     def key_pem(self) -> bytes:
         self._make_if_missing()
@@ -243,9 +247,8 @@ class SigningFiles:
         from dovecote.actors.certificates import new_key_and_certificate
 
         key_pem, certificate_pem = new_key_and_certificate("dovecote SNS", datetime.datetime.now(datetime.UTC))
-        self._key_file.touch(mode=0o600)
-        self._key_file.write_bytes(key_pem)
-        self._certificate_file.write_bytes(certificate_pem)
+        write_private(self._key_file, key_pem)
+        write_private(self._certificate_file, certificate_pem)
 
 
 async def _stop_on_signal(stopping: trio.Event) -> None:

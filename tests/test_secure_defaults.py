@@ -1,19 +1,24 @@
 """Secure by default, on real `dovecote serve` processes: a host other than loopback without keys
 is refused in one line with the usage code (Mosquitto's rule) unless --allow-anonymous says it is
-meant."""
+meant; the data directory is private (directories 0700, files 0600) whatever the umask, and one
+made more open before is tightened."""
 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 
 import httpx
 import pytest
 
+from dovecote.actors.signing import CERTIFICATE_PATH
 from dovecote.app import ServeConfig, anonymous_exposure, is_loopback
 from dovecote.cli import EXIT_USAGE
 
 from .faults.serve import PACKAGE, ServeProcess, free_port
+
+UMASK_000 = ("sh", "-c", 'umask 000 && exec "$@"', "sh", *PACKAGE)  # the package, started under umask 000
 
 
 @pytest.mark.parametrize(
@@ -69,3 +74,59 @@ def test_serving_the_network_starts_with_keys_or_allow_anonymous(tmp_path, args)
         assert httpx.get(f"http://127.0.0.1:{broker.http_port}/health").status_code == 200
     finally:
         assert broker.terminate() == 0
+
+
+def modes(root) -> dict[str, int]:
+    """Every directory's and file's permission bits under root (root itself as ".")."""
+    found = {".": stat.S_IMODE(os.stat(root).st_mode)}
+    for folder, directories, files in os.walk(root):
+        for name in directories + files:
+            path = os.path.join(folder, name)
+            found[os.path.relpath(path, root)] = stat.S_IMODE(os.stat(path).st_mode)
+    return found
+
+
+def use_every_file(broker: ServeProcess) -> None:
+    """Make the broker write what it keeps: messages (the LMDB files) and the SNS signing key and
+    certificate (made when the certificate is first fetched)."""
+    with broker.client() as client:
+        client.send_message(client.create_queue("private"), "a body no other user may read")
+    assert httpx.get(f"http://127.0.0.1:{broker.http_port}{CERTIFICATE_PATH}").status_code == 200
+
+
+EXPECTED_FILES = {
+    ".", "lmdb", "lmdb/data.mdb", "lmdb/lock.mdb", "dovecote.lock", "reserve.bin", "sns-signing-key.pem",
+    "sns-signing-cert.pem",
+}
+
+
+def test_the_data_directory_is_private_under_umask_000(tmp_path):
+    data_dir = tmp_path / "parent" / "data"
+    broker = ServeProcess(data_dir, program=UMASK_000).start()
+    try:
+        use_every_file(broker)
+    finally:
+        assert broker.terminate() == 0
+    found = modes(data_dir)
+    assert set(found) == EXPECTED_FILES
+    assert {name: mode for name, mode in found.items() if mode != (0o700 if name in (".", "lmdb") else 0o600)} == {}
+    assert stat.S_IMODE(os.stat(tmp_path / "parent").st_mode) == 0o755  # a parent it made: never writable by others
+
+
+def test_a_data_directory_left_open_is_tightened_saying_so(tmp_path):
+    data_dir = tmp_path / "data"
+    broker = ServeProcess(data_dir).start()
+    use_every_file(broker)
+    assert broker.terminate() == 0
+    for name in modes(data_dir):
+        os.chmod(data_dir / name, 0o777 if name in (".", "lmdb") else 0o666)  # as an older dovecote under umask 000 left it
+    broker = ServeProcess(data_dir, program=UMASK_000).start()
+    try:
+        use_every_file(broker)
+    finally:
+        assert broker.terminate() == 0
+    found = modes(data_dir)
+    assert {name: mode for name, mode in found.items() if mode != (0o700 if name in (".", "lmdb") else 0o600)} == {}
+    tightened = [line for line in broker.process.stderr.read().splitlines() if "tightened" in line]
+    assert len(tightened) == len(EXPECTED_FILES)
+    assert any(f"tightened {data_dir} from mode 777 to 700" in line for line in tightened)
