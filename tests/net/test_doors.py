@@ -6,6 +6,8 @@ but /health and the signing certificate, failures counted in /metrics."""
 from __future__ import annotations
 
 import base64
+import shutil
+import subprocess
 import time
 from urllib.parse import urlencode
 
@@ -204,6 +206,17 @@ def test_every_endpoint_that_shows_data_needs_a_proof(endpoint, path, headers):
 def test_a_wrong_signature_is_no_proof(endpoint, path):
     assert signed_get(endpoint + path, secret="wrong").status_code == 401
     assert signed_get(endpoint + path).status_code == 200
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl here")
+def test_curl_signs_as_the_readme_says(endpoint):
+    """`curl --aws-sigv4 aws:amz:us-east-1:sqs --user ID:SECRET URL`, as the README shows it."""
+    signed = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--aws-sigv4", "aws:amz:us-east-1:sqs"]
+    for path in ("/metrics", "/actors", "/peek?queue=peeked"):
+        ok = subprocess.run([*signed, "--user", f"{KEY}:{SECRET}", endpoint + path], capture_output=True, text=True, timeout=30)
+        assert ok.stdout == "200", (path, ok.stdout, ok.stderr)
+        wrong = subprocess.run([*signed, "--user", f"{KEY}:wrong", endpoint + path], capture_output=True, text=True, timeout=30)
+        assert wrong.stdout == "401"
 
 
 def test_health_and_the_signing_certificate_stay_open(endpoint):
