@@ -47,6 +47,7 @@ _ROWS = [
     ("OverLimit", "OverLimit", 403, True, True),
     ("UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", 400, True, False),
     ("InvalidAction", "InvalidAction", 400, True, False),
+    ("InvalidQueryParameter", "InvalidQueryParameter", 400, True, False),
     ("ResourceNotFoundException", "ResourceNotFoundException", 400, True, False),
     # A refusal by authorisation: SQS's JSON protocol names it AccessDeniedException, its Query
     # protocol (and x-amzn-query-error, which the SDKs read) AccessDenied; SNS's is AuthorizationError.

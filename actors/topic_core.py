@@ -52,7 +52,7 @@ from .errors import (
     storage_failed,
 )
 from .filter_policy import ATTRIBUTES, FilterPolicy, MessageView, compile_policy, explain
-from .ids import MessageIds
+from .ids import MessageIds, random_id
 from .limits import HOUSEKEEPING_INTERVAL_S, SNS_MAX_SUBSCRIPTIONS_PER_TOPIC
 from .messages import AdoptedMessage, QueueTarget, Reply, Request, Stop, adopted
 from .ops import (
@@ -84,6 +84,7 @@ from .ops import (
     TagTopic,
     Tags,
     Unsubscribe,
+    UnsubscribeByUrl,
     UntagTopic,
     Verdict,
 )
@@ -311,8 +312,12 @@ class TopicCore:
                 replies.append((reply, Done()))
             case ExplainDelivery():
                 reply(Explanation(self.explain(op.message, op.message_attributes, targets)))
-            case Unsubscribe():
+            case Unsubscribe() | UnsubscribeByUrl():
                 subscription = self.subscriptions.get(op.subscription_arn)
+                if isinstance(op, UnsubscribeByUrl) and subscription is not None and subscription.protocol not in PUSH_PROTOCOLS:
+                    raise BrokerError(  # AWS's rule: a queue subscription is deleted by a signed request only
+                        "AuthorizationError", f"Unsubscribing {subscription.arn} requires a request signed by a key of this broker."
+                    )
                 if subscription is not None and subscription.protocol in PUSH_PROTOCOLS:
                     self._notice(subscription.arn, "UnsubscribeConfirmation", cycle, wall_ms)
                 record = self.unsubscribe(op.subscription_arn, wall_ms)
@@ -543,7 +548,7 @@ class TopicCore:
         if not confirmed:
             checked[TOKEN] = secrets.token_hex(64)
         record = SubscriptionChanged(
-            wall_ms, self.topic_id, self.name, number, f"{self.arn}:{self._message_ids.new()}", protocol, endpoint, checked, confirmed
+            wall_ms, self.topic_id, self.name, number, f"{self.arn}:{random_id()}", protocol, endpoint, checked, confirmed
         )
         self.subscriptions[record.subscription_arn] = _subscription(record)
         return record.subscription_arn, record

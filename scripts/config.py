@@ -154,7 +154,10 @@ SETTINGS: tuple[Setting, ...] = (
         "data_dir", str, "where the store lives (the log, the state tables, the lock, the SNS signing key); one broker a directory",
         "data_dir", default=lambda: str(state_directory()), metavar="DIR",
     ),
-    Setting("host", str, "the address both listeners bind: 127.0.0.1 serves this machine only, 0.0.0.0 every interface", "host"),
+    Setting(
+        "host", str, "the address both listeners bind: 127.0.0.1 serves this machine only, 0.0.0.0 every interface "
+        "(any address but loopback needs access keys, or allow_anonymous)", "host",
+    ),
     Setting("port", int, "the native protocol's TCP port (0: any free one)", "port", metavar="PORT"),
     Setting("http_port", int, "the AWS API's port (SQS JSON and Query, SNS Query) and /health, /metrics, /actors, /peek", "http_port", metavar="PORT"),
     Setting(
@@ -192,6 +195,10 @@ SETTINGS: tuple[Setting, ...] = (
         "from when serve starts; never the secret itself), account (if not this broker's), and statement, a list of "
         "IAM statements (Effect, Action, Resource, ...) saying what the key may do", "keys", default=(), flag=False,
         to_field=read_keys, unset="only --access-key keys, which may do everything",
+    ),
+    Setting(
+        "allow_anonymous", bool, "serve a host other than loopback without access keys: anyone who can reach the ports "
+        "may read, send and delete every message (false: such a start is refused, saying why)", "allow_anonymous",
     ),
     Setting("account_id", str, "the one account this broker hosts, in ARNs and queue URLs", "broker.account_id", metavar="ID"),
     Setting("region", str, "the region of requests that name none", "broker.region"),
