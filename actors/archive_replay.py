@@ -68,11 +68,13 @@ def _replay_batch(
 ) -> tuple[list[tuple[QueueTarget | None, Record]], SubscriptionChanged]:
     """The deliveries of one batch of archived publishes to a replaying subscription, and its new
     state: the cursor moved past the batch, Completed when `complete` or the replay's end is
-    reached, Failed when its queue is gone."""
+    reached, Failed when its queue is gone or its policy refuses the topic."""
     policy = json.loads(subscription.attributes["ReplayPolicy"])
     starting = sns_validation.replay_time(policy["StartingPoint"])
     until = int(subscription.attributes[REPLAY_UNTIL])
     target = targets.get(subscription.endpoint) if subscription.confirmed else None
+    if target is not None and not core.may_deliver(target):
+        target = None  # the queue's policy refuses the topic: the replay fails, as for a queue gone
     deliveries: list[tuple[QueueTarget | None, Record]] = []
     cursor = int(subscription.attributes.get(REPLAY_CURSOR, "0"))
     for record in archived:

@@ -72,7 +72,7 @@ class Broker:
     def session(self, region: str | None = None, principal: Principal = ANYONE) -> Session:
         """A session of one principal, acting in one region's namespace (by default the broker's
         region)."""
-        return Session(self.directory, self._lifecycle.mailbox, region or self.config.region, principal)
+        return Session(self.directory, self._lifecycle.mailbox, region or self.config.region, principal, self.config.account_id)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until stop(); the actors live in here. Queues start first, so topics find them."""

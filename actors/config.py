@@ -26,6 +26,9 @@ class BrokerConfig(msgspec.Struct, frozen=True):
     # time would jump while a thread works).
     sign_in_thread: bool = False
     max_pending_pushes: int = PUSH_MAX_PENDING_PER_SUBSCRIPTION  # per HTTP/S or email subscription
+    # Keys are configured: besides every request being authorised, a topic delivers into a queue
+    # only if the queue's Policy lets it (as on AWS). Off: every delivery goes through, as before.
+    authentication: bool = False
 
 
 def queue_arn(config: BrokerConfig, region: str, name: str) -> str:

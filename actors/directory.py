@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from . import validation
+from .authorization import PolicySlot
 from .errors import failure, no_such_queue, overloaded
 from .mailbox import Mailbox
 from .messages import ActorMessage, QueueTarget, Reply
@@ -44,7 +45,7 @@ class Health:
 class ActorEntry:
     """A queue's or a topic's place in the directory."""
 
-    __slots__ = ("kind", "actor_id", "region", "name", "arn", "fifo", "mailbox", "health", "target")
+    __slots__ = ("kind", "actor_id", "region", "name", "arn", "fifo", "mailbox", "health", "policy", "target")
 
     def __init__(self, kind: str, actor_id: int, region: str, name: str, arn: str, fifo: bool, mailbox: Mailbox) -> None:
         self.kind = kind  # "queue" or "topic"
@@ -55,7 +56,10 @@ class ActorEntry:
         self.fifo = fifo
         self.mailbox = mailbox
         self.health = Health()
-        self.target = QueueTarget(actor_id, name, arn, fifo)  # what a topic delivering to this queue needs
+        # The queue's or topic's parsed Policy, published by its actor (whichever runs), for
+        # sessions and topics that decide about it without asking the actor.
+        self.policy = PolicySlot()
+        self.target = QueueTarget(actor_id, name, arn, fifo, self.policy)  # what a topic delivering to this queue needs
 
 
 class Directory:

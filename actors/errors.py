@@ -47,7 +47,11 @@ _ROWS = [
     ("OverLimit", "OverLimit", 403, True, True),
     ("UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", 400, True, False),
     ("InvalidAction", "InvalidAction", 400, True, False),
+    ("InvalidQueryParameter", "InvalidQueryParameter", 400, True, False),
     ("ResourceNotFoundException", "ResourceNotFoundException", 400, True, False),
+    # A refusal by authorisation: SQS's JSON protocol names it AccessDeniedException, its Query
+    # protocol (and x-amzn-query-error, which the SDKs read) AccessDenied; SNS's is AuthorizationError.
+    ("AccessDeniedException", "AccessDenied", 403, True, False),
     # SNS
     ("InvalidParameter", "InvalidParameter", 400, True, False),
     ("NotFound", "NotFound", 404, True, False),
@@ -124,6 +128,14 @@ def no_such_topic() -> BrokerError:
 
 def not_an_operation(kind: str, op: object) -> BrokerError:
     return BrokerError("InvalidAction", f"{type(op).__name__} is not a {kind} operation.")
+
+
+def access_denied(who: str, action: str, resource: str, explicitly: bool) -> BrokerError:
+    """A request authorisation refused (authorization.py), in its service's words: SQS's
+    AccessDenied, SNS's AuthorizationError; who is the principal's ARN."""
+    why = "with an explicit deny" if explicitly else "because no policy allows it"
+    message = f"User: {who} is not authorized to perform: {action} on resource: {resource} {why}"
+    return BrokerError("AuthorizationError" if action.startswith("sns:") else "AccessDeniedException", message)
 
 
 def overloaded(what: str) -> BrokerError:

@@ -39,6 +39,13 @@ class MessageIds:
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def random_id() -> str:
+    """A UUID-shaped id of 128 random bits, for what must not be guessed from other ids: a
+    subscription's (its ARN is all an UnsubscribeURL needs)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def encode_receipt_handle(handle: ReceiptHandle) -> str:
     return f"{handle.queue_id:x}:{handle.seq:x}:{handle.receive_count:x}:{handle.message_id}"
 

@@ -177,6 +177,7 @@ class Lifecycle:
         else:
             entry = ActorEntry("topic", core.topic_id, core.region, core.name, core.arn, core.fifo, self._mailbox())
             self._directory.add(entry)
+        core.share_policy(entry.policy)  # before anyone can route to it (its supervisor starts later)
         self._nursery.start_soon(self._supervisor.run, entry, core, self._ended, name=f"{entry.kind}:{core.name}")
 
     def _mailbox(self) -> Mailbox:

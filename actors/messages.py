@@ -15,6 +15,7 @@ import msgspec
 
 from dovecote.storage.records import MessageSent, Record
 
+from .authorization import PolicySlot
 from .ops import Done, Op, Result
 from .push_types import PushTarget
 
@@ -108,6 +109,7 @@ class QueueTarget(NamedTuple):
     name: str
     arn: str
     fifo: bool
+    policy: PolicySlot = PolicySlot()  # the queue's Policy, as its actor last published it
 
 
 Forward = Callable[[str, ActorMessage, Reply], None]  # (queue ARN, message, reply): to that queue's actor

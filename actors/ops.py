@@ -217,6 +217,15 @@ class Unsubscribe(TopicOp, tag="Unsubscribe"):
     subscription_arn: str
 
 
+class UnsubscribeByUrl(TopicOp, tag="UnsubscribeByUrl"):
+    """An Unsubscribe that proved no key, only that it knows the subscription's ARN (its random id
+    is the token of the UnsubscribeURL it came by). As on AWS, allowed for HTTP/S and email
+    subscriptions and refused (AuthorizationError) for queue subscriptions. Made by the AWS gateway
+    alone: not an operation of the native protocol (AnyOp leaves it out)."""
+
+    subscription_arn: str
+
+
 class ListSubscriptions(Op, tag="ListSubscriptions"):
     next_token: str | None = None
 
@@ -300,6 +309,7 @@ REGISTRY_OPS = (
     ListSubscriptions,
 )
 
+# The operations the native protocol carries (UnsubscribeByUrl is the AWS gateway's alone).
 AnyOp = (
     CreateQueue
     | DeleteQueue

@@ -72,7 +72,7 @@ from dovecote.storage.records import (
 )
 from dovecote.storage.store import LoadedQueue
 
-from . import policy, sqs_results, validation
+from . import authorization, policy, sqs_results, validation
 from .attributes import to_stored, to_wire
 from .dedup import DedupWindow
 from .errors import (
@@ -270,6 +270,7 @@ class QueueCore:
         self.arn = arn
         self.region = arn.split(":")[3]
         self.account_id = arn.split(":")[4]
+        self.access = authorization.OwnPolicy()  # the Policy attribute, parsed (see the attributes setter)
         self.attributes: dict[str, str] = dict(attributes)
         self.config = validation.queue_config(self.attributes)
         self.tags: dict[str, str] = dict(tags or {})
@@ -343,6 +344,19 @@ class QueueCore:
         core._dedup.restore(loaded.dedup, now, elapsed_ms)
         core.move_tasks.restore(loaded.move_tasks, now)
         return core
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        return self._attributes
+
+    @attributes.setter
+    def attributes(self, attributes: dict[str, str]) -> None:
+        self._attributes = attributes
+        self.access.update(attributes.get("Policy"))
+
+    def share_policy(self, slot: authorization.PolicySlot) -> None:
+        """Publish the queue's parsed Policy in `slot` (its directory entry's) from now on."""
+        self.access.share(slot)
 
     # --- one request --------------------------------------------------------------------------
     def handle(self, request: Request, cycle: Cycle, read: MessageReader, now: float, wall_ms: int) -> None:

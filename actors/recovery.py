@@ -32,7 +32,9 @@ class RecoveryReport(msgspec.Struct, frozen=True):
 
 def topic_options(config: BrokerConfig, signer: Signer | None, push_protocols: frozenset[str]) -> TopicOptions:
     """What every topic of this broker is made with."""
-    return TopicOptions(config.http_url, signer, config.sign_sqs_envelopes, push_protocols, config.sign_in_thread)
+    return TopicOptions(
+        config.http_url, signer, config.sign_sqs_envelopes, push_protocols, config.sign_in_thread, config.authentication
+    )
 
 
 def recover(

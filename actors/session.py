@@ -1,10 +1,18 @@
-"""A session: a client connection's way into one region's namespace of the broker.
+"""A session: a client connection's way into one region's namespace of the broker, as one principal.
 
 `submit` routes an operation without ever waiting: a queue's or topic's operation goes straight to
 that actor's mailbox (found in the directory), a creation or deletion to the lifecycle task's,
 and what the directory alone can answer (GetQueueUrl, the List* of queues and topics, the
 dead-letter sources, the checks of StartMessageMoveTask) is answered here and now. Owned by the
 connection's task.
+
+Authorisation happens here, before routing, for every operation of every door (each door makes its
+sessions with the principal it proved): authorization.decide is asked with the operation's action,
+its resource (the queue's or topic's ARN, `*` for the listings) and that resource's Policy as its
+actor last published it in the directory. So a refused request never reaches an actor or its
+mailbox, and a principal allowed everything costs one attribute test. A request already in an
+actor's mailbox when its policy changes was let in by the policy before; AWS, too, takes a moment
+to apply a policy change.
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ import trio
 
 from . import paging
 from .directory import Directory
-from .errors import BrokerError, failure, no_such_queue, no_such_topic, overloaded, shutting_down
+from .authorization import Decision, Policy, action_of, decide
+from .errors import BrokerError, access_denied, failure, no_such_queue, no_such_topic, overloaded, shutting_down
 from .lifecycle import LIFECYCLE_OPS
 from .mailbox import Mailbox, MailboxFull
 from .messages import Reply, Request
@@ -23,6 +32,7 @@ from .ops import (
     GetQueueUrl,
     ListDeadLetterSourceQueues,
     ListQueues,
+    ListSubscriptions,
     ListTopics,
     Op,
     QueueName,
@@ -34,11 +44,16 @@ from .ops import (
 
 
 class Session:
-    def __init__(self, directory: Directory, lifecycle: Mailbox, region: str, principal: Principal) -> None:
+    def __init__(
+        self, directory: Directory, lifecycle: Mailbox, region: str, principal: Principal, account_id: str = "000000000000"
+    ) -> None:
+        """account_id: the account this broker hosts, which owns every queue and topic."""
         self._directory = directory
         self._lifecycle = lifecycle
         self.region = region
         self.principal = principal  # whose requests these are
+        self._restricted = not principal.unrestricted  # its requests are authorised one by one
+        self._account_id = account_id
 
     def submit(self, op: Op, reply: Reply) -> None:
         """Route op to whoever serves it; reply is called exactly once, now or later, from that
@@ -50,6 +65,8 @@ class Session:
 
     def _route(self, op: Op, reply: Reply) -> None:
         directory, region = self._directory, self.region
+        if self._restricted:
+            self._authorize(op)
         if isinstance(op, LIFECYCLE_OPS) or (isinstance(op, SetQueueAttributes) and "RedrivePolicy" in op.attributes):
             try:
                 self._lifecycle.submit(Request(op, reply, region))
@@ -87,6 +104,37 @@ class Session:
                     raise no_such_topic()
             case _:
                 raise BrokerError("InvalidAction", f"{type(op).__name__} is not an operation of this broker.")
+
+    def _authorize(self, op: Op) -> None:
+        """Raise the service's access-denied error unless the principal may do op."""
+        try:
+            action = action_of(op)
+        except KeyError:
+            raise BrokerError("InvalidAction", f"{type(op).__name__} is not an operation of this broker.") from None
+        directory, region, account = self._directory, self.region, self._account_id
+        policy = None
+        if isinstance(op, (ListQueues, ListTopics, ListSubscriptions)):
+            resource = "*"
+        elif isinstance(op, QueueOp):
+            entry = directory.queue(region, op.queue)
+            resource = entry.arn if entry is not None else f"arn:aws:sqs:{region}:{account}:{op.queue}"
+            policy = entry.policy.policy if entry is not None else None
+        elif isinstance(op, TopicOp):
+            entry = directory.topic(region, op.topic)
+            resource = entry.arn if entry is not None else f"arn:aws:sns:{region}:{account}:{op.topic}"
+            policy = entry.policy.policy if entry is not None else None
+        else:
+            raise BrokerError("InvalidAction", f"{type(op).__name__} is not an operation of this broker.")
+        self._check(action, resource, policy)
+        if isinstance(op, StartMessageMoveTask) and op.destination_arn:
+            # The task sends into its destination: the principal must be allowed to, as on AWS.
+            destination = directory.queue_by_arn(op.destination_arn)
+            self._check("sqs:SendMessage", op.destination_arn, destination.policy.policy if destination is not None else None)
+
+    def _check(self, action: str, resource: str, policy: Policy | None) -> None:
+        decision = decide(self.principal, action, resource, self._account_id, policy)
+        if decision is not Decision.ALLOWED:
+            raise access_denied(self.principal.arn(self._account_id), action, resource, decision is Decision.DENIED)
 
     @staticmethod
     def _delivered(mailbox: Mailbox, request: Request, kind: str, name: str) -> bool:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 
 from .attributes import AnyAttribute
-from . import delivery_policy, validation
+from . import authorization, delivery_policy, validation
 from .errors import BrokerError, invalid_parameter
 from .filter_policy import ATTRIBUTES, compile_policy
 from .limits import SNS_MAX_ARCHIVE_DAYS, SNS_MAX_BATCH_BYTES, SNS_MAX_BATCH_ENTRIES, SNS_MAX_MESSAGE_BYTES
@@ -86,7 +86,12 @@ def validate_topic_attributes(attributes: Mapping[str, str], *, fifo: bool, crea
                 raise invalid_parameter(f"ArchivePolicy: MessageRetentionPeriod must be 1 to {SNS_MAX_ARCHIVE_DAYS} days")
         elif name == "DeliveryPolicy" and value:
             delivery_policy.validate_topic_policy(value)
-        elif name in ("Policy", "DataProtectionPolicy") and value:
+        elif name == "Policy" and value:
+            try:
+                authorization.parse_policy(value)
+            except authorization.PolicyError as error:
+                raise invalid_parameter(f"Policy Error: {error}") from None
+        elif name == "DataProtectionPolicy" and value:
             json_object(name, value)
         checked[name] = value
     return checked

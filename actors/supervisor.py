@@ -61,6 +61,7 @@ class Supervisor:
         self._sender = sender
 
     def _actor(self, entry: ActorEntry, core: QueueCore | TopicCore) -> QueueActor | TopicActor:
+        core.share_policy(entry.policy)  # a rebuilt core publishes its policy as stored
         if isinstance(core, TopicCore):
             return TopicActor(
                 core, entry.mailbox, self._writer, self._store, self._clock, self._directory, self._sender,

@@ -32,10 +32,10 @@ from dovecote.storage.writer import AppendEntry, LogWriter
 from .clock import Clock
 from .delivery import DeliveryActor, send_notice
 from .directory import Directory
-from .errors import failure, storage_failed
+from .errors import access_denied, failure, storage_failed
 from .limits import MAX_REQUESTS_PER_CYCLE
 from .mailbox import Mailbox
-from .messages import Adopt, NewPushes, Reconfigured, Reply, Request, RestartFromStorage, StopPushing
+from .messages import ActorMessage, Adopt, NewPushes, Reconfigured, Reply, Request, RestartFromStorage, StopPushing
 from .ops import DeleteTopic, Done, Result
 from .push_types import PushTarget, Sender
 from .signing import sign_all
@@ -209,6 +209,16 @@ class TopicActor:
         _answer(cycle.replies)
 
     # --- delivery actors ----------------------------------------------------------------------
+    def _forward_dead_letter(self, queue_arn: str, message: ActorMessage, reply: Reply) -> None:
+        """A delivery actor's exhausted push, to its subscription's dead-letter queue: only if that
+        queue's policy lets this topic send to it (authentication on), as for SQS deliveries;
+        refused, the push is dropped and recorded so (delivery.py)."""
+        target = self._directory.get(queue_arn)
+        if target is not None and not self.core.may_deliver(target):
+            reply(failure(access_denied("sns.amazonaws.com", "sqs:SendMessage", queue_arn, explicitly=False)))
+            return
+        self._directory.forward(queue_arn, message, reply)
+
     def _sync_pushers(self) -> None:
         """Start, reconfigure or stop delivery actors to match the confirmed push subscriptions."""
         if self._sender is None or self._nursery is None:
@@ -223,7 +233,7 @@ class TopicActor:
             if running is None:
                 pending = self.core.restored_pushes.pop(subscription_id, [])
                 pusher = DeliveryActor(
-                    target, pending, self._sender, self._writer, self._store, self._clock, self._directory.forward,
+                    target, pending, self._sender, self._writer, self._store, self._clock, self._forward_dead_letter,
                     max_pending=self._max_pending_pushes,
                 )
                 self._nursery.start_soon(pusher.run, name=f"push:{target.subscription_arn}")

@@ -39,7 +39,7 @@ from dovecote.storage.records import (
 )
 from dovecote.storage.store import LoadedTopic, PendingPush
 
-from . import archive_replay, delivery_policy, paging, policy, sns_validation
+from . import archive_replay, authorization, delivery_policy, paging, policy, sns_validation
 from .attributes import AnyAttribute, to_stored
 from .dedup import DedupWindow
 from .errors import (
@@ -52,7 +52,7 @@ from .errors import (
     storage_failed,
 )
 from .filter_policy import ATTRIBUTES, FilterPolicy, MessageView, compile_policy, explain
-from .ids import MessageIds
+from .ids import MessageIds, random_id
 from .limits import HOUSEKEEPING_INTERVAL_S, SNS_MAX_SUBSCRIPTIONS_PER_TOPIC
 from .messages import AdoptedMessage, QueueTarget, Reply, Request, Stop, adopted
 from .ops import (
@@ -84,10 +84,12 @@ from .ops import (
     TagTopic,
     Tags,
     Unsubscribe,
+    UnsubscribeByUrl,
     UntagTopic,
     Verdict,
 )
-from .push_types import DELIVERED, DROPPED, PUSH_PROTOCOLS, PushRequest, PushTarget
+from .principals import SNS
+from .push_types import DEAD_LETTERED, DELIVERED, DROPPED, PUSH_PROTOCOLS, PushRequest, PushTarget
 from .signing import Signer
 from .stored_time import elapsed_since
 from .sns_messages import SnsMessages
@@ -109,6 +111,7 @@ class TopicOptions(NamedTuple):
     sign_sqs: bool = True  # False: envelopes delivered to queues go without a signature
     push_protocols: frozenset[str] = frozenset()  # those of http, https, email, email-json this broker delivers
     sign_later: bool = False  # envelopes get stand-ins, signed by the actor off the event loop
+    check_deliveries: bool = False  # True (authentication on): a queue's Policy must let the topic deliver into it
 
 
 class Subscription(msgspec.Struct, gc=False):
@@ -210,6 +213,7 @@ class TopicCore:
         self.arn = arn
         self.region = arn.split(":")[3]
         self.account_id = arn.split(":")[4]
+        self.access = authorization.OwnPolicy()  # the Policy attribute, parsed (see the attributes setter)
         self.attributes: dict[str, str] = dict(attributes)
         self.tags: dict[str, str] = dict(tags or {})
         self.fifo = self.attributes.get("FifoTopic") == "true"
@@ -225,6 +229,8 @@ class TopicCore:
         # one up per publish, so they only grow, across restarts too, whatever the wall clock does.
         self._sequence = first_sequence
         self.counters = TopicCounters()
+        self._delivery_context = authorization.delivery_context(arn, self.account_id)
+        self._delivery_grants: dict[str, tuple[authorization.Policy | None, bool]] = {}  # queue ARN -> (its policy, allowed)
 
     @classmethod
     def restore(
@@ -306,8 +312,12 @@ class TopicCore:
                 replies.append((reply, Done()))
             case ExplainDelivery():
                 reply(Explanation(self.explain(op.message, op.message_attributes, targets)))
-            case Unsubscribe():
+            case Unsubscribe() | UnsubscribeByUrl():
                 subscription = self.subscriptions.get(op.subscription_arn)
+                if isinstance(op, UnsubscribeByUrl) and subscription is not None and subscription.protocol not in PUSH_PROTOCOLS:
+                    raise BrokerError(  # AWS's rule: a queue subscription is deleted by a signed request only
+                        "AuthorizationError", f"Unsubscribing {subscription.arn} requires a request signed by a key of this broker."
+                    )
                 if subscription is not None and subscription.protocol in PUSH_PROTOCOLS:
                     self._notice(subscription.arn, "UnsubscribeConfirmation", cycle, wall_ms)
                 record = self.unsubscribe(op.subscription_arn, wall_ms)
@@ -423,7 +433,7 @@ class TopicCore:
                     self._dedup.stored(self._dedup.key(record.dedup_id, record.group_id), record.message_id, record.seq)
             elif target is not None and type(record) is MessageSent:
                 adoptions.setdefault(target.queue_id, (target, []))[1].append(adopted(record))
-                self.counters.add("sqs", DELIVERED)
+                self.counters.add("sqs", DEAD_LETTERED if record.dead_letter_source_arn else DELIVERED)
             elif type(record) is PushQueued:
                 pushed.setdefault(record.subscription_id, []).append((record.seq, record.message_id))
         in_order = iter(published)
@@ -503,9 +513,14 @@ class TopicCore:
     @attributes.setter
     def attributes(self, attributes: dict[str, str]) -> None:
         self._attributes = attributes
+        self.access.update(attributes.get("Policy"))
         # Read once per change, not per publish.
         policy_text = attributes.get("ArchivePolicy")
         self.archive_days = int(str(json.loads(policy_text).get("MessageRetentionPeriod", 0))) if policy_text else 0
+
+    def share_policy(self, slot: authorization.PolicySlot) -> None:
+        """Publish the topic's parsed Policy in `slot` (its directory entry's) from now on."""
+        self.access.share(slot)
 
     def signature_version(self) -> str:
         return self.attributes.get("SignatureVersion", "1")
@@ -533,7 +548,7 @@ class TopicCore:
         if not confirmed:
             checked[TOKEN] = secrets.token_hex(64)
         record = SubscriptionChanged(
-            wall_ms, self.topic_id, self.name, number, f"{self.arn}:{self._message_ids.new()}", protocol, endpoint, checked, confirmed
+            wall_ms, self.topic_id, self.name, number, f"{self.arn}:{random_id()}", protocol, endpoint, checked, confirmed
         )
         self.subscriptions[record.subscription_arn] = _subscription(record)
         return record.subscription_arn, record
@@ -647,6 +662,7 @@ class TopicCore:
         views: dict[str, MessageView] = {}  # by payload: its values are read once for all policies
         envelopes: dict[tuple[str, bool], tuple[str, str]] = {}  # by payload and signedness: made (and signed) once
         dropped = 0
+        checked = self.options.check_deliveries  # else every queue takes every delivery (authentication off)
         for subscription in self.subscriptions.values():
             if not subscription.confirmed:
                 continue
@@ -662,6 +678,15 @@ class TopicCore:
             if target is None and not push:  # its queue does not exist (any more)
                 dropped += 1
                 continue
+            dead_letter = False
+            if checked and target is not None and not self.may_deliver(target):
+                # The queue's policy refuses this topic: SNS does not retry that (a client-side
+                # error); the message goes to the subscription's dead-letter queue if it has one
+                # that lets the topic in, else it is dropped (and counted as dropped).
+                target, dead_letter = self._dead_letter_queue(subscription, targets), True
+                if target is None:
+                    dropped += 1
+                    continue
             envelope = None
             if not subscription.raw and subscription.protocol != "email":
                 signed = push or self.options.sign_sqs  # HTTP/S and email-json messages are always signed
@@ -672,8 +697,13 @@ class TopicCore:
                     )
             if target is not None:
                 deliveries.append(
-                    (target, self.delivery(subscription, target, payload, attributes, envelope, wall_ms, group_id or "", dedup_id))
+                    (target, self.delivery(
+                        subscription, target, payload, attributes, envelope, wall_ms, group_id or "", dedup_id,
+                        dead_letter_source_arn=subscription.arn if dead_letter else "",
+                    ))
                 )
+                if dead_letter:
+                    continue
             else:
                 pushes.append(self._push(subscription, message_id, payload, subject, attributes, envelope, wall_ms))
             delivered_to.append(subscription.arn)
@@ -696,6 +726,33 @@ class TopicCore:
             self._dedup.remember(self._dedup.key(dedup_id, group_id or ""), message_id, now)
         return PreparedPublish(published, deliveries, sequence_number, pushes, dropped)
 
+    def may_deliver(self, target: QueueTarget) -> bool:
+        """Whether this topic may deliver into the queue: always while policies are not enforced
+        (authentication off); else only if the queue's Policy lets the SNS service send to it for
+        this topic (aws:SourceArn, aws:SourceAccount), as AWS requires. Decided again only when the
+        queue's policy changes."""
+        if not self.options.check_deliveries:
+            return True
+        queue_policy = target.policy.policy
+        known = self._delivery_grants.get(target.arn)
+        if known is not None and known[0] is queue_policy:
+            return known[1]
+        if len(self._delivery_grants) > 2 * len(self.subscriptions) + 16:
+            self._delivery_grants.clear()  # queues unsubscribed since
+        decision = authorization.decide(
+            SNS, "sqs:SendMessage", target.arn, target.arn.split(":")[4], queue_policy, self._delivery_context
+        )
+        allowed = decision is authorization.Decision.ALLOWED
+        self._delivery_grants[target.arn] = (queue_policy, allowed)
+        return allowed
+
+    def _dead_letter_queue(self, subscription: Subscription, targets: QueueTargets) -> QueueTarget | None:
+        """The subscription's dead-letter queue, if it has one here that lets this topic in."""
+        redrive = subscription.attributes.get("RedrivePolicy")
+        arn = json.loads(redrive).get("deadLetterTargetArn") if redrive else None
+        target = targets.get(arn) if isinstance(arn, str) else None
+        return target if target is not None and self.may_deliver(target) else None
+
     def delivery(
         self,
         subscription: Subscription,
@@ -706,9 +763,11 @@ class TopicCore:
         at_ms: int,
         group_id: str,
         dedup_id: str,
+        dead_letter_source_arn: str = "",
     ) -> MessageSent:
         """One SQS delivery: the raw payload with its attributes, or the envelope around the
-        subscription's ARN."""
+        subscription's ARN; into the subscription's dead-letter queue when dead_letter_source_arn
+        (the subscription's ARN) is given."""
         if subscription.raw or envelope is None:
             body, sqs_attributes = payload, dict(attributes)
         else:
@@ -725,6 +784,7 @@ class TopicCore:
             attributes=sqs_attributes,
             group_id=group_id,
             dedup_id=dedup_id if target.fifo else "",
+            dead_letter_source_arn=dead_letter_source_arn,
         )
 
     def _push(
@@ -759,8 +819,10 @@ class TopicCore:
             reason = ""
             if not subscription.confirmed:
                 reason = "the subscription is pending confirmation"
-            elif subscription.protocol not in PUSH_PROTOCOLS and targets.get(subscription.endpoint) is None:
+            elif subscription.protocol not in PUSH_PROTOCOLS and (target := targets.get(subscription.endpoint)) is None:
                 reason = f"the queue {subscription.endpoint} does not exist"
+            elif subscription.protocol not in PUSH_PROTOCOLS and not self.may_deliver(target):
+                reason = f"the policy of the queue {subscription.endpoint} does not let this topic send to it"
             elif subscription.filter is not None:
                 reason = explain(subscription.filter, attributes, message) or ""
             verdicts.append(Verdict(subscription.arn, subscription.protocol, subscription.endpoint, not reason, reason))

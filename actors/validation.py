@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
+from . import authorization
 from .attributes import AnyAttribute
 from .errors import BrokerError, invalid
 from .limits import (
@@ -63,9 +64,9 @@ _NUMERIC_ATTRIBUTES = {
     "MessageRetentionPeriod": ("retention_s", SQS_MIN_RETENTION_S, SQS_MAX_RETENTION_S),
     "ReceiveMessageWaitTimeSeconds": ("receive_wait_s", 0, SQS_MAX_WAIT_TIME_S),
 }
-# Stored and returned as given (checked where AWS checks them); encryption at rest reads the last
-# three (sse_policy.py), the authorisation the first.
-_OPAQUE_ATTRIBUTES = {"Policy", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds", "SqsManagedSseEnabled"}
+# Stored and returned as given (the reuse period checked as AWS checks it); encryption at rest
+# reads them (sse_policy.py).
+_OPAQUE_ATTRIBUTES = {"KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds", "SqsManagedSseEnabled"}
 # FIFO-only attributes and the values each accepts.
 _FIFO_ATTRIBUTES = {
     "ContentBasedDeduplication": ("true", "false"),
@@ -156,6 +157,13 @@ def validate_queue_attributes(
                     f"Invalid value for the parameter {name}. Reason: must be one of {', '.join(allowed)}.",
                 )
             normalised[name] = chosen
+        elif name == "Policy":
+            if value:
+                try:
+                    authorization.parse_policy(value)
+                except authorization.PolicyError as error:
+                    raise BrokerError("InvalidAttributeValue", f"Invalid value for the parameter Policy. Reason: {error}.") from None
+            normalised[name] = value  # stored as given, as AWS returns it
         elif name == "RedrivePolicy":
             normalised[name] = _redrive_policy_json(value)
         elif name == "RedriveAllowPolicy":
@@ -282,7 +290,7 @@ def check_attribute_names(names: Iterable[str]) -> None:
         | _OPAQUE_ATTRIBUTES
         | set(_FIFO_ATTRIBUTES)
         | set(READ_ONLY_ATTRIBUTES)
-        | {"All", "FifoQueue", "RedrivePolicy", "RedriveAllowPolicy"}
+        | {"All", "FifoQueue", "Policy", "RedrivePolicy", "RedriveAllowPolicy"}
     )
     for name in names:
         if name not in known:

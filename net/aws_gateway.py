@@ -6,25 +6,31 @@ HTTP connection, owning that connection's broker Session. Thin: it decodes, call
 encodes. JSON errors carry `__type`, `message` and the `x-amzn-query-error` header that SQS's
 awsQueryCompatible model reads, so the SDKs raise their modelled exceptions; Query errors are an
 XML ErrorResponse with the Query error code.
+
+With keys configured, every request must prove one by its SigV4 signature before its operation is
+made, except a SubscribeURL or UnsubscribeURL visit (aws_request.py: the action is decided there,
+once, for this check and for the dispatch). Refusals are told to the audit (audit.py).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import urlsplit
 
 import msgspec
 
 from dovecote.actors.errors import BrokerError, from_failure
 from dovecote.actors.mailbox import ReplySlot
-from dovecote.actors.ops import Failure, Result
+from dovecote.actors.ops import Failure, Op, Result
 from dovecote.actors.principals import ANYONE, Principal
 from dovecote.actors.broker import Broker
 from dovecote.actors.session import Session
 
 from . import sns_api, sqs_api, sqs_query
+from .audit import DENIED_CODES, DOOR_AWS, Audit
+from .aws_request import JSON, SNS, AwsRequest, classify
 from .credential_scope import parse_authorization
 from .http_server import HttpRequest, HttpResponse
 
@@ -37,9 +43,16 @@ class Verifier(Protocol):
         key did."""
 
 
-SQS_TARGET_PREFIX = "AmazonSQS."
-
 _json_encoder = msgspec.json.Encoder()
+
+
+class Caller(NamedTuple):
+    """Who a request acts as, and in which region's namespace ("" for the broker's default)."""
+
+    principal: Principal
+    region: str
+    key_id: str  # the key the request named, proven or not ("" for none): for the audit
+    by_url: bool = False  # a SubscribeURL or UnsubscribeURL visit, whose token is its only proof
 
 
 class AwsGateway:
@@ -50,157 +63,121 @@ class AwsGateway:
         public_url: str | None,
         fallback: Callable[[HttpRequest], Awaitable[HttpResponse]],
         verifier: Verifier | None = None,
+        audit: Audit | None = None,
     ) -> None:
         """verifier=None accepts any signature (or none), as local emulators do: requests then act
-        as ANYONE."""
+        as ANYONE. audit: told of requests refused for want of a key, or for what they asked."""
         self._broker = broker
         self._sessions: dict[tuple[str, Principal], Session] = {}  # one per region and principal this connection has used
         self._verifier = verifier
+        self._audit = audit if audit is not None else Audit()
         self._account_id = account_id
         self._public_url = public_url
         self._fallback = fallback
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
-        target = _header(request, "x-amz-target")
-        if request.method == "POST" and target is not None and target.startswith(SQS_TARGET_PREFIX):
-            return await self._json(request, target[len(SQS_TARGET_PREFIX) :])
-        query_pairs = _query_pairs(request)
-        if query_pairs is not None:
-            return await self._query(request, query_pairs)
-        return await self._fallback(request)
+        aws = classify(request)
+        if aws is None:
+            return await self._fallback(request)
+        request_id = str(uuid.uuid4())
+        outcome = await self._serve(request, aws)
+        if isinstance(outcome, BrokerError):
+            return _error(aws, outcome, request_id)
+        if aws.protocol == JSON:
+            body = _json_encoder.encode(outcome)
+            return HttpResponse(200, [("Content-Type", JSON_CONTENT_TYPE), ("x-amzn-RequestId", request_id)], body)
+        if aws.service == SNS:
+            body = sns_api.render(aws.action, outcome, request_id)
+        else:
+            body = sqs_query.render(aws.action, outcome, request_id)
+        return HttpResponse(200, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
+
+    async def _serve(self, request: HttpRequest, aws: AwsRequest) -> dict[str, Any] | BrokerError:
+        """The output of the request's action, or why it failed. The action is classify's alone:
+        the same one decided whether a signature was needed."""
+        if aws.error is not None:
+            return aws.error
+        caller = self._caller(request, aws)
+        if isinstance(caller, BrokerError):
+            return caller
+        context = self._context(request)
+        try:
+            op = self._op(request, aws, context)
+        except BrokerError as error:
+            return error
+        slot: ReplySlot[Result] = ReplySlot()
+        self._session(caller).submit(op, slot)
+        result = await slot.wait()
+        if isinstance(result, Failure):
+            if result.code in DENIED_CODES:
+                self._audit.access_denied(DOOR_AWS, aws.action, caller.key_id, request.peer)
+            return from_failure(result)
+        if aws.service == SNS:
+            return sns_api.to_output(aws.action, result)
+        return sqs_api.to_output(result, context, aws.action)
+
+    def _caller(self, request: HttpRequest, aws: AwsRequest) -> Caller | BrokerError:
+        """Who the request acts as: the key its signature proves, in the region its credential scope
+        names; a SubscribeURL or UnsubscribeURL visit acts as ANYONE in its ARN's region (its token is
+        its proof); or why it is refused (counted and logged by the audit)."""
+        headers = [value for name, value in request.headers if name.lower() == "authorization"]
+        if aws.by_url:  # it acts in its topic's region: the URL names no other
+            arn = dict(aws.pairs).get("TopicArn") or dict(aws.pairs).get("SubscriptionArn", "")
+            return Caller(ANYONE, sns_api.region_of(arn), "", by_url=True)
+        scope = None
+        if len(headers) == 1:
+            try:
+                scope = parse_authorization(headers[0])
+            except BrokerError:
+                pass
+        if self._verifier is None:
+            return Caller(ANYONE, scope.region if scope is not None else "", "")
+        key_id = scope.access_key if scope is not None else ""
+        try:
+            if len(headers) > 1:
+                raise BrokerError("IncompleteSignature", "The request carries more than one Authorization header.")
+            principal = self._verifier.verify(request)
+        except BrokerError as error:
+            self._audit.authentication_failed(DOOR_AWS, error.code, key_id, request.peer)
+            return error
+        assert scope is not None  # a verified request has one Authorization header, which parses
+        return Caller(principal, scope.region, key_id)
+
+    def _op(self, request: HttpRequest, aws: AwsRequest, context: sqs_api.Context) -> Op:
+        """The broker operation of the request's action. Raises BrokerError."""
+        if aws.protocol == JSON:
+            try:
+                params = msgspec.json.decode(request.body or b"{}")
+            except (msgspec.DecodeError, UnicodeDecodeError) as error:
+                raise BrokerError("InvalidParameterValue", f"The request body is not valid JSON: {error}") from None
+            if not isinstance(params, dict):
+                raise BrokerError("InvalidParameterValue", "The request body must be a JSON object.")
+            return sqs_api.to_op(aws.action, params, context)
+        if aws.by_url and self._verifier is not None:
+            return sns_api.by_url_op(aws.action, dict(aws.pairs))
+        if aws.service == SNS:
+            return sns_api.to_op(aws.action, sns_api.nest(aws.pairs))
+        params = sqs_query.nest(aws.action, aws.pairs)
+        path = urlsplit(request.target).path
+        if "QueueUrl" not in params and path.strip("/"):
+            params["QueueUrl"] = path  # addressed by the queue URL's path, as older SDKs do
+        return sqs_api.to_op(aws.action, params, context)
 
     def _context(self, request: HttpRequest) -> sqs_api.Context:
         host = _header(request, "host") or "localhost"
         return sqs_api.Context(self._account_id, self._public_url or f"http://{host}")
 
-    def _session(self, request: HttpRequest, principal: Principal) -> Session:
-        """The session of the principal, for the region in the request's credential scope (the
-        broker's default region for an unsigned request)."""
-        region = ""
-        header = _header(request, "authorization")
-        if header is not None:
-            try:
-                region = parse_authorization(header).region
-            except BrokerError:
-                pass
-        session = self._sessions.get((region, principal))
+    def _session(self, caller: Caller) -> Session:
+        """The session of the caller's principal, for its region. A visit by URL gets one of its
+        own, not kept: its region is whatever its ARN says, and the connection's sessions must not
+        grow with what unsigned requests name."""
+        if caller.by_url:
+            return self._broker.session(caller.region or None, caller.principal)
+        key = (caller.region, caller.principal)
+        session = self._sessions.get(key)
         if session is None:
-            session = self._sessions[(region, principal)] = self._broker.session(region or None, principal)
+            session = self._sessions[key] = self._broker.session(caller.region or None, caller.principal)
         return session
-
-    async def _serve(
-        self, request: HttpRequest, principal: Principal, action: str, params: dict[str, Any], context: sqs_api.Context
-    ) -> dict[str, Any] | BrokerError:
-        try:
-            op = sqs_api.to_op(action, params, context)
-        except BrokerError as error:
-            return error
-        slot: ReplySlot[Result] = ReplySlot()
-        self._session(request, principal).submit(op, slot)
-        result = await slot.wait()
-        if isinstance(result, Failure):
-            return from_failure(result)
-        return sqs_api.to_output(result, context, action)
-
-    def _verify(self, request: HttpRequest) -> Principal | BrokerError:
-        """Who signed the request (ANYONE when signatures are not checked), or why it is refused."""
-        if self._verifier is None:
-            return ANYONE
-        try:
-            return self._verifier.verify(request)
-        except BrokerError as error:
-            return error
-
-    async def _json(self, request: HttpRequest, action: str) -> HttpResponse:
-        request_id = str(uuid.uuid4())
-        principal = self._verify(request)
-        if isinstance(principal, BrokerError):
-            return _json_error(principal, request_id)
-        try:
-            params = msgspec.json.decode(request.body or b"{}")
-        except (msgspec.DecodeError, UnicodeDecodeError) as error:
-            return _json_error(BrokerError("InvalidParameterValue", f"The request body is not valid JSON: {error}"), request_id)
-        if not isinstance(params, dict):
-            return _json_error(BrokerError("InvalidParameterValue", "The request body must be a JSON object."), request_id)
-        outcome = await self._serve(request, principal, action, params, self._context(request))
-        if isinstance(outcome, BrokerError):
-            return _json_error(outcome, request_id)
-        body = _json_encoder.encode(outcome)
-        return HttpResponse(200, [("Content-Type", JSON_CONTENT_TYPE), ("x-amzn-RequestId", request_id)], body)
-
-    async def _query(self, request: HttpRequest, pairs: list[tuple[str, str]]) -> HttpResponse:
-        request_id = str(uuid.uuid4())
-        action = next((value for key, value in pairs if key == "Action"), "")
-        if sns_api.is_sns_request(action, dict(pairs), _signed_for(request)):
-            return await self._sns(request, pairs, request_id)
-        action, principal = "", self._verify(request)
-        outcome: dict[str, Any] | BrokerError = principal if isinstance(principal, BrokerError) else {}
-        if isinstance(principal, Principal):
-            try:
-                action, params = sqs_query.nest(pairs)
-            except BrokerError as error:
-                outcome = error
-            else:
-                path = urlsplit(request.target).path
-                if "QueueUrl" not in params and path.strip("/"):
-                    params["QueueUrl"] = path  # addressed by the queue URL's path, as older SDKs do
-                outcome = await self._serve(request, principal, action or "", params, self._context(request))
-        if isinstance(outcome, BrokerError):
-            kind = outcome.kind
-            body = sqs_query.render_error(kind.query_code, outcome.message, kind.sender_fault, request_id)
-            return HttpResponse(kind.http_status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
-        body = sqs_query.render(action or "", outcome, request_id)
-        return HttpResponse(200, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
-
-    async def _sns(self, request: HttpRequest, pairs: list[tuple[str, str]], request_id: str) -> HttpResponse:
-        # The token authenticates a confirmation (the SubscribeURL an endpoint visits), as on AWS.
-        confirming = ("Action", "ConfirmSubscription") in pairs
-        action, principal = "", ANYONE if confirming else self._verify(request)
-        outcome: BrokerError | None = principal if isinstance(principal, BrokerError) else None
-        if isinstance(principal, Principal):
-            try:
-                action, params = sns_api.nest(pairs)
-                op = sns_api.to_op(action, params)
-            except BrokerError as error:
-                outcome = error
-            else:
-                slot: ReplySlot[Result] = ReplySlot()
-                self._session(request, principal).submit(op, slot)
-                result = await slot.wait()
-                if isinstance(result, Failure):
-                    outcome = from_failure(result)
-                else:
-                    body = sns_api.render(action, sns_api.to_output(action, result), request_id)
-                    return HttpResponse(200, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
-        status, body = sns_api.render_error(outcome, request_id)
-        return HttpResponse(status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
-
-
-def _signed_for(request: HttpRequest) -> str | None:
-    """The service a request's SigV4 credential scope names, if it is signed."""
-    header = _header(request, "authorization")
-    if header is None:
-        return None
-    try:
-        return parse_authorization(header).service
-    except BrokerError:
-        return None
-
-
-def _query_pairs(request: HttpRequest) -> list[tuple[str, str]] | None:
-    """The parameters of a Query request (form body or query string), or None if it is not one."""
-    content_type = (_header(request, "content-type") or "").lower()
-    if request.method == "POST" and content_type.startswith("application/x-www-form-urlencoded"):
-        try:
-            text = request.body.decode()
-        except UnicodeDecodeError:
-            return [("Action", "")]
-        pairs = parse_qsl(text, keep_blank_values=True)
-    elif request.method == "GET":
-        pairs = parse_qsl(urlsplit(request.target).query, keep_blank_values=True)
-    else:
-        return None
-    return pairs if any(key == "Action" for key, _ in pairs) else None
 
 
 def _header(request: HttpRequest, name: str) -> str | None:
@@ -210,12 +187,19 @@ def _header(request: HttpRequest, name: str) -> str | None:
     return None
 
 
-def _json_error(error: BrokerError, request_id: str) -> HttpResponse:
+def _error(aws: AwsRequest, error: BrokerError, request_id: str) -> HttpResponse:
+    """An error in the shape of the request's protocol and service."""
     kind = error.kind
-    body = _json_encoder.encode({"__type": f"com.amazonaws.sqs#{kind.code}", "message": error.message})
-    headers = [
-        ("Content-Type", JSON_CONTENT_TYPE),
-        ("x-amzn-RequestId", request_id),
-        ("x-amzn-query-error", f"{kind.query_code};{'Sender' if kind.sender_fault else 'Receiver'}"),
-    ]
-    return HttpResponse(kind.http_status, headers, body)
+    if aws.protocol == JSON:
+        body = _json_encoder.encode({"__type": f"com.amazonaws.sqs#{kind.code}", "message": error.message})
+        headers = [
+            ("Content-Type", JSON_CONTENT_TYPE),
+            ("x-amzn-RequestId", request_id),
+            ("x-amzn-query-error", f"{kind.query_code};{'Sender' if kind.sender_fault else 'Receiver'}"),
+        ]
+        return HttpResponse(kind.http_status, headers, body)
+    if aws.service == SNS:
+        status, body = sns_api.render_error(error, request_id)
+    else:
+        status, body = kind.http_status, sqs_query.render_error(kind.query_code, error.message, kind.sender_fault, request_id)
+    return HttpResponse(status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)

@@ -1,8 +1,12 @@
 """The broker's own HTTP endpoints, beside the AWS API on the HTTP port: /health, /metrics
-(Prometheus text, metrics.py: the log, the disk, the process, and each queue and topic as its actor
-reports itself), /actors (each actor's report as JSON, with its last error),
+(Prometheus text, metrics.py: the log, the disk, the process, each queue and topic as its actor
+reports itself, the audit's counts), /actors (each actor's report as JSON, with its last error),
 /peek?queue=NAME[&max=10&after=SEQ&state=visible|in_flight|delayed&region=R] to browse a queue
-without consuming it, and the certificate SNS signatures verify with (SigningCertURL)."""
+without consuming it, and the certificate SNS signatures verify with (SigningCertURL).
+
+When keys are configured, every request but those for /health and the certificate must prove one
+(http_auth.py: SigV4, or HTTP Basic with the key's id and secret), else it is answered 401 and
+counted and logged by the audit; a peek then acts as that key's principal."""
 
 from __future__ import annotations
 
@@ -15,9 +19,12 @@ from dovecote.actors.errors import KINDS
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, PeekMessages, Result
 from dovecote.actors.broker import ActorReport, Broker
+from dovecote.actors.principals import ANYONE, Principal
 from dovecote.actors.signing import CERTIFICATE_PATH
 from dovecote.storage.writer import LogWriter
 
+from .audit import DENIED_CODES, DOOR_ENDPOINTS, Audit
+from .http_auth import BASIC_CHALLENGE, AuthenticationFailed, EndpointAuthenticator
 from .http_server import HttpRequest, HttpResponse, text_response
 from .plain_data import plain
 
@@ -38,9 +45,13 @@ class BrokerEndpoints:
         data_dir: str | None = None,
         metrics_max_queues: int = METRICS_MAX_QUEUES,
         metrics_max_topics: int = METRICS_MAX_TOPICS,
+        authenticator: EndpointAuthenticator | None = None,
+        audit: Audit | None = None,
     ) -> None:
         """certificate: gives the SNS signing certificate, PEM (made when first asked for).
-        data_dir: the store's directory, whose size and free disk /metrics shows (None: not shown)."""
+        data_dir: the store's directory, whose size and free disk /metrics shows (None: not shown).
+        authenticator: None serves everyone, as ANYONE (no keys configured).
+        audit: told of every request that proves no key; its counts are in /metrics."""
         self._writer = writer
         self._broker = broker
         self._certificate = certificate
@@ -48,17 +59,28 @@ class BrokerEndpoints:
         self._metrics_max_queues = metrics_max_queues
         self._metrics_max_topics = metrics_max_topics
         self._process: ProcessReader | None = None  # from the first scrape on
+        self._authenticator = authenticator
+        self._audit = audit if audit is not None else Audit()
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         url = urlsplit(request.target)
-        if request.method not in ("GET", "HEAD"):
-            return text_response(405, "method not allowed\n")
-        if url.path == CERTIFICATE_PATH:
+        reading = request.method in ("GET", "HEAD")
+        if reading and url.path == CERTIFICATE_PATH:
             return HttpResponse(200, [("Content-Type", "application/x-pem-file")], self._certificate())
-        if url.path == "/health":
+        if reading and url.path == "/health":
             stats = self._writer.statistics()
             body = {"status": "ok", "last_lsn": stats.last_lsn, "accepting_sends": stats.accepting_sends}
             return text_response(200, json.dumps(body) + "\n", "application/json")
+        principal = ANYONE
+        if self._authenticator is not None:
+            try:
+                principal = self._authenticator.authenticate(request)
+            except AuthenticationFailed as failure:
+                self._audit.authentication_failed(DOOR_ENDPOINTS, failure.reason, failure.key_id, request.peer)
+                response = text_response(401, f"a key's proof is needed (SigV4 or HTTP Basic): {failure.reason}\n")
+                return response._replace(headers=[*response.headers, ("WWW-Authenticate", BASIC_CHALLENGE)])
+        if not reading:
+            return text_response(405, "method not allowed\n")
         if url.path == "/metrics":
             from . import metrics  # at the first scrape: start-up needs nothing of it
 
@@ -68,23 +90,26 @@ class BrokerEndpoints:
             text = metrics.render(
                 self._writer.statistics(), reports, max_queues=self._metrics_max_queues,
                 max_topics=self._metrics_max_topics, data_dir=self._data_dir, process=self._process,
+                audit=self._audit.statistics(),
             )
             return text_response(200, text, metrics.CONTENT_TYPE)
         if url.path == "/actors":
             reports = [actor_report(report) for report in self._broker.statistics()]
             return text_response(200, json.dumps(reports) + "\n", "application/json")
         if url.path == "/peek":
-            return await self._peek(dict(parse_qsl(url.query)))
+            return await self._peek(dict(parse_qsl(url.query)), principal, request.peer)
         return text_response(404, "not found\n")
 
-    async def _peek(self, query: dict[str, str]) -> HttpResponse:
+    async def _peek(self, query: dict[str, str], principal: Principal, peer: str) -> HttpResponse:
         try:
             op = PeekMessages(query["queue"], int(query.get("max", 10)), int(query.get("after", 0)), query.get("state", ""))
         except (KeyError, ValueError):
             return text_response(400, "usage: /peek?queue=NAME[&max=N&after=SEQ&state=STATE]\n")
         slot: ReplySlot[Result] = ReplySlot()
-        self._broker.session(query.get("region")).submit(op, slot)
+        self._broker.session(query.get("region"), principal).submit(op, slot)
         result = await slot.wait()
+        if isinstance(result, Failure) and result.code in DENIED_CODES:
+            self._audit.access_denied(DOOR_ENDPOINTS, "PeekMessages", principal.key_id, peer)
         status = 200 if not isinstance(result, Failure) else KINDS[result.code].http_status
         return text_response(status, json.dumps(plain(result)) + "\n", "application/json")
 

@@ -25,6 +25,7 @@ class HttpRequest(NamedTuple):
     target: str
     headers: list[tuple[str, str]]
     body: bytes
+    peer: str = ""  # the client's address, "HOST:PORT" ("[HOST]:PORT" for IPv6), for the audit trail
 
 
 class HttpResponse(NamedTuple):
@@ -38,6 +39,20 @@ Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 def text_response(status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> HttpResponse:
     return HttpResponse(status, [("Content-Type", content_type)], text.encode())
+
+
+def peer_address(stream: trio.abc.Stream) -> str:
+    """The address of a connection's other end, "HOST:PORT" ("[HOST]:PORT" for IPv6); "" if it has
+    none to tell. A TLS stream is asked through the stream it wraps."""
+    transport = getattr(stream, "transport_stream", stream)
+    try:
+        address = transport.socket.getpeername()
+    except (AttributeError, OSError):
+        return ""
+    if not isinstance(address, tuple):
+        return str(address)
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _RequestTooLarge(Exception):
@@ -70,6 +85,7 @@ class HttpServer:
             return
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.http_max_header_bytes)
         handler = self._make_handler()
+        peer = peer_address(stream)
         try:
             while True:
                 timeout = (
@@ -79,7 +95,7 @@ class HttpServer:
                 )
                 request = None
                 with trio.move_on_after(timeout):
-                    request = await self._read_request(connection, stream)
+                    request = await self._read_request(connection, stream, peer)
                 if request is None:
                     return
                 if isinstance(request, HttpResponse):  # a limit was hit while reading
@@ -106,7 +122,9 @@ class HttpServer:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _read_request(self, connection: h11.Connection, stream: trio.SocketStream) -> HttpRequest | HttpResponse | None:
+    async def _read_request(
+        self, connection: h11.Connection, stream: trio.SocketStream, peer: str
+    ) -> HttpRequest | HttpResponse | None:
         head: h11.Request | None = None
         body = bytearray()
         while True:
@@ -141,6 +159,7 @@ class HttpServer:
                     head.target.decode(),
                     [(name.decode(), value.decode("latin-1")) for name, value in head.headers],
                     bytes(body),
+                    peer,
                 )
             elif isinstance(event, h11.ConnectionClosed):
                 return None

@@ -5,10 +5,11 @@ Theory of operation
 A scrape reads what each part of the broker keeps about itself: the writer's statistics (commits,
 the commit-latency and records-per-commit histograms, fsyncs, bytes written), each queue's and
 topic's actor report (its mailbox, its supervisor's record, and its own counts and counters, all
-O(1) to read), the data directory (one stat per file and one statvfs) and the process
-(/proc/self). Nothing waits for an actor: each report is a snapshot its owner keeps current, and
-nothing is kept between scrapes: counters live in their owners and count from the broker's start
-(a queue or topic rebuilt after a failure keeps its counters).
+O(1) to read), the data directory (one stat per file and one statvfs), the process (/proc/self)
+and the audit's counts of refused requests (audit.py: at most 64 series a family). Nothing waits
+for an actor: each report is a snapshot its owner keeps current, and nothing is kept between
+scrapes: counters live in their owners and count from the broker's start (a queue or topic rebuilt
+after a failure keeps its counters).
 
 Cardinality is bounded: the first `max_queues` queues (the oldest: the directory keeps them in
 the order they were made) get series of their own, labelled `region` and `queue`; the rest are
@@ -32,6 +33,8 @@ from dovecote.actors.broker import ActorReport
 from dovecote.actors.queue import QueueStatistics
 from dovecote.actors.topic import TopicStatistics
 from dovecote.storage.writer import HistogramSnapshot, WriterStatistics
+
+from .audit import AuditStatistics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OTHER = "(other)"  # the label value of the series that add up the queues (topics) beyond the cap
@@ -304,6 +307,21 @@ def data_directory(out: Exposition, data_dir: str) -> None:
                disk.f_blocks * disk.f_frsize)
 
 
+def audit_trail(out: Exposition, stats: AuditStatistics) -> None:
+    out.family(
+        "dovecote_auth_failures_total", "counter",
+        "Requests refused because they proved no configured key, by door (aws: the AWS API, endpoints: the broker's "
+        "own HTTP endpoints, native: the native protocol) and reason (AWS's error code: MissingAuthenticationToken, "
+        "IncompleteSignature, InvalidClientTokenId, SignatureDoesNotMatch, RequestExpired).",
+        [(f'{{door="{escape(door)}",reason="{escape(reason)}"}}', count) for door, reason, count in stats.authentication_failures],
+    )
+    out.family(
+        "dovecote_access_denied_total", "counter",
+        "Requests refused for what they asked (AccessDenied, AuthorizationError), by door and action.",
+        [(f'{{door="{escape(door)}",action="{escape(action)}"}}', count) for door, action, count in stats.access_denied],
+    )
+
+
 class ProcessReader:
     """Prometheus's standard process metrics, read from /proc/self at each scrape (Linux; elsewhere
     only the CPU time)."""
@@ -358,6 +376,7 @@ def render(
     max_topics: int,
     data_dir: str | None = None,
     process: ProcessReader | None = None,
+    audit: AuditStatistics | None = None,
 ) -> str:
     """The whole scrape, as text. Reads the data directory and /proc; never waits."""
     out = Exposition()
@@ -365,6 +384,8 @@ def render(
     if data_dir is not None:
         data_directory(out, data_dir)
     actors(out, reports, max_queues, max_topics)
+    if audit is not None:
+        audit_trail(out, audit)
     if process is not None:
         process.write(out)
     return out.text()

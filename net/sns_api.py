@@ -48,6 +48,7 @@ from dovecote.actors.ops import (
     TagTopic,
     Tags,
     Unsubscribe,
+    UnsubscribeByUrl,
     UntagTopic,
 )
 
@@ -264,21 +265,13 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
 }
 
 
-def is_sns_request(action: str, params: dict[str, Any], signed_for: str | None) -> bool:
-    """Whether a Query request is for SNS (the two services share the protocol, and two action
-    names): by the service its signature was made for, else by its action and parameters."""
-    if signed_for in ("sns", "sqs"):
-        return signed_for == "sns"
-    return action in ACTIONS_ONLY_SNS or (action in ("AddPermission", "RemovePermission") and "TopicArn" in params)
-
-
-def nest(pairs: Iterable[tuple[str, str]]) -> tuple[str, dict[str, Any]]:
-    """The action and parameters of an SNS Query request, nested into the model's shape."""
-    action, tree = query_tree(pairs)
-    params = _convert(tree)
+def nest(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The parameters of an SNS Query request, nested into the model's shape (the action is
+    sqs_query.query_action's)."""
+    params = _convert(query_tree(pairs))
     if not isinstance(params, dict):  # e.g. member.1=x at the top: a list, not parameters
         raise BrokerError("InvalidParameter", "Invalid parameter: the request's parameters must be named")
-    return action or "", params
+    return params
 
 
 def _convert(node: Any) -> Any:
@@ -314,6 +307,24 @@ def to_op(action: str, params: dict[str, Any]) -> Op:
         invalid=lambda text: BrokerError("InvalidParameter", f"Invalid parameter: {text}"),
     )
     return build(request)
+
+
+def by_url_op(action: str, params: dict[str, str]) -> Op:
+    """The operation of a SubscribeURL or UnsubscribeURL visited without a signature (the request's
+    token is its only proof; aws_request.unsigned_exemption says which requests are such visits):
+    a confirmation by TopicArn and Token, or an Unsubscribe by SubscriptionArn that the topic allows
+    only for a subscription AWS would let go unsigned (UnsubscribeByUrl)."""
+    if action == "ConfirmSubscription":
+        return ConfirmSubscription(topic_of(params["TopicArn"]), params["Token"])
+    if action == "Unsubscribe":
+        return UnsubscribeByUrl(topic_of(params["SubscriptionArn"]), params["SubscriptionArn"])
+    raise ValueError(f"{action} is never served without a signature")
+
+
+def region_of(arn: str) -> str:
+    """The region an SNS ARN names (arn:aws:sns:REGION:...); "" if it names none."""
+    parts = arn.split(":")
+    return parts[3] if len(parts) > 3 else ""
 
 
 def to_output(action: str, result: Result) -> dict[str, Any]:

@@ -59,16 +59,23 @@ _SUCCESS_ITEMS = {
 }
 
 
-def query_tree(pairs: Iterable[tuple[str, str]]) -> tuple[str | None, dict[str, Any]]:
-    """The action of a Query request (SQS or SNS) and its dotted parameter names as a tree
-    (`A.1.B=x` -> {"A": {"1": {"B": "x"}}}), without the protocol's own parameters."""
+def query_action(pairs: Iterable[tuple[str, str]]) -> str:
+    """The action of a Query request (SQS or SNS): the one place it is read, for the signature
+    check and for the dispatch alike. "" when there is none. Raises
+    BrokerError(InvalidQueryParameter) when `Action` is given more than once, whatever the values:
+    two readers taking different ones is how a request is checked as one action and run as another."""
+    actions = [value for key, value in pairs if key == "Action"]
+    if len(actions) > 1:
+        raise BrokerError("InvalidQueryParameter", f"The request gives the Action parameter {len(actions)} times; give it once.")
+    return actions[0] if actions else ""
+
+
+def query_tree(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """A Query request's dotted parameter names as a tree (`A.1.B=x` -> {"A": {"1": {"B": "x"}}}),
+    without the protocol's own parameters (the action is query_action's)."""
     tree: dict[str, Any] = {}
-    action = None
     for key, value in pairs:
-        if key == "Action":
-            action = value
-            continue
-        if key in ("Version", "AWSAccessKeyId", "SignatureMethod", "SignatureVersion", "Signature", "Timestamp"):
+        if key in ("Action", "Version", "AWSAccessKeyId", "SignatureMethod", "SignatureVersion", "Signature", "Timestamp"):
             continue
         node = tree
         parts = key.split(".")
@@ -78,17 +85,17 @@ def query_tree(pairs: Iterable[tuple[str, str]]) -> tuple[str | None, dict[str, 
                 child = node[part] = {"": child}
             node = child
         node[parts[-1]] = value
-    return action, tree
+    return tree
 
 
-def nest(pairs: Iterable[tuple[str, str]]) -> tuple[str | None, dict[str, Any]]:
-    """The action and the parameters of a Query request, nested into the JSON protocol's shape.
-    Raises BrokerError(InvalidParameterValue) on flattened parameters that do not nest."""
-    action, tree = query_tree(pairs)
-    params = _convert(tree)
+def nest(action: str, pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The parameters of a Query request for `action` (query_action's), nested into the JSON
+    protocol's shape. Raises BrokerError(InvalidParameterValue) on flattened parameters that do not
+    nest."""
+    params = _convert(query_tree(pairs))
     if action == "CreateQueue" and "Tags" in params:
         params["tags"] = params.pop("Tags")  # CreateQueue alone names its tag map in lower case
-    return action, params
+    return params
 
 
 def _convert(tree: dict[str, Any]) -> dict[str, Any]:

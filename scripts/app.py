@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import ipaddress
 import logging
 import os
 import signal
@@ -29,22 +30,25 @@ import trio
 from dovecote.actors.clock import Clock
 from dovecote.actors.broker import Broker
 from dovecote.actors.config import BrokerConfig
-from dovecote.actors.principals import Keyring
+from dovecote.actors.principals import Key, Keyring
 from dovecote.actors.recovery import recover
 from dovecote.actors.signing import CERTIFICATE_PATH, Signer
 from dovecote.actors.sse_policy import key_policy
+from dovecote.net.audit import Audit
 from dovecote.net.aws_gateway import AwsGateway
 from dovecote.net.broker_endpoints import METRICS_MAX_QUEUES, METRICS_MAX_TOPICS, BrokerEndpoints
 from dovecote.net.client import DEFAULT_PORT
 from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_TIMEOUT_S
+from dovecote.net.http_auth import EndpointAuthenticator
 from dovecote.net.http_push import Pusher, SmtpRelay
 from dovecote.net.http_server import HttpServer
 from dovecote.net.limits import NetLimits
 from dovecote.net.sigv4 import SigV4Verifier
 from dovecote.net.tcp_server import NativeServer
 from dovecote.storage.lmdb_store import LmdbStore
-from dovecote.storage.store import StorageError
+from dovecote.storage.private import PRIVATE_FILE_MODE, tighten, write_private
 from dovecote.storage.sse import KEY_FILE_NAME, KeyFile, KeyUnavailable, Sealer
+from dovecote.storage.store import StorageError
 from dovecote.storage.writer import LogWriter
 
 log = logging.getLogger("dovecote")
@@ -73,6 +77,11 @@ class ListenerError(Exception):
     one of this machine's addresses."""
 
 
+class AnonymousOffLoopback(Exception):
+    """Asked to listen beyond this machine with no keys configured, and not told that anonymous
+    access is meant (Mosquitto's rule): one line saying so."""
+
+
 class ServeConfig(msgspec.Struct, frozen=True):
     data_dir: str
     host: str = "127.0.0.1"
@@ -93,6 +102,8 @@ class ServeConfig(msgspec.Struct, frozen=True):
     push_verify: bool | str = True  # HTTPS endpoints' certificates: certifi's CAs, a CA bundle file, or unchecked
     metrics_max_queues: int = METRICS_MAX_QUEUES  # with series of their own in /metrics; the rest are added up
     metrics_max_topics: int = METRICS_MAX_TOPICS
+    keys: tuple[Key, ...] = ()  # keys with permissions (the configuration file's), beside access_keys
+    allow_anonymous: bool = False  # serve a host other than loopback without access keys
     sse_master_key_file: str | None = None  # None: DATA_DIR/sse-master.key
 
 
@@ -111,9 +122,16 @@ async def run_broker(
     """Run the broker until `stopping` is set (or a signal arrives). Raises StorageDamaged,
     DataDirectoryInUse, DataDirectoryUnusable or StorageError (KeyUnavailable: the master key file
     of encryption at rest cannot be used) when the store cannot be served, and
-    ListenerError when a port cannot be listened on (from inside the nurseries' exception groups)."""
+    ListenerError when a port cannot be listened on (from inside the nurseries' exception groups),
+    AnonymousOffLoopback (before anything is opened) when asked to serve another machine with no keys."""
     stopping = stopping if stopping is not None else trio.Event()
     started = time.perf_counter()
+    refusal = anonymous_exposure(config)
+    if refusal is not None:
+        raise AnonymousOffLoopback(refusal)
+    keyring = Keyring(config.access_keys, config.keys)
+    # With keys, topics deliver into a queue only if its policy lets them (actors/authorization.py).
+    broker_config = msgspec.structs.replace(config.broker, authentication=bool(keyring))
     store = LmdbStore(
         config.data_dir,
         sync_mode=config.sync_mode,
@@ -123,10 +141,12 @@ async def run_broker(
     try:
         clock = Clock()
         signing_files = SigningFiles(Path(config.data_dir))
-        signer = Signer(signing_files.key_pem, config.broker.http_url.rstrip("/") + CERTIFICATE_PATH)
+        signer = Signer(signing_files.key_pem, broker_config.http_url.rstrip("/") + CERTIFICATE_PATH)
         pusher = Pusher(config.smtp, timeout_s=config.push_timeout_s, max_in_flight=config.push_max_in_flight, verify=config.push_verify)
-        cores, report = recover(store, config.broker, clock, salvage=config.salvage, signer=signer, push_protocols=pusher.protocols)
+        cores, report = recover(store, broker_config, clock, salvage=config.salvage, signer=signer, push_protocols=pusher.protocols)
         key_file = KeyFile(sse_master_key_path(config.data_dir, config.sse_master_key_file))
+        if not config.sse_master_key_file:  # the data directory's own, private as its other files
+            tighten(key_file.path, PRIVATE_FILE_MODE)
         if key_file.path.exists():
             key_file.keys(may_create=False)  # a key file that cannot be used stops the start, not the first encrypted send
         sealer = Sealer(key_file, key_policy)
@@ -139,20 +159,25 @@ async def run_broker(
         async with trio.open_nursery() as storage_nursery:
             await storage_nursery.start(writer.run)
             await rewrap_data_keys(sealer, writer, clock)
-            broker = Broker(store, writer, clock, config.broker, cores, signer, pusher)
+            broker = Broker(store, writer, clock, broker_config, cores, signer, pusher)
             async with trio.open_nursery() as broker_nursery:
                 await broker_nursery.start(broker.run)
                 async with trio.open_nursery() as net_nursery:
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
                         net_nursery.start_soon(_reload_keys_on_sighup, sealer, writer, clock, stopping)
-                    verifier = _verifier(config.access_keys)
+                    verifier = SigV4Verifier(keyring) if keyring else None
+                    audit = Audit()
                     endpoints = BrokerEndpoints(
                         writer, broker, signing_files.certificate_pem, data_dir=config.data_dir,
                         metrics_max_queues=config.metrics_max_queues, metrics_max_topics=config.metrics_max_topics,
+                        authenticator=EndpointAuthenticator(keyring, verifier) if verifier is not None else None,
+                        audit=audit,
                     )
                     http = HttpServer(
-                        lambda: AwsGateway(broker, config.broker.account_id, config.public_url, endpoints.handle, verifier).handle,
+                        lambda: AwsGateway(
+                            broker, config.broker.account_id, config.public_url, endpoints.handle, verifier, audit
+                        ).handle,
                         config.limits,
                         stopping,
                     )
@@ -196,19 +221,44 @@ def _queue_urls(config: ServeConfig, http_port: int):
     return lambda name: prefix + name
 
 
-def _verifier(access_keys: dict[str, str]) -> SigV4Verifier | None:
-    keyring = Keyring(access_keys)
-    return SigV4Verifier(keyring) if keyring else None
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` serves this machine only: 127.0.0.0/8, ::1 (also as
+    ::ffff:127.x.y.z) or the name localhost. Any other name, and the wildcards 0.0.0.0, :: and "",
+    count as the network."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def anonymous_exposure(config: ServeConfig) -> str | None:
+    """Why serving `config` is refused (one line), or None: a host other than loopback needs keys,
+    unless allow_anonymous says anonymous access is meant."""
+    if is_loopback(config.host) or config.access_keys or config.keys or config.allow_anonymous:
+        return None
+    return (
+        f"refusing to listen on {config.host or 'every address'} without access keys: anyone who can reach it could read, "
+        "send and delete every message; give keys (access_key in the configuration file, or --access-key ID:SECRET), "
+        "or --allow-anonymous to serve it anyway"
+    )
 
 
 class SigningFiles:
-    """The SNS signing key and its self-signed certificate, kept in the data directory. Made when
-    first needed (the first signed message, or a fetch of the certificate), not at start: making an
-    RSA key costs a fifth of a first start. Used from the event loop's thread only."""
+    """The SNS signing key and its self-signed certificate, kept in the data directory, mode 0600
+    (tightened at start if they are more open). Made when first needed (the first signed message,
+    or a fetch of the certificate), not at start: making an RSA key costs a fifth of a first start.
+    Used from the event loop's thread only."""
 
     def __init__(self, data_dir: Path) -> None:
         self._key_file = data_dir / "sns-signing-key.pem"
         self._certificate_file = data_dir / "sns-signing-cert.pem"
+        for path in (self._key_file, self._certificate_file):
+            tighten(path, PRIVATE_FILE_MODE)
 
     def key_pem(self) -> bytes:
         self._make_if_missing()
@@ -224,9 +274,8 @@ class SigningFiles:
         from dovecote.actors.certificates import new_key_and_certificate
 
         key_pem, certificate_pem = new_key_and_certificate("dovecote SNS", datetime.datetime.now(datetime.UTC))
-        self._key_file.touch(mode=0o600)
-        self._key_file.write_bytes(key_pem)
-        self._certificate_file.write_bytes(certificate_pem)
+        write_private(self._key_file, key_pem)
+        write_private(self._certificate_file, certificate_pem)
 
 
 async def rewrap_data_keys(sealer: Sealer, writer: LogWriter, clock: Clock) -> int:

@@ -28,7 +28,7 @@ from dovecote.storage.sse import KeyFile, Sealer, add_master_key, keep_only_curr
 from dovecote.storage.store import DataDirectoryUnusable, StorageError
 
 from . import __version__, config, logs, replay, sd_notify
-from .app import ListenerError, ServeConfig, default_data_dir, run_broker, sse_master_key_path
+from .app import AnonymousOffLoopback, ListenerError, ServeConfig, default_data_dir, run_broker, sse_master_key_path
 from .history import (
     LogFilter,
     Revealer,
@@ -68,7 +68,8 @@ def _message_attributes(pairs: Sequence[str]) -> dict[str, MessageAttributeValue
 
 # Exit codes of serve, config, check and log (client commands: 1 a broker error, 2 no broker).
 EXIT_FAILED = 1  # anything else: the log has the traceback (check: damage was found)
-EXIT_USAGE = 2  # a flag, the configuration file or a DOVECOTE_ variable is wrong (argparse's own code)
+EXIT_USAGE = 2  # a flag, the configuration file or a DOVECOTE_ variable is wrong (argparse's own code), or
+# asks for a listener beyond loopback without access keys (and without --allow-anonymous)
 EXIT_STORE = 3  # stored data cannot be served: damaged, of a newer format, or held by another broker
 EXIT_LISTENER = 4  # a port is in use (or cannot be bound: privileged, not this machine's address)
 EXIT_DATA_DIR = 5  # the data directory cannot be created, read or written, or (check, log) holds no store
@@ -85,7 +86,8 @@ Under systemd (Type=notify) READY=1 is sent once stored data is recovered and bo
 exit codes:
   0  stopped by SIGTERM or SIGINT, cleanly
   {EXIT_FAILED}  an unexpected error (the log has the traceback)
-  {EXIT_USAGE}  a flag, the configuration file or a DOVECOTE_ variable is wrong
+  {EXIT_USAGE}  a flag, the configuration file or a DOVECOTE_ variable is wrong, or a host other than
+     loopback is asked for without access keys (give keys, or --allow-anonymous)
   {EXIT_STORE}  stored data cannot be served: damaged (see --salvage), written by a newer dovecote,
      or the data directory is in use by another dovecote process
   {EXIT_LISTENER}  a port is already in use, or cannot be listened on
@@ -357,7 +359,11 @@ def _client_command(client: BlockingClient, args: argparse.Namespace) -> object:
 
 def _serve(values: dict[str, object]) -> int:
     logs.configure(values["log_level"], values["log_format"])
-    serve_config = config.serve_config(values)
+    try:
+        serve_config = config.serve_config(values)  # reads the keys' secrets
+    except config.ConfigError as error:
+        print(f"dovecote: {error}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         trio.run(_serve_and_notify, serve_config)
     except Exception as error:  # noqa: BLE001 - every failure ends as one log line and an exit code
@@ -385,6 +391,9 @@ def _sole_error(error: BaseException) -> BaseException:
 def _failed(error: BaseException, data_dir: str) -> int:
     """Log why serve stopped, in one line where the operator can act on it; the exit code."""
     log = logging.getLogger("dovecote")
+    if isinstance(error, AnonymousOffLoopback):
+        log.error("%s", error)
+        return EXIT_USAGE
     if isinstance(error, ListenerError):
         log.error("%s", error)
         return EXIT_LISTENER

@@ -9,6 +9,10 @@ The key is the flag's name with underscores: `--http-port`, `http_port = 7481` i
 `DOVECOTE_HTTP_PORT` in the environment. Sources, each overriding the one before: the defaults, the
 file given with `--config`, the environment, the command line's flags. A list given by a later
 source replaces the earlier one's.
+
+One setting is a list of tables, and only the file gives it: `[[key]]`, the keys with permissions.
+Each names the file or the variable its secret is read from when serve starts, never the secret
+itself (a command line shows in `ps`, and `dovecote config` prints what the file says).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import re
 import textwrap
 import tomllib
@@ -24,7 +29,9 @@ from typing import NamedTuple
 
 import msgspec
 
+from dovecote.actors import authorization
 from dovecote.actors.config import BrokerConfig
+from dovecote.actors.principals import Key
 from dovecote.net.http_push import SmtpRelay
 
 from .app import ServeConfig, state_directory
@@ -44,7 +51,7 @@ class ConfigError(Exception):
 
 class Setting(NamedTuple):
     key: str  # the flag's name with underscores
-    kind: type  # str, int, float, bool, or tuple (of strings; a repeatable flag)
+    kind: type  # str, int, float, bool, tuple (of strings; a repeatable flag), or list (of tables: the file only)
     explanation: str  # one line: what it does, and what it risks
     field: str = ""  # where it lands in ServeConfig ("http_port", "broker.region", "smtp.port"); "": nowhere
     default: object = FROM_FIELD  # FROM_FIELD, a value (None: unset), or a function giving one
@@ -68,12 +75,89 @@ def _access_keys(pairs: Sequence[str]) -> dict[str, str]:
     return dict(pair.partition(":")[::2] for pair in pairs)
 
 
+# --- keys with permissions ([[key]] tables) ----------------------------------------------------------
+KEY_ID = re.compile(r"[A-Za-z0-9_.+=@-]{1,128}")
+KEY_FIELDS = ("id", "secret_file", "secret_env", "account", "statement")
+
+
+class KeySpec(NamedTuple):
+    """A [[key]] table as the file gives it: where its secret is, not the secret."""
+
+    key_id: str
+    secret_file: str  # an absolute path ("" when secret_env names the secret)
+    secret_env: str
+    account_id: str
+    statements: tuple[dict, ...]  # as written, for `dovecote config` to print
+    permissions: authorization.Permissions  # parsed, so a mistake stops the file's reading, naming it
+
+
+def _key_spec(table: object, base: str) -> KeySpec:
+    """One [[key]] table; base: the directory a relative secret_file is read from (the file's)."""
+    if not isinstance(table, dict):
+        raise ValueError("each key is a table ([[key]]) with an id, and secret_file or secret_env")
+    fields = dict(table)
+    if "statements" in fields:
+        if "statement" in fields:
+            raise ValueError("statement or statements, not both")
+        fields["statement"] = fields.pop("statements")
+    unknown = sorted(set(fields) - set(KEY_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r} (a key has {', '.join(KEY_FIELDS)})")
+    key_id = fields.get("id")
+    if not isinstance(key_id, str) or not KEY_ID.fullmatch(key_id):
+        raise ValueError("id must be 1 to 128 letters, digits or _.+=@-")
+    what = f"key {key_id}"
+    sources = [name for name in ("secret_file", "secret_env") if name in fields]
+    if len(sources) != 1:
+        raise ValueError(f"{what}: give secret_file or secret_env (the secret itself is never written here)")
+    source = fields[sources[0]]
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"{what}: {sources[0]} must be a non-empty string")
+    account = fields.get("account", "")
+    if not isinstance(account, str) or (account and not re.fullmatch(r"\d{12}", account)):
+        raise ValueError(f"{what}: account must be a 12-digit account id")
+    statements = fields.get("statement", [])
+    statements = statements if isinstance(statements, list) else [statements]
+    try:
+        permissions = authorization.parse_statements(statements)
+    except authorization.PolicyError as error:
+        raise ValueError(f"{what}: {error}") from None
+    secret_file = os.path.join(base, source) if sources[0] == "secret_file" else ""
+    return KeySpec(key_id, secret_file, source if sources[0] == "secret_env" else "", account, tuple(statements), permissions)
+
+
+def read_keys(specs: Sequence[KeySpec], environ: Mapping[str, str] | None = None) -> tuple[Key, ...]:
+    """The keys, with their secrets read from their files and variables (when serve starts).
+    Raises ConfigError naming the key whose secret cannot be had."""
+    environ = os.environ if environ is None else environ
+    keys = []
+    for spec in specs:
+        if spec.secret_env:
+            secret = environ.get(spec.secret_env, "")
+            if not secret:
+                raise ConfigError(f"key {spec.key_id}: the variable ${spec.secret_env} that holds its secret is not set")
+        else:
+            try:
+                with open(spec.secret_file, encoding="utf-8") as file:
+                    secret = file.read().strip()
+            except (OSError, UnicodeDecodeError) as error:
+                reason = getattr(error, "strerror", None) or error
+                raise ConfigError(f"key {spec.key_id}: cannot read its secret file {spec.secret_file}: {reason}") from None
+            if not secret:
+                raise ConfigError(f"key {spec.key_id}: its secret file {spec.secret_file} is empty")
+        keys.append(Key(spec.key_id, secret, spec.permissions, spec.account_id))
+    return tuple(keys)
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "data_dir", str, "where the store lives (the log, the state tables, the lock, the SNS signing key); one broker a directory",
         "data_dir", default=lambda: str(state_directory()), metavar="DIR",
     ),
-    Setting("host", str, "the address both listeners bind: 127.0.0.1 serves this machine only, 0.0.0.0 every interface", "host"),
+    Setting(
+        "host", str, "the address both listeners bind: 127.0.0.1 serves this machine only, 0.0.0.0 every interface "
+        "(any address but loopback needs access keys, or allow_anonymous)", "host",
+    ),
     Setting("port", int, "the native protocol's TCP port (0: any free one)", "port", metavar="PORT"),
     Setting("http_port", int, "the AWS API's port (SQS JSON and Query, SNS Query) and /health, /metrics, /actors, /peek", "http_port", metavar="PORT"),
     Setting(
@@ -105,6 +189,16 @@ SETTINGS: tuple[Setting, ...] = (
         "access_key", tuple, "ID:SECRET keys the AWS API checks Signature V4 against; flags are "
         "repeated, $DOVECOTE_ACCESS_KEY takes a comma-separated list", "access_keys", default=(), to_field=_access_keys,
         unset="signatures are not checked", secret=True, metavar="ID:SECRET",
+    ),
+    Setting(
+        "key", list, "keys with permissions, as [[key]] tables: id, secret_file or secret_env (where the secret is read "
+        "from when serve starts; never the secret itself), account (if not this broker's), and statement, a list of "
+        "IAM statements (Effect, Action, Resource, ...) saying what the key may do", "keys", default=(), flag=False,
+        to_field=read_keys, unset="only --access-key keys, which may do everything",
+    ),
+    Setting(
+        "allow_anonymous", bool, "serve a host other than loopback without access keys: anyone who can reach the ports "
+        "may read, send and delete every message (false: such a start is refused, saying why)", "allow_anonymous",
     ),
     Setting("account_id", str, "the one account this broker hosts, in ARNs and queue URLs", "broker.account_id", metavar="ID"),
     Setting("region", str, "the region of requests that name none", "broker.region"),
@@ -216,6 +310,9 @@ def read_file(path: str) -> dict[str, object]:
         if setting is None:
             close = difflib.get_close_matches(key, BY_KEY, n=1)
             raise ConfigError(f"{where}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if setting.kind is list:
+            settings[key] = _key_specs(value, path, text)
+            continue
         try:
             settings[key] = _checked(setting, _from_toml(setting, value))
         except ValueError as error:
@@ -223,12 +320,30 @@ def read_file(path: str) -> dict[str, object]:
     return settings
 
 
+def _key_specs(value: object, path: str, text: str) -> tuple[KeySpec, ...]:
+    """The [[key]] tables of a file, each checked; an error names the line of its table."""
+    tables = value if isinstance(value, list) else [value]
+    headers = [number for number, line in enumerate(text.splitlines(), 1) if re.match(r"\s*\[\[\s*key\s*\]\]", line)]
+    base = os.path.dirname(os.path.abspath(path))
+    specs: list[KeySpec] = []
+    for index, table in enumerate(tables):
+        line = headers[index] if index < len(headers) else _line_of(text, "key") or "?"
+        try:
+            spec = _key_spec(table, base)
+            if any(spec.key_id == other.key_id for other in specs):
+                raise ValueError(f"key {spec.key_id} is given twice")
+        except ValueError as error:
+            raise ConfigError(f"{path}:{line}: key: {error}") from None
+        specs.append(spec)
+    return tuple(specs)
+
+
 def read_environment(environ: Mapping[str, str]) -> dict[str, object]:
     """The settings DOVECOTE_<KEY> variables give (other DOVECOTE_ variables are not settings and
     are left alone). Raises ConfigError naming the variable."""
     settings = {}
     for setting in SETTINGS:
-        if setting.env in environ:
+        if setting.kind is not list and setting.env in environ:
             try:
                 settings[setting.key] = _checked(setting, _from_text(setting, environ[setting.env]))
             except ValueError as error:
@@ -246,7 +361,9 @@ def _line_of(text: str, key: str) -> int | None:
     return None
 
 
-_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", tuple: "a list of strings"}
+_KIND_NAMES = {
+    str: "a string", int: "an integer", float: "a number", bool: "true or false", tuple: "a list of strings", list: "tables",
+}
 
 
 def _from_toml(setting: Setting, value: object) -> object:
@@ -355,7 +472,12 @@ def _flag_type(setting: Setting) -> Callable[[str], object]:
 def serve_config(values: Mapping[str, object]) -> ServeConfig:
     """What `dovecote serve` runs with, from resolved settings. The CLI differs from the structs'
     defaults only where it means to: signatures are made in a worker thread, the HTTP URL given to
-    the broker is the public URL or http://HOST:HTTP_PORT, and without an SMTP host there is no relay."""
+    the broker is the public URL or http://HOST:HTTP_PORT, and without an SMTP host there is no relay.
+    Reads the keys' secrets (from their files and the environment); raises ConfigError when one
+    cannot be had."""
+    given_twice = {spec.key_id for spec in values["key"]} & set(_access_keys(values["access_key"]))
+    if given_twice:
+        raise ConfigError(f"the access key {sorted(given_twice)[0]} is given both as --access-key and as a [[key]]")
     fields: dict[str, dict[str, object]] = {struct: {} for struct in STRUCTS}
     for setting in SETTINGS:
         if setting.field:
@@ -384,11 +506,19 @@ def render(resolved: Resolved, config_file: str | None) -> str:
     if omitted:
         header += f" Secrets are not shown: give {', '.join(omitted)} again (in the file, or in the environment)."
     lines = textwrap.wrap(header, 100, initial_indent="# ", subsequent_indent="# ")
+    tables: list[str] = []  # after every other setting: what follows a table header is the table's
     for setting in SETTINGS:
         key, value, source, default = setting.key, resolved.values[setting.key], resolved.sources[setting.key], default_of(setting)
         lines.append("")
         lines.extend(textwrap.wrap(setting.explanation, 100, initial_indent="# ", subsequent_indent="# "))
         unset = f"unset ({setting.unset})" if setting.unset else "unset"
+        if setting.kind is list:
+            if source == DEFAULT or not value:
+                lines.append(f"# {key}: {unset}" + (" by default" if source == DEFAULT else f", by {source}"))
+            else:
+                lines.append(f"# {key}: {len(value)} [[{key}]] tables from {source}, at the end of this file")
+                tables.extend(_key_tables(value, source))
+            continue
         if source == DEFAULT:
             lines.append(f"# {key}: {unset} by default" if default is None else f"# {key} = {_toml(default)}  # the default")
             continue
@@ -402,7 +532,23 @@ def render(resolved: Resolved, config_file: str | None) -> str:
             lines.append(f"# {key}: {unset}, by {source}")
         else:
             lines.append(f"{key} = {_toml(value)}  # from {source}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + tables) + "\n"
+
+
+def _key_tables(specs: Sequence[KeySpec], source: str) -> list[str]:
+    lines = ["", f"# keys with permissions, from {source}; each secret is read from its file or variable when serve starts"]
+    for spec in specs:
+        lines += ["", "[[key]]", f"id = {_toml(spec.key_id)}"]
+        lines.append(f"secret_file = {_toml(spec.secret_file)}" if spec.secret_file else f"secret_env = {_toml(spec.secret_env)}")
+        if spec.account_id:
+            lines.append(f"account = {_toml(spec.account_id)}")
+        for statement in spec.statements:
+            lines += ["", "[[key.statement]]", *(f"{_toml_key(name)} = {_toml(value)}" for name, value in statement.items())]
+    return lines
+
+
+def _toml_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else _toml(name)
 
 
 def _toml(value: object) -> str:
@@ -415,4 +561,6 @@ def _toml(value: object) -> str:
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(str(name))} = {_toml(item)}" for name, item in value.items()) + "}"
     raise TypeError(f"no TOML for {value!r}")

@@ -2,7 +2,8 @@
 
 A JSON line has `time` (ISO 8601, UTC, milliseconds), `level`, `logger` and `message`, then
 `queue`, `topic`, `subscription` and `request_id` where the log call gives them
-(`log.warning(..., extra={"queue": name})`), and `exception` with the traceback where there is one.
+(`log.warning(..., extra={"queue": name})`), `door`, `reason` or `action`, `key_id` and `peer` on
+the audit's lines (net/audit.py), and `exception` with the traceback where there is one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import logging
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-CONTEXT_FIELDS = ("queue", "topic", "subscription", "request_id")
+CONTEXT_FIELDS = ("queue", "topic", "subscription", "request_id", "door", "reason", "action", "key_id", "peer")
 
 
 class JsonFormatter(logging.Formatter):

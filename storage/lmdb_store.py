@@ -4,7 +4,9 @@ Fixed choices, asserted at open: never `writemap` (a full disk would then kill t
 SIGBUS instead of failing a commit); `sync` and `metasync` on in the default sync mode. A lock file
 refuses a second broker on the same directory. The map starts small and grows between commits up
 to `max_map_bytes`; a file of `reserve_bytes` is kept on the same disk and given up when the disk
-fills, so receives and deletes go on while sends are refused.
+fills, so receives and deletes go on while sends are refused. The directories are private (0700)
+and the files (the LMDB files, the lock, the reserve) 0600, whatever the umask (private.py); a
+read-only open changes no permissions.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import lmdb
 
+from .private import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_private_dir, open_private, tighten
 from .store import DataDirectoryInUse, DataDirectoryUnusable, MapFull, Store, StorageError, StorageFull
 from .tables import TABLES, Change, Delete, DeleteRange, Put
 
@@ -51,9 +54,13 @@ class LmdbStore(Store):
         try:
             if (readonly or not create) and not (db_path / "data.mdb").exists():
                 raise DataDirectoryUnusable(f"{self.data_dir} holds no dovecote store")
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = None if readonly else _lock_directory(self.data_dir / LOCK_FILE)
-            db_path.mkdir(exist_ok=True)
+            if not readonly:  # (read-only, they exist: data.mdb does)
+                make_private_dir(self.data_dir, parents=True, tighten_existing=False)
+                self._lock_fd = _lock_directory(self.data_dir / LOCK_FILE)
+                tighten(self.data_dir, PRIVATE_DIR_MODE)  # once it is known to be ours to use
+                make_private_dir(db_path)
+                for path in (db_path / "data.mdb", db_path / "lock.mdb", self.data_dir / RESERVE_FILE):
+                    tighten(path, PRIVATE_FILE_MODE)
             existing = (db_path / "data.mdb").stat().st_size if (db_path / "data.mdb").exists() else 0
         except OSError as exc:
             if self._lock_fd is not None:
@@ -78,6 +85,7 @@ class LmdbStore(Store):
                 readahead=False,
                 lock=True,
                 readonly=readonly,
+                mode=PRIVATE_FILE_MODE,  # the LMDB files' mode when made (the directory exists already)
             )
         except lmdb.Error as exc:
             if self._lock_fd is not None:
@@ -200,7 +208,7 @@ class LmdbStore(Store):
         if disk.f_bavail * disk.f_frsize < 2 * self._reserve_bytes:
             return False
         try:
-            with open(self._reserve_path, "wb") as reserve:
+            with os.fdopen(open_private(self._reserve_path, os.O_WRONLY | os.O_TRUNC), "wb") as reserve:
                 os.posix_fallocate(reserve.fileno(), 0, self._reserve_bytes)
                 os.fsync(reserve.fileno())
         except OSError:
@@ -213,7 +221,7 @@ class LmdbStore(Store):
 
 
 def _lock_directory(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_private(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

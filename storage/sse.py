@@ -67,6 +67,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .framing import DamagedValue
+from .private import open_private
 from .records import (
     DataKeyCreated,
     DataKeyRetired,
@@ -185,9 +186,8 @@ def write_key_file(path: str | os.PathLike[str], keys: Sequence[bytes]) -> None:
     for number, key in enumerate(keys):
         lines.append(f"# {fingerprint(key)}{' (current)' if number == 0 else ''}\n{base64.b64encode(key).decode()}\n")
     scratch = path.with_name(path.name + ".new")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = open_private(scratch, os.O_WRONLY | os.O_TRUNC)
     try:
-        os.fchmod(fd, 0o600)
         os.write(fd, "".join(lines).encode())
         os.fsync(fd)
     finally:

@@ -37,7 +37,7 @@ def test_every_flag_lands_where_the_table_says():
         "--access-key", "A:a", "--access-key", "B:b", "--account-id", "123456789012", "--region", "eu-west-1",
         "--unsigned-sqs-envelopes", "--push-timeout", "5", "--push-max-pending", "6", "--push-in-flight", "7",
         "--push-ca", "ca.pem", "--smtp-host", "relay", "--smtp-port", "8", "--smtp-starttls", "--smtp-user", "me",
-        "--smtp-from", "me@example", environ={"DOVECOTE_SMTP_PASSWORD": "pw"},
+        "--smtp-from", "me@example", "--allow-anonymous", environ={"DOVECOTE_SMTP_PASSWORD": "pw"},
     )
     assert chosen == ServeConfig(
         "d", "0.0.0.0", 1, 2, "https://mq.example", "os", 1.5, 3, 4, True, {"A": "a", "B": "b"},
@@ -46,7 +46,7 @@ def test_every_flag_lands_where_the_table_says():
             sign_in_thread=True, max_pending_pushes=6,
         ),
         smtp=SmtpRelay("relay", 8, True, "me", "pw", "me@example"),
-        push_timeout_s=5.0, push_max_in_flight=7, push_verify="ca.pem",
+        push_timeout_s=5.0, push_max_in_flight=7, push_verify="ca.pem", allow_anonymous=True,
     )
 
 

@@ -29,7 +29,8 @@ def test_every_serve_flag_is_a_key_of_the_table():
     assert options == flagged | negated
     for setting in config.SETTINGS:
         assert setting.option == "--" + setting.key.replace("_", "-") and setting.env == "DOVECOTE_" + setting.key.upper()
-    assert [s.key for s in config.SETTINGS if not s.flag] == ["smtp_password"]  # a password never on a command line
+    # a password never on a command line, nor the keys with permissions (their tables are the file's)
+    assert [s.key for s in config.SETTINGS if not s.flag] == ["key", "smtp_password"]
 
 
 def test_defaults_then_the_file_then_the_environment_then_flags(tmp_path):
@@ -150,3 +151,107 @@ def test_config_never_prints_a_secret(tmp_path):
     args = build_parser().parse_args(["serve", "--config", str(file)])
     values = config.resolve(config.flags_given(args), str(file), {"DOVECOTE_SMTP_PASSWORD": "env-password"}).values
     assert config.serve_config(values).smtp.password == "env-password"
+
+
+# --- keys with permissions ---------------------------------------------------------------------------
+KEYS = """
+[[key]]
+id = "sensor-7"
+secret_env = "SENSOR7_SECRET"
+statement = [{ Effect = "Allow", Action = "sqs:SendMessage", Resource = "arn:aws:sqs:*:*:readings" }]
+
+[[key]]
+id = "reader"
+secret_file = "reader.secret"
+account = "111122223333"
+
+[[key.statement]]
+Effect = "Allow"
+Action = ["sqs:ReceiveMessage", "sqs:DeleteMessage"]
+Resource = "arn:aws:sqs:us-east-1:000000000000:readings"
+Condition = { StringEquals = { "aws:SourceAccount" = "000000000000" } }
+"""
+
+
+def test_keys_come_from_the_file_with_their_secrets_from_a_variable_and_a_file(tmp_path):
+    (tmp_path / "reader.secret").write_text("reader-secret\n")
+    file = tmp_path / "dovecote.toml"
+    file.write_text(KEYS)
+    values = resolve("--config", str(file), "--access-key", "root:root-secret").values
+    keys = config.read_keys(values["key"], {"SENSOR7_SECRET": "sensor-secret"})
+    assert [(k.key_id, k.secret, k.account_id, len(k.permissions.statements)) for k in keys] == [
+        ("sensor-7", "sensor-secret", "", 1), ("reader", "reader-secret", "111122223333", 1),
+    ]
+    assert values["key"][1].secret_file == str(tmp_path / "reader.secret")  # relative to the file's directory
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[[key]]\nid = "k"\n', "{file}:1: key: key k: give secret_file or secret_env (the secret itself is never written here)"),
+        ('[[key]]\nid = "k"\nsecret = "s"\n', "{file}:1: key: unknown field 'secret' (a key has id, secret_file, secret_env, account, statement)"),
+        ('[[key]]\nid = "k"\nsecret_env = "A"\nsecret_file = "f"\n', "{file}:1: key: key k: give secret_file or secret_env"),
+        ('[[key]]\nid = "has:colon"\nsecret_env = "A"\n', "{file}:1: key: id must be 1 to 128 letters, digits or _.+=@-"),
+        ('[[key]]\nid = "k"\nsecret_env = "A"\naccount = "12"\n', "{file}:1: key: key k: account must be a 12-digit account id"),
+        ('port = 1\n\n[[key]]\nid = "a"\nsecret_env = "A"\n\n[[key]]\nid = "b"\nsecret_env = "B"\n'
+         '[[key.statement]]\nEffect = "Maybe"\nAction = "sqs:*"\nResource = "*"\n',
+         "{file}:7: key: key b: statement 1: Effect must be Allow or Deny, not \"Maybe\""),
+        ('[[key]]\nid = "a"\nsecret_env = "A"\n[[key]]\nid = "a"\nsecret_env = "B"\n', "{file}:4: key: key a is given twice"),
+        ('key = "sensor"\n', "{file}:1: key: each key is a table ([[key]]) with an id, and secret_file or secret_env"),
+    ],
+)
+def test_a_bad_key_is_one_error_naming_its_table(tmp_path, text, message):
+    file = tmp_path / "dovecote.toml"
+    file.write_text(text)
+    with pytest.raises(config.ConfigError) as error:
+        resolve("--config", str(file))
+    assert str(error.value).startswith(message.format(file=file))
+
+
+def test_a_keys_secret_that_cannot_be_had_is_named_when_serve_starts(tmp_path):
+    file = tmp_path / "dovecote.toml"
+    file.write_text(KEYS)
+    specs = resolve("--config", str(file)).values["key"]
+    with pytest.raises(config.ConfigError, match=r"key sensor-7: the variable \$SENSOR7_SECRET that holds its secret is not set"):
+        config.read_keys(specs, {})
+    with pytest.raises(config.ConfigError, match=f"key reader: cannot read its secret file {tmp_path}/reader.secret: No such file"):
+        config.read_keys(specs, {"SENSOR7_SECRET": "s"})
+    (tmp_path / "reader.secret").write_text("\n")
+    with pytest.raises(config.ConfigError, match="key reader: its secret file .* is empty"):
+        config.read_keys(specs, {"SENSOR7_SECRET": "s"})
+    result = subprocess.run(
+        [sys.executable, "-m", "dovecote", "serve", "--data-dir", str(tmp_path / "data"), "--config", str(file)],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 2 and "SENSOR7_SECRET" in result.stderr and not (tmp_path / "data").exists()
+
+
+def test_a_key_id_given_as_access_key_and_as_a_table_is_refused(tmp_path):
+    file = tmp_path / "dovecote.toml"
+    file.write_text(KEYS)
+    values = resolve("--config", str(file), "--access-key", "sensor-7:other").values
+    with pytest.raises(config.ConfigError, match="sensor-7 is given both as --access-key and as a \\[\\[key\\]\\]"):
+        config.serve_config(values)
+
+
+def test_config_prints_the_keys_without_their_secrets_and_loads_back(tmp_path):
+    (tmp_path / "reader.secret").write_text("reader-secret")
+    file = tmp_path / "dovecote.toml"
+    file.write_text(KEYS)
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SENSOR7_SECRET": "sensor-secret"}
+    printed = dovecote_config("--config", str(file), environ=environ)
+    assert "sensor-secret" not in printed and "reader-secret" not in printed
+    assert 'secret_env = "SENSOR7_SECRET"' in printed and f'secret_file = "{tmp_path}/reader.secret"' in printed
+    saved = tmp_path / "elsewhere" / "saved.toml"
+    saved.parent.mkdir()
+    saved.write_text(printed)
+    assert tomllib.loads(printed)["key"] == [
+        {"id": "sensor-7", "secret_env": "SENSOR7_SECRET",
+         "statement": [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "arn:aws:sqs:*:*:readings"}]},
+        {"id": "reader", "secret_file": f"{tmp_path}/reader.secret", "account": "111122223333",
+         "statement": [{"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+                        "Resource": "arn:aws:sqs:us-east-1:000000000000:readings",
+                        "Condition": {"StringEquals": {"aws:SourceAccount": "000000000000"}}}]},
+    ]
+    loaded = resolve("--config", str(saved)).values["key"]
+    assert [spec[:5] for spec in loaded] == [spec[:5] for spec in resolve("--config", str(file)).values["key"]]

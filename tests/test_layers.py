@@ -39,7 +39,8 @@ NAMED_PURE_MODULES = (
     "validation", "filter_policy", "delivery_policy", "push_schedule", "dedup", "errors", "ids", "policy",
     # the rest of the actors' pure vocabulary and rules
     "ops", "messages", "push_types", "limits", "config", "paging", "stored_time", "ready_set", "move_tasks",
-    "sqs_results", "sns_validation", "sns_messages", "archive_replay", "signing", "principals", "attributes", "sse_policy",
+    "sqs_results", "sns_validation", "sns_messages", "archive_replay", "signing", "principals", "attributes",
+    "authorization", "sse_policy",
 )
 # Libraries that do I/O (a top-level name also covers its submodules). `_socket` and the like are not
 # listed: the standard library's `uuid`, which msgspec imports, loads `_socket` without doing I/O.

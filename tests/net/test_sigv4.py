@@ -104,7 +104,8 @@ def test_a_subscribe_url_is_visited_without_a_signature_but_nothing_else_is(endp
 
 def test_boto3_sqs_json_and_sns_query_clients_are_served_end_to_end(endpoint):
     """Every request signed by botocore and checked by the broker: SQS over JSON with text beyond
-    ASCII in bodies and attributes, SNS over Query fanning out to the queue."""
+    ASCII in bodies and attributes, SNS over Query fanning out to the queue (whose policy lets the
+    topic send to it: with authentication on, SNS delivers only where a queue's policy allows, as on AWS)."""
     client = sqs(endpoint)
     url = client.create_queue(QueueName="signed-fan-out")["QueueUrl"]
     body = "héllo wörld ✓ 日本語 + & = % / ?"
@@ -118,6 +119,10 @@ def test_boto3_sqs_json_and_sns_query_clients_are_served_end_to_end(endpoint):
     )
     topic = sns.create_topic(Name="signed-fan-out")["TopicArn"]
     queue_arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    client.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps({"Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"}, "Action": "sqs:SendMessage", "Resource": queue_arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": topic}},
+    }]})})
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
     assert queue_arn in [s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]]
     sns.publish(

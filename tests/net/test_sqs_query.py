@@ -6,7 +6,7 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
-from dovecote.net.sqs_query import nest
+from dovecote.net.sqs_query import nest, query_action
 
 from ..faults.serve import ServeProcess
 
@@ -32,20 +32,20 @@ def text(root, path):
 
 
 def test_nesting_of_flattened_parameters():
-    action, params = nest(
-        [
-            ("Action", "SendMessageBatch"),
-            ("QueueUrl", "u"),
-            ("SendMessageBatchRequestEntry.2.Id", "b"),
-            ("SendMessageBatchRequestEntry.10.Id", "c"),
-            ("SendMessageBatchRequestEntry.1.Id", "a"),
-            ("SendMessageBatchRequestEntry.1.MessageAttribute.1.Name", "k"),
-            ("SendMessageBatchRequestEntry.1.MessageAttribute.1.Value.DataType", "String"),
-            ("SendMessageBatchRequestEntry.1.MessageAttribute.1.Value.StringValue", "v"),
-            ("Attribute.Name", "VisibilityTimeout"),
-            ("Attribute.Value", "5"),
-        ]
-    )
+    pairs = [
+        ("Action", "SendMessageBatch"),
+        ("QueueUrl", "u"),
+        ("SendMessageBatchRequestEntry.2.Id", "b"),
+        ("SendMessageBatchRequestEntry.10.Id", "c"),
+        ("SendMessageBatchRequestEntry.1.Id", "a"),
+        ("SendMessageBatchRequestEntry.1.MessageAttribute.1.Name", "k"),
+        ("SendMessageBatchRequestEntry.1.MessageAttribute.1.Value.DataType", "String"),
+        ("SendMessageBatchRequestEntry.1.MessageAttribute.1.Value.StringValue", "v"),
+        ("Attribute.Name", "VisibilityTimeout"),
+        ("Attribute.Value", "5"),
+    ]
+    action = query_action(pairs)
+    params = nest(action, pairs)
     assert action == "SendMessageBatch"
     assert [entry["Id"] for entry in params["Entries"]] == ["a", "b", "c"]
     assert params["Entries"][0]["MessageAttributes"] == {"k": {"DataType": "String", "StringValue": "v"}}
