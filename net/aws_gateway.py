@@ -27,6 +27,7 @@ from dovecote.actors.session import Session
 from . import sns_api, sqs_api, sqs_query
 from .credential_scope import parse_authorization
 from .http_server import HttpRequest, HttpResponse
+from .tls import Peer
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
 
@@ -50,15 +51,21 @@ class AwsGateway:
         public_url: str | None,
         fallback: Callable[[HttpRequest], Awaitable[HttpResponse]],
         verifier: Verifier | None = None,
+        peer: Peer | None = None,
+        scheme: str = "http",
     ) -> None:
         """verifier=None accepts any signature (or none), as local emulators do: requests then act
-        as ANYONE."""
+        as ANYONE. peer: the connection's; an unsigned request on a connection whose TLS client
+        certificate names a key acts as that key. scheme: of the queue URLs made from the Host
+        header when there is no public URL (https on a TLS listener)."""
         self._broker = broker
         self._sessions: dict[tuple[str, Principal], Session] = {}  # one per region and principal this connection has used
         self._verifier = verifier
         self._account_id = account_id
         self._public_url = public_url
         self._fallback = fallback
+        self._certificate_principal = peer.certificate_principal if peer is not None else None
+        self._scheme = scheme
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         target = _header(request, "x-amz-target")
@@ -71,7 +78,7 @@ class AwsGateway:
 
     def _context(self, request: HttpRequest) -> sqs_api.Context:
         host = _header(request, "host") or "localhost"
-        return sqs_api.Context(self._account_id, self._public_url or f"http://{host}")
+        return sqs_api.Context(self._account_id, self._public_url or f"{self._scheme}://{host}")
 
     def _session(self, request: HttpRequest, principal: Principal) -> Session:
         """The session of the principal, for the region in the request's credential scope (the
@@ -103,9 +110,12 @@ class AwsGateway:
         return sqs_api.to_output(result, context, action)
 
     def _verify(self, request: HttpRequest) -> Principal | BrokerError:
-        """Who signed the request (ANYONE when signatures are not checked), or why it is refused."""
+        """Who signed the request (ANYONE when signatures are not checked; for an unsigned request,
+        the key its connection's client certificate names, if any), or why it is refused."""
         if self._verifier is None:
             return ANYONE
+        if self._certificate_principal is not None and _header(request, "authorization") is None:
+            return self._certificate_principal
         try:
             return self._verifier.verify(request)
         except BrokerError as error:

@@ -1,6 +1,9 @@
 """The wiring: open the store, recover the queues, start the writer, the broker and the listeners,
 and shut them down in the right order.
 
+SIGHUP reloads the TLS certificate, its key and the client CA for new connections (open ones keep
+theirs); a reload that fails is logged and changes nothing.
+
 Shutdown (SIGTERM, SIGINT, or `stopping` set): the listeners stop accepting and connections stop
 reading; the broker answers long polls and lets every actor finish the requests already in its
 mailbox; connections send the last answers and close; the writer commits what is queued; the store
@@ -36,6 +39,7 @@ from dovecote.net.http_server import HttpServer
 from dovecote.net.limits import NetLimits
 from dovecote.net.sigv4 import SigV4Verifier
 from dovecote.net.tcp_server import NativeServer
+from dovecote.net.tls import ServerTls, TlsError, TlsSettings
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.writer import LogWriter
 
@@ -80,6 +84,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     push_verify: bool | str = True  # HTTPS endpoints' certificates: certifi's CAs, a CA bundle file, or unchecked
     metrics_max_queues: int = METRICS_MAX_QUEUES  # with series of their own in /metrics; the rest are added up
     metrics_max_topics: int = METRICS_MAX_TOPICS
+    tls: TlsSettings | None = None  # None: both listeners speak plain TCP
 
 
 class Ports(NamedTuple):
@@ -94,11 +99,14 @@ async def run_broker(
     handle_signals: bool = False,
     task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the broker until `stopping` is set (or a signal arrives). Raises StorageDamaged,
-    DataDirectoryInUse, DataDirectoryUnusable or StorageError when the store cannot be served, and
-    ListenerError when a port cannot be listened on (from inside the nurseries' exception groups)."""
+    """Run the broker until `stopping` is set (or a signal arrives). Raises TlsError when the TLS
+    files cannot be loaded (before anything else is opened), StorageDamaged, DataDirectoryInUse,
+    DataDirectoryUnusable or StorageError when the store cannot be served, and ListenerError when a
+    port cannot be listened on (from inside the nurseries' exception groups)."""
     stopping = stopping if stopping is not None else trio.Event()
     started = time.perf_counter()
+    server_tls = ServerTls(config.tls) if config.tls is not None else None
+    keyring = Keyring(config.access_keys)
     store = LmdbStore(
         config.data_dir,
         sync_mode=config.sync_mode,
@@ -124,24 +132,31 @@ async def run_broker(
                 async with trio.open_nursery() as net_nursery:
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
-                    verifier = _verifier(config.access_keys)
+                        net_nursery.start_soon(_reload_on_signal, server_tls, stopping)
+                    verifier = SigV4Verifier(keyring) if keyring else None
+                    scheme = "https" if server_tls is not None else "http"
                     endpoints = BrokerEndpoints(
                         writer, broker, signing_files.certificate_pem, data_dir=config.data_dir,
                         metrics_max_queues=config.metrics_max_queues, metrics_max_topics=config.metrics_max_topics,
                     )
                     http = HttpServer(
-                        lambda: AwsGateway(broker, config.broker.account_id, config.public_url, endpoints.handle, verifier).handle,
+                        lambda peer: AwsGateway(
+                            broker, config.broker.account_id, config.public_url, endpoints.handle, verifier, peer, scheme
+                        ).handle,
                         config.limits,
                         stopping,
+                        server_tls,
+                        keyring,
                     )
                     http_port = await _listen(net_nursery, http.serve, "HTTP", config.host, config.http_port)
-                    native = NativeServer(broker, config.limits, stopping, _queue_urls(config, http_port))
+                    native = NativeServer(broker, config.limits, stopping, _queue_urls(config, http_port), keyring, server_tls)
                     native_port = await _listen(net_nursery, native.serve, "native", config.host, config.port)
                     log.info(
-                        "dovecote serving %s: native %s:%d, http %s:%d; recovered %d queues, %d messages in %.0f ms",
+                        "dovecote serving %s: native %s:%d, %s %s:%d; recovered %d queues, %d messages in %.0f ms",
                         config.data_dir,
                         config.host,
                         native_port,
+                        scheme,
                         config.host,
                         http_port,
                         report.queues,
@@ -169,14 +184,9 @@ async def _listen(nursery: trio.Nursery, serve, name: str, host: str, port: int)
 
 
 def _queue_urls(config: ServeConfig, http_port: int):
-    base = config.public_url or f"http://{config.host}:{http_port}"
+    base = config.public_url or f"{'https' if config.tls is not None else 'http'}://{config.host}:{http_port}"
     prefix = f"{base.rstrip('/')}/{config.broker.account_id}/"
     return lambda name: prefix + name
-
-
-def _verifier(access_keys: dict[str, str]) -> SigV4Verifier | None:
-    keyring = Keyring(access_keys)
-    return SigV4Verifier(keyring) if keyring else None
 
 
 class SigningFiles:
@@ -212,3 +222,25 @@ async def _stop_on_signal(stopping: trio.Event) -> None:
         async for _ in signals:
             stopping.set()
             return
+
+
+async def _reload_on_signal(server_tls: ServerTls | None, stopping: trio.Event) -> None:
+    """Until stopping: on SIGHUP, read the TLS files again, for the connections that open from now on."""
+
+    async def reload_each(signals) -> None:
+        async for _ in signals:
+            if server_tls is None:
+                log.info("SIGHUP: no TLS certificate to reload")
+                continue
+            try:
+                server_tls.reload()
+            except TlsError as error:
+                log.error("SIGHUP: %s; still serving the certificate loaded before", error)
+            else:
+                log.info("SIGHUP: reloaded the TLS certificate %s for new connections", server_tls.settings.certificate_file)
+
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reload_each, signals)
+            await stopping.wait()
+            nursery.cancel_scope.cancel()
