@@ -106,6 +106,8 @@ async def run_broker(
     stopping = stopping if stopping is not None else trio.Event()
     started = time.perf_counter()
     server_tls = ServerTls(config.tls) if config.tls is not None else None
+    if server_tls is not None and config.public_url and config.public_url.lower().startswith("http://"):
+        log.warning("the HTTP port speaks TLS but public_url %s is http://: URLs handed out will not reach it", config.public_url)
     keyring = Keyring(config.access_keys)
     store = LmdbStore(
         config.data_dir,
