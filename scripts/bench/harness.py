@@ -121,6 +121,9 @@ class BrokerProcess:
         self.launch()
         deadline = started + 30
         while time.perf_counter() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:  # e.g. its port, picked free a moment ago, was taken meanwhile
+                raise RuntimeError(f"the broker exited with code {self.process.returncode}")
             try:
                 with BlockingClient("127.0.0.1", self.port, timeout_s=1, **self.security.client_options):
                     return time.perf_counter() - started
