@@ -7,9 +7,12 @@ AWS API.
 One `dovecote serve` per variant runs for the whole benchmark, each on a fresh data directory: plain
 TCP; TLS (a throwaway CA's certificate, run from the checkout's root); auth (an access key, which
 native clients prove when they connect and boto3 signs every request with, now checked); or both.
-Each round measures every variant the same way, in an order that rotates from round to round, so
-that whatever else the machine does weighs on all alike; the table shows the median of the rounds
-and each variant's cost against plain (for rates 1 - variant/plain, for times variant/plain - 1).
+Each round measures every variant the same way, one scenario at a time, the variants back to back
+in an order that rotates from round to round, so that whatever else the machine does weighs on all
+alike. The table shows the median of the rounds and each variant's cost against plain, the median
+of the rounds' own costs (for rates 1 - variant/plain, for times variant/plain - 1): each round's
+pair was measured within seconds of each other, so that median is the steadier figure on a busy
+machine.
 """
 
 from __future__ import annotations
@@ -94,17 +97,30 @@ SCENARIOS = (
 )
 
 
-def measure(broker: BrokerProcess, round_number: int, native_messages: int, aws_messages: int) -> list[float]:
+def measure_round(brokers: dict[str, BrokerProcess], order: list[str], round_number: int, native_messages: int,
+                  aws_messages: int) -> dict[str, list[float]]:
+    """Every scenario once for each variant, the variants back to back (in `order`) per scenario."""
     queue = f"round-{round_number}"
-    with broker.client() as client:
-        client.create_queue(queue)
-    rate = trio.run(functools.partial(
-        produce, broker.port, queue, native_messages, NATIVE_CONNECTIONS, NATIVE_PIPELINE, security=broker.security
-    ))
-    round_trip = native_round_trip_ms(broker, queue)
-    opening = trio.run(native_opening_ms, broker)
-    aws_rate, aws_round_trip = aws_rates(broker, f"aws-{queue}", aws_messages)
-    return [rate, round_trip, opening, aws_rate, aws_round_trip]
+    figures: dict[str, list[float]] = {name: [] for name in order}
+    for name in order:
+        with brokers[name].client() as client:
+            client.create_queue(queue)
+    for name in order:
+        broker = brokers[name]
+        figures[name].append(trio.run(functools.partial(
+            produce, broker.port, queue, native_messages, NATIVE_CONNECTIONS, NATIVE_PIPELINE, security=broker.security
+        )))
+    for name in order:
+        figures[name].append(native_round_trip_ms(brokers[name], queue))
+    for name in order:
+        figures[name].append(trio.run(native_opening_ms, brokers[name]))
+    for name in order:
+        figures[name].extend(aws_rates(brokers[name], f"aws-{queue}", aws_messages))
+    return figures
+
+
+def cost(value: float, plain: float, unit: str) -> float:
+    return (1 - value / plain) if unit == "msg/s" else (value / plain - 1)
 
 
 def main() -> int:
@@ -127,8 +143,9 @@ def main() -> int:
             figures: dict[str, list[list[float]]] = {name: [] for name in names}
             for round_number in range(args.rounds):
                 order = names[round_number % len(names):] + names[: round_number % len(names)]
-                for name in order:
-                    figures[name].append(measure(brokers[name], round_number, args.native_messages, args.aws_messages))
+                measured = measure_round(brokers, order, round_number, args.native_messages, args.aws_messages)
+                for name in names:
+                    figures[name].append(measured[name])
                 print(f"round {round_number + 1}: " + "; ".join(
                     f"{name} {figures[name][-1][0]:,.0f} native msg/s, {figures[name][-1][3]:,.0f} AWS msg/s" for name in names
                 ), flush=True)
@@ -137,19 +154,20 @@ def main() -> int:
                 broker.stop()
     medians = {name: [statistics.median(column) for column in zip(*rows)] for name, rows in figures.items()}
     width = max(len(scenario) for scenario, _ in SCENARIOS)
-    print(f"\nmedians of {args.rounds} rounds")
-    print(f"{'scenario':<{width}} " + " ".join(f"{name:>18}" for name in names))
+    print(f"\nmedians of {args.rounds} rounds; in brackets, the median of the rounds' own costs against plain")
+    print(f"{'scenario':<{width}} " + " ".join(f"{name:>20}" for name in names))
     for index, (scenario, unit) in enumerate(SCENARIOS):
-        plain = medians["plain"][index]
         cells = []
         for name in names:
             value = medians[name][index]
             if name == "plain":
                 cells.append(f"{value:>12,.2f} {unit:<5}")
             else:
-                cost = (1 - value / plain) if unit == "msg/s" else (value / plain - 1)
-                cells.append(f"{value:>9,.2f} ({cost:+6.1%})")
-        print(f"{scenario:<{width}} " + " ".join(f"{cell:>18}" for cell in cells))
+                paired = statistics.median(
+                    cost(mine[index], plain[index], unit) for mine, plain in zip(figures[name], figures["plain"])
+                )
+                cells.append(f"{value:>10,.2f} ({paired:+6.1%})")
+        print(f"{scenario:<{width}} " + " ".join(f"{cell:>20}" for cell in cells))
     print("(cost: for rates the share of plain's lost, for times how much longer)")
     return 0
 
