@@ -29,7 +29,6 @@ import trio
 
 from dovecote.actors.principals import Keyring, Principal
 
-
 CLIENT_AUTH_MODES = ("required", "optional")
 TLS_HANDSHAKE_RECORD = 0x16  # the first byte a TLS client sends: a handshake record
 
@@ -60,8 +59,11 @@ def _loaded(settings: TlsSettings, alpn: list[str] | None) -> ssl.SSLContext:
     context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
     if settings.certificate_file is None or settings.key_file is None:
         raise TlsError("TLS needs both a certificate (tls_cert) and its key (tls_key)")
+    def encrypted() -> bytes:  # instead of OpenSSL's prompt on the terminal
+        raise TlsError(f"the TLS key {settings.key_file} is encrypted: dovecote needs it unencrypted (keep it 0600)")
+
     try:
-        context.load_cert_chain(settings.certificate_file, settings.key_file)
+        context.load_cert_chain(settings.certificate_file, settings.key_file, password=encrypted)
     except (OSError, ssl.SSLError) as error:
         reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or str(error)
         raise TlsError(

@@ -214,3 +214,12 @@ def test_unloadable_files_are_named(tmp_path, pki):
         ServerTls(TlsSettings(server.certificate_file, pki["alice"].key_file))  # not its key
     with pytest.raises(TlsError, match="client CA"):
         ServerTls(TlsSettings(server.certificate_file, server.key_file, client_ca_file=server.key_file))
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(open(server.key_file, "rb").read(), password=None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+    ))
+    with pytest.raises(TlsError, match="is encrypted"):  # not a prompt on the terminal
+        ServerTls(TlsSettings(server.certificate_file, str(encrypted)))
