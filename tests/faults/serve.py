@@ -31,8 +31,12 @@ class ServeProcess:
         access_key: tuple[str, str] | None = None,
     ) -> None:
         """env: the whole environment of the process (None: this one's). tls and access_key: how
-        this test's clients connect (the broker's own TLS files and keys are among extra_args)."""
+        this test's clients connect (the broker's own TLS files and keys are among extra_args; by
+        default the clients prove the first --access-key given there)."""
         self.tls = tls
+        if access_key is None and "--access-key" in extra_args:
+            key_id, _, secret = extra_args[extra_args.index("--access-key") + 1].partition(":")
+            access_key = (key_id, secret)
         self.access_key = access_key
         self.program = program
         self.env = env
