@@ -1,7 +1,7 @@
 """Who is asking: the principal a request acts as, and the access keys a broker knows. Pure.
 
 Every door of the broker (the AWS API, the native protocol, the broker's own endpoints) proves a
-request's key with its own means (a SigV4 signature, a handshake) and then acts as that key's
+request's key with its own means (a SigV4 signature, a handshake, a client certificate) and then acts as that key's
 principal; a session carries it to wherever the request is served, and authorization.py's `decide`
 says what it may do there. Without any key configured, authentication is off and every request acts
 as ANYONE, which is allowed everything.
@@ -77,3 +77,8 @@ class Keyring:
     def principal(self, key_id: str) -> Principal:
         """The principal of a key whose proof was checked (a key the keyring knows)."""
         return self._principals[key_id]
+
+    def certificate_principal(self, common_name: str) -> Principal | None:
+        """The principal a verified TLS client certificate acts as: the key whose id is the
+        certificate's subject common name, or None when no key has that id."""
+        return self._principals.get(common_name)

@@ -33,6 +33,7 @@ from .audit import DENIED_CODES, DOOR_AWS, Audit
 from .aws_request import JSON, SNS, AwsRequest, classify
 from .credential_scope import parse_authorization
 from .http_server import HttpRequest, HttpResponse
+from .tls import Peer
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
 
@@ -64,9 +65,14 @@ class AwsGateway:
         fallback: Callable[[HttpRequest], Awaitable[HttpResponse]],
         verifier: Verifier | None = None,
         audit: Audit | None = None,
+        peer: Peer | None = None,
+        scheme: str = "http",
     ) -> None:
         """verifier=None accepts any signature (or none), as local emulators do: requests then act
-        as ANYONE. audit: told of requests refused for want of a key, or for what they asked."""
+        as ANYONE. audit: told of requests refused for want of a key, or for what they asked.
+        peer: the connection's; an unsigned request on a connection whose TLS client certificate
+        names a key acts as that key. scheme: of the queue URLs made from the Host header when there
+        is no public URL (https on a TLS listener)."""
         self._broker = broker
         self._sessions: dict[tuple[str, Principal], Session] = {}  # one per region and principal this connection has used
         self._verifier = verifier
@@ -74,6 +80,8 @@ class AwsGateway:
         self._account_id = account_id
         self._public_url = public_url
         self._fallback = fallback
+        self._certificate_principal = peer.certificate_principal if peer is not None else None
+        self._scheme = scheme
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         aws = classify(request)
@@ -119,7 +127,8 @@ class AwsGateway:
     def _caller(self, request: HttpRequest, aws: AwsRequest) -> Caller | BrokerError:
         """Who the request acts as: the key its signature proves, in the region its credential scope
         names; a SubscribeURL or UnsubscribeURL visit acts as ANYONE in its ARN's region (its token is
-        its proof); or why it is refused (counted and logged by the audit)."""
+        its proof); an unsigned request on a connection whose client certificate names a key acts as
+        that key; or why it is refused (counted and logged by the audit)."""
         headers = [value for name, value in request.headers if name.lower() == "authorization"]
         if aws.by_url:  # it acts in its topic's region: the URL names no other
             arn = dict(aws.pairs).get("TopicArn") or dict(aws.pairs).get("SubscriptionArn", "")
@@ -132,6 +141,8 @@ class AwsGateway:
                 pass
         if self._verifier is None:
             return Caller(ANYONE, scope.region if scope is not None else "", "")
+        if not headers and self._certificate_principal is not None:
+            return Caller(self._certificate_principal, "", self._certificate_principal.key_id)
         key_id = scope.access_key if scope is not None else ""
         try:
             if len(headers) > 1:
@@ -165,7 +176,7 @@ class AwsGateway:
 
     def _context(self, request: HttpRequest) -> sqs_api.Context:
         host = _header(request, "host") or "localhost"
-        return sqs_api.Context(self._account_id, self._public_url or f"http://{host}")
+        return sqs_api.Context(self._account_id, self._public_url or f"{self._scheme}://{host}")
 
     def _session(self, caller: Caller) -> Session:
         """The session of the caller's principal, for its region. A visit by URL gets one of its

@@ -1,13 +1,18 @@
 """Client library for the native protocol: a Trio client that pipelines, and a blocking client for
 scripts. Both raise BrokerError (with the AWS error code) when the broker answers with a failure,
-and ConnectionError when the connection is lost. Queues are named by name or by queue URL.
+or refuses the connection's key, and ConnectionError when the connection is lost or cannot be
+opened. Queues are named by name or by queue URL.
 
     async with open_client("127.0.0.1", 7480) as client:
         url = await client.create_queue("orders")
         await client.send_message(url, "hello")
 
-    with BlockingClient("127.0.0.1", 7480) as client:
+    with BlockingClient("127.0.0.1", 7480, tls="ca.pem", access_key=("ID", "SECRET")) as client:
         client.send_message("orders", "hello")
+
+tls: None (plain TCP), True (TLS, trusting the system's CAs), a CA file to trust, or an
+ssl.SSLContext (with load_cert_chain for a client certificate). access_key: (id, secret) of a key
+the broker knows; the secret never leaves this process, only a proof over the broker's nonce does.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import socket
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -78,8 +84,62 @@ from dovecote.actors.ops import (
 
 from . import frames
 from .limits import DEFAULT_MAX_RESPONSE_FRAME_BYTES
+from .tls import TlsOption, client_context
 
 DEFAULT_PORT = 7480
+AccessKey = tuple[str, str]  # (key id, secret)
+
+
+def _check_welcome(welcome: bytes) -> None:
+    """Raises ConnectionError unless the broker will speak this client's version."""
+    version, status = frames.parse_welcome(welcome)
+    if status == frames.STATUS_TLS_REQUIRED:
+        raise ConnectionError("the broker requires TLS on this port: open the client with tls=(a CA file or an ssl.SSLContext)")
+    if status != frames.STATUS_OK or version != frames.PROTOCOL_VERSION:
+        raise ConnectionError(f"the broker speaks protocol version {version} only")
+
+
+def _authenticate(challenge: bytes, access_key: AccessKey | None) -> bytes:
+    """The Authenticate frame answering the broker's challenge."""
+    nonce = frames.decode_challenge(challenge).nonce
+    out = bytearray()
+    if access_key is None:
+        frames.encode_handshake(frames.Authenticate(), out)
+    else:
+        key_id, secret = access_key
+        frames.encode_handshake(frames.Authenticate(key_id, frames.key_proof(secret, nonce, key_id)), out)
+    return bytes(out)
+
+
+def _check_authenticated(answer: bytes) -> None:
+    """Raises BrokerError (the broker refused the key, with AWS's code) unless the opening is done."""
+    result = frames.decode_handshake_answer(answer)
+    if isinstance(result, Failure):
+        raise from_failure(result)
+
+
+class _Closed(ConnectionError):
+    """The broker closed the connection while it opened."""
+
+
+def _closed_while_opening(tls: bool) -> ConnectionError:
+    if tls:  # TLS 1.3 ends the client's handshake before the broker checks its certificate
+        return ConnectionError(
+            "the broker closed the TLS connection while it opened: it may have refused this client's certificate, "
+            "or the lack of one"
+        )
+    return ConnectionError("the broker closed the connection while it opened")
+
+
+def _failed_to_open(error: BaseException) -> ConnectionError:
+    """A connection that broke while opening: TLS failed (a certificate one side refused), the
+    broker went away, or what it sent was not the protocol."""
+    cause = error.__cause__ if isinstance(error.__cause__, ssl.SSLError) else error
+    if isinstance(cause, ssl.SSLEOFError) or getattr(cause, "reason", None) == "UNEXPECTED_EOF_WHILE_READING":
+        return _closed_while_opening(tls=True)
+    if isinstance(cause, ssl.SSLError):
+        return ConnectionError(f"the TLS connection to the broker failed: {cause}")
+    return ConnectionError(f"the broker closed the connection while it opened: {cause}")
 
 
 def queue_name(queue: str) -> str:
@@ -298,8 +358,10 @@ class _Operations:
 class Client(_Operations):
     """A pipelining Trio client. Many tasks may call it at once; use open_client()."""
 
-    def __init__(self, stream: trio.SocketStream, nursery: trio.Nursery) -> None:
+    def __init__(self, stream: trio.abc.Stream, nursery: trio.Nursery, decoder: frames.FrameDecoder | None = None) -> None:
+        """decoder: holds what the broker sent after the opening, if anything."""
         self._stream = stream
+        self._decoder = decoder or frames.FrameDecoder(DEFAULT_MAX_RESPONSE_FRAME_BYTES)
         self._ids = itertools.count(1)
         self._outgoing_send, self._outgoing = trio.open_memory_channel[tuple[int, Op, ReplySlot]](1024)
         # Registrations run ahead of answers by at most what the broker lets be in flight plus what
@@ -346,7 +408,7 @@ class Client(_Operations):
 
     async def _receive_loop(self) -> None:
         pending: dict[int, ReplySlot] = {}
-        decoder = frames.FrameDecoder(DEFAULT_MAX_RESPONSE_FRAME_BYTES)
+        decoder = self._decoder
         error: BaseException = ConnectionError("closed by the broker")
         try:
             while True:
@@ -381,41 +443,96 @@ class Client(_Operations):
 
 
 @contextlib.asynccontextmanager
-async def open_client(host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> AsyncIterator[Client]:
-    stream = await trio.open_tcp_stream(host, port)
+async def open_client(
+    host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, tls: TlsOption = None, access_key: AccessKey | None = None
+) -> AsyncIterator[Client]:
+    """A connection to the broker, opened (TLS, the handshake, the key's proof) before this yields.
+    Raises ConnectionError when it cannot be opened and BrokerError when the broker refuses the key."""
+    stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    context = client_context(tls)
+    if context is not None:
+        stream = trio.SSLStream(stream, context, server_hostname=host)
     async with stream:
-        await stream.send_all(frames.hello())
-        welcome = b""
-        while len(welcome) < frames.WELCOME_BYTES:
-            chunk = await stream.receive_some(frames.WELCOME_BYTES - len(welcome))
-            if not chunk:
-                raise ConnectionError("the broker closed the connection during the handshake")
-            welcome += chunk
-        version, status = frames.parse_welcome(welcome)
-        if status != frames.STATUS_OK:
-            raise ConnectionError(f"the broker speaks protocol version {version} only")
+        decoder = frames.FrameDecoder(DEFAULT_MAX_RESPONSE_FRAME_BYTES)
+        try:
+            await _open_trio(stream, decoder, access_key)
+        except (trio.BrokenResourceError, frames.ProtocolError) as error:
+            raise _failed_to_open(error) from None
+        except _Closed:
+            raise _closed_while_opening(context is not None) from None
         async with trio.open_nursery() as nursery:
-            client = Client(stream, nursery)
+            client = Client(stream, nursery, decoder)
             try:
                 yield client
             finally:
                 nursery.cancel_scope.cancel()
 
 
+async def _open_trio(stream: trio.abc.Stream, decoder: frames.FrameDecoder, access_key: AccessKey | None) -> None:
+    async def receive_exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = await stream.receive_some(count - len(data))
+            if not chunk:
+                raise _Closed()
+            data += chunk
+        return data
+
+    async def next_payload() -> bytes:
+        while (payload := decoder.next_payload()) is None:
+            chunk = await stream.receive_some(1 << 16)
+            if not chunk:
+                raise _Closed()
+            decoder.feed(chunk)
+        return payload
+
+    await stream.send_all(frames.hello())
+    _check_welcome(await receive_exactly(frames.WELCOME_BYTES))
+    await stream.send_all(_authenticate(await next_payload(), access_key))
+    _check_authenticated(await next_payload())
+
+
 class BlockingClient(_Operations):
     """A blocking client for scripts and the CLI: one request at a time on one socket."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, timeout_s: float = 60.0) -> None:
-        self._socket = socket.create_connection((host, port), timeout=timeout_s)
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._decoder = frames.FrameDecoder(DEFAULT_MAX_RESPONSE_FRAME_BYTES)
-        self._ids = itertools.count(1)
-        self._socket.sendall(frames.hello())
-        welcome = self._receive_exactly(frames.WELCOME_BYTES)
-        version, status = frames.parse_welcome(welcome)
-        if status != frames.STATUS_OK:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        timeout_s: float = 60.0,
+        *,
+        tls: TlsOption = None,
+        access_key: AccessKey | None = None,
+    ) -> None:
+        """Connects and opens (TLS, the handshake, the key's proof), blocking. Raises
+        ConnectionError (an OSError) when it cannot, BrokerError when the broker refuses the key."""
+        self._socket: socket.socket = socket.create_connection((host, port), timeout=timeout_s)
+        try:
+            self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            context = client_context(tls)
+            if context is not None:
+                try:
+                    self._socket = context.wrap_socket(self._socket, server_hostname=host)
+                except ssl.SSLError as error:
+                    raise _failed_to_open(error) from None
+            self._decoder = frames.FrameDecoder(DEFAULT_MAX_RESPONSE_FRAME_BYTES)
+            self._ids = itertools.count(1)
+            try:
+                self._open(access_key)
+            except _Closed:
+                raise _closed_while_opening(context is not None) from None
+        except BaseException:
             self.close()
-            raise ConnectionError(f"the broker speaks protocol version {version} only")
+            raise
+
+    def _open(self, access_key: AccessKey | None) -> None:
+        try:
+            self._socket.sendall(frames.hello())
+            _check_welcome(self._receive_exactly(frames.WELCOME_BYTES))
+            self._socket.sendall(_authenticate(self._next_payload(), access_key))
+            _check_authenticated(self._next_payload())
+        except (ssl.SSLError, frames.ProtocolError) as error:  # TLS 1.3: a refused client certificate shows on the first read
+            raise _failed_to_open(error) from None
 
     def __enter__(self) -> BlockingClient:
         return self
@@ -432,14 +549,7 @@ class BlockingClient(_Operations):
         frames.encode_request(request_id, op, out)
         self._socket.sendall(out)
         while True:
-            payload = self._decoder.next_payload()
-            if payload is None:
-                data = self._socket.recv(1 << 16)
-                if not data:
-                    raise ConnectionError("the broker closed the connection")
-                self._decoder.feed(data)
-                continue
-            frame = frames.decode_response(payload)
+            frame = frames.decode_response(self._next_payload())
             if frame.id == request_id:
                 return _check(frame.result)
             if frame.id == 0 and isinstance(frame.result, Failure):
@@ -448,12 +558,20 @@ class BlockingClient(_Operations):
     def _then(self, value: Any, finish: Any) -> Any:
         return finish(value)
 
+    def _next_payload(self) -> bytes:
+        while (payload := self._decoder.next_payload()) is None:
+            data = self._socket.recv(1 << 16)
+            if not data:
+                raise _Closed("the broker closed the connection")
+            self._decoder.feed(data)
+        return payload
+
     def _receive_exactly(self, count: int) -> bytes:
         data = b""
         while len(data) < count:
             chunk = self._socket.recv(count - len(data))
             if not chunk:
-                raise ConnectionError("the broker closed the connection during the handshake")
+                raise _Closed("the broker closed the connection during the handshake")
             data += chunk
         return data
 

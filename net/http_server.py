@@ -1,6 +1,9 @@
 """A small HTTP/1.1 server on h11 for the AWS-compatible API and the broker's own endpoints. Thin:
 it parses, enforces limits and timeouts, and hands each request to a handler.
 
+With a certificate (tls.py) every connection is TLS: a plain HTTP request on the port gets a 400
+saying so. A TLS handshake, like a request, must be done within `http_read_timeout_s`.
+
 Limits: request head at most `http_max_header_bytes` (431 beyond), body at most
 `http_max_body_bytes`, enforced while it streams in (413 beyond); a request must arrive within
 `http_read_timeout_s`; an idle keep-alive connection is closed after `http_keepalive_timeout_s`.
@@ -15,7 +18,10 @@ from typing import NamedTuple
 import h11
 import trio
 
+from dovecote.actors.principals import Keyring
+
 from .limits import NetLimits
+from .tls import Peer, ServerTls, certificate_principal, peer_address, starts_with_tls
 
 log = logging.getLogger("dovecote.http")
 
@@ -41,31 +47,35 @@ def text_response(status: int, text: str, content_type: str = "text/plain; chars
     return HttpResponse(status, [("Content-Type", content_type)], text.encode())
 
 
-def peer_address(stream: trio.abc.Stream) -> str:
-    """The address of a connection's other end, "HOST:PORT" ("[HOST]:PORT" for IPv6); "" if it has
-    none to tell. A TLS stream is asked through the stream it wraps."""
-    transport = getattr(stream, "transport_stream", stream)
-    try:
-        address = transport.socket.getpeername()
-    except (AttributeError, OSError):
-        return ""
-    if not isinstance(address, tuple):
-        return str(address)
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class _RequestTooLarge(Exception):
     pass
 
 
+_PLAIN_ON_TLS_PORT_TEXT = b"This port speaks HTTPS: use an https:// endpoint.\n"
+_PLAIN_ON_TLS_PORT = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+    + b"Content-Length: %d\r\n\r\n" % len(_PLAIN_ON_TLS_PORT_TEXT) + _PLAIN_ON_TLS_PORT_TEXT
+)
+
+
 class HttpServer:
-    def __init__(self, make_handler: Callable[[], Handler], limits: NetLimits, stopping: trio.Event) -> None:
-        """make_handler is called once per connection; the handler it returns serves that
-        connection's requests, one at a time, in that connection's task."""
+    def __init__(
+        self,
+        make_handler: Callable[[Peer], Handler],
+        limits: NetLimits,
+        stopping: trio.Event,
+        tls: ServerTls | None = None,
+        keyring: Keyring | None = None,
+    ) -> None:
+        """make_handler is called once per connection with its peer; the handler it returns serves
+        that connection's requests, one at a time, in that connection's task. tls: the certificate
+        every connection is wrapped in (None: plain HTTP); keyring: the keys client certificates
+        may name."""
         self._make_handler = make_handler
         self._limits = limits
         self._stopping = stopping
+        self._tls = tls
+        self._keyring = keyring if keyring is not None else Keyring({})
         self._connections = trio.CapacityLimiter(limits.max_connections)
 
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -77,15 +87,50 @@ class HttpServer:
             await self._stopping.wait()
             nursery.cancel_scope.cancel()
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _connection(self, socket_stream: trio.SocketStream) -> None:
         try:
-            self._connections.acquire_on_behalf_of_nowait(stream)
+            self._connections.acquire_on_behalf_of_nowait(socket_stream)
         except trio.WouldBlock:
-            await stream.aclose()
+            await socket_stream.aclose()
             return
+        stream: trio.abc.Stream = socket_stream
+        try:
+            peer = None
+            with trio.move_on_after(self._limits.http_read_timeout_s):
+                stream, peer = await self._open(socket_stream)
+            if peer is None:
+                return
+            await self._serve(stream, self._make_handler(peer), peer.address)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away, or failed the TLS handshake
+        except Exception:  # noqa: BLE001 - one connection never stops the broker
+            log.exception("an HTTP connection failed; the broker goes on")
+        finally:
+            self._connections.release_on_behalf_of(socket_stream)
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1):
+                    try:
+                        await stream.aclose()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass
+
+    async def _open(self, stream: trio.SocketStream) -> tuple[trio.abc.Stream, Peer | None]:
+        """The connection's stream (TLS over the socket, if on) and its peer; None: refused or gone."""
+        address = peer_address(stream)
+        if self._tls is None:
+            return stream, Peer(address)
+        tls_first = await starts_with_tls(stream)
+        if not tls_first:
+            if tls_first is False:
+                await stream.receive_some(self._limits.http_max_header_bytes)
+                await stream.send_all(_PLAIN_ON_TLS_PORT)
+            return stream, None
+        tls_stream = trio.SSLStream(stream, self._tls.http_context, server_side=True, https_compatible=True)
+        await tls_stream.do_handshake()
+        return tls_stream, Peer(address, certificate_principal(tls_stream, self._keyring))
+
+    async def _serve(self, stream: trio.abc.Stream, handler: Handler, peer: str) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.http_max_header_bytes)
-        handler = self._make_handler()
-        peer = peer_address(stream)
         try:
             while True:
                 timeout = (
@@ -117,13 +162,9 @@ class HttpServer:
             pass
         except Exception:  # noqa: BLE001 - one connection never stops the broker
             log.exception("an HTTP connection failed; the broker goes on")
-        finally:
-            self._connections.release_on_behalf_of(stream)
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
 
     async def _read_request(
-        self, connection: h11.Connection, stream: trio.SocketStream, peer: str
+        self, connection: h11.Connection, stream: trio.abc.Stream, peer: str
     ) -> HttpRequest | HttpResponse | None:
         head: h11.Request | None = None
         body = bytearray()
@@ -164,7 +205,7 @@ class HttpServer:
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
-    async def _send(self, connection: h11.Connection, stream: trio.SocketStream, response: HttpResponse, *, close: bool) -> None:
+    async def _send(self, connection: h11.Connection, stream: trio.abc.Stream, response: HttpResponse, *, close: bool) -> None:
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
         if close:
             headers.append(("Connection", "close"))

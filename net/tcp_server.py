@@ -1,5 +1,8 @@
 """The native protocol's TCP listener: a thin shell around frames.py and a broker Session.
 
+A connection opens with TLS when the broker has a certificate, then the version handshake and, in
+version 2, the proof of a key (frames.py says how); the whole opening must be done within
+`handshake_timeout_s`. Its session acts as the principal the opening proved, for every request.
 Each connection has two tasks: a reader that decodes requests and hands them to the broker, and a
 writer that sends answers as the actors produce them (pipelined, in completion order, several per
 send when they come together). A semaphore bounds the requests in flight per connection, so the
@@ -9,31 +12,87 @@ answer channel can never fill and a client that does not read cannot grow the br
 from __future__ import annotations
 
 import errno
+import hmac
 import logging
+import secrets
 from collections.abc import Callable
 
 import trio
 
-from dovecote.actors.errors import failure, invalid
-from dovecote.actors.ops import QueueName, QueueNames, Result
+from dovecote.actors.errors import BrokerError, failure, invalid
+from dovecote.actors.ops import Failure, Op, QueueName, QueueNames, Result
 from dovecote.actors.broker import Broker
+from dovecote.actors.principals import ANYONE, Keyring, Principal
+from dovecote.actors.session import Session
 
 from . import frames
 from .limits import NetLimits
+from .audit import DENIED_CODES, DOOR_NATIVE, Audit
+from .tls import ServerTls, certificate_principal, peer_address, starts_with_tls
 
 log = logging.getLogger("dovecote.net")
 
 _ACCEPT_OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
+def authenticate(
+    keyring: Keyring,
+    nonce: bytes,
+    message: frames.Authenticate,
+    certificate: Principal | None,
+    certificates_asked: bool = False,
+) -> Principal:
+    """The principal a version 2 connection acts as, from its Authenticate answer to `nonce` and
+    the principal its TLS client certificate named (if any). Raises BrokerError with AWS's code
+    when the connection is refused. A broker without keys checks nothing: everyone is ANYONE, as
+    the AWS API then accepts any signature."""
+    if not keyring:
+        return ANYONE
+    if message.key_id:
+        secret = keyring.secret(message.key_id)
+        if secret is None:
+            raise BrokerError("InvalidClientTokenId", f"The access key {message.key_id!r} is not known to this broker.")
+        if not hmac.compare_digest(frames.key_proof(secret, nonce, message.key_id), message.proof):
+            raise BrokerError("SignatureDoesNotMatch", f"The proof for the access key {message.key_id!r} does not match: is its secret right?")
+        return keyring.principal(message.key_id)
+    if certificate is not None:
+        return certificate
+    raise BrokerError(
+        "MissingAuthenticationToken",
+        "This broker requires an access key: open the client with access_key=(ID, SECRET)"
+        + (", or with a client certificate whose common name is a key's id." if certificates_asked else "."),
+    )
+
+
+def _version_1_refused() -> BrokerError:
+    return BrokerError(
+        "MissingAuthenticationToken",
+        "This broker requires an access key, which protocol version 1 cannot present: use a dovecote client of "
+        f"protocol version {frames.PROTOCOL_VERSION} with access_key=(ID, SECRET).",
+    )
+
+
 class NativeServer:
     def __init__(
-        self, broker: Broker, limits: NetLimits, stopping: trio.Event, queue_url: Callable[[str], str]
+        self,
+        broker: Broker,
+        limits: NetLimits,
+        stopping: trio.Event,
+        queue_url: Callable[[str], str],
+        keyring: Keyring | None = None,
+        tls: ServerTls | None = None,
+        audit: Audit | None = None,
     ) -> None:
+        """keyring: the keys a connection may prove (none: every connection acts as ANYONE).
+        tls: the certificate every connection is wrapped in (None: plain TCP). audit: told of
+        connections refused for want of a key, and of requests refused for what they asked."""
         self._broker = broker
         self._queue_url = queue_url
         self._limits = limits
         self._stopping = stopping
+        self._keyring = keyring if keyring is not None else Keyring({})
+        self._tls = tls
+        self._audit = audit if audit is not None else Audit()
         self._connections = trio.CapacityLimiter(limits.max_connections)
 
     async def serve(
@@ -69,15 +128,18 @@ class NativeServer:
         except trio.WouldBlock:
             await _close_quietly(stream)
             return
+        connection = _Connection(
+            self._broker, self._limits, self._stopping, self._queue_url, stream, self._keyring, self._tls, self._audit
+        )
         try:
-            await _Connection(self._broker, self._limits, self._stopping, self._queue_url, stream).run()
+            await connection.run()
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the peer went away; what it asked for stands
+            pass  # the peer went away (or failed the TLS handshake); what it asked for stands
         except* Exception:
             log.exception("a native connection failed; the broker goes on")  # one connection never stops the broker
         finally:
             self._connections.release_on_behalf_of(stream)
-            await _close_quietly(stream)
+            await _close_quietly(connection.stream)
 
 
 async def _close_quietly(stream: trio.abc.Stream) -> None:
@@ -97,12 +159,23 @@ class _Connection:
         stopping: trio.Event,
         queue_url: Callable[[str], str],
         stream: trio.SocketStream,
+        keyring: Keyring,
+        tls: ServerTls | None,
+        audit: Audit,
     ):
-        self._session = broker.session()
+        self._broker = broker
+        self._session: Session | None = None  # the principal's, once the opening proves one
         self._queue_url = queue_url
         self._limits = limits
         self._stopping = stopping
-        self._stream = stream
+        self._socket_stream = stream
+        self.stream: trio.abc.Stream = stream  # the TLS stream over it, once TLS is on
+        self._keyring = keyring
+        self._tls = tls
+        self._audit = audit
+        self._peer = peer_address(stream)
+        self._key_id = ""  # the key the opening proved, for the audit
+        self._decoder = frames.FrameDecoder(frames.MAX_HANDSHAKE_FRAME_BYTES)
         self._inflight = trio.Semaphore(limits.max_inflight_per_connection)
         # One slot per request in flight, plus one for a protocol-error answer.
         self._answers_send, self._answers_receive = trio.open_memory_channel[tuple[int, Result]](
@@ -110,7 +183,10 @@ class _Connection:
         )
 
     async def run(self) -> None:
-        if not await self._handshake():
+        opened = False
+        with trio.move_on_after(self._limits.handshake_timeout_s):
+            opened = await self._open()
+        if not opened:
             return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write_answers)
@@ -127,39 +203,89 @@ class _Connection:
                     await self._inflight.acquire()
             self._answers_send.close()
 
-    async def _handshake(self) -> bool:
-        data = b""
-        with trio.move_on_after(self._limits.handshake_timeout_s):
-            while len(data) < frames.HELLO_BYTES:
-                chunk = await self._stream.receive_some(frames.HELLO_BYTES - len(data))
-                if not chunk:
-                    return False
-                data += chunk
+    async def _open(self) -> bool:
+        """TLS, the version handshake and the key's proof. False: refused (answered) or gone."""
+        certificate = None
+        if self._tls is not None:
+            tls_first = await starts_with_tls(self._socket_stream)
+            if not tls_first:
+                if tls_first is False:  # plain text: if it is a dovecote client, tell it in its own protocol
+                    hello = await self._receive_exactly(frames.HELLO_BYTES)
+                    if hello.startswith(frames.MAGIC):
+                        await self.stream.send_all(frames.welcome(frames.PROTOCOL_VERSION, frames.STATUS_TLS_REQUIRED))
+                return False
+            tls_stream = trio.SSLStream(self._socket_stream, self._tls.native_context, server_side=True)
+            self.stream = tls_stream
+            await tls_stream.do_handshake()
+            certificate = certificate_principal(tls_stream, self._keyring)
         try:
-            version = frames.parse_hello(data)
+            version = frames.parse_hello(await self._receive_exactly(frames.HELLO_BYTES))
         except frames.ProtocolError:
             return False
-        if version != frames.PROTOCOL_VERSION:
-            await self._stream.send_all(frames.welcome(frames.PROTOCOL_VERSION, frames.STATUS_UNSUPPORTED_VERSION))
+        if version not in frames.SUPPORTED_VERSIONS:
+            await self.stream.send_all(frames.welcome(frames.PROTOCOL_VERSION, frames.STATUS_UNSUPPORTED_VERSION))
             return False
-        await self._stream.send_all(frames.welcome(frames.PROTOCOL_VERSION, frames.STATUS_OK))
-        return True
+        out = bytearray(frames.welcome(version, frames.STATUS_OK))
+        if version == 1:
+            if self._keyring and certificate is None:
+                refusal = _version_1_refused()
+                self._audit.authentication_failed(DOOR_NATIVE, refusal.code, "", self._peer)
+                frames.encode_refusal(failure(refusal), out)
+                await self.stream.send_all(out)
+                return False
+            await self.stream.send_all(out)
+            self._act_as(certificate or ANYONE)
+            return True
+        nonce = secrets.token_bytes(frames.NONCE_BYTES)
+        frames.encode_handshake(frames.Challenge(nonce), out)
+        await self.stream.send_all(out)
+        out.clear()
+        try:
+            message = frames.decode_authenticate(await self._receive_frame())
+        except frames.ProtocolError as error:
+            frames.encode_refusal(failure(invalid(f"protocol error: {error}")), out)
+        else:
+            try:
+                principal = authenticate(self._keyring, nonce, message, certificate, self._tls is not None and self._tls.mutual)
+            except BrokerError as error:
+                self._audit.authentication_failed(DOOR_NATIVE, error.code, message.key_id, self._peer)
+                frames.encode_refusal(failure(error), out)
+            else:
+                self._act_as(principal)
+                frames.encode_handshake(frames.Authenticated(principal.key_id), out)
+                await self.stream.send_all(out)
+                return True
+        await self.stream.send_all(out)
+        return False
+
+    def _act_as(self, principal: Principal) -> None:
+        self._session = self._broker.session(None, principal)
+        self._key_id = principal.key_id
+
+    async def _receive_exactly(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = await self.stream.receive_some(count - len(data))
+            if not chunk:
+                raise trio.BrokenResourceError("closed during the handshake")
+            data += chunk
+        return data
+
+    async def _receive_frame(self) -> bytes:
+        while (payload := self._decoder.next_payload()) is None:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise trio.BrokenResourceError("closed during the handshake")
+            self._decoder.feed(data)
+        return payload
 
     async def _read_requests(self) -> str | None:
         """Read until the peer closes or times out (None) or breaks the protocol (the reason)."""
-        decoder = frames.FrameDecoder(self._limits.max_request_frame_bytes)
+        decoder = self._decoder  # with what came after the opening
+        decoder.max_frame_bytes = self._limits.max_request_frame_bytes
+        session = self._session
+        assert session is not None, "requests are read only once the opening named the principal"
         while True:
-            partial = decoder.has_partial_frame()
-            timeout = self._limits.frame_timeout_s if partial else self._limits.idle_timeout_s
-            with trio.move_on_after(timeout) as read_scope:
-                data = await self._stream.receive_some(65536)
-            if read_scope.cancelled_caught:
-                if partial or self._idle():
-                    return None
-                continue
-            if not data:
-                return None
-            decoder.feed(data)
             try:
                 while (payload := decoder.next_payload()) is not None:
                     envelope = frames.decode_envelope(payload)
@@ -169,15 +295,31 @@ class _Connection:
                     except ValueError as error:
                         self._answer(envelope.id, failure(invalid(str(error))))
                         continue
-                    self._session.submit(op, self._answerer(envelope.id))
+                    session.submit(op, self._answerer(envelope.id, op))
             except frames.ProtocolError as error:
                 return str(error)
+            partial = decoder.has_partial_frame()
+            timeout = self._limits.frame_timeout_s if partial else self._limits.idle_timeout_s
+            with trio.move_on_after(timeout) as read_scope:
+                data = await self.stream.receive_some(65536)
+            if read_scope.cancelled_caught:
+                if partial or self._idle():
+                    return None
+                continue
+            if not data:
+                return None
+            decoder.feed(data)
 
     def _idle(self) -> bool:
         return self._inflight.value == self._limits.max_inflight_per_connection
 
-    def _answerer(self, request_id: int) -> Callable[[Result], None]:
-        return lambda result: self._answer(request_id, result)
+    def _answerer(self, request_id: int, op: Op) -> Callable[[Result], None]:
+        def answer(result: Result) -> None:
+            if type(result) is Failure and result.code in DENIED_CODES:
+                self._audit.access_denied(DOOR_NATIVE, type(op).__name__, self._key_id, self._peer)
+            self._answer(request_id, result)
+
+        return answer
 
     def _answer(self, request_id: int, result: Result) -> None:
         # The actors name queues; clients of this protocol get queue URLs, as SQS clients do.
@@ -203,7 +345,7 @@ class _Connection:
                 frames.encode_response(request_id, result, out)
                 released += 1
             try:
-                await self._stream.send_all(out)
+                await self.stream.send_all(out)
             finally:
                 out.clear()
                 for _ in range(released):

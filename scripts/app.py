@@ -3,8 +3,12 @@ and shut them down in the right order.
 
 Encryption at rest: the store seals and opens with a sealer (storage/sse.py) given the master key
 file (`sse_master_key_file`, by default DATA_DIR/sse-master.key, made at first need) and the
-policy of actors/sse_policy.py. SIGHUP reads the key file again, and data keys wrapped by a key
-other than its first are re-wrapped by the first (also at start), while the broker serves.
+policy of actors/sse_policy.py.
+
+SIGHUP, handled by one task (trio gives a signal to its latest receiver only): it reloads the TLS
+certificate, its key and the client CA for new connections (open ones keep theirs), then reads the
+master key file again and re-wraps, by its first key, data keys wrapped by another (also done at
+start), while the broker serves. A reload that fails is logged and changes nothing.
 
 Shutdown (SIGTERM, SIGINT, or `stopping` set): the listeners stop accepting and connections stop
 reading; the broker answers long polls and lets every actor finish the requests already in its
@@ -45,6 +49,7 @@ from dovecote.net.http_server import HttpServer
 from dovecote.net.limits import NetLimits
 from dovecote.net.sigv4 import SigV4Verifier
 from dovecote.net.tcp_server import NativeServer
+from dovecote.net.tls import ServerTls, TlsError, TlsSettings
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.private import PRIVATE_FILE_MODE, tighten, write_private
 from dovecote.storage.sse import KEY_FILE_NAME, KeyFile, KeyUnavailable, Sealer
@@ -105,6 +110,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     keys: tuple[Key, ...] = ()  # keys with permissions (the configuration file's), beside access_keys
     allow_anonymous: bool = False  # serve a host other than loopback without access keys
     sse_master_key_file: str | None = None  # None: DATA_DIR/sse-master.key
+    tls: TlsSettings | None = None  # None: both listeners speak plain TCP
 
 
 class Ports(NamedTuple):
@@ -119,16 +125,20 @@ async def run_broker(
     handle_signals: bool = False,
     task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the broker until `stopping` is set (or a signal arrives). Raises StorageDamaged,
-    DataDirectoryInUse, DataDirectoryUnusable or StorageError (KeyUnavailable: the master key file
-    of encryption at rest cannot be used) when the store cannot be served, and
-    ListenerError when a port cannot be listened on (from inside the nurseries' exception groups),
-    AnonymousOffLoopback (before anything is opened) when asked to serve another machine with no keys."""
+    """Run the broker until `stopping` is set (or a signal arrives). Raises TlsError when the TLS
+    files cannot be loaded and AnonymousOffLoopback when asked to serve another machine with no keys
+    (both before anything is opened), StorageDamaged, DataDirectoryInUse, DataDirectoryUnusable or
+    StorageError (KeyUnavailable: the master key file of encryption at rest cannot be used) when the
+    store cannot be served, and ListenerError when a port cannot be listened on (from inside the
+    nurseries' exception groups)."""
     stopping = stopping if stopping is not None else trio.Event()
     started = time.perf_counter()
     refusal = anonymous_exposure(config)
     if refusal is not None:
         raise AnonymousOffLoopback(refusal)
+    server_tls = ServerTls(config.tls) if config.tls is not None else None
+    if server_tls is not None and config.public_url and config.public_url.lower().startswith("http://"):
+        log.warning("the HTTP port speaks TLS but public_url %s is http://: URLs handed out will not reach it", config.public_url)
     keyring = Keyring(config.access_keys, config.keys)
     # With keys, topics deliver into a queue only if its policy lets them (actors/authorization.py).
     broker_config = msgspec.structs.replace(config.broker, authentication=bool(keyring))
@@ -165,9 +175,10 @@ async def run_broker(
                 async with trio.open_nursery() as net_nursery:
                     if handle_signals:
                         net_nursery.start_soon(_stop_on_signal, stopping)
-                        net_nursery.start_soon(_reload_keys_on_sighup, sealer, writer, clock, stopping)
+                        net_nursery.start_soon(_reload_on_sighup, server_tls, sealer, writer, clock, stopping)
                     verifier = SigV4Verifier(keyring) if keyring else None
                     audit = Audit()
+                    scheme = "https" if server_tls is not None else "http"
                     endpoints = BrokerEndpoints(
                         writer, broker, signing_files.certificate_pem, data_dir=config.data_dir,
                         metrics_max_queues=config.metrics_max_queues, metrics_max_topics=config.metrics_max_topics,
@@ -175,20 +186,23 @@ async def run_broker(
                         audit=audit,
                     )
                     http = HttpServer(
-                        lambda: AwsGateway(
-                            broker, config.broker.account_id, config.public_url, endpoints.handle, verifier, audit
+                        lambda peer: AwsGateway(
+                            broker, config.broker.account_id, config.public_url, endpoints.handle, verifier, audit, peer, scheme
                         ).handle,
                         config.limits,
                         stopping,
+                        server_tls,
+                        keyring,
                     )
                     http_port = await _listen(net_nursery, http.serve, "HTTP", config.host, config.http_port)
-                    native = NativeServer(broker, config.limits, stopping, _queue_urls(config, http_port))
+                    native = NativeServer(broker, config.limits, stopping, _queue_urls(config, http_port), keyring, server_tls, audit)
                     native_port = await _listen(net_nursery, native.serve, "native", config.host, config.port)
                     log.info(
-                        "dovecote serving %s: native %s:%d, http %s:%d; recovered %d queues, %d messages in %.0f ms",
+                        "dovecote serving %s: native %s:%d, %s %s:%d; recovered %d queues, %d messages in %.0f ms",
                         config.data_dir,
                         config.host,
                         native_port,
+                        scheme,
                         config.host,
                         http_port,
                         report.queues,
@@ -216,7 +230,7 @@ async def _listen(nursery: trio.Nursery, serve, name: str, host: str, port: int)
 
 
 def _queue_urls(config: ServeConfig, http_port: int):
-    base = config.public_url or f"http://{config.host}:{http_port}"
+    base = config.public_url or f"{'https' if config.tls is not None else 'http'}://{config.host}:{http_port}"
     prefix = f"{base.rstrip('/')}/{config.broker.account_id}/"
     return lambda name: prefix + name
 
@@ -237,15 +251,21 @@ def is_loopback(host: str) -> bool:
 
 
 def anonymous_exposure(config: ServeConfig) -> str | None:
-    """Why serving `config` is refused (one line), or None: a host other than loopback needs keys,
-    unless allow_anonymous says anonymous access is meant."""
-    if is_loopback(config.host) or config.access_keys or config.keys or config.allow_anonymous:
+    """Why serving `config` is refused (one line), or None: a host other than loopback needs keys
+    (or client certificates that every connection must show), unless allow_anonymous says anonymous
+    access is meant."""
+    if is_loopback(config.host) or config.access_keys or config.keys or config.allow_anonymous or _mtls_required(config):
         return None
     return (
         f"refusing to listen on {config.host or 'every address'} without access keys: anyone who can reach it could read, "
         "send and delete every message; give keys (access_key in the configuration file, or --access-key ID:SECRET), "
-        "or --allow-anonymous to serve it anyway"
+        "require client certificates (--tls-client-ca), or --allow-anonymous to serve it anyway"
     )
+
+
+def _mtls_required(config: ServeConfig) -> bool:
+    tls = config.tls
+    return tls is not None and tls.client_ca_file is not None and tls.client_auth == "required"
 
 
 class SigningFiles:
@@ -312,23 +332,33 @@ async def reload_master_keys(sealer: Sealer, writer: LogWriter, clock: Clock) ->
         log.error("encryption at rest: re-wrapping the data keys failed (a reload tries again): %s", error)
 
 
-async def _reload_keys_on_sighup(sealer: Sealer, writer: LogWriter, clock: Clock, stopping: trio.Event) -> None:
-    """Until the broker stops: each SIGHUP reads the master key file again."""
-
-    async def reload_on_signals(scope: trio.CancelScope) -> None:
-        with scope, trio.open_signal_receiver(signal.SIGHUP) as signals:
-            async for _ in signals:
-                await reload_master_keys(sealer, writer, clock)
-
-    scope = trio.CancelScope()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(reload_on_signals, scope)
-        await stopping.wait()
-        scope.cancel()
-
-
 async def _stop_on_signal(stopping: trio.Event) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
             stopping.set()
             return
+
+
+async def _reload_on_sighup(
+    server_tls: ServerTls | None, sealer: Sealer, writer: LogWriter, clock: Clock, stopping: trio.Event
+) -> None:
+    """Until stopping: on each SIGHUP, read the TLS files again (for the connections that open from
+    now on), then the master key file of encryption at rest. One task for both: trio hands a signal
+    to its latest receiver only."""
+
+    async def reload_each(signals) -> None:
+        async for _ in signals:
+            if server_tls is not None:
+                try:
+                    server_tls.reload()
+                except TlsError as error:
+                    log.error("SIGHUP: %s; still serving the certificate loaded before", error)
+                else:
+                    log.info("SIGHUP: reloaded the TLS certificate %s for new connections", server_tls.settings.certificate_file)
+            await reload_master_keys(sealer, writer, clock)
+
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reload_each, signals)
+            await stopping.wait()
+            nursery.cancel_scope.cancel()

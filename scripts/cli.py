@@ -1,6 +1,8 @@
 """The `dovecote` command: `serve`, `config`, `check`, `log`, and client commands for quick use from a shell.
 
-Client commands print JSON and exit 1 with the AWS error code on a broker error.
+Client commands print JSON and exit 1 with the AWS error code on a broker error. They prove the key
+in $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY when both are set (as aws-cli reads them), and
+speak TLS with --tls or --ca-bundle FILE.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from dovecote.storage.sse import KeyFile, Sealer, add_master_key, keep_only_curr
 from dovecote.storage.store import DataDirectoryUnusable, StorageError
 
 from . import __version__, config, logs, replay, sd_notify
+from dovecote.net.tls import TlsError
+
 from .app import AnonymousOffLoopback, ListenerError, ServeConfig, default_data_dir, run_broker, sse_master_key_path
 from .history import (
     LogFilter,
@@ -68,8 +72,8 @@ def _message_attributes(pairs: Sequence[str]) -> dict[str, MessageAttributeValue
 
 # Exit codes of serve, config, check and log (client commands: 1 a broker error, 2 no broker).
 EXIT_FAILED = 1  # anything else: the log has the traceback (check: damage was found)
-EXIT_USAGE = 2  # a flag, the configuration file or a DOVECOTE_ variable is wrong (argparse's own code), or
-# asks for a listener beyond loopback without access keys (and without --allow-anonymous)
+EXIT_USAGE = 2  # a flag, the configuration file or a DOVECOTE_ variable is wrong (argparse's own code), a TLS file
+# it names cannot be loaded, or it asks for a listener beyond loopback without access keys (nor --allow-anonymous)
 EXIT_STORE = 3  # stored data cannot be served: damaged, of a newer format, or held by another broker
 EXIT_LISTENER = 4  # a port is in use (or cannot be bound: privileged, not this machine's address)
 EXIT_DATA_DIR = 5  # the data directory cannot be created, read or written, or (check, log) holds no store
@@ -86,8 +90,9 @@ Under systemd (Type=notify) READY=1 is sent once stored data is recovered and bo
 exit codes:
   0  stopped by SIGTERM or SIGINT, cleanly
   {EXIT_FAILED}  an unexpected error (the log has the traceback)
-  {EXIT_USAGE}  a flag, the configuration file or a DOVECOTE_ variable is wrong, or a host other than
-     loopback is asked for without access keys (give keys, or --allow-anonymous)
+  {EXIT_USAGE}  a flag, the configuration file or a DOVECOTE_ variable is wrong, a TLS file it
+     names cannot be loaded, or a host other than loopback is asked for without access keys
+     (give keys, or --allow-anonymous)
   {EXIT_STORE}  stored data cannot be served: damaged (see --salvage), written by a newer dovecote,
      or the data directory is in use by another dovecote process
   {EXIT_LISTENER}  a port is already in use, or cannot be listened on
@@ -264,6 +269,15 @@ def _key_file_flag(parser: argparse.ArgumentParser) -> None:
 def _broker_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="the broker's address (default %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="its native protocol port (default %(default)s)")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's CAs")
+    parser.add_argument("--ca-bundle", metavar="FILE", default=None, help="connect with TLS, trusting the CAs in this PEM file")
+
+
+def _connection(args: argparse.Namespace) -> dict[str, object]:
+    """How the client commands open their connection: TLS from the flags, the key from the
+    environment (never a flag: command lines show in `ps`)."""
+    key_id, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    return {"tls": args.ca_bundle or args.tls or None, "access_key": (key_id, secret) if key_id and secret else None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -287,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "rotate-key":
         return _rotate_key(args)
     try:
-        with BlockingClient(args.host, args.port) as client:
+        with BlockingClient(args.host, args.port, **_connection(args)) as client:
             output = _client_command(client, args)
     except BrokerError as error:
         print(json.dumps({"error": error.code, "message": error.message}), file=sys.stderr)
@@ -397,6 +411,9 @@ def _failed(error: BaseException, data_dir: str) -> int:
     if isinstance(error, ListenerError):
         log.error("%s", error)
         return EXIT_LISTENER
+    if isinstance(error, TlsError):
+        log.error("%s", error)
+        return EXIT_USAGE
     if isinstance(error, StorageError):
         log.error("%s", error)
         return _storage_exit_code(error)
@@ -555,7 +572,8 @@ def _replay(args: argparse.Namespace) -> int:
                       ((k, r) for k, r in pairs if k == "QueueCreated")}
             messages = [record for kind, record in pairs if kind == "MessageSent"]
             count = trio.run(
-                replay.send_all, args.host, args.port, messages, None, replay.progress_bar(len(messages)), queues
+                replay.send_all, args.host, args.port, messages, None, replay.progress_bar(len(messages)), queues,
+                _connection(args),
             )
         else:
             queues = [args.queue] if args.command == "rewind" else args.queue
@@ -578,7 +596,9 @@ def _replay(args: argparse.Namespace) -> int:
                         replay.as_message(reveal(0, record))  # refused, before anything is sent
                     total += 1
                 messages = (replay.as_message(record) for _, record in iter_log(store, log_filter, reveal=reveal))
-                count = trio.run(replay.send_all, args.host, args.port, messages, into, replay.progress_bar(total))
+                count = trio.run(
+                    replay.send_all, args.host, args.port, messages, into, replay.progress_bar(total), None, _connection(args)
+                )
             finally:
                 store.close()
     except (BrokerError, StorageError, OSError, ValueError) as error:

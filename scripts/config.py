@@ -33,6 +33,7 @@ from dovecote.actors import authorization
 from dovecote.actors.config import BrokerConfig
 from dovecote.actors.principals import Key
 from dovecote.net.http_push import SmtpRelay
+from dovecote.net.tls import CLIENT_AUTH_MODES, TlsSettings
 
 from .app import ServeConfig, state_directory
 
@@ -162,7 +163,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_port", int, "the AWS API's port (SQS JSON and Query, SNS Query) and /health, /metrics, /actors, /peek", "http_port", metavar="PORT"),
     Setting(
         "public_url", str, "the base of returned queue URLs and of the URLs sent to push endpoints (SubscribeURL, SigningCertURL)",
-        "public_url", unset="http://HOST:HTTP_PORT", metavar="URL",
+        "public_url", unset="http://HOST:HTTP_PORT, https:// with TLS", metavar="URL",
+    ),
+    Setting(
+        "tls_cert", str, "PEM certificate (then its intermediate CAs) both listeners serve TLS with; read again on SIGHUP "
+        "for new connections", "tls.certificate_file", default=None, unset="no TLS: both ports speak plain TCP", metavar="FILE",
+    ),
+    Setting(
+        "tls_key", str, "PEM private key of tls_cert (unencrypted; keep it 0600); read again on SIGHUP", "tls.key_file",
+        default=None, unset="no TLS", metavar="FILE",
+    ),
+    Setting(
+        "tls_client_ca", str, "PEM CAs that client certificates (mTLS) must chain to; a client certificate whose subject "
+        "common name is an access key's id acts as that key", "tls.client_ca_file", default=None,
+        unset="no client certificates asked for", metavar="FILE",
+    ),
+    Setting(
+        "tls_client_auth", str, "with tls_client_ca: required refuses clients without a certificate the CA signed; "
+        "optional lets those without one in (to prove a key instead, if the broker has keys)", "tls.client_auth", choices=CLIENT_AUTH_MODES,
     ),
     Setting(
         "sync", str, "full: fsync every commit, nothing acknowledged is lost on power loss; os: the OS flushes later, "
@@ -250,7 +268,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 BY_KEY = {setting.key: setting for setting in SETTINGS}
-STRUCTS: dict[str, type[msgspec.Struct]] = {"": ServeConfig, "broker": BrokerConfig, "smtp": SmtpRelay}
+STRUCTS: dict[str, type[msgspec.Struct]] = {"": ServeConfig, "broker": BrokerConfig, "smtp": SmtpRelay, "tls": TlsSettings}
 
 
 def _field_default(field: str) -> object:
@@ -285,7 +303,15 @@ def resolve(flags: Mapping[str, object], config_file: str | None, environ: Mappi
     for key, value in flags.items():
         option = BY_KEY[key].option
         values[key], sources[key] = value, option.replace("--", "--no-") if value is False else option
+    _check_together(values, sources)
     return Resolved(values, sources)
+
+
+def _check_together(values: Mapping[str, object], sources: Mapping[str, str]) -> None:
+    """Settings that make sense only with others. Raises ConfigError naming where each was set."""
+    for key, needs in (("tls_cert", "tls_key"), ("tls_key", "tls_cert"), ("tls_client_ca", "tls_cert")):
+        if values[key] is not None and values[needs] is None:
+            raise ConfigError(f"{key} (from {sources[key]}) needs {needs} as well")
 
 
 def read_file(path: str) -> dict[str, object]:
@@ -472,9 +498,9 @@ def _flag_type(setting: Setting) -> Callable[[str], object]:
 def serve_config(values: Mapping[str, object]) -> ServeConfig:
     """What `dovecote serve` runs with, from resolved settings. The CLI differs from the structs'
     defaults only where it means to: signatures are made in a worker thread, the HTTP URL given to
-    the broker is the public URL or http://HOST:HTTP_PORT, and without an SMTP host there is no relay.
-    Reads the keys' secrets (from their files and the environment); raises ConfigError when one
-    cannot be had."""
+    the broker is the public URL or http(s)://HOST:HTTP_PORT, without an SMTP host there is no relay,
+    and without a certificate there is no TLS. Reads the keys' secrets (from their files and the
+    environment); raises ConfigError when one cannot be had."""
     given_twice = {spec.key_id for spec in values["key"]} & set(_access_keys(values["access_key"]))
     if given_twice:
         raise ConfigError(f"the access key {sorted(given_twice)[0]} is given both as --access-key and as a [[key]]")
@@ -484,10 +510,12 @@ def serve_config(values: Mapping[str, object]) -> ServeConfig:
             struct, _, name = setting.field.rpartition(".")
             value = values[setting.key]
             fields[struct][name] = setting.to_field(value) if setting.to_field else value
-    http_url = values["public_url"] or f"http://{values['host']}:{values['http_port']}"
+    tls = TlsSettings(**fields["tls"]) if fields["tls"]["certificate_file"] else None
+    scheme = "https" if tls is not None else "http"
+    http_url = values["public_url"] or f"{scheme}://{values['host']}:{values['http_port']}"
     broker = BrokerConfig(**fields["broker"], http_url=http_url, sign_in_thread=True)
     smtp = SmtpRelay(**fields["smtp"]) if fields["smtp"]["host"] else None
-    return ServeConfig(**fields[""], broker=broker, smtp=smtp)
+    return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls)
 
 
 # --- `dovecote config` -------------------------------------------------------------------------------

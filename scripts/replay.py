@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import trio
 
@@ -86,10 +87,12 @@ async def send_all(
     into: str | None,
     progress: Callable[[int], None],
     queues_to_create: dict[str, dict[str, str]] | None = None,
+    connection: Mapping[str, Any] | None = None,
 ) -> int:
-    """Send every message (to `into`, or back to its own queue) in batches; returns how many."""
+    """Send every message (to `into`, or back to its own queue) in batches; returns how many.
+    connection: open_client's tls and access_key."""
     sent = 0
-    async with open_client(host, port) as client:
+    async with open_client(host, port, **(connection or {})) as client:
         for name, attributes in (queues_to_create or {}).items():
             await client.create_queue(name, _writable(attributes))
         batches_send, batches_receive = trio.open_memory_channel[tuple[str, list[SendEntry]]](BATCHES_IN_FLIGHT)

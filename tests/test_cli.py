@@ -14,6 +14,7 @@ from dovecote.actors.config import BrokerConfig
 from dovecote.app import ServeConfig
 from dovecote.cli import build_parser
 from dovecote.net.http_push import SmtpRelay
+from dovecote.net.tls import TlsSettings
 
 
 def serve_config(*argv: str, environ=None) -> ServeConfig:
@@ -37,7 +38,8 @@ def test_every_flag_lands_where_the_table_says():
         "--access-key", "A:a", "--access-key", "B:b", "--account-id", "123456789012", "--region", "eu-west-1",
         "--unsigned-sqs-envelopes", "--push-timeout", "5", "--push-max-pending", "6", "--push-in-flight", "7",
         "--push-ca", "ca.pem", "--smtp-host", "relay", "--smtp-port", "8", "--smtp-starttls", "--smtp-user", "me",
-        "--smtp-from", "me@example", "--allow-anonymous", environ={"DOVECOTE_SMTP_PASSWORD": "pw"},
+        "--smtp-from", "me@example", "--allow-anonymous", "--tls-cert", "cert.pem", "--tls-key", "key.pem",
+        "--tls-client-ca", "ca.pem", "--tls-client-auth", "optional", environ={"DOVECOTE_SMTP_PASSWORD": "pw"},
     )
     assert chosen == ServeConfig(
         "d", "0.0.0.0", 1, 2, "https://mq.example", "os", 1.5, 3, 4, True, {"A": "a", "B": "b"},
@@ -47,7 +49,14 @@ def test_every_flag_lands_where_the_table_says():
         ),
         smtp=SmtpRelay("relay", 8, True, "me", "pw", "me@example"),
         push_timeout_s=5.0, push_max_in_flight=7, push_verify="ca.pem", allow_anonymous=True,
+        tls=TlsSettings("cert.pem", "key.pem", "ca.pem", "optional"),
     )
+
+
+def test_with_tls_the_urls_the_broker_hands_out_are_https():
+    chosen = serve_config("--data-dir", "d", "--http-port", "8443", "--tls-cert", "cert.pem", "--tls-key", "key.pem")
+    assert chosen.tls == TlsSettings("cert.pem", "key.pem")
+    assert chosen.broker.http_url == "https://127.0.0.1:8443"  # SubscribeURL, UnsubscribeURL, SigningCertURL
 
 
 def serve_help(capsys) -> str:

@@ -20,6 +20,7 @@ from .vectors import make
 from .vectors.examples import OPERATIONS, RECORDS, RESULTS, kinds
 
 PROTOCOL = json.loads(make.protocol_path().read_text())
+PROTOCOL_V1 = json.loads(make.protocol_path(1).read_text())
 STORED = json.loads(make.records_path().read_text())
 STORED_V1 = json.loads(make.records_path(1).read_text())
 FORMAT_2_KINDS = {"DataKeyCreated", "DataKeyRewrapped", "DataKeyRetired"}  # encryption at rest
@@ -64,6 +65,32 @@ def test_result_frames_match_their_vectors(tag):
     assert make.response_frame(RESULTS[tag]) == golden
     response = frames.decode_response(golden[4:])
     assert (response.id, response.result) == (make.REQUEST_ID, RESULTS[tag])
+
+
+def test_version_2_changed_the_opening_only():
+    """Operations and results are the same bytes in versions 1 and 2, so a broker without keys
+    serves version 1 clients as before."""
+    assert PROTOCOL_V1["requests"] == PROTOCOL["requests"]
+    assert PROTOCOL_V1["responses"] == PROTOCOL["responses"]
+
+
+def test_the_opening_matches_its_vectors():
+    import hashlib
+    import hmac
+
+    golden = {name: bytes.fromhex(value) for name, value in PROTOCOL["handshake"].items()}
+    assert make.handshake_vectors() == PROTOCOL["handshake"]
+    assert frames.parse_hello(golden["hello"]) == 2
+    assert frames.parse_welcome(golden["welcome"]) == (2, frames.STATUS_OK)
+    assert frames.decode_challenge(golden["challenge"][4:]).nonce == make.HANDSHAKE_NONCE
+    key_id, secret = make.HANDSHAKE_KEY
+    authenticate = frames.decode_authenticate(golden["authenticate"][4:])
+    # The proof, spelled out: HMAC-SHA256 under the secret over the label, the nonce and the key id.
+    message = b"DVCT v2 key proof\x00" + make.HANDSHAKE_NONCE + key_id.encode()
+    assert authenticate == frames.Authenticate(key_id, hmac.new(secret.encode(), message, hashlib.sha256).digest())
+    assert frames.decode_authenticate(golden["authenticate_without_key"][4:]) == frames.Authenticate()
+    assert frames.decode_handshake_answer(golden["authenticated"][4:]) == frames.Authenticated(key_id)
+    assert frames.decode_handshake_answer(golden["refused"][4:]) == ops.Failure("SignatureDoesNotMatch", "message-value")
 
 
 @pytest.mark.parametrize("tag", sorted(RECORDS))

@@ -1,5 +1,9 @@
 """What the benchmarks share: a `dovecote serve` subprocess on a fresh data directory, producers and
-consumers over the native protocol, and the table of figures against their targets."""
+consumers over the native protocol, and the table of figures against their targets.
+
+`--tls` and `--auth` (for the benchmarks that take them) serve with a certificate of a throwaway CA
+(made by tests/tls_certificates.py, so run from the checkout's root) and with an access key, and
+the clients connect with TLS and prove the key."""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import trio
 
@@ -30,6 +35,46 @@ class Figure(NamedTuple):
     met: bool
 
 
+class Security(NamedTuple):
+    """How a benchmark's broker is served and its clients connect."""
+
+    serve_args: tuple[str, ...] = ()  # the broker's TLS files and keys
+    tls: ssl.SSLContext | None = None  # the clients'
+    access_key: tuple[str, str] | None = None
+    ca_file: str | None = None  # for clients that take a CA file (boto3's verify)
+
+    @property
+    def client_options(self) -> dict[str, Any]:
+        return {"tls": self.tls, "access_key": self.access_key}
+
+    @property
+    def label(self) -> str:
+        return " + ".join(name for name, on in (("TLS", self.tls is not None), ("auth", self.access_key is not None)) if on) or "plain"
+
+
+PLAIN = Security()
+BENCH_KEY = ("bench", "bench-secret-0123456789")
+
+
+def make_security(tls: bool, auth: bool, directory: str) -> Security:
+    """TLS with a certificate of a throwaway CA written under directory, and/or an access key."""
+    serve_args: list[str] = []
+    context = ca_file = None
+    if tls:
+        try:
+            from tests.tls_certificates import CertificateAuthority
+        except ImportError:
+            raise SystemExit("--tls makes its certificates with tests/tls_certificates.py: run from the checkout's root") from None
+        authority = CertificateAuthority(directory, "bench CA")
+        server = authority.issue("server", server=True)
+        serve_args += ["--tls-cert", server.certificate_file, "--tls-key", server.key_file]
+        ca_file = authority.certificate_file
+        context = ssl.create_default_context(cafile=ca_file)
+    if auth:
+        serve_args += ["--access-key", ":".join(BENCH_KEY)]
+    return Security(tuple(serve_args), context, BENCH_KEY if auth else None, ca_file)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -43,12 +88,19 @@ class BrokerProcess:
     """A `dovecote serve` subprocess on a data directory: the installed package by default, or
     another command (the single-file build)."""
 
-    def __init__(self, data_dir: str, extra_args: tuple[str, ...] = (), command: tuple[str, ...] = PACKAGE_COMMAND) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        extra_args: tuple[str, ...] = (),
+        command: tuple[str, ...] = PACKAGE_COMMAND,
+        security: Security = PLAIN,
+    ) -> None:
         self.command = command
         self.data_dir = data_dir
         self.port = free_port()
         self.http_port = free_port()
-        self.extra_args = extra_args
+        self.extra_args = (*security.serve_args, *extra_args)
+        self.security = security
         self.process: subprocess.Popen | None = None
 
     def launch(self) -> None:
@@ -69,12 +121,22 @@ class BrokerProcess:
         self.launch()
         deadline = started + 30
         while time.perf_counter() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:  # e.g. its port, picked free a moment ago, was taken meanwhile
+                raise RuntimeError(f"the broker exited with code {self.process.returncode}")
             try:
-                with BlockingClient("127.0.0.1", self.port, timeout_s=1):
+                with BlockingClient("127.0.0.1", self.port, timeout_s=1, **self.security.client_options):
                     return time.perf_counter() - started
             except OSError:
                 time.sleep(0.002)
         raise RuntimeError("the broker did not start")
+
+    def client(self) -> BlockingClient:
+        return BlockingClient("127.0.0.1", self.port, **self.security.client_options)
+
+    @property
+    def http_endpoint(self) -> str:
+        return f"{'https' if self.security.tls is not None else 'http'}://127.0.0.1:{self.http_port}"
 
     def rss_bytes(self) -> int:
         assert self.process is not None
@@ -96,9 +158,9 @@ class BrokerProcess:
 
 
 @contextlib.contextmanager
-def running_broker(*serve_args: str) -> Iterator[BrokerProcess]:
+def running_broker(*serve_args: str, security: Security = PLAIN) -> Iterator[BrokerProcess]:
     with tempfile.TemporaryDirectory(prefix="dovecote-bench-") as data_dir:
-        broker = BrokerProcess(data_dir, serve_args)
+        broker = BrokerProcess(data_dir, serve_args, security=security)
         broker.start()
         try:
             yield broker
@@ -117,6 +179,7 @@ async def produce(
     connections: int,
     pipeline: int,
     make_batch: Callable[[], list[SendEntry]] = standard_batch,
+    security: Security = PLAIN,
 ) -> float:
     """Send `messages` in batches of 10 (from make_batch) over `connections` connections, each
     with `pipeline` batches in flight; returns messages per second."""
@@ -131,18 +194,18 @@ async def produce(
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(connections):
-            nursery.start_soon(_with_client, port, worker, pipeline)
+            nursery.start_soon(_with_client, port, worker, pipeline, security)
     return per_task * connections * pipeline * 10 / (time.perf_counter() - started)
 
 
-async def _with_client(port: int, worker: Callable, tasks: int) -> None:
-    async with open_client("127.0.0.1", port) as client:
+async def _with_client(port: int, worker: Callable, tasks: int, security: Security = PLAIN) -> None:
+    async with open_client("127.0.0.1", port, **security.client_options) as client:
         async with trio.open_nursery() as nursery:
             for _ in range(tasks):
                 nursery.start_soon(worker, client)
 
 
-async def consume(port: int, queue: str, messages: int, connections: int, pipeline: int) -> float:
+async def consume(port: int, queue: str, messages: int, connections: int, pipeline: int, security: Security = PLAIN) -> float:
     """Receive and delete in batches of 10 until `messages` are gone; messages per second. Empty
     receives are retried for a while (a FIFO queue's groups may all be locked for a moment)."""
     done = 0
@@ -169,17 +232,31 @@ async def consume(port: int, queue: str, messages: int, connections: int, pipeli
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(connections):
-            nursery.start_soon(_with_client, port, worker, pipeline)
+            nursery.start_soon(_with_client, port, worker, pipeline, security)
     return done / (finished_at - started)
 
 
-def main(run_benchmark: Callable[[bool], list[Figure]], description: str) -> int:
-    """Run a benchmark (`--quick` for smaller counts) and print its figures against their targets."""
+def main(run_benchmark: Callable[..., list[Figure]], description: str, *, transport_flags: bool = False) -> int:
+    """Run a benchmark (`--quick` for smaller counts) and print its figures against their targets.
+    transport_flags: it takes --tls and --auth, and is called with a Security as well."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    if transport_flags:
+        add_transport_flags(parser)
     args = parser.parse_args()
-    print_figures(run_benchmark(args.quick))
+    if not transport_flags:
+        print_figures(run_benchmark(args.quick))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="dovecote-bench-pki-") as directory:
+        security = make_security(args.tls, args.auth, directory)
+        print(f"transport: {security.label}")
+        print_figures(run_benchmark(args.quick, security))
     return 0
+
+
+def add_transport_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls", action="store_true", help="serve both ports with TLS (a throwaway CA's certificate)")
+    parser.add_argument("--auth", action="store_true", help="serve with an access key, which the clients prove")
 
 
 def print_figures(figures: list[Figure]) -> None:

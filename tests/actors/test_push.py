@@ -307,41 +307,15 @@ async def test_pending_pushes_resume_after_a_restart_where_they_were(autojump_cl
 
 def tls_files(tmp_path):
     """A CA, and a certificate it signed for 127.0.0.1: (CA file, server TLS context)."""
-    import ipaddress
     import ssl
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
+    from ..tls_certificates import CertificateAuthority
 
-    now = datetime.datetime.now(datetime.UTC)
-
-    def certificate(subject, issuer, public_key, signing_key, extensions):
-        builder = (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-        )
-        for extension, critical in extensions:
-            builder = builder.add_extension(extension, critical=critical)
-        return builder.sign(signing_key, hashes.SHA256())
-
-    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    ca = certificate(ca_name, ca_name, ca_key.public_key(), ca_key, [(x509.BasicConstraints(ca=True, path_length=None), True)])
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    leaf = certificate(name, ca_name, key.public_key(), ca_key, [
-        (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
-    ])
-    ca_file, chain_file, key_file = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    chain_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(chain_file, key_file)
-    return str(ca_file), server
+    ca = CertificateAuthority(tmp_path, "test CA")
+    server = ca.issue("127.0.0.1", server=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server.certificate_file, server.key_file)
+    return ca.certificate_file, context
 
 
 async def test_https_endpoints_are_reached_when_their_certificate_checks_out(autojump_clock, tmp_path):

@@ -22,9 +22,22 @@ PACKAGE = (sys.executable, "-m", "dovecote")  # the installed package; the singl
 
 class ServeProcess:
     def __init__(
-        self, data_dir, *extra_args: str, program: tuple[str, ...] = PACKAGE, env: dict[str, str] | None = None
+        self,
+        data_dir,
+        *extra_args: str,
+        program: tuple[str, ...] = PACKAGE,
+        env: dict[str, str] | None = None,
+        tls=None,
+        access_key: tuple[str, str] | None = None,
     ) -> None:
-        """env: the whole environment of the process (None: this one's)."""
+        """env: the whole environment of the process (None: this one's). tls and access_key: how
+        this test's clients connect (the broker's own TLS files and keys are among extra_args; by
+        default the clients prove the first --access-key given there)."""
+        self.tls = tls
+        if access_key is None and "--access-key" in extra_args:
+            key_id, _, secret = extra_args[extra_args.index("--access-key") + 1].partition(":")
+            access_key = (key_id, secret)
+        self.access_key = access_key
         self.program = program
         self.env = env
         self.data_dir = str(data_dir)
@@ -47,14 +60,14 @@ class ServeProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"dovecote serve exited {self.process.returncode}: {self.process.stderr.read()}")
             try:
-                BlockingClient("127.0.0.1", self.port, timeout_s=1).close()
+                BlockingClient("127.0.0.1", self.port, timeout_s=1, tls=self.tls, access_key=self.access_key).close()
                 return self
             except OSError:
                 time.sleep(0.02)
         raise RuntimeError("dovecote serve did not start")
 
     def client(self) -> BlockingClient:
-        return BlockingClient("127.0.0.1", self.port, timeout_s=10)
+        return BlockingClient("127.0.0.1", self.port, timeout_s=10, tls=self.tls, access_key=self.access_key)
 
     def kill9(self) -> None:
         assert self.process is not None

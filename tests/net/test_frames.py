@@ -105,3 +105,39 @@ def test_handshake():
     for bad in (b"GET / ", b"DVCT", b"XXXX\x00\x01"):
         with pytest.raises(frames.ProtocolError):
             frames.parse_hello(bad)
+
+
+def opening_frames() -> list[bytes]:
+    """Payloads of version 2's opening, each a valid one of its kind."""
+    payloads = []
+    for message in (frames.Challenge(bytes(32)), frames.Authenticate("key", bytes(32)), frames.Authenticated("key")):
+        out = bytearray()
+        frames.encode_handshake(message, out)
+        payloads.append(bytes(out[4:]))
+    return payloads
+
+
+@settings(max_examples=500)
+@given(st.data())
+def test_the_opening_decoders_raise_only_protocol_errors(data):
+    """Whatever a peer sends while the connection opens, only ProtocolError leaves the decoders
+    (a random payload, or a valid one with bytes changed)."""
+    if data.draw(st.booleans()):
+        payload = data.draw(st.binary(max_size=200))
+    else:
+        payload = bytearray(data.draw(st.sampled_from(opening_frames())))
+        for _ in range(data.draw(st.integers(1, 4))):
+            payload[data.draw(st.integers(0, len(payload) - 1))] = data.draw(st.integers(0, 255))
+        payload = bytes(payload)
+    for decode in (frames.decode_challenge, frames.decode_authenticate, frames.decode_handshake_answer):
+        try:
+            decode(payload)
+        except frames.ProtocolError:
+            pass
+
+
+def test_a_challenge_must_carry_a_nonce_of_32_bytes():
+    out = bytearray()
+    frames.encode_handshake(frames.Challenge(bytes(16)), out)
+    with pytest.raises(frames.ProtocolError, match="32 bytes"):
+        frames.decode_challenge(bytes(out[4:]))

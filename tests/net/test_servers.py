@@ -31,9 +31,17 @@ async def broker(tmp_path, **limits):
 
 
 async def raw_connection(port):
+    """A connection opened by hand: version 2, without a key (the broker has none)."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     await stream.send_all(frames.hello())
-    assert frames.parse_welcome(await receive_exactly(stream, frames.WELCOME_BYTES)) == (1, 0)
+    assert frames.parse_welcome(await receive_exactly(stream, frames.WELCOME_BYTES)) == (2, 0)
+    (length,) = struct.unpack(">I", await receive_exactly(stream, 4))
+    frames.decode_challenge(await receive_exactly(stream, length))
+    out = bytearray()
+    frames.encode_handshake(frames.Authenticate(), out)
+    await stream.send_all(bytes(out))
+    (length,) = struct.unpack(">I", await receive_exactly(stream, 4))
+    assert frames.decode_handshake_answer(await receive_exactly(stream, length)) == frames.Authenticated("")
     return stream
 
 
@@ -134,7 +142,7 @@ async def test_handshakes_that_are_not_dovecote_are_refused(tmp_path):
         stream = await trio.open_tcp_stream("127.0.0.1", ports.native)
         await stream.send_all(frames.hello(version=99))
         assert frames.parse_welcome(await receive_exactly(stream, frames.WELCOME_BYTES)) == (
-            1,
+            2,
             frames.STATUS_UNSUPPORTED_VERSION,
         )
 

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from dovecote.actors import ops
 from dovecote.net import frames
 from dovecote.storage.framing import frame
 from dovecote.storage.records import encode_record
@@ -43,8 +44,36 @@ def stored_value(record) -> bytes:
     return frame(encode_record(record))
 
 
+# The opening of version 2, with a fixed nonce and key (the proof is HMAC-SHA256, so it is fixed too).
+HANDSHAKE_NONCE = bytes(range(frames.NONCE_BYTES))
+HANDSHAKE_KEY = ("key-id", "key-secret")
+
+
+def handshake_frame(message) -> bytes:
+    out = bytearray()
+    frames.encode_handshake(message, out)
+    return bytes(out)
+
+
+def handshake_vectors() -> dict:
+    key_id, secret = HANDSHAKE_KEY
+    refusal = bytearray()
+    frames.encode_refusal(ops.Failure("SignatureDoesNotMatch", "message-value"), refusal)
+    return {
+        "hello": frames.hello(2).hex(),
+        "welcome": frames.welcome(2, frames.STATUS_OK).hex(),
+        "welcome_tls_required": frames.welcome(2, frames.STATUS_TLS_REQUIRED).hex(),
+        "challenge": handshake_frame(frames.Challenge(HANDSHAKE_NONCE)).hex(),
+        "authenticate": handshake_frame(frames.Authenticate(key_id, frames.key_proof(secret, HANDSHAKE_NONCE, key_id))).hex(),
+        "authenticate_without_key": handshake_frame(frames.Authenticate()).hex(),
+        "authenticated": handshake_frame(frames.Authenticated(key_id)).hex(),
+        "refused": bytes(refusal).hex(),
+    }
+
+
 def protocol_vectors() -> dict:
     return {
+        "handshake": handshake_vectors(),
         "requests": {tag: request_frame(op).hex() for tag, op in OPERATIONS.items()},
         "responses": {tag: response_frame(result).hex() for tag, result in RESULTS.items()},
     }
