@@ -325,6 +325,8 @@ async def reload_master_keys(sealer: Sealer, writer: LogWriter, clock: Clock) ->
     except KeyUnavailable as error:
         log.error("encryption at rest: the master key file was not reloaded: %s", error)
         return
+    if master is None:
+        return  # encryption at rest was never used: no key file to read
     log.warning("encryption at rest: master key file reloaded; new data keys are wrapped by %s", master.current)
     try:
         await rewrap_data_keys(sealer, writer, clock)

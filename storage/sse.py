@@ -512,12 +512,15 @@ class Sealer:
         self._newest = _newest_of(keys.values())
 
     # --- master key rotation and retirement ----------------------------------------------------------
-    def reload_master_keys(self) -> MasterKeys:
+    def reload_master_keys(self) -> MasterKeys | None:
         """Read the key file again (SIGHUP). Data keys made from now on are wrapped by its first
-        key. Raises KeyUnavailable (keeping the keys it had), also when the file lacks a key that
-        wraps a stored data key."""
+        key. None: there is no key file, and none was needed yet (nothing to reload). Raises
+        KeyUnavailable (keeping the keys it had), also when the file lacks a key that wraps a
+        stored data key."""
         if self._key_file is None:
             raise KeyUnavailable("no master key file")
+        if self._key_file.loaded() is None and not self._keys and not self._key_file.path.exists():
+            return None
         master = self._key_file.read()
         missing = {key.master_key for key in self._keys.values()} - set(master.fingerprints)
         if missing:

@@ -15,6 +15,7 @@ import pytest
 from dovecote.actors.signing import CERTIFICATE_PATH
 from dovecote.app import ServeConfig, anonymous_exposure, is_loopback
 from dovecote.cli import EXIT_USAGE
+from dovecote.net.tls import TlsSettings
 
 from .faults.serve import PACKAGE, ServeProcess, free_port
 
@@ -38,6 +39,12 @@ def test_only_a_network_host_without_keys_and_without_allow_anonymous_is_refused
     assert anonymous_exposure(ServeConfig("d", host="0.0.0.0", access_keys={"A": "a"})) is None
     assert anonymous_exposure(ServeConfig("d", host="0.0.0.0", allow_anonymous=True)) is None
     assert anonymous_exposure(ServeConfig("d", host="127.0.0.1")) is None
+    # client certificates every connection must show are credentials; optional ones let anyone in
+    required = TlsSettings("cert.pem", "key.pem", "ca.pem", "required")
+    assert anonymous_exposure(ServeConfig("d", host="0.0.0.0", tls=required)) is None
+    optional = TlsSettings("cert.pem", "key.pem", "ca.pem", "optional")
+    assert anonymous_exposure(ServeConfig("d", host="0.0.0.0", tls=optional)) is not None
+    assert anonymous_exposure(ServeConfig("d", host="0.0.0.0", tls=TlsSettings("cert.pem", "key.pem"))) is not None
 
 
 def serve(tmp_path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -4,7 +4,9 @@ key} × {read, write, admin}; the seeds' policy examples end to end; AccessDenie
 shape, as boto3 decodes it.
 
 A door is one entry of DOORS: a function that makes one request of a kind with a set of credentials
-and says how the broker answered. The native protocol's door joins the matrix as one more entry."""
+and says how the broker answered: the AWS API's three protocols, and the native protocol, whose key
+is proven in the connection's opening (an HMAC over the broker's nonce: its "stale" proof is one made
+for another nonce, a replay)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+
+from dovecote.actors.errors import BrokerError
+from dovecote.net import client as native_client
+from dovecote.net.client import BlockingClient
 
 from ..faults.serve import ServeProcess
 
@@ -82,7 +88,7 @@ Resource = "*"
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory):
+def broker(tmp_path_factory):
     directory = tmp_path_factory.mktemp("access")
     (directory / "outsider.secret").write_text(OUTSIDER[1] + "\n")
     (directory / "partner.secret").write_text(PARTNER[1])
@@ -94,8 +100,13 @@ def endpoint(tmp_path_factory):
     url = f"http://127.0.0.1:{broker.http_port}"
     sqs(url, ROOT).create_queue(QueueName="matrix-q")
     sns(url, ROOT).create_topic(Name="matrix-t")
-    yield url
+    yield broker
     assert broker.terminate() == 0
+
+
+@pytest.fixture(scope="module")
+def endpoint(broker):
+    return http_url(broker)
 
 
 def client(service: str, endpoint: str, credentials: tuple[str, str] | None):
@@ -173,32 +184,65 @@ def sns_query(endpoint: str, credentials, kind: str) -> Answer:
     return boto3_answer(calls[kind])
 
 
-# door -> (how to ask it, the code its service refuses an unauthorised request with)
-DOORS: dict[str, tuple[Callable[[str, object, str], Answer], str]] = {
-    "sqs-json": (sqs_json, "AccessDenied"),  # boto3 reads the code from x-amzn-query-error
-    "sqs-query": (sqs_query, "AccessDenied"),
-    "sns-query": (sns_query, "AuthorizationError"),
+def native(port: int, credentials, kind: str) -> Answer:
+    """The native protocol through the blocking client: the key is proven once, in the opening,
+    and every request on the connection is that key's. A refusal's status is its code's on AWS."""
+    calls = {
+        "read": lambda client: client.get_queue_attributes("matrix-q"),
+        "write": lambda client: client.send_message("matrix-q", "matrix"),
+        "admin": lambda client: client.create_queue("matrix-q"),
+    }
+    try:
+        with BlockingClient("127.0.0.1", port, timeout_s=10, access_key=credentials) as client:
+            calls[kind](client)
+    except BrokerError as error:
+        return Answer(error.kind.http_status, error.code)
+    return Answer(200, "")
+
+
+class Door(NamedTuple):
+    ask: Callable[[ServeProcess, object, str], Answer]
+    refusal: str  # the code its service refuses an unauthorised request with
+    stale: Answer  # its answer to stale credentials
+
+
+DOORS = {
+    # boto3 reads the code from x-amzn-query-error
+    "sqs-json": Door(lambda broker, *how: sqs_json(http_url(broker), *how), "AccessDenied", Answer(400, "RequestExpired")),
+    "sqs-query": Door(lambda broker, *how: sqs_query(http_url(broker), *how), "AccessDenied", Answer(400, "RequestExpired")),
+    "sns-query": Door(lambda broker, *how: sns_query(http_url(broker), *how), "AuthorizationError", Answer(400, "RequestExpired")),
+    "native": Door(lambda broker, *how: native(broker.port, *how), "AccessDeniedException", Answer(403, "SignatureDoesNotMatch")),
 }
 CREDENTIALS = {
     "no credentials": (None, Answer(403, "MissingAuthenticationToken")),
     "wrong key": (("nobody", "whatever"), Answer(403, "InvalidClientTokenId")),
     "wrong secret": ((OPERATOR[0], "not-the-secret"), Answer(403, "SignatureDoesNotMatch")),
-    "stale date": (OPERATOR, Answer(400, "RequestExpired")),
+    "stale": (OPERATOR, None),  # the door's answer to stale credentials
     "right key without permission": (OUTSIDER, None),  # the door's refusal
     "right key": (OPERATOR, Answer(200, "")),
 }
 
 
+def http_url(broker: ServeProcess) -> str:
+    return f"http://127.0.0.1:{broker.http_port}"
+
+
 @pytest.mark.parametrize("kind", ["read", "write", "admin"])
 @pytest.mark.parametrize("case", list(CREDENTIALS))
 @pytest.mark.parametrize("door", list(DOORS))
-def test_every_door_checks_every_request(endpoint, monkeypatch, door, case, kind):
-    ask, refusal = DOORS[door]
+def test_every_door_checks_every_request(broker, monkeypatch, door, case, kind):
     credentials, expected = CREDENTIALS[case]
-    if case == "stale date":  # signed 20 minutes ago: beyond the 15 minutes a signature lasts
+    if case == "stale":
+        expected = DOORS[door].stale
+        # signed 20 minutes ago: beyond the 15 minutes a signature lasts
         signed_at = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=20)
         monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: signed_at.replace(tzinfo=None))
-    assert ask(endpoint, credentials, kind) == (expected or Answer(403, refusal))
+        # a proof made for another connection's nonce, as a replayed opening would carry
+        key_proof = native_client.frames.key_proof
+        monkeypatch.setattr(native_client.frames, "key_proof", lambda secret, nonce, key_id: key_proof(secret, bytes(32), key_id))
+    elif case == "right key without permission":
+        expected = Answer(403, DOORS[door].refusal)
+    assert DOORS[door].ask(broker, credentials, kind) == expected
 
 
 # --- AccessDenied as each protocol has it --------------------------------------------------------
@@ -312,3 +356,27 @@ def test_seed_a_topic_policy_lets_another_accounts_key_publish(endpoint):
     assert boto3_answer(lambda: partner.get_topic_attributes(TopicArn=topic)) == Answer(403, "AuthorizationError")
     # a key of the broker's own account is not that account
     assert boto3_answer(lambda: sns(endpoint, OUTSIDER).publish(TopicArn=topic, Message="x")) == Answer(403, "AuthorizationError")
+
+
+def test_the_native_door_reports_refusals_to_the_audit(tmp_path):
+    """A native opening with a wrong secret and a native request the key may not make are counted
+    in /metrics under door "native" and logged with the key id and the client's address."""
+    directory = tmp_path
+    (directory / "outsider.secret").write_text(OUTSIDER[1])
+    (directory / "partner.secret").write_text(PARTNER[1])
+    (directory / "dovecote.toml").write_text(CONFIGURATION)
+    environment = {**os.environ, "OPERATOR_SECRET": OPERATOR[1], "CONSUMER_SECRET": CONSUMER[1]}
+    broker = ServeProcess(
+        directory / "data", "--config", str(directory / "dovecote.toml"), "--access-key", ":".join(ROOT), env=environment
+    ).start()
+    try:
+        assert native(broker.port, (OPERATOR[0], "not-the-secret"), "read") == Answer(403, "SignatureDoesNotMatch")
+        assert native(broker.port, OUTSIDER, "write") == Answer(403, "AccessDeniedException")
+        metrics = httpx.get(f"{http_url(broker)}/metrics", auth=ROOT).text
+    finally:
+        assert broker.terminate() == 0
+    assert 'dovecote_auth_failures_total{door="native",reason="SignatureDoesNotMatch"} 1' in metrics
+    assert 'dovecote_access_denied_total{door="native",action="SendMessage"} 1' in metrics
+    logged = broker.process.stderr.read()
+    assert "at the native door" in logged and "key id 'operator'" in logged and "from 127.0.0.1:" in logged
+    assert "key id 'outsider'" in logged

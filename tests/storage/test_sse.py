@@ -270,6 +270,18 @@ def test_a_reload_that_drops_a_master_key_still_in_use_is_refused(tmp_path):
     assert store.read_messages(1, [more[0].seq])[0].body == "still"
 
 
+def test_a_reload_before_encryption_was_ever_used_has_nothing_to_read(tmp_path):
+    """SIGHUP also reloads TLS files: a broker that never encrypted (no key file made) is not told
+    of a missing key file; once the file exists, a reload reads it."""
+    path = tmp_path / "master.key"
+    store = sealed_store(tmp_path)
+    store.commit([[QueueCreated(WALL, 1, "q", {}), sent(1, "clear")]])
+    assert not path.exists()
+    assert store.sealer.reload_master_keys() is None
+    new_master = add_master_key(path)
+    assert store.sealer.reload_master_keys().current == new_master
+
+
 def test_old_data_keys_are_retired_once_nothing_they_sealed_is_stored(tmp_path):
     store = sealed_store(tmp_path)
     (first,) = store.commit([[QueueCreated(WALL, 1, "q", KMS), sent(1, "a", at_ms=WALL)]])
