@@ -16,7 +16,6 @@ load on the machine disturbs less. The target: encryption costs at most 10% of p
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -27,7 +26,7 @@ import trio
 
 from dovecote.net.client import BlockingClient
 
-from .harness import BODY, Figure, consume, print_figures, produce, running_broker
+from .harness import BODY, Figure, broker_cpu_s, consume, print_figures, produce, running_broker
 
 QUEUES = {"plain": {}, "sse": {"SqsManagedSseEnabled": "true"}}
 
@@ -37,13 +36,6 @@ class Measured(NamedTuple):
     produce_cpu_us: float  # the broker's CPU time (all its threads) per message produced
     consume: float  # msg/s, receive + delete
     consume_cpu_us: float
-
-
-def broker_cpu_s(pid: int) -> float:
-    """User and system CPU seconds of a process so far, all its threads."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_run(messages: int, sse_first: bool, rounds: int = 10) -> dict[str, Measured]:
