@@ -83,3 +83,18 @@ async def running_broker(
 @pytest.fixture
 def memory_store() -> MemoryStore:
     return MemoryStore()
+
+
+# The long tier (soaks, floods, hour-long fuzzing) is its own command, scripts/fault-matrix: its
+# tests are marked `long` and deselected (not skipped) from the suite unless --long is given.
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", help="also run the long fault tier (tests marked long)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--long"):
+        return
+    long_tier = [item for item in items if item.get_closest_marker("long") is not None]
+    if long_tier:
+        config.hook.pytest_deselected(items=long_tier)
+        items[:] = [item for item in items if item.get_closest_marker("long") is None]
