@@ -69,7 +69,10 @@ class BrokerEndpoints:
             return HttpResponse(200, [("Content-Type", "application/x-pem-file")], self._certificate())
         if reading and url.path == "/health":
             stats = self._writer.statistics()
-            body = {"status": "ok", "last_lsn": stats.last_lsn, "accepting_sends": stats.accepting_sends}
+            body = {
+                "status": "ok", "last_lsn": stats.last_lsn, "accepting_sends": stats.accepting_sends,
+                "storage_full": stats.storage_full or None,  # "disk" or "map" while sends are refused
+            }
             return text_response(200, json.dumps(body) + "\n", "application/json")
         principal = ANYONE
         if self._authenticator is not None:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dovecote.actors.broker import ActorReport
 from dovecote.actors.queue import QueueStatistics
 from dovecote.actors.topic import TopicStatistics
-from dovecote.storage.writer import HistogramSnapshot, WriterStatistics
+from dovecote.storage.writer import FULL_DISK, FULL_MAP, HistogramSnapshot, WriterStatistics
 
 from .audit import AuditStatistics
 
@@ -280,6 +280,9 @@ def writer(out: Exposition, stats: WriterStatistics) -> None:
     out.histogram("dovecote_log_commit_records", "Records per group commit.", stats.commit_records)
     out.single("dovecote_accepting_sends", "gauge", "1 while the disk has room for sends; 0 while they are refused.",
                int(stats.accepting_sends))
+    out.family("dovecote_storage_full", "gauge",
+               "1 while sends are refused because storage is full: the disk, or the map at max_data_bytes.",
+               [(f'{{cause="{cause}"}}', int(stats.storage_full == cause)) for cause in (FULL_DISK, FULL_MAP)])
 
 
 def data_directory(out: Exposition, data_dir: str) -> None:

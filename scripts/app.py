@@ -97,6 +97,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     history_hours: float = 24.0
     max_data_bytes: int = 64 << 30
     reserve_bytes: int = 16 << 20
+    resume_free_bytes: int = 16 << 20
     salvage: bool = False
     access_keys: dict[str, str] = {}  # access key id -> secret; empty: signatures are not checked
     broker: BrokerConfig = BrokerConfig()
@@ -165,6 +166,7 @@ async def run_broker(
             store,
             wall_ms=clock.wall_ms,
             history_ms=int(config.history_hours * 3600 * 1000),
+            resume_free_bytes=config.resume_free_bytes,
         )
         async with trio.open_nursery() as storage_nursery:
             await storage_nursery.start(writer.run)

@@ -200,6 +200,11 @@ SETTINGS: tuple[Setting, ...] = (
         "reserve_bytes", metavar="BYTES",
     ),
     Setting(
+        "resume_free_bytes", int, "once sends are refused for a full disk or map, the room that must be free again "
+        "(beyond the reserve) before they are accepted: a margin, so a store at its limit does not flip back and forth",
+        "resume_free_bytes", metavar="BYTES",
+    ),
+    Setting(
         "salvage", bool, "serve what is intact if stored data is damaged, dropping the damaged values and logging them "
         "(false: refuse to start, naming the damage)", "salvage",
     ),

@@ -4,7 +4,9 @@ Fixed choices, asserted at open: never `writemap` (a full disk would then kill t
 SIGBUS instead of failing a commit); `sync` and `metasync` on in the default sync mode. A lock file
 refuses a second broker on the same directory. The map starts small and grows between commits up
 to `max_map_bytes`; a file of `reserve_bytes` is kept on the same disk and given up when the disk
-fills, so receives and deletes go on while sends are refused. The directories are private (0700)
+fills, so receives and deletes go on while sends are refused. A full disk reaches a commit as ENOSPC,
+or as EIO when LMDB's write came up short (it reports any short write as EIO): an EIO is taken as a
+full disk when the file system has too little room left for that commit, as a fault otherwise. The directories are private (0700)
 and the files (the LMDB files, the lock, the reserve) 0600, whatever the umask (private.py); a
 read-only open changes no permissions.
 """
@@ -28,6 +30,9 @@ INITIAL_MAP_BYTES = 64 << 20
 LOCK_FILE = "dovecote.lock"
 RESERVE_FILE = "reserve.bin"
 LMDB_DIR = "lmdb"
+# An EIO with less free space than the commit's values plus this is a full disk (LMDB writes
+# copies of the pages it changes, in whole pages), not a failing device.
+FULL_DISK_SLACK_BYTES = 1 << 20
 
 
 class LmdbStore(Store):
@@ -162,7 +167,12 @@ class LmdbStore(Store):
         except lmdb.MapFullError as exc:
             raise MapFull(str(exc)) from exc
         except lmdb.Error as exc:
-            if _is_disk_full(exc):
+            code = getattr(exc, "code", None)
+            if code == errno.EIO:
+                needed = FULL_DISK_SLACK_BYTES + 2 * sum(len(key) + len(value) for key, value in log_puts)
+                if self._free_disk_bytes() < needed:
+                    code = errno.ENOSPC
+            if code == errno.ENOSPC:
                 raise StorageFull(f"the disk holding {self.data_dir} is full") from exc
             raise StorageError(f"commit failed: {exc}") from exc
 
@@ -189,6 +199,32 @@ class LmdbStore(Store):
         self._env.set_mapsize(min(current * 2, self._max_map_bytes))
         return True
 
+    def room_bytes(self) -> int:
+        """Room for new data: the least of the map's room below its limit and the disk's free space
+        with the data file's unused pages, less what the reserve has yet to take back. Pages LMDB
+        freed are counted as room: what consumers drained is room again, though the file never shrinks."""
+        used = self._used_bytes()
+        allocated = (self.data_dir / LMDB_DIR / "data.mdb").stat().st_blocks * 512
+        try:
+            reserve_held = self._reserve_path.stat().st_size
+        except FileNotFoundError:
+            reserve_held = 0
+        reserve_missing = max(0, self._reserve_bytes - reserve_held)
+        disk_room = self._free_disk_bytes() - reserve_missing + max(0, allocated - used)
+        return min(self._max_map_bytes - used, disk_room)
+
+    def _used_bytes(self) -> int:
+        """The pages the tables take (the free list's own few pages aside)."""
+        with self._env.begin() as txn:
+            stats = [self._env.stat()] + [txn.stat(db) for db in self._dbs.values()]
+        pages = sum(stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"] for stat in stats)
+        return (pages + 2) * stats[0]["psize"]  # and the two meta pages
+
+    def _free_disk_bytes(self) -> int:
+        disk = os.statvfs(self.data_dir)
+        # root may also write into the blocks a file system keeps back for it
+        return (disk.f_bfree if os.geteuid() == 0 else disk.f_bavail) * disk.f_frsize
+
     def release_reserve(self) -> bool:
         try:
             self._reserve_path.unlink()
@@ -204,8 +240,7 @@ class LmdbStore(Store):
                 return True
         except FileNotFoundError:
             pass
-        disk = os.statvfs(self.data_dir)
-        if disk.f_bavail * disk.f_frsize < 2 * self._reserve_bytes:
+        if self._free_disk_bytes() < self._reserve_bytes:
             return False
         try:
             with os.fdopen(open_private(self._reserve_path, os.O_WRONLY | os.O_TRUNC), "wb") as reserve:
@@ -247,7 +282,3 @@ def _delete_range(cursor: lmdb.Cursor, first: bytes, last: bytes) -> None:
     while cursor.key() and cursor.key() <= last:
         if not cursor.delete():
             break
-
-
-def _is_disk_full(exc: lmdb.Error) -> bool:
-    return "No space left" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC

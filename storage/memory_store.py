@@ -81,7 +81,13 @@ class MemoryStore(Store):
     def restore_reserve(self) -> bool:
         if self._reserve_held or self.reserve_bytes == 0:
             return True
-        if self.space_bytes is not None and self.used_bytes() + 2 * self.reserve_bytes > self.space_bytes:
+        if self.space_bytes is not None and self.used_bytes() + self.reserve_bytes > self.space_bytes:
             return False
         self._reserve_held = True
         return True
+
+    def room_bytes(self) -> int:
+        if self.space_bytes is None:
+            return super().room_bytes()
+        reserve_missing = 0 if self._reserve_held else self.reserve_bytes
+        return self.space_bytes - self.used_bytes() - reserve_missing

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A store holds the append-only log (LSN -> framed record) and the state tables that `tables.py`
 derives from each record, changed in the same transaction. Only the writer task calls `commit`,
-`grow_map`, `trim_log`, `release_reserve` and `restore_reserve`; anyone may read. Readers copy values
+`grow_map`, `trim_log`, `release_reserve`, `restore_reserve` and `room_bytes`; anyone may read. Readers copy values
 out and never keep a transaction open across an await.
 
 Subclasses provide four primitives: `_scan`, `_get_many`, `_apply` (one atomic transaction) and
@@ -258,6 +258,11 @@ class Store(abc.ABC):
     def restore_reserve(self) -> bool:
         """Take the reserve back once the disk has room again; True when it holds one again."""
         return True
+
+    def room_bytes(self) -> int:
+        """Room left for new data (the reserve's space, when given up, not counted): what the writer
+        waits for before it accepts sends again. A store with no limit has room enough."""
+        return 1 << 62
 
     # --- writing ------------------------------------------------------------------------------
     def commit(self, batches: Sequence[Sequence[Record]], fallback_owners: Sequence[int] = ()) -> list[list[Record]]:

@@ -8,11 +8,15 @@ commits them in one transaction, and only then wakes each caller. A commit is ne
 cancel: the worker thread runs to completion, so a caller that got a success reply knows its records
 are on disk.
 
-Space: when the disk fills (or the map reaches its limit) the writer gives up the store's reserve,
-retries, and stops accepting entries that `need_space` (sends); entries that do not (receives,
-deletes) go on into the reserve. Every few seconds it tries to take the reserve back; once it can,
-sends are accepted again. Between batches it trims log history older than the retention window, a
-bounded chunk at a time.
+Space: when the disk fills or the map reaches its limit, the writer refuses entries that
+`need_space` (sends) from then on, the batch's own included, and retries the rest (receives,
+deletes); for a full disk it gives up the store's reserve first, so they go on into it. It alone
+knows whether storage is full and why (a snapshot shows it), and logs one line when that starts and
+one when it ends. Every few seconds it asks the store for its room; once `resume_free_bytes` is free
+and the reserve is taken back, sends are accepted again. The margin is the hysteresis that keeps a
+store at its limit from flipping between accepting and refusing as each send fills what the last
+delete freed. Between batches it trims log history older than the retention window, a bounded chunk
+at a time.
 
 For /metrics it counts, as it goes, the commits and records stored (a batch whose sends were all
 refused stores nothing and is not a commit), each commit's latency in real time (perf_counter,
@@ -108,17 +112,26 @@ class Histogram:
         return HistogramSnapshot(self.bounds, tuple(self._counts), self._sum)
 
 
+# Why storage is full, as /health and /metrics name it.
+FULL_DISK = "disk"
+FULL_MAP = "map"  # the map at max_data_bytes
+
+
 class WriterStatistics(NamedTuple):
     last_lsn: int
     commits: int
     records: int  # committed
-    accepting_sends: bool
+    storage_full: str  # "" while sends are accepted, else FULL_DISK or FULL_MAP
     trimmed: int
     write_transactions: int  # commits and trims
     fsyncs: int  # write transactions made durable with fsync (0 unless the store syncs each one)
     written_bytes: int  # log records appended, framed, with their keys
     commit_seconds: HistogramSnapshot  # from handing a batch to the store to its commit returning
     commit_records: HistogramSnapshot  # records per commit
+
+    @property
+    def accepting_sends(self) -> bool:
+        return not self.storage_full
 
 
 class LogWriter:
@@ -133,6 +146,7 @@ class LogWriter:
         trim_interval_s: float = 1.0,
         trim_chunk_records: int = 2000,
         space_check_interval_s: float = 2.0,
+        resume_free_bytes: int = 16 << 20,
     ) -> None:
         self._store = store
         self._wall_ms = wall_ms
@@ -142,7 +156,8 @@ class LogWriter:
         self._trim_interval_s = trim_interval_s
         self._trim_chunk_records = trim_chunk_records
         self._space_check_interval_s = space_check_interval_s
-        self._accepting_sends = True
+        self._resume_free_bytes = resume_free_bytes
+        self._storage_full = ""
         self._commits = 0
         self._records = 0
         self._trimmed = 0
@@ -174,7 +189,7 @@ class LogWriter:
         store = self._store
         transactions = store.write_transactions
         return WriterStatistics(
-            store.last_lsn, self._commits, self._records, self._accepting_sends, self._trimmed, transactions,
+            store.last_lsn, self._commits, self._records, self._storage_full, self._trimmed, transactions,
             transactions if store.syncs_each_commit else 0, store.written_bytes,
             self._commit_seconds.snapshot(), self._commit_records.snapshot(),
         )
@@ -193,13 +208,11 @@ class LogWriter:
             if entry is not None:
                 await self._commit_pending(entry)
             now = trio.current_time()
-            if not self._accepting_sends and now >= next_space_check:
-                if self._store.restore_reserve():
-                    self._accepting_sends = True
-                    log.warning("storage has room again; sends are accepted")
-                next_space_check = now + self._space_check_interval_s
-            elif self._accepting_sends:
+            if not self._storage_full:
                 next_space_check = math.inf
+            elif now >= next_space_check:
+                self._resume_if_room()
+                next_space_check = now + self._space_check_interval_s
             else:
                 next_space_check = min(next_space_check, now + self._space_check_interval_s)
             if now >= next_trim:
@@ -217,14 +230,15 @@ class LogWriter:
                 break
             batch.append(entry)
             count += len(entry.records)
-        if not self._accepting_sends:
+        if self._storage_full:
             batch = self._refuse_sends(batch)
         started = time.perf_counter()
         try:
-            stored_batches = await self._commit_with_space_handling(batch)
+            batch, stored_batches = await self._commit_with_space_handling(batch)
         except StorageError as exc:
             for entry in batch:
-                entry.settle(error=exc)
+                if not entry.done.is_set():
+                    entry.settle(error=exc)
             return
         stored_count = sum(len(stored) for stored in stored_batches)
         if stored_count:
@@ -245,25 +259,44 @@ class LogWriter:
                 kept.append(entry)
         return kept
 
-    async def _commit_with_space_handling(self, batch: list[AppendEntry]) -> list[list[Record]]:
+    async def _commit_with_space_handling(self, batch: list[AppendEntry]) -> tuple[list[AppendEntry], list[list[Record]]]:
+        """Commit the batch; when storage is full, refuse its sends and retry the rest while that
+        changes something (sends dropped, the reserve given up). Returns the entries committed and
+        their records as stored; raises with the entries not settled yet still to be told."""
         released_reserve = False
-        while True:
+        while batch:
             try:
                 fallback_owners = [entry.sealed_for for entry in batch] if any(entry.sealed_for for entry in batch) else []
-                return await self._commit([entry.records for entry in batch], fallback_owners)
+                return batch, await self._commit([entry.records for entry in batch], fallback_owners)
             except MapFull:
                 if self._store.grow_map():
                     continue
-                error: StorageFull = StorageFull("the store reached its configured size limit")
+                cause, error = FULL_MAP, StorageFull("the store reached its configured size limit (max_data_bytes)")
             except StorageFull as exc:
-                error = exc
-            if self._accepting_sends:
-                log.error("%s: refusing sends until space returns", error)
-                self._accepting_sends = False
-            if released_reserve or not self._store.release_reserve():
+                cause, error = FULL_DISK, exc
+            if not self._storage_full:
+                log.error("%s: refusing sends until %d bytes are free again", error, self._resume_free_bytes)
+            self._storage_full = cause
+            kept = self._refuse_sends(batch)
+            changed = len(kept) < len(batch)
+            # The reserve is disk: it makes room on a full disk, none in a full map.
+            if cause == FULL_DISK and not released_reserve:
+                released_reserve = self._store.release_reserve()
+                changed = changed or released_reserve
+            if not changed:
                 raise error
-            released_reserve = True
-            # Sends already queued go in with the reserve; new ones are refused from now on.
+            batch = kept
+        return [], []
+
+    def _resume_if_room(self) -> None:
+        try:
+            room = self._store.room_bytes()
+        except OSError as exc:
+            log.warning("cannot measure the storage's room: %s", exc)
+            return
+        if room >= self._resume_free_bytes and self._store.restore_reserve():
+            self._storage_full = ""
+            log.warning("storage has room again (%d bytes free); sends are accepted", room)
 
     async def _commit(self, batches: list[Sequence[Record]], fallback_owners: list[int]) -> list[list[Record]]:
         if not self._store.commits_in_thread:

@@ -34,7 +34,7 @@ def test_serve_without_flags_runs_with_the_config_structs_defaults():
 def test_every_flag_lands_where_the_table_says():
     chosen = serve_config(
         "--data-dir", "d", "--host", "0.0.0.0", "--port", "1", "--http-port", "2", "--public-url", "https://mq.example",
-        "--sync", "os", "--history-hours", "1.5", "--max-data-bytes", "3", "--reserve-bytes", "4", "--salvage",
+        "--sync", "os", "--history-hours", "1.5", "--max-data-bytes", "3", "--reserve-bytes", "4", "--resume-free-bytes", "5", "--salvage",
         "--access-key", "A:a", "--access-key", "B:b", "--account-id", "123456789012", "--region", "eu-west-1",
         "--unsigned-sqs-envelopes", "--push-timeout", "5", "--push-max-pending", "6", "--push-in-flight", "7",
         "--push-ca", "ca.pem", "--smtp-host", "relay", "--smtp-port", "8", "--smtp-starttls", "--smtp-user", "me",
@@ -42,7 +42,7 @@ def test_every_flag_lands_where_the_table_says():
         "--tls-client-ca", "ca.pem", "--tls-client-auth", "optional", environ={"DOVECOTE_SMTP_PASSWORD": "pw"},
     )
     assert chosen == ServeConfig(
-        "d", "0.0.0.0", 1, 2, "https://mq.example", "os", 1.5, 3, 4, True, {"A": "a", "B": "b"},
+        "d", "0.0.0.0", 1, 2, "https://mq.example", "os", 1.5, 3, 4, 5, True, {"A": "a", "B": "b"},
         BrokerConfig(
             region="eu-west-1", account_id="123456789012", http_url="https://mq.example", sign_sqs_envelopes=False,
             sign_in_thread=True, max_pending_pushes=6,

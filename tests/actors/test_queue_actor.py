@@ -308,7 +308,7 @@ async def test_a_full_mailbox_is_a_retryable_overload(autojump_clock):
 
 async def test_disk_full_refuses_sends_keeps_deletes_and_resumes(autojump_clock):
     store = MemoryStore(space_bytes=8000, reserve_bytes=4000)
-    async with running_broker(store, space_check_interval_s=1.0) as h:
+    async with running_broker(store, space_check_interval_s=1.0, resume_free_bytes=4000) as h:
         await h.ok(CreateQueue("q"))
         accepted = 0
         while True:

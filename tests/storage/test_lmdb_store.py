@@ -80,7 +80,7 @@ def tiny_disk(tmp_path):
 
 async def test_a_real_full_disk_refuses_sends_keeps_deletes_and_recovers(tiny_disk):
     store = LmdbStore(tiny_disk / "data", reserve_bytes=512 << 10)
-    writer = LogWriter(store, wall_ms=lambda: WALL, space_check_interval_s=0.05)
+    writer = LogWriter(store, wall_ms=lambda: WALL, space_check_interval_s=0.05, resume_free_bytes=512 << 10)
     filler = tiny_disk / "filler"
     try:
         async with trio.open_nursery() as nursery:

@@ -8,7 +8,7 @@ from dovecote.storage.records import MessageSent
 from dovecote.storage.store import StorageError
 from dovecote.storage.framing import frame
 from dovecote.storage.records import encode_record
-from dovecote.storage.writer import COMMIT_RECORDS_BUCKETS, Histogram, LogWriter, WriterOverloaded
+from dovecote.storage.writer import COMMIT_RECORDS_BUCKETS, FULL_DISK, Histogram, LogWriter, WriterOverloaded
 
 WALL = 1_700_000_000_000
 
@@ -97,7 +97,7 @@ async def test_statistics_count_what_was_stored(autojump_clock):
         await nursery.start(writer.run)
         await writer.append([sent(1), sent(2), sent(3)])
         await writer.append([sent(4)])
-        writer._accepting_sends = False  # as after a full disk
+        writer._storage_full = FULL_DISK  # as after a full disk
         with pytest.raises(StorageError):
             await writer.append([sent(5)], needs_space=True)
         writer.close()
