@@ -317,7 +317,7 @@ async def test_disk_full_refuses_sends_keeps_deletes_and_resumes(autojump_clock)
                 assert result.code == "ServiceUnavailable" and "full" in result.message
                 break
             accepted += 1
-        assert accepted > 5
+        assert accepted >= 5  # the send that met the full disk is refused, not taken into the reserve
         refused = await h.call(SendMessage("q", "y"))
         assert isinstance(refused, Failure)
         messages = await receive(h, max_number_of_messages=3)
