@@ -1,5 +1,6 @@
 """What only the LMDB store has: its open flags, the directory lock, map growth, a real full disk."""
 
+import errno
 import os
 import subprocess
 import uuid
@@ -9,7 +10,7 @@ import trio
 
 from dovecote.storage.lmdb_store import LmdbStore
 from dovecote.storage.records import MessageDeleted, MessageSent, QueueCreated
-from dovecote.storage.store import DataDirectoryInUse, StorageFull
+from dovecote.storage.store import DataDirectoryInUse, StorageError, StorageFull
 from dovecote.storage.writer import LogWriter, SendsRefused
 
 WALL = 1_700_000_000_000
@@ -111,6 +112,56 @@ async def test_a_real_full_disk_refuses_sends_keeps_deletes_and_recovers(tiny_di
             writer.close()
         assert store.read_messages(1, [last])[0].body == "accepted again"  # its seq is its LSN
         assert store.read_messages(1, [first_seq]) == [None]
+    finally:
+        store.close()
+
+
+def test_a_full_disk_reported_as_eio_is_a_full_disk(tiny_disk):
+    """LMDB reports a short write as EIO: values of many pages fill the disk mid-write. Before, that
+    was a plain StorageError ("commit failed: ... Input/output error"), so no full-disk mode."""
+    store = LmdbStore(tiny_disk / "data", reserve_bytes=0)
+    try:
+        store.commit([[QueueCreated(WALL, 1, "q", {})]])
+        with pytest.raises(StorageFull) as raised:
+            for seq in range(1, 1000):
+                store.commit([[sent(seq, uuid.uuid4().hex * 4000)]])  # 128 KB each
+        assert getattr(raised.value.__cause__, "code", None) == errno.EIO  # what LMDB said
+        assert store.room_bytes() < 512 << 10  # of a 3 MiB disk
+    finally:
+        store.close()
+
+
+def test_an_eio_with_room_on_the_disk_is_a_fault_not_a_full_disk(tmp_path, monkeypatch):
+    import lmdb
+
+    store = LmdbStore(tmp_path, reserve_bytes=0)
+
+    def failing_device(*args, **kwargs):
+        error = lmdb.Error("mdb_txn_commit: Input/output error")
+        error.code = errno.EIO
+        raise error
+
+    try:
+        monkeypatch.setattr(store, "_env", type("Env", (), {"begin": staticmethod(failing_device)})())
+        with pytest.raises(StorageError) as raised:
+            store.commit([[QueueCreated(WALL, 1, "q", {})]])
+        assert not isinstance(raised.value, StorageFull) and "Input/output error" in str(raised.value)
+    finally:
+        monkeypatch.undo()
+        store.close()
+
+
+def test_room_counts_what_deletes_freed_inside_the_file_and_the_map_limit(tmp_path):
+    store = LmdbStore(tmp_path, initial_map_bytes=4 << 20, max_map_bytes=4 << 20, reserve_bytes=0)
+    try:
+        store.commit([[QueueCreated(WALL, 1, "q", {})]])
+        empty = store.room_bytes()
+        assert (4 << 20) - 100_000 < empty <= 4 << 20
+        stored = store.commit([[sent(seq, "b" * 20_000) for seq in range(40)]])[0]
+        full = store.room_bytes()
+        assert empty - full > 2 * 40 * 20_000  # each body twice: the log and the messages table
+        store.commit([[MessageDeleted(WALL, 1, "q", m.seq, m.message_id, "deleted") for m in stored]])
+        assert store.room_bytes() - full > 40 * 20_000  # the rows' pages are free again; the log keeps its copies
     finally:
         store.close()
 
