@@ -187,3 +187,56 @@ def test_at_the_map_limit_sends_stay_refused_without_flapping_until_drained(tmp_
         print(f"\nmap: refused after {len(acknowledged)} sends of {BODY_BYTES} B at --max-data-bytes {4 * MIB}; "
               f"{len(samples)} samples of /health in 4.5 s all refusing; resumed {resumed_after:.2f} s after the drain"
               "\n  " + "\n  ".join(lines))
+
+
+def flip_bytes_of(data_file, needle: bytes) -> int:
+    """Flip a byte in every copy of needle in the file (a record's body: in the log and in the
+    messages table, and in pages LMDB freed); the number of copies."""
+    data = bytearray(data_file.read_bytes())
+    copies = 0
+    at = data.find(needle)
+    while at >= 0:
+        data[at + len(needle) // 2] ^= 0x55
+        copies += 1
+        at = data.find(needle, at + len(needle))
+    data_file.write_bytes(bytes(data))
+    return copies
+
+
+def test_a_damaged_record_in_the_data_file_is_refused_and_salvage_serves_the_rest(tmp_path):
+    data_dir = tmp_path / "data"
+    broker = ServeProcess(data_dir).start()
+    bodies = [f"record {index} " + uuid.uuid4().hex * 8 for index in range(5)]
+    sqs = sqs_client(broker)
+    try:
+        url = sqs.create_queue(QueueName="q")["QueueUrl"]
+        for body in bodies:
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+    finally:
+        assert broker.terminate() == 0
+    assert flip_bytes_of(data_dir / "lmdb" / "data.mdb", bodies[2].encode()) >= 2
+
+    refused = subprocess.run(ServeProcess(data_dir).command(), capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 3
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "damaged" in refused.stderr and "--salvage" in refused.stderr
+    check = subprocess.run(
+        [*ServeProcess(data_dir).program, "check", "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 1 and "damaged" in check.stdout and "Traceback" not in check.stderr
+
+    salvaged = ServeProcess(data_dir, "--salvage").start()
+    try:
+        served = drain(sqs_client(salvaged), url)
+        sqs_client(salvaged).send_message(QueueUrl=url, MessageBody="after the salvage")
+    finally:
+        assert salvaged.terminate() == 0
+    salvage_log = salvaged.process.stderr.read()
+    assert "salvage dropped" in salvage_log, salvage_log
+    assert sorted(served.values()) == [body for index, body in enumerate(bodies) if index != 2]
+
+    again = ServeProcess(data_dir).start()  # what salvage dropped is gone: a plain start serves the rest
+    try:
+        assert list(drain(sqs_client(again), url).values()) == ["after the salvage"]
+    finally:
+        assert again.terminate() == 0
