@@ -219,7 +219,7 @@ class Lifecycle:
             "LastModifiedTimestamp": seconds,
         }
         record = QueueCreated(wall_ms, self._next_id, op.queue, attributes, region, tags)
-        await self._writer.append([record])
+        await self._writer.append([record], needs_space=True)  # only adds data: refused while storage is full
         self._start(QueueCore(self._allocate_id(), op.queue, attributes, arn, tags=tags))
         return QueueName(op.queue)
 
@@ -270,7 +270,7 @@ class Lifecycle:
         if self._directory.topic_count() >= self._config.max_topics:
             raise BrokerError("TopicLimitExceeded", f"This broker holds at most {self._config.max_topics} topics.")
         record = TopicCreated(self._clock.wall_ms(), self._next_id, op.topic, given, region, tags)
-        await self._writer.append([record])
+        await self._writer.append([record], needs_space=True)
         core = TopicCore(
             self._allocate_id(), op.topic, given, arn, tags=tags, first_sequence=self._store.last_lsn, options=self._options
         )

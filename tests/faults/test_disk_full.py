@@ -128,6 +128,8 @@ def test_a_full_disk_refuses_sends_until_freed_and_loses_nothing(small_disk, req
         assert metric(broker, "dovecote_accepting_sends") == "0"
         with pytest.raises(ClientError, match="ServiceUnavailable"):
             sqs.send_message(QueueUrl=url, MessageBody="still refused")
+        with pytest.raises(ClientError, match="ServiceUnavailable"):  # it would only add data too
+            sqs.create_queue(QueueName="another")
         consumed = drain(sqs, url, max_messages=3)  # receives and deletes go on
         assert len(consumed) >= 3 and all(acknowledged[id_] == body for id_, body in consumed.items())
 
@@ -135,6 +137,7 @@ def test_a_full_disk_refuses_sends_until_freed_and_loses_nothing(small_disk, req
         resumed_after = wait_for(lambda: health(broker)["accepting_sends"], timeout_s=10)
         assert health(broker)["storage_full"] is None and metric(broker, 'dovecote_storage_full{cause="disk"}') == "0"
         after = sqs.send_message(QueueUrl=url, MessageBody="after the disk was freed")["MessageId"]
+        sqs.create_queue(QueueName="another")
     finally:
         assert broker.terminate() == 0
     lines = storage_lines(broker.process.stderr.read())
