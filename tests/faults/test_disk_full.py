@@ -122,7 +122,7 @@ def test_a_full_disk_refuses_sends_until_freed_and_loses_nothing(small_disk, req
         assert refusal.response["Error"]["Code"] == "ServiceUnavailable"
         assert refusal.response["ResponseMetadata"]["HTTPStatusCode"] == 503
         assert "Storage is full" in refusal.response["Error"]["Message"]
-        assert len(acknowledged) > 5 and filled_at > 0.85
+        assert len(acknowledged) > 5 and filled_at > 0.8  # full, less the reserve given up
         assert health(broker)["accepting_sends"] is False and health(broker)["storage_full"] == "disk"
         assert metric(broker, 'dovecote_storage_full{cause="disk"}') == "1"
         assert metric(broker, "dovecote_accepting_sends") == "0"
