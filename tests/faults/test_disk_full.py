@@ -34,18 +34,28 @@ def mount_ext4(mount_point, work_dir):
     return subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)], capture_output=True)
 
 
-@pytest.fixture(params=[mount_tmpfs, mount_ext4], ids=["tmpfs", "ext4"])
-def small_disk(request, tmp_path):
+def mounted_disk(mount, tmp_path):
+    """A fixture's body: a small file system made by mount() at tmp_path/disk, unmounted after the test."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     try:
-        mounted = request.param(mount_point, tmp_path)
+        mounted = mount(mount_point, tmp_path)
     except FileNotFoundError as missing:  # no truncate or mkfs.ext4 on this machine
         pytest.skip(f"cannot make the file system: {missing}")
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount it here ({mounted.stderr.decode().strip()})")
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture(params=[mount_tmpfs, mount_ext4], ids=["tmpfs", "ext4"])
+def small_disk(request, tmp_path):
+    yield from mounted_disk(request.param, tmp_path)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    yield from mounted_disk(mount_tmpfs, tmp_path)
 
 
 def sqs_client(broker: ServeProcess):
@@ -243,3 +253,112 @@ def test_a_damaged_record_in_the_data_file_is_refused_and_salvage_serves_the_res
         assert list(drain(sqs_client(again), url).values()) == ["after the salvage"]
     finally:
         assert again.terminate() == 0
+
+
+@pytest.mark.long
+def test_disk_full_cycles_under_load_lose_nothing_acknowledged_and_store_nothing_refused(small_tmpfs, capsys):
+    """Producers and a consumer run while the disk fills and is freed again and again; then a kill -9
+    on the full disk and a start on it. Every acknowledged send is received, no refused one is."""
+    import threading
+
+    from dovecote.actors.errors import BrokerError
+
+    mount_point = small_tmpfs
+    data_dir = mount_point / "data"
+    # history of a few seconds: the log's copies of what was consumed do not fill the disk for good
+    settings = ("--reserve-bytes", str(MIB), "--resume-free-bytes", str(MIB), "--history-hours", "0.001")
+    broker = ServeProcess(data_dir, *settings).start()
+    acknowledged: set[str] = set()
+    refused: set[str] = set()
+    unknown: set[str] = set()  # the connection failed: stored or not
+    received: set[str] = set()
+    stop = threading.Event()
+
+    def produce(name: str) -> None:
+        with broker.client() as client:
+            for index in range(1_000_000):
+                if stop.is_set():
+                    return
+                body = f"{name}-{index:07d}-" + "p" * 20_000
+                try:
+                    client.send_message("q", body)
+                    acknowledged.add(body)
+                    time.sleep(0.005)
+                except BrokerError as error:
+                    assert error.code == "ServiceUnavailable", error
+                    refused.add(body)
+                    time.sleep(0.01)
+                except OSError:
+                    unknown.add(body)
+                    return
+
+    def consume(client) -> int:
+        messages = client.receive_message("q", max_number_of_messages=10, visibility_timeout=5)
+        for message in messages:
+            try:
+                client.delete_message("q", message.receipt_handle)
+            except BrokerError as error:  # the reserve used up: it is received again later
+                assert error.code == "ServiceUnavailable", error
+            received.add(message.body)
+        return len(messages)
+
+    def consumer() -> None:
+        with broker.client() as client:
+            while not stop.is_set():
+                if not consume(client):
+                    time.sleep(0.05)
+
+    def fill_disk() -> None:
+        with open(mount_point / "filler", "ab") as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+            except OSError:
+                pass
+
+    with broker.client() as client:
+        client.create_queue("q")
+    threads = [threading.Thread(target=produce, args=(f"p{n}",)) for n in range(2)] + [threading.Thread(target=consumer)]
+    for thread in threads:
+        thread.start()
+    resumed_after = []
+    try:
+        for _ in range(8):
+            time.sleep(1.0)
+            fill_disk()
+            wait_for(lambda: not health(broker)["accepting_sends"], timeout_s=10)
+            time.sleep(2.0)
+            (mount_point / "filler").unlink()
+            resumed_after.append(wait_for(lambda: health(broker)["accepting_sends"], timeout_s=10))
+        time.sleep(1.0)
+        fill_disk()  # full again, for the kill
+        wait_for(lambda: not health(broker)["accepting_sends"], timeout_s=10)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        broker.kill9()
+    lines = storage_lines(broker.process.stderr.read())
+    starts = [line for line in lines if "refusing sends" in line]
+    ends = [line for line in lines if "room again" in line]
+    assert len(starts) == 9 and len(ends) == 8, lines
+
+    restarted = ServeProcess(data_dir, *settings).start()  # on the full disk
+    try:
+        with restarted.client() as client:
+            while consume(client):  # consumers drain a full disk
+                pass
+        (mount_point / "filler").unlink()
+        with restarted.client() as client:
+            wait_for(lambda: not client.receive_message("q", max_number_of_messages=1, visibility_timeout=0), 10)
+            client.send_message("q", "after")
+            assert [m.body for m in client.receive_message("q")] == ["after"]
+    finally:
+        assert restarted.terminate() == 0
+    assert acknowledged <= received, f"{len(acknowledged - received)} acknowledged sends lost"
+    assert not received & refused, f"{len(received & refused)} refused sends were stored"
+    assert received <= acknowledged | unknown
+    with capsys.disabled():
+        print(f"\n{len(acknowledged)} sends acknowledged, {len(refused)} refused, {len(received)} received over 9 "
+              f"full disks; resumed after {min(resumed_after):.2f}..{max(resumed_after):.2f} s")
