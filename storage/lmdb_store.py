@@ -4,11 +4,11 @@ Fixed choices, asserted at open: never `writemap` (a full disk would then kill t
 SIGBUS instead of failing a commit); `sync` and `metasync` on in the default sync mode. A lock file
 refuses a second broker on the same directory. The map starts small and grows between commits up
 to `max_map_bytes`; a file of `reserve_bytes` is kept on the same disk and given up when the disk
-fills, so receives and deletes go on while sends are refused. A full disk reaches a commit as ENOSPC,
-or as EIO when LMDB's write came up short (it reports any short write as EIO): an EIO is taken as a
-full disk when the file system has too little room left for that commit, as a fault otherwise. The directories are private (0700)
-and the files (the LMDB files, the lock, the reserve) 0600, whatever the umask (private.py); a
-read-only open changes no permissions.
+fills, so receives and deletes go on while sends are refused. A full disk reaches a commit as
+ENOSPC, or as EIO when LMDB's write came up short (it reports any short write as EIO): an EIO is a
+full disk when the file system has too little room left for that commit, a fault otherwise. The
+directories are private (0700) and the files (the LMDB files, the lock, the reserve) 0600, whatever
+the umask (private.py); a read-only open changes no permissions.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ INITIAL_MAP_BYTES = 64 << 20
 LOCK_FILE = "dovecote.lock"
 RESERVE_FILE = "reserve.bin"
 LMDB_DIR = "lmdb"
-# An EIO with less free space than the commit's values plus this is a full disk (LMDB writes
-# copies of the pages it changes, in whole pages), not a failing device.
+# An EIO with less free space than twice the commit's log records (the state tables hold copies)
+# plus this is a full disk, not a failing device: LMDB writes whole pages, and copies of the pages
+# it changes.
 FULL_DISK_SLACK_BYTES = 1 << 20
 
 
@@ -168,10 +169,8 @@ class LmdbStore(Store):
             raise MapFull(str(exc)) from exc
         except lmdb.Error as exc:
             code = getattr(exc, "code", None)
-            if code == errno.EIO:
-                needed = FULL_DISK_SLACK_BYTES + 2 * sum(len(key) + len(value) for key, value in log_puts)
-                if self._free_disk_bytes() < needed:
-                    code = errno.ENOSPC
+            if code == errno.EIO and self._too_full_for(log_puts):
+                code = errno.ENOSPC
             if code == errno.ENOSPC:
                 raise StorageFull(f"the disk holding {self.data_dir} is full") from exc
             raise StorageError(f"commit failed: {exc}") from exc
@@ -219,6 +218,14 @@ class LmdbStore(Store):
             stats = [self._env.stat()] + [txn.stat(db) for db in self._dbs.values()]
         pages = sum(stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"] for stat in stats)
         return (pages + 2) * stats[0]["psize"]  # and the two meta pages
+
+    def _too_full_for(self, log_puts: list[tuple[bytes, bytes]]) -> bool:
+        """After an EIO: has the disk too little room for this commit (else the device failed)?"""
+        needed = FULL_DISK_SLACK_BYTES + 2 * sum(len(key) + len(value) for key, value in log_puts)
+        try:
+            return self._free_disk_bytes() < needed
+        except OSError:
+            return False
 
     def _free_disk_bytes(self) -> int:
         disk = os.statvfs(self.data_dir)
