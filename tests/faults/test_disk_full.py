@@ -342,7 +342,9 @@ def test_disk_full_cycles_under_load_lose_nothing_acknowledged_and_store_nothing
     lines = storage_lines(broker.process.stderr.read())
     starts = [line for line in lines if "refusing sends" in line]
     ends = [line for line in lines if "room again" in line]
-    assert len(starts) == 9 and len(ends) == 8, lines
+    # nine fills at least (the producers may fill the margin themselves between two), each one line,
+    # and nothing else: trims and deletes on the full disk log nothing
+    assert len(starts) >= 9 and len(ends) == len(starts) - 1 and len(lines) == len(starts) + len(ends), lines
 
     restarted = ServeProcess(data_dir, *settings).start()  # on the full disk
     try:
@@ -360,5 +362,5 @@ def test_disk_full_cycles_under_load_lose_nothing_acknowledged_and_store_nothing
     assert not received & refused, f"{len(received & refused)} refused sends were stored"
     assert received <= acknowledged | unknown
     with capsys.disabled():
-        print(f"\n{len(acknowledged)} sends acknowledged, {len(refused)} refused, {len(received)} received over 9 "
-              f"full disks; resumed after {min(resumed_after):.2f}..{max(resumed_after):.2f} s")
+        print(f"\n{len(acknowledged)} sends acknowledged, {len(refused)} refused, {len(received)} received over "
+              f"{len(starts)} full disks; resumed after {min(resumed_after):.2f}..{max(resumed_after):.2f} s")
