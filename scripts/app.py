@@ -23,6 +23,7 @@ import errno
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_TIMEOUT_S
 from dovecote.net.http_auth import EndpointAuthenticator
 from dovecote.net.http_push import Pusher, SmtpRelay
 from dovecote.net.http_server import HttpServer
-from dovecote.net.limits import NetLimits
+from dovecote.net.limits import ConnectionCounts, NetLimits, connection_budget
 from dovecote.net.sigv4 import SigV4Verifier
 from dovecote.net.tcp_server import NativeServer
 from dovecote.net.tls import ServerTls, TlsError, TlsSettings
@@ -137,6 +138,7 @@ async def run_broker(
     if refusal is not None:
         raise AnonymousOffLoopback(refusal)
     server_tls = ServerTls(config.tls) if config.tls is not None else None
+    counts = connection_counts(config)
     if server_tls is not None and config.public_url and config.public_url.lower().startswith("http://"):
         log.warning("the HTTP port speaks TLS but public_url %s is http://: URLs handed out will not reach it", config.public_url)
     keyring = Keyring(config.access_keys, config.keys)
@@ -191,11 +193,14 @@ async def run_broker(
                         ).handle,
                         config.limits,
                         stopping,
+                        counts,
                         server_tls,
                         keyring,
                     )
                     http_port = await _listen(net_nursery, http.serve, "HTTP", config.host, config.http_port)
-                    native = NativeServer(broker, config.limits, stopping, _queue_urls(config, http_port), keyring, server_tls, audit)
+                    native = NativeServer(
+                        broker, config.limits, stopping, _queue_urls(config, http_port), counts, keyring, server_tls, audit
+                    )
                     native_port = await _listen(net_nursery, native.serve, "native", config.host, config.port)
                     log.info(
                         "dovecote serving %s: native %s:%d, %s %s:%d; recovered %d queues, %d messages in %.0f ms",
@@ -217,6 +222,28 @@ async def run_broker(
     finally:
         store.close()
     log.info("stopped")
+
+
+def connection_counts(config: ServeConfig) -> ConnectionCounts:
+    """The connection limits of both listeners, sized from this process's file-descriptor limit
+    (logged once). Raises ListenerError when that limit leaves no room for connections."""
+    descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if descriptors == resource.RLIM_INFINITY:
+        descriptors = os.sysconf("SC_OPEN_MAX")
+    try:
+        budget = connection_budget(config.limits, descriptors, config.push_max_in_flight)
+    except ValueError as error:
+        raise ListenerError(str(error)) from None
+    if budget.capped:
+        log.warning(
+            "max_connections %d is more than RLIMIT_NOFILE %d allows; serving at most %d",
+            config.limits.max_connections, descriptors, budget.max_connections,
+        )
+    log.info(
+        "connections: at most %d, %d per peer address (RLIMIT_NOFILE %d, %d descriptors kept for the store and pushes)",
+        budget.max_connections, budget.max_connections_per_peer, descriptors, budget.kept_back,
+    )
+    return ConnectionCounts(budget.max_connections, budget.max_connections_per_peer)
 
 
 async def _listen(nursery: trio.Nursery, serve, name: str, host: str, port: int) -> int:
