@@ -17,8 +17,8 @@ AUTO_MAX_CONNECTIONS = 4096
 
 
 class NetLimits(msgspec.Struct, frozen=True):
-    max_connections: int = 0  # both listeners together; 0: sized from RLIMIT_NOFILE at start
-    max_connections_per_peer: int = 0  # from one address; 0: a quarter of max_connections
+    max_connections: int | None = None  # both listeners together; None: sized from RLIMIT_NOFILE at start
+    max_connections_per_peer: int | None = None  # from one address; None: a quarter of max_connections
     reserved_descriptors: int = 64  # kept from connections for the store, logs, TLS files and accepting
     max_request_frame_bytes: int = DEFAULT_MAX_REQUEST_FRAME_BYTES
     max_inflight_per_connection: int = 256

@@ -33,7 +33,7 @@ class IntervalLog:
         if now < self._next_at:
             return
         count, self._unlogged = self._unlogged, 0
-        log.warning(message + " (%d times in the last %g s)", *args, count, self._interval_s)
+        log.warning(message + " (%d in the last %g s)", *args, count, self._interval_s)
         self._next_at = now + self._interval_s
 
 

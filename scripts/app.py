@@ -43,7 +43,7 @@ from dovecote.net.audit import Audit
 from dovecote.net.aws_gateway import AwsGateway
 from dovecote.net.broker_endpoints import METRICS_MAX_QUEUES, METRICS_MAX_TOPICS, BrokerEndpoints
 from dovecote.net.client import DEFAULT_PORT
-from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_TIMEOUT_S
+from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_MAX_RESPONSE_BYTES, PUSH_TIMEOUT_S
 from dovecote.net.http_auth import EndpointAuthenticator
 from dovecote.net.http_push import Pusher, SmtpRelay
 from dovecote.net.http_server import HttpServer
@@ -105,6 +105,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     smtp: SmtpRelay | None = None  # None: email subscriptions are refused
     push_timeout_s: float = PUSH_TIMEOUT_S
     push_max_in_flight: int = PUSH_MAX_IN_FLIGHT
+    push_max_response_bytes: int = PUSH_MAX_RESPONSE_BYTES
     push_verify: bool | str = True  # HTTPS endpoints' certificates: certifi's CAs, a CA bundle file, or unchecked
     metrics_max_queues: int = METRICS_MAX_QUEUES  # with series of their own in /metrics; the rest are added up
     metrics_max_topics: int = METRICS_MAX_TOPICS
@@ -154,7 +155,10 @@ async def run_broker(
         clock = Clock()
         signing_files = SigningFiles(Path(config.data_dir))
         signer = Signer(signing_files.key_pem, broker_config.http_url.rstrip("/") + CERTIFICATE_PATH)
-        pusher = Pusher(config.smtp, timeout_s=config.push_timeout_s, max_in_flight=config.push_max_in_flight, verify=config.push_verify)
+        pusher = Pusher(
+            config.smtp, timeout_s=config.push_timeout_s, max_in_flight=config.push_max_in_flight, verify=config.push_verify,
+            max_response_bytes=config.push_max_response_bytes,
+        )
         cores, report = recover(store, broker_config, clock, salvage=config.salvage, signer=signer, push_protocols=pusher.protocols)
         key_file = KeyFile(sse_master_key_path(config.data_dir, config.sse_master_key_file))
         if not config.sse_master_key_file:  # the data directory's own, private as its other files
