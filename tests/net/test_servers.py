@@ -30,9 +30,10 @@ async def broker(tmp_path, **limits):
             stopping.set()
 
 
-async def raw_connection(port):
-    """A connection opened by hand: version 2, without a key (the broker has none)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+async def raw_connection(port, *, local_address=None, stream=None):
+    """A connection opened by hand: version 2, without a key (the broker has none). local_address:
+    the client's (127.0.0.2: another peer); stream: one already connected."""
+    stream = stream or await trio.open_tcp_stream("127.0.0.1", port, local_address=local_address)
     await stream.send_all(frames.hello())
     assert frames.parse_welcome(await receive_exactly(stream, frames.WELCOME_BYTES)) == (2, 0)
     (length,) = struct.unpack(">I", await receive_exactly(stream, 4))
