@@ -21,8 +21,8 @@ CANARY_MAX_LATENCY_S = 0.5
 
 
 class Canary:
-    """Asks the broker for its health over HTTP and lists queues over the native port, from
-    127.0.0.2, every 50 ms until stopped; keeps each answer's latency."""
+    """From 127.0.0.2, every 50 ms until stopped: asks for the broker's health over a new HTTP
+    connection, and peeks at a queue over a new native connection; keeps each round's latency."""
 
     def __init__(self, ports) -> None:
         self.ports = ports
@@ -30,19 +30,18 @@ class Canary:
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
-        async with httpx.AsyncClient(transport=transport, timeout=5) as http:
-            stream = await raw_connection(self.ports.native, local_address="127.0.0.2")
+        async with httpx.AsyncClient(transport=transport, timeout=5, headers={"Connection": "close"}) as http:
             task_status.started()
-            request_id = 0
             while True:
                 started = trio.current_time()
                 assert (await http.get(f"http://127.0.0.1:{self.ports.http}/health")).status_code == 200
-                request_id += 1
+                stream = await raw_connection(self.ports.native, local_address="127.0.0.2")
                 out = bytearray()
-                frames.encode_request(request_id, PeekMessages("absent"), out)
+                frames.encode_request(1, PeekMessages("absent"), out)
                 await stream.send_all(bytes(out))
                 (length,) = struct.unpack(">I", await receive_exactly(stream, 4))
-                assert frames.decode_response(await receive_exactly(stream, length)).id == request_id
+                assert frames.decode_response(await receive_exactly(stream, length)).id == 1
+                await stream.aclose()
                 self.latencies.append(trio.current_time() - started)
                 await trio.sleep(0.05)
 
