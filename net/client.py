@@ -11,7 +11,7 @@ opened. Queues are named by name or by queue URL.
         client.send_message("orders", "hello")
 
 tls: None (plain TCP), True (TLS, trusting the system's CAs), a CA file to trust, or an
-ssl.SSLContext (with load_cert_chain for a client certificate). timeout_s: how long opening the
+ssl.SSLContext (with load_cert_chain for a client certificate). open_client's timeout_s: how long opening the
 connection, and each call, may take (a receive may wait its long poll's 20 s beyond) before it
 raises TimeoutError; the connection stays usable for other calls. access_key: (id, secret) of a key
 the broker knows; the secret never leaves this process, only a proof over the broker's nonce does.
@@ -527,7 +527,7 @@ class BlockingClient(_Operations):
         self,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         *,
         tls: TlsOption = None,
         access_key: AccessKey | None = None,
