@@ -7,6 +7,7 @@ long tier."""
 
 import re
 import resource
+import statistics
 import struct
 import time
 from typing import NamedTuple
@@ -14,10 +15,11 @@ from typing import NamedTuple
 import pytest
 import trio
 
+from dovecote.actors.ops import Failure, ReceiveMessage
 from dovecote.net import frames
 
 from ..net.test_servers import raw_connection
-from ..net.test_slow_peers import Canary, read_until_closed, trickle
+from ..net.test_slow_peers import CANARY_MAX_LATENCY_S, Canary, read_until_closed, trickle
 from .serve import ServeProcess
 
 
@@ -158,3 +160,73 @@ async def test_1100_connections_under_ulimit_1024_with_the_default_deadlines(tmp
     assert held == {"127.0.0.1": 173, "127.0.0.3": 176}
     check_slow_peers(log, slowlorises, canary, timeout_s=30, canary_at_least=200)
     print(f"held {held}, canary answered {len(canary.latencies)} times, worst {max(canary.latencies) * 1000:.0f} ms")
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+async def long_polls(port: int, queues: list[str], first_id: int, count: int, results: list) -> None:
+    """`count` long polls on one native connection, all sent at once; their results in `results`."""
+    stream = await raw_connection(port)
+    out = bytearray()
+    for request_id in range(first_id, first_id + count):
+        frames.encode_request(request_id, ReceiveMessage(queues[request_id % len(queues)], wait_time_seconds=20), out)
+    await stream.send_all(bytes(out))
+    decoder = frames.FrameDecoder(1 << 24)
+    answered = 0
+    while answered < count:
+        chunk = await stream.receive_some(1 << 16)
+        assert chunk, "the broker closed a connection with long polls waiting"
+        decoder.feed(chunk)
+        while (payload := decoder.next_payload()) is not None:
+            results.append(frames.decode_response(payload).result)
+            answered += 1
+    await stream.aclose()
+
+
+@pytest.mark.long
+async def test_a_storm_of_100000_native_long_polls_is_answered_while_a_canary_is_served(tmp_path):
+    waiters, per_connection, queue_count = 100_000, 250, 200
+    broker = ServeProcess(tmp_path / "data").start()
+    ports = Ports(broker.port, broker.http_port)
+    queues = [f"storm{index}" for index in range(queue_count)]
+    try:
+        with broker.client() as client:
+            for queue in queues:
+                client.create_queue(queue)
+        rss_before = rss_kib(broker.process.pid)
+        results: list = []
+        canary = Canary(ports)
+        started = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(canary.run)
+            with trio.fail_after(120):
+                async with trio.open_nursery() as storm:
+                    for first_id in range(1, waiters + 1, per_connection):
+                        storm.start_soon(long_polls, ports.native, queues, first_id, per_connection, results)
+                    await trio.sleep(10)  # every long poll is waiting by now
+                    rss_waiting = rss_kib(broker.process.pid)
+                    with broker.client() as client:
+                        for queue in queues:
+                            client.send_message(queue, "for one waiter")
+            nursery.cancel_scope.cancel()
+        took_s = time.monotonic() - started
+    finally:
+        assert broker.terminate() == 0
+    assert len(results) == waiters
+    failures = [result for result in results if isinstance(result, Failure)]
+    assert not failures, failures[:3]
+    received = sum(len(result.messages) for result in results)
+    assert received == queue_count  # each message went to exactly one waiter; the rest got nothing at 20 s
+    # While 100,000 requests come in at once (the test's own process encoding them on the same
+    # two cores), the canary waits its turn behind them for seconds; then it is served at once.
+    canary.check(at_least=100, max_latency_s=15)
+    assert statistics.median(canary.latencies) < CANARY_MAX_LATENCY_S
+    assert rss_waiting - rss_before < 1024 * 1024  # under a GiB for 100,000 waiters
+    print(
+        f"{waiters} long polls answered in {took_s:.1f} s; broker RSS {rss_before // 1024} MiB before, "
+        f"{rss_waiting // 1024} MiB with them waiting; canary answered {len(canary.latencies)} times, "
+        f"median {statistics.median(canary.latencies) * 1000:.0f} ms, worst {max(canary.latencies) * 1000:.0f} ms"
+    )
