@@ -35,6 +35,12 @@ class NetLimits(msgspec.Struct, frozen=True):
     http_read_timeout_s: float = 30.0  # a whole request, head and body, from its first byte
     http_keepalive_timeout_s: float = 75.0  # between requests on one connection
 
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be more than 0, not {value}", name)
+
 
 class ConnectionBudget(NamedTuple):
     max_connections: int

@@ -556,7 +556,12 @@ def serve_config(values: Mapping[str, object]) -> ServeConfig:
     http_url = values["public_url"] or f"{scheme}://{values['host']}:{values['http_port']}"
     broker = BrokerConfig(**fields["broker"], http_url=http_url, sign_in_thread=True)
     smtp = SmtpRelay(**fields["smtp"]) if fields["smtp"]["host"] else None
-    return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls, limits=NetLimits(**fields["limits"]))
+    try:
+        limits = NetLimits(**fields["limits"])
+    except ValueError as error:
+        setting = next(setting for setting in SETTINGS if setting.field == "limits." + error.args[1])
+        raise ConfigError(f"{setting.key} must be more than 0, not {values[setting.key]}") from None
+    return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls, limits=limits)
 
 
 # --- `dovecote config` -------------------------------------------------------------------------------

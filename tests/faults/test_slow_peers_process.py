@@ -9,6 +9,7 @@ import re
 import resource
 import statistics
 import struct
+import subprocess
 import time
 from typing import NamedTuple
 
@@ -148,7 +149,10 @@ async def test_floods_and_slowlorises_under_a_low_descriptor_limit_leave_a_canar
     assert "connections: at most 128, 32 per peer address (RLIMIT_NOFILE 256, 128 descriptors kept for the store and pushes)" in log
     assert held == {"127.0.0.1": 29, "127.0.0.3": 32}  # the per-address limit, less the slowlorises' places
     check_slow_peers(log, slowlorises, canary, timeout_s=2, canary_at_least=20)
-    print(f"held {held}, canary answered {len(canary.latencies)} times, worst {max(canary.latencies) * 1000:.0f} ms")
+    print(
+        f"held {held}; slowlorises closed after {[(s.kind, round(s.closed_after_s, 2)) for s in slowlorises]}; "
+        f"canary answered {len(canary.latencies)} times, worst {max(canary.latencies) * 1000:.0f} ms"
+    )
 
 
 @pytest.mark.long
@@ -159,7 +163,10 @@ async def test_1100_connections_under_ulimit_1024_with_the_default_deadlines(tmp
     assert "connections: at most 704, 176 per peer address (RLIMIT_NOFILE 1024, 320 descriptors kept" in log
     assert held == {"127.0.0.1": 173, "127.0.0.3": 176}
     check_slow_peers(log, slowlorises, canary, timeout_s=30, canary_at_least=200)
-    print(f"held {held}, canary answered {len(canary.latencies)} times, worst {max(canary.latencies) * 1000:.0f} ms")
+    print(
+        f"held {held}; slowlorises closed after {[(s.kind, round(s.closed_after_s, 2)) for s in slowlorises]}; "
+        f"canary answered {len(canary.latencies)} times, worst {max(canary.latencies) * 1000:.0f} ms"
+    )
 
 
 def rss_kib(pid: int) -> int:
@@ -230,3 +237,12 @@ async def test_a_storm_of_100000_native_long_polls_is_answered_while_a_canary_is
         f"{rss_waiting // 1024} MiB with them waiting; canary answered {len(canary.latencies)} times, "
         f"median {statistics.median(canary.latencies) * 1000:.0f} ms, worst {max(canary.latencies) * 1000:.0f} ms"
     )
+
+
+def test_a_descriptor_limit_too_low_for_connections_is_one_line(tmp_path):
+    broker = ServeProcess(tmp_path / "data")
+    refused = subprocess.run(broker.command(), capture_output=True, text=True, timeout=60, preexec_fn=descriptor_limit(64))
+    assert refused.returncode == 4
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in refused.stderr
+    assert "RLIMIT_NOFILE 64) leaves no room for connections" in lines[0] and "ulimit -n" in lines[0]

@@ -102,3 +102,22 @@ async def test_a_call_the_broker_never_answers_times_out(autojump_clock):
         assert trio.current_time() - started == pytest.approx(5 + MAX_LONG_POLL_S)
         assert await broker_stream.receive_some() != b""  # both were sent
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("key", "value"), [("frame_timeout", 0.0), ("max_connections", -3), ("write_timeout", -1.0)])
+def test_a_limit_that_is_not_positive_is_one_line_naming_it(key, value):
+    from dovecote import config
+
+    resolved = config.resolve({key: value}, None, {})
+    with pytest.raises(config.ConfigError, match=rf"^{key} must be more than 0, not {value}$"):
+        config.serve_config(resolved.values)
+
+
+def test_the_network_settings_reach_the_limits():
+    from dovecote import config
+
+    flags = {"max_connections": 50, "max_connections_per_peer": 5, "http_read_timeout": 3.0, "frame_timeout": 4.0, "write_timeout": 6.0}
+    limits = config.serve_config(config.resolve(flags, None, {}).values).limits
+    assert (limits.max_connections, limits.max_connections_per_peer) == (50, 5)
+    assert (limits.http_read_timeout_s, limits.frame_timeout_s, limits.write_timeout_s) == (3.0, 4.0, 6.0)
+    assert config.serve_config(config.resolve({}, None, {}).values).limits == NetLimits()
