@@ -47,7 +47,7 @@ from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_MAX_RESPONSE_BYTES, 
 from dovecote.net.http_auth import EndpointAuthenticator
 from dovecote.net.http_push import Pusher, SmtpRelay
 from dovecote.net.http_server import HttpServer
-from dovecote.net.limits import ConnectionCounts, NetLimits, connection_budget
+from dovecote.net.limits import ConnectionBudget, ConnectionCounts, NetLimits, connection_budget
 from dovecote.net.sigv4 import SigV4Verifier
 from dovecote.net.tcp_server import NativeServer
 from dovecote.net.tls import ServerTls, TlsError, TlsSettings
@@ -139,7 +139,8 @@ async def run_broker(
     if refusal is not None:
         raise AnonymousOffLoopback(refusal)
     server_tls = ServerTls(config.tls) if config.tls is not None else None
-    counts = connection_counts(config)
+    budget = descriptor_budget(config)
+    counts = ConnectionCounts(budget.max_connections, budget.max_connections_per_peer)
     if server_tls is not None and config.public_url and config.public_url.lower().startswith("http://"):
         log.warning("the HTTP port speaks TLS but public_url %s is http://: URLs handed out will not reach it", config.public_url)
     keyring = Keyring(config.access_keys, config.keys)
@@ -218,6 +219,7 @@ async def run_broker(
                         report.messages,
                         (time.perf_counter() - started) * 1000,
                     )
+                    _log_budget(config, budget)  # once serving: a start that fails says one line
                     task_status.started(Ports(native_port, http_port))
                     await stopping.wait()
                     log.info("shutting down")
@@ -228,26 +230,28 @@ async def run_broker(
     log.info("stopped")
 
 
-def connection_counts(config: ServeConfig) -> ConnectionCounts:
-    """The connection limits of both listeners, sized from this process's file-descriptor limit
-    (logged once). Raises ListenerError when that limit leaves no room for connections."""
+def descriptor_budget(config: ServeConfig) -> ConnectionBudget:
+    """The connection limits of both listeners, sized from this process's file-descriptor limit.
+    Raises ListenerError when that limit leaves no room for connections."""
     descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if descriptors == resource.RLIM_INFINITY:
         descriptors = os.sysconf("SC_OPEN_MAX")
     try:
-        budget = connection_budget(config.limits, descriptors, config.push_max_in_flight)
+        return connection_budget(config.limits, descriptors, config.push_max_in_flight)
     except ValueError as error:
         raise ListenerError(str(error)) from None
+
+
+def _log_budget(config: ServeConfig, budget: ConnectionBudget) -> None:
     if budget.capped:
         log.warning(
             "max_connections %d is more than RLIMIT_NOFILE %d allows; serving at most %d",
-            config.limits.max_connections, descriptors, budget.max_connections,
+            config.limits.max_connections, budget.descriptors, budget.max_connections,
         )
     log.info(
         "connections: at most %d, %d per peer address (RLIMIT_NOFILE %d, %d descriptors kept for the store and pushes)",
-        budget.max_connections, budget.max_connections_per_peer, descriptors, budget.kept_back,
+        budget.max_connections, budget.max_connections_per_peer, budget.descriptors, budget.kept_back,
     )
-    return ConnectionCounts(budget.max_connections, budget.max_connections_per_peer)
 
 
 async def _listen(nursery: trio.Nursery, serve, name: str, host: str, port: int) -> int:
