@@ -166,11 +166,8 @@ class _Connection:
 
     async def run(self) -> None:
         opened = False
-        with trio.move_on_after(self._limits.handshake_timeout_s) as opening:
-            async with trio.open_nursery() as watching:
-                watching.start_soon(_cancel_when_set, self._stopping, opening)  # shutdown waits for no opening
-                opened = await self._open()
-                watching.cancel_scope.cancel()
+        with trio.move_on_after(self._limits.handshake_timeout_s):
+            opened = await self._open()
         if not opened:
             return
         async with trio.open_nursery() as nursery:
