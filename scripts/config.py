@@ -222,7 +222,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "max_connections", int, "connections both ports hold at once, at most; beyond, new ones are closed at once; never "
         "more than the file-descriptor limit (ulimit -n) allows, leaving room for the store and pushes",
-        "limits.max_connections", unset="sized from the file-descriptor limit (logged at start)", metavar="N",
+        "limits.max_connections", unset="sized from the file-descriptor limit, logged at start", metavar="N",
     ),
     Setting(
         "max_connections_per_peer", int, "connections one client address may hold at once, so one flood cannot lock "
