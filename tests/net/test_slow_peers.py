@@ -17,7 +17,7 @@ from dovecote.net.client import open_client
 from .test_servers import broker, raw_connection, receive_exactly
 
 DEADLINE_S = 1.5
-CANARY_MAX_LATENCY_S = 0.5
+CANARY_MAX_LATENCY_S = 1.0  # served, not locked out: far above its usual 5-30 ms
 
 
 class Canary:
