@@ -97,6 +97,3 @@ class ConnectionCounts:
         else:
             del self._by_peer[peer]  # the map holds connected addresses only
         self.open -= 1
-
-    def held_by(self, peer: str) -> int:
-        return self._by_peer.get(peer, 0)

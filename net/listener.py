@@ -72,10 +72,12 @@ async def accept_loop(
             continue
         pause_s = limits.accept_retry_pause_s
         host = peer_host(stream)
-        refusal = counts.admit(host) if host is not None else "gone"
+        if host is None:  # gone before it was seen
+            _close_now(stream)
+            continue
+        refusal = counts.admit(host)
         if refusal is not None:
-            if host is not None:
-                refusals.note("%s port: refused a connection: %s", name, refusal)
+            refusals.note("%s port: refused a connection: %s", name, refusal)
             _close_now(stream)
             continue
         nursery.start_soon(_run, handle, stream, counts, host)

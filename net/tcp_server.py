@@ -85,7 +85,8 @@ class NativeServer:
         tls: ServerTls | None = None,
         audit: Audit | None = None,
     ) -> None:
-        """counts: the connections held, shared with the HTTP listener. keyring: the keys a connection may prove (none: every connection acts as ANYONE).
+        """counts: the connections held, shared with the HTTP listener. keyring: the keys a
+        connection may prove (none: every connection acts as ANYONE).
         tls: the certificate every connection is wrapped in (None: plain TCP). audit: told of
         connections refused for want of a key, and of requests refused for what they asked."""
         self._broker = broker

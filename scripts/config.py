@@ -229,6 +229,10 @@ SETTINGS: tuple[Setting, ...] = (
         "out the others", "limits.max_connections_per_peer", unset="a quarter of max_connections", metavar="N",
     ),
     Setting(
+        "reserved_descriptors", int, "file descriptors never given to connections, for the store, logs and TLS files "
+        "(pushes in flight are kept apart as well, up to a quarter of the limit)", "limits.reserved_descriptors", metavar="N",
+    ),
+    Setting(
         "http_read_timeout", float, "seconds a whole HTTP request (head and body) has from its first byte, and a "
         "connection's first request from its opening; a slower one gets a 408 and is closed",
         "limits.http_read_timeout_s", metavar="SECONDS",
