@@ -167,8 +167,17 @@ class _Connection:
 
     async def run(self) -> None:
         opened = False
-        with trio.move_on_after(self._limits.handshake_timeout_s):
-            opened = await self._open()
+        with trio.move_on_after(self._limits.handshake_timeout_s) as opening:
+            async with trio.open_nursery() as watching:
+                watching.start_soon(_cancel_when_set, self._stopping, opening)  # shutdown waits for no opening
+                try:
+                    opened = await self._open()
+                except BaseException:
+                    # Closed now, as the failure left it: a refusal's alert is read before any reset
+                    # that bytes arriving while the nursery winds down would cause.
+                    self._socket_stream.socket.close()
+                    raise
+                watching.cancel_scope.cancel()
         if not opened:
             return
         async with trio.open_nursery() as nursery:
