@@ -220,3 +220,13 @@ async def test_silent_connections_are_closed_at_their_idle_deadlines(tmp_path):
         assert 0.9 <= await closed_after_s(silent_native) <= 1.5  # the handshake timeout
         opened_native = await raw_connection(ports.native)
         assert 0.9 <= await closed_after_s(opened_native) <= 1.5  # the idle timeout
+
+
+async def test_shutdown_does_not_wait_for_a_native_connection_still_opening(tmp_path):
+    async with broker(tmp_path) as ports:  # the handshake timeout is 10 s
+        stream = await trio.open_tcp_stream("127.0.0.1", ports.native)
+        await stream.send_all(frames.hello()[:2])
+        await trio.sleep(0.1)
+        stopping_at = trio.current_time()
+    assert trio.current_time() - stopping_at < 2
+    await stream.aclose()
