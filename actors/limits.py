@@ -58,6 +58,7 @@ PUSH_MAX_IN_FLIGHT_PER_SUBSCRIPTION = 8  # attempts (and connections) at once pe
 PUSH_MAX_PENDING_PER_SUBSCRIPTION = 100_000  # beyond, new pushes are dropped (and recorded)
 PUSH_UNREACHABLE_HOLD_S = 1.0  # after a refused connection, attempts due this soon fail without one
 PUSH_MAX_IN_FLIGHT = 256  # HTTP/S push requests at once, in all subscriptions together
+PUSH_MAX_RESPONSE_BYTES = 64 * 1024  # of an endpoint's answer's body, read (only its status counts)
 PUSH_TIMEOUT_S = 15.0  # one push attempt, connecting and answering together, as SNS waits
 ACTOR_MAILBOX_REQUESTS = 1024  # client requests waiting in one actor's mailbox; beyond: RequestThrottled
 ACTOR_MAILBOX_MESSAGES_FROM_ACTORS = 65_536  # messages other actors' mail may carry on top (see mailbox.py)

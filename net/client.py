@@ -11,7 +11,9 @@ opened. Queues are named by name or by queue URL.
         client.send_message("orders", "hello")
 
 tls: None (plain TCP), True (TLS, trusting the system's CAs), a CA file to trust, or an
-ssl.SSLContext (with load_cert_chain for a client certificate). access_key: (id, secret) of a key
+ssl.SSLContext (with load_cert_chain for a client certificate). open_client's timeout_s: how long opening the
+connection, and each call, may take (a receive may wait its long poll's 20 s beyond) before it
+raises TimeoutError; the connection stays usable for other calls. access_key: (id, secret) of a key
 the broker knows; the secret never leaves this process, only a proof over the broker's nonce does.
 """
 
@@ -87,6 +89,8 @@ from .limits import DEFAULT_MAX_RESPONSE_FRAME_BYTES
 from .tls import TlsOption, client_context
 
 DEFAULT_PORT = 7480
+DEFAULT_TIMEOUT_S = 60.0
+MAX_LONG_POLL_S = 20  # SQS's longest WaitTimeSeconds, which a queue's ReceiveMessageWaitTimeSeconds may set
 AccessKey = tuple[str, str]  # (key id, secret)
 
 
@@ -358,9 +362,16 @@ class _Operations:
 class Client(_Operations):
     """A pipelining Trio client. Many tasks may call it at once; use open_client()."""
 
-    def __init__(self, stream: trio.abc.Stream, nursery: trio.Nursery, decoder: frames.FrameDecoder | None = None) -> None:
-        """decoder: holds what the broker sent after the opening, if anything."""
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        nursery: trio.Nursery,
+        decoder: frames.FrameDecoder | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        """decoder: holds what the broker sent after the opening, if anything. timeout_s: each call's."""
         self._stream = stream
+        self._timeout_s = timeout_s
         self._decoder = decoder or frames.FrameDecoder(DEFAULT_MAX_RESPONSE_FRAME_BYTES)
         self._ids = itertools.count(1)
         self._outgoing_send, self._outgoing = trio.open_memory_channel[tuple[int, Op, ReplySlot]](1024)
@@ -372,12 +383,17 @@ class Client(_Operations):
         nursery.start_soon(self._receive_loop)
 
     async def call(self, op: Op) -> Result:  # type: ignore[override]
-        """Send op and wait for its result. Raises BrokerError or ConnectionError."""
+        """Send op and wait for its result. Raises BrokerError, ConnectionError, or TimeoutError when
+        no answer came in time (a late one is dropped)."""
         if self._lost is not None:
             raise ConnectionError(f"connection to the broker lost: {self._lost}")
         slot: ReplySlot[Result | BaseException] = ReplySlot()
-        await self._outgoing_send.send((next(self._ids), op, slot))
-        result = await slot.wait()
+        timeout_s = self._timeout_s + (MAX_LONG_POLL_S if isinstance(op, ReceiveMessage) else 0)
+        with trio.move_on_after(timeout_s) as deadline:
+            await self._outgoing_send.send((next(self._ids), op, slot))
+            result = await slot.wait()
+        if deadline.cancelled_caught:
+            raise TimeoutError(f"the broker did not answer {type(op).__name__} within {timeout_s:g} s")
         if isinstance(result, BaseException):
             raise ConnectionError(f"connection to the broker lost: {result}")
         return _check(result)
@@ -444,24 +460,36 @@ class Client(_Operations):
 
 @contextlib.asynccontextmanager
 async def open_client(
-    host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, tls: TlsOption = None, access_key: AccessKey | None = None
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    *,
+    tls: TlsOption = None,
+    access_key: AccessKey | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> AsyncIterator[Client]:
     """A connection to the broker, opened (TLS, the handshake, the key's proof) before this yields.
-    Raises ConnectionError when it cannot be opened and BrokerError when the broker refuses the key."""
-    stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    Raises ConnectionError when it cannot be opened, TimeoutError when opening takes longer than
+    timeout_s, and BrokerError when the broker refuses the key."""
+    with trio.move_on_after(timeout_s) as opening:
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    if opening.cancelled_caught:
+        raise TimeoutError(f"could not connect to the broker at {host}:{port} within {timeout_s:g} s")
     context = client_context(tls)
     if context is not None:
         stream = trio.SSLStream(stream, context, server_hostname=host)
     async with stream:
         decoder = frames.FrameDecoder(DEFAULT_MAX_RESPONSE_FRAME_BYTES)
-        try:
-            await _open_trio(stream, decoder, access_key)
-        except (trio.BrokenResourceError, frames.ProtocolError) as error:
-            raise _failed_to_open(error) from None
-        except _Closed:
-            raise _closed_while_opening(context is not None) from None
+        with trio.move_on_after(timeout_s) as opening:
+            try:
+                await _open_trio(stream, decoder, access_key)
+            except (trio.BrokenResourceError, frames.ProtocolError) as error:
+                raise _failed_to_open(error) from None
+            except _Closed:
+                raise _closed_while_opening(context is not None) from None
+        if opening.cancelled_caught:
+            raise TimeoutError(f"the broker at {host}:{port} did not open the connection within {timeout_s:g} s")
         async with trio.open_nursery() as nursery:
-            client = Client(stream, nursery, decoder)
+            client = Client(stream, nursery, decoder, timeout_s)
             try:
                 yield client
             finally:
@@ -499,7 +527,7 @@ class BlockingClient(_Operations):
         self,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         *,
         tls: TlsOption = None,
         access_key: AccessKey | None = None,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
-from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_TIMEOUT_S
+from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_MAX_RESPONSE_BYTES, PUSH_TIMEOUT_S
 from dovecote.actors.push_types import UNREACHABLE, PushRequest
 
 if TYPE_CHECKING:
@@ -96,10 +96,13 @@ class Pusher:
         timeout_s: float = PUSH_TIMEOUT_S,
         max_in_flight: int = PUSH_MAX_IN_FLIGHT,
         verify: bool | str = True,
+        max_response_bytes: int = PUSH_MAX_RESPONSE_BYTES,
     ) -> None:
         """verify: check HTTPS endpoints' certificates against the CAs httpx trusts (certifi's,
-        True), a CA bundle file, or not at all (False)."""
+        True), a CA bundle file, or not at all (False). max_response_bytes: of an endpoint's
+        answer's body, read to keep its connection; beyond, the connection is dropped."""
         self.smtp = smtp
+        self._max_response_bytes = max_response_bytes
         self.timeout_s = timeout_s
         self.protocols = frozenset(("http", "https", "email", "email-json") if smtp is not None else ("http", "https"))
         self._in_flight = trio.CapacityLimiter(max_in_flight)
@@ -134,7 +137,7 @@ class Pusher:
                     )
                     response = await transport.handle_async_request(post)
                     try:
-                        await response.aread()
+                        await self._drain(response)
                     finally:
                         await response.aclose()
                 except httpx.TimeoutException:
@@ -147,6 +150,16 @@ class Pusher:
                     return ""
                 return f"HTTP {response.status_code}"
             return "timeout"
+
+    async def _drain(self, response: httpx.Response) -> None:
+        """Read the answer's body, which only its status matters for, up to the cap: a body read
+        whole lets the connection be kept; one beyond the cap is not read on, and the connection
+        closes with the response."""
+        read = 0
+        async for chunk in response.aiter_raw():
+            read += len(chunk)
+            if read > self._max_response_bytes:
+                return
 
     async def mail(self, request: PushRequest) -> str:
         if self.smtp is None:

@@ -5,8 +5,12 @@ With a certificate (tls.py) every connection is TLS: a plain HTTP request on the
 saying so. A TLS handshake, like a request, must be done within `http_read_timeout_s`.
 
 Limits: request head at most `http_max_header_bytes` (431 beyond), body at most
-`http_max_body_bytes`, enforced while it streams in (413 beyond); a request must arrive within
-`http_read_timeout_s`; an idle keep-alive connection is closed after `http_keepalive_timeout_s`.
+`http_max_body_bytes`, enforced while it streams in (413 beyond); a whole request, head and body,
+must arrive within `http_read_timeout_s` of its first byte (and a connection's first request within
+that of the connection), else it gets a 408 and the connection is closed, however slowly its bytes
+trickle in; an idle keep-alive connection is closed after `http_keepalive_timeout_s`; an answer the
+peer does not take within `write_timeout_s` closes the connection. Connections are admitted by the
+accept loop (listener.py) against the limits in all and per peer address.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import trio
 
 from dovecote.actors.principals import Keyring
 
-from .limits import NetLimits
+from .limits import ConnectionCounts, NetLimits
+from .listener import accept_loop
 from .tls import Peer, ServerTls, certificate_principal, peer_address, starts_with_tls
 
 log = logging.getLogger("dovecote.http")
@@ -51,11 +56,15 @@ class _RequestTooLarge(Exception):
     pass
 
 
-_PLAIN_ON_TLS_PORT_TEXT = b"This port speaks HTTPS: use an https:// endpoint.\n"
-_PLAIN_ON_TLS_PORT = (
-    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
-    + b"Content-Length: %d\r\n\r\n" % len(_PLAIN_ON_TLS_PORT_TEXT) + _PLAIN_ON_TLS_PORT_TEXT
-)
+def _closing_response(status_line: bytes, text: bytes) -> bytes:
+    """A whole response, sent as bytes where h11 cannot make one (no request was parsed)."""
+    return (
+        b"HTTP/1.1 " + status_line + b"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+        + b"Content-Length: %d\r\n\r\n" % len(text) + text
+    )
+
+
+_PLAIN_ON_TLS_PORT = _closing_response(b"400 Bad Request", b"This port speaks HTTPS: use an https:// endpoint.\n")
 
 
 class HttpServer:
@@ -64,49 +73,49 @@ class HttpServer:
         make_handler: Callable[[Peer], Handler],
         limits: NetLimits,
         stopping: trio.Event,
+        counts: ConnectionCounts,
         tls: ServerTls | None = None,
         keyring: Keyring | None = None,
     ) -> None:
         """make_handler is called once per connection with its peer; the handler it returns serves
-        that connection's requests, one at a time, in that connection's task. tls: the certificate
-        every connection is wrapped in (None: plain HTTP); keyring: the keys client certificates
-        may name."""
+        that connection's requests, one at a time, in that connection's task. counts: the
+        connections held, shared with the native listener; tls: the certificate every connection is
+        wrapped in (None: plain HTTP); keyring: the keys client certificates may name."""
         self._make_handler = make_handler
         self._limits = limits
         self._stopping = stopping
         self._tls = tls
         self._keyring = keyring if keyring is not None else Keyring({})
-        self._connections = trio.CapacityLimiter(limits.max_connections)
+        self._counts = counts
+        self._request_timeout = _closing_response(
+            b"408 Request Timeout", b"the request did not arrive within %g s\n" % limits.http_read_timeout_s
+        )
 
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound_port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.serve_listeners, self._connection, listeners)
+            for listener in listeners:
+                nursery.start_soon(accept_loop, "HTTP", listener, self._counts, self._limits, self._connection, nursery)
             task_status.started(bound_port)
             await self._stopping.wait()
             nursery.cancel_scope.cancel()
 
     async def _connection(self, socket_stream: trio.SocketStream) -> None:
-        try:
-            self._connections.acquire_on_behalf_of_nowait(socket_stream)
-        except trio.WouldBlock:
-            await socket_stream.aclose()
-            return
         stream: trio.abc.Stream = socket_stream
         try:
             peer = None
-            with trio.move_on_after(self._limits.http_read_timeout_s):
+            first_request_by = trio.current_time() + self._limits.http_read_timeout_s  # the TLS handshake's time counts
+            with trio.move_on_at(first_request_by):
                 stream, peer = await self._open(socket_stream)
             if peer is None:
                 return
-            await self._serve(stream, self._make_handler(peer), peer.address)
+            await self._serve(stream, self._make_handler(peer), peer.address, first_request_by)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away, or failed the TLS handshake
         except Exception:  # noqa: BLE001 - one connection never stops the broker
             log.exception("an HTTP connection failed; the broker goes on")
         finally:
-            self._connections.release_on_behalf_of(socket_stream)
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(1):
                     try:
@@ -129,18 +138,18 @@ class HttpServer:
         await tls_stream.do_handshake()
         return tls_stream, Peer(address, certificate_principal(tls_stream, self._keyring))
 
-    async def _serve(self, stream: trio.abc.Stream, handler: Handler, peer: str) -> None:
+    async def _serve(self, stream: trio.abc.Stream, handler: Handler, peer: str, first_request_by: float) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.http_max_header_bytes)
         try:
+            request_by = first_request_by
             while True:
-                timeout = (
-                    self._limits.http_keepalive_timeout_s
-                    if connection.their_state is h11.IDLE
-                    else self._limits.http_read_timeout_s
-                )
                 request = None
-                with trio.move_on_after(timeout):
-                    request = await self._read_request(connection, stream, peer)
+                with trio.move_on_at(request_by) as deadline:
+                    request = await self._read_request(connection, stream, peer, deadline)
+                if deadline.cancelled_caught:
+                    if _request_begun(connection):
+                        await self._send_bytes(stream, self._request_timeout)
+                    return
                 if request is None:
                     return
                 if isinstance(request, HttpResponse):  # a limit was hit while reading
@@ -158,17 +167,24 @@ class HttpServer:
                     connection.start_next_cycle()
                 except h11.LocalProtocolError:
                     return
+                request_by = trio.current_time() + self._limits.http_keepalive_timeout_s
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
             pass
         except Exception:  # noqa: BLE001 - one connection never stops the broker
             log.exception("an HTTP connection failed; the broker goes on")
 
     async def _read_request(
-        self, connection: h11.Connection, stream: trio.abc.Stream, peer: str
+        self, connection: h11.Connection, stream: trio.abc.Stream, peer: str, deadline: trio.CancelScope
     ) -> HttpRequest | HttpResponse | None:
+        """The next request, or the error response a limit calls for; None: the peer closed.
+        deadline: brought forward to the read timeout from the request's first byte."""
         head: h11.Request | None = None
         body = bytearray()
+        timed = False
         while True:
+            if not timed and _request_begun(connection):
+                deadline.deadline = min(deadline.deadline, trio.current_time() + self._limits.http_read_timeout_s)
+                timed = True
             try:
                 event = connection.next_event()
             except h11.RemoteProtocolError as error:
@@ -215,4 +231,16 @@ class HttpServer:
             data += connection.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return
-        await stream.send_all(data)
+        await self._send_bytes(stream, data)
+
+    async def _send_bytes(self, stream: trio.abc.Stream, data: bytes) -> None:
+        """Raises BrokenResourceError when the peer does not take them within the write timeout."""
+        with trio.move_on_after(self._limits.write_timeout_s) as deadline:
+            await stream.send_all(data)
+        if deadline.cancelled_caught:
+            raise trio.BrokenResourceError(f"the peer took no answer for {self._limits.write_timeout_s:g} s")
+
+
+def _request_begun(connection: h11.Connection) -> bool:
+    """Whether a request has begun to arrive: some of its head is buffered, or all of it read."""
+    return connection.their_state is not h11.IDLE or bool(connection.trailing_data[0])

@@ -2,7 +2,10 @@
 
 A connection opens with TLS when the broker has a certificate, then the version handshake and, in
 version 2, the proof of a key (frames.py says how); the whole opening must be done within
-`handshake_timeout_s`. Its session acts as the principal the opening proved, for every request.
+`handshake_timeout_s`; each frame, once its first byte is in, must be whole within `frame_timeout_s`
+(however slowly it trickles), and answers the peer does not take within `write_timeout_s` close the
+connection. Connections are admitted by the accept loop (listener.py) against the limits in all
+and per peer address. Its session acts as the principal the opening proved, for every request.
 Each connection has two tasks: a reader that decodes requests and hands them to the broker, and a
 writer that sends answers as the actors produce them (pipelined, in completion order, several per
 send when they come together). A semaphore bounds the requests in flight per connection, so the
@@ -11,7 +14,6 @@ answer channel can never fill and a client that does not read cannot grow the br
 
 from __future__ import annotations
 
-import errno
 import hmac
 import logging
 import secrets
@@ -26,13 +28,12 @@ from dovecote.actors.principals import ANYONE, Keyring, Principal
 from dovecote.actors.session import Session
 
 from . import frames
-from .limits import NetLimits
+from .limits import ConnectionCounts, NetLimits
+from .listener import accept_loop
 from .audit import DENIED_CODES, DOOR_NATIVE, Audit
 from .tls import ServerTls, certificate_principal, peer_address, starts_with_tls
 
 log = logging.getLogger("dovecote.net")
-
-_ACCEPT_OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 def authenticate(
@@ -79,11 +80,13 @@ class NativeServer:
         limits: NetLimits,
         stopping: trio.Event,
         queue_url: Callable[[str], str],
+        counts: ConnectionCounts,
         keyring: Keyring | None = None,
         tls: ServerTls | None = None,
         audit: Audit | None = None,
     ) -> None:
-        """keyring: the keys a connection may prove (none: every connection acts as ANYONE).
+        """counts: the connections held, shared with the HTTP listener. keyring: the keys a
+        connection may prove (none: every connection acts as ANYONE).
         tls: the certificate every connection is wrapped in (None: plain TCP). audit: told of
         connections refused for want of a key, and of requests refused for what they asked."""
         self._broker = broker
@@ -93,7 +96,7 @@ class NativeServer:
         self._keyring = keyring if keyring is not None else Keyring({})
         self._tls = tls
         self._audit = audit if audit is not None else Audit()
-        self._connections = trio.CapacityLimiter(limits.max_connections)
+        self._counts = counts
 
     async def serve(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -102,32 +105,13 @@ class NativeServer:
         bound_port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(self._accept_loop, listener, nursery)
+                nursery.start_soon(accept_loop, "native", listener, self._counts, self._limits, self._connection, nursery)
             task_status.started(bound_port)
             await self._stopping.wait()
             for listener in listeners:
                 await listener.aclose()
 
-    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
-        while not self._stopping.is_set():
-            try:
-                stream = await listener.accept()
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                return
-            except OSError as error:
-                if error.errno in _ACCEPT_OVERLOAD_ERRNOS:
-                    log.warning("accept failed (%s); pausing", error)
-                    await trio.sleep(self._limits.accept_retry_pause_s)
-                    continue
-                raise
-            nursery.start_soon(self._connection, stream)
-
     async def _connection(self, stream: trio.SocketStream) -> None:
-        try:
-            self._connections.acquire_on_behalf_of_nowait(stream)
-        except trio.WouldBlock:
-            await _close_quietly(stream)
-            return
         connection = _Connection(
             self._broker, self._limits, self._stopping, self._queue_url, stream, self._keyring, self._tls, self._audit
         )
@@ -138,7 +122,6 @@ class NativeServer:
         except* Exception:
             log.exception("a native connection failed; the broker goes on")  # one connection never stops the broker
         finally:
-            self._connections.release_on_behalf_of(stream)
             await _close_quietly(connection.stream)
 
 
@@ -184,8 +167,17 @@ class _Connection:
 
     async def run(self) -> None:
         opened = False
-        with trio.move_on_after(self._limits.handshake_timeout_s):
-            opened = await self._open()
+        with trio.move_on_after(self._limits.handshake_timeout_s) as opening:
+            async with trio.open_nursery() as watching:
+                watching.start_soon(_cancel_when_set, self._stopping, opening)  # shutdown waits for no opening
+                try:
+                    opened = await self._open()
+                except BaseException:
+                    # Closed now, as the failure left it: a refusal's alert is read before any reset
+                    # that bytes arriving while the nursery winds down would cause.
+                    self._socket_stream.socket.close()
+                    raise
+                watching.cancel_scope.cancel()
         if not opened:
             return
         async with trio.open_nursery() as nursery:
@@ -285,9 +277,12 @@ class _Connection:
         decoder.max_frame_bytes = self._limits.max_request_frame_bytes
         session = self._session
         assert session is not None, "requests are read only once the opening named the principal"
+        frame_deadline = None  # when the frame begun must be whole
         while True:
+            decoded = False
             try:
                 while (payload := decoder.next_payload()) is not None:
+                    decoded = True
                     envelope = frames.decode_envelope(payload)
                     await self._inflight.acquire()
                     try:
@@ -298,12 +293,19 @@ class _Connection:
                     session.submit(op, self._answerer(envelope.id, op))
             except frames.ProtocolError as error:
                 return str(error)
-            partial = decoder.has_partial_frame()
-            timeout = self._limits.frame_timeout_s if partial else self._limits.idle_timeout_s
-            with trio.move_on_after(timeout) as read_scope:
+            if not decoder.has_partial_frame():
+                frame_deadline = None
+                deadline = trio.current_time() + self._limits.idle_timeout_s
+            else:
+                if frame_deadline is None or decoded:  # a new frame has begun
+                    frame_deadline = trio.current_time() + self._limits.frame_timeout_s
+                deadline = frame_deadline
+            with trio.move_on_at(deadline) as read_scope:
                 data = await self.stream.receive_some(65536)
             if read_scope.cancelled_caught:
-                if partial or self._idle():
+                if frame_deadline is not None:
+                    return f"a frame did not arrive whole within {self._limits.frame_timeout_s:g} s"
+                if self._idle():
                     return None
                 continue
             if not data:
@@ -345,7 +347,10 @@ class _Connection:
                 frames.encode_response(request_id, result, out)
                 released += 1
             try:
-                await self.stream.send_all(out)
+                with trio.move_on_after(self._limits.write_timeout_s) as write_scope:
+                    await self.stream.send_all(out)
+                if write_scope.cancelled_caught:
+                    raise trio.BrokenResourceError(f"the peer took no answer for {self._limits.write_timeout_s:g} s")
             finally:
                 out.clear()
                 for _ in range(released):

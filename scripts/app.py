@@ -23,6 +23,7 @@ import errno
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import time
 from pathlib import Path
@@ -42,11 +43,11 @@ from dovecote.net.audit import Audit
 from dovecote.net.aws_gateway import AwsGateway
 from dovecote.net.broker_endpoints import METRICS_MAX_QUEUES, METRICS_MAX_TOPICS, BrokerEndpoints
 from dovecote.net.client import DEFAULT_PORT
-from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_TIMEOUT_S
+from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_MAX_RESPONSE_BYTES, PUSH_TIMEOUT_S
 from dovecote.net.http_auth import EndpointAuthenticator
 from dovecote.net.http_push import Pusher, SmtpRelay
 from dovecote.net.http_server import HttpServer
-from dovecote.net.limits import NetLimits
+from dovecote.net.limits import ConnectionBudget, ConnectionCounts, NetLimits, connection_budget
 from dovecote.net.sigv4 import SigV4Verifier
 from dovecote.net.tcp_server import NativeServer
 from dovecote.net.tls import ServerTls, TlsError, TlsSettings
@@ -105,6 +106,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     smtp: SmtpRelay | None = None  # None: email subscriptions are refused
     push_timeout_s: float = PUSH_TIMEOUT_S
     push_max_in_flight: int = PUSH_MAX_IN_FLIGHT
+    push_max_response_bytes: int = PUSH_MAX_RESPONSE_BYTES
     push_verify: bool | str = True  # HTTPS endpoints' certificates: certifi's CAs, a CA bundle file, or unchecked
     metrics_max_queues: int = METRICS_MAX_QUEUES  # with series of their own in /metrics; the rest are added up
     metrics_max_topics: int = METRICS_MAX_TOPICS
@@ -138,6 +140,8 @@ async def run_broker(
     if refusal is not None:
         raise AnonymousOffLoopback(refusal)
     server_tls = ServerTls(config.tls) if config.tls is not None else None
+    budget = descriptor_budget(config)
+    counts = ConnectionCounts(budget.max_connections, budget.max_connections_per_peer)
     if server_tls is not None and config.public_url and config.public_url.lower().startswith("http://"):
         log.warning("the HTTP port speaks TLS but public_url %s is http://: URLs handed out will not reach it", config.public_url)
     keyring = Keyring(config.access_keys, config.keys)
@@ -153,7 +157,10 @@ async def run_broker(
         clock = Clock()
         signing_files = SigningFiles(Path(config.data_dir))
         signer = Signer(signing_files.key_pem, broker_config.http_url.rstrip("/") + CERTIFICATE_PATH)
-        pusher = Pusher(config.smtp, timeout_s=config.push_timeout_s, max_in_flight=config.push_max_in_flight, verify=config.push_verify)
+        pusher = Pusher(
+            config.smtp, timeout_s=config.push_timeout_s, max_in_flight=config.push_max_in_flight, verify=config.push_verify,
+            max_response_bytes=config.push_max_response_bytes,
+        )
         cores, report = recover(store, broker_config, clock, salvage=config.salvage, signer=signer, push_protocols=pusher.protocols)
         key_file = KeyFile(sse_master_key_path(config.data_dir, config.sse_master_key_file))
         if not config.sse_master_key_file:  # the data directory's own, private as its other files
@@ -193,11 +200,14 @@ async def run_broker(
                         ).handle,
                         config.limits,
                         stopping,
+                        counts,
                         server_tls,
                         keyring,
                     )
                     http_port = await _listen(net_nursery, http.serve, "HTTP", config.host, config.http_port)
-                    native = NativeServer(broker, config.limits, stopping, _queue_urls(config, http_port), keyring, server_tls, audit)
+                    native = NativeServer(
+                        broker, config.limits, stopping, _queue_urls(config, http_port), counts, keyring, server_tls, audit
+                    )
                     native_port = await _listen(net_nursery, native.serve, "native", config.host, config.port)
                     log.info(
                         "dovecote serving %s: native %s:%d, %s %s:%d; recovered %d queues, %d messages in %.0f ms",
@@ -211,6 +221,7 @@ async def run_broker(
                         report.messages,
                         (time.perf_counter() - started) * 1000,
                     )
+                    _log_budget(config, budget)  # once serving: a start that fails says one line
                     task_status.started(Ports(native_port, http_port))
                     await stopping.wait()
                     log.info("shutting down")
@@ -219,6 +230,30 @@ async def run_broker(
     finally:
         store.close()
     log.info("stopped")
+
+
+def descriptor_budget(config: ServeConfig) -> ConnectionBudget:
+    """The connection limits of both listeners, sized from this process's file-descriptor limit.
+    Raises ListenerError when that limit leaves no room for connections."""
+    descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if descriptors == resource.RLIM_INFINITY:
+        descriptors = os.sysconf("SC_OPEN_MAX")
+    try:
+        return connection_budget(config.limits, descriptors, config.push_max_in_flight)
+    except ValueError as error:
+        raise ListenerError(str(error)) from None
+
+
+def _log_budget(config: ServeConfig, budget: ConnectionBudget) -> None:
+    if budget.capped:
+        log.warning(
+            "max_connections %d is more than RLIMIT_NOFILE %d allows; serving at most %d",
+            config.limits.max_connections, budget.descriptors, budget.max_connections,
+        )
+    log.info(
+        "connections: at most %d, %d per peer address (RLIMIT_NOFILE %d, %d descriptors kept for the store and pushes)",
+        budget.max_connections, budget.max_connections_per_peer, budget.descriptors, budget.kept_back,
+    )
 
 
 async def _listen(nursery: trio.Nursery, serve, name: str, host: str, port: int) -> int:

@@ -33,6 +33,7 @@ from dovecote.actors import authorization
 from dovecote.actors.config import BrokerConfig
 from dovecote.actors.principals import Key
 from dovecote.net.http_push import SmtpRelay
+from dovecote.net.limits import NetLimits
 from dovecote.net.tls import CLIENT_AUTH_MODES, TlsSettings
 
 from .app import ServeConfig, state_directory
@@ -223,6 +224,44 @@ SETTINGS: tuple[Setting, ...] = (
         "allow_anonymous", bool, "serve a host other than loopback without access keys: anyone who can reach the ports "
         "may read, send and delete every message (false: such a start is refused, saying why)", "allow_anonymous",
     ),
+    Setting(
+        "max_connections", int, "connections both ports hold at once, at most; beyond, new ones are closed at once; never "
+        "more than the file-descriptor limit (ulimit -n) allows, leaving room for the store and pushes",
+        "limits.max_connections", unset="sized from the file-descriptor limit, logged at start", metavar="N",
+    ),
+    Setting(
+        "max_connections_per_peer", int, "connections one client address may hold at once, so one flood cannot lock "
+        "out the others", "limits.max_connections_per_peer", unset="a quarter of max_connections", metavar="N",
+    ),
+    Setting(
+        "reserved_descriptors", int, "file descriptors never given to connections, for the store, logs and TLS files "
+        "(pushes in flight are kept apart as well, up to a quarter of the limit)", "limits.reserved_descriptors", metavar="N",
+    ),
+    Setting(
+        "http_read_timeout", float, "seconds a whole HTTP request (head and body) has from its first byte, and a "
+        "connection's first request from its opening; a slower one gets a 408 and is closed",
+        "limits.http_read_timeout_s", metavar="SECONDS",
+    ),
+    Setting(
+        "http_keepalive_timeout", float, "seconds an HTTP connection may wait idle between requests",
+        "limits.http_keepalive_timeout_s", metavar="SECONDS",
+    ),
+    Setting(
+        "frame_timeout", float, "seconds a native frame has, from its first byte, to arrive whole; a slower one gets an "
+        "error frame and the connection is closed", "limits.frame_timeout_s", metavar="SECONDS",
+    ),
+    Setting(
+        "handshake_timeout", float, "seconds a native connection has to open (TLS, handshake, the key's proof)",
+        "limits.handshake_timeout_s", metavar="SECONDS",
+    ),
+    Setting(
+        "idle_timeout", float, "seconds a native connection with nothing in flight may send nothing before it is closed",
+        "limits.idle_timeout_s", metavar="SECONDS",
+    ),
+    Setting(
+        "write_timeout", float, "seconds a client on either port has to take an answer's bytes; one that does not read "
+        "is closed", "limits.write_timeout_s", metavar="SECONDS",
+    ),
     Setting("account_id", str, "the one account this broker hosts, in ARNs and queue URLs", "broker.account_id", metavar="ID"),
     Setting("region", str, "the region of requests that name none", "broker.region"),
     Setting(
@@ -236,6 +275,10 @@ SETTINGS: tuple[Setting, ...] = (
         "so memory stays bounded while an endpoint is down", "broker.max_pending_pushes", metavar="N",
     ),
     Setting("push_in_flight", int, "HTTP/S push requests at once, at most, over all subscriptions", "push_max_in_flight", metavar="N"),
+    Setting(
+        "push_max_response_bytes", int, "of an endpoint's answer's body, read (only its status counts); beyond, its "
+        "connection is dropped", "push_max_response_bytes", metavar="BYTES",
+    ),
     Setting(
         "push_ca", str, "CA bundle HTTPS endpoints' certificates are checked against", "push_verify", default=None,
         to_field=lambda bundle: bundle or True, unset="certifi's, as httpx uses", metavar="FILE",
@@ -273,7 +316,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 BY_KEY = {setting.key: setting for setting in SETTINGS}
-STRUCTS: dict[str, type[msgspec.Struct]] = {"": ServeConfig, "broker": BrokerConfig, "smtp": SmtpRelay, "tls": TlsSettings}
+STRUCTS: dict[str, type[msgspec.Struct]] = {
+    "": ServeConfig, "broker": BrokerConfig, "smtp": SmtpRelay, "tls": TlsSettings, "limits": NetLimits,
+}
 
 
 def _field_default(field: str) -> object:
@@ -520,7 +565,12 @@ def serve_config(values: Mapping[str, object]) -> ServeConfig:
     http_url = values["public_url"] or f"{scheme}://{values['host']}:{values['http_port']}"
     broker = BrokerConfig(**fields["broker"], http_url=http_url, sign_in_thread=True)
     smtp = SmtpRelay(**fields["smtp"]) if fields["smtp"]["host"] else None
-    return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls)
+    try:
+        limits = NetLimits(**fields["limits"])
+    except ValueError as error:
+        setting = next(setting for setting in SETTINGS if setting.field == "limits." + error.args[1])
+        raise ConfigError(f"{setting.key} must be more than 0, not {values[setting.key]}") from None
+    return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls, limits=limits)
 
 
 # --- `dovecote config` -------------------------------------------------------------------------------

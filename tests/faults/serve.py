@@ -29,10 +29,13 @@ class ServeProcess:
         env: dict[str, str] | None = None,
         tls=None,
         access_key: tuple[str, str] | None = None,
+        preexec_fn=None,
     ) -> None:
         """env: the whole environment of the process (None: this one's). tls and access_key: how
         this test's clients connect (the broker's own TLS files and keys are among extra_args; by
-        default the clients prove the first --access-key given there)."""
+        default the clients prove the first --access-key given there). preexec_fn: run in the
+        child before it starts (a lower file-descriptor limit, say)."""
+        self.preexec_fn = preexec_fn
         self.tls = tls
         if access_key is None and "--access-key" in extra_args:
             key_id, _, secret = extra_args[extra_args.index("--access-key") + 1].partition(":")
@@ -54,7 +57,9 @@ class ServeProcess:
         ]
 
     def start(self, timeout_s: float = 20) -> ServeProcess:
-        self.process = subprocess.Popen(self.command(), stderr=subprocess.PIPE, text=True, env=self.env)
+        self.process = subprocess.Popen(
+            self.command(), stderr=subprocess.PIPE, text=True, env=self.env, preexec_fn=self.preexec_fn
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
