@@ -262,6 +262,14 @@ SETTINGS: tuple[Setting, ...] = (
         "write_timeout", float, "seconds a client on either port has to take an answer's bytes; one that does not read "
         "is closed", "limits.write_timeout_s", metavar="SECONDS",
     ),
+    Setting(
+        "accept_retry_max_pause", float, "the longest pause before retrying a failed accept (out of descriptors or "
+        "memory); the pause doubles up to it", "limits.accept_retry_max_pause_s", metavar="SECONDS",
+    ),
+    Setting(
+        "accept_log_interval", float, "failed accepts and connections refused at a limit are logged at most once per "
+        "this many seconds per port, with how many there were", "limits.accept_log_interval_s", metavar="SECONDS",
+    ),
     Setting("account_id", str, "the one account this broker hosts, in ARNs and queue URLs", "broker.account_id", metavar="ID"),
     Setting("region", str, "the region of requests that name none", "broker.region"),
     Setting(

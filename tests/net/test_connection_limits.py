@@ -117,8 +117,12 @@ def test_a_limit_that_is_not_positive_is_one_line_naming_it(key, value):
 def test_the_network_settings_reach_the_limits():
     from dovecote import config
 
-    flags = {"max_connections": 50, "max_connections_per_peer": 5, "http_read_timeout": 3.0, "frame_timeout": 4.0, "write_timeout": 6.0}
+    flags = {
+        "max_connections": 50, "max_connections_per_peer": 5, "http_read_timeout": 3.0, "frame_timeout": 4.0,
+        "write_timeout": 6.0, "accept_retry_max_pause": 7.0, "accept_log_interval": 8.0,
+    }
     limits = config.serve_config(config.resolve(flags, None, {}).values).limits
     assert (limits.max_connections, limits.max_connections_per_peer) == (50, 5)
     assert (limits.http_read_timeout_s, limits.frame_timeout_s, limits.write_timeout_s) == (3.0, 4.0, 6.0)
+    assert (limits.accept_retry_max_pause_s, limits.accept_log_interval_s) == (7.0, 8.0)
     assert config.serve_config(config.resolve({}, None, {}).values).limits == NetLimits()
