@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import trio
 
+from . import crash_points
 from .records import Record
 from .store import MapFull, Store, StorageError, StorageFull
 
@@ -232,6 +233,7 @@ class LogWriter:
             self._records += stored_count
             self._commit_seconds.observe(time.perf_counter() - started)
             self._commit_records.observe(stored_count)
+        crash_points.reached("before-reply")
         for entry, stored in zip(batch, stored_batches):
             entry.records = stored  # as stored: seqs stamped with their LSNs
             entry.settle(last_lsn=self._store.last_lsn)
@@ -266,6 +268,7 @@ class LogWriter:
             # Sends already queued go in with the reserve; new ones are refused from now on.
 
     async def _commit(self, batches: list[Sequence[Record]], fallback_owners: list[int]) -> list[list[Record]]:
+        crash_points.reached("before-write")
         if not self._store.commits_in_thread:
             return self._store.commit(batches, fallback_owners)
         return await trio.to_thread.run_sync(self._store.commit, batches, fallback_owners, abandon_on_cancel=False)
