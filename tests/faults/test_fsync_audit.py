@@ -21,22 +21,12 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from .serve import ServeProcess
+from .serve import ServeProcess, strace_can_run
 
 STRACE = shutil.which("strace")
 CLIENTS = 3
 SENDS_PER_CLIENT = 20
 SYSCALLS = "fdatasync,fsync,write,writev,pwrite64,pwritev,pwritev2,recvfrom,recvmsg,sendto,sendmsg,clone,clone3,fork,vfork"
-
-
-def strace_can_run() -> bool:
-    """strace exists and may trace here (a container without CAP_SYS_PTRACE, or with ptrace
-    forbidden by Yama or seccomp, cannot)."""
-    if STRACE is None:
-        return False
-    import subprocess
-
-    return subprocess.run([STRACE, "-f", "-qq", "-o", os.devnull, "true"], capture_output=True, check=False).returncode == 0
 
 
 pytestmark = pytest.mark.skipif(not strace_can_run(), reason="strace is not installed or cannot trace processes here")

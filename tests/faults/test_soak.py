@@ -1,0 +1,154 @@
+"""The soak (long tier): a real broker under a steady mixed load for $DOVECOTE_SOAK_SECONDS (default
+1800) — standard and FIFO sends, receives and deletes, publishes fanned out to two queues and pushed
+to an HTTP endpoint — with its resident memory and open file descriptors sampled every few seconds.
+
+Flat means: the median of the last third of the samples is within RSS_GROWTH_ALLOWED of the median
+of the second third (the first third is warm-up: caches, the map, thread pools filling), and the
+open descriptors' median grows by at most FDS_GROWTH_ALLOWED. The load is paced, so it measures
+leaks, not throughput, and leaves the machine's other work room.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dovecote.net.client import BlockingClient, DeleteEntry, PublishEntry, SendEntry
+
+from ..push_endpoint import ThreadedEndpoint
+from .serve import ServeProcess
+
+SAMPLE_EVERY_S = 5.0
+RSS_GROWTH_ALLOWED = 0.10  # the last third's median RSS at most 10% above the second third's
+FDS_GROWTH_ALLOWED = 4  # descriptors: connections come and go, a leak keeps climbing
+PACE_S = 0.02  # each load thread's pause between requests
+ARN = "arn:aws:sqs:us-east-1:000000000000:"
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def thirds_median(samples: list[int]) -> tuple[float, float]:
+    third = len(samples) // 3
+    return statistics.median(samples[third : 2 * third]), statistics.median(samples[2 * third :])
+
+
+def test_flat_thirds_judge_growth():
+    assert thirds_median([9, 9, 9, 10, 10, 10, 10, 11, 10]) == (10, 10)
+    second, last = thirds_median([5, 5, 10, 11, 12, 13, 14, 15])
+    assert (second, last) == (10.5, 13.5)  # a climb shows in the last third
+
+
+@pytest.mark.long
+def test_soak_mixed_load_keeps_memory_and_descriptors_flat(tmp_path, capsys):
+    duration_s = float(os.environ.get("DOVECOTE_SOAK_SECONDS", "1800"))
+    broker = ServeProcess(tmp_path / "data").start()
+    assert broker.process is not None
+    pid = broker.process.pid
+    log_lines: list[str] = []  # the broker's stderr, read so that it never blocks on a full pipe
+    reader = threading.Thread(target=lambda: log_lines.extend(broker.process.stderr), daemon=True)
+    reader.start()
+    stop = threading.Event()
+    counts = {"sent": 0, "received": 0, "fifo": 0, "published": 0, "errors": 0}
+    errors: list[str] = []
+
+    with ThreadedEndpoint().running() as endpoint, broker.client() as setup:
+        setup.create_queue("soak", {"VisibilityTimeout": "5"})
+        setup.create_queue("soak.fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"})
+        setup.create_topic("soak-topic")
+        for queue in ("fan-a", "fan-b"):
+            setup.create_queue(queue)
+            setup.subscribe("soak-topic", "sqs", ARN + queue, {"RawMessageDelivery": "true"})
+        setup.subscribe("soak-topic", "http", endpoint.url)
+        deadline = time.monotonic() + 30
+        while not endpoint.received():
+            assert time.monotonic() < deadline, "no confirmation request came"
+            time.sleep(0.05)
+        setup.confirm_subscription("soak-topic", endpoint.received()[0].json()["Token"])
+
+        def loop(step: Callable[[BlockingClient, int], None]) -> None:
+            n = 0
+            while not stop.is_set():
+                try:  # a fresh connection now and then, as real clients reconnect
+                    with broker.client() as client:
+                        for _ in range(500):
+                            if stop.is_set():
+                                return
+                            step(client, n)
+                            n += 1
+                            time.sleep(PACE_S)
+                except Exception as exc:  # noqa: BLE001 - counted and shown, the load goes on
+                    counts["errors"] += 1
+                    errors.append(repr(exc))
+                    time.sleep(1)
+
+        def send(client: BlockingClient, n: int) -> None:
+            assert not client.send_message_batch("soak", [SendEntry(str(i), f"s{n}-{i}") for i in range(10)]).failed
+            counts["sent"] += 10
+
+        def receive(client: BlockingClient, n: int) -> None:
+            for queue in ("soak", "fan-a", "fan-b"):
+                messages = client.receive_message(queue, max_number_of_messages=10)
+                if messages:
+                    client.delete_message_batch(queue, [DeleteEntry(str(i), m.receipt_handle) for i, m in enumerate(messages)])
+                    counts["received"] += len(messages)
+
+        def fifo(client: BlockingClient, n: int) -> None:
+            client.send_message("soak.fifo", f"f{n}", message_group_id=str(n % 4))
+            for message in client.receive_message("soak.fifo", max_number_of_messages=10):
+                client.delete_message("soak.fifo", message.receipt_handle)
+                counts["fifo"] += 1
+
+        def publish(client: BlockingClient, n: int) -> None:
+            if n % 5 == 0:  # fewer publishes: each is three deliveries and a push
+                assert not client.publish_batch("soak-topic", [PublishEntry(str(i), f"p{n}-{i}") for i in range(5)]).failed
+                counts["published"] += 5
+
+        threads = [threading.Thread(target=loop, args=(step,)) for step in (send, receive, fifo, publish)]
+        samples: list[tuple[float, int, int]] = []
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        try:
+            while time.monotonic() - started < duration_s:
+                samples.append((time.monotonic() - started, rss_kib(pid), open_fds(pid)))
+                assert broker.process.poll() is None, "the broker died"
+                time.sleep(SAMPLE_EVERY_S)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+        pushed = len(endpoint.received())
+        assert broker.terminate() == 0
+
+    rss = [s[1] for s in samples]
+    fds = [s[2] for s in samples]
+    rss_second, rss_last = thirds_median(rss)
+    fds_second, fds_last = thirds_median(fds)
+    with capsys.disabled():
+        print(
+            f"\nsoak {duration_s:.0f} s, {len(samples)} samples: {counts}, {pushed} pushes;"
+            f" RSS start {rss[0] / 1024:.1f} MiB, end {rss[-1] / 1024:.1f} MiB"
+            f" (medians: second third {rss_second / 1024:.1f}, last third {rss_last / 1024:.1f});"
+            f" open files start {fds[0]}, end {fds[-1]} (medians {fds_second:.0f}, {fds_last:.0f});"
+            f" {len(log_lines)} log lines"
+        )
+    assert len(samples) >= 9, "too short to judge"
+    assert counts["sent"] and counts["received"] and counts["fifo"] and counts["published"] and pushed
+    assert counts["errors"] == 0, errors[:5]
+    assert rss_last <= rss_second * (1 + RSS_GROWTH_ALLOWED), f"RSS grows: {rss_second} KiB -> {rss_last} KiB"
+    assert fds_last <= fds_second + FDS_GROWTH_ALLOWED, f"open files grow: {fds_second} -> {fds_last}"
