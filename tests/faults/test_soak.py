@@ -31,6 +31,7 @@ SAMPLE_EVERY_S = 5.0
 RSS_GROWTH_ALLOWED = 0.10  # the last third's median RSS at most 10% above the second third's
 FDS_GROWTH_ALLOWED = 4  # descriptors: connections come and go, a leak keeps climbing
 PACE_S = 0.02  # each load thread's pause between requests
+MAX_BACKLOG = 2_000  # messages left queued at the end: more, and the soak measured a growing queue
 ARN = "arn:aws:sqs:us-east-1:000000000000:"
 
 
@@ -103,9 +104,10 @@ def test_soak_mixed_load_keeps_memory_and_descriptors_flat(tmp_path, capsys):
             counts["sent"] += 10
 
         def receive(client: BlockingClient, n: int) -> None:
+            # Each queue drained, so the consumers keep up: a backlog that grows would be memory
+            # that grows by design (every queued message has its entry in its queue's index).
             for queue in ("soak", "fan-a", "fan-b"):
-                messages = client.receive_message(queue, max_number_of_messages=10)
-                if messages:
+                while messages := client.receive_message(queue, max_number_of_messages=10):
                     client.delete_message_batch(queue, [DeleteEntry(str(i), m.receipt_handle) for i, m in enumerate(messages)])
                     counts["received"] += len(messages)
 
@@ -135,6 +137,11 @@ def test_soak_mixed_load_keeps_memory_and_descriptors_flat(tmp_path, capsys):
             for thread in threads:
                 thread.join(timeout=60)
         pushed = len(endpoint.received())
+        with broker.client() as client:  # what the consumers left behind
+            backlog = {
+                queue: int(client.get_queue_attributes(queue, ["ApproximateNumberOfMessages"])["ApproximateNumberOfMessages"])
+                for queue in ("soak", "fan-a", "fan-b", "soak.fifo")
+            }
         assert broker.terminate() == 0
 
     rss = [s[1]["VmRSS"] for s in samples]
@@ -151,10 +158,11 @@ def test_soak_mixed_load_keeps_memory_and_descriptors_flat(tmp_path, capsys):
             f" last third {anon_last / 1024:.1f}) and mapped files (RssFile) {mapped[0] / 1024:.1f} -> {mapped[-1] / 1024:.1f} MiB;"
             f" data.mdb {(tmp_path / 'data' / 'lmdb' / 'data.mdb').stat().st_size / 2**20:.0f} MiB;"
             f" open files start {fds[0]}, end {fds[-1]} (medians {fds_second:.0f}, {fds_last:.0f});"
-            f" {len(log_lines)} log lines"
+            f" {len(log_lines)} log lines; left queued {backlog}"
         )
     assert len(samples) >= 9, "too short to judge"
     assert counts["sent"] and counts["received"] and counts["fifo"] and counts["published"] and pushed
     assert counts["errors"] == 0, errors[:5]
+    assert sum(backlog.values()) <= MAX_BACKLOG, f"the consumers fell behind, so memory grows with the queues: {backlog}"
     assert anon_last <= anon_second * (1 + RSS_GROWTH_ALLOWED), f"the process's own memory grows: {anon_second} KiB -> {anon_last} KiB"
     assert fds_last <= fds_second + FDS_GROWTH_ALLOWED, f"open files grow: {fds_second} -> {fds_last}"
