@@ -31,6 +31,7 @@ import math
 
 import trio
 
+from dovecote.storage import crash_points
 from dovecote.storage.records import MessageSent, PushAttempted, PushDone, PushQueued, Record
 from dovecote.storage.store import PendingPush, StorageError, Store
 from dovecote.storage.writer import AppendEntry, LogWriter
@@ -146,7 +147,9 @@ class DeliveryActor:
     async def _send_pushes(self, due: trio.MemoryReceiveChannel[tuple[int, PushRequest]]) -> None:
         async with self._sender.connection() as connection:
             async for seq, request in due:
-                self._mailbox.post_answer(_Attempted(seq, request.message_id, await connection.send(request)))
+                outcome = await connection.send(request)
+                crash_points.reached("push-sent")
+                self._mailbox.post_answer(_Attempted(seq, request.message_id, outcome))
 
     async def _cycle(self) -> StopPushing | None:
         """One round: take the messages that arrived, store what they changed, start what is due.

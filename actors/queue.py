@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import trio
 
+from dovecote.storage import crash_points
 from dovecote.storage.records import MessageSent
 from dovecote.storage.store import StorageError, Store
 from dovecote.storage.writer import AppendEntry, LogWriter
@@ -183,6 +184,7 @@ class QueueActor:
         for hand_over in hand_overs:
 
             def answered(result: Result, hand_over: HandOver = hand_over) -> None:
+                crash_points.reached("moved")
                 self._mailbox.post_answer(MovedOut(hand_over.seqs, move_error(result), hand_over.task_started_ms))
 
             self._forward(hand_over.destination_arn, hand_over.message, answered)

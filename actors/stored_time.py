@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-TRUSTED_SINCE_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z, before any broker of this kind ran
+from dovecote.storage.records import TRUSTED_SINCE_MS
 
 
 def elapsed_since(last_written_ms: int, wall_ms: int) -> Callable[[int], int]:

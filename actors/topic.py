@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import trio
 
+from dovecote.storage import crash_points
 from dovecote.storage.records import Published
 from dovecote.storage.store import StorageError, Store
 from dovecote.storage.writer import AppendEntry, LogWriter
@@ -198,11 +199,14 @@ class TopicActor:
         _answer(settled.answers)
         for target, messages in settled.adopted:
             self._directory.deliver(target, Adopt(messages))
+            crash_points.reached("fan-out")
         for subscription_id, pushes in settled.pushed.items():
             if subscription_id in self._pushers:
                 self._pushers[subscription_id][0].post(NewPushes(pushes))
         if cycle.replayed and sends_error is not None:
             raise RestartFromStorage(f"a replay batch was not stored: {sends_error}")
+        if cycle.replayed:
+            crash_points.reached("replayed")
         if others is not None and others.error is not None:
             _answer(cycle.failed(failure(storage_failed(others.error))))
             raise RestartFromStorage(str(others.error)) from others.error

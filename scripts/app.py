@@ -32,7 +32,7 @@ from typing import NamedTuple
 import msgspec
 import trio
 
-from dovecote.actors.clock import Clock
+from dovecote.actors.clock import Clock, wall_source_from_environment
 from dovecote.actors.broker import Broker
 from dovecote.actors.config import BrokerConfig
 from dovecote.actors.principals import Key, Keyring
@@ -154,7 +154,7 @@ async def run_broker(
         reserve_bytes=config.reserve_bytes,
     )
     try:
-        clock = Clock()
+        clock = Clock(wall_source_from_environment())
         signing_files = SigningFiles(Path(config.data_dir))
         signer = Signer(signing_files.key_pem, broker_config.http_url.rstrip("/") + CERTIFICATE_PATH)
         pusher = Pusher(
@@ -172,6 +172,7 @@ async def run_broker(
         writer = LogWriter(
             store,
             wall_ms=clock.wall_ms,
+            wall_steps_ms=clock.steps_ms,
             history_ms=int(config.history_hours * 3600 * 1000),
             resume_free_bytes=config.resume_free_bytes,
         )

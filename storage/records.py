@@ -38,6 +38,11 @@ class SealedContent(msgspec.Struct, array_like=True, gc=False, frozen=True):
     subject: str = ""
 
 
+# A wall time before this was read off a clock that had not been set yet (a device that booted in
+# 1970); 2020-01-01T00:00:00Z, before any broker of this kind ran. actors/stored_time.py explains.
+TRUSTED_SINCE_MS = 1_577_836_800_000
+
+
 class Record(msgspec.Struct, array_like=True, gc=False, frozen=True):
     """A stored record. Each kind names its tag explicitly (never taken from the class name), and
     fields are stored by position: a new field goes last, with a default."""

@@ -20,7 +20,7 @@ pure modules that import it load no cryptography.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -88,6 +88,12 @@ from .tables import (
 # encryption at rest (MessageSent, Published and PushQueued gained `sealed`; the data key records
 # and table), which format 1 would misread as empty bodies.
 FORMAT_VERSION = 2
+
+TimeShift = Callable[[int, int], int]  # (a record's LSN, its at_ms) -> ms to add to its times
+
+
+def no_shift(lsn: int, at_ms: int) -> int:
+    return 0
 
 
 class StorageError(Exception):
@@ -580,11 +586,13 @@ class Store(abc.ABC):
             counts[topic_id] = counts.get(topic_id, 0) + 1
         return counts
 
-    def trim_history(self, before_ms: int, now_ms: int, max_records: int) -> int:
+    def trim_history(self, before_ms: int, now_ms: int, max_records: int, shift: TimeShift = no_shift) -> int:
         """Trim log history older than before_ms, then archived publishes whose archive period
-        has passed by now_ms; at most max_records in all. Writer task only."""
-        trimmed = self.trim_log(before_ms, max_records)
-        trimmed += self._trim_archive(now_ms, max_records - trimmed)
+        has passed by now_ms; at most max_records in all. `shift(lsn, at_ms)` moves a record's
+        times onto the clock before_ms and now_ms were read off (writer.py's ClockFrames).
+        Writer task only."""
+        trimmed = self.trim_log(before_ms, max_records, shift)
+        trimmed += self._trim_archive(now_ms, max_records - trimmed, shift)
         if self.sealer is not None and trimmed < max_records:
             self._retire_data_keys(now_ms)
         return trimmed
@@ -619,7 +627,7 @@ class Store(abc.ABC):
                 start = (int.from_bytes(owner, "big") + 1).to_bytes(len(owner), "big") + bytes(keys.LSN_KEY_BYTES)
         return oldest
 
-    def _trim_archive(self, now_ms: int, max_records: int) -> int:
+    def _trim_archive(self, now_ms: int, max_records: int, shift: TimeShift) -> int:
         # Within a topic, archive periods end in seq order: delete from each topic's start until
         # a publish still archived, then go on at the next topic.
         doomed: list[Change] = []
@@ -630,7 +638,11 @@ class Store(abc.ABC):
                 if len(doomed) >= max_records:
                     break
                 record = _decode_or_none(value)
-                if record is None or not isinstance(record, Published) or record.archive_until_ms < now_ms:
+                if (
+                    record is None
+                    or not isinstance(record, Published)
+                    or record.archive_until_ms + shift(keys.lsn_of(key[-keys.LSN_KEY_BYTES:]), record.at_ms) < now_ms
+                ):
                     doomed.append(Delete(ARCHIVE, key))
                     continue
                 next_topic = keys.message_key_parts(key)[0] + 1
@@ -643,7 +655,7 @@ class Store(abc.ABC):
             self.write_transactions += 1
         return len(doomed)
 
-    def trim_log(self, before_ms: int, max_records: int) -> int:
+    def trim_log(self, before_ms: int, max_records: int, shift: TimeShift = no_shift) -> int:
         """Delete up to max_records of the oldest log records written before before_ms; returns
         how many. Writer task only; bounded so a large backlog is trimmed in small steps."""
         doomed: list[Change] = []
@@ -651,7 +663,7 @@ class Store(abc.ABC):
             if len(doomed) >= max_records:
                 break
             record = _decode_or_none(value)
-            if record is not None and record.at_ms >= before_ms:
+            if record is not None and record.at_ms + shift(keys.lsn_of(key), record.at_ms) >= before_ms:
                 break
             doomed.append(Delete(LOG, key))
         if doomed:

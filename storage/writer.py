@@ -35,7 +35,8 @@ from typing import NamedTuple
 
 import trio
 
-from .records import Record
+from . import crash_points
+from .records import TRUSTED_SINCE_MS, Record
 from .store import MapFull, Store, StorageError, StorageFull
 
 log = logging.getLogger("dovecote.storage")
@@ -134,12 +135,50 @@ class WriterStatistics(NamedTuple):
         return not self.storage_full
 
 
+class ClockFrames:
+    """Which setting of the wall clock each record's times were read off, so that log history and
+    topic archives are trimmed by time that passed, not by a clock that was stepped (promise 11).
+
+    While the broker runs, the clock's steps are noted against the next LSN to be written; a record
+    written before a step has its times moved by the steps since. A record written before this
+    start on a clock that has been set since (one side of TRUSTED_SINCE_MS, the start the other:
+    a device that booted in 1970) has an unknown age, counted from the start, as stored_time.py
+    counts it; otherwise its times stand, and a clock set back while stopped only keeps it longer.
+    Exact to within the commit in flight when a step is first seen. Pure; the writer's task only.
+    """
+
+    def __init__(self, start_lsn: int, start_wall_ms: int, steps_ms: int) -> None:
+        self._start_lsn = start_lsn
+        self._start_wall_ms = start_wall_ms
+        self._first_lsns = [start_lsn + 1]
+        self._steps_ms = [steps_ms]
+
+    def note(self, next_lsn: int, steps_ms: int) -> None:
+        """The clock's steps so far, before LSNs from next_lsn on are written."""
+        if steps_ms == self._steps_ms[-1]:
+            return
+        if next_lsn == self._first_lsns[-1]:  # nothing written since the last step
+            self._steps_ms[-1] = steps_ms
+        else:
+            self._first_lsns.append(next_lsn)
+            self._steps_ms.append(steps_ms)
+
+    def shift(self, lsn: int, at_ms: int) -> int:
+        """What to add to a record's times to read them on the clock as it is set now."""
+        if lsn <= self._start_lsn:
+            if (at_ms >= TRUSTED_SINCE_MS) is not (self._start_wall_ms >= TRUSTED_SINCE_MS):
+                return self._start_wall_ms - at_ms
+            return 0
+        return self._steps_ms[-1] - self._steps_ms[bisect.bisect_right(self._first_lsns, lsn) - 1]
+
+
 class LogWriter:
     def __init__(
         self,
         store: Store,
         *,
         wall_ms: Callable[[], int],
+        wall_steps_ms: Callable[[], int] = lambda: 0,
         inbox_capacity: int = 8192,
         max_batch_records: int = 4096,
         history_ms: int | None = 24 * 3600 * 1000,
@@ -150,6 +189,8 @@ class LogWriter:
     ) -> None:
         self._store = store
         self._wall_ms = wall_ms
+        self._wall_steps_ms = wall_steps_ms
+        self._frames = ClockFrames(store.last_lsn, wall_ms(), wall_steps_ms())
         self._send, self._receive = trio.open_memory_channel[AppendEntry](inbox_capacity)
         self._max_batch_records = max_batch_records
         self._history_ms = history_ms
@@ -232,6 +273,7 @@ class LogWriter:
             count += len(entry.records)
         if self._storage_full:
             batch = self._refuse_sends(batch)
+        self._frames.note(self._store.last_lsn + 1, self._wall_steps_ms())
         started = time.perf_counter()
         try:
             batch, stored_batches = await self._commit_with_space_handling(batch)
@@ -246,6 +288,7 @@ class LogWriter:
             self._records += stored_count
             self._commit_seconds.observe(time.perf_counter() - started)
             self._commit_records.observe(stored_count)
+        crash_points.reached("before-reply")
         for entry, stored in zip(batch, stored_batches):
             entry.records = stored  # as stored: seqs stamped with their LSNs
             entry.settle(last_lsn=self._store.last_lsn)
@@ -299,6 +342,7 @@ class LogWriter:
             log.warning("storage has room again (%d bytes free); sends are accepted", room)
 
     async def _commit(self, batches: list[Sequence[Record]], fallback_owners: list[int]) -> list[list[Record]]:
+        crash_points.reached("before-write")
         if not self._store.commits_in_thread:
             return self._store.commit(batches, fallback_owners)
         return await trio.to_thread.run_sync(self._store.commit, batches, fallback_owners, abandon_on_cancel=False)
@@ -306,15 +350,17 @@ class LogWriter:
     async def _trim(self) -> int:
         if self._history_ms is None:
             return 0
-        now_ms = self._wall_ms()
+        now_ms = self._wall_ms()  # (which notices a step of the clock)
+        self._frames.note(self._store.last_lsn + 1, self._wall_steps_ms())
         before_ms = now_ms - self._history_ms
+        trim = self._store.trim_history
         try:
             if self._store.commits_in_thread:
                 trimmed = await trio.to_thread.run_sync(
-                    self._store.trim_history, before_ms, now_ms, self._trim_chunk_records, abandon_on_cancel=False
+                    trim, before_ms, now_ms, self._trim_chunk_records, self._frames.shift, abandon_on_cancel=False
                 )
             else:
-                trimmed = self._store.trim_history(before_ms, now_ms, self._trim_chunk_records)
+                trimmed = trim(before_ms, now_ms, self._trim_chunk_records, self._frames.shift)
         except StorageError as exc:
             log.warning("trimming log history failed: %s", exc)
             return 0

@@ -64,7 +64,7 @@ async def running_broker(
     clock = Clock(wall_source=wall_source, start_wall_ms=start_wall_ms)
     pusher = pusher or Pusher()
     cores, _ = recover(store, config, clock, salvage=False, signer=signer, push_protocols=pusher.protocols)
-    writer = LogWriter(store, wall_ms=clock.wall_ms, **writer_options)
+    writer = LogWriter(store, wall_ms=clock.wall_ms, wall_steps_ms=clock.steps_ms, **writer_options)
     # On the autojump clock a deadlock jumps straight to this deadline: the test fails, saying where
     # it waited, instead of hanging the suite.
     with trio.fail_after(DEADLOCK_S):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,13 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def strace_can_run() -> bool:
+    """strace is installed and may trace here (a container without CAP_SYS_PTRACE, or with ptrace
+    forbidden by Yama or seccomp, cannot)."""
+    strace = shutil.which("strace")
+    return strace is not None and subprocess.run([strace, "-f", "-qq", "-o", "/dev/null", "true"], capture_output=True, check=False).returncode == 0
 
 
 PACKAGE = (sys.executable, "-m", "dovecote")  # the installed package; the single-file build is another program

@@ -118,3 +118,47 @@ def test_a_histogram_counts_each_value_in_the_first_bucket_that_holds_it():
     assert snapshot.counts == (2, 2, 1, 2) and snapshot.sum == 115.5
     histogram.observe(3)
     assert snapshot.counts == (2, 2, 1, 2)  # a snapshot does not change
+
+
+def test_clock_frames_move_times_onto_the_clock_as_it_is_set_now():
+    from dovecote.storage.records import TRUSTED_SINCE_MS
+    from dovecote.storage.writer import ClockFrames
+
+    year = 365 * 86_400_000
+    frames = ClockFrames(start_lsn=10, start_wall_ms=WALL, steps_ms=0)
+    assert frames.shift(11, WALL) == 0
+    frames.note(next_lsn=20, steps_ms=10 * year)  # stepped ten years ahead before LSN 20 was written
+    assert frames.shift(19, WALL) == 10 * year  # written before the step: moved with the clock
+    assert frames.shift(20, WALL + 10 * year) == 0
+    frames.note(next_lsn=30, steps_ms=-10 * year)  # then twenty years back
+    assert (frames.shift(19, WALL), frames.shift(25, WALL), frames.shift(30, WALL)) == (-10 * year, -20 * year, 0)
+    # Written before this start: a clock set since (from 1970) makes the age unknown, counted from
+    # the start; a clock that ran on, or went back, leaves the times as they are.
+    assert frames.shift(5, 5_000) == WALL - 5_000
+    assert frames.shift(5, WALL - year) == 0
+    booted_in_1970 = ClockFrames(start_lsn=10, start_wall_ms=5_000, steps_ms=0)
+    assert booted_in_1970.shift(5, TRUSTED_SINCE_MS + year) == 5_000 - (TRUSTED_SINCE_MS + year)
+
+
+async def test_a_wall_clock_step_does_not_trim_the_archive(autojump_clock):
+    """Archived publishes run out by time that passed: a step of ten years ahead trims none."""
+    from dovecote.storage.records import Published
+
+    year, day = 365 * 86_400_000, 86_400_000
+    steps = [0]
+
+    def wall_ms():
+        return WALL + steps[0] + int(trio.current_time() * 1000)
+
+    store = MemoryStore()
+    writer = LogWriter(store, wall_ms=wall_ms, wall_steps_ms=lambda: steps[0], trim_interval_s=3600)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await writer.append([Published(wall_ms(), 1, "t.fifo", 0, f"id{i}", "m", "", {}, archive_until_ms=wall_ms() + day) for i in range(3)])
+        steps[0] = 10 * year
+        await trio.sleep(3 * 3600)  # several trims
+        assert len(store.read_archive(1, 0, 10)) == 3
+        await writer.append([Published(wall_ms(), 1, "t.fifo", 0, "new", "m", "", {}, archive_until_ms=wall_ms() + 2 * day)])
+        await trio.sleep(day / 1000)  # the first three run out, the one archived after the step does not
+        writer.close()
+    assert [p.message_id for p in store.read_archive(1, 0, 10)] == ["new"]
