@@ -31,6 +31,8 @@ from .plain_data import plain
 if TYPE_CHECKING:
     from .metrics import ProcessReader
 
+ENDPOINT_METHODS = "GET, HEAD, OPTIONS"
+API_METHODS = "GET, POST, HEAD, OPTIONS"  # the AWS API's (GET and POST) at the root, beside the endpoints'
 METRICS_MAX_QUEUES = 1000  # queues with series of their own in /metrics; the rest are added up
 METRICS_MAX_TOPICS = 1000
 
@@ -65,6 +67,9 @@ class BrokerEndpoints:
     async def handle(self, request: HttpRequest) -> HttpResponse:
         url = urlsplit(request.target)
         reading = request.method in ("GET", "HEAD")
+        allowed = API_METHODS if url.path in ("", "/") else ENDPOINT_METHODS
+        if request.method == "OPTIONS":  # what the port takes, asked before any key is proven (as a CORS preflight is)
+            return HttpResponse(204, [("Allow", allowed)], b"")
         if reading and url.path == CERTIFICATE_PATH:
             return HttpResponse(200, [("Content-Type", "application/x-pem-file")], self._certificate())
         if reading and url.path == "/health":
@@ -80,7 +85,8 @@ class BrokerEndpoints:
                 response = text_response(401, f"a key's proof is needed (SigV4 or HTTP Basic): {failure.reason}\n")
                 return response._replace(headers=[*response.headers, ("WWW-Authenticate", BASIC_CHALLENGE)])
         if not reading:
-            return text_response(405, "method not allowed\n")
+            response = text_response(405, f"method {request.method[:20]} not allowed here; allowed: {allowed}\n")
+            return response._replace(headers=[*response.headers, ("Allow", allowed)])
         if url.path == "/metrics":
             from . import metrics  # at the first scrape: start-up needs nothing of it
 

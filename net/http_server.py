@@ -7,6 +7,11 @@ saying so. A TLS handshake, like a request, must be done within `http_read_timeo
 Limits: request head at most `http_max_header_bytes` (431 beyond), body at most
 `http_max_body_bytes`, enforced while it streams in (413 beyond); a request must arrive within
 `http_read_timeout_s`; an idle keep-alive connection is closed after `http_keepalive_timeout_s`.
+
+A request refused once its head is read (a body too large) or whose handler raises is answered by
+the `Refuser`, which knows the protocols and answers in the request's own shape (an AWS request
+gets an AWS error); the traceback of a handler that raised is logged at most once every
+`failure_log_interval_s`. A HEAD request gets the headers of its GET, without the body.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from typing import NamedTuple
 import h11
 import trio
 
+from dovecote.actors.errors import KINDS
 from dovecote.actors.principals import Keyring
 
+from .failure_log import FailureLog
 from .limits import NetLimits
 from .tls import Peer, ServerTls, certificate_principal, peer_address, starts_with_tls
 
@@ -41,10 +48,18 @@ class HttpResponse(NamedTuple):
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+# How a request is refused in its own protocol's shape: (the request, its body perhaps not read; an
+# AWS error code of actors/errors.py; the message). Must not raise.
+Refuser = Callable[[HttpRequest, str, str], HttpResponse]
 
 
 def text_response(status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> HttpResponse:
     return HttpResponse(status, [("Content-Type", content_type)], text.encode())
+
+
+def text_refusal(request: HttpRequest, code: str, message: str) -> HttpResponse:
+    """A refusal for a server that speaks no AWS protocol: the code's status, the message as text."""
+    return text_response(KINDS[code].http_status, f"{message}\n")
 
 
 class _RequestTooLarge(Exception):
@@ -66,17 +81,20 @@ class HttpServer:
         stopping: trio.Event,
         tls: ServerTls | None = None,
         keyring: Keyring | None = None,
+        refuse: Refuser = text_refusal,
     ) -> None:
         """make_handler is called once per connection with its peer; the handler it returns serves
         that connection's requests, one at a time, in that connection's task. tls: the certificate
         every connection is wrapped in (None: plain HTTP); keyring: the keys client certificates
-        may name."""
+        may name; refuse: answers a request refused by a limit, or whose handler raised."""
         self._make_handler = make_handler
         self._limits = limits
         self._stopping = stopping
         self._tls = tls
         self._keyring = keyring if keyring is not None else Keyring({})
         self._connections = trio.CapacityLimiter(limits.max_connections)
+        self._refuse = refuse
+        self._failures = FailureLog(log, limits.failure_log_interval_s)
 
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -104,7 +122,7 @@ class HttpServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away, or failed the TLS handshake
         except Exception:  # noqa: BLE001 - one connection never stops the broker
-            log.exception("an HTTP connection failed; the broker goes on")
+            self._failures.exception("an HTTP connection failed; the broker goes on")
         finally:
             self._connections.release_on_behalf_of(socket_stream)
             with trio.CancelScope(shield=True):
@@ -149,9 +167,9 @@ class HttpServer:
                 try:
                     response = await handler(request)
                 except Exception:  # noqa: BLE001 - one bad request must not take the server down
-                    log.exception("handler failed for %s %s", request.method, request.target)
-                    response = text_response(500, "internal error\n")
-                await self._send(connection, stream, response, close=False)
+                    self._failures.exception(f"handler failed for {request.method} {request.target[:200]}")
+                    response = self._refuse(request, "InternalError", "The server failed to handle the request; it goes on.")
+                await self._send(connection, stream, response, close=False, head_only=request.method == "HEAD")
                 if connection.our_state is h11.MUST_CLOSE or connection.their_state is h11.MUST_CLOSE:
                     return
                 try:
@@ -161,7 +179,7 @@ class HttpServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
             pass
         except Exception:  # noqa: BLE001 - one connection never stops the broker
-            log.exception("an HTTP connection failed; the broker goes on")
+            self._failures.exception("an HTTP connection failed; the broker goes on")
 
     async def _read_request(
         self, connection: h11.Connection, stream: trio.abc.Stream, peer: str
@@ -188,11 +206,11 @@ class HttpServer:
                     return text_response(431, "request header fields too large\n")
                 length = dict(event.headers).get(b"content-length")
                 if length is not None and int(length) > self._limits.http_max_body_bytes:
-                    return text_response(413, "request body too large\n")
+                    return self._too_large(head, peer)
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self._limits.http_max_body_bytes:
-                    return text_response(413, "request body too large\n")
+                    return self._too_large(head, peer)
             elif isinstance(event, h11.EndOfMessage):
                 assert head is not None
                 return HttpRequest(
@@ -205,13 +223,23 @@ class HttpServer:
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
-    async def _send(self, connection: h11.Connection, stream: trio.abc.Stream, response: HttpResponse, *, close: bool) -> None:
+    def _too_large(self, head: h11.Request | None, peer: str) -> HttpResponse:
+        assert head is not None  # h11 gives the head before any of the body
+        request = HttpRequest(
+            head.method.decode(), head.target.decode(), [(n.decode(), v.decode("latin-1")) for n, v in head.headers], b"", peer
+        )
+        return self._refuse(request, "RequestEntityTooLarge", f"The request body is larger than {self._limits.http_max_body_bytes} bytes.")
+
+    async def _send(
+        self, connection: h11.Connection, stream: trio.abc.Stream, response: HttpResponse, *, close: bool, head_only: bool = False
+    ) -> None:
+        """head_only: the answer to a HEAD, whose body is left out (its length is still told)."""
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
         if close:
             headers.append(("Connection", "close"))
         try:
             data = connection.send(h11.Response(status_code=response.status, headers=headers))
-            data += connection.send(h11.Data(data=response.body)) if response.body else b""
+            data += connection.send(h11.Data(data=response.body)) if response.body and not head_only else b""
             data += connection.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return
