@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import atheris
 
@@ -21,7 +23,7 @@ with atheris.instrument_imports(include=["dovecote"]):
 
     from dovecote.actors import filter_policy
     from dovecote.actors.errors import BrokerError
-    from dovecote.actors.ops import MessageAttributeValue
+    from dovecote.actors.ops import MessageAttributeValue, SendMessage
     from dovecote.net import frames
     from dovecote.net.http_server import HttpRequest
     from dovecote.storage import records
@@ -78,10 +80,10 @@ def fuzz_http(data: bytes) -> None:
 
 
 def fuzz_filter_policies(data: bytes) -> None:
-    provider = atheris.FuzzedDataProvider(data)
-    scope = filter_policy.BODY if provider.ConsumeBool() else filter_policy.ATTRIBUTES
-    text = provider.ConsumeUnicodeNoSurrogates(provider.ConsumeIntInRange(0, 4096))
-    body = provider.ConsumeUnicodeNoSurrogates(4096)
+    """data: a scope byte (odd: the body's), then the policy and the message body, split at NUL."""
+    scope = filter_policy.BODY if data[:1] and data[0] & 1 else filter_policy.ATTRIBUTES
+    policy_bytes, _, body_bytes = data[1:].partition(b"\0")
+    text, body = policy_bytes.decode("utf-8", "replace"), body_bytes.decode("utf-8", "replace")
     try:
         policy = filter_policy.compile_policy(text, scope)
     except BrokerError as error:
@@ -105,6 +107,51 @@ def fuzz_records(data: bytes) -> None:
             pass
 
 
+def request_frame(request_id: int, op: SendMessage) -> bytes:
+    out = bytearray()
+    frames.encode_request(request_id, op, out)
+    return bytes(out)
+
+
+def action_byte(action: str, actions: list[str]) -> bytes:
+    return bytes([actions.index(action)])
+
+
+QUEUE_URL = "http://localhost/000000000000/q"
+TOPIC = "arn:aws:sns:us-east-1:000000000000:t"
+# Inputs each target starts from, so that mutation begins inside the grammar rather than at its door.
+SEEDS: dict[str, list[bytes]] = {
+    "json": [
+        action_byte("SendMessage", SQS_ACTIONS)
+        + b'{"QueueUrl":"%s","MessageBody":"x","DelaySeconds":1,"MessageAttributes":{"a":{"DataType":"String","StringValue":"v"}}}'
+        % QUEUE_URL.encode(),
+        action_byte("SendMessageBatch", SQS_ACTIONS)
+        + b'{"QueueUrl":"%s","Entries":[{"Id":"1","MessageBody":"x"},{"Id":"2","MessageBody":"y"}]}' % QUEUE_URL.encode(),
+        action_byte("CreateQueue", SQS_ACTIONS) + b'{"QueueName":"q","Attributes":{"FifoQueue":"true"},"tags":{"k":"v"}}',
+    ],
+    "query": [
+        action_byte("SetQueueAttributes", SQS_ACTIONS + SNS_ACTIONS)
+        + f"QueueUrl={QUEUE_URL}&Attribute.1.Name=DelaySeconds&Attribute.1.Value=5".encode(),
+        action_byte("SendMessageBatch", SQS_ACTIONS + SNS_ACTIONS)
+        + b"SendMessageBatchRequestEntry.1.Id=a&SendMessageBatchRequestEntry.1.MessageBody=x"
+        + b"&SendMessageBatchRequestEntry.1.MessageAttribute.1.Name=n&SendMessageBatchRequestEntry.1.MessageAttribute.1.Value.StringValue=v",
+        action_byte("Publish", SQS_ACTIONS + SNS_ACTIONS)
+        + f"TopicArn={TOPIC}&Message=m&MessageAttributes.entry.1.Name=a&MessageAttributes.entry.1.Value.DataType=String".encode(),
+        action_byte("Subscribe", SQS_ACTIONS + SNS_ACTIONS)
+        + f"TopicArn={TOPIC}&Protocol=sqs&Endpoint=arn:aws:sqs:us-east-1:000000000000:q&Attributes.entry.1.key=RawMessageDelivery&Attributes.entry.1.value=true".encode(),
+    ],
+    "http": [b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"],
+    "filter-policies": [
+        b"\0" + b'{"a":["x",{"prefix":"p"},{"numeric":[">",1,"<=",5]}],"b":[{"exists":true}]}' + b"\0" + b'["x","y"]',
+        b"\1" + b'{"o":{"k":[{"anything-but":{"prefix":"z"}}]},"$or":[{"n":[1]},{"m":[{"cidr":"10.0.0.0/8"}]}]}'
+        + b"\0" + b'{"o":{"k":"v"},"n":1}',
+    ],
+    "ops": [msgspec.msgpack.encode(SendMessage("q", "body", 3, {"a": MessageAttributeValue("String", "v")}))],
+    "frames": [b"\x10" + request_frame(1, SendMessage("q", "b")) + request_frame(2, SendMessage("q", "c", 1))],
+    "records": [],
+}
+
+
 TARGETS = {
     "frames": fuzz_frames, "ops": fuzz_ops, "json": fuzz_json, "query": fuzz_query, "http": fuzz_http,
     "filter-policies": fuzz_filter_policies, "records": fuzz_records,
@@ -123,9 +170,12 @@ def main() -> int:
         )]
         print(f"fuzzing failed: {', '.join(failed)}" if failed else f"fuzzing passed: {len(TARGETS)} targets, {share} s each")
         return 1 if failed else 0
+    corpus = Path(tempfile.mkdtemp(prefix=f"dovecote-fuzz-{arguments.target}-"))
+    for number, seed in enumerate(SEEDS[arguments.target]):
+        (corpus / f"seed-{number}").write_bytes(seed)
     atheris.Setup(
         [sys.argv[0], f"-max_total_time={arguments.seconds}", "-print_final_stats=1", "-timeout=10",
-         "-rss_limit_mb=2048", f"-artifact_prefix=fuzz-crash-{arguments.target}-", *libfuzzer],
+         "-rss_limit_mb=2048", f"-artifact_prefix=fuzz-crash-{arguments.target}-", *libfuzzer, str(corpus)],
         TARGETS[arguments.target],
     )
     atheris.Fuzz()
