@@ -17,7 +17,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -33,7 +32,7 @@ from . import sns_api, sqs_api, sqs_query
 from .audit import DENIED_CODES, DOOR_AWS, Audit
 from .aws_request import JSON, SNS, AwsRequest, classify, shape_of_head
 from .credential_scope import parse_authorization
-from .http_server import HttpRequest, HttpResponse, text_refusal
+from .http_server import HttpRequest, HttpResponse, split_target, text_refusal
 from .tls import Peer
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -172,7 +171,7 @@ class AwsGateway:
         if aws.service == SNS:
             return sns_api.to_op(aws.action, sns_api.nest(aws.pairs))
         params = sqs_query.nest(aws.action, aws.pairs)
-        path = urlsplit(request.target).path
+        path, _ = split_target(request.target)
         if "QueueUrl" not in params and path.strip("/"):
             params["QueueUrl"] = path  # addressed by the queue URL's path, as older SDKs do
         return sqs_api.to_op(aws.action, params, context)

@@ -24,12 +24,12 @@ like any other's. Anything else without a valid signature is refused before it r
 from __future__ import annotations
 
 from typing import NamedTuple
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from dovecote.actors.errors import BrokerError
 
 from .credential_scope import parse_authorization
-from .http_server import HttpRequest
+from .http_server import HttpRequest, split_target
 from .sns_api import ACTIONS_ONLY_SNS
 from .sqs_query import query_action
 
@@ -85,7 +85,7 @@ def shape_of_head(request: HttpRequest) -> AwsRequest | None:
         name.lower() == "x-amz-target" and value.startswith(SQS_TARGET_PREFIX) for name, value in request.headers
     ):
         return AwsRequest(JSON, SQS, "", [], False, None)
-    query = urlsplit(request.target).query
+    _, query = split_target(request.target)
     if (request.method == "POST" and content_type.startswith("application/x-www-form-urlencoded")) or (
         request.method == "GET" and "Action=" in query
     ):
@@ -121,7 +121,7 @@ def query_pairs(request: HttpRequest) -> list[tuple[str, str]] | None:
             return [("Action", "")]
         pairs = parse_qsl(text, keep_blank_values=True)
     elif request.method == "GET":
-        pairs = parse_qsl(urlsplit(request.target).query, keep_blank_values=True)
+        pairs = parse_qsl(split_target(request.target)[1], keep_blank_values=True)
     else:
         return None
     return pairs if any(key == "Action" for key, _ in pairs) else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from dovecote.actors.errors import KINDS
 from dovecote.actors.mailbox import ReplySlot
@@ -25,7 +25,7 @@ from dovecote.storage.writer import LogWriter
 
 from .audit import DENIED_CODES, DOOR_ENDPOINTS, Audit
 from .http_auth import BASIC_CHALLENGE, AuthenticationFailed, EndpointAuthenticator
-from .http_server import HttpRequest, HttpResponse, text_response
+from .http_server import HttpRequest, HttpResponse, split_target, text_response
 from .plain_data import plain
 
 if TYPE_CHECKING:
@@ -65,14 +65,14 @@ class BrokerEndpoints:
         self._audit = audit if audit is not None else Audit()
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
-        url = urlsplit(request.target)
+        path, query = split_target(request.target)
         reading = request.method in ("GET", "HEAD")
-        allowed = API_METHODS if url.path in ("", "/") else ENDPOINT_METHODS
+        allowed = API_METHODS if path in ("", "/") else ENDPOINT_METHODS
         if request.method == "OPTIONS":  # what the port takes, asked before any key is proven (as a CORS preflight is)
             return HttpResponse(204, [("Allow", allowed)], b"")
-        if reading and url.path == CERTIFICATE_PATH:
+        if reading and path == CERTIFICATE_PATH:
             return HttpResponse(200, [("Content-Type", "application/x-pem-file")], self._certificate())
-        if reading and url.path == "/health":
+        if reading and path == "/health":
             stats = self._writer.statistics()
             body = {"status": "ok", "last_lsn": stats.last_lsn, "accepting_sends": stats.accepting_sends}
             return text_response(200, json.dumps(body) + "\n", "application/json")
@@ -87,7 +87,7 @@ class BrokerEndpoints:
         if not reading:
             response = text_response(405, f"method {request.method[:20]} not allowed here; allowed: {allowed}\n")
             return response._replace(headers=[*response.headers, ("Allow", allowed)])
-        if url.path == "/metrics":
+        if path == "/metrics":
             from . import metrics  # at the first scrape: start-up needs nothing of it
 
             if self._process is None:
@@ -99,11 +99,11 @@ class BrokerEndpoints:
                 audit=self._audit.statistics(),
             )
             return text_response(200, text, metrics.CONTENT_TYPE)
-        if url.path == "/actors":
+        if path == "/actors":
             reports = [actor_report(report) for report in self._broker.statistics()]
             return text_response(200, json.dumps(reports) + "\n", "application/json")
-        if url.path == "/peek":
-            return await self._peek(dict(parse_qsl(url.query)), principal, request.peer)
+        if path == "/peek":
+            return await self._peek(dict(parse_qsl(query)), principal, request.peer)
         return text_response(404, "not found\n")
 
     async def _peek(self, query: dict[str, str], principal: Principal, peer: str) -> HttpResponse:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import h11
 import trio
@@ -51,6 +52,17 @@ Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 # How a request is refused in its own protocol's shape: (the request, its body perhaps not read; an
 # AWS error code of actors/errors.py; the message). Must not raise.
 Refuser = Callable[[HttpRequest, str, str], HttpResponse]
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """A request target's path and query. Never raises: a target urlsplit refuses (an absolute URL
+    whose host is a malformed IPv6 address, `http://[x/`) is split at its first `?`."""
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        path, _, query = target.partition("?")
+        return path, query
+    return parts.path, parts.query
 
 
 def text_response(status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> HttpResponse:

@@ -26,7 +26,7 @@ from dovecote.actors.ops import Failure, MessageAttributeValue
 from dovecote.actors.principals import ANYONE
 from dovecote.net import frames, sns_api, sqs_api
 from dovecote.net.aws_gateway import AwsGateway, refusal
-from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer, text_response
+from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer, split_target, text_response
 from dovecote.net.limits import NetLimits
 from dovecote.storage import records
 from dovecote.storage.framing import DamagedValue, frame, unframe
@@ -262,3 +262,18 @@ def test_stored_records(payload, damaged):
             decode(bytes(view))
         except RECORD_ERRORS:
             pass
+
+
+# --- found by the long tier's atheris runs ----------------------------------------------------------
+def test_a_url_with_a_malformed_ipv6_host_is_an_invalid_address():
+    """urlsplit raises ValueError on `http://[x/`: a queue URL, or a request target, of that shape
+    answered 500 with a traceback."""
+    body = b'{"QueueUrl":"http://[ocalhost/000000000000/q","MessageBody":"x"}'
+    json_request = HttpRequest("POST", "/", [("X-Amz-Target", "AmazonSQS.SendMessage")], body)
+    form = b"Action=SendMessage&QueueUrl=http://[x/000000000000/q&MessageBody=x"
+    query_request = HttpRequest("POST", "/", [("Content-Type", "application/x-www-form-urlencoded")], form)
+    for request in (json_request, query_request):
+        response = dispatch(request)
+        assert response.status == 404 and b"InvalidAddress" in response.body, response
+    assert split_target("http://[x/health?a=1") == ("http://[x/health", "a=1")
+    assert b"the spy answers" in dispatch(HttpRequest("GET", "http://[x/?Action=ListQueues", [], b"")).body  # it was decoded
