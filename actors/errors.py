@@ -48,6 +48,8 @@ _ROWS = [
     ("UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", 400, True, False),
     ("InvalidAction", "InvalidAction", 400, True, False),
     ("InvalidQueryParameter", "InvalidQueryParameter", 400, True, False),
+    ("MalformedQueryString", "MalformedQueryString", 400, True, False),  # a Query parameter's name, both services
+    ("RequestEntityTooLarge", "RequestEntityTooLarge", 413, True, False),  # an HTTP body past the listener's limit
     ("ResourceNotFoundException", "ResourceNotFoundException", 400, True, False),
     # A refusal by authorisation: SQS's JSON protocol names it AccessDeniedException, its Query
     # protocol (and x-amzn-query-error, which the SDKs read) AccessDenied; SNS's is AuthorizationError.

@@ -24,6 +24,7 @@ from typing import Any
 
 from .attributes import AnyAttribute
 from .errors import BrokerError
+from .json_depth import MAX_JSON_DEPTH, deeper_than
 
 ATTRIBUTES, BODY = "MessageAttributes", "MessageBody"
 MAX_KEYS = 5
@@ -92,7 +93,7 @@ class MessageView:
         """The body as JSON (None when it is not JSON)."""
         if self._document is _MISSING:
             try:
-                self._document = json.loads(self.body)
+                self._document = None if deeper_than(self.body) else json.loads(self.body)
             except ValueError:
                 self._document = None
         return self._document
@@ -158,7 +159,7 @@ def _attribute_values(attributes: Mapping[str, AnyAttribute], name: str) -> list
             return []
     if attribute.data_type == "String.Array":
         try:
-            items = json.loads(text)
+            items = json.loads(text) if not deeper_than(text) else None
         except ValueError:
             return [text]
         return [_number_or_value(item) for item in items] if isinstance(items, list) else [text]
@@ -198,6 +199,8 @@ def compile_policy(text: str, scope: str = ATTRIBUTES) -> FilterPolicy:
         raise BrokerError("InvalidParameter", "Invalid parameter: FilterPolicyScope: must be MessageAttributes or MessageBody")
     if len(text.encode()) > MAX_POLICY_BYTES:
         raise _refuse(f"a policy is at most {MAX_POLICY_BYTES} bytes")
+    if deeper_than(text):
+        raise _refuse(f"a policy nests at most {MAX_JSON_DEPTH} levels deep")
     try:
         document = json.loads(text)
     except ValueError as error:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol
-from urllib.parse import urlsplit
 
 import msgspec
 
 from dovecote.actors.errors import BrokerError, from_failure
+from dovecote.actors.json_depth import MAX_JSON_DEPTH, deeper_than
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Op, Result
 from dovecote.actors.principals import ANYONE, Principal
@@ -30,9 +30,9 @@ from dovecote.actors.session import Session
 
 from . import sns_api, sqs_api, sqs_query
 from .audit import DENIED_CODES, DOOR_AWS, Audit
-from .aws_request import JSON, SNS, AwsRequest, classify
+from .aws_request import JSON, SNS, AwsRequest, classify, shape_of_head
 from .credential_scope import parse_authorization
-from .http_server import HttpRequest, HttpResponse
+from .http_server import HttpRequest, HttpResponse, split_target, text_refusal
 from .tls import Peer
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -157,6 +157,8 @@ class AwsGateway:
     def _op(self, request: HttpRequest, aws: AwsRequest, context: sqs_api.Context) -> Op:
         """The broker operation of the request's action. Raises BrokerError."""
         if aws.protocol == JSON:
+            if deeper_than(request.body):
+                raise BrokerError("InvalidParameterValue", f"The request body nests more than {MAX_JSON_DEPTH} levels deep.")
             try:
                 params = msgspec.json.decode(request.body or b"{}")
             except (msgspec.DecodeError, UnicodeDecodeError) as error:
@@ -169,7 +171,7 @@ class AwsGateway:
         if aws.service == SNS:
             return sns_api.to_op(aws.action, sns_api.nest(aws.pairs))
         params = sqs_query.nest(aws.action, aws.pairs)
-        path = urlsplit(request.target).path
+        path, _ = split_target(request.target)
         if "QueueUrl" not in params and path.strip("/"):
             params["QueueUrl"] = path  # addressed by the queue URL's path, as older SDKs do
         return sqs_api.to_op(aws.action, params, context)
@@ -189,6 +191,16 @@ class AwsGateway:
         if session is None:
             session = self._sessions[key] = self._broker.session(caller.region or None, caller.principal)
         return session
+
+
+def refusal(request: HttpRequest, code: str, message: str) -> HttpResponse:
+    """The HTTP server's Refuser for the AWS port: a request refused before it was read whole (a
+    body past the limit), or whose handling raised, gets the error in the shape its head shows (the
+    broker's own endpoints: plain text)."""
+    aws = shape_of_head(request)
+    if aws is None:
+        return text_refusal(request, code, message)
+    return _error(aws, BrokerError(code, message), str(uuid.uuid4()))
 
 
 def _header(request: HttpRequest, name: str) -> str | None:

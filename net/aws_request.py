@@ -24,12 +24,12 @@ like any other's. Anything else without a valid signature is refused before it r
 from __future__ import annotations
 
 from typing import NamedTuple
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from dovecote.actors.errors import BrokerError
 
 from .credential_scope import parse_authorization
-from .http_server import HttpRequest
+from .http_server import HttpRequest, split_target
 from .sns_api import ACTIONS_ONLY_SNS
 from .sqs_query import query_action
 
@@ -75,6 +75,24 @@ def classify(request: HttpRequest) -> AwsRequest | None:
     return AwsRequest(QUERY, service, action, pairs, service == SNS and unsigned_exemption(request, action, pairs), None)
 
 
+def shape_of_head(request: HttpRequest) -> AwsRequest | None:
+    """The protocol and service a request's method and headers show, or None if they show no AWS
+    request: to refuse in its shape a request whose body was not read (it was too large) or whose
+    handling failed. A Query request is SNS's only if signed for SNS (the action may be unread).
+    Never raises."""
+    content_type = next((value for name, value in request.headers if name.lower() == "content-type"), "").lower()
+    if request.method == "POST" and any(
+        name.lower() == "x-amz-target" and value.startswith(SQS_TARGET_PREFIX) for name, value in request.headers
+    ):
+        return AwsRequest(JSON, SQS, "", [], False, None)
+    _, query = split_target(request.target)
+    if (request.method == "POST" and content_type.startswith("application/x-www-form-urlencoded")) or (
+        request.method == "GET" and "Action=" in query
+    ):
+        return AwsRequest(QUERY, SNS if _signed_for(request) == SNS else SQS, "", [], False, None)
+    return None
+
+
 def is_sns(action: str, pairs: list[tuple[str, str]], signed_for: str | None) -> bool:
     """Whether a Query request is for SNS (the two services share the protocol, and two action
     names): by the service its signature was made for, else by its action and parameters."""
@@ -103,7 +121,7 @@ def query_pairs(request: HttpRequest) -> list[tuple[str, str]] | None:
             return [("Action", "")]
         pairs = parse_qsl(text, keep_blank_values=True)
     elif request.method == "GET":
-        pairs = parse_qsl(urlsplit(request.target).query, keep_blank_values=True)
+        pairs = parse_qsl(split_target(request.target)[1], keep_blank_values=True)
     else:
         return None
     return pairs if any(key == "Action" for key, _ in pairs) else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from dovecote.actors.errors import KINDS
 from dovecote.actors.mailbox import ReplySlot
@@ -25,12 +25,14 @@ from dovecote.storage.writer import LogWriter
 
 from .audit import DENIED_CODES, DOOR_ENDPOINTS, Audit
 from .http_auth import BASIC_CHALLENGE, AuthenticationFailed, EndpointAuthenticator
-from .http_server import HttpRequest, HttpResponse, text_response
+from .http_server import HttpRequest, HttpResponse, split_target, text_response
 from .plain_data import plain
 
 if TYPE_CHECKING:
     from .metrics import ProcessReader
 
+ENDPOINT_METHODS = "GET, HEAD, OPTIONS"
+API_METHODS = "GET, POST, HEAD, OPTIONS"  # the AWS API's (GET and POST) at the root, beside the endpoints'
 METRICS_MAX_QUEUES = 1000  # queues with series of their own in /metrics; the rest are added up
 METRICS_MAX_TOPICS = 1000
 
@@ -63,11 +65,14 @@ class BrokerEndpoints:
         self._audit = audit if audit is not None else Audit()
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
-        url = urlsplit(request.target)
+        path, query = split_target(request.target)
         reading = request.method in ("GET", "HEAD")
-        if reading and url.path == CERTIFICATE_PATH:
+        allowed = API_METHODS if path in ("", "/") else ENDPOINT_METHODS
+        if request.method == "OPTIONS":  # what the port takes, asked before any key is proven (as a CORS preflight is)
+            return HttpResponse(204, [("Allow", allowed)], b"")
+        if reading and path == CERTIFICATE_PATH:
             return HttpResponse(200, [("Content-Type", "application/x-pem-file")], self._certificate())
-        if reading and url.path == "/health":
+        if reading and path == "/health":
             stats = self._writer.statistics()
             body = {
                 "status": "ok", "last_lsn": stats.last_lsn, "accepting_sends": stats.accepting_sends,
@@ -83,8 +88,9 @@ class BrokerEndpoints:
                 response = text_response(401, f"a key's proof is needed (SigV4 or HTTP Basic): {failure.reason}\n")
                 return response._replace(headers=[*response.headers, ("WWW-Authenticate", BASIC_CHALLENGE)])
         if not reading:
-            return text_response(405, "method not allowed\n")
-        if url.path == "/metrics":
+            response = text_response(405, f"method {request.method[:20]} not allowed here; allowed: {allowed}\n")
+            return response._replace(headers=[*response.headers, ("Allow", allowed)])
+        if path == "/metrics":
             from . import metrics  # at the first scrape: start-up needs nothing of it
 
             if self._process is None:
@@ -96,11 +102,11 @@ class BrokerEndpoints:
                 audit=self._audit.statistics(),
             )
             return text_response(200, text, metrics.CONTENT_TYPE)
-        if url.path == "/actors":
+        if path == "/actors":
             reports = [actor_report(report) for report in self._broker.statistics()]
             return text_response(200, json.dumps(reports) + "\n", "application/json")
-        if url.path == "/peek":
-            return await self._peek(dict(parse_qsl(url.query)), principal, request.peer)
+        if path == "/peek":
+            return await self._peek(dict(parse_qsl(query)), principal, request.peer)
         return text_response(404, "not found\n")
 
     async def _peek(self, query: dict[str, str], principal: Principal, peer: str) -> HttpResponse:

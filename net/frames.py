@@ -50,7 +50,9 @@ MAX_HANDSHAKE_FRAME_BYTES = 4096
 
 _LENGTH = struct.Struct(">I")
 _VERSION = struct.Struct(">H")
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+# msgspec recurses once per level of nesting and raises RecursionError at Python's limit, wherever
+# the stack stands: a payload nested that deep is as malformed as any other.
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
 
 class ProtocolError(Exception):

@@ -11,6 +11,11 @@ that of the connection), else it gets a 408 and the connection is closed, howeve
 trickle in; an idle keep-alive connection is closed after `http_keepalive_timeout_s`; an answer the
 peer does not take within `write_timeout_s` closes the connection. Connections are admitted by the
 accept loop (listener.py) against the limits in all and per peer address.
+
+A request refused once its head is read (a body too large) or whose handler raises is answered by
+the `Refuser`, which knows the protocols and answers in the request's own shape (an AWS request
+gets an AWS error); the traceback of a handler that raised is logged at most once every
+`failure_log_interval_s`. A HEAD request gets the headers of its GET, without the body.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import h11
 import trio
 
+from dovecote.actors.errors import KINDS
 from dovecote.actors.principals import Keyring
 
+from .failure_log import FailureLog
 from .limits import ConnectionCounts, NetLimits
 from .listener import accept_loop
 from .tls import Peer, ServerTls, certificate_principal, peer_address, starts_with_tls
@@ -46,10 +54,29 @@ class HttpResponse(NamedTuple):
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+# How a request is refused in its own protocol's shape: (the request, its body perhaps not read; an
+# AWS error code of actors/errors.py; the message). Must not raise.
+Refuser = Callable[[HttpRequest, str, str], HttpResponse]
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """A request target's path and query. Never raises: a target urlsplit refuses (an absolute URL
+    whose host is a malformed IPv6 address, `http://[x/`) is split at its first `?`."""
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        path, _, query = target.partition("?")
+        return path, query
+    return parts.path, parts.query
 
 
 def text_response(status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> HttpResponse:
     return HttpResponse(status, [("Content-Type", content_type)], text.encode())
+
+
+def text_refusal(request: HttpRequest, code: str, message: str) -> HttpResponse:
+    """A refusal for a server that speaks no AWS protocol: the code's status, the message as text."""
+    return text_response(KINDS[code].http_status, f"{message}\n")
 
 
 class _RequestTooLarge(Exception):
@@ -76,11 +103,13 @@ class HttpServer:
         counts: ConnectionCounts,
         tls: ServerTls | None = None,
         keyring: Keyring | None = None,
+        refuse: Refuser = text_refusal,
     ) -> None:
         """make_handler is called once per connection with its peer; the handler it returns serves
         that connection's requests, one at a time, in that connection's task. counts: the
         connections held, shared with the native listener; tls: the certificate every connection is
-        wrapped in (None: plain HTTP); keyring: the keys client certificates may name."""
+        wrapped in (None: plain HTTP); keyring: the keys client certificates may name; refuse:
+        answers a request refused by a limit, or whose handler raised."""
         self._make_handler = make_handler
         self._limits = limits
         self._stopping = stopping
@@ -90,6 +119,8 @@ class HttpServer:
         self._request_timeout = _closing_response(
             b"408 Request Timeout", b"the request did not arrive within %g s\n" % limits.http_read_timeout_s
         )
+        self._refuse = refuse
+        self._failures = FailureLog(log, limits.failure_log_interval_s)
 
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -114,7 +145,7 @@ class HttpServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away, or failed the TLS handshake
         except Exception:  # noqa: BLE001 - one connection never stops the broker
-            log.exception("an HTTP connection failed; the broker goes on")
+            self._failures.exception("an HTTP connection failed; the broker goes on")
         finally:
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(1):
@@ -158,9 +189,9 @@ class HttpServer:
                 try:
                     response = await handler(request)
                 except Exception:  # noqa: BLE001 - one bad request must not take the server down
-                    log.exception("handler failed for %s %s", request.method, request.target)
-                    response = text_response(500, "internal error\n")
-                await self._send(connection, stream, response, close=False)
+                    self._failures.exception(f"handler failed for {request.method} {request.target[:200]}")
+                    response = self._refuse(request, "InternalError", "The server failed to handle the request; it goes on.")
+                await self._send(connection, stream, response, close=False, head_only=request.method == "HEAD")
                 if connection.our_state is h11.MUST_CLOSE or connection.their_state is h11.MUST_CLOSE:
                     return
                 try:
@@ -171,7 +202,7 @@ class HttpServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
             pass
         except Exception:  # noqa: BLE001 - one connection never stops the broker
-            log.exception("an HTTP connection failed; the broker goes on")
+            self._failures.exception("an HTTP connection failed; the broker goes on")
 
     async def _read_request(
         self, connection: h11.Connection, stream: trio.abc.Stream, peer: str, deadline: trio.CancelScope
@@ -204,11 +235,11 @@ class HttpServer:
                     return text_response(431, "request header fields too large\n")
                 length = dict(event.headers).get(b"content-length")
                 if length is not None and int(length) > self._limits.http_max_body_bytes:
-                    return text_response(413, "request body too large\n")
+                    return self._too_large(head, peer)
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self._limits.http_max_body_bytes:
-                    return text_response(413, "request body too large\n")
+                    return self._too_large(head, peer)
             elif isinstance(event, h11.EndOfMessage):
                 assert head is not None
                 return HttpRequest(
@@ -221,13 +252,23 @@ class HttpServer:
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
-    async def _send(self, connection: h11.Connection, stream: trio.abc.Stream, response: HttpResponse, *, close: bool) -> None:
+    def _too_large(self, head: h11.Request | None, peer: str) -> HttpResponse:
+        assert head is not None  # h11 gives the head before any of the body
+        request = HttpRequest(
+            head.method.decode(), head.target.decode(), [(n.decode(), v.decode("latin-1")) for n, v in head.headers], b"", peer
+        )
+        return self._refuse(request, "RequestEntityTooLarge", f"The request body is larger than {self._limits.http_max_body_bytes} bytes.")
+
+    async def _send(
+        self, connection: h11.Connection, stream: trio.abc.Stream, response: HttpResponse, *, close: bool, head_only: bool = False
+    ) -> None:
+        """head_only: the answer to a HEAD, whose body is left out (its length is still told)."""
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
         if close:
             headers.append(("Connection", "close"))
         try:
             data = connection.send(h11.Response(status_code=response.status, headers=headers))
-            data += connection.send(h11.Data(data=response.body)) if response.body else b""
+            data += connection.send(h11.Data(data=response.body)) if response.body and not head_only else b""
             data += connection.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return

@@ -53,7 +53,7 @@ from dovecote.actors.ops import (
 )
 
 from .sqs_api import decode_shape
-from .sqs_query import query_tree
+from .sqs_query import indexed, query_tree
 
 NAMESPACE = "http://sns.amazonaws.com/doc/2010-03-31/"
 ACTIONS_ONLY_SNS = {
@@ -278,10 +278,10 @@ def _convert(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     if "member" in node and isinstance(node["member"], dict):
-        return [_convert(item) for item in _indexed(node["member"])]
+        return [_convert(item) for item in indexed(node["member"])]
     if "entry" in node and isinstance(node["entry"], dict):
         converted = {}
-        for entry in _indexed(node["entry"]):
+        for entry in indexed(node["entry"]):
             if not isinstance(entry, dict):
                 raise BrokerError("InvalidParameter", "Invalid parameter: each map entry needs a key and a value")
             key = entry.get("key", entry.get("Name"))
@@ -290,10 +290,6 @@ def _convert(node: Any) -> Any:
             converted[key] = _convert(entry.get("value", entry.get("Value", "")))
         return converted
     return {name: _convert(value) for name, value in node.items()}
-
-
-def _indexed(numbered: dict[str, Any]) -> list[Any]:
-    return [numbered[key] for key in sorted((k for k in numbered if k.isdigit()), key=int)]
 
 
 def to_op(action: str, params: dict[str, Any]) -> Op:

@@ -227,7 +227,10 @@ class Context(msgspec.Struct, frozen=True):
     def queue_from_url(self, url: str) -> str:
         """The queue name in a queue URL (or a bare path /ACCOUNT/NAME). This broker hosts one
         account, so the account and host in the URL are not checked: a URL copied from AWS works."""
-        parts = [part for part in urlsplit(url).path.split("/") if part]
+        try:
+            parts = [part for part in urlsplit(url).path.split("/") if part]
+        except ValueError:  # urlsplit refuses some hosts (`http://[x/`)
+            parts = []
         if len(parts) != 2:
             raise BrokerError("InvalidAddress", f"The address {url} is not valid for this endpoint.")
         return parts[1]

@@ -16,6 +16,11 @@ from xml.etree import ElementTree
 from dovecote.actors.errors import BrokerError
 
 NAMESPACE = "http://queue.amazonaws.com/doc/2012-11-05/"
+# The deepest flattened name of either service has 8 parts
+# (`PublishBatchRequestEntries.member.1.MessageAttributes.entry.1.Value.StringValue`), and no list
+# of theirs holds a million members: names beyond these are refused before they are nested.
+MAX_NAME_PARTS = 16
+MAX_INDEX_DIGITS = 6
 
 # flattened member -> (JSON member, key field, value field) for maps
 _MAPS = {
@@ -78,7 +83,9 @@ def query_tree(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
         if key in ("Action", "Version", "AWSAccessKeyId", "SignatureMethod", "SignatureVersion", "Signature", "Timestamp"):
             continue
         node = tree
-        parts = key.split(".")
+        parts = key.split(".", MAX_NAME_PARTS)
+        if len(parts) > MAX_NAME_PARTS:
+            raise BrokerError("MalformedQueryString", f"The parameter name {key[:80]!r}... has more than {MAX_NAME_PARTS} parts.")
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
@@ -103,7 +110,7 @@ def _convert(tree: dict[str, Any]) -> dict[str, Any]:
     for name, value in tree.items():
         if name in _MAPS and isinstance(value, dict):
             member, key_field, value_field = _MAPS[name]
-            entries = _indexed(value)
+            entries = indexed(value)
             if key_field in value:  # the single, unnumbered form: Attribute.Name / Attribute.Value
                 entries = [value]
             converted: dict[str, Any] = {}
@@ -117,7 +124,7 @@ def _convert(tree: dict[str, Any]) -> dict[str, Any]:
                 converted[key] = _convert(item) if isinstance(item, dict) else item
             out[member] = converted
         elif name in _LISTS and isinstance(value, dict):
-            out[_LISTS[name]] = [_convert(item) if isinstance(item, dict) else item for item in _indexed(value)]
+            out[_LISTS[name]] = [_convert(item) if isinstance(item, dict) else item for item in indexed(value)]
         elif isinstance(value, dict):
             out[name] = _convert(value)
         else:
@@ -125,9 +132,17 @@ def _convert(tree: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _indexed(numbered: dict[str, Any]) -> list[Any]:
-    """The members of `X.1`, `X.2`, ... in numeric order (other keys are ignored)."""
-    return [numbered[key] for key in sorted((k for k in numbered if k.isdigit()), key=int)]
+def indexed(numbered: dict[str, Any]) -> list[Any]:
+    """The members of `X.1`, `X.2`, ... in numeric order (keys that are not numbers are ignored).
+    Raises BrokerError(MalformedQueryString) on an index that is a number but not one of the
+    protocol's: other digits than ASCII's (`²`), or more of them than any list could need."""
+    indexes = [key for key in numbered if key.isdigit()]
+    for key in indexes:
+        if not key.isascii() or len(key) > MAX_INDEX_DIGITS:
+            raise BrokerError(
+                "MalformedQueryString", f"A list index is a number of at most {MAX_INDEX_DIGITS} digits 0-9, not {key[:20]!r}."
+            )
+    return [numbered[key] for key in sorted(indexes, key=int)]
 
 
 def render(action: str, output: dict[str, Any], request_id: str) -> bytes:

@@ -40,7 +40,7 @@ from dovecote.actors.recovery import recover
 from dovecote.actors.signing import CERTIFICATE_PATH, Signer
 from dovecote.actors.sse_policy import key_policy
 from dovecote.net.audit import Audit
-from dovecote.net.aws_gateway import AwsGateway
+from dovecote.net.aws_gateway import AwsGateway, refusal as aws_refusal
 from dovecote.net.broker_endpoints import METRICS_MAX_QUEUES, METRICS_MAX_TOPICS, BrokerEndpoints
 from dovecote.net.client import DEFAULT_PORT
 from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_MAX_RESPONSE_BYTES, PUSH_TIMEOUT_S
@@ -204,6 +204,7 @@ async def run_broker(
                         counts,
                         server_tls,
                         keyring,
+                        aws_refusal,
                     )
                     http_port = await _listen(net_nursery, http.serve, "HTTP", config.host, config.http_port)
                     native = NativeServer(

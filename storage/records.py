@@ -7,6 +7,8 @@ number and MessageId) and carries the wall-clock time it happened, so the log al
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 
@@ -351,19 +353,28 @@ def encode_record(record: Record) -> bytes:
     return _encoder.encode(record)
 
 
+def _decode(decoder: msgspec.msgpack.Decoder, payload: bytes | memoryview) -> Any:
+    """msgspec recurses once per level of nesting and raises RecursionError at Python's limit,
+    wherever the stack stands: a value nested that deep is as undecodable as any other."""
+    try:
+        return decoder.decode(payload)
+    except RecursionError:
+        raise msgspec.DecodeError("nested too deep to be a record") from None
+
+
 def decode_record(payload: bytes | memoryview) -> AnyRecord:
-    """Raises msgspec.DecodeError (or UnicodeDecodeError) on a payload that is not a record."""
-    return _decoder.decode(payload)
+    """Raises msgspec.DecodeError (or ValidationError, UnicodeDecodeError) on a payload that is not a record."""
+    return _decode(_decoder, payload)
 
 
 def decode_message_head(payload: bytes | memoryview) -> MessageSentHead:
     """Raises msgspec.DecodeError (or ValidationError) on a payload that is not a MessageSent."""
-    return _head_decoder.decode(payload)
+    return _decode(_head_decoder, payload)
 
 
 def decode_push_head(payload: bytes | memoryview) -> PushQueuedHead:
     """Raises msgspec.DecodeError (or ValidationError) on a payload that is not a PushQueued."""
-    return _push_head_decoder.decode(payload)
+    return _decode(_push_head_decoder, payload)
 
 
 _content_decoder = msgspec.msgpack.Decoder(SealedContent)
@@ -371,7 +382,7 @@ _content_decoder = msgspec.msgpack.Decoder(SealedContent)
 
 def decode_sealed_content(payload: bytes) -> SealedContent:
     """Raises msgspec.DecodeError (or ValidationError, UnicodeDecodeError) on a payload that is not one."""
-    return _content_decoder.decode(payload)
+    return _decode(_content_decoder, payload)
 
 
 def encode_dedup_entry(entry: DedupEntry) -> bytes:
@@ -379,4 +390,4 @@ def encode_dedup_entry(entry: DedupEntry) -> bytes:
 
 
 def decode_dedup_entry(payload: bytes | memoryview) -> DedupEntry:
-    return _dedup_decoder.decode(payload)
+    return _decode(_dedup_decoder, payload)

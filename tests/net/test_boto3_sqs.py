@@ -10,6 +10,8 @@ import httpx
 import pytest
 from botocore.config import Config
 
+from dovecote.net.limits import NetLimits
+
 from ..faults.serve import ServeProcess
 
 
@@ -162,9 +164,9 @@ def test_malformed_requests_get_aws_errors_and_the_broker_keeps_serving(sqs, end
 
 def test_a_huge_body_is_refused_and_the_broker_keeps_serving(sqs, endpoint):
     response = httpx.post(
-        endpoint, content=b"x" * (3 << 20), headers={"X-Amz-Target": "AmazonSQS.ListQueues"}, timeout=10
+        endpoint, content=b"x" * (NetLimits().http_max_body_bytes + 1), headers={"X-Amz-Target": "AmazonSQS.ListQueues"}, timeout=10
     )
-    assert response.status_code == 413
+    assert response.status_code == 413 and response.json()["__type"] == "com.amazonaws.sqs#RequestEntityTooLarge"
     sqs.list_queues()
 
 
