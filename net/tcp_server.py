@@ -31,6 +31,7 @@ from . import frames
 from .limits import ConnectionCounts, NetLimits
 from .listener import accept_loop
 from .audit import DENIED_CODES, DOOR_NATIVE, Audit
+from .failure_log import FailureLog
 from .tls import ServerTls, certificate_principal, peer_address, starts_with_tls
 
 log = logging.getLogger("dovecote.net")
@@ -96,6 +97,7 @@ class NativeServer:
         self._keyring = keyring if keyring is not None else Keyring({})
         self._tls = tls
         self._audit = audit if audit is not None else Audit()
+        self._failures = FailureLog(log, limits.failure_log_interval_s)
         self._counts = counts
 
     async def serve(
@@ -120,7 +122,8 @@ class NativeServer:
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer went away (or failed the TLS handshake); what it asked for stands
         except* Exception:
-            log.exception("a native connection failed; the broker goes on")  # one connection never stops the broker
+            # one connection never stops the broker, and a flood of failures writes one traceback an interval
+            self._failures.exception("a native connection failed; the broker goes on")
         finally:
             await _close_quietly(connection.stream)
 

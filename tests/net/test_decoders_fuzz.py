@@ -10,7 +10,6 @@ DOVECOTE_FUZZ_EXAMPLES sets the examples per test (default 300; the long tier ma
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 from urllib.parse import quote
@@ -27,7 +26,7 @@ from dovecote.actors.principals import ANYONE
 from dovecote.net import frames, sns_api, sqs_api
 from dovecote.net.aws_gateway import AwsGateway, refusal
 from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer, split_target, text_response
-from dovecote.net.limits import NetLimits
+from dovecote.net.limits import ConnectionCounts, NetLimits
 from dovecote.storage import records
 from dovecote.storage.framing import DamagedValue, frame, unframe
 
@@ -125,12 +124,14 @@ def serve_bytes(data: bytes) -> bytes:
         return text_response(200, f"{request.method} {len(request.body)}\n")
 
     async def main() -> bytes:
-        server = HttpServer(lambda peer: echo, NetLimits(http_max_header_bytes=2048, http_max_body_bytes=4096), trio.Event())
+        server = HttpServer(
+            lambda peer: echo, NetLimits(http_max_header_bytes=2048, http_max_body_bytes=4096), trio.Event(), ConnectionCounts(1, 1)
+        )
         client, server_side = trio.testing.memory_stream_pair()
         answer = bytearray()
 
         async def serve() -> None:
-            await server._serve(server_side, echo, "fuzz")
+            await server._serve(server_side, echo, "fuzz", trio.current_time() + 60)
             await server_side.aclose()
 
         with trio.fail_after(5):

@@ -12,7 +12,7 @@ import trio.testing
 from dovecote.net.aws_gateway import refusal
 from dovecote.net.failure_log import FailureLog
 from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer
-from dovecote.net.limits import NetLimits
+from dovecote.net.limits import ConnectionCounts, NetLimits
 
 JSON_REQUEST = (
     b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: AmazonSQS.ListQueues\r\n"
@@ -26,12 +26,12 @@ async def failing(request: HttpRequest) -> HttpResponse:
 
 
 async def exchange(data: bytes, limits: NetLimits) -> bytes:
-    server = HttpServer(lambda peer: failing, limits, trio.Event(), refuse=refusal)
+    server = HttpServer(lambda peer: failing, limits, trio.Event(), ConnectionCounts(1, 1), refuse=refusal)
     client, server_side = trio.testing.memory_stream_pair()
     answer = bytearray()
 
     async def serve() -> None:
-        await server._serve(server_side, failing, "test")
+        await server._serve(server_side, failing, "test", trio.current_time() + 60)
         await server_side.aclose()
 
     with trio.fail_after(5):

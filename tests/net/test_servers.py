@@ -2,6 +2,7 @@
 an absolute deadline on trio's clock."""
 
 import contextlib
+import logging
 import struct
 
 import httpx
@@ -12,7 +13,7 @@ import trio
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import ListQueues, MessageAttributeValue, ReceiveMessage
 from dovecote.app import ServeConfig, run_broker
-from dovecote.net import frames
+from dovecote.net import frames, tcp_server
 from dovecote.net.client import open_client
 from dovecote.net.limits import NetLimits
 
@@ -281,3 +282,24 @@ async def test_http_garbage_gets_an_error_or_a_close_and_the_listener_stays_up(t
             pass  # closed on us: also fine
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"http://127.0.0.1:{ports.http}/health")).status_code == 200
+
+
+async def test_a_flood_of_native_connection_failures_logs_one_traceback_an_interval(tmp_path, monkeypatch, caplog):
+    """A connection whose handling raises is closed and the broker goes on; a flood of them writes
+    one traceback an interval, not one each (a client must not be able to fill the disk with log)."""
+
+    async def failing_run(self):
+        raise RuntimeError("a bug in the connection's handling")
+
+    caplog.set_level(logging.ERROR, logger="dovecote.net")
+    async with broker(tmp_path, failure_log_interval_s=3600) as ports:
+        monkeypatch.setattr(tcp_server._Connection, "run", failing_run)
+        for _ in range(20):
+            stream = await trio.open_tcp_stream("127.0.0.1", ports.native)
+            assert await stream.receive_some(1) == b""  # closed by the broker
+            await stream.aclose()
+        monkeypatch.undo()
+        async with open_client("127.0.0.1", ports.native) as client:
+            assert (await client.call(ListQueues())).queues == []  # still serving
+    failures = [record for record in caplog.records if "a native connection failed" in record.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
