@@ -1,5 +1,5 @@
-"""The fsync audit: a real `dovecote serve` under strace, sends from boto3 (three clients at once, so
-commits group several requests), and for every acknowledged send the trace must show, in order:
+"""The fsync audit: a real `dovecote serve` under strace, sends from boto3 and from native clients
+(three clients at once, so commits group several requests), and for every acknowledged send the trace must show, in order:
 the request read from its socket, its body written to the data file, an fdatasync (or fsync) of
 the data file finished, and only then the acknowledgement (the MessageId boto3 got) written to that
 socket, every one of these calls made by a thread of the broker's own process (not by a process
@@ -13,7 +13,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -127,27 +127,50 @@ def audit(trace: Trace, data_file: str, acknowledged: dict[str, str]) -> list[st
     return problems
 
 
-def test_every_acknowledged_send_follows_an_fdatasync_of_its_data(tmp_path):
+def aws_sender(broker: ServeProcess) -> Callable[[], Callable[[str], str]]:
+    """A boto3 client per sending thread; a send returns the MessageId."""
+    def client():
+        return boto3.client(
+            "sqs", endpoint_url=f"http://127.0.0.1:{broker.http_port}", region_name="us-east-1",
+            aws_access_key_id="test", aws_secret_access_key="test", config=Config(retries={"max_attempts": 1}),
+        )
+
+    url = client().create_queue(QueueName="audited")["QueueUrl"]
+
+    def connect() -> Callable[[str], str]:
+        sqs = client()
+        return lambda body: sqs.send_message(QueueUrl=url, MessageBody=body)["MessageId"]
+
+    return connect
+
+
+def native_sender(broker: ServeProcess) -> Callable[[], Callable[[str], str]]:
+    """A native connection per sending thread (the blocking client); a send returns the MessageId."""
+    with broker.client() as setup:
+        setup.create_queue("audited")
+
+    def connect() -> Callable[[str], str]:
+        native = broker.client()
+        return lambda body: native.send_message("audited", body).message_id
+
+    return connect
+
+
+@pytest.mark.parametrize("door", [aws_sender, native_sender], ids=["aws", "native"])
+def test_every_acknowledged_send_follows_an_fdatasync_of_its_data(tmp_path, door):
     data_dir = tmp_path / "data"
     trace = tmp_path / "trace"
     strace = (STRACE, "-f", "-qq", "-yy", "-s", "65536", "-o", str(trace), "-e", f"trace={SYSCALLS}")
     broker = ServeProcess(data_dir, program=(*strace, sys.executable, "-m", "dovecote")).start(timeout_s=60)
     acknowledged: dict[str, str] = {}  # body -> MessageId; each client adds its own bodies
     try:
-        sqs = boto3.client(
-            "sqs", endpoint_url=f"http://127.0.0.1:{broker.http_port}", region_name="us-east-1",
-            aws_access_key_id="test", aws_secret_access_key="test", config=Config(retries={"max_attempts": 1}),
-        )
-        url = sqs.create_queue(QueueName="audited")["QueueUrl"]
+        connect = door(broker)
 
         def send(client_number: int) -> None:
-            client = boto3.client(
-                "sqs", endpoint_url=f"http://127.0.0.1:{broker.http_port}", region_name="us-east-1",
-                aws_access_key_id="test", aws_secret_access_key="test", config=Config(retries={"max_attempts": 1}),
-            )
+            send_message = connect()
             for n in range(SENDS_PER_CLIENT):
                 body = f"audited-{client_number}-{n:04d}"
-                acknowledged[body] = client.send_message(QueueUrl=url, MessageBody=body)["MessageId"]
+                acknowledged[body] = send_message(body)
 
         threads = [threading.Thread(target=send, args=(c,)) for c in range(CLIENTS)]
         for thread in threads:
