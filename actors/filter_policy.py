@@ -333,7 +333,7 @@ def _numeric(name: str, operand: Any) -> Predicate:
         raise _refuse(f"\"{name}\": numeric takes [operator, number] or a range [>, n, <, m]")
     bounds = []
     for operator, value in zip(operand[::2], operand[1::2]):
-        if operator not in _NUMERIC_OPERATORS:
+        if not isinstance(operator, str) or operator not in _NUMERIC_OPERATORS:
             raise _refuse(f"\"{name}\": unrecognized numeric operator {operator!r}")
         bounds.append((operator, _number(name, value)))
     if len(bounds) == 2:

@@ -111,6 +111,9 @@ def test_a_body_policy_on_a_body_that_is_not_json_does_not_match():
         ('{"a": [{"numeric": [">", "x"]}]}', "MessageAttributes", "not a number"),
         ('{"a": [{"numeric": ["<", 5, ">", 1]}]}', "MessageAttributes", "numeric range"),
         ('{"a": [{"numeric": ["~", 5]}]}', "MessageAttributes", "numeric operator"),
+        # found by atheris: an operator that is not a string was looked up in a set (TypeError, a 500)
+        ('{"a": [{"numeric": [{}, {}, ">", 5]}]}', "MessageAttributes", "numeric operator"),
+        ('{"a": [{"numeric": [[">"], 5]}]}', "MessageAttributes", "numeric operator"),
         ('{"a": [{"numeric": [">", 1e10]}]}', "MessageAttributes", "between"),
         ('{"a": [{"cidr": "10.0.0.0/99"}]}', "MessageAttributes", "IP prefix"),
         ('{"a": [{"sorta": 1}]}', "MessageAttributes", "unrecognized match type"),
