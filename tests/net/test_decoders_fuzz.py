@@ -27,6 +27,8 @@ from dovecote.net import frames, sns_api, sqs_api
 from dovecote.net.aws_gateway import AwsGateway, refusal
 from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer, split_target, text_response
 from dovecote.net.limits import ConnectionCounts, NetLimits
+
+from .http_exchange import exchange_bytes
 from dovecote.storage import records
 from dovecote.storage.framing import DamagedValue, frame, unframe
 
@@ -127,21 +129,7 @@ def serve_bytes(data: bytes) -> bytes:
         server = HttpServer(
             lambda peer: echo, NetLimits(http_max_header_bytes=2048, http_max_body_bytes=4096), trio.Event(), ConnectionCounts(1, 1)
         )
-        client, server_side = trio.testing.memory_stream_pair()
-        answer = bytearray()
-
-        async def serve() -> None:
-            await server._serve(server_side, echo, "fuzz", trio.current_time() + 60)
-            await server_side.aclose()
-
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(serve)
-                await client.send_all(data)
-                await client.send_eof()
-                while chunk := await client.receive_some(65536):
-                    answer += chunk
-        return bytes(answer)
+        return await exchange_bytes(server, echo, data)
 
     return trio.run(main)
 

@@ -14,6 +14,8 @@ from dovecote.net.failure_log import FailureLog
 from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer
 from dovecote.net.limits import ConnectionCounts, NetLimits
 
+from .http_exchange import exchange_bytes
+
 JSON_REQUEST = (
     b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: AmazonSQS.ListQueues\r\n"
     b"Content-Type: application/x-amz-json-1.0\r\nContent-Length: 2\r\n\r\n{}"
@@ -27,21 +29,7 @@ async def failing(request: HttpRequest) -> HttpResponse:
 
 async def exchange(data: bytes, limits: NetLimits) -> bytes:
     server = HttpServer(lambda peer: failing, limits, trio.Event(), ConnectionCounts(1, 1), refuse=refusal)
-    client, server_side = trio.testing.memory_stream_pair()
-    answer = bytearray()
-
-    async def serve() -> None:
-        await server._serve(server_side, failing, "test", trio.current_time() + 60)
-        await server_side.aclose()
-
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve)
-            await client.send_all(data)
-            await client.send_eof()
-            while chunk := await client.receive_some(65536):
-                answer += chunk
-    return bytes(answer)
+    return await exchange_bytes(server, failing, data)
 
 
 async def test_a_handler_that_raises_answers_internal_error_in_the_requests_shape(caplog):
