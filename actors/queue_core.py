@@ -483,7 +483,8 @@ class QueueCore:
             message_id=self._message_ids.new(),
             body=entry.body,
             attributes=to_stored(attributes),
-            delay_seconds=config.delay_s if entry.delay_seconds is None else entry.delay_seconds,
+            # (a FIFO queue's messages take the queue's delay: their DelaySeconds can only be 0)
+            delay_seconds=config.delay_s if entry.delay_seconds is None or config.fifo else entry.delay_seconds,
             sender_id=sender_id,  # "": the broker's account, filled in when shown
             system_attributes=to_stored(system_attributes),
             group_id=group_id or "",
@@ -954,6 +955,7 @@ class QueueCore:
         self._timers.clear()
         self._outgoing.clear()
         self._attempts.clear()
+        self._dedup.clear()  # AWS takes a deduplication id sent again after a purge as a new message
         self.in_flight_count = 0
         self.delayed_count = 0
         self._expiry_check_at = math.inf

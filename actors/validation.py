@@ -112,7 +112,7 @@ def validate_queue_attributes(
     attributes: Mapping[str, str], *, fifo: bool = False, creating: bool = False
 ) -> dict[str, str]:
     """Check writable queue attributes; return them normalised (numbers without padding, policies
-    as compact JSON). FifoQueue is accepted only when creating."""
+    as compact JSON)."""
     normalised: dict[str, str] = {}
     for name, value in attributes.items():
         if name in _NUMERIC_ATTRIBUTES:
@@ -138,12 +138,18 @@ def validate_queue_attributes(
                 value = str(number)
             normalised[name] = value.lower() if name == "SqsManagedSseEnabled" else value
         elif name == "FifoQueue":
-            if not creating:
+            # As AWS answers (LocalStack's test_set_fifo_queue_attribute, checked against AWS):
+            # a standard queue has no such attribute to set; a FIFO queue takes "true" as a
+            # no-op and refuses a change of type. CreateQueue of a standard queue takes "false".
+            if not (fifo or creating):
+                raise BrokerError("InvalidAttributeName", f"Unknown Attribute {name}.")
+            if value.lower() != ("true" if fifo else "false"):
                 raise BrokerError(
-                    "InvalidAttributeValue", "Invalid value for the parameter FifoQueue. Reason: Modifying queue type is not supported."
+                    "InvalidAttributeValue",
+                    f"Invalid value for the parameter FifoQueue: {value[:20]}."
+                    if creating
+                    else "Invalid value for the parameter FifoQueue. Reason: Modifying queue type is not supported.",
                 )
-            if value.lower() not in ("true", "false") or (value.lower() == "false" and fifo):
-                raise BrokerError("InvalidAttributeValue", f"Invalid value for the parameter FifoQueue: {value[:20]}.")
             if fifo:
                 normalised[name] = "true"
         elif name in _FIFO_ATTRIBUTES:
@@ -454,7 +460,7 @@ def fifo_send_parameters(
     if group_id is None:
         raise BrokerError("MissingParameter", "The request must contain the parameter MessageGroupId.")
     validate_group_id(group_id)
-    if delay_seconds is not None:
+    if delay_seconds:  # a FIFO queue has no delay per message, but 0 (none) is accepted, as AWS does
         raise invalid(
             f"Value {delay_seconds} for parameter DelaySeconds is invalid. Reason: The request include parameter "
             "that is not valid for this queue type."

@@ -242,3 +242,48 @@ async def test_purge_empties_a_fifo_queue_and_unlocks_its_groups(autojump_clock)
         await h.ok(PurgeQueue("q.fifo"))
         await send(h, "m1")
         assert [m.body for m in await receive(h)] == ["m1"]
+
+
+async def test_purge_queue_clears_the_deduplication_cache_also_across_a_restart(autojump_clock):
+    store = MemoryStore()
+    async with running_broker(store) as h:
+        await h.ok(CreateQueue("q.fifo", FIFO))
+        original = await send(h, "m", dedup="d1")
+        await h.ok(PurgeQueue("q.fifo"))
+        again = await send(h, "m", dedup="d1")
+        assert again.message_id != original.message_id
+        assert [m.body for m in await receive(h)] == ["m"]
+        await trio.sleep(61)
+        await h.ok(PurgeQueue("q.fifo"))
+    async with running_broker(store) as h:
+        fresh = await send(h, "m", dedup="d1")
+        assert fresh.message_id not in (original.message_id, again.message_id)
+
+
+async def test_fifo_queue_attribute_as_aws_answers_it(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateQueue("q.fifo", FIFO))
+        await h.ok(SetQueueAttributes("q.fifo", {"FifoQueue": "true"}))  # a no-op
+        assert (await h.ok(GetQueueAttributes("q.fifo", ["FifoQueue"]))).attributes == {"FifoQueue": "true"}
+        await h.ok(CreateQueue("std", {"FifoQueue": "false"}))
+        assert "FifoQueue" not in (await h.ok(GetQueueAttributes("std", ["All"]))).attributes
+        with pytest.raises(BrokerError) as error:
+            await h.ok(SetQueueAttributes("std", {"FifoQueue": "true"}))
+        assert error.value.code == "InvalidAttributeName"
+        with pytest.raises(BrokerError) as error:
+            await h.ok(SetQueueAttributes("std", {"FifoQueue": "false"}))
+        assert error.value.code == "InvalidAttributeName"
+
+
+async def test_fifo_send_accepts_delay_seconds_zero(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateQueue("q.fifo", {**FIFO, "DelaySeconds": "2"}))
+        await h.ok(SendMessage("q.fifo", "m", 0, message_group_id="g", message_deduplication_id="d"))
+        batch = await h.ok(SendMessageBatch("q.fifo", [
+            SendEntry("a", "n", 0, message_group_id="g", message_deduplication_id="e"),
+            SendEntry("b", "o", 3, message_group_id="g", message_deduplication_id="f"),
+        ]))
+        assert [entry.id for entry in batch.successful] == ["a"] and batch.failed[0].code == "InvalidParameterValue"
+        assert await receive(h) == []  # the queue's delay still holds
+        await trio.sleep(2)
+        assert [m.body for m in await receive(h, max_number_of_messages=10)] == ["m", "n"]
