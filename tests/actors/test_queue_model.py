@@ -262,6 +262,14 @@ class FifoQueueModel(QueueModel):
             self.commit(record)
             self.handles.append((self.handle(record, row), row.message_id, record.receive_count))
 
+    @rule()
+    def purge(self):
+        """A purge forgets the deduplication ids too, as AWS does."""
+        before = self.last_purge
+        super().purge()
+        if self.last_purge != before:
+            self.dedup.clear()
+
     @rule(seconds=st.integers(0, 100))
     def advance(self, seconds):
         super().advance(seconds)
