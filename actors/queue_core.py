@@ -500,6 +500,10 @@ class QueueCore:
         validation.check_batch_size(
             [e.body for e in op.entries], [e.message_attributes for e in op.entries], SQS_MAX_MESSAGE_BYTES
         )
+        validation.check_fifo_batch_ids(
+            self.config.fifo, self.config.content_based_dedup,
+            [(e.message_group_id, e.message_deduplication_id) for e in op.entries],
+        )
         entry_ids: list[str] = []
         prepared: list[MessageSent | DuplicateSend] = []
         refused: list[BatchFailure] = []

@@ -446,6 +446,28 @@ def validate_group_id(group_id: str, parameter: str = "MessageGroupId") -> None:
         )
 
 
+def check_fifo_batch_ids(fifo: bool, content_based: bool, entries: Iterable[tuple[str | None, str | None]]) -> None:
+    """What fails a whole SendMessageBatch on AWS rather than its entry (LocalStack's AWS-validated
+    test_send_batch_missing_message_group_id_for_fifo_queue and ..._deduplication_id_...): on a
+    FIFO queue, an entry without MessageGroupId, or without MessageDeduplicationId when the queue
+    has no content-based deduplication. entries: (group id, deduplication id) of each."""
+    if not fifo:
+        return
+    for group_id, dedup_id in entries:
+        if group_id is None:
+            raise _missing_group_id()
+        if dedup_id is None and not content_based:
+            raise _missing_dedup_id()
+
+
+def _missing_group_id() -> BrokerError:
+    return BrokerError("MissingParameter", "The request must contain the parameter MessageGroupId.")
+
+
+def _missing_dedup_id() -> BrokerError:
+    return invalid("The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly")
+
+
 def fifo_send_parameters(
     fifo: bool, content_based: bool, body: str, delay_seconds: int | None, group_id: str | None, dedup_id: str | None
 ) -> str:
@@ -458,7 +480,7 @@ def fifo_send_parameters(
             validate_group_id(group_id)
         return ""
     if group_id is None:
-        raise BrokerError("MissingParameter", "The request must contain the parameter MessageGroupId.")
+        raise _missing_group_id()
     validate_group_id(group_id)
     if delay_seconds:  # a FIFO queue has no delay per message, but 0 (none) is accepted, as AWS does
         raise invalid(
@@ -469,9 +491,7 @@ def fifo_send_parameters(
         validate_group_id(dedup_id, "MessageDeduplicationId")
         return dedup_id
     if not content_based:
-        raise invalid(
-            "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly"
-        )
+        raise _missing_dedup_id()
     return hashlib.sha256(body.encode()).hexdigest()
 
 

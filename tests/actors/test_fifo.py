@@ -5,6 +5,7 @@ import trio
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
+    MessageAttributeValue,
     ChangeMessageVisibility,
     CreateQueue,
     DeleteMessage,
@@ -287,3 +288,33 @@ async def test_fifo_send_accepts_delay_seconds_zero(autojump_clock):
         assert await receive(h) == []  # the queue's delay still holds
         await trio.sleep(2)
         assert [m.body for m in await receive(h, max_number_of_messages=10)] == ["m", "n"]
+
+
+async def test_fifo_send_batch_without_group_or_deduplication_id_fails_the_whole_request(autojump_clock):
+    """As AWS answers (LocalStack's AWS-validated test_send_batch_missing_*_for_fifo_queue): the
+    request fails and nothing of it is stored, not 200 with the entry under Failed."""
+    async with running_broker() as h:
+        await h.ok(CreateQueue("q.fifo", FIFO))
+        valid = SendEntry("a", "m", message_group_id="g", message_deduplication_id="d")
+        for entry, code in [
+            (SendEntry("b", "n", message_deduplication_id="e"), "MissingParameter"),
+            (SendEntry("b", "n", message_group_id="g"), "InvalidParameterValue"),
+        ]:
+            with pytest.raises(BrokerError) as error:
+                await h.ok(SendMessageBatch("q.fifo", [valid, entry]))
+            assert error.value.code == code
+        assert await receive(h) == []
+        await h.ok(CreateQueue("content.fifo", {**FIFO, "ContentBasedDeduplication": "true"}))
+        batch = await h.ok(SendMessageBatch("content.fifo", [valid, SendEntry("b", "n", message_group_id="g")]))
+        assert [entry.id for entry in batch.successful] == ["a", "b"]
+
+
+async def test_send_batch_total_size_counts_attribute_bytes(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateQueue("q"))
+        # the bodies alone fit in a batch (1 MiB); with their attributes they do not
+        big = {"k": MessageAttributeValue("String", "v" * 200_000)}
+        entries = [SendEntry(str(i), "x" * 400_000, message_attributes=big) for i in range(2)]
+        with pytest.raises(BrokerError) as error:
+            await h.ok(SendMessageBatch("q", entries))
+        assert error.value.code == "BatchRequestTooLong"
