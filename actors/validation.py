@@ -13,6 +13,7 @@ import msgspec
 
 from . import authorization
 from .attributes import AnyAttribute
+from .ops import MessageAttributeValue
 from .errors import BrokerError, invalid
 from .limits import (
     SQS_MAX_BATCH_ENTRIES,
@@ -432,6 +433,18 @@ def validate_system_attributes(attributes: Mapping[str, AnyAttribute]) -> None:
             raise invalid(f"Message system attribute name '{name}' is invalid.")
         if value.data_type != "String" or not value.string_value:
             raise invalid("Message system attribute 'AWSTraceHeader' must contain a non-empty value of type 'String'.")
+
+
+def with_trace_header(
+    system_attributes: Mapping[str, MessageAttributeValue], trace_header: str | None
+) -> dict[str, MessageAttributeValue]:
+    """A send's message system attributes with its request's X-Amzn-Trace-Id header as the
+    AWSTraceHeader attribute, for every message of the request; an AWSTraceHeader the send gives
+    itself wins (AWS X-Ray developer guide, "Amazon SQS and AWS X-Ray"). SQS sends and a topic's
+    deliveries into queues both take it here."""
+    if not trace_header or "AWSTraceHeader" in system_attributes:
+        return dict(system_attributes)
+    return {**system_attributes, "AWSTraceHeader": MessageAttributeValue("String", trace_header)}
 
 
 _GROUP_ID = re.compile(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}")
