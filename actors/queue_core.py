@@ -972,8 +972,9 @@ class QueueCore:
         changed = validation.validate_queue_attributes(attributes, fifo=self.config.fifo)
         merged = {**self.attributes, **changed, "LastModifiedTimestamp": str(wall_ms // 1000)}
         validation.check_fifo_throughput(merged)
-        if self.config.fifo and merged.get("DeduplicationScope") != self.attributes.get("DeduplicationScope"):
-            self._dedup = DedupWindow(merged.get("DeduplicationScope") == "messageGroup")  # keys change meaning
+        scope = self.attributes.get("DeduplicationScope")
+        if self.config.fifo and merged.get("DeduplicationScope") != scope:
+            merged.setdefault(validation.CREATED_DEDUPLICATION_SCOPE, scope or "queue")
         self.attributes = {name: value for name, value in merged.items() if value != "" or name != "RedrivePolicy"}
         self.config = validation.queue_config(self.attributes)
         self._expiry_check_at = -math.inf  # the retention period may have shrunk
@@ -1062,7 +1063,7 @@ class QueueCore:
         validation.check_attribute_names(names)
         counts = self.counts(now)
         everything = {
-            **self.attributes,
+            **{name: value for name, value in self.attributes.items() if name != validation.CREATED_DEDUPLICATION_SCOPE},
             "QueueArn": self.arn,
             "ApproximateNumberOfMessages": str(counts.visible),
             "ApproximateNumberOfMessagesNotVisible": str(counts.in_flight),

@@ -74,6 +74,11 @@ _FIFO_ATTRIBUTES = {
     "DeduplicationScope": ("messageGroup", "queue"),
     "FifoThroughputLimit": ("perQueue", "perMessageGroupId"),
 }
+# The DeduplicationScope a FIFO queue was created with, kept once SetQueueAttributes changes the
+# attribute (and hidden from GetQueueAttributes): AWS returns the new value but goes on
+# deduplicating with the scope the queue was created with (LocalStack pull requests 10324 and
+# 10887, from what AWS was seen to do).
+CREATED_DEDUPLICATION_SCOPE = "dovecote:CreatedDeduplicationScope"
 READ_ONLY_ATTRIBUTES = (
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesNotVisible",
@@ -273,7 +278,8 @@ def queue_config(attributes: Mapping[str, str]) -> QueueConfig:
     }
     fields["fifo"] = attributes.get("FifoQueue") == "true"
     fields["content_based_dedup"] = attributes.get("ContentBasedDeduplication") == "true"
-    fields["dedup_per_group"] = attributes.get("DeduplicationScope") == "messageGroup"
+    scope = attributes.get(CREATED_DEDUPLICATION_SCOPE, attributes.get("DeduplicationScope"))
+    fields["dedup_per_group"] = scope == "messageGroup"
     if attributes.get("RedrivePolicy"):
         redrive = json.loads(attributes["RedrivePolicy"])
         fields["dead_letter_arn"] = redrive["deadLetterTargetArn"]

@@ -318,3 +318,21 @@ async def test_send_batch_total_size_counts_attribute_bytes(autojump_clock):
         with pytest.raises(BrokerError) as error:
             await h.ok(SendMessageBatch("q", entries))
         assert error.value.code == "BatchRequestTooLong"
+
+
+async def test_deduplication_scope_changed_after_creation_keeps_the_created_scope(autojump_clock):
+    """AWS returns the new DeduplicationScope but deduplicates as the queue was created (LocalStack
+    pull requests 10324 and 10887, from what AWS was seen to do); across a restart too."""
+    store = MemoryStore()
+    async with running_broker(store) as h:
+        await h.ok(CreateQueue("q.fifo", FIFO))
+        await h.ok(SetQueueAttributes("q.fifo", {"DeduplicationScope": "messageGroup", "FifoThroughputLimit": "perMessageGroupId"}))
+        attributes = (await h.ok(GetQueueAttributes("q.fifo", ["All"]))).attributes
+        assert attributes["DeduplicationScope"] == "messageGroup" and not any(":" in name for name in attributes)
+        first = await send(h, "m", group="a", dedup="d")
+        assert (await send(h, "m", group="b", dedup="d")).message_id == first.message_id  # still queue-wide
+    async with running_broker(store) as h:
+        assert (await send(h, "m", group="c", dedup="d")).message_id == first.message_id
+        await h.ok(SetQueueAttributes("q.fifo", {"DeduplicationScope": "queue", "FifoThroughputLimit": "perQueue"}))
+        await h.ok(SetQueueAttributes("q.fifo", {"DeduplicationScope": "messageGroup", "FifoThroughputLimit": "perMessageGroupId"}))
+        assert (await send(h, "m", group="e", dedup="d")).message_id == first.message_id
