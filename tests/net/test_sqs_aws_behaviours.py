@@ -278,6 +278,10 @@ def test_fifo_details_as_aws_answers_them(client, name):
     client.purge(url)
     assert client.send(url, "m", MessageGroupId="g") != first  # the purge cleared the deduplication ids
     assert bodies(client.receive(url)) == ["m"]
+    # DeduplicationScope changed after creation: returned, but deduplication keeps the created scope
+    client.set_attributes(url, DeduplicationScope="messageGroup", FifoThroughputLimit="perMessageGroupId")
+    original = client.send(url, "x", MessageGroupId="a")
+    assert client.send(url, "x", MessageGroupId="b") == original
 
 
 def test_x_amzn_trace_id_becomes_the_aws_trace_header(client, name):
