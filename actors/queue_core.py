@@ -880,8 +880,7 @@ class QueueCore:
             raise BrokerError(
                 "ReceiptHandleIsInvalid", "The message is being moved to another queue (its dead-letter queue)."
             )
-        current = self._in_flight_from(handle, live, now)
-        if self.config.fifo and not current:
+        if self.config.fifo and not self._in_flight_from(handle, live, now):
             raise invalid(f"Value {receipt_handle[:100]} for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired.")
         self._attempts.clear()
         self._forget(live)

@@ -13,7 +13,6 @@ import msgspec
 
 from . import authorization
 from .attributes import AnyAttribute
-from .ops import MessageAttributeValue
 from .errors import BrokerError, invalid
 from .limits import (
     SQS_MAX_BATCH_ENTRIES,
@@ -30,6 +29,7 @@ from .limits import (
     SQS_MIN_MESSAGE_BYTES,
     SQS_MIN_RETENTION_S,
 )
+from .ops import MessageAttributeValue
 
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
