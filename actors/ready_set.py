@@ -106,8 +106,12 @@ class FifoReadySet:
             self._place(group)
 
     def start_receive(self) -> None:
-        """The next pop chooses its group afresh (within a receive, pops stay with their group)."""
-        self._serving = None
+        """The next pop chooses its group afresh (within a receive, pops stay with their group).
+        The group the last receive took from last is placed by its new next message now: only it
+        can have messages left that it may deliver (any group before it was emptied or held back)."""
+        serving, self._serving = self._serving, None
+        if serving is not None and serving in self._heaps:
+            self._place(serving)
 
     def pop(self) -> int:
         """The lowest seq of the group this receive takes from, or of the group first in order.
@@ -120,23 +124,26 @@ class FifoReadySet:
         seq = heapq.heappop(heap)
         self._returned.pop(seq, None)
         self._serving = group
-        if heap:
-            self._place(group)
-        else:
+        if not heap:
             del self._heaps[group]
             self._places.pop(group, None)
         return seq
 
     def lock(self, group: str, seq: int) -> None:
         """`seq` of `group` went in flight (or is moving): the group's later messages wait."""
-        self._in_flight.setdefault(group, set()).add(seq)
+        in_flight = self._in_flight.get(group)
+        if in_flight is None:
+            self._in_flight[group] = {seq}
+        else:
+            in_flight.add(seq)
 
     def unlock(self, group: str, seq: int) -> None:
         in_flight = self._in_flight[group]
         in_flight.discard(seq)
         if not in_flight:
             del self._in_flight[group]
-        if group in self._heaps:
+        heap = self._heaps.get(group)
+        if heap and seq < heap[0]:  # (one after the group's next message held nothing back)
             self._place(group)
 
     def clear(self) -> None:
@@ -146,14 +153,15 @@ class FifoReadySet:
         self._serving = None
 
     def __bool__(self) -> bool:
-        return self._front() is not None
+        serving = self._serving
+        return (serving is not None and self._may_deliver(serving)) or self._front() is not None
 
     def _may_deliver(self, group: str) -> bool:
         heap = self._heaps.get(group)
         if not heap:
             return False
         in_flight = self._in_flight.get(group)
-        return not in_flight or heap[0] < min(in_flight)
+        return in_flight is None or heap[0] < min(in_flight)
 
     def _place(self, group: str) -> None:
         """Give a group that may deliver its place by its next message's stamp."""
