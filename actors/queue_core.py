@@ -14,16 +14,18 @@ stored or shown; steps that need message bodies are given a `read` function (seq
 Message bodies are not held here: the store keeps them. In memory each live message is a small
 `Live` record:
 
-- ready:      `visible_at == READY`, and its seq is in the ReadySet (ready_set.py): one heap per
-              message group, lowest seq first, groups served in turn;
+- ready:      `visible_at == READY`, and its seq is in the ready set (ready_set.py): one heap per
+              message group, lowest seq first, groups served in turn (FIFO: by when their next
+              message became ready);
 - delayed:    never received, `visible_at` in the future, a `_timers` entry;
 - in flight:  received, `visible_at` in the future, a `_timers` entry;
 - moving:     `visible_at == MOVING`: handed to another queue (dead-letter redrive, a move task)
               whose commit stores it there and deletes it here in one transaction; until that
               queue answers, it is neither deliverable nor deletable here.
 
-FIFO queues add: a group with a message in flight (or moving) is locked, so no later message of
-it is delivered, and a receive takes as many messages of one group as it can, in order;
+FIFO queues add: a message in flight (or moving) holds back its group's later messages (an earlier
+one that became visible again is delivered), and a receive takes as many messages of one group as
+it can, in order;
 deduplication ids are remembered for 5 minutes from the send (`_dedup`), including for sends not
 yet committed, and survive restarts through the store's dedup table; a retried receive with the
 same ReceiveRequestAttemptId gets the same messages.
@@ -43,9 +45,10 @@ told it was committed, because a send may still be refused by storage. Every oth
 before any answer; if that commit fails the shell discards this object and rebuilds the queue from
 storage, so memory is never ahead of disk when anyone can observe it.
 
-Receipt handles carry the receive count, so a handle stops working once its message is received
-again; sequence numbers are never reused (after a restart they continue above the store's last
-LSN), so an old handle can never name a newer message.
+Receipt handles carry the receive count, as AWS's do: on a standard queue any handle of a message
+still deletes it (and changes its visibility while it is in flight), on a FIFO queue only the handle
+of the receive it is in flight from does. Sequence numbers are never reused (after a restart they
+continue above the store's last LSN), so an old handle can never name a newer message.
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ from .ops import (
     TaskHandle,
     UntagQueue,
 )
-from .ready_set import ReadySet
+from .ready_set import FifoReadySet, ReadySet
 from .stored_time import elapsed_since
 
 READY = -math.inf
@@ -276,7 +279,7 @@ class QueueCore:
         self.tags: dict[str, str] = dict(tags or {})
         self._last_purge_at = -math.inf
         self.messages: dict[int, Live] = {}
-        self._ready = ReadySet(fifo=self.config.fifo)
+        self._ready: ReadySet | FifoReadySet = FifoReadySet() if self.config.fifo else ReadySet()
         self._timers: list[tuple[float, int]] = []
         # Sends prepared but not yet stored, by MessageId -> the prepare ticket; a purge drops
         # every send prepared before it, whenever that send's commit completes.
@@ -334,7 +337,7 @@ class QueueCore:
                 live.visible_at = now + remaining
                 core._timers.append((live.visible_at, sent.seq))
                 if core.config.fifo and live.receive_count:
-                    ready.lock(group)
+                    ready.lock(group, sent.seq)
             else:
                 ready.push(sent.seq, group)
         heapq.heapify(core._timers)
@@ -383,15 +386,15 @@ class QueueCore:
             case ReceiveMessage():
                 self._receive(op, reply, cycle, read, now, wall_ms)
             case DeleteMessage():
-                record = self.delete(op.receipt_handle, wall_ms)
-                if record is not None:
-                    records.append(record)
+                if (deleted := self.delete(op.receipt_handle, now, wall_ms)) is not None:
+                    records.append(deleted)
                 cycle.reply_after_commit(reply, Done())
             case DeleteMessageBatch():
                 validation.validate_batch([entry.id for entry in op.entries])
-                self._batch(op.entries, reply, cycle, lambda e: self.delete(e.receipt_handle, wall_ms))
+                self._batch(op.entries, reply, cycle, lambda e: self.delete(e.receipt_handle, now, wall_ms))
             case ChangeMessageVisibility():
-                records.append(self.change_visibility(op.receipt_handle, op.visibility_timeout, now, wall_ms))
+                if (changed := self.change_visibility(op.receipt_handle, op.visibility_timeout, now, wall_ms)) is not None:
+                    records.append(changed)
                 cycle.reply_after_commit(reply, Done())
             case ChangeMessageVisibilityBatch():
                 validation.validate_batch([entry.id for entry in op.entries])
@@ -480,7 +483,8 @@ class QueueCore:
             message_id=self._message_ids.new(),
             body=entry.body,
             attributes=to_stored(attributes),
-            delay_seconds=config.delay_s if entry.delay_seconds is None else entry.delay_seconds,
+            # (a FIFO queue's messages take the queue's delay: their DelaySeconds can only be 0)
+            delay_seconds=config.delay_s if entry.delay_seconds is None or config.fifo else entry.delay_seconds,
             sender_id=sender_id,  # "": the broker's account, filled in when shown
             system_attributes=to_stored(system_attributes),
             group_id=group_id or "",
@@ -495,6 +499,10 @@ class QueueCore:
         validation.validate_batch([entry.id for entry in op.entries])
         validation.check_batch_size(
             [e.body for e in op.entries], [e.message_attributes for e in op.entries], SQS_MAX_MESSAGE_BYTES
+        )
+        validation.check_fifo_batch_ids(
+            self.config.fifo, self.config.content_based_dedup,
+            [(e.message_group_id, e.message_deduplication_id) for e in op.entries],
         )
         entry_ids: list[str] = []
         prepared: list[MessageSent | DuplicateSend] = []
@@ -728,6 +736,8 @@ class QueueCore:
         max_receives = self.config.max_receive_count
         taken: list[Live] = []
         max_messages = min(max_messages, self.max_in_flight - self.in_flight_count)
+        if self.config.fifo:
+            self._ready.start_receive()
         while self._ready and len(taken) < max_messages:
             seq = self._ready.pop()
             live = self.messages.get(seq)
@@ -854,9 +864,15 @@ class QueueCore:
         )
 
     # --- deletes and visibility ---------------------------------------------------------------
-    def delete(self, receipt_handle: str, wall_ms: int) -> MessageDeleted | None:
+    def delete(self, receipt_handle: str, now: float, wall_ms: int) -> MessageDeleted | None:
         """Delete by receipt handle; None if the message is already gone (SQS treats that as
-        success). Raises ReceiptHandleIsInvalid for a handle of another receive or queue."""
+        success). Raises ReceiptHandleIsInvalid for a handle of another queue or not issued here.
+
+        On a standard queue any handle of the message deletes it, also one whose visibility
+        timeout has passed or whose message was received again since: AWS acts on the message
+        (its guide's "might not be deleted" is not what it is seen to do). The record says which
+        receive's handle it was. On a FIFO queue only the handle of the receive the message is in
+        flight from works; any other has expired, as AWS answers it."""
         handle, live = self._resolve(receipt_handle)
         if live is None:
             return None
@@ -864,26 +880,42 @@ class QueueCore:
             raise BrokerError(
                 "ReceiptHandleIsInvalid", "The message is being moved to another queue (its dead-letter queue)."
             )
+        if self.config.fifo and not self._in_flight_from(handle, live, now):
+            raise invalid(f"Value {receipt_handle[:100]} for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired.")
         self._attempts.clear()
         self._forget(live)
         self.counters.deleted += 1
-        return MessageDeleted(wall_ms, self.queue_id, self.name, handle.seq, handle.message_id, "deleted")
+        reason = "deleted" if handle.receive_count == live.receive_count else f"deleted with the handle of receive {handle.receive_count}"
+        return MessageDeleted(wall_ms, self.queue_id, self.name, handle.seq, handle.message_id, reason)
 
     def change_visibility(
         self, receipt_handle: str, timeout_s: int, now: float, wall_ms: int
-    ) -> VisibilityChanged:
+    ) -> VisibilityChanged | None:
+        """Change the visibility timeout of a message in flight; None when nothing changes.
+
+        On a standard queue any handle of the message works while it is in flight (also from an
+        earlier receive), and a message no longer in flight is left as it is with a success: AWS
+        answers OK and changes nothing (observed; its MessageNotInflight is not seen). On a FIFO
+        queue only the handle of the current receive works, while in flight."""
         validation.validate_visibility_timeout(timeout_s)
         handle, live = self._resolve(receipt_handle)
-        if live is None:
+        if live is not None and live.visible_at == MOVING:
+            raise BrokerError("MessageNotInflight", "The message referred to isn't in flight.")
+        if live is None or (self.config.fifo and not self._in_flight_from(handle, live, now)):
             raise invalid(
                 f"Value {receipt_handle[:100]} for parameter ReceiptHandle is invalid. "
                 "Reason: Message does not exist or is not available for visibility timeout change."
             )
-        if live.visible_at in (READY, MOVING) or live.visible_at <= now:
-            raise BrokerError("MessageNotInflight", "The message referred to isn't in flight.")
+        if not self.config.fifo and (not _in_flight(live) or live.visible_at <= now):
+            return None
         self._attempts.clear()
         self._schedule(live, now + timeout_s if timeout_s > 0 else READY)
         return self._delivery_state(VisibilityChanged, live, handle.message_id, timeout_s, wall_ms)
+
+    @staticmethod
+    def _in_flight_from(handle: ReceiptHandle, live: Live, now: float) -> bool:
+        """Whether the message is in flight from the receive that issued this handle."""
+        return handle.receive_count == live.receive_count and _in_flight(live) and live.visible_at > now
 
     def _delivery_state(self, kind: type[R], live: Live, message_id: str, timeout_s: int, wall_ms: int) -> R:
         """A message's delivery state after a receive or a visibility change, to store."""
@@ -904,16 +936,12 @@ class QueueCore:
         cycle.reply_after_commit(reply, BatchResult(successful, failed))
 
     def _resolve(self, receipt_handle: str) -> tuple[ReceiptHandle, Live | None]:
+        """The handle and its message (None: gone). Sequence numbers are never reused, so a
+        handle names no other message than the one it was issued for."""
         handle = decode_receipt_handle(receipt_handle)
         if handle.queue_id != self.queue_id:
             raise BrokerError("ReceiptHandleIsInvalid", "The receipt handle belongs to another queue.")
-        live = self.messages.get(handle.seq)
-        if live is not None and live.receive_count != handle.receive_count:
-            raise BrokerError(
-                "ReceiptHandleIsInvalid",
-                "The receipt handle has expired: the message was received again since it was issued.",
-            )
-        return handle, live
+        return handle, self.messages.get(handle.seq)
 
     # --- queue-wide changes -------------------------------------------------------------------
     def purge(self, now: float, wall_ms: int) -> QueuePurged:
@@ -930,6 +958,7 @@ class QueueCore:
         self._timers.clear()
         self._outgoing.clear()
         self._attempts.clear()
+        self._dedup.clear()  # AWS takes a deduplication id sent again after a purge as a new message
         self.in_flight_count = 0
         self.delayed_count = 0
         self._expiry_check_at = math.inf
@@ -942,8 +971,9 @@ class QueueCore:
         changed = validation.validate_queue_attributes(attributes, fifo=self.config.fifo)
         merged = {**self.attributes, **changed, "LastModifiedTimestamp": str(wall_ms // 1000)}
         validation.check_fifo_throughput(merged)
-        if self.config.fifo and merged.get("DeduplicationScope") != self.attributes.get("DeduplicationScope"):
-            self._dedup = DedupWindow(merged.get("DeduplicationScope") == "messageGroup")  # keys change meaning
+        scope = self.attributes.get("DeduplicationScope")
+        if self.config.fifo and merged.get("DeduplicationScope") != scope:
+            merged.setdefault(validation.CREATED_DEDUPLICATION_SCOPE, scope or "queue")
         self.attributes = {name: value for name, value in merged.items() if value != "" or name != "RedrivePolicy"}
         self.config = validation.queue_config(self.attributes)
         self._expiry_check_at = -math.inf  # the retention period may have shrunk
@@ -1032,7 +1062,7 @@ class QueueCore:
         validation.check_attribute_names(names)
         counts = self.counts(now)
         everything = {
-            **self.attributes,
+            **{name: value for name, value in self.attributes.items() if name != validation.CREATED_DEDUPLICATION_SCOPE},
             "QueueArn": self.arn,
             "ApproximateNumberOfMessages": str(counts.visible),
             "ApproximateNumberOfMessagesNotVisible": str(counts.in_flight),
@@ -1169,11 +1199,11 @@ class QueueCore:
             if live.receive_count:
                 self.in_flight_count += change
                 if self.config.fifo:
-                    (self._ready.lock if change > 0 else self._ready.unlock)(live.group)
+                    (self._ready.lock if change > 0 else self._ready.unlock)(live.group, live.seq)
             else:
                 self.delayed_count += change
         if visible_at == READY:
-            self._ready.push(live.seq, live.group)
+            self._ready.push(live.seq, live.group, live.receive_count > 0)
         elif visible_at != MOVING:
             heapq.heappush(self._timers, (visible_at, live.seq))
 
@@ -1183,7 +1213,7 @@ class QueueCore:
             if live.receive_count:
                 self.in_flight_count -= 1
                 if self.config.fifo:
-                    self._ready.unlock(live.group)
+                    self._ready.unlock(live.group, live.seq)
             else:
                 self.delayed_count -= 1
 

@@ -29,6 +29,7 @@ from .limits import (
     SQS_MIN_MESSAGE_BYTES,
     SQS_MIN_RETENTION_S,
 )
+from .ops import MessageAttributeValue
 
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
@@ -73,6 +74,11 @@ _FIFO_ATTRIBUTES = {
     "DeduplicationScope": ("messageGroup", "queue"),
     "FifoThroughputLimit": ("perQueue", "perMessageGroupId"),
 }
+# The DeduplicationScope a FIFO queue was created with, kept once SetQueueAttributes changes the
+# attribute (and hidden from GetQueueAttributes): AWS returns the new value but goes on
+# deduplicating with the scope the queue was created with (LocalStack pull requests 10324 and
+# 10887, from what AWS was seen to do).
+CREATED_DEDUPLICATION_SCOPE = "dovecote:CreatedDeduplicationScope"
 READ_ONLY_ATTRIBUTES = (
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesNotVisible",
@@ -112,7 +118,7 @@ def validate_queue_attributes(
     attributes: Mapping[str, str], *, fifo: bool = False, creating: bool = False
 ) -> dict[str, str]:
     """Check writable queue attributes; return them normalised (numbers without padding, policies
-    as compact JSON). FifoQueue is accepted only when creating."""
+    as compact JSON)."""
     normalised: dict[str, str] = {}
     for name, value in attributes.items():
         if name in _NUMERIC_ATTRIBUTES:
@@ -138,12 +144,18 @@ def validate_queue_attributes(
                 value = str(number)
             normalised[name] = value.lower() if name == "SqsManagedSseEnabled" else value
         elif name == "FifoQueue":
-            if not creating:
+            # As AWS answers (LocalStack's test_set_fifo_queue_attribute, checked against AWS):
+            # a standard queue has no such attribute to set; a FIFO queue takes "true" as a
+            # no-op and refuses a change of type. CreateQueue of a standard queue takes "false".
+            if not (fifo or creating):
+                raise BrokerError("InvalidAttributeName", f"Unknown Attribute {name}.")
+            if value.lower() != ("true" if fifo else "false"):
                 raise BrokerError(
-                    "InvalidAttributeValue", "Invalid value for the parameter FifoQueue. Reason: Modifying queue type is not supported."
+                    "InvalidAttributeValue",
+                    f"Invalid value for the parameter FifoQueue: {value[:20]}."
+                    if creating
+                    else "Invalid value for the parameter FifoQueue. Reason: Modifying queue type is not supported.",
                 )
-            if value.lower() not in ("true", "false") or (value.lower() == "false" and fifo):
-                raise BrokerError("InvalidAttributeValue", f"Invalid value for the parameter FifoQueue: {value[:20]}.")
             if fifo:
                 normalised[name] = "true"
         elif name in _FIFO_ATTRIBUTES:
@@ -266,7 +278,8 @@ def queue_config(attributes: Mapping[str, str]) -> QueueConfig:
     }
     fields["fifo"] = attributes.get("FifoQueue") == "true"
     fields["content_based_dedup"] = attributes.get("ContentBasedDeduplication") == "true"
-    fields["dedup_per_group"] = attributes.get("DeduplicationScope") == "messageGroup"
+    scope = attributes.get(CREATED_DEDUPLICATION_SCOPE, attributes.get("DeduplicationScope"))
+    fields["dedup_per_group"] = scope == "messageGroup"
     if attributes.get("RedrivePolicy"):
         redrive = json.loads(attributes["RedrivePolicy"])
         fields["dead_letter_arn"] = redrive["deadLetterTargetArn"]
@@ -428,6 +441,18 @@ def validate_system_attributes(attributes: Mapping[str, AnyAttribute]) -> None:
             raise invalid("Message system attribute 'AWSTraceHeader' must contain a non-empty value of type 'String'.")
 
 
+def with_trace_header(
+    system_attributes: Mapping[str, MessageAttributeValue], trace_header: str | None
+) -> dict[str, MessageAttributeValue]:
+    """A send's message system attributes with its request's X-Amzn-Trace-Id header as the
+    AWSTraceHeader attribute, for every message of the request; an AWSTraceHeader the send gives
+    itself wins (AWS X-Ray developer guide, "Amazon SQS and AWS X-Ray"). SQS sends and a topic's
+    deliveries into queues both take it here."""
+    if not trace_header or "AWSTraceHeader" in system_attributes:
+        return dict(system_attributes)
+    return {**system_attributes, "AWSTraceHeader": MessageAttributeValue("String", trace_header)}
+
+
 _GROUP_ID = re.compile(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}")
 
 
@@ -438,6 +463,28 @@ def validate_group_id(group_id: str, parameter: str = "MessageGroupId") -> None:
             f"Value {group_id[:140]} for parameter {parameter} is invalid. Reason: 1 to 128 alphanumeric "
             "or punctuation characters."
         )
+
+
+def check_fifo_batch_ids(fifo: bool, content_based: bool, entries: Iterable[tuple[str | None, str | None]]) -> None:
+    """What fails a whole SendMessageBatch on AWS rather than its entry (LocalStack's AWS-validated
+    test_send_batch_missing_message_group_id_for_fifo_queue and ..._deduplication_id_...): on a
+    FIFO queue, an entry without MessageGroupId, or without MessageDeduplicationId when the queue
+    has no content-based deduplication. entries: (group id, deduplication id) of each."""
+    if not fifo:
+        return
+    for group_id, dedup_id in entries:
+        if group_id is None:
+            raise _missing_group_id()
+        if dedup_id is None and not content_based:
+            raise _missing_dedup_id()
+
+
+def _missing_group_id() -> BrokerError:
+    return BrokerError("MissingParameter", "The request must contain the parameter MessageGroupId.")
+
+
+def _missing_dedup_id() -> BrokerError:
+    return invalid("The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly")
 
 
 def fifo_send_parameters(
@@ -452,9 +499,9 @@ def fifo_send_parameters(
             validate_group_id(group_id)
         return ""
     if group_id is None:
-        raise BrokerError("MissingParameter", "The request must contain the parameter MessageGroupId.")
+        raise _missing_group_id()
     validate_group_id(group_id)
-    if delay_seconds is not None:
+    if delay_seconds:  # a FIFO queue has no delay per message, but 0 (none) is accepted, as AWS does
         raise invalid(
             f"Value {delay_seconds} for parameter DelaySeconds is invalid. Reason: The request include parameter "
             "that is not valid for this queue type."
@@ -463,9 +510,7 @@ def fifo_send_parameters(
         validate_group_id(dedup_id, "MessageDeduplicationId")
         return dedup_id
     if not content_based:
-        raise invalid(
-            "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly"
-        )
+        raise _missing_dedup_id()
     return hashlib.sha256(body.encode()).hexdigest()
 
 

@@ -178,7 +178,9 @@ class AwsGateway:
 
     def _context(self, request: HttpRequest) -> sqs_api.Context:
         host = _header(request, "host") or "localhost"
-        return sqs_api.Context(self._account_id, self._public_url or f"{self._scheme}://{host}")
+        return sqs_api.Context(
+            self._account_id, self._public_url or f"{self._scheme}://{host}", _header(request, "x-amzn-trace-id")
+        )
 
     def _session(self, caller: Caller) -> Session:
         """The session of the caller's principal, for its region. A visit by URL gets one of its

@@ -16,7 +16,7 @@ import msgspec
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ids import decode_task_handle
-from dovecote.actors.validation import parse_queue_arn
+from dovecote.actors.validation import parse_queue_arn, with_trace_header
 from dovecote.actors.ops import (
     MessageAttributeValue,
     AddPermission,
@@ -220,6 +220,7 @@ class Context(msgspec.Struct, frozen=True):
 
     account_id: str
     url_base: str
+    trace_header: str | None = None  # the request's X-Amzn-Trace-Id: its sends' AWSTraceHeader
 
     def queue_url(self, name: str) -> str:
         return f"{self.url_base.rstrip('/')}/{self.account_id}/{name}"
@@ -271,7 +272,7 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
             r.message_body,
             r.delay_seconds,
             _attributes(r.message_attributes),
-            message_system_attributes=_attributes(r.message_system_attributes),
+            message_system_attributes=with_trace_header(_attributes(r.message_system_attributes), c.trace_header),
             message_group_id=r.message_group_id,
             message_deduplication_id=r.message_deduplication_id,
         ),
@@ -286,7 +287,7 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
                     e.message_body,
                     e.delay_seconds,
                     _attributes(e.message_attributes),
-                    _attributes(e.message_system_attributes),
+                    with_trace_header(_attributes(e.message_system_attributes), c.trace_header),
                     e.message_group_id,
                     e.message_deduplication_id,
                 )

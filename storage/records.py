@@ -134,7 +134,7 @@ class MessageDeleted(Record, tag="MessageDeleted"):
     queue: str
     seq: int
     message_id: str
-    reason: str  # "deleted", "expired" or "moved" (the same commit stores it in another queue)
+    reason: str  # "deleted" (or "deleted with the handle of receive N", an earlier one), "expired" or "moved" (the same commit stores it in another queue)
 
 
 class DedupWindowClosed(Record, tag="DedupWindowClosed"):

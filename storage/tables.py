@@ -106,7 +106,8 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Put(QUEUES, keys.queue_key(q), framed)]
         case QueuePurged(queue_id=q, through_seq=through):
             first, last = keys.queue_message_range(q, through)
-            return [DeleteRange(MESSAGES, first, last), DeleteRange(DELIVERIES, first, last)]
+            # the deduplication ids go too: after a purge, AWS takes a resent id as a new message
+            return [DeleteRange(MESSAGES, first, last), DeleteRange(DELIVERIES, first, last), DeleteRange(DEDUP, first, last)]
         case DedupWindowClosed(owner_id=owner, through_seq=through):
             return [DeleteRange(DEDUP, *keys.queue_message_range(owner, through))]
         case Published(topic_id=t, seq=seq):

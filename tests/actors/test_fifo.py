@@ -5,6 +5,7 @@ import trio
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
+    MessageAttributeValue,
     ChangeMessageVisibility,
     CreateQueue,
     DeleteMessage,
@@ -242,3 +243,96 @@ async def test_purge_empties_a_fifo_queue_and_unlocks_its_groups(autojump_clock)
         await h.ok(PurgeQueue("q.fifo"))
         await send(h, "m1")
         assert [m.body for m in await receive(h)] == ["m1"]
+
+
+async def test_purge_queue_clears_the_deduplication_cache_also_across_a_restart(autojump_clock):
+    store = MemoryStore()
+    async with running_broker(store) as h:
+        await h.ok(CreateQueue("q.fifo", FIFO))
+        original = await send(h, "m", dedup="d1")
+        await h.ok(PurgeQueue("q.fifo"))
+        again = await send(h, "m", dedup="d1")
+        assert again.message_id != original.message_id
+        assert [m.body for m in await receive(h)] == ["m"]
+        await trio.sleep(61)
+        await h.ok(PurgeQueue("q.fifo"))
+    async with running_broker(store) as h:
+        fresh = await send(h, "m", dedup="d1")
+        assert fresh.message_id not in (original.message_id, again.message_id)
+
+
+async def test_fifo_queue_attribute_as_aws_answers_it(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateQueue("q.fifo", FIFO))
+        await h.ok(SetQueueAttributes("q.fifo", {"FifoQueue": "true"}))  # a no-op
+        assert (await h.ok(GetQueueAttributes("q.fifo", ["FifoQueue"]))).attributes == {"FifoQueue": "true"}
+        await h.ok(CreateQueue("std", {"FifoQueue": "false"}))
+        assert "FifoQueue" not in (await h.ok(GetQueueAttributes("std", ["All"]))).attributes
+        with pytest.raises(BrokerError) as error:
+            await h.ok(SetQueueAttributes("std", {"FifoQueue": "true"}))
+        assert error.value.code == "InvalidAttributeName"
+        with pytest.raises(BrokerError) as error:
+            await h.ok(SetQueueAttributes("std", {"FifoQueue": "false"}))
+        assert error.value.code == "InvalidAttributeName"
+
+
+async def test_fifo_send_accepts_delay_seconds_zero(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateQueue("q.fifo", {**FIFO, "DelaySeconds": "2"}))
+        await h.ok(SendMessage("q.fifo", "m", 0, message_group_id="g", message_deduplication_id="d"))
+        batch = await h.ok(SendMessageBatch("q.fifo", [
+            SendEntry("a", "n", 0, message_group_id="g", message_deduplication_id="e"),
+            SendEntry("b", "o", 3, message_group_id="g", message_deduplication_id="f"),
+        ]))
+        assert [entry.id for entry in batch.successful] == ["a"] and batch.failed[0].code == "InvalidParameterValue"
+        assert await receive(h) == []  # the queue's delay still holds
+        await trio.sleep(2)
+        assert [m.body for m in await receive(h, max_number_of_messages=10)] == ["m", "n"]
+
+
+async def test_fifo_send_batch_without_group_or_deduplication_id_fails_the_whole_request(autojump_clock):
+    """As AWS answers (LocalStack's AWS-validated test_send_batch_missing_*_for_fifo_queue): the
+    request fails and nothing of it is stored, not 200 with the entry under Failed."""
+    async with running_broker() as h:
+        await h.ok(CreateQueue("q.fifo", FIFO))
+        valid = SendEntry("a", "m", message_group_id="g", message_deduplication_id="d")
+        for entry, code in [
+            (SendEntry("b", "n", message_deduplication_id="e"), "MissingParameter"),
+            (SendEntry("b", "n", message_group_id="g"), "InvalidParameterValue"),
+        ]:
+            with pytest.raises(BrokerError) as error:
+                await h.ok(SendMessageBatch("q.fifo", [valid, entry]))
+            assert error.value.code == code
+        assert await receive(h) == []
+        await h.ok(CreateQueue("content.fifo", {**FIFO, "ContentBasedDeduplication": "true"}))
+        batch = await h.ok(SendMessageBatch("content.fifo", [valid, SendEntry("b", "n", message_group_id="g")]))
+        assert [entry.id for entry in batch.successful] == ["a", "b"]
+
+
+async def test_send_batch_total_size_counts_attribute_bytes(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateQueue("q"))
+        # the bodies alone fit in a batch (1 MiB); with their attributes they do not
+        big = {"k": MessageAttributeValue("String", "v" * 200_000)}
+        entries = [SendEntry(str(i), "x" * 400_000, message_attributes=big) for i in range(2)]
+        with pytest.raises(BrokerError) as error:
+            await h.ok(SendMessageBatch("q", entries))
+        assert error.value.code == "BatchRequestTooLong"
+
+
+async def test_deduplication_scope_changed_after_creation_keeps_the_created_scope(autojump_clock):
+    """AWS returns the new DeduplicationScope but deduplicates as the queue was created (LocalStack
+    pull requests 10324 and 10887, from what AWS was seen to do); across a restart too."""
+    store = MemoryStore()
+    async with running_broker(store) as h:
+        await h.ok(CreateQueue("q.fifo", FIFO))
+        await h.ok(SetQueueAttributes("q.fifo", {"DeduplicationScope": "messageGroup", "FifoThroughputLimit": "perMessageGroupId"}))
+        attributes = (await h.ok(GetQueueAttributes("q.fifo", ["All"]))).attributes
+        assert attributes["DeduplicationScope"] == "messageGroup" and not any(":" in name for name in attributes)
+        first = await send(h, "m", group="a", dedup="d")
+        assert (await send(h, "m", group="b", dedup="d")).message_id == first.message_id  # still queue-wide
+    async with running_broker(store) as h:
+        assert (await send(h, "m", group="c", dedup="d")).message_id == first.message_id
+        await h.ok(SetQueueAttributes("q.fifo", {"DeduplicationScope": "queue", "FifoThroughputLimit": "perQueue"}))
+        await h.ok(SetQueueAttributes("q.fifo", {"DeduplicationScope": "messageGroup", "FifoThroughputLimit": "perMessageGroupId"}))
+        assert (await send(h, "m", group="e", dedup="d")).message_id == first.message_id

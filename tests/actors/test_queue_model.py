@@ -102,37 +102,46 @@ class QueueModel(RuleBasedStateMachine):
     @precondition(lambda self: self.handles)
     @rule(data=st.data())
     def delete(self, data):
+        """Any handle of a message deletes it on a standard queue; on a FIFO queue only the handle
+        of the receive it is in flight from (any other has expired)."""
         handle, message_id, count = data.draw(st.sampled_from(self.handles))
         message = self.model[message_id]
+        current = message.receive_count == count and message.visible_at > self.now
+        fifo = self.core.config.fifo
         try:
-            record = self.core.delete(handle, self.wall_ms())
+            record = self.core.delete(handle, float(self.now), self.wall_ms())
         except BrokerError as error:
-            assert error.code == "ReceiptHandleIsInvalid"
-            assert not message.deleted and message.receive_count != count
+            assert fifo and error.code == "InvalidParameterValue" and "expired" in error.message
+            assert not message.deleted and not current
             return
         if message.deleted:
             assert record is None
             return
-        assert message.receive_count == count and record is not None
+        assert record is not None and (current or not fifo)
+        assert record.reason == ("deleted" if message.receive_count == count else f"deleted with the handle of receive {count}")
         self.commit(record)
         message.deleted = True
 
     @precondition(lambda self: self.handles)
     @rule(data=st.data(), timeout=st.integers(0, 300))
     def change_visibility(self, data, timeout):
+        """Any handle of a message in flight changes it on a standard queue (one no longer in
+        flight is left as it is, with a success); on a FIFO queue only the current receive's."""
         handle, message_id, count = data.draw(st.sampled_from(self.handles))
         message = self.model[message_id]
+        in_flight = message.visible_at > self.now
+        fifo = self.core.config.fifo
         try:
             record = self.core.change_visibility(handle, timeout, float(self.now), self.wall_ms())
         except BrokerError as error:
-            if message.deleted:
-                assert error.code == "InvalidParameterValue"
-            elif message.receive_count != count:
-                assert error.code == "ReceiptHandleIsInvalid"
-            else:
-                assert error.code == "MessageNotInflight" and message.visible_at <= self.now
+            assert error.code == "InvalidParameterValue"
+            assert message.deleted or (fifo and (message.receive_count != count or not in_flight))
             return
-        assert not message.deleted and message.receive_count == count and message.visible_at > self.now
+        assert not message.deleted
+        if record is None:
+            assert not fifo and not in_flight
+            return
+        assert in_flight and (message.receive_count == count or not fifo)
         self.commit(record)
         message.visible_at = self.now + timeout
 
@@ -196,8 +205,9 @@ TestQueueModel.settings = settings(max_examples=150, stateful_step_count=40, dea
 
 
 class FifoQueueModel(QueueModel):
-    """The FIFO rules: a receive returns, oldest first, messages of groups with nothing in flight
-    (as many as it asks for, when there are that many), each one its group's oldest; a
+    """The FIFO rules: a receive returns, oldest first, the visible messages of each group older
+    than the group's oldest one in flight (as many as it asks for, when there are that many), each
+    one its group's oldest; only the handle of the current receive deletes or changes a message; a
     deduplication id seen in the last 5 minutes gives the original MessageId and no new message."""
 
     attributes = {**default_queue_attributes(True), "VisibilityTimeout": "30"}
@@ -224,8 +234,16 @@ class FifoQueueModel(QueueModel):
     @rule(count=st.integers(1, 10), visibility=st.one_of(st.none(), st.integers(0, 200)))
     def receive(self, count, visibility):
         live = {mid: m for mid, m in self.model.items() if not m.deleted}
-        locked = {m.group for m in live.values() if m.visible_at > self.now and m.receive_count > 0}
-        available = [mid for mid, m in live.items() if m.group not in locked]
+        # A group delivers its visible messages older than its oldest one in flight (AWS delivers
+        # an earlier message that became visible again while later ones are in flight).
+        oldest_in_flight: dict[str, int] = {}
+        for m in live.values():
+            if m.visible_at > self.now and m.receive_count > 0:
+                oldest_in_flight[m.group] = min(m.seq, oldest_in_flight.get(m.group, m.seq))
+        available = {
+            mid: m for mid, m in live.items()
+            if m.visible_at <= self.now and m.seq < oldest_in_flight.get(m.group, m.seq + 1)
+        }
         received = self.core.deliver(count, visibility, self.read, float(self.now), self.wall_ms())
         assert len(received) == min(count, len(available))
         self.received += len(received)
@@ -234,8 +252,8 @@ class FifoQueueModel(QueueModel):
         for record, row in received:
             message = self.model[row.message_id]
             assert row.message_id in available
-            # each message is the oldest of its group not already taken by this receive
-            group_seqs = sorted(m.seq for m in live.values() if m.group == message.group)
+            # each message is the oldest of its group's deliverable ones not already taken by this receive
+            group_seqs = sorted(m.seq for m in available.values() if m.group == message.group)
             position = taken_per_group.get(message.group, 0)
             assert message.seq == group_seqs[position]
             taken_per_group[message.group] = position + 1
@@ -243,6 +261,14 @@ class FifoQueueModel(QueueModel):
             message.visible_at = self.now + timeout
             self.commit(record)
             self.handles.append((self.handle(record, row), row.message_id, record.receive_count))
+
+    @rule()
+    def purge(self):
+        """A purge forgets the deduplication ids too, as AWS does."""
+        before = self.last_purge
+        super().purge()
+        if self.last_purge != before:
+            self.dedup.clear()
 
     @rule(seconds=st.integers(0, 100))
     def advance(self, seconds):

@@ -82,8 +82,7 @@ def test_messages_round_trip_with_attributes_and_checksums(sqs):
     sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
     (again,) = sqs.receive_message(QueueUrl=url, AttributeNames=["ApproximateReceiveCount"])["Messages"]
     assert again["Attributes"]["ApproximateReceiveCount"] == "2"
-    with pytest.raises(sqs.exceptions.ReceiptHandleIsInvalid):
-        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])  # an earlier handle deletes it too, as on AWS
     sqs.delete_message(QueueUrl=url, ReceiptHandle=again["ReceiptHandle"])
     assert "Messages" not in sqs.receive_message(QueueUrl=url)
 
