@@ -69,7 +69,7 @@ class RemoteConfig(msgspec.Struct, frozen=True):
     timeout_s: float = 30.0  # one request, long polls excepted (they add their wait)
 
 
-class ShovelConfig(msgspec.Struct, frozen=True):
+class ShovelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     source: str  # the configuration file's `from`
     destination: str  # its `to`
