@@ -280,9 +280,10 @@ class Shovel:
         self._failures_in_a_row += 1
         if remote:
             self._link_up = False
+        changed = reason != self._last_error
         self._note_error(reason)
         delay = backoff_s(self._failures_in_a_row, self.config.backoff_initial_s, self.config.backoff_max_s, self._draw.random())
-        if self._failures_in_a_row == 1 or self._failures_in_a_row % 10 == 0:  # one line, not one per retry
+        if changed or self._failures_in_a_row % 10 == 0:  # a line for each new error, not one per retry
             log.warning("shovel %s: %s; retrying in %.1f s (failure %d in a row)", self.config.name, reason, delay, self._failures_in_a_row)
         return delay
 
