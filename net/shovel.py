@@ -61,7 +61,8 @@ from dovecote.actors.shovel_core import (
     sqs_send_entry,
 )
 from dovecote.storage.records import MessageForwarded
-from dovecote.storage.writer import LogWriter
+from dovecote.storage.store import StorageError
+from dovecote.storage.writer import AppendEntry, LogWriter, WriterOverloaded
 
 from .remote_api import BatchOutcome, EntryFailure, RemoteApi, RemoteError
 
@@ -88,8 +89,7 @@ class Shovel:
         self._cap = RateCap(config.max_rate, clock.now())
         self._link_up = False
         self._forwarded = self._rejected = self._failures = 0
-        self._in_hand: Sequence[Any] = ()
-        self._oldest_in_hand_ms = 0
+        self._held: dict[int, tuple[int, int]] = {}  # worker -> (messages in hand, the oldest's SentTimestamp)
         self._last_error = ""
         self._last_error_ms = 0
         self._failures_in_a_row = 0
@@ -98,22 +98,31 @@ class Shovel:
         """A snapshot, read without waiting from any task."""
         return ShovelStatistics(
             self.config.name, UP if self._route.up else DOWN, self.config.source, self.config.destination, self._link_up,
-            self._forwarded, self._rejected, self._failures, len(self._in_hand), self._oldest_in_hand_ms,
+            self._forwarded, self._rejected, self._failures, sum(count for count, _ in self._held.values()),
+            min((oldest for count, oldest in self._held.values() if count), default=0),
             self._last_error, self._last_error_ms,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        """`concurrency` workers, each with a batch of its own in hand. From a FIFO queue, batches
+        in hand at once hold different groups (a group with a message in flight is not handed out),
+        so each group's order holds."""
+        async with trio.open_nursery() as nursery:
+            for worker in range(self.config.concurrency):
+                nursery.start_soon(self._work, worker)
+            task_status.started()
+
+    async def _work(self, worker: int) -> None:
         step = self._up_step if self._route.up else self._down_step
         while True:
             try:
-                await step()
+                await step(worker)
             except LocalFailure as error:
                 await self._failed(f"local queue {self._route.local.name}: {error}")
 
     # --- up ------------------------------------------------------------------------------------------
 
-    async def _up_step(self) -> None:
+    async def _up_step(self, worker: int) -> None:
         config = self.config
         received = await self._local(ReceiveMessage(
             self._route.local.name, config.batch_size, config.visibility_timeout_s, config.wait_time_s,
@@ -123,7 +132,7 @@ class Shovel:
         if not received.messages:
             return
         await trio.sleep(self._cap.wait_s(len(received.messages), self._clock.now()))
-        self._hold(received.messages, [int(m.attributes.get("SentTimestamp", 0)) for m in received.messages])
+        self._hold(worker, [int(m.attributes.get("SentTimestamp", 0)) for m in received.messages])
         pending = list(received.messages)
         extended_at = self._clock.now()
         while pending:
@@ -143,7 +152,7 @@ class Shovel:
             pending = [message for message in pending if id(message) not in settled]
             if pending:  # refused for now (not the sender's fault): as an unreachable remote
                 extended_at = await self._wait_out(RemoteError(200, outcome.failed[0].code, outcome.failed[0].message), pending, extended_at)
-        self._hold((), ())
+        self._hold(worker, ())
 
     async def _send_up(self, messages: list[ReceivedMessage]) -> BatchOutcome:
         destination, default_group = self._route.destination, self.config.group_id or self.config.name
@@ -157,13 +166,16 @@ class Shovel:
         if not done:
             return
         remote, queue = self._remote_address(), self._route.local.name
-        await self._log([
+        # Submitted before the delete, the records are committed with it or before it (the writer
+        # commits in order), never after; one commit, where awaiting them first would take two.
+        logged = self._submit_log([
             MessageForwarded(self._clock.wall_ms(), self.config.name, queue, message.message_id, remote, remote_id, UP)
             for message, remote_id in done
         ])
         result = await self._local(DeleteMessageBatch(queue, [
             DeleteEntry(str(index), message.receipt_handle) for index, (message, _) in enumerate(done)
         ]))
+        await self._logged(logged)
         self._forwarded += len(done)
         for failed in getattr(result, "failed", ()):  # the message will be forwarded again: at least once
             log.warning("shovel %s: a forwarded message could not be deleted from %s: %s", self.config.name, queue, failed.message)
@@ -198,7 +210,7 @@ class Shovel:
 
     # --- down ----------------------------------------------------------------------------------------
 
-    async def _down_step(self) -> None:
+    async def _down_step(self, worker: int) -> None:
         config, source = self.config, self._route.source
         assert isinstance(source, RemoteQueue)
         try:
@@ -219,7 +231,7 @@ class Shovel:
                 log.warning("shovel %s: a message from %s cannot be stored: %s", config.name, source.url, error)
         if not entries:
             return
-        self._hold(carried, [int((m.get("Attributes") or {}).get("SentTimestamp", 0)) for m in carried])
+        self._hold(worker, [int((m.get("Attributes") or {}).get("SentTimestamp", 0)) for m in carried])
         queue = self._route.local.name
         try:
             result = await self._local(SendMessageBatch(queue, entries))
@@ -227,17 +239,17 @@ class Shovel:
             await self._release_remotely(carried)
             raise
         finally:
-            self._hold((), ())
+            self._hold(worker, ())
         assert isinstance(result, SendBatchResult)
         stored = [(carried[int(entry.id)], entry.message_id) for entry in result.successful]
         for failed in result.failed:  # left remotely, as above
             log.warning("shovel %s: %s refused a message: %s", config.name, queue, failed.message)
         if not stored:
             return
-        await self._log([
+        await self._logged(self._submit_log([
             MessageForwarded(self._clock.wall_ms(), config.name, queue, local_id, source.url, str(message["MessageId"]), DOWN)
             for message, local_id in stored
-        ])
+        ]))
         self._forwarded += len(stored)
         try:
             failures = await self._remote.delete_batch(source.url, [str(message["ReceiptHandle"]) for message, _ in stored])
@@ -265,10 +277,17 @@ class Shovel:
             raise LocalFailure(f"{result.code}: {result.message}")
         return result
 
-    async def _log(self, records: list[MessageForwarded]) -> None:
+    def _submit_log(self, records: list[MessageForwarded]) -> AppendEntry:
         try:
-            await self._writer.append(records)
-        except Exception as error:  # the forward is repeated after the back-off; nothing is forgotten
+            return self._writer.submit(records, needs_space=False)
+        except (WriterOverloaded, trio.ClosedResourceError) as error:  # the forward is repeated after the back-off
+            raise LocalFailure(f"the log: {error}") from None
+
+    @staticmethod
+    async def _logged(entry: AppendEntry) -> None:
+        try:
+            await entry.wait()
+        except StorageError as error:
             raise LocalFailure(f"the log: {error}") from None
 
     async def _failed(self, reason: str) -> None:
@@ -297,9 +316,8 @@ class Shovel:
         self._failures_in_a_row = 0
         self._link_up = True
 
-    def _hold(self, messages: Sequence[Any], sent_ms: Sequence[int]) -> None:
-        self._in_hand = messages
-        self._oldest_in_hand_ms = min(sent_ms, default=0)
+    def _hold(self, worker: int, sent_ms: Sequence[int]) -> None:
+        self._held[worker] = (len(sent_ms), min(sent_ms, default=0))
 
     def _remote_address(self) -> str:
         remote = self._route.remote
