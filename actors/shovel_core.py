@@ -133,7 +133,7 @@ class Route(NamedTuple):
         return self.source if self.up else self.destination  # type: ignore[return-value]
 
 
-def parse_address(text: str, remotes: Mapping[str, RemoteConfig]) -> Address:
+def parse_address(text: str, remotes: Mapping[str, object]) -> Address:
     """A configuration file's address. Raises ShovelConfigError saying what is wrong with it."""
     remote, colon, rest = text.partition(":")
     if not colon:
@@ -155,7 +155,7 @@ def parse_address(text: str, remotes: Mapping[str, RemoteConfig]) -> Address:
     return RemoteQueue(remote, rest, path[1])
 
 
-def route_of(shovel: ShovelConfig, remotes: Mapping[str, RemoteConfig]) -> Route:
+def route_of(shovel: ShovelConfig, remotes: Mapping[str, object]) -> Route:
     """The shovel's two ends, or ShovelConfigError naming the shovel and what is wrong."""
     try:
         source = parse_address(shovel.source, remotes)
@@ -181,7 +181,7 @@ def route_of(shovel: ShovelConfig, remotes: Mapping[str, RemoteConfig]) -> Route
     return Route(source, destination)
 
 
-def check_shovels(shovels: Sequence[ShovelConfig], remotes: Mapping[str, RemoteConfig]) -> list[Route]:
+def check_shovels(shovels: Sequence[ShovelConfig], remotes: Mapping[str, object]) -> list[Route]:
     """Every shovel's route; names are unique, and no two shovels consume the same local queue
     (they would take each other's messages)."""
     routes, names, consumed = [], set(), set()

@@ -393,6 +393,10 @@ def _check_together(values: Mapping[str, object], sources: Mapping[str, str]) ->
     for key, needs in (("tls_cert", "tls_key"), ("tls_key", "tls_cert"), ("tls_client_ca", "tls_cert")):
         if values[key] is not None and values[needs] is None:
             raise ConfigError(f"{key} (from {sources[key]}) needs {needs} as well")
+    try:
+        check_links(values["shovel"], values["remote"])
+    except ConfigProblem as error:
+        raise ConfigError(f"{error} (from {sources['shovel']})") from None
 
 
 def read_file(path: str) -> dict[str, object]:
@@ -607,10 +611,6 @@ def serve_config(values: Mapping[str, object]) -> ServeConfig:
     except ValueError as error:
         setting = next(setting for setting in SETTINGS if setting.field == "limits." + error.args[1])
         raise ConfigError(f"{setting.key} must be more than 0, not {values[setting.key]}") from None
-    try:
-        check_links(fields[""]["shovels"], fields[""]["remotes"])
-    except ConfigProblem as error:
-        raise ConfigError(str(error)) from None
     return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls, limits=limits)
 
 

@@ -130,8 +130,8 @@ def read_secrets(specs: Sequence[RemoteSpec], environ: Mapping[str, str] | None 
     return tuple(remotes)
 
 
-def check_links(shovels: Sequence[ShovelConfig], remotes: Sequence[RemoteConfig]) -> None:
-    """Every shovel's ends, against the remotes; ConfigProblem naming the shovel."""
+def check_links(shovels: Sequence[ShovelConfig], remotes: Sequence[RemoteSpec]) -> None:
+    """Every shovel's ends, against the remotes the file names; ConfigProblem naming the shovel."""
     try:
         check_shovels(shovels, {remote.name: remote for remote in remotes})
     except ShovelConfigError as error:
