@@ -21,9 +21,11 @@ the log shows both forwards.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import trio
@@ -76,12 +78,13 @@ class LocalFailure(Exception):
 
 class Shovel:
     def __init__(
-        self, config: ShovelConfig, route: Route, remote: RemoteApi, session: Session, writer: LogWriter, clock: Clock,
-        draw: random.Random | None = None,
+        self, config: ShovelConfig, route: Route, open_remote: Callable[[], AbstractAsyncContextManager[RemoteApi]],
+        session: Session, writer: LogWriter, clock: Clock, draw: random.Random | None = None,
     ) -> None:
+        """open_remote: a connection to the remote, one for each worker."""
         self.config = config
         self._route = route
-        self._remote = remote
+        self._open_remote = open_remote
         self._session = session
         self._writer = writer
         self._clock = clock
@@ -114,15 +117,16 @@ class Shovel:
 
     async def _work(self, worker: int) -> None:
         step = self._up_step if self._route.up else self._down_step
-        while True:
-            try:
-                await step(worker)
-            except LocalFailure as error:
-                await self._failed(f"local queue {self._route.local.name}: {error}")
+        async with self._open_remote() as remote:
+            while True:
+                try:
+                    await step(worker, remote)
+                except LocalFailure as error:
+                    await self._failed(f"local queue {self._route.local.name}: {error}")
 
     # --- up ------------------------------------------------------------------------------------------
 
-    async def _up_step(self, worker: int) -> None:
+    async def _up_step(self, worker: int, remote: RemoteApi) -> None:
         config = self.config
         received = await self._local(ReceiveMessage(
             self._route.local.name, config.batch_size, config.visibility_timeout_s, config.wait_time_s,
@@ -137,7 +141,7 @@ class Shovel:
         extended_at = self._clock.now()
         while pending:
             try:
-                outcome = await self._send_up(pending)
+                outcome = await self._send_up(remote, pending)
             except RemoteError as error:
                 extended_at = await self._wait_out(error, pending, extended_at)
                 continue
@@ -154,13 +158,13 @@ class Shovel:
                 extended_at = await self._wait_out(RemoteError(200, outcome.failed[0].code, outcome.failed[0].message), pending, extended_at)
         self._hold(worker, ())
 
-    async def _send_up(self, messages: list[ReceivedMessage]) -> BatchOutcome:
+    async def _send_up(self, remote: RemoteApi, messages: list[ReceivedMessage]) -> BatchOutcome:
         destination, default_group = self._route.destination, self.config.group_id or self.config.name
         if isinstance(destination, RemoteTopic):
-            return await self._remote.publish_batch(sns_publish_pairs(destination.arn, messages, destination.fifo, default_group))
+            return await remote.publish_batch(sns_publish_pairs(destination.arn, messages, destination.fifo, default_group))
         assert isinstance(destination, RemoteQueue)
         entries = [sqs_send_entry(index, message, destination.fifo, default_group) for index, message in enumerate(messages)]
-        return await self._remote.send_batch(destination.url, entries)
+        return await remote.send_batch(destination.url, entries)
 
     async def _forwarded_up(self, done: list[tuple[ReceivedMessage, str]]) -> None:
         if not done:
@@ -210,11 +214,11 @@ class Shovel:
 
     # --- down ----------------------------------------------------------------------------------------
 
-    async def _down_step(self, worker: int) -> None:
+    async def _down_step(self, worker: int, remote: RemoteApi) -> None:
         config, source = self.config, self._route.source
         assert isinstance(source, RemoteQueue)
         try:
-            messages = await self._remote.receive(source.url, config.batch_size, config.wait_time_s, config.visibility_timeout_s)
+            messages = await remote.receive(source.url, config.batch_size, config.wait_time_s, config.visibility_timeout_s)
         except RemoteError as error:
             await trio.sleep(self._backoff(f"{source.url}: {error}"))
             return
@@ -236,7 +240,7 @@ class Shovel:
         try:
             result = await self._local(SendMessageBatch(queue, entries))
         except LocalFailure:
-            await self._release_remotely(carried)
+            await self._release_remotely(remote, carried)
             raise
         finally:
             self._hold(worker, ())
@@ -252,20 +256,20 @@ class Shovel:
         ]))
         self._forwarded += len(stored)
         try:
-            failures = await self._remote.delete_batch(source.url, [str(message["ReceiptHandle"]) for message, _ in stored])
+            failures = await remote.delete_batch(source.url, [str(message["ReceiptHandle"]) for message, _ in stored])
         except RemoteError as error:  # it will be received and stored again: at least once
             self._note_error(f"{source.url}: deleting: {error}")
             return
         for failed in failures:
             log.warning("shovel %s: a stored message could not be deleted from %s: %s", config.name, source.url, failed.message)
 
-    async def _release_remotely(self, messages: list[dict[str, Any]]) -> None:
+    async def _release_remotely(self, remote: RemoteApi, messages: list[dict[str, Any]]) -> None:
         """Give back what could not be stored, at once rather than at the end of its visibility
         timeout; if the remote cannot be told, that timeout gives it back."""
         source = self._route.source
         assert isinstance(source, RemoteQueue)
         with contextlib.suppress(RemoteError):
-            await self._remote.release_batch(source.url, [str(message["ReceiptHandle"]) for message in messages])
+            await remote.release_batch(source.url, [str(message["ReceiptHandle"]) for message in messages])
 
     # --- both ----------------------------------------------------------------------------------------
 
@@ -340,14 +344,11 @@ class Shovels:
     ) -> None:
         """Run until cancelled. A message in hand then comes back where it was received after its
         visibility timeout, and is forwarded again (at least once)."""
-        async with contextlib.AsyncExitStack() as stack:
-            apis = {}
-            for name in {route.remote.remote for _, route in self._configs}:
-                apis[name] = await stack.enter_async_context(RemoteApi(self._remotes[name]))
-            async with trio.open_nursery() as nursery:
-                for config, route in self._configs:
-                    shovel = Shovel(config, route, apis[route.remote.remote], session, writer, clock)
-                    self._running.append(shovel)
-                    await nursery.start(shovel.run)
-                    log.info("shovel %s: %s -> %s", config.name, config.source, config.destination)
-                task_status.started()
+        async with trio.open_nursery() as nursery:
+            for config, route in self._configs:
+                remote = self._remotes[route.remote.remote]
+                shovel = Shovel(config, route, functools.partial(RemoteApi, remote), session, writer, clock)
+                self._running.append(shovel)
+                await nursery.start(shovel.run)
+                log.info("shovel %s: %s -> %s", config.name, config.source, config.destination)
+            task_status.started()

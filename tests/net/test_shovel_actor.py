@@ -3,6 +3,7 @@ double answering as SQS's and SNS's batch calls answer (the real remotes are in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import trio
@@ -78,7 +79,7 @@ class FakeRemote:
 def shovel(h, remote, source, destination, **options) -> Shovel:
     config = ShovelConfig("link", source, destination, **options)
     [route] = check_shovels([config], REMOTES)
-    return Shovel(config, route, remote, h.broker.session(), h.writer, h.clock)
+    return Shovel(config, route, lambda: contextlib.nullcontext(remote), h.broker.session(), h.writer, h.clock)
 
 
 async def forwarded_records(h) -> list[MessageForwarded]:
