@@ -96,7 +96,7 @@ class RemoteApi:
             except (OSError, trio.BrokenResourceError, trio.TooSlowError, h11.ProtocolError) as error:
                 await self._close()
                 if last_try or isinstance(error, trio.TooSlowError):
-                    reason = "no answer in time" if isinstance(error, trio.TooSlowError) else f"{type(error).__name__} {error}"
+                    reason = "no answer in time" if isinstance(error, trio.TooSlowError) else _reason(error)
                     raise RemoteError(0, UNREACHABLE, f"{config.endpoint_url}: {reason}"[:MAX_ERROR_TEXT]) from None
         raise AssertionError("unreachable")
 
@@ -207,6 +207,13 @@ class RemoteApi:
             for member in root.iterfind(".//Failed/member")
         ]
         return BatchOutcome(successful, failed)
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong, in words: trio wraps a TLS failure (a certificate not trusted) in
+    BrokenResourceError, whose cause says which."""
+    cause = error.__cause__ if isinstance(error, trio.BrokenResourceError) and error.__cause__ is not None else error
+    return f"{type(cause).__name__} {cause}"
 
 
 def _tls_context(verify: bool | str) -> ssl.SSLContext:

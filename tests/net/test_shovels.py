@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import ssl
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import pytest
 from dovecote.actors.ops import CreateQueue, SendMessage, SendMessageBatch, SendEntry, MessageAttributeValue
 
 from ..faults.serve import ServeProcess, free_port
+from ..tls_certificates import CertificateAuthority
 
 REMOTE_KEY = ("AKIDREMOTE", "remote-secret")
 ACCOUNT = "000000000000"
@@ -66,10 +68,10 @@ def client(service: str, endpoint: str, key=("test", "test")):
                         aws_access_key_id=key[0], aws_secret_access_key=key[1])
 
 
-def config_file(tmp_path, endpoint: str, key, shovels: list[dict], name="remote") -> str:
+def config_file(tmp_path, endpoint: str, key, shovels: list[dict], name="remote", verify: bool | str = True) -> str:
     """A configuration file with one remote (its secret in $REMOTE_SECRET) and the shovels."""
     lines = [f"[remote.{name}]", f'endpoint_url = "{endpoint}"', 'region = "us-east-1"', f'access_key_id = "{key[0]}"',
-             'secret_access_key_env = "REMOTE_SECRET"', "timeout_s = 5"]
+             'secret_access_key_env = "REMOTE_SECRET"', "timeout_s = 5", f"verify = {json.dumps(verify)}"]
     for shovel in shovels:
         lines += ["", "[[shovel]]"] + [f"{field} = {json.dumps(value)}" for field, value in shovel.items()]
     path = tmp_path / f"shovels-{time.monotonic_ns()}.toml"
@@ -373,4 +375,42 @@ def test_fifo_down_from_a_second_dovecote_through_its_outage_and_a_kill9_of_the_
         wait_until(lambda: "Messages" not in remote_sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1))
     finally:
         local.terminate()
+        remote.terminate()
+
+
+def test_up_over_https_checks_the_remotes_certificate(tmp_path):
+    ca = CertificateAuthority(tmp_path / "ca", "test CA")
+    server = ca.issue("server", server=True)
+    remote = ServeProcess(
+        tmp_path / "remote", "--access-key", ":".join(REMOTE_KEY), "--tls-cert", server.certificate_file, "--tls-key", server.key_file,
+        tls=ssl.create_default_context(cafile=ca.certificate_file),
+    ).start()
+    endpoint = f"https://127.0.0.1:{remote.http_port}"
+    remote_sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", verify=ca.certificate_file,
+                              aws_access_key_id=REMOTE_KEY[0], aws_secret_access_key=REMOTE_KEY[1])
+    url = remote_sqs.create_queue(QueueName="readings")["QueueUrl"]
+    trusted = config_file(tmp_path, endpoint, REMOTE_KEY, [{"name": "up", "from": "readings", "to": f"remote:{url}"}],
+                          verify=ca.certificate_file)
+    untrusted = config_file(tmp_path, endpoint, REMOTE_KEY, [{"name": "up", "from": "readings", "to": f"remote:{url}",
+                                                              "backoff_initial_s": 0.05, "backoff_max_s": 0.2}])
+    try:
+        local = local_broker(tmp_path, untrusted, REMOTE_KEY[1], data="untrusting")
+        try:  # certifi's CAs do not know the test CA: refused, said, retried
+            with local.client() as native:
+                native.call(CreateQueue("readings"))
+                native.call(SendMessage("readings", "over TLS"))
+            wait_until(lambda: metrics(local)['dovecote_shovel_failures_total{shovel="up",direction="up"}'] >= 2)
+            [shovel] = [a for a in httpx.get(f"http://127.0.0.1:{local.http_port}/actors").json() if a["kind"] == "shovel"]
+            assert "CERTIFICATE_VERIFY_FAILED" in shovel["last_error"]
+        finally:
+            local.terminate()
+        local = local_broker(tmp_path, trusted, REMOTE_KEY[1], data="trusting")
+        try:
+            with local.client() as native:
+                native.call(CreateQueue("readings"))
+                native.call(SendMessage("readings", "over TLS"))
+            assert [m["Body"] for m in drain(remote_sqs, url, 1)] == ["over TLS"]
+        finally:
+            local.terminate()
+    finally:
         remote.terminate()
