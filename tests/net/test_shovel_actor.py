@@ -106,7 +106,7 @@ async def test_an_outage_holds_the_batch_and_never_counts_as_a_receive(autojump_
             await nursery.start(link.run)
             await trio.sleep(600)  # ten minutes down: twenty visibility timeouts
             assert link.statistics().link_up is False
-            assert link.statistics().in_hand == 25  # four workers: batches of 10, 10 and 5
+            assert link.statistics().in_hand == 25  # three of the workers hold batches of 10, 10 and 5
             attributes = (await h.ok(GetQueueAttributes("up", ["All"]))).attributes
             # still hidden from other consumers: their visibility is extended while the remote is away
             assert attributes["ApproximateNumberOfMessagesNotVisible"] == "25"
