@@ -11,6 +11,7 @@ counted and logged by the audit; a peek then acts as that key's principal."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
@@ -20,6 +21,7 @@ from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, PeekMessages, Result
 from dovecote.actors.broker import ActorReport, Broker
 from dovecote.actors.principals import ANYONE, Principal
+from dovecote.actors.shovel_core import ShovelStatistics
 from dovecote.actors.signing import CERTIFICATE_PATH
 from dovecote.storage.writer import LogWriter
 
@@ -49,11 +51,13 @@ class BrokerEndpoints:
         metrics_max_topics: int = METRICS_MAX_TOPICS,
         authenticator: EndpointAuthenticator | None = None,
         audit: Audit | None = None,
+        shovel_statistics: Callable[[], list[ShovelStatistics]] | None = None,
     ) -> None:
         """certificate: gives the SNS signing certificate, PEM (made when first asked for).
         data_dir: the store's directory, whose size and free disk /metrics shows (None: not shown).
         authenticator: None serves everyone, as ANYONE (no keys configured).
-        audit: told of every request that proves no key; its counts are in /metrics."""
+        audit: told of every request that proves no key; its counts are in /metrics.
+        shovel_statistics: the shovels' reports, for /metrics and /actors (None: no shovels)."""
         self._writer = writer
         self._broker = broker
         self._certificate = certificate
@@ -63,6 +67,7 @@ class BrokerEndpoints:
         self._process: ProcessReader | None = None  # from the first scrape on
         self._authenticator = authenticator
         self._audit = audit if audit is not None else Audit()
+        self._shovel_statistics = shovel_statistics or list
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         path, query = split_target(request.target)
@@ -99,11 +104,13 @@ class BrokerEndpoints:
             text = metrics.render(
                 self._writer.statistics(), reports, max_queues=self._metrics_max_queues,
                 max_topics=self._metrics_max_topics, data_dir=self._data_dir, process=self._process,
-                audit=self._audit.statistics(),
+                audit=self._audit.statistics(), shovel_statistics=self._shovel_statistics(),
+                region=self._broker.config.region, now_ms=int(time.time() * 1000),
             )
             return text_response(200, text, metrics.CONTENT_TYPE)
         if path == "/actors":
             reports = [actor_report(report) for report in self._broker.statistics()]
+            reports += [{"kind": "shovel", **shovel._asdict()} for shovel in self._shovel_statistics()]
             return text_response(200, json.dumps(reports) + "\n", "application/json")
         if path == "/peek":
             return await self._peek(dict(parse_qsl(query)), principal, request.peer)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from dovecote.actors.broker import ActorReport
 from dovecote.actors.queue import QueueStatistics
+from dovecote.actors.shovel_core import ShovelStatistics
 from dovecote.actors.topic import TopicStatistics
 from dovecote.storage.writer import FULL_DISK, FULL_MAP, HistogramSnapshot, WriterStatistics
 
@@ -260,6 +261,39 @@ def actors(out: Exposition, reports: Sequence[ActorReport], max_queues: int, max
     _deliveries(out, own, topics[len(own):])
 
 
+def shovels(out: Exposition, stats: Sequence[ShovelStatistics], reports: Sequence[ActorReport], region: str, now_ms: int) -> None:
+    """Each shovel's link. An up shovel's backlog is its local queue's messages (all states), and the
+    oldest unsent message's age that queue's oldest; a down shovel's backlog is in the remote's queue,
+    which reports it there: here, only what it holds in hand."""
+    queues = {r.name: r.actor for r in reports if r.kind == "queue" and r.region == region and r.actor is not None}
+    link, forwarded, rejected, failures, in_hand, backlog, oldest, last_error = [], [], [], [], [], [], [], []
+    for shovel in stats:
+        labels = f'{{shovel="{escape(shovel.name)}",direction="{shovel.direction}"}}'
+        link.append((labels, int(shovel.link_up)))
+        forwarded.append((labels, shovel.forwarded))
+        rejected.append((labels, shovel.rejected))
+        failures.append((labels, shovel.failures))
+        in_hand.append((labels, shovel.in_hand))
+        last_error.append((labels, shovel.last_error_ms / 1000))
+        local = queues.get(shovel.source) if shovel.direction == "up" else None
+        if local is not None:
+            backlog.append((labels, local.visible_messages + local.in_flight_messages + local.delayed_messages))
+            oldest.append((labels, local.oldest_message_age_s))
+        elif shovel.oldest_in_hand_ms:
+            oldest.append((labels, max(0.0, (now_ms - shovel.oldest_in_hand_ms) / 1000)))
+    out.family("dovecote_shovel_link_up", "gauge", "1 if the shovel's remote answered its last request.", link)
+    out.family("dovecote_shovel_messages_forwarded_total", "counter", "Messages the other side confirmed.", forwarded)
+    out.family("dovecote_shovel_messages_rejected_total", "counter",
+               "Messages the remote refused for good, let go to the local queue's redrive policy.", rejected)
+    out.family("dovecote_shovel_failures_total", "counter", "Requests to the remote or the local queue that failed.", failures)
+    out.family("dovecote_shovel_messages_in_hand", "gauge", "Messages received and not yet confirmed by the other side.", in_hand)
+    out.family("dovecote_shovel_backlog_messages", "gauge", "An up shovel's local queue: messages not yet forwarded.", backlog)
+    out.family("dovecote_shovel_oldest_unsent_age_seconds", "gauge",
+               "Seconds since the oldest message not yet forwarded arrived (up: in the local queue; down: in hand).", oldest)
+    out.family("dovecote_shovel_last_error_timestamp_seconds", "gauge",
+               "When the shovel last failed (0: never); /actors gives the error.", last_error)
+
+
 # --- the log, the disk, the process --------------------------------------------------------------
 
 
@@ -380,6 +414,9 @@ def render(
     data_dir: str | None = None,
     process: ProcessReader | None = None,
     audit: AuditStatistics | None = None,
+    shovel_statistics: Sequence[ShovelStatistics] = (),
+    region: str = "",
+    now_ms: int = 0,
 ) -> str:
     """The whole scrape, as text. Reads the data directory and /proc; never waits."""
     out = Exposition()
@@ -387,6 +424,8 @@ def render(
     if data_dir is not None:
         data_directory(out, data_dir)
     actors(out, reports, max_queues, max_topics)
+    if shovel_statistics:
+        shovels(out, shovel_statistics, reports, region, now_ms)
     if audit is not None:
         audit_trail(out, audit)
     if process is not None:

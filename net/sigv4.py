@@ -21,6 +21,9 @@ compares the two signatures in constant time. The steps are AWS's, for the servi
 Checked in tests/net/test_sigv4.py against AWS's published test suite (tests/vectors/sigv4_suite.json)
 and against requests signed by botocore. Only the Authorization header is read: presigned query
 strings are not accepted.
+
+The same steps sign the requests the broker itself sends to a remote (net/remote_api.py, the
+shovels): `authorization_headers` adds X-Amz-Date and Authorization to a request about to go out.
 """
 
 from __future__ import annotations
@@ -114,6 +117,21 @@ def signature(secret: str, date: str, region: str, service: str, text_to_sign: s
     for scope_part in (date, region, service, SCOPE_TERMINATOR):
         key = hmac.digest(key, scope_part.encode(), "sha256")
     return hmac.digest(key, text_to_sign.encode(), "sha256").hex()
+
+
+def authorization_headers(
+    request: HttpRequest, access_key: str, secret: str, region: str, service: str, now_s: float | None = None
+) -> list[tuple[str, str]]:
+    """The headers that sign `request` (which must carry its Host header) as `access_key`: its own
+    headers, X-Amz-Date and Authorization, every header but Authorization signed."""
+    timestamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now_s is None else now_s))
+    headers = [*request.headers, ("X-Amz-Date", timestamp)]
+    names = sorted({name.lower() for name, _ in headers})
+    canonical = canonical_request(request._replace(headers=headers), names)
+    text = string_to_sign(timestamp, region, service, canonical)
+    proof = signature(secret, timestamp[:8], region, service, text)
+    credential = f"{access_key}/{timestamp[:8]}/{region}/{service}/{SCOPE_TERMINATOR}"
+    return [*headers, ("Authorization", f"{ALGORITHM} Credential={credential}, SignedHeaders={';'.join(names)}, Signature={proof}")]
 
 
 class SigV4Verifier:

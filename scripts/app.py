@@ -38,6 +38,7 @@ from dovecote.actors.config import BrokerConfig
 from dovecote.actors.principals import Key, Keyring
 from dovecote.actors.recovery import recover
 from dovecote.actors.signing import CERTIFICATE_PATH, Signer
+from dovecote.actors.shovel_core import RemoteConfig, ShovelConfig
 from dovecote.actors.sse_policy import key_policy
 from dovecote.net.audit import Audit
 from dovecote.net.aws_gateway import AwsGateway, refusal as aws_refusal
@@ -114,6 +115,8 @@ class ServeConfig(msgspec.Struct, frozen=True):
     allow_anonymous: bool = False  # serve a host other than loopback without access keys
     sse_master_key_file: str | None = None  # None: DATA_DIR/sse-master.key
     tls: TlsSettings | None = None  # None: both listeners speak plain TCP
+    remotes: tuple[RemoteConfig, ...] = ()  # the SQS/SNS endpoints shovels link to
+    shovels: tuple[ShovelConfig, ...] = ()
 
 
 class Ports(NamedTuple):
@@ -189,11 +192,12 @@ async def run_broker(
                     verifier = SigV4Verifier(keyring) if keyring else None
                     audit = Audit()
                     scheme = "https" if server_tls is not None else "http"
+                    shovels = _shovels(config)
                     endpoints = BrokerEndpoints(
                         writer, broker, signing_files.certificate_pem, data_dir=config.data_dir,
                         metrics_max_queues=config.metrics_max_queues, metrics_max_topics=config.metrics_max_topics,
                         authenticator=EndpointAuthenticator(keyring, verifier) if verifier is not None else None,
-                        audit=audit,
+                        audit=audit, shovel_statistics=shovels.statistics if shovels is not None else None,
                     )
                     http = HttpServer(
                         lambda peer: AwsGateway(
@@ -224,14 +228,29 @@ async def run_broker(
                         (time.perf_counter() - started) * 1000,
                     )
                     _log_budget(config, budget)  # once serving: a start that fails says one line
-                    task_status.started(Ports(native_port, http_port))
-                    await stopping.wait()
-                    log.info("shutting down")
+                    async with trio.open_nursery() as shovel_nursery:
+                        if shovels is not None:
+                            await shovel_nursery.start(shovels.run, broker.session(), writer, clock)
+                        task_status.started(Ports(native_port, http_port))
+                        await stopping.wait()
+                        log.info("shutting down")
+                        shovel_nursery.cancel_scope.cancel()  # before the broker stops: they are its clients
                     broker.stop()
             writer.close()
     finally:
         store.close()
     log.info("stopped")
+
+
+def _shovels(config: ServeConfig):
+    """The configured shovels, or None (and httpx is not imported for them)."""
+    if not config.shovels:
+        return None
+    from dovecote.actors.shovel_core import check_shovels
+    from dovecote.net.shovel import Shovels
+
+    routes = check_shovels(config.shovels, {remote.name: remote for remote in config.remotes})
+    return Shovels(config.shovels, routes, config.remotes)
 
 
 def descriptor_budget(config: ServeConfig) -> ConnectionBudget:

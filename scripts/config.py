@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import os
 import re
 import textwrap
@@ -37,6 +36,8 @@ from dovecote.net.limits import NetLimits
 from dovecote.net.tls import CLIENT_AUTH_MODES, TlsSettings
 
 from .app import ServeConfig, state_directory
+from .shovel_config import ConfigProblem, check_links, read_remotes, read_secrets, read_shovels, render_remotes, render_shovels
+from .toml_text import toml_key, toml_value
 
 ENV_PREFIX = "DOVECOTE_"
 FROM_FIELD = object()  # the default of the setting's field, read off its config struct
@@ -51,6 +52,14 @@ class ConfigError(Exception):
     """A configuration file or environment variable that cannot be used: one line saying where."""
 
 
+class Tables(NamedTuple):
+    """How a setting given as tables (the file only) is read from the file and printed by `dovecote
+    config`. read(value, path, text) raises ConfigError naming the file and the line."""
+
+    read: Callable[[object, str, str], tuple]
+    render: Callable[[Sequence, str], list[str]]
+
+
 class Setting(NamedTuple):
     key: str  # the flag's name with underscores
     kind: type  # str, int, float, bool, tuple (of strings; a repeatable flag), or list (of tables: the file only)
@@ -63,6 +72,7 @@ class Setting(NamedTuple):
     flag: bool = True  # False: the file and the environment only (command lines show in `ps`)
     secret: bool = False  # `dovecote config` says whether it is set, never what it is
     metavar: str | None = None
+    tables: Tables | None = None  # a list of tables (kind list): how the file's tables are read and printed
 
     @property
     def env(self) -> str:
@@ -219,6 +229,19 @@ SETTINGS: tuple[Setting, ...] = (
         "from when serve starts; never the secret itself), account (if not this broker's), and statement, a list of "
         "IAM statements (Effect, Action, Resource, ...) saying what the key may do", "keys", default=(), flag=False,
         to_field=read_keys, unset="only --access-key keys, which may do everything",
+        tables=Tables(lambda value, path, text: _key_specs(value, path, text), lambda specs, source: _key_tables(specs, source)),
+    ),
+    Setting(
+        "remote", list, "SQS/SNS endpoints shovels link to, as [remote.NAME] tables: endpoint_url, region, access_key_id, "
+        "and secret_access_key_env or secret_access_key_file (where the secret is read from when serve starts); "
+        "verify (an https endpoint's certificate: true, false, or a CA bundle file) and timeout_s", "remotes",
+        default=(), flag=False, to_field=read_secrets, unset="none", tables=Tables(read_remotes, render_remotes),
+    ),
+    Setting(
+        "shovel", list, "links carrying messages between a local queue and a remote queue or topic, as [[shovel]] "
+        "tables: name, from, to (a local queue's name, or REMOTE:QUEUE_URL or REMOTE:TOPIC_ARN), batch_size, max_rate "
+        "(messages a second, 0: no cap), visibility_timeout_s, wait_time_s, backoff_initial_s, backoff_max_s, group_id",
+        "shovels", default=(), flag=False, unset="none", tables=Tables(read_shovels, render_shovels),
     ),
     Setting(
         "allow_anonymous", bool, "serve a host other than loopback without access keys: anyone who can reach the ports "
@@ -370,6 +393,10 @@ def _check_together(values: Mapping[str, object], sources: Mapping[str, str]) ->
     for key, needs in (("tls_cert", "tls_key"), ("tls_key", "tls_cert"), ("tls_client_ca", "tls_cert")):
         if values[key] is not None and values[needs] is None:
             raise ConfigError(f"{key} (from {sources[key]}) needs {needs} as well")
+    try:
+        check_links(values["shovel"], values["remote"])
+    except ConfigProblem as error:
+        raise ConfigError(f"{error} (from {sources['shovel']})") from None
 
 
 def read_file(path: str) -> dict[str, object]:
@@ -395,7 +422,10 @@ def read_file(path: str) -> dict[str, object]:
             close = difflib.get_close_matches(key, BY_KEY, n=1)
             raise ConfigError(f"{where}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         if setting.kind is list:
-            settings[key] = _key_specs(value, path, text)
+            try:
+                settings[key] = setting.tables.read(value, path, text)  # type: ignore[union-attr]
+            except ConfigProblem as error:
+                raise ConfigError(str(error)) from None
             continue
         try:
             settings[key] = _checked(setting, _from_toml(setting, value))
@@ -458,7 +488,7 @@ def _from_toml(setting: Setting, value: object) -> object:
         return float(value)
     if kind is not tuple and isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
         return value
-    raise ValueError(f"expected {_KIND_NAMES[kind]}, not {_toml(value) if isinstance(value, str | int | float) else type(value).__name__}")
+    raise ValueError(f"expected {_KIND_NAMES[kind]}, not {toml_value(value) if isinstance(value, str | int | float) else type(value).__name__}")
 
 
 def _from_text(setting: Setting, text: str) -> object:
@@ -567,7 +597,10 @@ def serve_config(values: Mapping[str, object]) -> ServeConfig:
         if setting.field:
             struct, _, name = setting.field.rpartition(".")
             value = values[setting.key]
-            fields[struct][name] = setting.to_field(value) if setting.to_field else value
+            try:
+                fields[struct][name] = setting.to_field(value) if setting.to_field else value
+            except ConfigProblem as error:
+                raise ConfigError(str(error)) from None
     tls = TlsSettings(**fields["tls"]) if fields["tls"]["certificate_file"] else None
     scheme = "https" if tls is not None else "http"
     http_url = values["public_url"] or f"{scheme}://{values['host']}:{values['http_port']}"
@@ -607,13 +640,13 @@ def render(resolved: Resolved, config_file: str | None) -> str:
             if source == DEFAULT or not value:
                 lines.append(f"# {key}: {unset}" + (" by default" if source == DEFAULT else f", by {source}"))
             else:
-                lines.append(f"# {key}: {len(value)} [[{key}]] tables from {source}, at the end of this file")
-                tables.extend(_key_tables(value, source))
+                lines.append(f"# {key}: {len(value)} {key} tables from {source}, at the end of this file")
+                tables.extend(setting.tables.render(value, source))  # type: ignore[union-attr]
             continue
         if source == DEFAULT:
-            lines.append(f"# {key}: {unset} by default" if default is None else f"# {key} = {_toml(default)}  # the default")
+            lines.append(f"# {key}: {unset} by default" if default is None else f"# {key} = {toml_value(default)}  # the default")
             continue
-        lines.append(f"# default: {unset if default is None else _toml(default)}")
+        lines.append(f"# default: {unset if default is None else toml_value(default)}")
         if setting.secret and value and setting.kind is tuple:
             ids = ", ".join(pair.partition(":")[0] for pair in value)
             lines.append(f"# {key}: {len(value)} set by {source}: {ids} (secrets not shown)")
@@ -622,36 +655,17 @@ def render(resolved: Resolved, config_file: str | None) -> str:
         elif value is None:
             lines.append(f"# {key}: {unset}, by {source}")
         else:
-            lines.append(f"{key} = {_toml(value)}  # from {source}")
+            lines.append(f"{key} = {toml_value(value)}  # from {source}")
     return "\n".join(lines + tables) + "\n"
 
 
 def _key_tables(specs: Sequence[KeySpec], source: str) -> list[str]:
     lines = ["", f"# keys with permissions, from {source}; each secret is read from its file or variable when serve starts"]
     for spec in specs:
-        lines += ["", "[[key]]", f"id = {_toml(spec.key_id)}"]
-        lines.append(f"secret_file = {_toml(spec.secret_file)}" if spec.secret_file else f"secret_env = {_toml(spec.secret_env)}")
+        lines += ["", "[[key]]", f"id = {toml_value(spec.key_id)}"]
+        lines.append(f"secret_file = {toml_value(spec.secret_file)}" if spec.secret_file else f"secret_env = {toml_value(spec.secret_env)}")
         if spec.account_id:
-            lines.append(f"account = {_toml(spec.account_id)}")
+            lines.append(f"account = {toml_value(spec.account_id)}")
         for statement in spec.statements:
-            lines += ["", "[[key.statement]]", *(f"{_toml_key(name)} = {_toml(value)}" for name, value in statement.items())]
+            lines += ["", "[[key.statement]]", *(f"{toml_key(name)} = {toml_value(value)}" for name, value in statement.items())]
     return lines
-
-
-def _toml_key(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else _toml(name)
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)  # inf and nan are spelled as TOML spells them
-    if isinstance(value, str):
-        # JSON's escapes are TOML's, but for DEL, which TOML does not allow in a string as it is
-        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(str(name))} = {_toml(item)}" for name, item in value.items()) + "}"
-    raise TypeError(f"no TOML for {value!r}")

@@ -45,4 +45,6 @@ def configure(level: str, log_format: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx says INFO for every request it makes (the shovels' and pushes'): the broker's own lines say what matters.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     logging.captureWarnings(True)

@@ -222,6 +222,19 @@ class Published(Record, tag="Published"):
     sealed: Sealed | None = None  # encrypted at rest: message, subject and attributes are in here (format 2)
 
 
+class MessageForwarded(Record, tag="MessageForwarded"):
+    """A shovel carried a message between a local queue and a remote queue or topic, and the side it
+    went to confirmed it (written before the side it came from is told to forget it). In the log
+    only: no table keeps it."""
+
+    shovel: str
+    queue: str  # the local queue
+    message_id: str  # the local message's id (up: the one sent; down: the one stored)
+    remote: str  # the remote queue's URL or topic's ARN
+    remote_message_id: str
+    direction: str  # "up" (local to remote) or "down"
+
+
 class PushQueued(Record, tag="PushQueued"):
     """A delivery a topic owes an HTTP/S or email subscription, stored with its publish. It stays
     pending (state table `pushes`) until a PushDone."""
@@ -325,6 +338,7 @@ AnyRecord = (
     | DataKeyCreated
     | DataKeyRewrapped
     | DataKeyRetired
+    | MessageForwarded
 )
 QueueRow = QueueCreated | QueueAttributesChanged
 TopicRow = TopicCreated | TopicAttributesChanged

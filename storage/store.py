@@ -86,8 +86,9 @@ from .tables import (
 # names a newer format than this is refused, never misread. Directories written before the format
 # was recorded are format 1. A store opened for writing records this version: format 2 added
 # encryption at rest (MessageSent, Published and PushQueued gained `sealed`; the data key records
-# and table), which format 1 would misread as empty bodies.
-FORMAT_VERSION = 2
+# and table), which format 1 would misread as empty bodies; format 3 added the shovels' log records
+# (MessageForwarded), which format 2 cannot decode.
+FORMAT_VERSION = 3
 
 TimeShift = Callable[[int, int], int]  # (a record's LSN, its at_ms) -> ms to add to its times
 

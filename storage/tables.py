@@ -19,6 +19,7 @@ from .records import (
     DedupEntry,
     DedupWindowClosed,
     MessageDeleted,
+    MessageForwarded,
     MessageReceived,
     MessageSent,
     MoveTaskChanged,
@@ -151,6 +152,8 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Put(DATA_KEYS, keys.queue_key(k), framed)]
         case DataKeyRetired(key_id=k):
             return [Delete(DATA_KEYS, keys.queue_key(k))]
+        case MessageForwarded():
+            return []
         case QueueDeleted(queue_id=q):
             first, last = keys.queue_message_range(q)
             return [Delete(QUEUES, keys.queue_key(q))] + [DeleteRange(t, first, last) for t in QUEUE_TABLES]

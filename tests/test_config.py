@@ -29,8 +29,8 @@ def test_every_serve_flag_is_a_key_of_the_table():
     assert options == flagged | negated
     for setting in config.SETTINGS:
         assert setting.option == "--" + setting.key.replace("_", "-") and setting.env == "DOVECOTE_" + setting.key.upper()
-    # a password never on a command line, nor the keys with permissions (their tables are the file's)
-    assert [s.key for s in config.SETTINGS if not s.flag] == ["key", "smtp_password"]
+    # a password never on a command line, nor the keys with permissions, remotes and shovels (their tables are the file's)
+    assert [s.key for s in config.SETTINGS if not s.flag] == ["key", "remote", "shovel", "smtp_password"]
 
 
 def test_defaults_then_the_file_then_the_environment_then_flags(tmp_path):
@@ -255,3 +255,97 @@ def test_config_prints_the_keys_without_their_secrets_and_loads_back(tmp_path):
     ]
     loaded = resolve("--config", str(saved)).values["key"]
     assert [spec[:5] for spec in loaded] == [spec[:5] for spec in resolve("--config", str(file)).values["key"]]
+
+
+SHOVELS = """
+[remote.cloud]
+endpoint_url = "https://sqs.eu-west-1.amazonaws.com"
+region = "eu-west-1"
+access_key_id = "AKIDCLOUD"
+secret_access_key_env = "CLOUD_SECRET"
+
+[remote.other]
+endpoint_url = "http://127.0.0.1:9324"
+region = "us-east-1"
+access_key_id = "AKIDOTHER"
+secret_access_key_file = "other.secret"
+verify = false
+
+[[shovel]]
+name = "telemetry-up"
+from = "telemetry"
+to = "cloud:https://sqs.eu-west-1.amazonaws.com/123456789012/telemetry"
+max_rate = 200
+
+[[shovel]]
+name = "commands-down"
+from = "other:http://127.0.0.1:9324/000000000000/device-7-commands"
+to = "commands"
+"""
+
+
+def test_remotes_and_shovels_come_from_the_file_with_secrets_from_a_variable_and_a_file(tmp_path):
+    (tmp_path / "other.secret").write_text("other-secret\n")
+    file = tmp_path / "dovecote.toml"
+    file.write_text(SHOVELS)
+    values = resolve("--config", str(file)).values
+    remotes = config.read_secrets(values["remote"], {"CLOUD_SECRET": "cloud-secret"})
+    assert [(r.name, r.access_key_id, r.secret_access_key, r.verify) for r in remotes] == [
+        ("cloud", "AKIDCLOUD", "cloud-secret", True), ("other", "AKIDOTHER", "other-secret", False),
+    ]
+    assert [(s.name, s.source, s.destination, s.max_rate) for s in values["shovel"]] == [
+        ("telemetry-up", "telemetry", "cloud:https://sqs.eu-west-1.amazonaws.com/123456789012/telemetry", 200.0),
+        ("commands-down", "other:http://127.0.0.1:9324/000000000000/device-7-commands", "commands", 0.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[remote.cloud]\nregion = "r"\n', "{file}:1: remote cloud: endpoint_url must be given, as a non-empty string"),
+        ('[remote.cloud]\nendpoint_url = "sqs.example"\nregion = "r"\naccess_key_id = "a"\nsecret_access_key_env = "S"\n',
+         "{file}:1: remote cloud: endpoint_url must be an http:// or https:// URL, not 'sqs.example'"),
+        ('[remote.cloud]\nendpoint_url = "https://h"\nregion = "r"\naccess_key_id = "a"\nsecret_access_key = "s"\n',
+         "{file}:1: remote cloud: unknown field 'secret_access_key'"),
+        ('[[shovel]]\nname = "x"\nfrom = "a"\n', "{file}:1: shovel: to must be given"),
+        ('[[shovel]]\nname = "x"\nfrom = "a"\nto = "b"\nbatch_size = "ten"\n', "{file}:1: shovel: Expected `int`, got `str` - at `batch_size`"),
+        ('port = 1\n[[shovel]]\nname = "x"\nfrom = "a"\nto = "b"\nspeed = 3\n', "{file}:2: shovel: Object contains unknown field `speed`"),
+    ],
+)
+def test_a_bad_remote_or_shovel_is_one_error_naming_its_table(tmp_path, text, message):
+    file = tmp_path / "dovecote.toml"
+    file.write_text(text)
+    with pytest.raises(config.ConfigError) as error:
+        resolve("--config", str(file))
+    assert str(error.value).startswith(message.format(file=file))
+
+
+@pytest.mark.parametrize("change, says", [
+    (("to = \"cloud:", "to = \"nowhere:"), "shovel 'telemetry-up': 'nowhere:https://sqs.eu-west-1.amazonaws.com/123456789012/telemetry' "
+                                           "names the remote 'nowhere', which is not a [remote.NAME] table (cloud, other)"),
+    (("/123456789012/telemetry\"", "/telemetry\""), "is not an SQS queue URL"),
+])
+def test_a_shovel_naming_an_unknown_remote_or_a_url_that_is_not_a_queue_stops_serve_with_one_line(tmp_path, change, says):
+    (tmp_path / "other.secret").write_text("other-secret\n")
+    file = tmp_path / "dovecote.toml"
+    file.write_text(SHOVELS.replace(*change))
+    result = subprocess.run(
+        [sys.executable, "-m", "dovecote", "serve", "--data-dir", str(tmp_path / "data"), "--config", str(file)],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CLOUD_SECRET": "s"},
+    )
+    assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "data").exists()
+
+
+def test_config_prints_remotes_and_shovels_without_secrets_and_they_load_back(tmp_path):
+    (tmp_path / "other.secret").write_text("other-secret")
+    file = tmp_path / "dovecote.toml"
+    file.write_text(SHOVELS)
+    printed = dovecote_config("--config", str(file), environ={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CLOUD_SECRET": "c-secret"})
+    assert "c-secret" not in printed and "other-secret" not in printed
+    saved = tmp_path / "saved.toml"
+    saved.write_text(printed)
+    again = resolve("--config", str(saved)).values
+    first = resolve("--config", str(file)).values
+    assert again["shovel"] == first["shovel"] and again["remote"] == first["remote"]

@@ -23,6 +23,8 @@ PROTOCOL = json.loads(make.protocol_path().read_text())
 PROTOCOL_V1 = json.loads(make.protocol_path(1).read_text())
 STORED = json.loads(make.records_path().read_text())
 STORED_V1 = json.loads(make.records_path(1).read_text())
+STORED_V2 = json.loads(make.records_path(2).read_text())
+FORMAT_3_KINDS = {"MessageForwarded"}  # the shovels'
 FORMAT_2_KINDS = {"DataKeyCreated", "DataKeyRewrapped", "DataKeyRetired"}  # encryption at rest
 FORMAT_2_FIELDS = {"sealed"}  # appended, with defaults, to MessageSent, Published and PushQueued
 
@@ -108,14 +110,19 @@ def test_format_1_records_still_decode(tag):
     assert records.decode_record(unframe(bytes.fromhex(STORED_V1[tag]))) == msgspec.structs.replace(example, **defaults)
 
 
+def test_format_3_adds_the_shovels_records_only():
+    assert set(STORED) - set(STORED_V2) == FORMAT_3_KINDS
+    assert all(STORED[tag] == STORED_V2[tag] for tag in STORED_V2)
+
+
 def test_format_2_adds_the_data_key_records_and_sealed_contents_only():
-    assert set(STORED) - set(STORED_V1) == FORMAT_2_KINDS
-    changed = {tag for tag in STORED_V1 if STORED[tag] != STORED_V1[tag]}
+    assert set(STORED_V2) - set(STORED_V1) == FORMAT_2_KINDS
+    changed = {tag for tag in STORED_V1 if STORED_V2[tag] != STORED_V1[tag]}
     assert changed == {"MessageSent", "Published", "PushQueued"}
     for tag in changed:
         assert {field.name for field in msgspec.structs.fields(type(RECORDS[tag]))}.issuperset(FORMAT_2_FIELDS)
     # the heads recovery decodes are read from either format
-    for vectors in (STORED, STORED_V1):
+    for vectors in (STORED, STORED_V2, STORED_V1):
         assert records.decode_message_head(unframe(bytes.fromhex(vectors["MessageSent"]))).seq == RECORDS["MessageSent"].seq
         assert records.decode_push_head(unframe(bytes.fromhex(vectors["PushQueued"]))).seq == RECORDS["PushQueued"].seq
 

@@ -24,7 +24,7 @@ from dovecote.actors.principals import Keyring, Principal
 from dovecote.actors.errors import BrokerError
 from dovecote.net.credential_scope import parse_authorization
 from dovecote.net.http_server import HttpRequest
-from dovecote.net.sigv4 import MAX_CLOCK_SKEW_S, SigV4Verifier, canonical_request, signature, string_to_sign
+from dovecote.net.sigv4 import MAX_CLOCK_SKEW_S, SigV4Verifier, authorization_headers, canonical_request, signature, string_to_sign
 
 from ..faults.serve import ServeProcess
 
@@ -396,3 +396,24 @@ def test_any_header_value_gets_an_answer_or_a_broker_error_never_a_crash(base, n
         VERIFIER.verify(with_header(request, name, value))
     except BrokerError:
         pass
+
+
+# Requests the broker signs (net/remote_api.py, the shovels) ------------------------------------------
+
+
+@pytest.mark.parametrize("service, headers, body", [
+    ("sqs", [("Content-Type", "application/x-amz-json-1.0"), ("X-Amz-Target", "AmazonSQS.SendMessageBatch")],
+     json.dumps({"QueueUrl": QUEUE_URL, "Entries": [{"Id": "0", "MessageBody": "日本語 ✓"}]}, ensure_ascii=False).encode()),
+    ("sns", list(FORM.items()), b"Action=Publish&TopicArn=arn%3Aaws%3Asns%3Aeu-west-1%3A000000000000%3Anews&Message=%E1%88%B4"),
+])
+def test_requests_the_broker_signs_are_signed_as_botocore_signs_them_and_verify(service, headers, body):
+    theirs = AWSRequest(method="POST", url=f"{HOST}/", data=body, headers=dict(headers))
+    SigV4Auth(Credentials("AKIDGOOD", "s3cret"), service, "eu-west-1").add_auth(theirs)
+    at_s = calendar.timegm(time.strptime(theirs.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))  # botocore's moment
+    request = HttpRequest("POST", "/", [("Host", "localhost:7481"), *headers], body)
+    signed = authorization_headers(request, "AKIDGOOD", "s3cret", "eu-west-1", service, now_s=at_s)
+    ours = dict(signed)
+    assert ours["Authorization"].rpartition("Signature=")[2] == theirs.headers["Authorization"].rpartition("Signature=")[2]
+    VERIFIER.verify(request._replace(headers=signed), now_s=at_s)
+    with pytest.raises(BrokerError):  # the body is covered
+        VERIFIER.verify(request._replace(headers=signed, body=body + b" "), now_s=at_s)

@@ -1,6 +1,6 @@
 """A data directory of format 1 (tests/vectors/store_v1.tar.gz, written by the dovecote of format 1)
 is served by this one: every message, topic and subscription as format 1 stored them. Opened for
-writing it becomes format 2, and from then on encrypts where its queues and topics ask for it; what
+writing it becomes the current format (3), and from then on encrypts where its queues and topics ask for it; what
 format 1 stored in clear stays so, and is still read."""
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ def test_a_format_1_directory_reads_as_it_was_written(v1_dir):
         store.close()
 
 
-async def test_a_format_1_directory_is_served_and_becomes_format_2(v1_dir, tmp_path):  # real clock: LMDB commits in a thread
+async def test_a_format_1_directory_is_served_and_becomes_the_current_format(v1_dir, tmp_path):  # real clock: LMDB commits in a thread
     store = LmdbStore(v1_dir, reserve_bytes=0)
     try:
-        assert store.format_version == FORMAT_VERSION == 2
+        assert store.format_version == FORMAT_VERSION == 3
         store.attach_sealer(Sealer(KeyFile(tmp_path / "master.key"), key_policy))
         async with running_broker(store) as h:
             listed = await h.ok(ops.ListQueues())
