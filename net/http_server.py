@@ -226,7 +226,7 @@ class HttpServer:
             if not timed and unparsed:
                 deadline.deadline = min(deadline.deadline, trio.current_time() + limits.http_read_timeout_s)
                 timed = True
-            parsed = parse_simple_request(unparsed, limits.http_max_header_bytes, limits.http_max_body_bytes)
+            parsed = parse_simple_request(unparsed, limits.http_max_header_bytes, limits.http_max_body_bytes) if unparsed else NEED_MORE
             if parsed is DECLINED:
                 connection.receive_data(bytes(unparsed))
                 unparsed.clear()
