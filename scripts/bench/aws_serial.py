@@ -11,6 +11,7 @@ later for its SQLite); also read from DOVECOTE_BENCH_FAUXQS, and NODE from DOVEC
 a temporary data directory and stopped by its PID. Each figure is the median of the runs; the
 ratio is dovecote's over fauxqs's (for the round trip, fauxqs's over dovecote's: above 1 is
 dovecote faster). CPU per request is each server's user+system time (/proc) over its requests.
+The client's own share is measured too: boto3's SendMessage against a server that answers at once.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
+
+from dovecote.actors.sqs_results import md5_of_body
 
 from .aws import client
 from .harness import BODY, broker_cpu_s, free_port, running_broker
@@ -96,6 +101,40 @@ def measure(server: Server, messages: int, round_trips: int) -> Figures:
     requests += 3 * round_trips
     rates["round trip p50"] = statistics.median(times) * 1000
     return Figures(rates, (broker_cpu_s(server.pid) - cpu_before) * 1000 / requests)
+
+
+def client_alone_ms(requests: int) -> float:
+    """The p50 of one boto3 SendMessage against a loopback server that answers each at once with a
+    canned response: what the client itself costs of a round trip."""
+    body = b'{"MessageId":"00000000-0000-4000-8000-000000000000","MD5OfMessageBody":"%s"}' % md5_of_body(BODY).encode()
+    answer = b"HTTP/1.1 200 \r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            pending = b""
+            while data := connection.recv(65536):
+                pending += data
+                while b"\r\n\r\n" in pending:
+                    head, _, rest = pending.partition(b"\r\n\r\n")
+                    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")))
+                    if len(rest) < length:
+                        break
+                    pending = rest[length:]
+                    connection.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    sqs, url = client(endpoint), f"{endpoint}/000000000000/alone"
+    times = []
+    with listener:
+        for _ in range(requests):
+            started = time.perf_counter()
+            sqs.send_message(QueueUrl=url, MessageBody=BODY)
+            times.append(time.perf_counter() - started)
+    sqs.close()
+    return statistics.median(times) * 1000
 
 
 @contextlib.contextmanager
@@ -180,12 +219,15 @@ def main() -> int:
     if prefix is not None:
         servers.append(lambda: running_fauxqs(prefix, args.node))
     results: dict[str, list[Figures]] = {}
+    alone: list[float] = []
     for run in range(args.runs):
+        alone.append(client_alone_ms(args.round_trips))
         for start in servers if run % 2 == 0 else servers[::-1]:  # turn about: neither always goes first
             with start() as server:
                 results.setdefault(server.name, []).append(measure(server, args.messages, args.round_trips))
     print(f"one boto3 client, one request at a time, 256 B bodies; medians of {args.runs} runs")
     print(table({name: results[name] for name in ("dovecote", "fauxqs") if name in results}))
+    print(f"boto3 alone (a server that answers at once): {statistics.median(alone):.2f} ms a request, p50")
     return 0
 
 
