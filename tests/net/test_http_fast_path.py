@@ -8,6 +8,7 @@ import h11
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings, strategies as st
 
 from dovecote.net.http_parse import DECLINED, NEED_MORE, SimpleRequest, parse_simple_request, response_bytes
 from dovecote.net.http_server import HttpRequest, HttpResponse, HttpServer
@@ -146,3 +147,68 @@ async def test_a_plain_request_that_stops_short_is_timed_out(autojump_clock):
             while chunk := await client.receive_some(65536):
                 answer += chunk
     assert answer.startswith(b"HTTP/1.1 408 ") and trio.current_time() - started == pytest.approx(limits.http_read_timeout_s, abs=0.1)
+
+
+# --- the fast path against h11, on generated requests --------------------------------------------
+
+TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Mostly what a client sends (printable text, spaces and tabs, any byte above 0x7f), some anything.
+FIELD_BYTES = st.one_of(
+    *[st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.sampled_from(["\t", "\xe9"]), max_size=30).map(
+        lambda text: text.encode("latin-1")
+    )] * 3,
+    st.binary(max_size=40),
+)
+HEADER_NAMES = st.one_of(
+    *[st.text(TOKEN_CHARS, min_size=1, max_size=12)] * 6,
+    st.sampled_from(["Host", "Content-Length", "Transfer-Encoding", "Connection", "Expect", "X-Amz-Target", "Content-Type"]),
+    st.text(max_size=6),
+)
+
+
+def h11_request(data: bytes) -> tuple[str, str, list[tuple[str, str]], bytes, int] | None:
+    """What h11 reads from data: the request and how many bytes it took; None if it reads no whole
+    request (refused, or more is needed)."""
+    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=LIMITS[0])
+    connection.receive_data(data)
+    head, body = None, b""
+    try:
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
+                return None
+            if isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                assert head is not None
+                headers = [(n.decode(), v.decode("latin-1")) for n, v in head.headers]
+                return head.method.decode(), head.target.decode(), headers, body, len(data) - len(connection.trailing_data[0])
+    except h11.RemoteProtocolError:
+        return None
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "POST", "HEAD", "PUT"]),
+    target=st.one_of(st.just(b"/"), st.just(b"/?Action=ListQueues"), st.binary(min_size=1, max_size=20).map(lambda b: b"/" + b)),
+    headers=st.lists(st.tuples(HEADER_NAMES, FIELD_BYTES), max_size=4),
+    host=st.sampled_from([True, True, True, False]),
+    body=st.binary(max_size=30),
+    length=st.sampled_from([None, "exact", "exact", "exact", "exact", "7", "+1", " 3", "1 ", "٣", "-1", ""]),
+    trailing=st.binary(max_size=10),
+)
+def test_whatever_the_fast_path_takes_h11_reads_the_same(method, target, headers, host, body, length, trailing):
+    lines = [method.encode() + b" " + target + b" HTTP/1.1"]
+    if host:
+        lines.append(b"Host: x")
+    lines += [name.encode("utf-8") + b": " + value for name, value in headers]
+    if length is not None:
+        lines.append(b"Content-Length: " + (str(len(body)) if length == "exact" else length).encode("utf-8"))
+    data = b"\r\n".join(lines) + b"\r\n\r\n" + body + trailing
+    fast = parse_simple_request(data, *LIMITS)
+    if fast in (DECLINED, NEED_MORE):
+        return
+    request, used = fast
+    assert h11_request(data) == (*request, used)
