@@ -1,5 +1,6 @@
 """A small HTTP/1.1 server on h11 for the AWS-compatible API and the broker's own endpoints. Thin:
-it parses, enforces limits and timeouts, and hands each request to a handler.
+it parses, enforces limits and timeouts, and hands each request to a handler. The plain requests
+the SDKs send are read and answered by a fast path (http_parse.py); h11 reads every other one.
 
 With a certificate (tls.py) every connection is TLS: a plain HTTP request on the port gets a 400
 saying so. A TLS handshake, like a request, must be done within `http_read_timeout_s`.
@@ -32,6 +33,7 @@ from dovecote.actors.errors import KINDS
 from dovecote.actors.principals import Keyring
 
 from .failure_log import FailureLog
+from .http_parse import DECLINED, NEED_MORE, parse_simple_request, response_bytes
 from .limits import ConnectionCounts, NetLimits
 from .listener import accept_loop
 from .tls import Peer, ServerTls, certificate_principal, peer_address, starts_with_tls
@@ -171,14 +173,15 @@ class HttpServer:
 
     async def _serve(self, stream: trio.abc.Stream, handler: Handler, peer: str, first_request_by: float) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.http_max_header_bytes)
+        unparsed = bytearray()  # read, and neither taken by the fast path nor given to h11
         try:
             request_by = first_request_by
             while True:
                 request = None
                 with trio.move_on_at(request_by) as deadline:
-                    request = await self._read_request(connection, stream, peer, deadline)
+                    request, fast = await self._read_request(connection, unparsed, stream, peer, deadline)
                 if deadline.cancelled_caught:
-                    if _request_begun(connection):
+                    if unparsed or _request_begun(connection):
                         await self._send_bytes(stream, self._request_timeout)
                     return
                 if request is None:
@@ -191,13 +194,19 @@ class HttpServer:
                 except Exception:  # noqa: BLE001 - one bad request must not take the server down
                     self._failures.exception(f"handler failed for {request.method} {request.target[:200]}")
                     response = self._refuse(request, "InternalError", "The server failed to handle the request; it goes on.")
-                await self._send(connection, stream, response, close=False, head_only=request.method == "HEAD")
-                if connection.our_state is h11.MUST_CLOSE or connection.their_state is h11.MUST_CLOSE:
-                    return
-                try:
-                    connection.start_next_cycle()
-                except h11.LocalProtocolError:
-                    return
+                if fast:
+                    data = response_bytes(response.status, response.headers, response.body)
+                    if data is None:  # a header h11 would not send either
+                        return
+                    await self._send_bytes(stream, data)
+                else:
+                    await self._send(connection, stream, response, close=False, head_only=request.method == "HEAD")
+                    if connection.our_state is h11.MUST_CLOSE or connection.their_state is h11.MUST_CLOSE:
+                        return
+                    try:
+                        connection.start_next_cycle()
+                    except h11.LocalProtocolError:
+                        return
                 request_by = trio.current_time() + self._limits.http_keepalive_timeout_s
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
             pass
@@ -205,10 +214,36 @@ class HttpServer:
             self._failures.exception("an HTTP connection failed; the broker goes on")
 
     async def _read_request(
+        self, connection: h11.Connection, unparsed: bytearray, stream: trio.abc.Stream, peer: str, deadline: trio.CancelScope
+    ) -> tuple[HttpRequest | HttpResponse | None, bool]:
+        """The next request, or the error response a limit calls for (None: the peer closed), and
+        whether the fast path took it (its answer is written without h11). deadline: brought
+        forward to the read timeout from the request's first byte."""
+        limits = self._limits
+        timed = False
+        # The fast path reads while h11 holds nothing; a request it declines goes to h11 whole.
+        while connection.their_state is h11.IDLE and not connection.trailing_data[0]:
+            if not timed and unparsed:
+                deadline.deadline = min(deadline.deadline, trio.current_time() + limits.http_read_timeout_s)
+                timed = True
+            parsed = parse_simple_request(unparsed, limits.http_max_header_bytes, limits.http_max_body_bytes) if unparsed else NEED_MORE
+            if parsed is DECLINED:
+                connection.receive_data(bytes(unparsed))
+                unparsed.clear()
+                break
+            if parsed is not NEED_MORE:
+                simple, used = parsed
+                del unparsed[:used]
+                return HttpRequest(simple.method, simple.target, simple.headers, simple.body, peer), True
+            data = await stream.receive_some(65536)
+            if not data:
+                return None, False
+            unparsed += data
+        return await self._read_with_h11(connection, stream, peer, deadline), False
+
+    async def _read_with_h11(
         self, connection: h11.Connection, stream: trio.abc.Stream, peer: str, deadline: trio.CancelScope
     ) -> HttpRequest | HttpResponse | None:
-        """The next request, or the error response a limit calls for; None: the peer closed.
-        deadline: brought forward to the read timeout from the request's first byte."""
         head: h11.Request | None = None
         body = bytearray()
         timed = False
