@@ -39,7 +39,7 @@ from dovecote.storage.records import (
 )
 from dovecote.storage.store import LoadedTopic, PendingPush
 
-from . import archive_replay, authorization, delivery_policy, paging, policy, sns_validation
+from . import archive_replay, authorization, delivery_policy, mobile, paging, policy, sns_validation
 from .attributes import AnyAttribute, to_stored
 from .dedup import DedupWindow
 from .errors import (
@@ -89,7 +89,7 @@ from .ops import (
     Verdict,
 )
 from .principals import SNS
-from .push_types import DEAD_LETTERED, DELIVERED, DROPPED, PUSH_PROTOCOLS, PushRequest, PushTarget
+from .push_types import DEAD_LETTERED, DELIVERED, DROPPED, CONFIRMED_BY_TOKEN, MOBILE_PROTOCOLS, PUSH_PROTOCOLS, PushRequest, PushTarget
 from .signing import Signer
 from .stored_time import elapsed_since
 from .sns_messages import SnsMessages
@@ -318,7 +318,7 @@ class TopicCore:
                     raise BrokerError(  # AWS's rule: a queue subscription is deleted by a signed request only
                         "AuthorizationError", f"Unsubscribing {subscription.arn} requires a request signed by a key of this broker."
                     )
-                if subscription is not None and subscription.protocol in PUSH_PROTOCOLS:
+                if subscription is not None and subscription.protocol in CONFIRMED_BY_TOKEN:
                     self._notice(subscription.arn, "UnsubscribeConfirmation", cycle, wall_ms)
                 record = self.unsubscribe(op.subscription_arn, wall_ms)
                 if record is not None:
@@ -544,7 +544,7 @@ class TopicCore:
         if checked.get("ReplayPolicy"):
             checked.update(archive_replay.replay_start(checked["ReplayPolicy"], self.archive_days, wall_ms))
         number = max((s.id for s in self.subscriptions.values()), default=0) + 1
-        confirmed = protocol == "sqs"  # the others confirm by the token sent to their endpoint
+        confirmed = protocol not in CONFIRMED_BY_TOKEN  # sqs, sms and application are at once, as on AWS
         if not confirmed:
             checked[TOKEN] = secrets.token_hex(64)
         record = SubscriptionChanged(
@@ -668,7 +668,7 @@ class TopicCore:
                 continue
             push = subscription.protocol in PUSH_PROTOCOLS
             target = None if push else targets.get(subscription.endpoint)
-            payload = payloads.get(subscription.protocol, payloads["default"])
+            payload = payloads.get(mobile.payload_key(subscription.protocol, subscription.endpoint), payloads["default"])
             if subscription.filter is not None:
                 view = views.get(payload)
                 if view is None:
@@ -688,7 +688,7 @@ class TopicCore:
                     dropped += 1
                     continue
             envelope = None
-            if not subscription.raw and subscription.protocol != "email":
+            if not subscription.raw and subscription.protocol not in ("email", *MOBILE_PROTOCOLS):  # those get the text alone
                 signed = push or self.options.sign_sqs  # HTTP/S and email-json messages are always signed
                 envelope = envelopes.get((payload, signed))
                 if envelope is None:

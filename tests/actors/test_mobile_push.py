@@ -1,0 +1,183 @@
+"""SMS and mobile push subscriptions (protocols sms and application): validated as AWS validates
+them, confirmed at once, and delivered through the operator's sink with the retries and dead
+letters of HTTP pushes, on the autojump clock. The command sink runs real processes, so its tests
+use the real clock."""
+
+import json
+import stat
+
+import pytest
+import trio
+
+from dovecote.actors import mobile
+from dovecote.actors.errors import BrokerError
+from dovecote.actors.ops import (
+    CreateQueue,
+    CreateTopic,
+    GetSubscriptionAttributes,
+    Publish,
+    ReceiveMessage,
+    SetSubscriptionAttributes,
+    Subscribe,
+    Unsubscribe,
+)
+from dovecote.actors.push_types import PushRequest
+from dovecote.net.http_push import Pusher
+from dovecote.net.mobile_sink import MobileSink, run_command
+from dovecote.storage.records import PushDone
+
+from ..conftest import running_broker
+from ..push_endpoint import trio_endpoint
+
+TOPIC = "arn:aws:sns:us-east-1:000000000000:"
+QUEUE = "arn:aws:sqs:us-east-1:000000000000:"
+ENDPOINT = "arn:aws:sns:us-east-1:000000000000:endpoint/GCM/my-app/4b5c6d7e-0000-4000-8000-000000000001"
+
+
+def log_of(h, kind):
+    return [record for _, record in h.store.read_log() if isinstance(record, kind)]
+
+
+def webhook(url: str) -> Pusher:
+    return Pusher(sink=MobileSink(url=url))
+
+
+@pytest.mark.parametrize("number", ["+15555550100", "15555550100", "+1-555-555-0100", "+44.20.7946.0018", "+1/555/5550100"])
+def test_phone_numbers_in_e164_are_accepted_with_single_separators(number):
+    assert mobile.is_phone_number(number)
+
+
+@pytest.mark.parametrize(
+    "number",
+    # moto's recordings of AWS's refusals, and numbers E.164 cannot have (too long, a leading 0)
+    ["NAA+15551234567", "+15--551234567", "+15551234567.", "/+15551234567", "+0155555501", "+1234567890123456", "+", ""],
+)
+def test_sms_subscription_refuses_a_number_not_in_e164(number):
+    assert not mobile.is_phone_number(number)
+
+
+async def test_sms_subscription_refuses_an_invalid_number_as_aws_words_it(autojump_clock):
+    async with trio_endpoint() as endpoint, running_broker(pusher=webhook(endpoint.url)) as h:
+        await h.ok(CreateTopic("t"))
+        with pytest.raises(BrokerError) as error:
+            await h.ok(Subscribe("t", "sms", "+15--551234567"))
+        assert (error.value.code, error.value.message) == ("InvalidParameter", "Invalid SMS endpoint: +15--551234567")
+        with pytest.raises(BrokerError) as error:
+            await h.ok(Subscribe("t", "application", "arn:aws:sns:us-east-1:000000000000:t"))
+        assert error.value.code == "InvalidParameter" and "platform endpoint" in error.value.message
+
+
+async def test_sms_and_application_subscriptions_without_a_sink_are_refused_naming_the_setting(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t"))
+        for protocol, endpoint in [("sms", "+15555550100"), ("application", ENDPOINT)]:
+            with pytest.raises(BrokerError) as error:
+                await h.ok(Subscribe("t", protocol, endpoint))
+            assert error.value.code == "InvalidParameter"
+            assert "mobile_sink_url or mobile_sink_command" in error.value.message
+
+
+async def test_sms_subscription_on_a_fifo_topic_is_refused(autojump_clock):
+    async with trio_endpoint() as endpoint, running_broker(pusher=webhook(endpoint.url)) as h:
+        await h.ok(CreateTopic("t.fifo", {"FifoTopic": "true"}))
+        with pytest.raises(BrokerError) as error:
+            await h.ok(Subscribe("t.fifo", "sms", "+15555550100"))
+        assert error.value.code == "InvalidParameter"
+
+
+async def test_sms_subscription_is_confirmed_at_once_and_its_text_goes_to_the_webhook(autojump_clock):
+    async with trio_endpoint() as endpoint, running_broker(pusher=webhook(endpoint.url)) as h:
+        await h.ok(CreateTopic("t"))
+        arn = (await h.ok(Subscribe("t", "sms", "+15555550100"))).arn
+        assert arn.startswith(TOPIC + "t:")  # no "pending confirmation": AWS confirms SMS subscriptions at once
+        attributes = (await h.ok(GetSubscriptionAttributes("t", arn))).attributes
+        assert (attributes["Protocol"], attributes["Endpoint"], attributes["PendingConfirmation"]) == ("sms", "+15555550100", "false")
+        published = await h.ok(Publish("t", "your code is 1234", subject="ignored by SMS"))
+        (delivery,) = await endpoint.wait_for(1)  # and no SubscriptionConfirmation before it
+        assert delivery.headers["content-type"] == "application/json; charset=UTF-8"
+        assert delivery.json() == {
+            "protocol": "sms", "endpoint": "+15555550100", "message": "your code is 1234", "messageId": published.message_id,
+            "topicArn": TOPIC + "t", "subscriptionArn": arn,
+        }
+        await trio.sleep(1)  # the outcome is stored after the answer arrives
+        (done,) = log_of(h, PushDone)
+        assert (done.outcome, done.message_id) == ("delivered", published.message_id)
+        await h.ok(Unsubscribe("t", arn))
+        await trio.sleep(1)
+        assert len(endpoint.requests) == 1  # no UnsubscribeConfirmation is sent to a phone
+
+
+async def test_application_subscription_gets_its_platform_payload_of_a_json_message(autojump_clock):
+    async with trio_endpoint() as endpoint, running_broker(pusher=webhook(endpoint.url)) as h:
+        await h.ok(CreateTopic("t"))
+        arn = (await h.ok(Subscribe("t", "application", ENDPOINT))).arn
+        gcm = json.dumps({"notification": {"title": "hi"}})
+        await h.ok(Publish("t", json.dumps({"default": "plain", "GCM": gcm, "APNS": "{}"}), message_structure="json"))
+        await h.ok(Publish("t", json.dumps({"default": "plain only"}), message_structure="json"))
+        first, second = await endpoint.wait_for(2)
+        assert {first.json()["message"], second.json()["message"]} == {gcm, "plain only"}
+        assert first.json()["protocol"] == "application" and first.json()["endpoint"] == ENDPOINT
+        assert first.json()["subscriptionArn"] == arn
+
+
+async def test_sink_failures_are_retried_then_the_push_goes_to_the_dead_letter_queue(autojump_clock):
+    async with trio_endpoint(lambda pushed: 503) as endpoint, running_broker(pusher=webhook(endpoint.url)) as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(CreateQueue("dlq"))
+        policy = {"healthyRetryPolicy": {"minDelayTarget": 2, "maxDelayTarget": 2, "numRetries": 2}}
+        arn = (await h.ok(Subscribe("t", "sms", "+15555550100", {"DeliveryPolicy": json.dumps(policy)}))).arn
+        await h.ok(SetSubscriptionAttributes("t", arn, "RedrivePolicy", json.dumps({"deadLetterTargetArn": QUEUE + "dlq"})))
+        await h.ok(Publish("t", "undeliverable"))
+        await trio.sleep(30)
+        attempts = await endpoint.wait_for(3)
+        assert len(attempts) == 3 and attempts[2].at - attempts[0].at == pytest.approx(4, abs=0.1)
+        (message,) = (await h.ok(ReceiveMessage("dlq", max_number_of_messages=10, attribute_names=["All"]))).messages
+        assert message.body == "undeliverable" and message.attributes["DeadLetterQueueSourceArn"] == arn
+        (done,) = log_of(h, PushDone)
+        assert (done.outcome, done.attempts) == ("dead-lettered", 3)
+
+
+async def test_sink_that_fails_then_recovers_delivers_the_push(autojump_clock):
+    answers = iter([500, 500])
+    async with trio_endpoint(lambda pushed: next(answers, 200)) as endpoint, running_broker(pusher=webhook(endpoint.url)) as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(Subscribe("t", "sms", "+15555550100"))
+        await h.ok(Publish("t", "eventually"))
+        await trio.sleep(120)
+        assert [r.json()["message"] for r in endpoint.requests] == ["eventually"] * 3
+        (done,) = log_of(h, PushDone)
+        assert (done.outcome, done.attempts) == ("delivered", 3)
+
+
+def script(tmp_path, text: str) -> str:
+    path = tmp_path / "sink.sh"
+    path.write_text("#!/bin/sh\n" + text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+REQUEST = PushRequest("sms", "+15555550100", "Notification", "m-1", TOPIC + "t", TOPIC + "t:s-1", "hello\nthere")
+
+
+async def test_command_sink_gets_the_message_on_stdin_and_the_details_in_its_environment(tmp_path):
+    out = tmp_path / "out"
+    program = script(tmp_path, 'cat > "$1"; env | grep ^DOVECOTE_ | sort >> "$1"')
+    sink = MobileSink(command=f"{program} {out}")
+    assert await run_command(sink, REQUEST, timeout_s=10) == ""
+    assert out.read_text().splitlines() == [
+        "hello", "there" + "DOVECOTE_ENDPOINT=+15555550100", "DOVECOTE_MESSAGE_ID=m-1", "DOVECOTE_PROTOCOL=sms",
+        f"DOVECOTE_SUBSCRIPTION_ARN={TOPIC}t:s-1", f"DOVECOTE_TOPIC_ARN={TOPIC}t",
+    ]
+
+
+async def test_command_sink_failure_is_its_exit_status_and_error_output(tmp_path):
+    sink = MobileSink(command=script(tmp_path, "echo 'gateway said no' >&2; exit 3"))
+    assert await run_command(sink, REQUEST, timeout_s=10) == "exit 3: gateway said no"
+    assert (await run_command(MobileSink(command=str(tmp_path / "missing")), REQUEST, timeout_s=10)).startswith("FileNotFoundError")
+
+
+async def test_command_sink_past_its_timeout_is_stopped_and_fails(tmp_path):
+    sink = MobileSink(command=script(tmp_path, "sleep 30"))
+    started = trio.current_time()
+    assert await run_command(sink, REQUEST, timeout_s=0.5) == "timeout"
+    assert trio.current_time() - started < 10
