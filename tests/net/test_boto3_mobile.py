@@ -1,0 +1,106 @@
+"""SMS and mobile push from a real `dovecote serve`, driven by unmodified boto3: a real local HTTP
+server as the webhook sink, a real script as the command sink, retries and the dead-letter queue
+after the sink fails, and the deliveries' story in `dovecote log`."""
+
+import json
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from ..faults.serve import ServeProcess
+from ..faults.test_push_process import wait_until
+from ..push_endpoint import ThreadedEndpoint
+from .test_boto3_sns import client
+
+ENDPOINT = "arn:aws:sns:us-east-1:000000000000:endpoint/APNS/my-app/4b5c6d7e-0000-4000-8000-000000000001"
+
+
+def serving(broker: ServeProcess) -> str:
+    broker.start()
+    return f"http://127.0.0.1:{broker.http_port}"
+
+
+def test_sms_subscription_delivers_to_the_webhook_retries_and_dead_letters(tmp_path):
+    data_dir = tmp_path / "data"
+    with ThreadedEndpoint().running() as gateway:
+        broker = ServeProcess(data_dir, "--mobile-sink-url", gateway.url)
+        url = serving(broker)
+        try:
+            sns, sqs = client(url, "sns"), client(url, "sqs")
+            topic = sns.create_topic(Name="alerts")["TopicArn"]
+            with pytest.raises(sns.exceptions.InvalidParameterException, match="Invalid SMS endpoint: \\+15--551234567"):
+                sns.subscribe(TopicArn=topic, Protocol="sms", Endpoint="+15--551234567")
+            arn = sns.subscribe(TopicArn=topic, Protocol="sms", Endpoint="+15555550100")["SubscriptionArn"]
+            assert arn.startswith(topic + ":")  # confirmed at once
+            (listed,) = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+            assert (listed["SubscriptionArn"], listed["Protocol"], listed["Endpoint"]) == (arn, "sms", "+15555550100")
+            sent = sns.publish(TopicArn=topic, Message="disk full on host-1")["MessageId"]
+            wait_until(lambda: gateway.received())
+            (delivery,) = gateway.received()
+            assert delivery.json() == {
+                "protocol": "sms", "endpoint": "+15555550100", "message": "disk full on host-1", "messageId": sent,
+                "topicArn": topic, "subscriptionArn": arn,
+            }
+
+            dlq = sqs.create_queue(QueueName="sms-dlq")["QueueUrl"]
+            dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            policy = {"healthyRetryPolicy": {"minDelayTarget": 1, "maxDelayTarget": 1, "numRetries": 2}}
+            sns.set_subscription_attributes(SubscriptionArn=arn, AttributeName="DeliveryPolicy", AttributeValue=json.dumps(policy))
+            sns.set_subscription_attributes(
+                SubscriptionArn=arn, AttributeName="RedrivePolicy", AttributeValue=json.dumps({"deadLetterTargetArn": dlq_arn})
+            )
+            gateway.status = 502
+            failed = sns.publish(TopicArn=topic, Message="the gateway is down")["MessageId"]
+            (dead,) = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=10)["Messages"]
+            assert dead["Body"] == "the gateway is down"
+            assert [r.json()["messageId"] for r in gateway.received()] == [sent, failed, failed, failed]
+        finally:
+            assert broker.terminate() == 0
+    history = subprocess.run(
+        [sys.executable, "-m", "dovecote", "log", "--data-dir", str(data_dir), "--subscription", arn, "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    records = [json.loads(line) for line in history.stdout.splitlines()]
+    stories = {(r["kind"], r["message_id"], r.get("outcome")) for r in records if r["kind"].startswith("Push")}
+    assert stories >= {
+        ("PushQueued", sent, None), ("PushDone", sent, "delivered"),
+        ("PushQueued", failed, None), ("PushAttempted", failed, "HTTP 502"), ("PushDone", failed, "dead-lettered"),
+    }
+
+
+def test_application_subscription_runs_the_command_sink_with_its_platform_payload(tmp_path):
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    program = tmp_path / "send-push"
+    # One file per delivery, named by its message id: the payload, then the details.
+    program.write_text('#!/bin/sh\nout="$1/$DOVECOTE_MESSAGE_ID"\ncat > "$out"\necho "\n$DOVECOTE_PROTOCOL $DOVECOTE_ENDPOINT" >> "$out"\n')
+    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    broker = ServeProcess(tmp_path / "data", "--mobile-sink-command", f"{program} {outbox}")
+    url = serving(broker)
+    try:
+        sns = client(url, "sns")
+        topic = sns.create_topic(Name="news")["TopicArn"]
+        sns.subscribe(TopicArn=topic, Protocol="application", Endpoint=ENDPOINT)
+        apns = json.dumps({"aps": {"alert": "breaking"}})
+        sent = sns.publish(
+            TopicArn=topic, MessageStructure="json", Message=json.dumps({"default": "breaking", "APNS": apns, "GCM": "{}"})
+        )["MessageId"]
+        wait_until(lambda: (outbox / sent).exists() and (outbox / sent).read_text().endswith("\n"))
+        assert (outbox / sent).read_text() == f"{apns}\napplication {ENDPOINT}\n"
+    finally:
+        assert broker.terminate() == 0
+
+
+def test_sms_subscription_without_a_sink_says_which_setting_is_missing(tmp_path):
+    broker = ServeProcess(tmp_path / "data")
+    url = serving(broker)
+    try:
+        sns = client(url, "sns")
+        topic = sns.create_topic(Name="alerts")["TopicArn"]
+        for protocol, endpoint in [("sms", "+15555550100"), ("application", ENDPOINT)]:
+            with pytest.raises(sns.exceptions.InvalidParameterException, match="mobile_sink_url or mobile_sink_command"):
+                sns.subscribe(TopicArn=topic, Protocol=protocol, Endpoint=endpoint)
+    finally:
+        assert broker.terminate() == 0
