@@ -22,6 +22,10 @@ def is_phone_number(text: str) -> bool:
     return not _MISPLACED_SEPARATORS.search(text) and _E164.fullmatch(_SEPARATORS.sub("", text)) is not None
 
 
+def is_endpoint_arn(text: str) -> bool:
+    return _ENDPOINT_ARN.fullmatch(text) is not None
+
+
 def check_endpoint(protocol: str, endpoint: str, push_protocols: frozenset[str]) -> None:
     """An sms subscription's phone number, an application subscription's endpoint ARN; either
     needs the sink configured."""
@@ -29,7 +33,7 @@ def check_endpoint(protocol: str, endpoint: str, push_protocols: frozenset[str])
         raise invalid_parameter(f"Protocol {protocol}: this broker has no SMS and mobile push sink configured (set {SINK_SETTINGS})")
     if protocol == "sms" and not is_phone_number(endpoint):
         raise BrokerError("InvalidParameter", f"Invalid SMS endpoint: {endpoint[:80]}")
-    if protocol == "application" and not _ENDPOINT_ARN.fullmatch(endpoint):
+    if protocol == "application" and not is_endpoint_arn(endpoint):
         raise invalid_parameter("Endpoint Reason: an application subscription's endpoint must be a platform endpoint's ARN")
 
 

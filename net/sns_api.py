@@ -16,7 +16,8 @@ from xml.etree import ElementTree
 
 import msgspec
 
-from dovecote.actors.errors import BrokerError
+from dovecote.actors.errors import BrokerError, invalid_parameter
+from dovecote.actors.mobile import is_endpoint_arn
 from dovecote.actors.ops import (
     MessageAttributeValue,
     AddTopicPermission,
@@ -197,7 +198,14 @@ def _attributes(values: dict[str, AttributeValue]) -> dict[str, MessageAttribute
 
 def _publish(request: PublishRequest) -> Op:
     if request.phone_number is not None:
-        raise BrokerError("InvalidParameter", "Invalid parameter: PhoneNumber: this broker cannot send SMS")
+        raise invalid_parameter(
+            "PhoneNumber Reason: this broker sends SMS to the sms subscriptions of a topic only; subscribe the number and publish to the topic"
+        )
+    if request.target_arn is not None and is_endpoint_arn(request.target_arn):
+        raise invalid_parameter(
+            "TargetArn Reason: this broker serves no platform endpoints; subscribe the endpoint's ARN to a topic (protocol application) "
+            "and publish to the topic"
+        )
     arn = request.topic_arn or request.target_arn
     if not arn:
         raise BrokerError("InvalidParameter", "Invalid parameter: TopicArn or TargetArn Reason: no value for required parameter")

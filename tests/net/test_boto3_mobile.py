@@ -104,3 +104,21 @@ def test_sms_subscription_without_a_sink_says_which_setting_is_missing(tmp_path)
                 sns.subscribe(TopicArn=topic, Protocol=protocol, Endpoint=endpoint)
     finally:
         assert broker.terminate() == 0
+
+
+def test_publish_to_a_phone_number_or_a_platform_endpoint_says_what_is_served(tmp_path):
+    """Direct SMS and direct mobile pushes need state this broker does not keep yet (platform
+    applications and endpoints): the refusal says how to reach the number or the device instead."""
+    broker = ServeProcess(tmp_path / "data", "--mobile-sink-command", "true")
+    url = serving(broker)
+    try:
+        sns = client(url, "sns")
+        with pytest.raises(sns.exceptions.InvalidParameterException, match="PhoneNumber Reason: .*sms subscriptions of a topic"):
+            sns.publish(PhoneNumber="+15555550100", Message="hi")
+        with pytest.raises(sns.exceptions.InvalidParameterException, match="TargetArn Reason: .*protocol application"):
+            sns.publish(TargetArn=ENDPOINT, Message="hi")
+        with pytest.raises(sns.exceptions.ClientError) as refused:
+            sns.create_platform_application(Name="app", Platform="GCM", Attributes={"PlatformCredential": "key"})
+        assert refused.value.response["Error"]["Code"] == "InvalidAction"
+    finally:
+        assert broker.terminate() == 0
