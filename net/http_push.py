@@ -169,6 +169,11 @@ class Pusher:
             if read > self._max_response_bytes:
                 return
 
+    async def run_command(self, sink: MobileSink, request: PushRequest) -> str:
+        """The command sink, under the same cap as requests: commands in flight are processes."""
+        async with self._in_flight:
+            return await run_command(sink, request, self.timeout_s)
+
     async def mail(self, request: PushRequest) -> str:
         if self.smtp is None:
             return "no SMTP relay is configured"
@@ -198,7 +203,7 @@ class Connection:
             if sink is None:
                 return "no SMS and mobile push sink is configured"
             if sink.command:
-                return await run_command(sink, request, self._pusher.timeout_s)
+                return await self._pusher.run_command(sink, request)
             request = webhook_request(sink, request)
         if self._endpoint is None or self._endpoint[0] != request.endpoint:
             import httpx

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 
 import msgspec
 import trio
@@ -65,7 +66,7 @@ async def run_command(sink: MobileSink, request: PushRequest, timeout_s: float) 
     with trio.move_on_after(timeout_s):
         try:
             done = await trio.run_process(
-                shlex.split(sink.command), stdin=request.body.encode(), capture_stdout=True, capture_stderr=True,
+                shlex.split(sink.command), stdin=request.body.encode(), stdout=subprocess.DEVNULL, capture_stderr=True,
                 check=False, env=command_environment(request),
             )
         except OSError as error:

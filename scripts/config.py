@@ -284,7 +284,10 @@ SETTINGS: tuple[Setting, ...] = (
         "push_max_pending", int, "pending pushes a subscription may have; beyond, new ones are dropped and recorded, "
         "so memory stays bounded while an endpoint is down", "broker.max_pending_pushes", metavar="N",
     ),
-    Setting("push_in_flight", int, "HTTP/S push requests at once, at most, over all subscriptions", "push_max_in_flight", metavar="N"),
+    Setting(
+        "push_in_flight", int, "HTTP/S push requests (and mobile sink commands) at once, at most, over all subscriptions",
+        "push_max_in_flight", metavar="N",
+    ),
     Setting(
         "push_max_response_bytes", int, "of an endpoint's answer's body, read (only its status counts); beyond, its "
         "connection is dropped", "push_max_response_bytes", metavar="BYTES",

@@ -181,3 +181,19 @@ async def test_command_sink_past_its_timeout_is_stopped_and_fails(tmp_path):
     started = trio.current_time()
     assert await run_command(sink, REQUEST, timeout_s=0.5) == "timeout"
     assert trio.current_time() - started < 10
+
+
+async def test_command_sink_runs_no_more_commands_at_once_than_the_push_cap(tmp_path):
+    # Two at once would find the other's lock directory and fail.
+    program = script(tmp_path, 'mkdir "$1/lock" || exit 9; sleep 0.3; rmdir "$1/lock"')
+    pusher = Pusher(max_in_flight=1, sink=MobileSink(command=f"{program} {tmp_path}"))
+    outcomes = []
+
+    async def deliver() -> None:
+        async with pusher.connection() as connection:
+            outcomes.append(await connection.send(REQUEST))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(deliver)
+    assert outcomes == ["", "", ""]
