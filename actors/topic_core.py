@@ -544,7 +544,9 @@ class TopicCore:
         if checked.get("ReplayPolicy"):
             checked.update(archive_replay.replay_start(checked["ReplayPolicy"], self.archive_days, wall_ms))
         number = max((s.id for s in self.subscriptions.values()), default=0) + 1
-        confirmed = protocol not in CONFIRMED_BY_TOKEN  # sqs, sms and application are at once, as on AWS
+        # sqs, sms and application are confirmed at once, as on AWS (SMS recipients have not had to
+        # opt in since June 2016: https://github.com/hashicorp/terraform-provider-aws/pull/1813).
+        confirmed = protocol not in CONFIRMED_BY_TOKEN
         if not confirmed:
             checked[TOKEN] = secrets.token_hex(64)
         record = SubscriptionChanged(
@@ -614,6 +616,10 @@ class TopicCore:
         raise invalid_parameter(f"Token: no subscription of this topic has the token {token[:60]!r}")
 
     def delivery_policy(self, subscription: Subscription) -> delivery_policy.EffectivePolicy:
+        if subscription.protocol in MOBILE_PROTOCOLS:
+            # AWS's own policy, not the topic's (that is for HTTP/S); the subscription's own
+            # DeliveryPolicy is dovecote's addition, for a gateway that needs other retries.
+            return delivery_policy.effective(None, subscription.attributes.get("DeliveryPolicy"), delivery_policy.CUSTOMER_MANAGED_RETRY)
         return delivery_policy.effective(self.attributes.get("DeliveryPolicy"), subscription.attributes.get("DeliveryPolicy"))
 
     def push_targets(self) -> dict[int, PushTarget]:

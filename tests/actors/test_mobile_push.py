@@ -197,3 +197,22 @@ async def test_command_sink_runs_no_more_commands_at_once_than_the_push_cap(tmp_
         for _ in range(3):
             nursery.start_soon(deliver)
     assert outcomes == ["", "", ""]
+
+
+async def test_sms_retries_follow_aws_policy_for_customer_managed_endpoints_not_the_topics(autojump_clock):
+    """50 retries over more than 6 hours: 2 at 10 s, 10 backing off to 600 s, 38 at 600 s; the
+    topic's DeliveryPolicy is for HTTP/S and does not apply."""
+    topic_policy = {"http": {"defaultHealthyRetryPolicy": {"minDelayTarget": 1, "maxDelayTarget": 1, "numRetries": 1}}}
+    async with trio_endpoint(lambda pushed: 500) as endpoint, running_broker(pusher=webhook(endpoint.url)) as h:
+        await h.ok(CreateTopic("t", {"DeliveryPolicy": json.dumps(topic_policy)}))
+        await h.ok(Subscribe("t", "sms", "+15555550100"))
+        await h.ok(Publish("t", "doomed"))
+        await trio.sleep(8 * 3600)
+        attempts = endpoint.requests
+        assert len(attempts) == 51
+        gaps = [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:])]
+        assert gaps[:2] == pytest.approx([10, 10], abs=0.05)
+        assert gaps[11] == pytest.approx(600, abs=0.05) and gaps[-38:] == pytest.approx([600] * 38, abs=0.05)
+        assert attempts[-1].at - attempts[0].at > 6 * 3600
+        (done,) = log_of(h, PushDone)
+        assert (done.outcome, done.attempts) == ("dropped", 51)
