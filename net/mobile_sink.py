@@ -24,7 +24,7 @@ import trio
 
 from dovecote.actors.push_types import PushRequest
 
-STDERR_KEPT = 200  # characters of a failed command's standard error kept in its outcome
+STDERR_KEPT_BYTES = 180  # of a failed command's standard error, kept in its outcome (at most 200 characters)
 
 
 class MobileSink(msgspec.Struct, frozen=True):
@@ -62,18 +62,47 @@ def command_environment(request: PushRequest) -> dict[str, str]:
 
 async def run_command(sink: MobileSink, request: PushRequest, timeout_s: float) -> str:
     """"" when the command took the delivery (exit 0), else what went wrong. A command that runs
-    past timeout_s is killed and its delivery retried."""
+    past timeout_s is killed and its delivery retried. Of its standard error only the last
+    STDERR_KEPT_BYTES are kept (read as it comes, so a chatty command costs no memory); its
+    standard output is discarded."""
     with trio.move_on_after(timeout_s):
         try:
-            done = await trio.run_process(
-                shlex.split(sink.command), stdin=request.body.encode(), stdout=subprocess.DEVNULL, capture_stderr=True,
-                check=False, env=command_environment(request),
+            process = await trio.lowlevel.open_process(
+                shlex.split(sink.command), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                env=command_environment(request),
             )
         except OSError as error:
             return f"{type(error).__name__}: {error}"[:200]
-        if done.returncode == 0:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_feed, process.stdin, request.body.encode())
+                stderr = await _tail(process.stderr)
+            status = await process.wait()
+        finally:
+            if process.returncode is None:  # timed out
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+        if status == 0:
             return ""
-        stderr = done.stderr.decode(errors="replace").strip()[-STDERR_KEPT:]
-        return f"exit {done.returncode}: {stderr}" if stderr else f"exit {done.returncode}"
+        said = stderr.decode(errors="replace").strip()
+        return f"exit {status}: {said}" if said else f"exit {status}"
     return "timeout"
 
+
+async def _feed(stdin: trio.abc.SendStream, body: bytes) -> None:
+    """The message on the command's stdin; a command that exits without reading it is no error."""
+    async with stdin:
+        try:
+            await stdin.send_all(body)
+        except trio.BrokenResourceError:
+            pass
+
+
+async def _tail(stderr: trio.abc.ReceiveStream) -> bytes:
+    """The last STDERR_KEPT_BYTES of a stream, read to its end."""
+    kept = b""
+    async with stderr:
+        while chunk := await stderr.receive_some():
+            kept = (kept + chunk)[-STDERR_KEPT_BYTES:]
+    return kept

@@ -5,7 +5,9 @@ use the real clock."""
 
 import json
 import stat
+import tracemalloc
 
+import msgspec
 import pytest
 import trio
 
@@ -217,3 +219,21 @@ async def test_sms_retries_follow_aws_policy_for_customer_managed_endpoints_not_
         assert attempts[-1].at - attempts[0].at > 6 * 3600
         (done,) = log_of(h, PushDone)
         assert (done.outcome, done.attempts) == ("dropped", 51)
+
+
+async def test_command_sink_keeps_only_the_end_of_a_long_error_output(tmp_path):
+    # 4 MB on stderr: the outcome is its end, and the broker never holds it all.
+    sink = MobileSink(command=script(tmp_path, "yes x | head -c 4000000 >&2; echo 'the end' >&2; exit 1"))
+    tracemalloc.start()
+    try:
+        outcome = await run_command(sink, REQUEST, timeout_s=10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+    assert outcome.startswith("exit 1: x\nx\n") and outcome.endswith("x\nthe end") and len(outcome) <= 200
+
+
+async def test_command_sink_that_exits_without_reading_its_message_delivers_it(tmp_path):
+    big = msgspec.structs.replace(REQUEST, body="x" * 1_000_000)  # more than a pipe holds
+    assert await run_command(MobileSink(command=script(tmp_path, "exit 0")), big, timeout_s=10) == ""
