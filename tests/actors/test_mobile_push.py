@@ -122,6 +122,15 @@ async def test_application_subscription_gets_its_platform_payload_of_a_json_mess
         assert first.json()["subscriptionArn"] == arn
 
 
+async def test_sms_subscription_gets_the_sms_payload_of_a_json_message(autojump_clock):
+    async with trio_endpoint() as endpoint, running_broker(pusher=webhook(endpoint.url)) as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(Subscribe("t", "sms", "+15555550100"))
+        await h.ok(Publish("t", json.dumps({"default": "the long story", "sms": "short"}), message_structure="json"))
+        (delivery,) = await endpoint.wait_for(1)
+        assert delivery.json()["message"] == "short"
+
+
 async def test_sink_failures_are_retried_then_the_push_goes_to_the_dead_letter_queue(autojump_clock):
     async with trio_endpoint(lambda pushed: 503) as endpoint, running_broker(pusher=webhook(endpoint.url)) as h:
         await h.ok(CreateTopic("t"))

@@ -6,6 +6,7 @@ import json
 import stat
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -56,6 +57,10 @@ def test_sms_subscription_delivers_to_the_webhook_retries_and_dead_letters(tmp_p
             (dead,) = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=10)["Messages"]
             assert dead["Body"] == "the gateway is down"
             assert [r.json()["messageId"] for r in gateway.received()] == [sent, failed, failed, failed]
+            with urllib.request.urlopen(url + "/metrics") as response:
+                metrics = response.read().decode()
+            for outcome, count in [("delivered", 1), ("retried", 2), ("dead_lettered", 1)]:
+                assert f'topic="alerts",protocol="sms",outcome="{outcome}"}} {count}' in metrics
         finally:
             assert broker.terminate() == 0
     history = subprocess.run(
