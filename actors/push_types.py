@@ -1,5 +1,5 @@
-"""The value types of an SNS push (HTTP/S, email, SMS and mobile push), shared by topics, their delivery actors and
-the sender in net/: pure data and the sender's interface, no I/O."""
+"""The value types of an SNS push (HTTP/S, email, SMS and mobile push), shared by topics, their
+delivery actors and the sender in net/: pure data and the sender's interface, no I/O."""
 
 from __future__ import annotations
 

@@ -187,7 +187,9 @@ def replay_time(value: object) -> int:
 def check_endpoint(protocol: str, endpoint: str, *, fifo: bool, push_protocols: frozenset[str]) -> None:
     """A subscription's endpoint must suit its protocol, and the protocol the topic and this broker."""
     if protocol in UNREACHABLE_PROTOCOLS:
-        raise invalid_parameter(f"Protocol {protocol}: this broker cannot reach that service; use sqs, http, https, email, sms or application")
+        raise invalid_parameter(
+            f"Protocol {protocol}: this broker cannot reach that service; use sqs, http, https, email, sms or application"
+        )
     if protocol in PUSH_PROTOCOLS:
         if fifo:
             raise invalid_parameter(f"Invalid protocol type: {protocol} is not supported for FIFO topics; use sqs")

@@ -89,7 +89,9 @@ from .ops import (
     Verdict,
 )
 from .principals import SNS
-from .push_types import DEAD_LETTERED, DELIVERED, DROPPED, CONFIRMED_BY_TOKEN, MOBILE_PROTOCOLS, PUSH_PROTOCOLS, PushRequest, PushTarget
+from .push_types import (
+    CONFIRMED_BY_TOKEN, DEAD_LETTERED, DELIVERED, DROPPED, MOBILE_PROTOCOLS, PUSH_PROTOCOLS, PushRequest, PushTarget,
+)
 from .signing import Signer
 from .stored_time import elapsed_since
 from .sns_messages import SnsMessages
@@ -619,7 +621,8 @@ class TopicCore:
         if subscription.protocol in MOBILE_PROTOCOLS:
             # AWS's own policy, not the topic's (that is for HTTP/S); the subscription's own
             # DeliveryPolicy is dovecote's addition, for a gateway that needs other retries.
-            return delivery_policy.effective(None, subscription.attributes.get("DeliveryPolicy"), delivery_policy.CUSTOMER_MANAGED_RETRY)
+            own = subscription.attributes.get("DeliveryPolicy")
+            return delivery_policy.effective(None, own, delivery_policy.CUSTOMER_MANAGED_RETRY)
         return delivery_policy.effective(self.attributes.get("DeliveryPolicy"), subscription.attributes.get("DeliveryPolicy"))
 
     def push_targets(self) -> dict[int, PushTarget]:

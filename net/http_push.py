@@ -1,8 +1,8 @@
 """Pushing SNS deliveries out of the broker: HTTP/S POSTs with httpx (a keep-alive connection per
 sending task, a cap on requests in flight in all), mail through an SMTP relay (smtplib, in a
 worker thread), and SMS and mobile pushes to the operator's sink (mobile_sink.py: a webhook
-POSTed as any HTTP push, or a command). A push is plain data in; the answer is "" for success, else what went wrong, in
-words.
+POSTed as any HTTP push, or a command). A push is plain data in; the answer is "" for success,
+else what went wrong, in words.
 
 POSTs go to httpx's transport directly rather than through an AsyncClient: a push needs none of
 the client's cookies, auth, redirects or URL merging, and skipping them saves about a third of

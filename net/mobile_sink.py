@@ -8,8 +8,8 @@ the platform endpoint's ARN, "message": the text to send, "messageId", "topicArn
 "subscriptionArn"}. A 2xx answer is a delivery; anything else is retried as an HTTP push is.
 
 The command's environment: DOVECOTE_PROTOCOL, DOVECOTE_ENDPOINT, DOVECOTE_MESSAGE_ID,
-DOVECOTE_TOPIC_ARN, DOVECOTE_SUBSCRIPTION_ARN (beside the broker's own); exit status 0 is a
-delivery, any other is retried.
+DOVECOTE_TOPIC_ARN, DOVECOTE_SUBSCRIPTION_ARN, beside the broker's own variables but for its
+DOVECOTE_ settings; exit status 0 is a delivery, any other is retried.
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ def webhook_request(sink: MobileSink, request: PushRequest) -> PushRequest:
 
 
 def command_environment(request: PushRequest) -> dict[str, str]:
+    """The broker's environment without its own DOVECOTE_ settings (secrets among them: the SMTP
+    password, access keys), and the delivery's details."""
     return {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if not name.startswith("DOVECOTE_")},
         "DOVECOTE_PROTOCOL": request.protocol,
         "DOVECOTE_ENDPOINT": request.endpoint,
         "DOVECOTE_MESSAGE_ID": request.message_id,

@@ -199,7 +199,8 @@ def _attributes(values: dict[str, AttributeValue]) -> dict[str, MessageAttribute
 def _publish(request: PublishRequest) -> Op:
     if request.phone_number is not None:
         raise invalid_parameter(
-            "PhoneNumber Reason: this broker sends SMS to the sms subscriptions of a topic only; subscribe the number and publish to the topic"
+            "PhoneNumber Reason: this broker sends SMS to the sms subscriptions of a topic only; "
+            "subscribe the number and publish to the topic"
         )
     if request.target_arn is not None and is_endpoint_arn(request.target_arn):
         raise invalid_parameter(

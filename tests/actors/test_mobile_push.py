@@ -170,7 +170,8 @@ def script(tmp_path, text: str) -> str:
 REQUEST = PushRequest("sms", "+15555550100", "Notification", "m-1", TOPIC + "t", TOPIC + "t:s-1", "hello\nthere")
 
 
-async def test_command_sink_gets_the_message_on_stdin_and_the_details_in_its_environment(tmp_path):
+async def test_command_sink_gets_the_message_on_stdin_and_the_details_in_its_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOVECOTE_SMTP_PASSWORD", "not for the sink")  # the broker's own settings stay its own
     out = tmp_path / "out"
     program = script(tmp_path, 'cat > "$1"; env | grep ^DOVECOTE_ | sort >> "$1"')
     sink = MobileSink(command=f"{program} {out}")
