@@ -316,8 +316,10 @@ class TopicCore:
                 reply(Explanation(self.explain(op.message, op.message_attributes, targets)))
             case Unsubscribe() | UnsubscribeByUrl():
                 subscription = self.subscriptions.get(op.subscription_arn)
-                if isinstance(op, UnsubscribeByUrl) and subscription is not None and subscription.protocol not in PUSH_PROTOCOLS:
-                    raise BrokerError(  # AWS's rule: a queue subscription is deleted by a signed request only
+                if isinstance(op, UnsubscribeByUrl) and subscription is not None and subscription.protocol not in CONFIRMED_BY_TOKEN:
+                    # AWS's rule: a subscription its owner confirmed by a signed Subscribe (sqs, sms,
+                    # application) is deleted by a signed request only.
+                    raise BrokerError(
                         "AuthorizationError", f"Unsubscribing {subscription.arn} requires a request signed by a key of this broker."
                     )
                 if subscription is not None and subscription.protocol in CONFIRMED_BY_TOKEN:

@@ -22,6 +22,7 @@ from dovecote.actors.ops import (
     SetSubscriptionAttributes,
     Subscribe,
     Unsubscribe,
+    UnsubscribeByUrl,
 )
 from dovecote.actors.push_types import PushRequest
 from dovecote.net.http_push import Pusher
@@ -107,6 +108,18 @@ async def test_sms_subscription_is_confirmed_at_once_and_its_text_goes_to_the_we
         await h.ok(Unsubscribe("t", arn))
         await trio.sleep(1)
         assert len(endpoint.requests) == 1  # no UnsubscribeConfirmation is sent to a phone
+
+
+async def test_sms_subscription_is_not_deleted_by_an_unsigned_unsubscribe_url(autojump_clock):
+    """Its owner confirmed it with a signed Subscribe: as for a queue, only a signed Unsubscribe
+    deletes it, not a visit of the UnsubscribeURL (whose ARN the webhook sees)."""
+    async with trio_endpoint() as endpoint, running_broker(pusher=webhook(endpoint.url)) as h:
+        await h.ok(CreateTopic("t"))
+        arn = (await h.ok(Subscribe("t", "sms", "+15555550100"))).arn
+        with pytest.raises(BrokerError) as error:
+            await h.ok(UnsubscribeByUrl("t", arn))
+        assert error.value.code == "AuthorizationError"
+        assert (await h.ok(GetSubscriptionAttributes("t", arn))).attributes["ConfirmationWasAuthenticated"] == "true"
 
 
 async def test_application_subscription_gets_its_platform_payload_of_a_json_message(autojump_clock):
