@@ -6,6 +6,19 @@ from __future__ import annotations
 import re
 
 from .errors import BrokerError, invalid_parameter
+from .ops import (
+    CheckIfPhoneNumberIsOptedOut,
+    Done,
+    GetSMSSandboxAccountStatus,
+    ListOriginationNumbers,
+    ListPhoneNumbersOptedOut,
+    OptedOut,
+    OptInPhoneNumber,
+    PhoneNumbers,
+    Result,
+    SandboxStatus,
+    SmsAccountOp,
+)
 
 # E.164: a country code and number, at most 15 digits, optionally after a "+". AWS also takes
 # single ".", "-" or "/" between digits (as moto's recordings of it show: "+1-555-0100" is
@@ -43,3 +56,21 @@ def payload_key(protocol: str, endpoint: str) -> str:
     if protocol == "application" and (match := _ENDPOINT_ARN.fullmatch(endpoint)):
         return match.group(1)
     return protocol
+
+
+def sms_account_answer(op: SmsAccountOp) -> Result:
+    """The account's SMS state as AWS reports it, for this broker: it is not in the SMS sandbox, has
+    no origination numbers of its own (the operator's sink sends), and no number is opted out, since
+    no STOP reply ever reaches it (the sink owns the conversation with the phone)."""
+    match op:
+        case CheckIfPhoneNumberIsOptedOut(phone_number=number) | OptInPhoneNumber(phone_number=number):
+            if not is_phone_number(number):
+                raise invalid_parameter("PhoneNumber Reason: input incorrectly formatted")
+            return OptedOut(False) if isinstance(op, CheckIfPhoneNumberIsOptedOut) else Done()
+        case ListPhoneNumbersOptedOut(next_token=token) | ListOriginationNumbers(next_token=token):
+            if token is not None:  # every list is one empty page, so no token was ever handed out
+                raise invalid_parameter("NextToken Reason: no such page")
+            return PhoneNumbers([])
+        case GetSMSSandboxAccountStatus():
+            return SandboxStatus(False)
+    raise TypeError(f"{type(op).__name__} is not an SMS account operation")

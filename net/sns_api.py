@@ -22,6 +22,14 @@ from dovecote.actors.ops import (
     MessageAttributeValue,
     AddTopicPermission,
     Arn,
+    CheckIfPhoneNumberIsOptedOut,
+    GetSMSSandboxAccountStatus,
+    ListOriginationNumbers,
+    ListPhoneNumbersOptedOut,
+    OptedOut,
+    OptInPhoneNumber,
+    PhoneNumbers,
+    SandboxStatus,
     Arns,
     Attributes,
     ConfirmSubscription,
@@ -57,11 +65,15 @@ from .sqs_api import decode_shape
 from .sqs_query import indexed, query_tree
 
 NAMESPACE = "http://sns.amazonaws.com/doc/2010-03-31/"
+SMS_ACCOUNT_ACTIONS = (
+    "CheckIfPhoneNumberIsOptedOut", "ListPhoneNumbersOptedOut", "OptInPhoneNumber", "GetSMSSandboxAccountStatus",
+    "ListOriginationNumbers",
+)
 ACTIONS_ONLY_SNS = {
     "CreateTopic", "DeleteTopic", "ListTopics", "GetTopicAttributes", "SetTopicAttributes", "Subscribe",
     "ConfirmSubscription", "Unsubscribe", "ListSubscriptions", "ListSubscriptionsByTopic",
     "GetSubscriptionAttributes", "SetSubscriptionAttributes", "Publish", "PublishBatch", "TagResource",
-    "UntagResource", "ListTagsForResource",
+    "UntagResource", "ListTagsForResource", *SMS_ACCOUNT_ACTIONS,
 }
 # SQS-worded codes of shared validation, in SNS's words
 _SNS_CODES = {"InvalidParameterValue": "InvalidParameter", "MissingParameter": "InvalidParameter", "InvalidAttributeName": "InvalidParameter"}
@@ -179,6 +191,16 @@ class AddPermissionRequest(_Shape):
     action_names: list[str] = msgspec.field(name="ActionName")
 
 
+class PhoneNumberRequest(_Shape, rename="camel"):
+    """The older SMS calls name their parameters in camelCase (phoneNumber, nextToken)."""
+
+    phone_number: str
+
+
+class CamelNextTokenRequest(_Shape, rename="camel"):
+    next_token: str | None = None
+
+
 class RemovePermissionRequest(_Shape):
     topic_arn: str
     label: str
@@ -271,6 +293,11 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
         lambda r: AddTopicPermission(topic_of(r.topic_arn), r.label, r.account_ids, r.action_names),
     ),
     "RemovePermission": (RemovePermissionRequest, lambda r: RemoveTopicPermission(topic_of(r.topic_arn), r.label)),
+    "CheckIfPhoneNumberIsOptedOut": (PhoneNumberRequest, lambda r: CheckIfPhoneNumberIsOptedOut(r.phone_number)),
+    "ListPhoneNumbersOptedOut": (CamelNextTokenRequest, lambda r: ListPhoneNumbersOptedOut(r.next_token)),
+    "OptInPhoneNumber": (PhoneNumberRequest, lambda r: OptInPhoneNumber(r.phone_number)),
+    "GetSMSSandboxAccountStatus": (_Shape, lambda r: GetSMSSandboxAccountStatus()),
+    "ListOriginationNumbers": (NextTokenRequest, lambda r: ListOriginationNumbers(r.next_token)),
 }
 
 
@@ -357,6 +384,14 @@ def to_output(action: str, result: Result) -> dict[str, Any]:
             )
         case PublishedMessage(message_id=message_id, sequence_number=sequence):
             return _without_none({"MessageId": message_id, "SequenceNumber": sequence})
+        case OptedOut(opted_out=opted_out):
+            return {"isOptedOut": opted_out}
+        case PhoneNumbers(phone_numbers=numbers, next_token=token) if action == "ListPhoneNumbersOptedOut":
+            return _without_none({"phoneNumbers": numbers, "nextToken": token})
+        case PhoneNumbers(phone_numbers=numbers, next_token=token):
+            return _without_none({"PhoneNumbers": numbers, "NextToken": token})
+        case SandboxStatus(in_sandbox=in_sandbox):
+            return {"IsInSandbox": in_sandbox}
         case PublishBatchResult(successful=successful, failed=failed):
             return {
                 "Successful": [_without_none({"Id": e.id, "MessageId": e.message_id, "SequenceNumber": e.sequence_number}) for e in successful],

@@ -14,9 +14,18 @@ import trio
 from dovecote.actors import mobile
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
+    CheckIfPhoneNumberIsOptedOut,
     CreateQueue,
     CreateTopic,
+    Done,
+    GetSMSSandboxAccountStatus,
     GetSubscriptionAttributes,
+    ListOriginationNumbers,
+    ListPhoneNumbersOptedOut,
+    OptedOut,
+    OptInPhoneNumber,
+    PhoneNumbers,
+    SandboxStatus,
     Publish,
     ReceiveMessage,
     SetSubscriptionAttributes,
@@ -31,6 +40,7 @@ from dovecote.storage.records import PushDone
 
 from ..conftest import running_broker
 from ..push_endpoint import trio_endpoint
+from .test_access import allow, call, key, refused
 
 TOPIC = "arn:aws:sns:us-east-1:000000000000:"
 QUEUE = "arn:aws:sqs:us-east-1:000000000000:"
@@ -57,6 +67,39 @@ def test_phone_numbers_in_e164_are_accepted_with_single_separators(number):
 )
 def test_sms_subscription_refuses_a_number_not_in_e164(number):
     assert not mobile.is_phone_number(number)
+
+
+async def test_the_account_s_sms_state_is_out_of_the_sandbox_with_nothing_opted_out(autojump_clock):
+    async with running_broker() as h:
+        assert await h.ok(CheckIfPhoneNumberIsOptedOut("+15555550100")) == OptedOut(False)
+        assert await h.ok(OptInPhoneNumber("+1-555-555-0100")) == Done()
+        assert await h.ok(ListPhoneNumbersOptedOut()) == PhoneNumbers([])
+        assert await h.ok(ListOriginationNumbers()) == PhoneNumbers([])
+        assert await h.ok(GetSMSSandboxAccountStatus()) == SandboxStatus(False)
+
+
+@pytest.mark.parametrize(
+    "op, words",
+    [
+        (CheckIfPhoneNumberIsOptedOut("555-CALL-NOW"), "Invalid parameter: PhoneNumber Reason: input incorrectly formatted"),
+        (OptInPhoneNumber("+15--551234567"), "Invalid parameter: PhoneNumber Reason: input incorrectly formatted"),
+        (ListPhoneNumbersOptedOut("page-2"), "Invalid parameter: NextToken Reason: no such page"),
+        (ListOriginationNumbers("page-2"), "Invalid parameter: NextToken Reason: no such page"),
+    ],
+)
+async def test_the_sms_account_calls_refuse_a_bad_number_or_page_as_aws_words_it(autojump_clock, op, words):
+    async with running_broker() as h:
+        with pytest.raises(BrokerError) as error:
+            await h.ok(op)
+        assert (error.value.code, error.value.message) == ("InvalidParameter", words)
+
+
+async def test_the_sms_account_calls_are_authorised_by_their_own_actions(autojump_clock):
+    checker = key("checker", allow("sns:CheckIfPhoneNumberIsOptedOut"))
+    async with running_broker() as h:
+        assert await call(h, checker, CheckIfPhoneNumberIsOptedOut("+15555550100")) == OptedOut(False)
+        failure = await refused(h, checker, OptInPhoneNumber("+15555550100"))
+        assert failure.code == "AuthorizationError" and "sns:OptInPhoneNumber" in failure.message
 
 
 async def test_sms_subscription_refuses_an_invalid_number_as_aws_words_it(autojump_clock):

@@ -127,3 +127,20 @@ def test_publish_to_a_phone_number_or_a_platform_endpoint_says_what_is_served(tm
         assert refused.value.response["Error"]["Code"] == "InvalidAction"
     finally:
         assert broker.terminate() == 0
+
+
+def test_the_sms_account_calls_answer_as_aws_for_an_account_out_of_the_sandbox(tmp_path):
+    broker = ServeProcess(tmp_path / "data")
+    url = serving(broker)
+    try:
+        sns = client(url, "sns")
+        assert sns.check_if_phone_number_is_opted_out(phoneNumber="+15555550100")["isOptedOut"] is False
+        assert sns.opt_in_phone_number(phoneNumber="+15555550100")["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert sns.list_phone_numbers_opted_out()["phoneNumbers"] == []
+        assert sns.list_origination_numbers()["PhoneNumbers"] == []
+        assert sns.get_sms_sandbox_account_status()["IsInSandbox"] is False
+        with pytest.raises(sns.exceptions.InvalidParameterException, match="PhoneNumber Reason: input incorrectly formatted"):
+            sns.check_if_phone_number_is_opted_out(phoneNumber="555-CALL-NOW")
+        assert sns.list_topics()["Topics"] == []  # still serving
+    finally:
+        assert broker.terminate() == 0
