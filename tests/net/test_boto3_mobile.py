@@ -10,6 +10,8 @@ import urllib.request
 
 import pytest
 
+from dovecote.actors.ops import CheckIfPhoneNumberIsOptedOut, GetSMSSandboxAccountStatus, OptedOut, SandboxStatus
+
 from ..faults.serve import ServeProcess
 from ..faults.test_push_process import wait_until
 from ..push_endpoint import ThreadedEndpoint
@@ -130,6 +132,7 @@ def test_publish_to_a_phone_number_or_a_platform_endpoint_says_what_is_served(tm
 
 
 def test_the_sms_account_calls_answer_as_aws_for_an_account_out_of_the_sandbox(tmp_path):
+    """boto3's calls and the native protocol's operations, against a broker without a sink."""
     broker = ServeProcess(tmp_path / "data")
     url = serving(broker)
     try:
@@ -142,5 +145,8 @@ def test_the_sms_account_calls_answer_as_aws_for_an_account_out_of_the_sandbox(t
         with pytest.raises(sns.exceptions.InvalidParameterException, match="PhoneNumber Reason: input incorrectly formatted"):
             sns.check_if_phone_number_is_opted_out(phoneNumber="555-CALL-NOW")
         assert sns.list_topics()["Topics"] == []  # still serving
+        with broker.client() as native:  # the same answers over the native protocol
+            assert native.call(CheckIfPhoneNumberIsOptedOut("+15555550100")) == OptedOut(False)
+            assert native.call(GetSMSSandboxAccountStatus()) == SandboxStatus(False)
     finally:
         assert broker.terminate() == 0
