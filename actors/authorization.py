@@ -505,6 +505,11 @@ ACTIONS: dict[type, str] = {
     ops.AddTopicPermission: "sns:AddPermission",
     ops.RemoveTopicPermission: "sns:RemovePermission",
     ops.ExplainDelivery: "sns:ListSubscriptionsByTopic",  # it shows the subscriptions, as that listing does
+    ops.CheckIfPhoneNumberIsOptedOut: "sns:CheckIfPhoneNumberIsOptedOut",
+    ops.ListPhoneNumbersOptedOut: "sns:ListPhoneNumbersOptedOut",
+    ops.OptInPhoneNumber: "sns:OptInPhoneNumber",
+    ops.GetSMSSandboxAccountStatus: "sns:GetSMSSandboxAccountStatus",
+    ops.ListOriginationNumbers: "sns:ListOriginationNumbers",
 }
 
 

@@ -35,6 +35,14 @@ class RetryPolicy(msgspec.Struct, frozen=True):
     backoff: str = "linear"
 
 
+# AWS's fixed policy for its "customer managed endpoints" (SMTP, SMS, mobile push): 2 retries 10 s
+# apart, 10 backing off exponentially to 600 s, then 38 at 600 s, 50 over more than 6 hours
+# (https://docs.aws.amazon.com/sns/latest/dg/sns-message-delivery-retries.html).
+CUSTOMER_MANAGED_RETRY = RetryPolicy(
+    min_delay_s=10, max_delay_s=600, retries=50, min_delay_retries=2, max_delay_retries=38, backoff="exponential"
+)
+
+
 class EffectivePolicy(msgspec.Struct, frozen=True):
     retry: RetryPolicy = RetryPolicy()
     max_receives_per_second: int | None = None  # None: no throttle
@@ -139,9 +147,12 @@ def _check_parts(document: dict, retry: str, throttle: str, request: str) -> Non
         _content_type(document[request])
 
 
-def effective(topic_policy: str | None, subscription_policy: str | None) -> EffectivePolicy:
+def effective(
+    topic_policy: str | None, subscription_policy: str | None, default_retry: RetryPolicy = RetryPolicy()
+) -> EffectivePolicy:
     """The policy a subscription's deliveries follow: its own, over its topic's, over AWS's
-    defaults; the topic's alone when it disables subscription overrides."""
+    defaults (default_retry: HTTP/S's unless given); the topic's alone when it disables
+    subscription overrides."""
     http = _topic_http(_object(topic_policy)) if topic_policy else {}
     own = _subscription_parts(_object(subscription_policy)) if subscription_policy else {}
     if http.get("disableSubscriptionOverrides"):
@@ -150,7 +161,7 @@ def effective(topic_policy: str | None, subscription_policy: str | None) -> Effe
     throttle = own.get("throttlePolicy", http.get("defaultThrottlePolicy"))
     request = own.get("requestPolicy", http.get("defaultRequestPolicy"))
     return EffectivePolicy(
-        retry_policy(retry) if retry is not None else RetryPolicy(),
+        retry_policy(retry) if retry is not None else default_retry,
         _throttle(throttle) if throttle is not None else None,
         _content_type(request) if request is not None else EffectivePolicy().content_type,
     )

@@ -296,6 +296,30 @@ class ExplainDelivery(TopicOp, tag="ExplainDelivery"):
     message_attributes: dict[str, MessageAttributeValue] = {}
 
 
+class SmsAccountOp(Op):
+    """An operation on the account's SMS settings rather than on a queue or topic."""
+
+
+class CheckIfPhoneNumberIsOptedOut(SmsAccountOp, tag="CheckIfPhoneNumberIsOptedOut"):
+    phone_number: str
+
+
+class ListPhoneNumbersOptedOut(SmsAccountOp, tag="ListPhoneNumbersOptedOut"):
+    next_token: str | None = None
+
+
+class OptInPhoneNumber(SmsAccountOp, tag="OptInPhoneNumber"):
+    phone_number: str
+
+
+class GetSMSSandboxAccountStatus(SmsAccountOp, tag="GetSMSSandboxAccountStatus"):
+    pass
+
+
+class ListOriginationNumbers(SmsAccountOp, tag="ListOriginationNumbers"):
+    next_token: str | None = None
+
+
 REGISTRY_OPS = (
     CreateQueue,
     DeleteQueue,
@@ -355,6 +379,11 @@ AnyOp = (
     | AddTopicPermission
     | RemoveTopicPermission
     | ExplainDelivery
+    | CheckIfPhoneNumberIsOptedOut
+    | ListPhoneNumbersOptedOut
+    | OptInPhoneNumber
+    | GetSMSSandboxAccountStatus
+    | ListOriginationNumbers
 )
 
 
@@ -526,6 +555,19 @@ class Explanation(Result, tag="Explanation"):
     verdicts: list[Verdict]
 
 
+class OptedOut(Result, tag="OptedOut"):
+    opted_out: bool
+
+
+class PhoneNumbers(Result, tag="PhoneNumbers"):
+    phone_numbers: list[str]
+    next_token: str | None = None
+
+
+class SandboxStatus(Result, tag="SandboxStatus"):
+    in_sandbox: bool
+
+
 class Failure(Result, tag="Failure"):
     """An operation that failed as a whole: an error-table code and a message."""
 
@@ -553,5 +595,8 @@ AnyResult = (
     | PublishedMessage
     | PublishBatchResult
     | Explanation
+    | OptedOut
+    | PhoneNumbers
+    | SandboxStatus
     | Failure
 )

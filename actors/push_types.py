@@ -1,5 +1,5 @@
-"""The value types of an SNS push (HTTP/S and email), shared by topics, their delivery actors and
-the sender in net/: pure data and the sender's interface, no I/O."""
+"""The value types of an SNS push (HTTP/S, email, SMS and mobile push), shared by topics, their
+delivery actors and the sender in net/: pure data and the sender's interface, no I/O."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import msgspec
 
 from .delivery_policy import EffectivePolicy
 
-PUSH_PROTOCOLS = ("http", "https", "email", "email-json")
+CONFIRMED_BY_TOKEN = ("http", "https", "email", "email-json")  # subscriptions confirmed by a token sent to them
+MOBILE_PROTOCOLS = ("sms", "application")  # delivered through the operator's sink (net/mobile_sink.py)
+PUSH_PROTOCOLS = (*CONFIRMED_BY_TOKEN, *MOBILE_PROTOCOLS)
 UNREACHABLE = "unreachable"  # how an outcome starts when no connection could be made
 
 # How /metrics counts deliveries, by protocol (sqs and PUSH_PROTOCOLS): a delivery ends delivered,
@@ -20,8 +22,8 @@ DELIVERY_OUTCOMES = (DELIVERED, RETRIED, DEAD_LETTERED, DROPPED)
 
 
 class PushRequest(msgspec.Struct, frozen=True):
-    protocol: str  # http, https, email, email-json
-    endpoint: str  # a URL or a mail address
+    protocol: str  # one of PUSH_PROTOCOLS
+    endpoint: str  # a URL, a mail address, a phone number or a platform endpoint's ARN
     message_type: str  # Notification, SubscriptionConfirmation or UnsubscribeConfirmation
     message_id: str
     topic_arn: str

@@ -3,8 +3,8 @@
 `submit` routes an operation without ever waiting: a queue's or topic's operation goes straight to
 that actor's mailbox (found in the directory), a creation or deletion to the lifecycle task's,
 and what the directory alone can answer (GetQueueUrl, the List* of queues and topics, the
-dead-letter sources, the checks of StartMessageMoveTask) is answered here and now. Owned by the
-connection's task.
+dead-letter sources, the checks of StartMessageMoveTask, the account's SMS state) is answered here
+and now. Owned by the connection's task.
 
 Authorisation happens here, before routing, for every operation of every door (each door makes its
 sessions with the principal it proved): authorization.decide is asked with the operation's action,
@@ -25,6 +25,7 @@ from .authorization import Decision, Policy, action_of, decide
 from .errors import BrokerError, access_denied, failure, no_such_queue, no_such_topic, overloaded, shutting_down
 from .lifecycle import LIFECYCLE_OPS
 from .mailbox import Mailbox, MailboxFull
+from .mobile import sms_account_answer
 from .messages import Reply, Request
 from .principals import Principal
 from .ops import (
@@ -36,6 +37,7 @@ from .ops import (
     ListTopics,
     Op,
     QueueName,
+    SmsAccountOp,
     QueueOp,
     SetQueueAttributes,
     StartMessageMoveTask,
@@ -94,6 +96,8 @@ class Session:
                 reply(Arns(arns, token))
             case StartMessageMoveTask():
                 self._start_move_task(op, reply)
+            case SmsAccountOp():
+                reply(sms_account_answer(op))
             case QueueOp():
                 entry = directory.queue(region, op.queue)
                 if entry is None or not self._delivered(entry.mailbox, Request(op, reply), "Queue", op.queue):
@@ -113,7 +117,7 @@ class Session:
             raise BrokerError("InvalidAction", f"{type(op).__name__} is not an operation of this broker.") from None
         directory, region, account = self._directory, self.region, self._account_id
         policy = None
-        if isinstance(op, (ListQueues, ListTopics, ListSubscriptions)):
+        if isinstance(op, (ListQueues, ListTopics, ListSubscriptions, SmsAccountOp)):
             resource = "*"
         elif isinstance(op, QueueOp):
             entry = directory.queue(region, op.queue)

@@ -14,14 +14,14 @@ from urllib.parse import urlsplit
 
 
 from .attributes import AnyAttribute
-from . import authorization, delivery_policy, validation
+from . import authorization, delivery_policy, mobile, validation
 from .errors import BrokerError, invalid_parameter
 from .filter_policy import ATTRIBUTES, compile_policy
 from .limits import SNS_MAX_ARCHIVE_DAYS, SNS_MAX_BATCH_BYTES, SNS_MAX_BATCH_ENTRIES, SNS_MAX_MESSAGE_BYTES
 from .ops import PublishEntry
-from .push_types import PUSH_PROTOCOLS
+from .push_types import MOBILE_PROTOCOLS, PUSH_PROTOCOLS
 
-UNREACHABLE_PROTOCOLS = {"sms", "application", "lambda", "firehose"}  # need services outside this broker
+UNREACHABLE_PROTOCOLS = {"lambda", "firehose"}  # need services outside this broker
 MAIL_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 TOPIC_ATTRIBUTES = {
     "DisplayName",
@@ -187,10 +187,15 @@ def replay_time(value: object) -> int:
 def check_endpoint(protocol: str, endpoint: str, *, fifo: bool, push_protocols: frozenset[str]) -> None:
     """A subscription's endpoint must suit its protocol, and the protocol the topic and this broker."""
     if protocol in UNREACHABLE_PROTOCOLS:
-        raise invalid_parameter(f"Protocol {protocol}: this broker cannot reach that service; use sqs, http, https or email")
+        raise invalid_parameter(
+            f"Protocol {protocol}: this broker cannot reach that service; use sqs, http, https, email, sms or application"
+        )
     if protocol in PUSH_PROTOCOLS:
         if fifo:
             raise invalid_parameter(f"Invalid protocol type: {protocol} is not supported for FIFO topics; use sqs")
+        if protocol in MOBILE_PROTOCOLS:
+            mobile.check_endpoint(protocol, endpoint, push_protocols)
+            return
         if protocol not in push_protocols:
             raise invalid_parameter(
                 f"Protocol {protocol}: this broker has no SMTP relay configured (dovecote serve --smtp-host)"

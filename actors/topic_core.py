@@ -39,7 +39,7 @@ from dovecote.storage.records import (
 )
 from dovecote.storage.store import LoadedTopic, PendingPush
 
-from . import archive_replay, authorization, delivery_policy, paging, policy, sns_validation
+from . import archive_replay, authorization, delivery_policy, mobile, paging, policy, sns_validation
 from .attributes import AnyAttribute, to_stored
 from .dedup import DedupWindow
 from .errors import (
@@ -89,7 +89,9 @@ from .ops import (
     Verdict,
 )
 from .principals import SNS
-from .push_types import DEAD_LETTERED, DELIVERED, DROPPED, PUSH_PROTOCOLS, PushRequest, PushTarget
+from .push_types import (
+    CONFIRMED_BY_TOKEN, DEAD_LETTERED, DELIVERED, DROPPED, MOBILE_PROTOCOLS, PUSH_PROTOCOLS, PushRequest, PushTarget,
+)
 from .signing import Signer
 from .stored_time import elapsed_since
 from .sns_messages import SnsMessages
@@ -314,11 +316,13 @@ class TopicCore:
                 reply(Explanation(self.explain(op.message, op.message_attributes, targets)))
             case Unsubscribe() | UnsubscribeByUrl():
                 subscription = self.subscriptions.get(op.subscription_arn)
-                if isinstance(op, UnsubscribeByUrl) and subscription is not None and subscription.protocol not in PUSH_PROTOCOLS:
-                    raise BrokerError(  # AWS's rule: a queue subscription is deleted by a signed request only
+                if isinstance(op, UnsubscribeByUrl) and subscription is not None and subscription.protocol not in CONFIRMED_BY_TOKEN:
+                    # AWS's rule: a subscription its owner confirmed by a signed Subscribe (sqs, sms,
+                    # application) is deleted by a signed request only.
+                    raise BrokerError(
                         "AuthorizationError", f"Unsubscribing {subscription.arn} requires a request signed by a key of this broker."
                     )
-                if subscription is not None and subscription.protocol in PUSH_PROTOCOLS:
+                if subscription is not None and subscription.protocol in CONFIRMED_BY_TOKEN:
                     self._notice(subscription.arn, "UnsubscribeConfirmation", cycle, wall_ms)
                 record = self.unsubscribe(op.subscription_arn, wall_ms)
                 if record is not None:
@@ -544,7 +548,9 @@ class TopicCore:
         if checked.get("ReplayPolicy"):
             checked.update(archive_replay.replay_start(checked["ReplayPolicy"], self.archive_days, wall_ms))
         number = max((s.id for s in self.subscriptions.values()), default=0) + 1
-        confirmed = protocol == "sqs"  # the others confirm by the token sent to their endpoint
+        # sqs, sms and application are confirmed at once, as on AWS (SMS recipients have not had to
+        # opt in since June 2016: https://github.com/hashicorp/terraform-provider-aws/pull/1813).
+        confirmed = protocol not in CONFIRMED_BY_TOKEN
         if not confirmed:
             checked[TOKEN] = secrets.token_hex(64)
         record = SubscriptionChanged(
@@ -614,6 +620,11 @@ class TopicCore:
         raise invalid_parameter(f"Token: no subscription of this topic has the token {token[:60]!r}")
 
     def delivery_policy(self, subscription: Subscription) -> delivery_policy.EffectivePolicy:
+        if subscription.protocol in MOBILE_PROTOCOLS:
+            # AWS's own policy, not the topic's (that is for HTTP/S); the subscription's own
+            # DeliveryPolicy is dovecote's addition, for a gateway that needs other retries.
+            own = subscription.attributes.get("DeliveryPolicy")
+            return delivery_policy.effective(None, own, delivery_policy.CUSTOMER_MANAGED_RETRY)
         return delivery_policy.effective(self.attributes.get("DeliveryPolicy"), subscription.attributes.get("DeliveryPolicy"))
 
     def push_targets(self) -> dict[int, PushTarget]:
@@ -668,7 +679,7 @@ class TopicCore:
                 continue
             push = subscription.protocol in PUSH_PROTOCOLS
             target = None if push else targets.get(subscription.endpoint)
-            payload = payloads.get(subscription.protocol, payloads["default"])
+            payload = payloads.get(mobile.payload_key(subscription.protocol, subscription.endpoint), payloads["default"])
             if subscription.filter is not None:
                 view = views.get(payload)
                 if view is None:
@@ -688,7 +699,7 @@ class TopicCore:
                     dropped += 1
                     continue
             envelope = None
-            if not subscription.raw and subscription.protocol != "email":
+            if not subscription.raw and subscription.protocol not in ("email", *MOBILE_PROTOCOLS):  # those get the text alone
                 signed = push or self.options.sign_sqs  # HTTP/S and email-json messages are always signed
                 envelope = envelopes.get((payload, signed))
                 if envelope is None:

@@ -1,7 +1,8 @@
 """Pushing SNS deliveries out of the broker: HTTP/S POSTs with httpx (a keep-alive connection per
-sending task, a cap on requests in flight in all), and mail through an SMTP relay (smtplib, in a
-worker thread). A push is plain data in; the answer is "" for success, else what went wrong, in
-words.
+sending task, a cap on requests in flight in all), mail through an SMTP relay (smtplib, in a
+worker thread), and SMS and mobile pushes to the operator's sink (mobile_sink.py: a webhook
+POSTed as any HTTP push, or a command). A push is plain data in; the answer is "" for success,
+else what went wrong, in words.
 
 POSTs go to httpx's transport directly rather than through an AsyncClient: a push needs none of
 the client's cookies, auth, redirects or URL merging, and skipping them saves about a third of
@@ -21,7 +22,9 @@ import msgspec
 import trio
 
 from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_MAX_RESPONSE_BYTES, PUSH_TIMEOUT_S
-from dovecote.actors.push_types import UNREACHABLE, PushRequest
+from dovecote.actors.push_types import MOBILE_PROTOCOLS, UNREACHABLE, PushRequest
+
+from .mobile_sink import MobileSink, run_command, webhook_request
 
 if TYPE_CHECKING:
     import email.message
@@ -97,14 +100,19 @@ class Pusher:
         max_in_flight: int = PUSH_MAX_IN_FLIGHT,
         verify: bool | str = True,
         max_response_bytes: int = PUSH_MAX_RESPONSE_BYTES,
+        sink: MobileSink | None = None,
     ) -> None:
         """verify: check HTTPS endpoints' certificates against the CAs httpx trusts (certifi's,
         True), a CA bundle file, or not at all (False). max_response_bytes: of an endpoint's
-        answer's body, read to keep its connection; beyond, the connection is dropped."""
+        answer's body, read to keep its connection; beyond, the connection is dropped. sink: where
+        SMS and mobile pushes go (None: sms and application subscriptions are refused)."""
         self.smtp = smtp
+        self.sink = sink
         self._max_response_bytes = max_response_bytes
         self.timeout_s = timeout_s
-        self.protocols = frozenset(("http", "https", "email", "email-json") if smtp is not None else ("http", "https"))
+        self.protocols = frozenset(
+            ("http", "https", *(("email", "email-json") if smtp is not None else ()), *(MOBILE_PROTOCOLS if sink is not None else ()))
+        )
         self._in_flight = trio.CapacityLimiter(max_in_flight)
         self._verify = verify
         self._tls = None  # made at the first connection, once: loading the CAs is slow
@@ -161,6 +169,11 @@ class Pusher:
             if read > self._max_response_bytes:
                 return
 
+    async def run_command(self, sink: MobileSink, request: PushRequest) -> str:
+        """The command sink, under the same cap as requests: commands in flight are processes."""
+        async with self._in_flight:
+            return await run_command(sink, request, self.timeout_s)
+
     async def mail(self, request: PushRequest) -> str:
         if self.smtp is None:
             return "no SMTP relay is configured"
@@ -185,6 +198,13 @@ class Connection:
         """"" when delivered, else what went wrong."""
         if request.protocol in ("email", "email-json"):
             return await self._pusher.mail(request)
+        if request.protocol in MOBILE_PROTOCOLS:
+            sink = self._pusher.sink
+            if sink is None:
+                return "no SMS and mobile push sink is configured"
+            if sink.command:
+                return await self._pusher.run_command(sink, request)
+            request = webhook_request(sink, request)
         if self._endpoint is None or self._endpoint[0] != request.endpoint:
             import httpx
 

@@ -174,7 +174,7 @@ TOPIC_FAMILIES = (
 )
 DELIVERIES = "dovecote_topic_deliveries_total"
 DELIVERIES_HELP = (
-    "Deliveries by protocol (sqs, http, https, email, email-json) and outcome: delivered, dead_lettered or dropped "
+    "Deliveries by protocol (sqs, http, https, email, email-json, sms, application) and outcome: delivered, dead_lettered or dropped "
     "(given up, its queue missing, or past the subscription's pending cap) end a delivery; retried counts each failed "
     "attempt that is tried again."
 )

@@ -16,11 +16,20 @@ from xml.etree import ElementTree
 
 import msgspec
 
-from dovecote.actors.errors import BrokerError
+from dovecote.actors.errors import BrokerError, invalid_parameter
+from dovecote.actors.mobile import is_endpoint_arn
 from dovecote.actors.ops import (
     MessageAttributeValue,
     AddTopicPermission,
     Arn,
+    CheckIfPhoneNumberIsOptedOut,
+    GetSMSSandboxAccountStatus,
+    ListOriginationNumbers,
+    ListPhoneNumbersOptedOut,
+    OptedOut,
+    OptInPhoneNumber,
+    PhoneNumbers,
+    SandboxStatus,
     Arns,
     Attributes,
     ConfirmSubscription,
@@ -56,11 +65,15 @@ from .sqs_api import decode_shape
 from .sqs_query import indexed, query_tree
 
 NAMESPACE = "http://sns.amazonaws.com/doc/2010-03-31/"
+SMS_ACCOUNT_ACTIONS = (
+    "CheckIfPhoneNumberIsOptedOut", "ListPhoneNumbersOptedOut", "OptInPhoneNumber", "GetSMSSandboxAccountStatus",
+    "ListOriginationNumbers",
+)
 ACTIONS_ONLY_SNS = {
     "CreateTopic", "DeleteTopic", "ListTopics", "GetTopicAttributes", "SetTopicAttributes", "Subscribe",
     "ConfirmSubscription", "Unsubscribe", "ListSubscriptions", "ListSubscriptionsByTopic",
     "GetSubscriptionAttributes", "SetSubscriptionAttributes", "Publish", "PublishBatch", "TagResource",
-    "UntagResource", "ListTagsForResource",
+    "UntagResource", "ListTagsForResource", *SMS_ACCOUNT_ACTIONS,
 }
 # SQS-worded codes of shared validation, in SNS's words
 _SNS_CODES = {"InvalidParameterValue": "InvalidParameter", "MissingParameter": "InvalidParameter", "InvalidAttributeName": "InvalidParameter"}
@@ -178,6 +191,16 @@ class AddPermissionRequest(_Shape):
     action_names: list[str] = msgspec.field(name="ActionName")
 
 
+class PhoneNumberRequest(_Shape, rename="camel"):
+    """The older SMS calls name their parameters in camelCase (phoneNumber, nextToken)."""
+
+    phone_number: str
+
+
+class CamelNextTokenRequest(_Shape, rename="camel"):
+    next_token: str | None = None
+
+
 class RemovePermissionRequest(_Shape):
     topic_arn: str
     label: str
@@ -197,7 +220,15 @@ def _attributes(values: dict[str, AttributeValue]) -> dict[str, MessageAttribute
 
 def _publish(request: PublishRequest) -> Op:
     if request.phone_number is not None:
-        raise BrokerError("InvalidParameter", "Invalid parameter: PhoneNumber: this broker cannot send SMS")
+        raise invalid_parameter(
+            "PhoneNumber Reason: this broker sends SMS to the sms subscriptions of a topic only; "
+            "subscribe the number and publish to the topic"
+        )
+    if request.target_arn is not None and is_endpoint_arn(request.target_arn):
+        raise invalid_parameter(
+            "TargetArn Reason: this broker serves no platform endpoints; subscribe the endpoint's ARN to a topic (protocol application) "
+            "and publish to the topic"
+        )
     arn = request.topic_arn or request.target_arn
     if not arn:
         raise BrokerError("InvalidParameter", "Invalid parameter: TopicArn or TargetArn Reason: no value for required parameter")
@@ -262,6 +293,11 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
         lambda r: AddTopicPermission(topic_of(r.topic_arn), r.label, r.account_ids, r.action_names),
     ),
     "RemovePermission": (RemovePermissionRequest, lambda r: RemoveTopicPermission(topic_of(r.topic_arn), r.label)),
+    "CheckIfPhoneNumberIsOptedOut": (PhoneNumberRequest, lambda r: CheckIfPhoneNumberIsOptedOut(r.phone_number)),
+    "ListPhoneNumbersOptedOut": (CamelNextTokenRequest, lambda r: ListPhoneNumbersOptedOut(r.next_token)),
+    "OptInPhoneNumber": (PhoneNumberRequest, lambda r: OptInPhoneNumber(r.phone_number)),
+    "GetSMSSandboxAccountStatus": (_Shape, lambda r: GetSMSSandboxAccountStatus()),
+    "ListOriginationNumbers": (NextTokenRequest, lambda r: ListOriginationNumbers(r.next_token)),
 }
 
 
@@ -348,6 +384,14 @@ def to_output(action: str, result: Result) -> dict[str, Any]:
             )
         case PublishedMessage(message_id=message_id, sequence_number=sequence):
             return _without_none({"MessageId": message_id, "SequenceNumber": sequence})
+        case OptedOut(opted_out=opted_out):
+            return {"isOptedOut": opted_out}
+        case PhoneNumbers(phone_numbers=numbers, next_token=token) if action == "ListPhoneNumbersOptedOut":
+            return _without_none({"phoneNumbers": numbers, "nextToken": token})
+        case PhoneNumbers(phone_numbers=numbers, next_token=token):
+            return _without_none({"PhoneNumbers": numbers, "NextToken": token})
+        case SandboxStatus(in_sandbox=in_sandbox):
+            return {"IsInSandbox": in_sandbox}
         case PublishBatchResult(successful=successful, failed=failed):
             return {
                 "Successful": [_without_none({"Id": e.id, "MessageId": e.message_id, "SequenceNumber": e.sequence_number}) for e in successful],

@@ -47,6 +47,7 @@ from dovecote.net.client import DEFAULT_PORT
 from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_MAX_RESPONSE_BYTES, PUSH_TIMEOUT_S
 from dovecote.net.http_auth import EndpointAuthenticator
 from dovecote.net.http_push import Pusher, SmtpRelay
+from dovecote.net.mobile_sink import MobileSink
 from dovecote.net.http_server import HttpServer
 from dovecote.net.limits import ConnectionBudget, ConnectionCounts, NetLimits, connection_budget
 from dovecote.net.sigv4 import SigV4Verifier
@@ -105,6 +106,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     broker: BrokerConfig = BrokerConfig()
     limits: NetLimits = NetLimits()
     smtp: SmtpRelay | None = None  # None: email subscriptions are refused
+    mobile_sink: MobileSink | None = None  # None: sms and application subscriptions are refused
     push_timeout_s: float = PUSH_TIMEOUT_S
     push_max_in_flight: int = PUSH_MAX_IN_FLIGHT
     push_max_response_bytes: int = PUSH_MAX_RESPONSE_BYTES
@@ -162,7 +164,7 @@ async def run_broker(
         signer = Signer(signing_files.key_pem, broker_config.http_url.rstrip("/") + CERTIFICATE_PATH)
         pusher = Pusher(
             config.smtp, timeout_s=config.push_timeout_s, max_in_flight=config.push_max_in_flight, verify=config.push_verify,
-            max_response_bytes=config.push_max_response_bytes,
+            max_response_bytes=config.push_max_response_bytes, sink=config.mobile_sink,
         )
         cores, report = recover(store, broker_config, clock, salvage=config.salvage, signer=signer, push_protocols=pusher.protocols)
         key_file = KeyFile(sse_master_key_path(config.data_dir, config.sse_master_key_file))

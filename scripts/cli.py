@@ -228,10 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("topic")
     sub.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE", help="a topic attribute (repeatable)")
     client_command("list-topics", "list topics")
-    sub = client_command("subscribe", "subscribe a queue (by ARN), an HTTP/S URL or a mail address to a topic")
+    sub = client_command(
+        "subscribe", "subscribe a queue (by ARN), an HTTP/S URL, a mail address, a phone number or a platform endpoint to a topic"
+    )
     sub.add_argument("topic")
-    sub.add_argument("endpoint", help="the queue's ARN, the URL or the address")
-    sub.add_argument("--protocol", default="sqs", help="sqs, http, https, email or email-json (default %(default)s)")
+    sub.add_argument("endpoint", help="the queue's ARN, the URL, the address, the number or the endpoint's ARN")
+    sub.add_argument(
+        "--protocol", default="sqs", help="sqs, http, https, email, email-json, sms or application (default %(default)s)"
+    )
     sub.add_argument(
         "--attribute", action="append", default=[], metavar="NAME=VALUE", help="a subscription attribute (repeatable)"
     )

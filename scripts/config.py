@@ -21,6 +21,7 @@ import argparse
 import difflib
 import os
 import re
+import shlex
 import textwrap
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,7 @@ from dovecote.actors.config import BrokerConfig
 from dovecote.actors.principals import Key
 from dovecote.net.http_push import SmtpRelay
 from dovecote.net.limits import NetLimits
+from dovecote.net.mobile_sink import MobileSink
 from dovecote.net.tls import CLIENT_AUTH_MODES, TlsSettings
 
 from .app import ServeConfig, state_directory
@@ -305,7 +307,10 @@ SETTINGS: tuple[Setting, ...] = (
         "push_max_pending", int, "pending pushes a subscription may have; beyond, new ones are dropped and recorded, "
         "so memory stays bounded while an endpoint is down", "broker.max_pending_pushes", metavar="N",
     ),
-    Setting("push_in_flight", int, "HTTP/S push requests at once, at most, over all subscriptions", "push_max_in_flight", metavar="N"),
+    Setting(
+        "push_in_flight", int, "HTTP/S push requests (and mobile sink commands) at once, at most, over all subscriptions",
+        "push_max_in_flight", metavar="N",
+    ),
     Setting(
         "push_max_response_bytes", int, "of an endpoint's answer's body, read (only its status counts); beyond, its "
         "connection is dropped", "push_max_response_bytes", metavar="BYTES",
@@ -326,6 +331,16 @@ SETTINGS: tuple[Setting, ...] = (
         "smtp.password", flag=False, secret=True,
     ),
     Setting("smtp_from", str, "the sender address of notification mail", "smtp.sender", metavar="ADDRESS"),
+    Setting(
+        "mobile_sink_url", str, "SMS and mobile push (sms and application subscriptions): an HTTP/S webhook each delivery is "
+        "POSTed to as JSON; a 2xx answer delivers it, anything else is retried as HTTP pushes are", "mobile_sink.url",
+        default=None, unset="the command's, or sms and application subscriptions are refused", metavar="URL",
+    ),
+    Setting(
+        "mobile_sink_command", str, "SMS and mobile push, instead of the webhook: a command run per delivery, the message on "
+        "its stdin, the details in DOVECOTE_* variables; exit 0 delivers it, anything else is retried", "mobile_sink.command",
+        default=None, unset="the webhook's, or sms and application subscriptions are refused", metavar="COMMAND",
+    ),
     Setting(
         "metrics_max_queues", int, 'queues with series of their own in /metrics (the oldest); the rest are added up as '
         'queue="(other)", so a scrape stays small however many queues there are', "metrics_max_queues", metavar="N",
@@ -349,6 +364,7 @@ SETTINGS: tuple[Setting, ...] = (
 BY_KEY = {setting.key: setting for setting in SETTINGS}
 STRUCTS: dict[str, type[msgspec.Struct]] = {
     "": ServeConfig, "broker": BrokerConfig, "smtp": SmtpRelay, "tls": TlsSettings, "limits": NetLimits,
+    "mobile_sink": MobileSink,
 }
 
 
@@ -606,12 +622,27 @@ def serve_config(values: Mapping[str, object]) -> ServeConfig:
     http_url = values["public_url"] or f"{scheme}://{values['host']}:{values['http_port']}"
     broker = BrokerConfig(**fields["broker"], http_url=http_url, sign_in_thread=True)
     smtp = SmtpRelay(**fields["smtp"]) if fields["smtp"]["host"] else None
+    mobile_sink = _mobile_sink(values["mobile_sink_url"], values["mobile_sink_command"])
     try:
         limits = NetLimits(**fields["limits"])
     except ValueError as error:
         setting = next(setting for setting in SETTINGS if setting.field == "limits." + error.args[1])
         raise ConfigError(f"{setting.key} must be more than 0, not {values[setting.key]}") from None
-    return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls, limits=limits)
+    return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls, limits=limits, mobile_sink=mobile_sink)
+
+
+def _mobile_sink(url: str | None, command: str | None) -> MobileSink | None:
+    if url and command:
+        raise ConfigError("mobile_sink_url and mobile_sink_command are both set: SMS and mobile pushes go to one sink, say which")
+    if url and not url.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"mobile_sink_url must be an http:// or https:// URL, not {url!r}")
+    if command:
+        try:
+            if not shlex.split(command):
+                raise ValueError("it is empty")
+        except ValueError as error:
+            raise ConfigError(f"mobile_sink_command cannot be split into a command line: {error}") from None
+    return MobileSink(url or "", command or "") if url or command else None
 
 
 # --- `dovecote config` -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from dovecote import config
 from dovecote.cli import build_parser
+from dovecote.net.mobile_sink import MobileSink
 
 
 def resolve(*argv: str, environ=None) -> config.Resolved:
@@ -349,3 +350,25 @@ def test_config_prints_remotes_and_shovels_without_secrets_and_they_load_back(tm
     again = resolve("--config", str(saved)).values
     first = resolve("--config", str(file)).values
     assert again["shovel"] == first["shovel"] and again["remote"] == first["remote"]
+
+
+def test_the_mobile_sink_is_a_webhook_or_a_command_from_any_source(tmp_path):
+    file = tmp_path / "dovecote.toml"
+    file.write_text('mobile_sink_url = "https://gateway.example/sms"\n')
+    assert config.serve_config(resolve("--config", str(file)).values).mobile_sink == MobileSink(url="https://gateway.example/sms")
+    values = resolve(environ={"DOVECOTE_MOBILE_SINK_COMMAND": "/usr/local/bin/send-sms --quiet"}).values
+    assert config.serve_config(values).mobile_sink == MobileSink(command="/usr/local/bin/send-sms --quiet")
+    assert config.serve_config(resolve().values).mobile_sink is None
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (("--mobile-sink-url", "http://a/x", "--mobile-sink-command", "send"), "mobile_sink_url and mobile_sink_command are both set"),
+        (("--mobile-sink-url", "gateway:80"), "mobile_sink_url must be an http:// or https:// URL, not 'gateway:80'"),
+        (("--mobile-sink-command", "send 'unclosed"), "mobile_sink_command cannot be split into a command line: No closing quotation"),
+    ],
+)
+def test_a_bad_mobile_sink_is_one_error_naming_the_setting(argv, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.serve_config(resolve(*argv).values)

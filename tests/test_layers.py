@@ -40,7 +40,7 @@ NAMED_PURE_MODULES = (
     # the rest of the actors' pure vocabulary and rules
     "ops", "messages", "push_types", "limits", "config", "paging", "stored_time", "ready_set", "move_tasks",
     "sqs_results", "sns_validation", "sns_messages", "archive_replay", "signing", "principals", "attributes",
-    "authorization", "sse_policy", "json_depth",
+    "authorization", "sse_policy", "json_depth", "mobile",
 )
 # Libraries that do I/O (a top-level name also covers its submodules). `_socket` and the like are not
 # listed: the standard library's `uuid`, which msgspec imports, loads `_socket` without doing I/O.

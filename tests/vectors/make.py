@@ -1,6 +1,7 @@
 """Write the golden vectors of this version's formats (see tests/vectors/__init__.py):
 `python -m tests.vectors.make`. Writing them for a version that already has them is refused:
-a changed format is a new version."""
+a changed format is a new version. New native operations and results are the exception: they are
+added to the current protocol version's vectors, whose existing frames must stay as they are."""
 
 from __future__ import annotations
 
@@ -83,9 +84,26 @@ def record_vectors() -> dict:
     return {tag: stored_value(record).hex() for tag, record in RECORDS.items()}
 
 
+def added_operations(committed: dict, vectors: dict) -> dict | None:
+    """The committed protocol vectors with the operations and results added since, or None if any
+    committed vector changed. New kinds join the protocol version they are added in: no existing
+    frame changes, and a client that does not send them is served as before."""
+    for section, entries in committed.items():
+        if any(vectors[section].get(name) != value for name, value in entries.items()):
+            return None
+    return {section: {**committed[section], **vectors[section]} for section in committed}
+
+
 def main() -> int:
     written = 0
     for path, vectors in ((protocol_path(), protocol_vectors()), (records_path(), record_vectors())):
+        if path.exists() and path == protocol_path():
+            extended = added_operations(json.loads(path.read_text()), vectors)
+            if extended is not None and extended != json.loads(path.read_text()):
+                path.write_text(json.dumps(extended, indent=1, sort_keys=True) + "\n")
+                print(f"added the new operations and results to {path.name}")
+                written += 1
+                continue
         if path.exists():
             print(f"{path.name} exists: a changed format is a new version (raise it first)", file=sys.stderr)
             continue
