@@ -268,7 +268,7 @@ class TopicCore:
             case PublishBatch():
                 self._publish_batch(op, request, cycle, targets, now, wall_ms)
             case Subscribe():
-                self._check_dead_letter_queue(op.attributes.get("RedrivePolicy"), op.endpoint, targets)
+                self._check_dead_letter_queue(op.attributes.get("RedrivePolicy"), op.endpoint, targets, subscribing=True)
                 arn, record = self.subscribe(op.protocol, op.endpoint, op.attributes, wall_ms)
                 if record is not None:
                     records.append(record)
@@ -329,7 +329,9 @@ class TopicCore:
             case _:
                 raise not_an_operation("topic", op)
 
-    def _check_dead_letter_queue(self, redrive_policy: str | None, endpoint: str, targets: QueueTargets) -> None:
+    def _check_dead_letter_queue(
+        self, redrive_policy: str | None, endpoint: str, targets: QueueTargets, subscribing: bool = False
+    ) -> None:
         """A subscription's dead-letter queue, when this broker has it, is of its endpoint's kind:
         FIFO for a FIFO queue's subscription to a FIFO topic, else standard."""
         if not redrive_policy:
@@ -341,11 +343,12 @@ class TopicCore:
         target = targets.get(arn) if isinstance(arn, str) else None
         fifo = self.fifo and endpoint.endswith(".fifo")
         if target is not None and target.fifo != fifo:
-            raise invalid_parameter(
+            reason = (
                 "RedrivePolicy: must use a FIFO queue as DLQ for a FIFO Subscription to a FIFO Topic."
                 if fifo
                 else "RedrivePolicy: must use a standard queue as DLQ for this subscription."
             )
+            raise invalid_parameter(("Attributes Reason: " if subscribing else "") + reason)
 
     def _publish_batch(
         self, op: PublishBatch, request: Request, cycle: TopicCycle, targets: QueueTargets, now: float, wall_ms: int
