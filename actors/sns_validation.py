@@ -191,7 +191,7 @@ def validate_publish_attributes(attributes: Mapping[str, AnyAttribute]) -> None:
     SNS's words for the cases SNS words itself (else the shared check's)."""
     for name, value in attributes.items():
         data_type = value.data_type
-        if not _ATTRIBUTE_TYPE.fullmatch(data_type):
+        if not validation.DATA_TYPE.fullmatch(data_type):
             raise parameter_value_invalid(
                 f"The message attribute '{name}' has an invalid message attribute type, the set of supported type "
                 "prefixes is Binary, Number, and String."
@@ -216,9 +216,6 @@ def validate_publish_attributes(attributes: Mapping[str, AnyAttribute]) -> None:
         validation.validate_message_attributes(attributes)
     except BrokerError as error:
         raise parameter_value_invalid(error.message) from None
-
-
-_ATTRIBUTE_TYPE = re.compile(r"(String|Number|Binary)(\.[^\s]{1,255})?")
 
 
 def publish_size(message: str, attributes: Mapping[str, AnyAttribute]) -> int:
