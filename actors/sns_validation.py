@@ -169,9 +169,7 @@ def validate_publish(
         not subject or len(subject) >= 100 or not subject.isascii() or not subject.isprintable() or subject[0] == " "
     ):
         raise invalid_parameter("Subject")
-    if attributes:
-        validate_publish_attributes(attributes)
-    if publish_size(message, attributes) > SNS_MAX_MESSAGE_BYTES:
+    if len(message.encode()) + validate_publish_attributes(attributes) > SNS_MAX_MESSAGE_BYTES:
         raise invalid_parameter("Message too long")
     if message_structure is None:
         return {"default": message}
@@ -186,9 +184,12 @@ def validate_publish(
     return {protocol: text for protocol, text in payloads.items() if isinstance(text, str)}
 
 
-def validate_publish_attributes(attributes: Mapping[str, AnyAttribute]) -> None:
+def validate_publish_attributes(attributes: Mapping[str, AnyAttribute]) -> int:
     """A publish's message attributes, refused as AWS refuses them: ParameterValueInvalid, in
-    SNS's words for the cases SNS words itself (else the shared check's)."""
+    SNS's words for the cases SNS words itself (else the shared check's). Returns the bytes they
+    count towards the publish's size (names, types and values)."""
+    if not attributes:
+        return 0
     for name, value in attributes.items():
         data_type = value.data_type
         if not validation.DATA_TYPE.fullmatch(data_type):
@@ -213,19 +214,9 @@ def validate_publish_attributes(attributes: Mapping[str, AnyAttribute]) -> None:
             if not isinstance(items, list):
                 raise parameter_value_invalid(f"The message attribute '{name}' of type 'String.Array' must be a JSON array.")
     try:
-        validation.validate_message_attributes(attributes)
+        return validation.validate_message_attributes(attributes)
     except BrokerError as error:
         raise parameter_value_invalid(error.message) from None
-
-
-def publish_size(message: str, attributes: Mapping[str, AnyAttribute]) -> int:
-    """What a publish counts towards SNS's 256 KiB: its message and every attribute's name, type
-    and value."""
-    size = len(message.encode())
-    for name, value in attributes.items():
-        size += len(name.encode()) + len(value.data_type.encode())
-        size += len(value.binary_value) if value.binary_value is not None else len((value.string_value or "").encode())
-    return size
 
 
 def replay_time(value: object) -> int:
@@ -293,14 +284,12 @@ def validate_publish_batch(entries: Sequence[PublishEntry], *, fifo: bool, conte
             raise BrokerError(
                 "InvalidBatchEntryIdException", f"The Id of a batch entry in the batch request contains an impermissible character: {entry_id}"
             )
+    size = 0
     for entry in entries:
-        if entry.message_attributes:
-            validate_publish_attributes(entry.message_attributes)
-    if fifo and any(entry.message_group_id is None for entry in entries):
-        raise invalid_parameter("The MessageGroupId parameter is required for FIFO topics")
-    if fifo and not content_based and any(entry.message_deduplication_id is None for entry in entries):
-        raise invalid_parameter(_NO_DEDUPLICATION_ID)
-    if sum(publish_size(entry.message, entry.message_attributes) for entry in entries) > SNS_MAX_BATCH_BYTES:
+        size += len(entry.message.encode()) + validate_publish_attributes(entry.message_attributes)
+        if fifo:
+            _check_fifo_ids(content_based, entry.message_group_id, entry.message_deduplication_id)
+    if size > SNS_MAX_BATCH_BYTES:
         raise BrokerError("BatchRequestTooLongException", "The length of all the messages put together is more than the limit.")
 
 
@@ -316,20 +305,22 @@ def fifo_publish_parameters(fifo: bool, content_based: bool, message: str, group
         if group_id is not None:
             validation.validate_group_id(group_id)
         return ""
+    _check_fifo_ids(content_based, group_id, dedup_id)
+    return dedup_id if dedup_id is not None else hashlib.sha256(message.encode()).hexdigest()
+
+
+def _check_fifo_ids(content_based: bool, group_id: str | None, dedup_id: str | None) -> None:
+    """A FIFO topic's publish has a MessageGroupId, and a MessageDeduplicationId unless the topic
+    makes one from the content."""
     if group_id is None:
         raise invalid_parameter("The MessageGroupId parameter is required for FIFO topics")
     validation.validate_group_id(group_id)
     if dedup_id is not None:
         validation.validate_group_id(dedup_id, "MessageDeduplicationId")
-        return dedup_id
-    if not content_based:
-        raise invalid_parameter(_NO_DEDUPLICATION_ID)
-    return hashlib.sha256(message.encode()).hexdigest()
-
-
-_NO_DEDUPLICATION_ID = (
-    "The topic should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly"
-)
+    elif not content_based:
+        raise invalid_parameter(
+            "The topic should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly"
+        )
 
 
 def json_object(name: str, value: str) -> dict:
