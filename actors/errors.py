@@ -56,6 +56,7 @@ _ROWS = [
     ("AccessDeniedException", "AccessDenied", 403, True, False),
     # SNS
     ("InvalidParameter", "InvalidParameter", 400, True, False),
+    ("ParameterValueInvalid", "ParameterValueInvalid", 400, True, False),  # botocore's InvalidParameterValueException
     ("NotFound", "NotFound", 404, True, False),
     ("AuthorizationError", "AuthorizationError", 403, True, False),
     ("TopicLimitExceeded", "TopicLimitExceeded", 403, True, False),
@@ -118,6 +119,11 @@ def invalid(message: str) -> BrokerError:
 def invalid_parameter(what: str) -> BrokerError:
     """SNS's word for a bad parameter."""
     return BrokerError("InvalidParameter", f"Invalid parameter: {what}")
+
+
+def parameter_value_invalid(message: str) -> BrokerError:
+    """SNS's refusal of a publish's message attribute values (InvalidParameterValueException)."""
+    return BrokerError("ParameterValueInvalid", message)
 
 
 def no_such_queue(name: str) -> BrokerError:

@@ -6,7 +6,10 @@ with an array of conditions, any of which may match; every key must match; `$or`
 such objects, any of which may match. Conditions: exact strings, numbers, booleans and null,
 `prefix`, `suffix`, `equals-ignore-case`, `wildcard`, `anything-but` (values, a prefix, a suffix),
 `numeric` comparisons and ranges, `exists`, and `cidr`. Arrays on the message side (String.Array
-attributes, JSON arrays in the body) match when any element does.
+attributes, JSON arrays in the body, arrays of arrays) match when any element does. Numbers compare
+with AWS's five digits after the decimal point. In the body, a dotted key (`"order.status"`) names
+the nested path as well as a key with a dot in it, as AWS matches it. An empty policy (`{}`) is
+accepted and matches every message, as on AWS.
 
 Matching answers with the first key that failed (None when the message matches), so one evaluator
 serves both routing and the `explain` question "why did this subscription not get my message?".
@@ -23,7 +26,7 @@ from typing import Any
 
 
 from .attributes import AnyAttribute
-from .errors import BrokerError
+from .errors import BrokerError, invalid_parameter
 from .json_depth import MAX_JSON_DEPTH, deeper_than
 
 ATTRIBUTES, BODY = "MessageAttributes", "MessageBody"
@@ -31,6 +34,7 @@ MAX_KEYS = 5
 MAX_COMBINATIONS = 150
 MAX_POLICY_BYTES = 256 * 1024
 MAX_NUMBER = 1e9
+DECIMAL_DIGITS = 5  # AWS: "five digits of accuracy after the decimal point"
 _NUMERIC_OPERATORS = {"=", "<", "<=", ">", ">="}
 _MISSING: list[Any] = []
 
@@ -38,7 +42,9 @@ Predicate = Callable[[Any], bool]
 
 
 def _refuse(reason: str) -> BrokerError:
-    return BrokerError("InvalidParameter", f"Invalid parameter: FilterPolicy: {reason}")
+    """A policy AWS refuses, in its words (SetSubscriptionAttributes'; Subscribe adds
+    "Attributes Reason: ", sns_validation.validate_subscription_attributes)."""
+    return invalid_parameter(f"FilterPolicy: {reason}")
 
 
 class Leaf:
@@ -120,6 +126,8 @@ class FilterPolicy:
 
     def first_failure(self, message: MessageView) -> str | None:
         """The path of the first key that did not match, or None when the message matches."""
+        if not self.root.leaves and not self.root.alternatives:
+            return None  # `{}`: AWS accepts it, and it lets every message through
         if self.scope == BODY:
             document = message.document()
             if document is None:
@@ -154,7 +162,7 @@ def _attribute_values(attributes: Mapping[str, AnyAttribute], name: str) -> list
         return []  # present, but no condition but `exists` looks at binary values
     if attribute.data_type.startswith("Number"):
         try:
-            return [float(text)]
+            return [_comparable(float(text))]
         except ValueError:
             return []
     if attribute.data_type == "String.Array":
@@ -162,34 +170,58 @@ def _attribute_values(attributes: Mapping[str, AnyAttribute], name: str) -> list
             items = json.loads(text) if not deeper_than(text) else None
         except ValueError:
             return [text]
-        return [_number_or_value(item) for item in items] if isinstance(items, list) else [text]
+        return list(_leaves(items)) if isinstance(items, list) else [text]
     return [text]
 
 
 def _body_values(document: Any, keys: tuple[str, ...]) -> list[Any] | None:
-    """The values at a path in a JSON document; arrays along the way are flattened."""
+    """The values at a path in a JSON document; arrays along the way (arrays of arrays too) are
+    flattened. The path's names are split at dots and each step takes one or more of them, so
+    `{"a": {"b.c": {"d": 1}}}`, `{"a.b": {"c.d": 1}}` and `{"a": {"b": {"c": {"d": 1}}}}` all have
+    a value at a.b.c.d: AWS matches a dotted policy key against nested and dotted names alike."""
     if not isinstance(document, dict):
         return None
-    nodes = [document]
-    for key in keys:
-        found = []
-        for node in nodes:
-            for item in node if isinstance(node, list) else [node]:
-                if isinstance(item, dict) and key in item:
-                    found.append(item[key])
-        if not found:
-            return None
-        nodes = found
+    names = tuple(part for key in keys for part in key.split("."))
+    found: list[Any] = []
+    _collect(document, names, found)
+    if not found:
+        return None
     values: list[Any] = []
-    for node in nodes:
-        values.extend(_number_or_value(item) for item in (node if isinstance(node, list) else [node]))
+    for node in found:
+        values.extend(_leaves(node))
     return values
 
 
-def _number_or_value(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+def _collect(node: Any, names: tuple[str, ...], found: list[Any]) -> None:
+    """Append to `found` what each way of reading `names` as nested keys reaches from `node`."""
+    for item in _leaves(node, keep_objects=True):
+        if not isinstance(item, dict):
+            continue
+        for taken in range(1, len(names) + 1):
+            key = ".".join(names[:taken])
+            if key in item:
+                if taken == len(names):
+                    found.append(item[key])
+                else:
+                    _collect(item[key], names[taken:], found)
+
+
+def _leaves(value: Any, keep_objects: bool = False) -> Any:
+    """The values in a (possibly nested) array, numbers made comparable; a value that is not an
+    array is its own one leaf."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _leaves(item, keep_objects)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and not keep_objects:
+        yield _comparable(float(value))
+    else:
+        yield value
+
+
+def _comparable(number: float) -> float:
+    """A number as AWS compares it: to five digits after the decimal point (100.123456789 equals
+    100.1234567)."""
+    return round(number, DECIMAL_DIGITS) if math.isfinite(number) else number
 
 
 # --- compiling ------------------------------------------------------------------------------------
@@ -203,17 +235,16 @@ def compile_policy(text: str, scope: str = ATTRIBUTES) -> FilterPolicy:
         raise _refuse(f"a policy nests at most {MAX_JSON_DEPTH} levels deep")
     try:
         document = json.loads(text)
-    except ValueError as error:
-        raise _refuse(f"not valid JSON ({error})") from None
-    if not isinstance(document, dict) or not document:
-        raise _refuse("the policy must be a non-empty JSON object")
+    except ValueError:
+        raise _refuse("failed to parse JSON.") from None
+    if not isinstance(document, dict):
+        raise _refuse("Filter policy must be a JSON object")
     root = _conjunction(document, (), scope == BODY)
     keys = _key_count(root)
     if keys > MAX_KEYS:
-        raise _refuse(f"a policy may have at most {MAX_KEYS} keys; this one has {keys}")
-    combinations = _combinations(root)
-    if combinations > MAX_COMBINATIONS:
-        raise _refuse(f"the policy allows {combinations} combinations of values; the most is {MAX_COMBINATIONS}")
+        raise _refuse(f"Filter policy can not have more than {MAX_KEYS} keys")
+    if _combinations(root) > MAX_COMBINATIONS:
+        raise _refuse("Filter policy is too complex")
     return FilterPolicy(scope, root, text)
 
 
@@ -227,7 +258,7 @@ def _conjunction(document: dict, prefix: tuple[str, ...], nested: bool) -> Conju
             alternatives.append([_conjunction(branch, prefix, nested) for branch in value])
         elif isinstance(value, dict):
             if not nested:
-                raise _refuse(f"\"{key}\": nested keys need FilterPolicyScope MessageBody")
+                raise invalid_parameter("Filter policy scope MessageAttributes does not support nested filter policy")
             if not value:
                 raise _refuse(f"\"{key}\": an empty object")
             nested_part = _conjunction(value, (*prefix, key), nested)
@@ -254,7 +285,7 @@ def _leaf(keys: tuple[str, ...], conditions: list) -> Leaf:
             ((operator, operand),) = condition.items()
             if operator == "exists":
                 if not isinstance(operand, bool):
-                    raise _refuse(f"\"{name}\": exists takes true or false")
+                    raise _refuse("exists match pattern must be either true or false.")
                 exists = operand
             elif operator == "anything-but":
                 negated.extend(_anything_but(name, operand))
@@ -275,7 +306,7 @@ def _literal(name: str, value: Any) -> Predicate:
     if isinstance(value, (int, float)):
         number = _number(name, value)
         return lambda v: isinstance(v, float) and v == number
-    raise _refuse(f"\"{name}\": {json.dumps(value)[:60]} is not a string, number, boolean or null")
+    raise _refuse("Match value must be String, number, true, false, or null")
 
 
 def _number(name: str, value: Any) -> float:
@@ -283,7 +314,7 @@ def _number(name: str, value: Any) -> float:
         raise _refuse(f"\"{name}\": {json.dumps(value)[:60]} is not a number")
     if abs(value) > MAX_NUMBER:
         raise _refuse(f"\"{name}\": numbers must be between -{MAX_NUMBER:.0e} and {MAX_NUMBER:.0e}")
-    return float(value)
+    return _comparable(float(value))
 
 
 def _string(name: str, operator: str, operand: Any) -> str:
@@ -316,7 +347,7 @@ def _operator(name: str, operator: str, operand: Any) -> Predicate:
         except ValueError:
             raise _refuse(f"\"{name}\": {operand!r} is not an IP prefix") from None
         return lambda v: _in_network(v, network)
-    raise _refuse(f"\"{name}\": unrecognized match type {operator}")
+    raise _refuse(f"Unrecognized match type {operator}")
 
 
 def _in_network(value: Any, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
@@ -370,9 +401,12 @@ def _key_count(conjunction: Conjunction) -> int:
 
 
 def _combinations(conjunction: Conjunction) -> int:
+    """AWS's count: the product of each key's number of values, a nested key's multiplied by its
+    depth (the SNS guide's payload example: 4 values three levels deep and 3 values two levels
+    deep make 3 x 4 x 2 x 3 = 72)."""
     total = 1
     for leaf in conjunction.leaves:
-        total *= max(1, len(leaf.predicates) + len(leaf.negated))
+        total *= max(1, len(leaf.predicates) + len(leaf.negated)) * len(leaf.keys)
     for branches in conjunction.alternatives:
         total *= sum(_combinations(branch) for branch in branches)
     return total

@@ -52,12 +52,14 @@ from .ops import (
     GetTopicAttributes,
     ListSubscriptions,
     ListSubscriptionsByTopic,
+    ListTopicTags,
     Op,
     QueueName,
     Result,
     SetQueueAttributes,
     SubscriptionInfo,
     SubscriptionList,
+    Tags,
 )
 from .queue_core import QueueCore
 from .supervisor import Supervisor
@@ -266,6 +268,11 @@ class Lifecycle:
             current = await self._ask(existing, GetTopicAttributes(op.topic))
             if isinstance(current, Attributes) and any(current.attributes.get(k) != v for k, v in given.items()):
                 raise invalid_parameter("Attributes Reason: Topic already exists with different attributes")
+            if tags:
+                # AWS: tags that the topic does not already have (with these values) are refused
+                current_tags = await self._ask(existing, ListTopicTags(op.topic))
+                if isinstance(current_tags, Tags) and any(current_tags.tags.get(k) != v for k, v in tags.items()):
+                    raise invalid_parameter("Tags Reason: Topic already exists with different tags")
             return Arn(arn)
         if self._directory.topic_count() >= self._config.max_topics:
             raise BrokerError("TopicLimitExceeded", f"This broker holds at most {self._config.max_topics} topics.")

@@ -30,6 +30,7 @@ class Request(NamedTuple):
     op: Op | ActorMessage
     reply: Reply
     region: str = ""  # the namespace a client's operation acts in ("": the broker's default)
+    trace_header: str = ""  # the request's X-Amzn-Trace-Id (AWS's tracing): a publish's SQS deliveries carry it
 
 
 def ignore(result: Result) -> None:

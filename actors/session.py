@@ -22,7 +22,7 @@ import trio
 from . import paging
 from .directory import Directory
 from .authorization import Decision, Policy, action_of, decide
-from .errors import BrokerError, access_denied, failure, no_such_queue, no_such_topic, overloaded, shutting_down
+from .errors import BrokerError, access_denied, failure, invalid_parameter, no_such_queue, no_such_topic, overloaded, shutting_down
 from .lifecycle import LIFECYCLE_OPS
 from .mailbox import Mailbox, MailboxFull
 from .mobile import sms_account_answer
@@ -30,6 +30,7 @@ from .messages import Reply, Request
 from .principals import Principal
 from .ops import (
     Arns,
+    ConfirmSubscription,
     GetQueueUrl,
     ListDeadLetterSourceQueues,
     ListQueues,
@@ -57,15 +58,15 @@ class Session:
         self._restricted = not principal.unrestricted  # its requests are authorised one by one
         self._account_id = account_id
 
-    def submit(self, op: Op, reply: Reply) -> None:
+    def submit(self, op: Op, reply: Reply, trace_header: str = "") -> None:
         """Route op to whoever serves it; reply is called exactly once, now or later, from that
-        task. Never blocks."""
+        task. Never blocks. trace_header: the request's X-Amzn-Trace-Id, if it had one."""
         try:
-            self._route(op, reply)
+            self._route(op, reply, trace_header)
         except BrokerError as error:
             reply(failure(error))
 
-    def _route(self, op: Op, reply: Reply) -> None:
+    def _route(self, op: Op, reply: Reply, trace_header: str) -> None:
         directory, region = self._directory, self.region
         if self._restricted:
             self._authorize(op)
@@ -104,7 +105,10 @@ class Session:
                     raise no_such_queue(op.queue)
             case TopicOp():
                 entry = directory.topic(region, op.topic)
-                if entry is None or not self._delivered(entry.mailbox, Request(op, reply), "Topic", op.topic):
+                if entry is None and isinstance(op, ConfirmSubscription):
+                    raise invalid_parameter("Topic")  # AWS's answer to a confirmation for no topic
+                request = Request(op, reply, trace_header=trace_header)
+                if entry is None or not self._delivered(entry.mailbox, request, "Topic", op.topic):
                     raise no_such_topic()
             case _:
                 raise BrokerError("InvalidAction", f"{type(op).__name__} is not an operation of this broker.")

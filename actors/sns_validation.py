@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from .attributes import AnyAttribute
 from . import authorization, delivery_policy, mobile, validation
-from .errors import BrokerError, invalid_parameter
+from .errors import BrokerError, invalid_parameter, parameter_value_invalid
 from .filter_policy import ATTRIBUTES, compile_policy
 from .limits import SNS_MAX_ARCHIVE_DAYS, SNS_MAX_BATCH_BYTES, SNS_MAX_BATCH_ENTRIES, SNS_MAX_MESSAGE_BYTES
 from .ops import PublishEntry
@@ -33,7 +33,9 @@ TOPIC_ATTRIBUTES = {
     "ArchivePolicy",
     "ContentBasedDeduplication",
     "DataProtectionPolicy",
+    "FifoThroughputScope",
 }
+FIFO_THROUGHPUT_SCOPES = ("Topic", "MessageGroup")
 SUBSCRIPTION_ATTRIBUTES = {
     "DeliveryPolicy",
     "FilterPolicy",
@@ -75,6 +77,11 @@ def validate_topic_attributes(attributes: Mapping[str, str], *, fifo: bool, crea
             raise invalid_parameter("Attributes Reason: SignatureVersion must be 1 or 2")
         elif name == "TracingConfig" and value not in ("PassThrough", "Active"):
             raise invalid_parameter("Attributes Reason: TracingConfig must be PassThrough or Active")
+        elif name == "FifoThroughputScope":
+            if not fifo:
+                raise invalid_parameter("Attributes Reason: FifoThroughputScope can only be set for FIFO topics")
+            if value not in FIFO_THROUGHPUT_SCOPES:
+                raise invalid_parameter(f"Attributes Reason: FifoThroughputScope: Invalid value [{value[:40]}]. Please use either Topic or MessageGroup")
         elif name == "DisplayName" and len(value) > 100:
             raise invalid_parameter("DisplayName: at most 100 characters")
         elif name == "ArchivePolicy" and value:
@@ -97,30 +104,46 @@ def validate_topic_attributes(attributes: Mapping[str, str], *, fifo: bool, crea
     return checked
 
 
-def validate_subscription_attributes(attributes: Mapping[str, str], current: Mapping[str, str] | None = None) -> dict[str, str]:
+def validate_subscription_attributes(
+    attributes: Mapping[str, str], current: Mapping[str, str] | None = None, *, subscribing: bool = False
+) -> dict[str, str]:
     """Check subscription attributes being set (beside the `current` ones, whose scope a new
-    FilterPolicy is compiled for)."""
+    FilterPolicy is compiled for). AWS words a refusal "Invalid parameter: Attributes Reason: ..."
+    in a Subscribe (`subscribing`) and "Invalid parameter: ..." in a SetSubscriptionAttributes."""
+    try:
+        return _subscription_attributes(attributes, current)
+    except BrokerError as error:
+        prefix = "Invalid parameter: "
+        if subscribing and error.code == "InvalidParameter" and error.message.startswith(prefix):
+            raise invalid_parameter("Attributes Reason: " + error.message[len(prefix):]) from None
+        raise
+
+
+def _subscription_attributes(attributes: Mapping[str, str], current: Mapping[str, str] | None) -> dict[str, str]:
     scope = attributes.get("FilterPolicyScope", (current or {}).get("FilterPolicyScope", ATTRIBUTES))
     checked: dict[str, str] = {}
     for name, value in attributes.items():
         if name not in SUBSCRIPTION_ATTRIBUTES:
-            raise invalid_parameter(f"AttributeName: {name[:60]}")
+            raise invalid_parameter("AttributeName")
         if name == "RawMessageDelivery":
             if value.lower() not in ("true", "false"):
-                raise invalid_parameter("Attributes Reason: RawMessageDelivery: Invalid value [" + value[:20] + "]. Must be true or false.")
+                raise invalid_parameter("RawMessageDelivery: Invalid value [" + value[:20] + "]. Must be true or false.")
             value = value.lower()
         elif name == "FilterPolicyScope" and value not in ("MessageAttributes", "MessageBody"):
-            raise invalid_parameter("Attributes Reason: FilterPolicyScope: must be MessageAttributes or MessageBody")
+            raise invalid_parameter(
+                f"FilterPolicyScope: Invalid value [{value[:40]}]. Please use either MessageBody or MessageAttributes"
+            )
         elif name == "FilterPolicy" and value:
             compile_policy(value, scope)
         elif name == "RedrivePolicy" and value:
-            target = json_object(name, value).get("deadLetterTargetArn")
-            if not isinstance(target, str):
-                raise invalid_parameter("RedrivePolicy: deadLetterTargetArn is missing")
+            document = validation.json_object(value)
+            if document is None:
+                raise invalid_parameter("RedrivePolicy: failed to parse JSON.")
+            target = document.get("deadLetterTargetArn")
             try:
-                validation.parse_queue_arn(target)
+                validation.parse_queue_arn(target if isinstance(target, str) else "")
             except BrokerError:
-                raise invalid_parameter("RedrivePolicy: deadLetterTargetArn must be an SQS queue ARN") from None
+                raise invalid_parameter("RedrivePolicy: deadLetterTargetArn is an invalid arn") from None
         elif name == "ReplayPolicy" and value:
             policy = json_object(name, value)
             if policy.get("PointType") != "Timestamp" or "StartingPoint" not in policy:
@@ -140,24 +163,14 @@ def validate_publish(
     """Check a publish; returns its payloads by protocol (with `default`)."""
     if not message:
         raise invalid_parameter("Empty message")
-    if subject is not None and (not subject or len(subject) >= 100 or not subject.isprintable()):
-        raise invalid_parameter("Subject: 1 to 99 printable characters, no line breaks")
-    size = len(message.encode())
-    if attributes:
-        try:
-            size += validation.validate_message_attributes(attributes)
-        except BrokerError as error:
-            raise invalid_parameter(f"MessageAttributes: {error.message}") from None
-        for name, value in attributes.items():
-            if value.data_type == "String.Array":
-                try:
-                    items = json.loads(value.string_value or "")
-                except ValueError:
-                    items = None
-                if not isinstance(items, list):
-                    raise invalid_parameter(f"Message attribute '{name}' of type String.Array must be a JSON array")
-    if size > SNS_MAX_MESSAGE_BYTES:
-        raise invalid_parameter(f"Message too long: messages are at most {SNS_MAX_MESSAGE_BYTES} bytes with their attributes")
+    # AWS: ASCII text beginning with a letter, number or punctuation mark, no line breaks or
+    # control characters, less than 100 characters; refused as "Invalid parameter: Subject"
+    if subject is not None and (
+        not subject or len(subject) >= 100 or not subject.isascii() or not subject.isprintable() or subject[0] == " "
+    ):
+        raise invalid_parameter("Subject")
+    if len(message.encode()) + validate_publish_attributes(attributes) > SNS_MAX_MESSAGE_BYTES:
+        raise invalid_parameter("Message too long")
     if message_structure is None:
         return {"default": message}
     if message_structure != "json":
@@ -169,6 +182,41 @@ def validate_publish(
     if not isinstance(payloads, dict) or not isinstance(payloads.get("default"), str):
         raise invalid_parameter("Message Structure - No default entry in JSON message body")
     return {protocol: text for protocol, text in payloads.items() if isinstance(text, str)}
+
+
+def validate_publish_attributes(attributes: Mapping[str, AnyAttribute]) -> int:
+    """A publish's message attributes, refused as AWS refuses them: ParameterValueInvalid, in
+    SNS's words for the cases SNS words itself (else the shared check's). Returns the bytes they
+    count towards the publish's size (names, types and values)."""
+    if not attributes:
+        return 0
+    for name, value in attributes.items():
+        data_type = value.data_type
+        if not validation.DATA_TYPE.fullmatch(data_type):
+            raise parameter_value_invalid(
+                f"The message attribute '{name}' has an invalid message attribute type, the set of supported type "
+                "prefixes is Binary, Number, and String."
+            )
+        field = "Binary" if data_type.startswith("Binary") else "String"
+        given = value.binary_value if field == "Binary" else value.string_value
+        other = value.string_value if field == "Binary" else value.binary_value
+        if given is None and other is not None:
+            raise parameter_value_invalid(f"The message attribute '{name}' with type '{data_type}' must use field '{field}'.")
+        if not given:
+            raise parameter_value_invalid(
+                f"The message attribute '{name}' must contain non-empty message attribute value for message attribute type '{data_type}'."
+            )
+        if data_type == "String.Array":
+            try:
+                items = json.loads(value.string_value or "")
+            except ValueError:
+                items = None
+            if not isinstance(items, list):
+                raise parameter_value_invalid(f"The message attribute '{name}' of type 'String.Array' must be a JSON array.")
+    try:
+        return validation.validate_message_attributes(attributes)
+    except BrokerError as error:
+        raise parameter_value_invalid(error.message) from None
 
 
 def replay_time(value: object) -> int:
@@ -216,47 +264,68 @@ def check_endpoint(protocol: str, endpoint: str, *, fifo: bool, push_protocols: 
         _, _, queue = validation.parse_queue_arn(endpoint)
     except BrokerError:
         raise invalid_parameter("SQS endpoint ARN") from None
-    if queue.endswith(".fifo") != fifo:
-        raise invalid_parameter(
-            "Endpoint Reason: FIFO SQS Queues can not be subscribed to standard SNS topics"
-            if not fifo
-            else "Endpoint Reason: Please use FIFO SQS queue"
-        )
+    # A FIFO topic delivers to standard queues too (AWS allows it since 2023), without ordering.
+    if queue.endswith(".fifo") and not fifo:
+        # AWS's answer repeats its prefix (recorded in LocalStack's snapshot of it)
+        raise invalid_parameter("Invalid parameter: Endpoint Reason: FIFO SQS Queues can not be subscribed to standard SNS topics")
 
 
-def validate_publish_batch(entries: Sequence[PublishEntry]) -> None:
-    """The checks of a PublishBatch as a whole; each entry is then checked as a publish."""
+def validate_publish_batch(entries: Sequence[PublishEntry], *, fifo: bool, content_based: bool) -> None:
+    """The checks of a PublishBatch as a whole; each entry is then checked as a publish. As on AWS,
+    some faults of one entry fail the whole request rather than that entry: invalid message
+    attributes, a FIFO entry without MessageGroupId (or without a deduplication id where the topic
+    does not make one), and the total size with the attributes."""
     if not entries:
         raise BrokerError("EmptyBatchRequestException", "The batch request doesn't contain any entries")
     if len(entries) > SNS_MAX_BATCH_ENTRIES:
-        raise BrokerError("TooManyEntriesInBatchRequestException", "The batch request contains more entries than permissible")
+        raise BrokerError("TooManyEntriesInBatchRequestException", "The batch request contains more entries than permissible.")
     ids = [entry.id for entry in entries]
     if len(set(ids)) != len(ids):
-        raise BrokerError("BatchEntryIdsNotDistinctException", "Two or more batch entries in the request have the same Id")
-    if any(not (1 <= len(i) <= 80 and all(c.isascii() and (c.isalnum() or c in "-_") for c in i)) for i in ids):
-        raise BrokerError("InvalidBatchEntryIdException", "A batch entry id can only contain alphanumeric characters, hyphens and underscores")
-    if sum(len(entry.message.encode()) for entry in entries) > SNS_MAX_BATCH_BYTES:
-        raise BrokerError("BatchRequestTooLongException", "The length of all the messages put together is more than the limit")
+        raise BrokerError("BatchEntryIdsNotDistinctException", "Two or more batch entries in the request have the same Id.")
+    for entry_id in ids:
+        if len(entry_id) > 80:
+            raise BrokerError("InvalidBatchEntryIdException", f"The Id of a batch entry in the batch request is too long: {entry_id[:100]}")
+        if not entry_id or not all(c.isascii() and (c.isalnum() or c in "-_") for c in entry_id):
+            raise BrokerError(
+                "InvalidBatchEntryIdException", f"The Id of a batch entry in the batch request contains an impermissible character: {entry_id}"
+            )
+    size = 0
+    for entry in entries:
+        size += len(entry.message.encode()) + validate_publish_attributes(entry.message_attributes)
+        if fifo:
+            _check_fifo_ids(content_based, entry.message_group_id, entry.message_deduplication_id)
+    if size > SNS_MAX_BATCH_BYTES:
+        raise BrokerError("BatchRequestTooLongException", "The length of all the messages put together is more than the limit.")
 
 
 def fifo_publish_parameters(fifo: bool, content_based: bool, message: str, group_id: str | None, dedup_id: str | None) -> str:
     """Check a publish's FIFO parameters; returns its deduplication id ("" on a standard topic):
     the one given, or the message's SHA-256 with ContentBasedDeduplication."""
     if not fifo:
-        if group_id is not None or dedup_id is not None:
-            raise invalid_parameter("MessageGroupId and MessageDeduplicationId are valid only for FIFO topics")
+        # a standard topic takes a MessageGroupId (for SQS fair queues), not a deduplication id
+        if dedup_id is not None:
+            raise invalid_parameter(
+                "MessageDeduplicationId Reason: The request includes MessageDeduplicationId parameter that is not valid for this topic type"
+            )
+        if group_id is not None:
+            validation.validate_group_id(group_id)
         return ""
+    _check_fifo_ids(content_based, group_id, dedup_id)
+    return dedup_id if dedup_id is not None else hashlib.sha256(message.encode()).hexdigest()
+
+
+def _check_fifo_ids(content_based: bool, group_id: str | None, dedup_id: str | None) -> None:
+    """A FIFO topic's publish has a MessageGroupId, and a MessageDeduplicationId unless the topic
+    makes one from the content."""
     if group_id is None:
         raise invalid_parameter("The MessageGroupId parameter is required for FIFO topics")
     validation.validate_group_id(group_id)
     if dedup_id is not None:
         validation.validate_group_id(dedup_id, "MessageDeduplicationId")
-        return dedup_id
-    if not content_based:
+    elif not content_based:
         raise invalid_parameter(
             "The topic should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly"
         )
-    return hashlib.sha256(message.encode()).hexdigest()
 
 
 def json_object(name: str, value: str) -> dict:

@@ -266,11 +266,11 @@ class TopicCore:
         records, replies = cycle.records, cycle.replies
         match op:
             case Publish():
-                cycle.publishes.append(PublishGroup(reply, None, [self.prepare_publish(op, targets, now, wall_ms)], []))
+                cycle.publishes.append(PublishGroup(reply, None, [self.prepare_publish(op, targets, now, wall_ms, request.trace_header)], []))
             case PublishBatch():
-                self._publish_batch(op, reply, cycle, targets, now, wall_ms)
+                self._publish_batch(op, request, cycle, targets, now, wall_ms)
             case Subscribe():
-                self._check_dead_letter_queue(op.attributes.get("RedrivePolicy"), targets)
+                self._check_dead_letter_queue(op.attributes.get("RedrivePolicy"), op.endpoint, targets, subscribing=True)
                 arn, record = self.subscribe(op.protocol, op.endpoint, op.attributes, wall_ms)
                 if record is not None:
                     records.append(record)
@@ -286,7 +286,7 @@ class TopicCore:
                 replies.append((reply, Arn(arn)))
             case SetSubscriptionAttributes():
                 if op.name == "RedrivePolicy":
-                    self._check_dead_letter_queue(op.value, targets)
+                    self._check_dead_letter_queue(op.value, self.subscription(op.subscription_arn).endpoint, targets)
                 records.append(self.set_subscription_attribute(op.subscription_arn, op.name, op.value, wall_ms))
                 replies.append((reply, Done()))
             case GetSubscriptionAttributes():
@@ -333,9 +333,11 @@ class TopicCore:
             case _:
                 raise not_an_operation("topic", op)
 
-    def _check_dead_letter_queue(self, redrive_policy: str | None, targets: QueueTargets) -> None:
-        """A subscription's dead-letter queue, when this broker has it, is of the topic's kind:
-        standard for a standard topic, FIFO for a FIFO topic."""
+    def _check_dead_letter_queue(
+        self, redrive_policy: str | None, endpoint: str, targets: QueueTargets, subscribing: bool = False
+    ) -> None:
+        """A subscription's dead-letter queue, when this broker has it, is of its endpoint's kind:
+        FIFO for a FIFO queue's subscription to a FIFO topic, else standard."""
         if not redrive_policy:
             return
         try:
@@ -343,20 +345,28 @@ class TopicCore:
         except (ValueError, AttributeError):
             return  # subscription attribute validation refuses it, saying why
         target = targets.get(arn) if isinstance(arn, str) else None
-        if target is not None and target.fifo != self.fifo:
-            kind = "a FIFO" if self.fifo else "a standard"
-            raise invalid_parameter(f"RedrivePolicy: the dead-letter queue of {kind} topic's subscription must be {kind} queue")
+        fifo = self.fifo and endpoint.endswith(".fifo")
+        if target is not None and target.fifo != fifo:
+            reason = (
+                "RedrivePolicy: must use a FIFO queue as DLQ for a FIFO Subscription to a FIFO Topic."
+                if fifo
+                else "RedrivePolicy: must use a standard queue as DLQ for this subscription."
+            )
+            raise invalid_parameter(("Attributes Reason: " if subscribing else "") + reason)
 
     def _publish_batch(
-        self, op: PublishBatch, reply: Reply, cycle: TopicCycle, targets: QueueTargets, now: float, wall_ms: int
+        self, op: PublishBatch, request: Request, cycle: TopicCycle, targets: QueueTargets, now: float, wall_ms: int
     ) -> None:
-        sns_validation.validate_publish_batch(op.entries)
+        reply = request.reply
+        sns_validation.validate_publish_batch(
+            op.entries, fifo=self.fifo, content_based=self.attributes.get("ContentBasedDeduplication") == "true"
+        )
         entry_ids: list[str] = []
         prepared: list[PreparedPublish | DuplicatePublish] = []
         refused: list[BatchFailure] = []
         for entry in op.entries:
             try:
-                prepared.append(self.prepare_publish(entry, targets, now, wall_ms))
+                prepared.append(self.prepare_publish(entry, targets, now, wall_ms, request.trace_header))
             except BrokerError as error:
                 refused.append(BatchFailure(entry.id, error.code, error.message, error.kind.sender_fault))
             else:
@@ -477,6 +487,7 @@ class TopicCore:
             "EffectiveDeliveryPolicy": delivery_policy.effective_json(
                 delivery_policy.effective(self.attributes.get("DeliveryPolicy"), None)
             ),
+            **({"ContentBasedDeduplication": "false"} if self.fifo else {}),  # AWS shows a FIFO topic's default
             **{name: value for name, value in self.attributes.items() if name != "Policy"},
         }
 
@@ -537,7 +548,7 @@ class TopicCore:
         returned as it is)."""
         protocol = protocol.lower()
         sns_validation.check_endpoint(protocol, endpoint, fifo=self.fifo, push_protocols=self.options.push_protocols)
-        checked = sns_validation.validate_subscription_attributes(attributes)
+        checked = sns_validation.validate_subscription_attributes(attributes, subscribing=True)
         for existing in self.subscriptions.values():
             if existing.protocol == protocol and existing.endpoint == endpoint:
                 if any(existing.attributes.get(k) != v for k, v in checked.items()):
@@ -573,19 +584,29 @@ class TopicCore:
         return subscription
 
     def subscription_attributes(self, arn: str) -> dict[str, str]:
+        """As AWS answers: SubscriptionPrincipal (the topic owner's account here: the broker keeps no
+        record of who subscribed), an EffectiveDeliveryPolicy only for the protocols a delivery
+        policy governs (not sqs), and FilterPolicyScope only beside a FilterPolicy."""
         subscription = self.subscription(arn)
-        return {
+        shown = {k: v for k, v in subscription.attributes.items() if not k.startswith("dovecote:")}
+        if "FilterPolicy" in shown:
+            shown.setdefault("FilterPolicyScope", ATTRIBUTES)
+        else:
+            shown.pop("FilterPolicyScope", None)
+        attributes = {
             "SubscriptionArn": arn,
             "TopicArn": self.arn,
             "Owner": self.account_id,
+            "SubscriptionPrincipal": f"arn:aws:iam::{self.account_id}:root",
             "Protocol": subscription.protocol,
             "Endpoint": subscription.endpoint,
             "PendingConfirmation": "false" if subscription.confirmed else "true",
             "ConfirmationWasAuthenticated": "true" if subscription.confirmed else "false",
             "RawMessageDelivery": "false",
-            "EffectiveDeliveryPolicy": delivery_policy.effective_json(self.delivery_policy(subscription)),
-            **{k: v for k, v in subscription.attributes.items() if not k.startswith("dovecote:")},
         }
+        if subscription.protocol in PUSH_PROTOCOLS:
+            attributes["EffectiveDeliveryPolicy"] = delivery_policy.effective_json(self.delivery_policy(subscription))
+        return {**attributes, **shown}
 
     def set_subscription_attribute(self, arn: str, name: str, value: str, wall_ms: int) -> SubscriptionChanged:
         subscription = self.subscription(arn)
@@ -617,7 +638,7 @@ class TopicCore:
                 if subscription.confirmed:
                     return subscription.arn, None
                 return subscription.arn, self.changed(subscription, subscription.attributes, wall_ms, confirmed=True)
-        raise invalid_parameter(f"Token: no subscription of this topic has the token {token[:60]!r}")
+        raise invalid_parameter("Token")
 
     def delivery_policy(self, subscription: Subscription) -> delivery_policy.EffectivePolicy:
         if subscription.protocol in MOBILE_PROTOCOLS:
@@ -647,10 +668,11 @@ class TopicCore:
 
     # --- publishing -----------------------------------------------------------------------------
     def prepare_publish(
-        self, entry: Publish | PublishEntry, targets: QueueTargets, now: float, wall_ms: int
+        self, entry: Publish | PublishEntry, targets: QueueTargets, now: float, wall_ms: int, trace_header: str = ""
     ) -> PreparedPublish | DuplicatePublish:
         """Validate a publish (a Publish, or one entry of a batch) and build its records; nothing
-        changes until it is settled, but for the deduplication id being remembered."""
+        changes until it is settled, but for the deduplication id being remembered. trace_header:
+        the request's X-Amzn-Trace-Id, which each SQS delivery carries as its AWSTraceHeader."""
         message, subject, group_id = entry.message, entry.subject, entry.message_group_id
         payloads = sns_validation.validate_publish(message, subject, entry.message_structure, entry.message_attributes)
         attributes = to_stored(entry.message_attributes)
@@ -672,6 +694,7 @@ class TopicCore:
         delivered_to: list[str] = []
         views: dict[str, MessageView] = {}  # by payload: its values are read once for all policies
         envelopes: dict[tuple[str, bool], tuple[str, str]] = {}  # by payload and signedness: made (and signed) once
+        system_attributes = {"AWSTraceHeader": MessageAttribute("String", trace_header)} if trace_header else {}
         dropped = 0
         checked = self.options.check_deliveries  # else every queue takes every delivery (authentication off)
         for subscription in self.subscriptions.values():
@@ -686,11 +709,15 @@ class TopicCore:
                     view = views[payload] = MessageView(attributes, payload)
                 if subscription.filter.first_failure(view) is not None:
                     continue
-            if target is None and not push:  # its queue does not exist (any more)
-                dropped += 1
-                continue
             dead_letter = False
-            if checked and target is not None and not self.may_deliver(target):
+            if target is None and not push:
+                # Its queue does not exist (any more): as on AWS, the message goes to the
+                # subscription's dead-letter queue if it has one here, else it is dropped (counted).
+                target, dead_letter = self._dead_letter_queue(subscription, targets), True
+                if target is None:
+                    dropped += 1
+                    continue
+            elif checked and target is not None and not self.may_deliver(target):
                 # The queue's policy refuses this topic: SNS does not retry that (a client-side
                 # error); the message goes to the subscription's dead-letter queue if it has one
                 # that lets the topic in, else it is dropped (and counted as dropped).
@@ -710,7 +737,7 @@ class TopicCore:
                 deliveries.append(
                     (target, self.delivery(
                         subscription, target, payload, attributes, envelope, wall_ms, group_id or "", dedup_id,
-                        dead_letter_source_arn=subscription.arn if dead_letter else "",
+                        dead_letter_source_arn=subscription.arn if dead_letter else "", system_attributes=system_attributes,
                     ))
                 )
                 if dead_letter:
@@ -775,6 +802,7 @@ class TopicCore:
         group_id: str,
         dedup_id: str,
         dead_letter_source_arn: str = "",
+        system_attributes: Mapping[str, MessageAttribute] | None = None,
     ) -> MessageSent:
         """One SQS delivery: the raw payload with its attributes, or the envelope around the
         subscription's ARN; into the subscription's dead-letter queue when dead_letter_source_arn
@@ -793,6 +821,7 @@ class TopicCore:
             sender_id="",
             body=body,
             attributes=sqs_attributes,
+            system_attributes=dict(system_attributes or {}),
             group_id=group_id,
             dedup_id=dedup_id if target.fifo else "",
             dead_letter_source_arn=dead_letter_source_arn,

@@ -37,7 +37,7 @@ _FIFO_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,75}\.fifo")
 _QUEUE_ARN = re.compile(r"arn:aws:sqs:([a-z0-9-]*):([0-9]{12}):([A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo)")
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
-_DATA_TYPE = re.compile(r"(String|Number|Binary)(\.[^\s]{1,250})?")
+DATA_TYPE = re.compile(r"(String|Number|Binary)(\.[^\s]{1,250})?")
 # The characters SQS accepts in a message: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF
 _INVALID_CHAR = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -353,7 +353,7 @@ def validate_message_attributes(attributes: Mapping[str, AnyAttribute]) -> int:
             or ".." in name
         ):
             raise invalid(f"Message (user) attribute name '{name}' is invalid.")
-        if not _DATA_TYPE.fullmatch(value.data_type):
+        if not DATA_TYPE.fullmatch(value.data_type):
             raise invalid(
                 f"The type of message (user) attribute '{name}' is invalid. "
                 "You must use only the following supported type prefixes: Binary, Number, String."

@@ -114,12 +114,13 @@ class AwsGateway:
         if isinstance(caller, BrokerError):
             return caller
         context = self._context(request)
+        session = self._session(caller)
         try:
-            op = self._op(request, aws, context)
+            op = self._op(request, aws, context, session.region)
         except BrokerError as error:
             return error
         slot: ReplySlot[Result] = ReplySlot()
-        self._session(caller).submit(op, slot)
+        session.submit(op, slot, _header(request, "x-amzn-trace-id") or "")
         result = await slot.wait()
         if isinstance(result, Failure):
             if result.code in DENIED_CODES:
@@ -159,8 +160,8 @@ class AwsGateway:
         assert scope is not None  # a verified request has one Authorization header, which parses
         return Caller(principal, scope.region, key_id)
 
-    def _op(self, request: HttpRequest, aws: AwsRequest, context: sqs_api.Context) -> Op:
-        """The broker operation of the request's action. Raises BrokerError."""
+    def _op(self, request: HttpRequest, aws: AwsRequest, context: sqs_api.Context, region: str) -> Op:
+        """The broker operation of the request's action, acting in `region`. Raises BrokerError."""
         if aws.protocol == JSON:
             if deeper_than(request.body):
                 raise BrokerError("InvalidParameterValue", f"The request body nests more than {MAX_JSON_DEPTH} levels deep.")
@@ -174,7 +175,7 @@ class AwsGateway:
         if aws.by_url and self._verifier is not None:
             return sns_api.by_url_op(aws.action, dict(aws.pairs))
         if aws.service == SNS:
-            return sns_api.to_op(aws.action, sns_api.nest(aws.pairs))
+            return sns_api.to_op(aws.action, sns_api.nest(aws.pairs), region)
         params = sqs_query.nest(aws.action, aws.pairs)
         path, _ = split_target(request.target)
         if "QueueUrl" not in params and path.strip("/"):

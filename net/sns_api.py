@@ -73,7 +73,7 @@ ACTIONS_ONLY_SNS = {
     "CreateTopic", "DeleteTopic", "ListTopics", "GetTopicAttributes", "SetTopicAttributes", "Subscribe",
     "ConfirmSubscription", "Unsubscribe", "ListSubscriptions", "ListSubscriptionsByTopic",
     "GetSubscriptionAttributes", "SetSubscriptionAttributes", "Publish", "PublishBatch", "TagResource",
-    "UntagResource", "ListTagsForResource", *SMS_ACCOUNT_ACTIONS,
+    "UntagResource", "ListTagsForResource", "PutDataProtectionPolicy", "GetDataProtectionPolicy", *SMS_ACCOUNT_ACTIONS,
 }
 # SQS-worded codes of shared validation, in SNS's words
 _SNS_CODES = {"InvalidParameterValue": "InvalidParameter", "MissingParameter": "InvalidParameter", "InvalidAttributeName": "InvalidParameter"}
@@ -206,12 +206,47 @@ class RemovePermissionRequest(_Shape):
     label: str
 
 
-def topic_of(arn: str) -> str:
-    """The topic a topic's or subscription's ARN names (arn:aws:sns:REGION:ACCOUNT:TOPIC[:ID])."""
+class PutDataProtectionPolicyRequest(_Shape):
+    resource_arn: str
+    data_protection_policy: str
+
+
+# The request fields that hold an ARN, as AWS names them in its refusals
+_ARN_FIELDS = {"topic_arn": "TopicArn", "subscription_arn": "SubscriptionArn", "resource_arn": "ResourceArn", "target_arn": "TargetArn"}
+
+
+def topic_of(arn: str, field: str = "TopicArn") -> str:
+    """The topic a topic's or subscription's ARN names (arn:aws:sns:REGION:ACCOUNT:TOPIC[:ID]),
+    refused in AWS's words (`field`: the parameter that carried it)."""
     parts = arn.split(":")
-    if len(parts) not in (6, 7) or parts[:3] != ["arn", "aws", "sns"] or not parts[5]:
-        raise BrokerError("InvalidParameter", f"Invalid parameter: TopicArn or SubscriptionArn {arn[:200]!r}")
+    if len(parts) < 6:
+        raise invalid_parameter(f"{field} Reason: An ARN must have at least 6 elements, not {len(parts)}")
+    if len(parts) > 7 or parts[:3] != ["arn", "aws", "sns"] or not parts[5]:
+        raise invalid_parameter(field)
     return parts[5]
+
+
+def _check_arns(request: _Shape, region: str) -> None:
+    """Every ARN of a request is well formed and of the region the request acts in: AWS refuses a
+    topic of another region (even for DeleteTopic) rather than acting on, or quietly missing, it."""
+    for name, field in _ARN_FIELDS.items():
+        arn = getattr(request, name, None)
+        if arn is not None:
+            topic_of(arn, field)
+            if region and region_of(arn) != region:
+                raise invalid_parameter(field)
+
+
+def _tags(tags: list[Tag]) -> dict[str, str]:
+    if len({tag.key for tag in tags}) != len(tags):
+        raise invalid_parameter("Duplicated keys are not allowed.")
+    return {tag.key: tag.value for tag in tags}
+
+
+def _unsubscribe(request: SubscriptionArnRequest) -> Op:
+    if len(request.subscription_arn.split(":")) != 7:  # a topic's ARN: no subscription id
+        raise invalid_parameter("SubscriptionId")
+    return Unsubscribe(topic_of(request.subscription_arn), request.subscription_arn)
 
 
 def _attributes(values: dict[str, AttributeValue]) -> dict[str, MessageAttributeValue]:
@@ -244,7 +279,7 @@ def _publish(request: PublishRequest) -> Op:
 
 
 _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
-    "CreateTopic": (CreateTopicRequest, lambda r: CreateTopic(r.name, r.attributes, {t.key: t.value for t in r.tags})),
+    "CreateTopic": (CreateTopicRequest, lambda r: CreateTopic(r.name, r.attributes, _tags(r.tags))),
     "DeleteTopic": (TopicArnRequest, lambda r: DeleteTopic(topic_of(r.topic_arn))),
     "ListTopics": (NextTokenRequest, lambda r: ListTopics(r.next_token)),
     "GetTopicAttributes": (TopicArnRequest, lambda r: GetTopicAttributes(topic_of(r.topic_arn))),
@@ -257,7 +292,7 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
         lambda r: Subscribe(topic_of(r.topic_arn), r.protocol, r.endpoint, r.attributes, r.return_subscription_arn),
     ),
     "ConfirmSubscription": (ConfirmSubscriptionRequest, lambda r: ConfirmSubscription(topic_of(r.topic_arn), r.token)),
-    "Unsubscribe": (SubscriptionArnRequest, lambda r: Unsubscribe(topic_of(r.subscription_arn), r.subscription_arn)),
+    "Unsubscribe": (SubscriptionArnRequest, lambda r: _unsubscribe(r)),
     "ListSubscriptions": (NextTokenRequest, lambda r: ListSubscriptions(r.next_token)),
     "ListSubscriptionsByTopic": (
         ListSubscriptionsByTopicRequest,
@@ -285,7 +320,7 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
             ],
         ),
     ),
-    "TagResource": (TagResourceRequest, lambda r: TagTopic(topic_of(r.resource_arn), {t.key: t.value for t in r.tags})),
+    "TagResource": (TagResourceRequest, lambda r: TagTopic(topic_of(r.resource_arn), _tags(r.tags))),
     "UntagResource": (UntagResourceRequest, lambda r: UntagTopic(topic_of(r.resource_arn), r.tag_keys)),
     "ListTagsForResource": (ResourceArnRequest, lambda r: ListTopicTags(topic_of(r.resource_arn))),
     "AddPermission": (
@@ -298,6 +333,12 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
     "OptInPhoneNumber": (PhoneNumberRequest, lambda r: OptInPhoneNumber(r.phone_number)),
     "GetSMSSandboxAccountStatus": (_Shape, lambda r: GetSMSSandboxAccountStatus()),
     "ListOriginationNumbers": (NextTokenRequest, lambda r: ListOriginationNumbers(r.next_token)),
+    # The data protection policy is the topic's DataProtectionPolicy attribute, as on AWS.
+    "PutDataProtectionPolicy": (
+        PutDataProtectionPolicyRequest,
+        lambda r: SetTopicAttributes(topic_of(r.resource_arn), "DataProtectionPolicy", r.data_protection_policy),
+    ),
+    "GetDataProtectionPolicy": (ResourceArnRequest, lambda r: GetTopicAttributes(topic_of(r.resource_arn))),
 }
 
 
@@ -328,7 +369,8 @@ def _convert(node: Any) -> Any:
     return {name: _convert(value) for name, value in node.items()}
 
 
-def to_op(action: str, params: dict[str, Any]) -> Op:
+def to_op(action: str, params: dict[str, Any], region: str = "") -> Op:
+    """The operation of a request acting in `region` ("": any)."""
     if action not in _REQUESTS:
         raise BrokerError("InvalidAction", f"The action {action[:80]} is not valid for this endpoint or not supported by this broker.")
     shape, build = _REQUESTS[action]
@@ -338,6 +380,7 @@ def to_op(action: str, params: dict[str, Any]) -> Op:
         missing=lambda field: BrokerError("InvalidParameter", f"Invalid parameter: {field} Reason: no value for required parameter"),
         invalid=lambda text: BrokerError("InvalidParameter", f"Invalid parameter: {text}"),
     )
+    _check_arns(request, region)
     return build(request)
 
 
@@ -367,6 +410,8 @@ def to_output(action: str, result: Result) -> dict[str, Any]:
             return {"SubscriptionArn" if action in ("Subscribe", "ConfirmSubscription") else "TopicArn": arn}
         case Arns(arns=arns, next_token=token):
             return _without_none({"Topics": [{"TopicArn": arn} for arn in arns], "NextToken": token})
+        case Attributes(attributes=attributes) if action == "GetDataProtectionPolicy":
+            return {"DataProtectionPolicy": attributes.get("DataProtectionPolicy", "")}
         case Attributes(attributes=attributes):
             return {"Attributes": attributes}
         case Tags(tags=tags):

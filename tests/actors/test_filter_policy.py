@@ -102,11 +102,11 @@ def test_a_body_policy_on_a_body_that_is_not_json_does_not_match():
 @pytest.mark.parametrize(
     "policy, scope, reason",
     [
-        ("not json", "MessageAttributes", "not valid JSON"),
-        ("[]", "MessageAttributes", "non-empty JSON object"),
+        ("not json", "MessageAttributes", "FilterPolicy: failed to parse JSON."),
+        ("[]", "MessageAttributes", "FilterPolicy: Filter policy must be a JSON object"),
         ('{"a": "red"}', "MessageAttributes", "in an array"),
         ('{"a": []}', "MessageAttributes", "empty array"),
-        ('{"a": {"b": ["c"]}}', "MessageAttributes", "nested keys need"),
+        ('{"a": {"b": ["c"]}}', "MessageAttributes", "Invalid parameter: Filter policy scope MessageAttributes does not support nested filter policy"),
         ('{"a": [{"prefix": 5}]}', "MessageAttributes", "prefix takes a string"),
         ('{"a": [{"numeric": [">", "x"]}]}', "MessageAttributes", "not a number"),
         ('{"a": [{"numeric": ["<", 5, ">", 1]}]}', "MessageAttributes", "numeric range"),
@@ -116,13 +116,13 @@ def test_a_body_policy_on_a_body_that_is_not_json_does_not_match():
         ('{"a": [{"numeric": [[">"], 5]}]}', "MessageAttributes", "numeric operator"),
         ('{"a": [{"numeric": [">", 1e10]}]}', "MessageAttributes", "between"),
         ('{"a": [{"cidr": "10.0.0.0/99"}]}', "MessageAttributes", "IP prefix"),
-        ('{"a": [{"sorta": 1}]}', "MessageAttributes", "unrecognized match type"),
-        ('{"a": [{"exists": "yes"}]}', "MessageAttributes", "true or false"),
+        ('{"a": [{"sorta": 1}]}', "MessageAttributes", "Invalid parameter: FilterPolicy: Unrecognized match type sorta"),
+        ('{"a": [{"exists": "yes"}]}', "MessageAttributes", "FilterPolicy: exists match pattern must be either true or false."),
         ('{"a": [{"exists": true}, "x"]}', "MessageAttributes", "cannot be combined"),
         ('{"a": [{"anything-but": []}]}', "MessageAttributes", "at least one value"),
         ('{"$or": [{"a": ["x"]}]}', "MessageAttributes", "at least two"),
-        ('{"a":["x"],"b":["x"],"c":["x"],"d":["x"],"e":["x"],"f":["x"]}', "MessageAttributes", "at most 5 keys"),
-        (json.dumps({k: list(range(6)) for k in "abc"}), "MessageAttributes", "combinations"),
+        ('{"a":["x"],"b":["x"],"c":["x"],"d":["x"],"e":["x"],"f":["x"]}', "MessageAttributes", "Invalid parameter: FilterPolicy: Filter policy can not have more than 5 keys"),
+        (json.dumps({k: list(range(6)) for k in "abc"}), "MessageAttributes", "Invalid parameter: FilterPolicy: Filter policy is too complex"),
         ('{"a": ["x"]}', "Elsewhere", "FilterPolicyScope"),
         ('{"a": [{"wildcard": "a**"}]}', "MessageAttributes", "consecutive wildcard"),
     ],
@@ -160,3 +160,55 @@ def test_exact_values_match_as_a_plain_reference_says(policy, message):
         for key, options in policy.items()
     )
     assert compile_policy(json.dumps(policy)).matches(attributes, "") is expected
+
+
+# --- AWS parity (issue 15) --------------------------------------------------------------------------
+def test_numbers_match_with_five_digits_after_the_decimal_point_as_on_aws():
+    # The SNS guide: "five digits of accuracy after the decimal point"
+    policy = compile_policy('{"price": [100.1234567]}')
+    assert policy.matches({"price": n("100.123456789")}, "")
+    assert not policy.matches({"price": n("100.1235")}, "")
+    ranged = compile_policy('{"price": [{"numeric": ["<=", 0.000001]}]}')
+    assert ranged.matches({"price": n("0.000004")}, "")  # both are 0.00000 to five digits
+    assert compile_policy('{"price": [100.1234567]}', BODY).matches({}, '{"price": 100.123456789}')
+
+
+def test_a_dotted_key_in_message_body_scope_matches_the_nested_path_as_on_aws():
+    policy = compile_policy('{"object.nested": ["x"]}', BODY)
+    assert policy.matches({}, json.dumps({"object": {"nested": "x"}}))
+    assert policy.matches({}, json.dumps({"object.nested": "x"}))  # a key with a dot in it, as AWS
+    assert not policy.matches({}, json.dumps({"object": {"nested": "y"}}))
+    assert explain(policy, {}, json.dumps({"object": {}})) == "key 'object.nested' is missing from the message"
+
+
+def test_arrays_of_arrays_are_searched_as_on_aws():
+    policy = compile_policy('{"tags": ["x"], "size": [{"numeric": [">", 2]}]}', BODY)
+    assert policy.matches({}, json.dumps({"tags": [["w"], ["v", ["x"]]], "size": [[1], [3]]}))
+    assert not policy.matches({}, json.dumps({"tags": [["w"], ["v"]], "size": [[3]]}))
+    assert compile_policy('{"tags": ["x"]}').matches({"tags": array("w", ["x"])}, "")
+
+
+def test_nested_policy_complexity_counts_each_key_times_its_depth_as_aws_does():
+    # three keys two levels deep with three values each: (3 x 2) ** 3 = 216 > 150, which AWS refuses
+    # though the flat product would be 27
+    nested = {k: {"inner": ["a", "b", "c"]} for k in ("x", "y", "z")}
+    with pytest.raises(BrokerError) as error:
+        compile_policy(json.dumps(nested), BODY)
+    assert error.value.message == "Invalid parameter: FilterPolicy: Filter policy is too complex"
+    # the SNS guide's own example, 3 x 4 x 2 x 3 = 72, is accepted
+    compile_policy(json.dumps({"a": {"b": {"c": ["1", "2", "3", "4"]}}, "d": {"e": ["1", "2", "3"]}}), BODY)
+
+
+def test_an_empty_filter_policy_is_accepted_and_lets_every_message_through_as_on_aws():
+    for scope in ("MessageAttributes", BODY):
+        policy = compile_policy("{}", scope)
+        assert policy.matches({}, "not even json")
+
+
+def test_string_array_values_with_numbers_booleans_and_null_match_as_on_aws():
+    attributes = {"values": array("a", 1.000001, True, None)}
+    assert compile_policy('{"values": [1]}').matches(attributes, "")
+    assert compile_policy('{"values": [true]}').matches(attributes, "")
+    assert compile_policy('{"values": [null]}').matches(attributes, "")
+    assert compile_policy('{"values": [{"numeric": [">", 0.5]}]}').matches(attributes, "")
+    assert not compile_policy('{"values": ["b"]}').matches(attributes, "")

@@ -30,6 +30,7 @@ from dovecote.actors.ops import (
     Subscribe,
     Unsubscribe,
 )
+from dovecote.actors.push_types import DEAD_LETTERED
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.storage.records import MessageSent, Published
 
@@ -120,18 +121,18 @@ async def test_publish_validation(autojump_clock):
     async with running_broker() as h:
         await h.ok(CreateTopic("t"))
         cases = [
-            Publish("t", ""),
-            Publish("t", "x" * (256 * 1024 + 1)),
-            Publish("t", "x", subject="two\nlines"),
-            Publish("t", "x", subject="s" * 100),
-            Publish("t", "x", message_group_id="g"),  # not a FIFO topic
-            Publish("t", "x", message_attributes={"a": MessageAttributeValue("String.Array", "not an array")}),
-            Publish("t", "x", message_attributes={"a": MessageAttributeValue("Number", "NaN-ish")}),
+            (Publish("t", ""), "InvalidParameter"),
+            (Publish("t", "x" * (256 * 1024 + 1)), "InvalidParameter"),
+            (Publish("t", "x", subject="two\nlines"), "InvalidParameter"),
+            (Publish("t", "x", subject="s" * 100), "InvalidParameter"),
+            (Publish("t", "x", message_deduplication_id="d"), "InvalidParameter"),  # not a FIFO topic
+            (Publish("t", "x", message_attributes={"a": MessageAttributeValue("String.Array", "not an array")}), "ParameterValueInvalid"),
+            (Publish("t", "x", message_attributes={"a": MessageAttributeValue("Number", "NaN-ish")}), "ParameterValueInvalid"),
         ]
-        for op in cases:
+        for op, code in cases:
             with pytest.raises(BrokerError) as error:
                 await h.ok(op)
-            assert error.value.code == "InvalidParameter", op
+            assert error.value.code == code, op
 
 
 async def test_subscriptions_are_validated_idempotent_and_listed(autojump_clock):
@@ -172,9 +173,6 @@ async def test_fifo_topic_to_fifo_queues_in_order_with_deduplication(autojump_cl
     async with running_broker() as h:
         await h.ok(CreateTopic("t.fifo", {"FifoTopic": "true"}))
         await h.ok(CreateQueue("q.fifo", {"FifoQueue": "true"}))
-        await h.ok(CreateQueue("standard"))
-        with pytest.raises(BrokerError):
-            await subscribe(h, "t.fifo", "standard")
         await subscribe(h, "t.fifo", "q.fifo", RawMessageDelivery="true")
         with pytest.raises(BrokerError):
             await h.ok(Publish("t.fifo", "no group", message_deduplication_id="d"))
@@ -362,6 +360,9 @@ async def test_delivery_policies_are_validated_and_merged(autojump_clock):
             await h.ok(SetTopicAttributes("t", "DeliveryPolicy", json.dumps({"http": {"defaultHealthyRetryPolicy": {"numRetries": 500}}})))
         assert "numRetries" in error.value.message
         await h.ok(SetTopicAttributes("t", "DeliveryPolicy", json.dumps({"http": {"defaultHealthyRetryPolicy": {"numRetries": 7}}})))
+        # AWS shows an EffectiveDeliveryPolicy for the protocols a delivery policy governs, not sqs
+        assert "EffectiveDeliveryPolicy" not in (await h.ok(GetSubscriptionAttributes("t", arn))).attributes
+        arn = (await h.ok(Subscribe("t", "http", "http://127.0.0.1:9/", {}, True))).arn
         await h.ok(SetSubscriptionAttributes("t", arn, "DeliveryPolicy", json.dumps({"throttlePolicy": {"maxReceivesPerSecond": 5}})))
         effective = json.loads((await h.ok(GetSubscriptionAttributes("t", arn))).attributes["EffectiveDeliveryPolicy"])["http"]
         assert effective["defaultHealthyRetryPolicy"]["numRetries"] == 7
@@ -389,3 +390,71 @@ async def test_topic_permissions_and_tags_live_in_its_attributes(autojump_clock)
         await h.ok(TagTopic("t", {"team": "a", "tier": "1"}))
         await h.ok(UntagTopic("t", ["tier"]))
         assert (await h.ok(ListTopicTags("t"))).tags == {"team": "a"}
+
+
+# --- AWS parity (issue 15) ------------------------------------------------------------------------------
+def deliveries(h, topic):
+    """The topic's delivery counters, as /metrics reads them."""
+    return h.broker.directory.topic("us-east-1", topic).health.actor.core.counters.deliveries
+
+
+async def test_a_delivery_to_a_deleted_queue_goes_to_the_subscriptions_dead_letter_queue(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(CreateQueue("q"))
+        await h.ok(CreateQueue("dlq"))
+        await subscribe(h, "t", "q", RedrivePolicy=json.dumps({"deadLetterTargetArn": QUEUE + "dlq"}))
+        await h.ok(DeleteQueue("q"))
+        await h.ok(Publish("t", "its queue is gone"))
+        (message,) = await bodies(h, "dlq")
+        assert json.loads(message.body)["Message"] == "its queue is gone"
+        assert deliveries(h, "t") == {("sqs", DEAD_LETTERED): 1}
+
+
+async def test_a_standard_queue_subscribes_to_a_fifo_topic_with_a_standard_dead_letter_queue(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t.fifo", {"FifoTopic": "true"}))
+        await h.ok(CreateQueue("standard"))
+        await h.ok(CreateQueue("dlq.fifo", {"FifoQueue": "true"}))
+        with pytest.raises(BrokerError) as error:
+            await subscribe(h, "t.fifo", "standard", RedrivePolicy=json.dumps({"deadLetterTargetArn": QUEUE + "dlq.fifo"}))
+        assert error.value.message == (
+            "Invalid parameter: Attributes Reason: RedrivePolicy: must use a standard queue as DLQ for this subscription."
+        )
+        await subscribe(h, "t.fifo", "standard", RawMessageDelivery="true")
+        await h.ok(Publish("t.fifo", "ordered elsewhere", message_group_id="g", message_deduplication_id="d"))
+        received = await bodies(h, "standard", attribute_names=["All"])
+        assert [(m.body, m.attributes["MessageGroupId"]) for m in received] == [("ordered elsewhere", "g")]
+
+
+async def test_a_publish_trace_header_becomes_the_aws_trace_header_of_its_sqs_deliveries(autojump_clock):
+    from dovecote.actors.mailbox import ReplySlot
+
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(CreateQueue("q"))
+        await subscribe(h, "t", "q")
+        for op in (Publish("t", "one"), PublishBatch("t", [PublishEntry("a", "two")])):
+            slot = ReplySlot()
+            h.session.submit(op, slot, "Root=1-abc")
+            await slot.wait()
+        received = await bodies(h, "q", attribute_names=["AWSTraceHeader"])
+        assert [m.attributes["AWSTraceHeader"] for m in received] == ["Root=1-abc", "Root=1-abc"]
+
+
+async def test_publish_batch_faults_that_fail_the_whole_request_as_on_aws(autojump_clock):
+    async with running_broker() as h:
+        await h.ok(CreateTopic("t.fifo", {"FifoTopic": "true"}))
+        await h.ok(CreateTopic("t"))
+        empty = {"a": MessageAttributeValue("String", "")}
+        for topic, entries, code in [
+            ("t.fifo", [PublishEntry("a", "x", message_group_id="g", message_deduplication_id="d"), PublishEntry("b", "y")],
+             "InvalidParameter"),
+            ("t.fifo", [PublishEntry("a", "x", message_group_id="g")], "InvalidParameter"),  # no deduplication id
+            ("t", [PublishEntry("a", "x"), PublishEntry("b", "y", message_attributes=empty)], "ParameterValueInvalid"),
+            ("t", [PublishEntry("a", "x" * 200_000), PublishEntry("b", "y", message_attributes={"a": MessageAttributeValue("String", "v" * 70_000)})],
+             "BatchRequestTooLongException"),
+        ]:
+            with pytest.raises(BrokerError) as error:
+                await h.ok(PublishBatch(topic, entries))
+            assert error.value.code == code, entries

@@ -63,8 +63,12 @@ class SpyBroker:
     """Sessions that answer every operation with a failure: only the decoding is under test."""
 
     def session(self, region=None, principal=ANYONE):
+        acting_in = region or "us-east-1"
+
         class Spy:
-            def submit(self, op, reply) -> None:
+            region = acting_in  # a Session's: the region it acts in
+
+            def submit(self, op, reply, trace_header="") -> None:
                 reply(Failure("InvalidParameter", "the spy answers every operation so"))
 
         return Spy()

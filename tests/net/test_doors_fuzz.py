@@ -44,8 +44,12 @@ class SpyBroker:
     def session(self, region=None, principal=ANYONE):
         received = self.received
 
+        acting_in = region or "us-east-1"
+
         class Spy:
-            def submit(self, op, reply) -> None:
+            region = acting_in  # a Session's: the region it acts in
+
+            def submit(self, op, reply, trace_header="") -> None:
                 received.append((op, principal, region))
                 reply(Failure("InvalidParameter", "the spy answers every operation so"))
 
