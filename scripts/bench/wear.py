@@ -18,6 +18,7 @@ import argparse
 import statistics
 import tempfile
 import threading
+import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,6 +50,25 @@ SETUPS = tuple(Setup(p, c, b) for p in ("aws", "native") for c in (1, 4) for b i
 class Wear(NamedTuple):
     written_per_message: float
     file_growth_per_message: float
+    commits_per_message: float  # the broker's write transactions (/metrics)
+    log_bytes_per_message: float  # the log records themselves, framed, with their keys (/metrics)
+
+    @property
+    def written_per_commit(self) -> float:
+        """What one durable LMDB commit costs: the pages it copies on write (each table's changed
+        leaves and their branches, the main table and the free list) and its meta page."""
+        return self.written_per_message / self.commits_per_message
+
+
+def log_counters(broker: BrokerProcess) -> tuple[int, int]:
+    """(write transactions, log bytes appended) from the broker's /metrics."""
+    with urllib.request.urlopen(f"{broker.http_endpoint}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = dict(line.split(" ", 1) for line in text.splitlines() if line.startswith(LOG_COUNTERS))
+    return int(float(values["dovecote_log_fsyncs_total"])), int(float(values["dovecote_log_written_bytes_total"]))
+
+
+LOG_COUNTERS = ("dovecote_log_fsyncs_total ", "dovecote_log_written_bytes_total ")
 
 
 class AwsClient:
@@ -122,6 +142,7 @@ def measure(setup: Setup, messages: int) -> Wear:
             assert broker.process is not None
             data_file = Path(data_dir) / DATA_FILE
             written_before, size_before = written_bytes(broker.process.pid), data_file.stat().st_size
+            commits_before, log_before = log_counters(broker)
             deleted = [0] * setup.clients
 
             def client_work(index: int) -> None:
@@ -138,9 +159,10 @@ def measure(setup: Setup, messages: int) -> Wear:
                 deleted[0] += clients[0].receive_and_delete()
             written = written_bytes(broker.process.pid) - written_before
             growth = data_file.stat().st_size - size_before
+            commits, log_bytes = (after - before for after, before in zip(log_counters(broker), (commits_before, log_before)))
         finally:
             broker.stop()
-    return Wear(written / sent, growth / sent)
+    return Wear(written / sent, growth / sent, commits / sent, log_bytes / sent)
 
 
 def main() -> int:
@@ -156,11 +178,17 @@ def main() -> int:
         runs = [measure(setup, args.messages) for _ in range(args.runs)]
         written = statistics.median(run.written_per_message for run in runs)
         growth = statistics.median(run.file_growth_per_message for run in runs)
+        commits = statistics.median(run.commits_per_message for run in runs)
+        per_commit = statistics.median(run.written_per_commit for run in runs)
+        log_bytes = statistics.median(run.log_bytes_per_message for run in runs)
         is_target = setup == Setup("aws", 4, 10)
         label = f"{'AWS API' if setup.protocol == 'aws' else 'native'}, {setup.clients} client{'s' * (setup.clients > 1)}, batches of {setup.batch}"
         figures.append(Figure(f"{label}: written per message", written, "B", f"<= {TARGET_BYTES}" if is_target else "(reported)",
                               written <= TARGET_BYTES or not is_target))
         figures.append(Figure(f"{label}: data file growth per message", growth, "B", "(reported)", True))
+        figures.append(Figure(f"{label}: log records per message", log_bytes, "B", "(reported)", True))
+        figures.append(Figure(f"{label}: commits per message", commits, "", "(reported)", True))
+        figures.append(Figure(f"{label}: written per commit", per_commit, "B", "(reported)", True))
     print(f"medians of {args.runs} runs of {args.messages:,} messages, 256-byte bodies")
     print_figures(figures)
     return 0
