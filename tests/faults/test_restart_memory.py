@@ -1,4 +1,4 @@
-"""A real broker restarted after `kill -9` on a data directory holding some 25 MiB (its messages, and the log):
+"""A real broker restarted after `kill -9` on a data directory holding some 50 MiB (its messages, and the log):
 recovery reads every one of them, and keeps none of the data file mapped in once it serves
 (those pages used to count in its RSS, a whole data file's worth); the messages are all there."""
 
@@ -6,8 +6,8 @@ from dovecote.net.client import SendEntry
 
 from .serve import ServeProcess
 
-MESSAGES = 6_000
-BODY = "m" * 2048
+MESSAGES = 1_000
+BODY = "m" * 24 * 1024  # ten to a batch, within its 256 KiB
 MIB = 1 << 20
 
 
