@@ -319,6 +319,7 @@ class QueueCore:
         # queue, messages stored before a restart are served oldest first, without the fair
         # rotation; new sends rotate again.
         fifo = core.config.fifo
+        ready_seqs: list[int] = []  # a standard queue's, all of group "": pushed at once
         # Messages stored in one commit share their wall time, and so their age and sent_at.
         last_at_ms, age_s, sent_at = None, 0.0, 0.0
         for seq, at_ms, delay_seconds, delivery, group in loaded.messages:
@@ -342,8 +343,11 @@ class QueueCore:
                 core.delayed_count += _delayed(live)
                 if fifo and live.receive_count:
                     ready.lock(group)
-            else:
+            elif fifo or group:
                 ready.push(seq, group)
+            else:
+                ready_seqs.append(seq)
+        ready.push_all(ready_seqs, "")
         heapq.heapify(core._timers)
         core._expiry_check_at = -math.inf
         core._dedup.restore(loaded.dedup, now, elapsed_ms)

@@ -34,6 +34,17 @@ class ReadySet:
         else:
             heapq.heappush(heap, seq)
 
+    def push_all(self, seqs: list[int], group: str) -> None:
+        """push() of many seqs of one group at once (a restored queue's): one heapify."""
+        if not seqs:
+            return
+        heap = self._heaps.get(group)
+        if heap is None:
+            self._heaps[group] = heap = []
+            self._enter_rotation(group)
+        heap.extend(seqs)
+        heapq.heapify(heap)
+
     def pop(self) -> int:
         """The next group's lowest seq; on a standard queue that group then waits for every
         other group's turn. Only when the set is true."""
