@@ -40,7 +40,7 @@ MADV_DONTNEED = mmap.MADV_DONTNEED
 # Commits read the pages they change, and receives read bodies, through the map; so that these do
 # not pile up in RSS, the writer releases the mapped pages after this many commits (a fraction of
 # a millisecond each time).
-RELEASE_MAPPED_EVERY_COMMITS = 500
+RELEASE_MAPPED_EVERY_COMMITS = 200
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
