@@ -321,28 +321,38 @@ class QueueCore:
         # Groups are read from the store for FIFO queues only (see Store.load_queue): on a standard
         # queue, messages stored before a restart are served oldest first, without the fair
         # rotation; new sends rotate again.
-        for sent, delivery, group in loaded.messages:
+        fifo = core.config.fifo
+        ready_seqs: list[int] = []  # a standard queue's, all of group "": pushed at once
+        # Messages stored in one commit share their wall time, and so their age and sent_at.
+        last_at_ms, age_s, sent_at = None, 0.0, 0.0
+        for seq, at_ms, delay_seconds, delivery, group in loaded.messages:
             group = sys.intern(group) if group else ""
-            age_s = elapsed_ms(sent.at_ms) / 1000
+            if at_ms != last_at_ms:
+                last_at_ms, age_s = at_ms, elapsed_ms(at_ms) / 1000
+                sent_at = now - age_s
             if delivery is None:
-                live = Live(sent.seq, now - age_s, 0, 0, READY, group)
-                remaining = min(sent.delay_seconds - age_s, SQS_MAX_DELAY_S)
+                live = Live(seq, sent_at, 0, 0, READY, group)
+                remaining = min(delay_seconds - age_s, SQS_MAX_DELAY_S)
             else:
-                live = Live(sent.seq, now - age_s, delivery.receive_count, delivery.first_receive_ms, READY, group)
+                live = Live(seq, sent_at, delivery.receive_count, delivery.first_receive_ms, READY, group)
                 timeout_ms = delivery.visible_at_ms - delivery.at_ms
                 remaining_ms = timeout_ms - elapsed_ms(delivery.at_ms)
                 remaining = min(remaining_ms / 1000, SQS_MAX_VISIBILITY_TIMEOUT_S)
-            messages[sent.seq] = live
+            messages[seq] = live
             if remaining > 0:
                 live.visible_at = now + remaining
-                core._timers.append((live.visible_at, sent.seq))
-                if core.config.fifo and live.receive_count:
-                    ready.lock(group, sent.seq)
+                core._timers.append((live.visible_at, seq))
+                core.in_flight_count += _in_flight(live)
+                core.delayed_count += _delayed(live)
+                if fifo and live.receive_count:
+                    ready.lock(group, seq)
+            elif fifo or group:
+                ready.push(seq, group)
             else:
-                ready.push(sent.seq, group)
+                ready_seqs.append(seq)
+        if ready_seqs:  # a standard queue's (a FIFO queue's all have groups)
+            ready.push_all(ready_seqs, "")
         heapq.heapify(core._timers)
-        core.in_flight_count = sum(1 for live in messages.values() if _in_flight(live))
-        core.delayed_count = sum(1 for live in messages.values() if _delayed(live))
         core._expiry_check_at = -math.inf
         core._dedup.restore(loaded.dedup, now, elapsed_ms)
         core.move_tasks.restore(loaded.move_tasks, now)

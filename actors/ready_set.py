@@ -42,10 +42,24 @@ class ReadySet:
         heap = self._heaps.get(group)
         if heap is None:
             self._heaps[group] = [seq]
-            self._rotation.append(group)
-            self._rotating.add(group)
+            self._enter_rotation(group)
         else:
             heapq.heappush(heap, seq)
+
+    def push_all(self, seqs: list[int], group: str) -> None:
+        """push() of many seqs of one group at once (a restored queue's): one heapify."""
+        if not seqs:
+            return
+        heap = self._heaps.get(group)
+        if heap is None:
+            self._heaps[group] = heap = []
+            self._enter_rotation(group)
+        heap.extend(seqs)
+        heapq.heapify(heap)
+
+    def _enter_rotation(self, group: str) -> None:
+        self._rotation.append(group)
+        self._rotating.add(group)
 
     def pop(self) -> int:
         """The next group's lowest seq; that group then waits for every other group's turn. Only

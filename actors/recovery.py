@@ -82,6 +82,7 @@ def recover(
         )
         for topic in topics
     ]
+    store.release_mapped_pages()  # recovery read every live message once: not worth keeping mapped
     report = RecoveryReport(len(loaded), sum(len(q.messages) for q in loaded), [d.describe() for d in damages])
     return cores, report
 
@@ -93,7 +94,8 @@ def last_written_ms(store: Store, queues: list[LoadedQueue]) -> int:
     if tail:
         return tail[0][1].at_ms
     return max(
-        (max(sent.at_ms, delivery.at_ms if delivery is not None else 0) for queue in queues for sent, delivery, _ in queue.messages),
+        [max(queue.messages.sent_ms, default=0) for queue in queues]
+        + [delivery.at_ms for queue in queues for delivery in queue.messages.deliveries.values()],
         default=0,
     )
 

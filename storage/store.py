@@ -20,6 +20,8 @@ pure modules that import it load no cryptography.
 from __future__ import annotations
 
 import abc
+import itertools
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -36,7 +38,6 @@ from .records import (
     DeliveryRow,
     MessageReceived,
     MessageSent,
-    MessageSentHead,
     MoveTaskChanged,
     Published,
     PushAttempted,
@@ -194,10 +195,29 @@ class RecordSealer(Protocol):
     def retirable(self, candidates: Sequence[Any], oldest_stored_lsn: int, at_ms: int) -> list[Record]: ...
 
 
-class LoadedMessage(NamedTuple):
-    sent: MessageSentHead
-    delivery: DeliveryRow | None
-    group_id: str = ""  # read only when load_queue is asked for groups
+class LoadedMessages:
+    """A queue's live messages as recovery reads them, in seq order: columns of plain numbers
+    (seq, stored wall time, delay) and the few delivery rows by seq, rather than objects per
+    message, which, freed once the queue is rebuilt, would leave the heap fragmented and the
+    process that much larger. Iterating gives (seq, at_ms, delay_seconds, delivery, group)."""
+
+    __slots__ = ("seqs", "sent_ms", "delays", "deliveries", "groups")
+
+    def __init__(self) -> None:
+        self.seqs = array("Q")
+        self.sent_ms = array("q")
+        self.delays = array("q")
+        self.deliveries: dict[int, DeliveryRow] = {}  # by seq: the messages received at least once
+        self.groups: list[str] = []  # one per message when read with groups (FIFO), else empty
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, DeliveryRow | None, str]]:
+        deliveries = self.deliveries
+        groups = self.groups or itertools.repeat("")
+        for seq, at_ms, delay_seconds, group in zip(self.seqs, self.sent_ms, self.delays, groups):
+            yield seq, at_ms, delay_seconds, deliveries.get(seq), group
 
 
 class PendingPush(NamedTuple):
@@ -219,7 +239,7 @@ class LoadedTopic(NamedTuple):
 
 class LoadedQueue(NamedTuple):
     row: QueueRow
-    messages: list[LoadedMessage]  # in seq order
+    messages: LoadedMessages
     dedup: list[tuple[int, DedupEntry]] = []  # (seq, entry), in seq order
     move_tasks: list[MoveTaskChanged] = []  # oldest first
 
@@ -265,6 +285,10 @@ class Store(abc.ABC):
     def restore_reserve(self) -> bool:
         """Take the reserve back once the disk has room again; True when it holds one again."""
         return True
+
+    def release_mapped_pages(self) -> None:
+        """Stop holding the stored pages read so far in this process's memory (they stay cached
+        by the system); a store that maps nothing has nothing to release."""
 
     def room_bytes(self) -> int:
         """Room left for new data (the reserve's space, when given up, not counted): what the writer
@@ -462,23 +486,24 @@ class Store(abc.ABC):
         `with_groups`, as that decodes whole messages, bodies included."""
         damage = DamageCollector()
         first, last = keys.queue_message_range(row.queue_id)
-        deliveries: dict[bytes, DeliveryRow] = dict(
-            self._rows(DELIVERIES, (MessageReceived, VisibilityChanged), damage, first, last)
-        )
-        messages: list[LoadedMessage] = []
+        messages = LoadedMessages()
+        for _, delivery in self._rows(DELIVERIES, (MessageReceived, VisibilityChanged), damage, first, last):
+            messages.deliveries[delivery.seq] = delivery
+        # One pass over what may be 100,000 rows: the columns' appends are bound once.
+        add_seq, add_sent_ms, add_delay = messages.seqs.append, messages.sent_ms.append, messages.delays.append
         for key, value in self._scan(MESSAGES, first, last):
             try:
+                sent = decode_record(unframe(value)) if with_groups else decode_message_head(unframe(value))
                 if with_groups:
-                    sent = decode_record(unframe(value))
                     if not isinstance(sent, MessageSent):
                         raise DamagedValue("not a MessageSent")
-                    group = sent.group_id
-                else:
-                    sent, group = decode_message_head(unframe(value)), ""
+                    messages.groups.append(sent.group_id)
             except _DECODE_ERRORS:
                 damage.add(MESSAGES, key)
                 continue
-            messages.append(LoadedMessage(sent, deliveries.get(key) if deliveries else None, group))
+            add_seq(sent.seq)
+            add_sent_ms(sent.at_ms)
+            add_delay(sent.delay_seconds)
             damage.break_run()
         dedup = self._load_dedup(first, last, damage)
         tasks = [record for _, record in self._rows(MOVE_TASKS, (MoveTaskChanged,), damage, first, last)]

@@ -87,10 +87,13 @@ def run(quick: bool, security: Security = PLAIN) -> list[Figure]:
             trio.run(functools.partial(produce, broker.port, "stored", 100_000 // scale, 2, 4, security=security))
             time.sleep(1.0)
             rss = broker.rss_bytes() / (1 << 20)
-            figures.append(Figure("RSS, 100,000 messages queued, idle", rss, "MiB", "<= 64", rss <= 64))
+            figures.append(Figure("RSS, 100,000 messages queued, idle", rss, "MiB", "<= 48", rss <= 48))
             broker.kill()
             restart = broker.start() * 1000
             figures.append(Figure("restart after SIGKILL, 100,000 stored, to serving", restart, "ms", "<= 300", restart <= 300))
+            time.sleep(1.0)
+            rss = broker.rss_bytes() / (1 << 20)
+            figures.append(Figure("RSS after that restart, idle", rss, "MiB", "<= 64", rss <= 64))
             with broker.client() as client:
                 depth = int(client.get_queue_attributes("stored")["ApproximateNumberOfMessages"])
             if depth != 100_000 // scale:

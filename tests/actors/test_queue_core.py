@@ -12,7 +12,7 @@ from dovecote.actors.ops import Received, ReceiveMessage, SendMessage
 from dovecote.actors.queue_core import Cycle, QueueCore, SendGroup
 from dovecote.actors.validation import default_queue_attributes
 from dovecote.storage.records import MessageReceived, MessageSent, MessageSentHead, QueueCreated
-from dovecote.storage.store import LoadedMessage, LoadedQueue
+from dovecote.storage.store import LoadedMessages, LoadedQueue
 
 WALL = 1_700_000_000_000
 ARN = "arn:aws:sqs:us-east-1:000000000000:q"
@@ -248,15 +248,12 @@ def test_restore_keeps_receive_counts_and_clamps_deadlines():
     in_flight = MessageReceived(WALL, 7, "q", 2, "id", 3, WALL + 20_000, WALL)
     far_future = MessageReceived(WALL, 7, "q", 3, "id", 1, WALL + 10**12, WALL)  # wall clock went back
     expired_visibility = MessageReceived(WALL, 7, "q", 4, "id", 5, WALL - 1, WALL)
-    loaded = LoadedQueue(
-        created,
-        [
-            LoadedMessage(heads[0], None),
-            LoadedMessage(heads[1], in_flight),
-            LoadedMessage(heads[2], far_future),
-            LoadedMessage(heads[3], expired_visibility),
-        ],
-    )
+    loaded = LoadedQueue(created, LoadedMessages())
+    loaded.messages.seqs.extend(head.seq for head in heads)
+    loaded.messages.sent_ms.extend(head.at_ms for head in heads)
+    loaded.messages.delays.extend(head.delay_seconds for head in heads)
+    for delivery in (in_flight, far_future, expired_visibility):
+        loaded.messages.deliveries[delivery.seq] = delivery
     for head in heads:
         ROWS[head.seq] = MessageSent(WALL, 7, "q", head.seq, 0, f"id-{head.seq}", "", "body", {})
     core = QueueCore.restore(loaded, ARN, now=1000.0, wall_ms=WALL, last_written_ms=WALL)
