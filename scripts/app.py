@@ -95,6 +95,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     http_port: int = 7481
     public_url: str | None = None
     sync_mode: str = "full"
+    commit_delay_ms: float = 0.0  # how long the writer may wait to gather more work into a commit
     history_hours: float = 24.0
     max_data_bytes: int = 64 << 30
     reserve_bytes: int = 16 << 20
@@ -174,6 +175,7 @@ async def run_broker(
             wall_ms=clock.wall_ms,
             wall_steps_ms=clock.steps_ms,
             history_ms=int(config.history_hours * 3600 * 1000),
+            commit_delay_s=config.commit_delay_ms / 1000,
             resume_free_bytes=config.resume_free_bytes,
         )
         async with trio.open_nursery() as storage_nursery:

@@ -221,6 +221,7 @@ class LogWriter:
         inbox_capacity: int = 8192,
         max_batch_records: int = 4096,
         history_ms: int | None = 24 * 3600 * 1000,
+        commit_delay_s: float = 0.0,
         trim_interval_s: float = 1.0,
         trim_chunk_records: int = 2000,
         space_check_interval_s: float = 2.0,
@@ -232,6 +233,7 @@ class LogWriter:
         self._frames = ClockFrames(store.last_lsn, wall_ms(), wall_steps_ms())
         self._send, self._receive = trio.open_memory_channel[AppendEntry](inbox_capacity)
         self._max_batch_records = max_batch_records
+        self._commit_delay_s = commit_delay_s
         self._history_ms = history_ms
         self._trim_interval_s = trim_interval_s
         self._trim_chunk_records = trim_chunk_records
@@ -309,16 +311,34 @@ class LogWriter:
                 more_waiting = trimmed >= self._trim_chunk_records
                 next_trim = now + (0 if more_waiting else self._trim_interval_s)
 
-    async def _commit_pending(self, first: AppendEntry) -> None:
+    async def _gather(self, first: AppendEntry) -> list[AppendEntry]:
+        """The entries for one commit: first, what is pending, and what arrives within the commit
+        window (commit_delay_s after first), up to max_batch_records."""
         batch = [first]
         count = len(first.records)
+        window_ends = trio.current_time() + self._commit_delay_s
         while count < self._max_batch_records:
             try:
                 entry = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
+            except trio.EndOfChannel:
                 break
+            except trio.WouldBlock:
+                if trio.current_time() >= window_ends:
+                    break
+                entry = None
+                with trio.move_on_at(window_ends):
+                    try:
+                        entry = await self._receive.receive()
+                    except trio.EndOfChannel:
+                        break
+                if entry is None:
+                    break
             batch.append(entry)
             count += len(entry.records)
+        return batch
+
+    async def _commit_pending(self, first: AppendEntry) -> None:
+        batch = await self._gather(first)
         if self._storage_full:
             batch = self._refuse_sends(batch)
         self._frames.note(self._store.last_lsn + 1, self._wall_steps_ms())

@@ -219,3 +219,28 @@ async def test_a_commit_in_the_writer_thread_is_not_abandoned_when_the_writer_is
         trio.lowlevel.current_trio_token().run_sync_soon(release.set)
     assert entry.done.is_set() and entry.error is None
     assert store.last_lsn == 1
+
+
+@pytest.mark.parametrize("delay_s, commits", [(0.0, 5), (0.010, 1)])
+async def test_the_commit_window_gathers_what_arrives_within_it_into_one_commit(autojump_clock, delay_s, commits):
+    """Five appends 1 ms apart: without a window each commits alone; a 10 ms window takes them
+    all into one commit, and no one is answered before it."""
+    store = MemoryStore()
+    writer = LogWriter(store, wall_ms=lambda: WALL, commit_delay_s=delay_s)
+    answered = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        started = trio.current_time()
+        entries = []
+        for seq in range(1, 6):
+            entries.append(writer.submit([sent(seq)], needs_space=True))
+            await trio.sleep(0.001)
+        for entry in entries:
+            await entry.wait()
+            answered.append(trio.current_time() - started)
+        writer.close()
+    assert store.commit_count == commits
+    assert writer.statistics().commits == commits and writer.statistics().records == 5
+    if delay_s:
+        assert min(answered) >= delay_s  # the first waited out the window
+        assert max(answered) <= delay_s + 0.001
