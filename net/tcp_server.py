@@ -7,19 +7,17 @@ version 2, the proof of a key (frames.py says how); the whole opening must be do
 connection. Connections are admitted by the accept loop (listener.py) against the limits in all
 and per peer address. Its session acts as the principal the opening proved, for every request.
 Each connection has a reader task that decodes requests and hands them to the broker. Answers go
-out in completion order (pipelined), written to the socket by whichever task produced them (the
-queue's actor, mostly) the moment they exist, when the socket takes them: a lone request's answer
-then costs no task switch. What the socket does not take at once (it is full, or it is TLS, which
-only its stream can write) waits for the connection's answer task, which sends it all in one
-go. A semaphore bounds the requests in flight per connection, each slot freed once its answer is
-handed to the kernel, so a client that does not read cannot grow the broker's memory.
+out in completion order (pipelined) through the connection's outbox (outbox.py): written to the
+socket by the task that produced them (the queue's actor, mostly) when it takes them at once, so a
+lone request's answer costs no task switch, else by the connection's answer task. A semaphore
+bounds the requests in flight per connection, each slot freed once its answer is handed to the
+kernel, so a client that does not read cannot grow the broker's memory.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import os
 import secrets
 from collections.abc import Callable
 
@@ -34,6 +32,7 @@ from dovecote.actors.session import Session
 from . import frames
 from .limits import ConnectionCounts, NetLimits
 from .listener import accept_loop
+from .outbox import Outbox
 from .audit import DENIED_CODES, DOOR_NATIVE, Audit
 from .failure_log import FailureLog
 from .tls import ServerTls, certificate_principal, peer_address, starts_with_tls
@@ -167,14 +166,8 @@ class _Connection:
         self._key_id = ""  # the key the opening proved, for the audit
         self._decoder = frames.FrameDecoder(frames.MAX_HANDSHAKE_FRAME_BYTES)
         self._inflight = trio.Semaphore(limits.max_inflight_per_connection)
-        self._unsent = bytearray()  # answers encoded, not yet handed to the kernel
-        self._unsent_answers = 0  # how many: their in-flight slots are freed once they are
-        self._answer_task_sending = False  # while it is, no one else writes to the socket
-        self._unsent_waiting = trio.Event()  # wakes the answer task
+        self._answers = Outbox(self._free_slots)
         self._no_more_answers = False
-        # The socket answers are written to directly: plain TCP, while the connection runs (after
-        # that its descriptor may be closed, and its number reused by another connection).
-        self._direct_fd: int | None = None
 
     async def run(self) -> None:
         opened = False
@@ -194,14 +187,13 @@ class _Connection:
         try:
             await self._serve_requests()
         finally:
-            self._direct_fd = None
             self._no_more_answers = True
+            self._answers.detach()
 
     async def _serve_requests(self) -> None:
-        if self.stream is self._socket_stream:
-            self._direct_fd = self._socket_stream.socket.fileno()
+        self._answers.attach(self.stream)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write_answers)
+            nursery.start_soon(self._answers.run, self.stream, self._limits.write_timeout_s)
             reason = None
             async with trio.open_nursery() as reading:
                 reading.start_soon(_cancel_when_set, self._stopping, reading.cancel_scope)
@@ -214,7 +206,7 @@ class _Connection:
                 for _ in range(self._limits.max_inflight_per_connection):
                     await self._inflight.acquire()
             self._no_more_answers = True
-            self._unsent_waiting.set()
+            self._answers.detach()
 
     async def _open(self) -> bool:
         """TLS, the version handshake and the key's proof. False: refused (answered) or gone."""
@@ -352,46 +344,13 @@ class _Connection:
             result = QueueName(self._queue_url(result.queue))
         elif type(result) is QueueNames:
             result = QueueNames([self._queue_url(name) for name in result.queues], result.next_token)
-        frames.encode_response(request_id, result, self._unsent)
-        self._unsent_answers += 1
-        if self._direct_fd is not None and not self._answer_task_sending:
-            try:
-                written = os.write(self._direct_fd, self._unsent)
-            except OSError:  # full (EAGAIN), or broken: the answer task's send meets the same and says so
-                written = 0
-            if written == len(self._unsent):
-                self._unsent.clear()
-                self._free_slots(self._unsent_answers)
-                self._unsent_answers = 0
-                return
-            del self._unsent[:written]
-        self._unsent_waiting.set()
+        frames.encode_response(request_id, result, self._answers.pending)
+        self._answers.added()
 
     def _free_slots(self, answers: int) -> None:
         for _ in range(answers):
             if self._inflight.value < self._limits.max_inflight_per_connection:
                 self._inflight.release()
-
-    async def _write_answers(self) -> None:
-        """Send what was not written when it was answered, until there will be no more."""
-        while True:
-            if not self._unsent:
-                if self._no_more_answers:
-                    return
-                await self._unsent_waiting.wait()
-                self._unsent_waiting = trio.Event()
-                continue
-            out, answers = self._unsent, self._unsent_answers
-            self._unsent, self._unsent_answers = bytearray(), 0
-            self._answer_task_sending = True
-            try:
-                with trio.move_on_after(self._limits.write_timeout_s) as write_scope:
-                    await self.stream.send_all(out)
-                if write_scope.cancelled_caught:
-                    raise trio.BrokenResourceError(f"the peer took no answer for {self._limits.write_timeout_s:g} s")
-            finally:
-                self._answer_task_sending = False
-                self._free_slots(answers)
 
 
 async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:

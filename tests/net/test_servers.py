@@ -332,3 +332,46 @@ async def test_a_lone_requests_answer_is_written_by_the_actor_not_a_task_of_the_
         assert len(answer.result.messages) == 10
         await stream.aclose()
     assert ports.native not in server_sends
+
+
+async def test_a_lone_call_writes_its_request_itself_not_through_a_send_task(tmp_path, monkeypatch):
+    """On plain TCP the client's call writes its frame to the socket when it takes it at once."""
+    client_sends = []
+    send_all = trio.SocketStream.send_all
+
+    async def noting_send_all(self, data):
+        client_sends.append(self.socket.getpeername()[1])
+        await send_all(self, data)
+
+    async with broker(tmp_path) as ports, open_client("127.0.0.1", ports.native) as client:
+        monkeypatch.setattr(trio.SocketStream, "send_all", noting_send_all)
+        await client.create_queue("q")
+        for i in range(10):
+            await client.send_message("q", f"m{i}")
+        assert len(await client.receive_message("q", max_number_of_messages=10)) == 10
+    assert ports.native not in client_sends
+
+
+async def test_requests_the_socket_cannot_take_at_once_go_out_whole_and_in_order(tmp_path, monkeypatch):
+    """Many large requests at once: what a call cannot write itself, the client's send task does."""
+    bodies = [f"{i:03d}" + "x" * 200_000 for i in range(24)]
+    client_sends = []
+    send_all = trio.SocketStream.send_all
+
+    async def noting_send_all(self, data):
+        client_sends.append(self.socket.getpeername()[1])
+        await send_all(self, data)
+
+    async with broker(tmp_path) as ports, open_client("127.0.0.1", ports.native) as client:
+        monkeypatch.setattr(trio.SocketStream, "send_all", noting_send_all)
+        await client.create_queue("q")
+        async with trio.open_nursery() as nursery:
+            for body in bodies:
+                nursery.start_soon(client.send_message, "q", body)
+        received = []
+        while len(received) < len(bodies):
+            batch = await client.receive_message("q", max_number_of_messages=10)
+            assert batch
+            received += [message.body for message in batch]
+    assert sorted(received) == bodies
+    assert ports.native in client_sends  # the send task had some to send
