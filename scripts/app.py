@@ -95,7 +95,6 @@ class ServeConfig(msgspec.Struct, frozen=True):
     http_port: int = 7481
     public_url: str | None = None
     sync_mode: str = "full"
-    commit_delay_ms: float = 0.0  # how long the writer may wait to gather more work into a commit
     history_hours: float = 24.0
     max_data_bytes: int = 64 << 30
     reserve_bytes: int = 16 << 20
@@ -115,6 +114,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     allow_anonymous: bool = False  # serve a host other than loopback without access keys
     sse_master_key_file: str | None = None  # None: DATA_DIR/sse-master.key
     tls: TlsSettings | None = None  # None: both listeners speak plain TCP
+    commit_delay_ms: float = 0.0  # how long the writer may wait to gather more work into a commit
 
 
 class Ports(NamedTuple):

@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar
 
-import outcome
 import trio
 
 from . import crash_points
@@ -197,14 +196,22 @@ class CommitThread:
 
     async def run(self, function: Callable[..., T], *args: object) -> T:
         await trio.lowlevel.checkpoint_if_cancelled()
-        token, task = trio.lowlevel.current_trio_token(), trio.lowlevel.current_task()
+        token, done = trio.lowlevel.current_trio_token(), trio.Event()
+        outcome: list = []  # [value] or [None, exception], from the thread
 
         def job() -> None:
-            result = outcome.capture(function, *args)
-            token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+            try:
+                outcome.append(function(*args))
+            except BaseException as error:
+                outcome.extend((None, error))
+            token.run_sync_soon(done.set)
 
         self._jobs.put(job)
-        return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        if len(outcome) == 2:
+            raise outcome[1]
+        return outcome[0]
 
     def stop(self) -> None:
         """The thread ends once the job it runs, if any, is done."""
