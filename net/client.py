@@ -86,11 +86,13 @@ from dovecote.actors.ops import (
 
 from . import frames
 from .limits import DEFAULT_MAX_RESPONSE_FRAME_BYTES
+from .outbox import Outbox
 from .tls import TlsOption, client_context
 
 DEFAULT_PORT = 7480
 DEFAULT_TIMEOUT_S = 60.0
 MAX_LONG_POLL_S = 20  # SQS's longest WaitTimeSeconds, which a queue's ReceiveMessageWaitTimeSeconds may set
+MAX_UNSENT_REQUESTS = 1024  # a caller past them waits until the socket takes some
 AccessKey = tuple[str, str]  # (key id, secret)
 
 
@@ -360,7 +362,9 @@ class _Operations:
 
 
 class Client(_Operations):
-    """A pipelining Trio client. Many tasks may call it at once; use open_client()."""
+    """A pipelining Trio client. Many tasks may call it at once; use open_client(). A call writes
+    its request to the socket itself when it takes it at once (outbox.py), so a lone request costs
+    no switch to another task on its way out."""
 
     def __init__(
         self,
@@ -374,7 +378,9 @@ class Client(_Operations):
         self._timeout_s = timeout_s
         self._decoder = decoder or frames.FrameDecoder(DEFAULT_MAX_RESPONSE_FRAME_BYTES)
         self._ids = itertools.count(1)
-        self._outgoing_send, self._outgoing = trio.open_memory_channel[tuple[int, Op, ReplySlot]](1024)
+        self._unsent_requests = trio.Semaphore(MAX_UNSENT_REQUESTS)
+        self._requests = Outbox(self._requests_sent)
+        self._requests.attach(stream)
         # Registrations run ahead of answers by at most what the broker lets be in flight plus what
         # the socket buffers hold; this bound is far above both.
         self._registered_send, self._registered = trio.open_memory_channel[tuple[int, ReplySlot]](65536)
@@ -390,7 +396,21 @@ class Client(_Operations):
         slot: ReplySlot[Result | BaseException] = ReplySlot()
         timeout_s = self._timeout_s + (MAX_LONG_POLL_S if isinstance(op, ReceiveMessage) else 0)
         with trio.move_on_after(timeout_s) as deadline:
-            await self._outgoing_send.send((next(self._ids), op, slot))
+            try:
+                self._unsent_requests.acquire_nowait()
+            except trio.WouldBlock:
+                await self._unsent_requests.acquire()
+            request_id = next(self._ids)
+            pending = self._requests.pending
+            start = len(pending)
+            try:
+                frames.encode_request(request_id, op, pending)
+            except BaseException:
+                del pending[start:]  # no half frame on the wire
+                self._unsent_requests.release()
+                raise
+            self._registered_send.send_nowait((request_id, slot))
+            self._requests.added()
             result = await slot.wait()
         if deadline.cancelled_caught:
             raise TimeoutError(f"the broker did not answer {type(op).__name__} within {timeout_s:g} s")
@@ -401,26 +421,23 @@ class Client(_Operations):
     async def _then(self, value: Any, finish: Any) -> Any:  # type: ignore[override]
         return finish(await value)
 
+    def _requests_sent(self, count: int) -> None:
+        for _ in range(count):
+            self._unsent_requests.release()
+
+    def close(self) -> None:
+        """No more requests: a later call raises ConnectionError."""
+        self._lost = ConnectionError("the client is closed")
+        self._requests.detach()
+
     async def _send_loop(self) -> None:
-        out = bytearray()
-        async for request_id, op, slot in self._outgoing:
-            batch = [(request_id, op, slot)]
-            while len(batch) < 256:
-                try:
-                    batch.append(self._outgoing.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            for request_id, op, slot in batch:
-                self._registered_send.send_nowait((request_id, slot))
-                frames.encode_request(request_id, op, out)
-            try:
-                await self._stream.send_all(out)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
-                self._lost = error
-                for _, _, slot in batch:
-                    slot(error)
-                return
-            out.clear()
+        """Send what calls could not write themselves; on a broken connection, close the stream,
+        which ends the receive loop and fails every call waiting."""
+        try:
+            await self._requests.run(self._stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            self._lost = error
+            await trio.aclose_forcefully(self._stream)
 
     async def _receive_loop(self) -> None:
         pending: dict[int, ReplySlot] = {}
@@ -493,6 +510,7 @@ async def open_client(
             try:
                 yield client
             finally:
+                client.close()
                 nursery.cancel_scope.cancel()
 
 

@@ -6,10 +6,12 @@ version 2, the proof of a key (frames.py says how); the whole opening must be do
 (however slowly it trickles), and answers the peer does not take within `write_timeout_s` close the
 connection. Connections are admitted by the accept loop (listener.py) against the limits in all
 and per peer address. Its session acts as the principal the opening proved, for every request.
-Each connection has two tasks: a reader that decodes requests and hands them to the broker, and a
-writer that sends answers as the actors produce them (pipelined, in completion order, several per
-send when they come together). A semaphore bounds the requests in flight per connection, so the
-answer channel can never fill and a client that does not read cannot grow the broker's memory.
+Each connection has a reader task that decodes requests and hands them to the broker. Answers go
+out in completion order (pipelined) through the connection's outbox (outbox.py): written to the
+socket by the task that produced them (the queue's actor, mostly) when it takes them at once, so a
+lone request's answer costs no task switch, else by the connection's answer task. A semaphore
+bounds the requests in flight per connection, each slot freed once its answer is handed to the
+kernel, so a client that does not read cannot grow the broker's memory.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dovecote.actors.session import Session
 from . import frames
 from .limits import ConnectionCounts, NetLimits
 from .listener import accept_loop
+from .outbox import Outbox
 from .audit import DENIED_CODES, DOOR_NATIVE, Audit
 from .failure_log import FailureLog
 from .tls import ServerTls, certificate_principal, peer_address, starts_with_tls
@@ -163,10 +166,8 @@ class _Connection:
         self._key_id = ""  # the key the opening proved, for the audit
         self._decoder = frames.FrameDecoder(frames.MAX_HANDSHAKE_FRAME_BYTES)
         self._inflight = trio.Semaphore(limits.max_inflight_per_connection)
-        # One slot per request in flight, plus one for a protocol-error answer.
-        self._answers_send, self._answers_receive = trio.open_memory_channel[tuple[int, Result]](
-            limits.max_inflight_per_connection + 1
-        )
+        self._answers = Outbox(self._free_slots)
+        self._no_more_answers = False
 
     async def run(self) -> None:
         opened = False
@@ -183,8 +184,16 @@ class _Connection:
                 watching.cancel_scope.cancel()
         if not opened:
             return
+        try:
+            await self._serve_requests()
+        finally:
+            self._no_more_answers = True
+            self._answers.detach()
+
+    async def _serve_requests(self) -> None:
+        self._answers.attach(self.stream)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write_answers)
+            nursery.start_soon(self._answers.run, self.stream, self._limits.write_timeout_s)
             reason = None
             async with trio.open_nursery() as reading:
                 reading.start_soon(_cancel_when_set, self._stopping, reading.cancel_scope)
@@ -196,7 +205,8 @@ class _Connection:
             with trio.move_on_after(self._limits.shutdown_grace_s):
                 for _ in range(self._limits.max_inflight_per_connection):
                     await self._inflight.acquire()
-            self._answers_send.close()
+            self._no_more_answers = True
+            self._answers.detach()
 
     async def _open(self) -> bool:
         """TLS, the version handshake and the key's proof. False: refused (answered) or gone."""
@@ -327,38 +337,20 @@ class _Connection:
         return answer
 
     def _answer(self, request_id: int, result: Result) -> None:
+        if self._no_more_answers:
+            return  # the connection is gone; the request's effects stand
         # The actors name queues; clients of this protocol get queue URLs, as SQS clients do.
         if type(result) is QueueName:
             result = QueueName(self._queue_url(result.queue))
         elif type(result) is QueueNames:
             result = QueueNames([self._queue_url(name) for name in result.queues], result.next_token)
-        try:
-            self._answers_send.send_nowait((request_id, result))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # the connection is gone; the request's effects stand
+        frames.encode_response(request_id, result, self._answers.pending)
+        self._answers.added()
 
-    async def _write_answers(self) -> None:
-        out = bytearray()
-        async for request_id, result in self._answers_receive:
-            frames.encode_response(request_id, result, out)
-            released = 1
-            while True:
-                try:
-                    request_id, result = self._answers_receive.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                frames.encode_response(request_id, result, out)
-                released += 1
-            try:
-                with trio.move_on_after(self._limits.write_timeout_s) as write_scope:
-                    await self.stream.send_all(out)
-                if write_scope.cancelled_caught:
-                    raise trio.BrokenResourceError(f"the peer took no answer for {self._limits.write_timeout_s:g} s")
-            finally:
-                out.clear()
-                for _ in range(released):
-                    if self._inflight.value < self._limits.max_inflight_per_connection:
-                        self._inflight.release()
+    def _free_slots(self, answers: int) -> None:
+        for _ in range(answers):
+            if self._inflight.value < self._limits.max_inflight_per_connection:
+                self._inflight.release()
 
 
 async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:

@@ -119,6 +119,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     tls: TlsSettings | None = None  # None: both listeners speak plain TCP
     remotes: tuple[RemoteConfig, ...] = ()  # the SQS/SNS endpoints shovels link to
     shovels: tuple[ShovelConfig, ...] = ()
+    commit_delay_ms: float = 0.0  # how long the writer may wait to gather more work into a commit
 
 
 class Ports(NamedTuple):
@@ -179,6 +180,7 @@ async def run_broker(
             wall_ms=clock.wall_ms,
             wall_steps_ms=clock.steps_ms,
             history_ms=int(config.history_hours * 3600 * 1000),
+            commit_delay_s=config.commit_delay_ms / 1000,
             resume_free_bytes=config.resume_free_bytes,
         )
         async with trio.open_nursery() as storage_nursery:

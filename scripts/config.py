@@ -50,6 +50,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 
 
+MAX_COMMIT_DELAY_MS = 1000  # a wait past that is a mistake: every lone request would pay it
+
+
 class ConfigError(Exception):
     """A configuration file or environment variable that cannot be used: one line saying where."""
 
@@ -199,6 +202,11 @@ SETTINGS: tuple[Setting, ...] = (
         "sync", str, "full: fsync every commit, nothing acknowledged is lost on power loss; os: the OS flushes later, "
         "a power loss may lose the last seconds of acknowledged work (a broker crash loses nothing)",
         "sync_mode", choices=("full", "os"),
+    ),
+    Setting(
+        "commit_delay_ms", float, "how long a commit may wait for more work to share it (0 to 1000 ms): fewer, fuller "
+        "commits (fewer bytes written to flash) for that much more latency per request; nothing is acknowledged sooner",
+        "commit_delay_ms", metavar="MS",
     ),
     Setting(
         "history_hours", float, "how long log records stay readable (dovecote log, replay) after what they describe is gone; "
@@ -533,6 +541,8 @@ def _checked(setting: Setting, value: object) -> object:
             if str(value).lower() == choice.lower():
                 return choice
         raise ValueError(f"expected one of {', '.join(setting.choices)}, not {value!r}")
+    if setting.key == "commit_delay_ms" and not 0 <= value <= MAX_COMMIT_DELAY_MS:
+        raise ValueError(f"expected 0 to {MAX_COMMIT_DELAY_MS} milliseconds, not {value:g}")
     if setting.key == "access_key":
         for number, pair in enumerate(value, 1):
             key_id, _, secret = pair.partition(":")

@@ -6,7 +6,13 @@ Callers `submit` a list of records and await the returned entry. The writer take
 is pending (group commit: while one commit is running in a worker thread, the next batch queues up),
 commits them in one transaction, and only then wakes each caller. A commit is never abandoned on
 cancel: the worker thread runs to completion, so a caller that got a success reply knows its records
-are on disk.
+are on disk. The worker is one thread for the writer's life (CommitThread), which runs every
+commit and trim of a store that commits in a thread: handing it a job and being woken with the
+result costs a wake-up each way and nothing else, where a thread from trio's cache per commit costs
+a limiter, a context copy and two more task switches (about 60 µs of the 0.7 ms a lone request took).
+With a commit window (commit_delay_s, the operator's `--commit-delay-ms`) the writer, having taken
+an entry, waits up to that long for more before it commits: fewer, fuller commits, each request
+answered up to that much later, never before its commit.
 
 Space: when the disk fills or the map reaches its limit, the writer refuses entries that
 `need_space` (sends) from then on, the batch's own included, and retries the rest (receives,
@@ -29,9 +35,11 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import trio
 
@@ -40,6 +48,8 @@ from .records import TRUSTED_SINCE_MS, Record
 from .store import MapFull, Store, StorageError, StorageFull
 
 log = logging.getLogger("dovecote.storage")
+
+T = TypeVar("T")
 
 
 class WriterOverloaded(StorageError):
@@ -172,6 +182,45 @@ class ClockFrames:
         return self._steps_ms[-1] - self._steps_ms[bisect.bisect_right(self._first_lsns, lsn) - 1]
 
 
+class CommitThread:
+    """One thread that runs the writer's store jobs in turn, for as long as the writer runs; a
+    write transaction then always begins, commits and ends on the same thread, as LMDB requires.
+    `run` is awaited by one task at a time (the writer's) and cannot be cancelled while its job
+    runs: a commit is never abandoned."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="dovecote-writer", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    async def run(self, function: Callable[..., T], *args: object) -> T:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        token, done = trio.lowlevel.current_trio_token(), trio.Event()
+        outcome: list = []  # [value] or [None, exception], from the thread
+
+        def job() -> None:
+            try:
+                outcome.append(function(*args))
+            except BaseException as error:
+                outcome.extend((None, error))
+            token.run_sync_soon(done.set)
+
+        self._jobs.put(job)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        if len(outcome) == 2:
+            raise outcome[1]
+        return outcome[0]
+
+    def stop(self) -> None:
+        """The thread ends once the job it runs, if any, is done."""
+        self._jobs.put(None)
+
+
 class LogWriter:
     def __init__(
         self,
@@ -182,6 +231,7 @@ class LogWriter:
         inbox_capacity: int = 8192,
         max_batch_records: int = 4096,
         history_ms: int | None = 24 * 3600 * 1000,
+        commit_delay_s: float = 0.0,
         trim_interval_s: float = 1.0,
         trim_chunk_records: int = 2000,
         space_check_interval_s: float = 2.0,
@@ -193,6 +243,7 @@ class LogWriter:
         self._frames = ClockFrames(store.last_lsn, wall_ms(), wall_steps_ms())
         self._send, self._receive = trio.open_memory_channel[AppendEntry](inbox_capacity)
         self._max_batch_records = max_batch_records
+        self._commit_delay_s = commit_delay_s
         self._history_ms = history_ms
         self._trim_interval_s = trim_interval_s
         self._trim_chunk_records = trim_chunk_records
@@ -204,6 +255,7 @@ class LogWriter:
         self._trimmed = 0
         self._commit_seconds = Histogram(COMMIT_SECONDS_BUCKETS)
         self._commit_records = Histogram(COMMIT_RECORDS_BUCKETS)
+        self._thread: CommitThread | None = None  # while run() runs, for a store that commits in a thread
 
     def submit(
         self, records: Sequence[Record], *, needs_space: bool, on_done: Callable[[], None] | None = None, sealed_for: int = 0
@@ -236,6 +288,14 @@ class LogWriter:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._thread = CommitThread() if self._store.commits_in_thread else None
+        try:
+            await self._serve(task_status)
+        finally:
+            if self._thread is not None:
+                self._thread.stop()
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         task_status.started()
         next_trim = trio.current_time() + self._trim_interval_s
         next_space_check = math.inf
@@ -261,16 +321,34 @@ class LogWriter:
                 more_waiting = trimmed >= self._trim_chunk_records
                 next_trim = now + (0 if more_waiting else self._trim_interval_s)
 
-    async def _commit_pending(self, first: AppendEntry) -> None:
+    async def _gather(self, first: AppendEntry) -> list[AppendEntry]:
+        """The entries for one commit: first, what is pending, and what arrives within the commit
+        window (commit_delay_s after first), up to max_batch_records."""
         batch = [first]
         count = len(first.records)
+        window_ends = trio.current_time() + self._commit_delay_s
         while count < self._max_batch_records:
             try:
                 entry = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
+            except trio.EndOfChannel:
                 break
+            except trio.WouldBlock:
+                if trio.current_time() >= window_ends:
+                    break
+                entry = None
+                with trio.move_on_at(window_ends):
+                    try:
+                        entry = await self._receive.receive()
+                    except trio.EndOfChannel:
+                        break
+                if entry is None:
+                    break
             batch.append(entry)
             count += len(entry.records)
+        return batch
+
+    async def _commit_pending(self, first: AppendEntry) -> None:
+        batch = await self._gather(first)
         if self._storage_full:
             batch = self._refuse_sends(batch)
         self._frames.note(self._store.last_lsn + 1, self._wall_steps_ms())
@@ -343,9 +421,9 @@ class LogWriter:
 
     async def _commit(self, batches: list[Sequence[Record]], fallback_owners: list[int]) -> list[list[Record]]:
         crash_points.reached("before-write")
-        if not self._store.commits_in_thread:
+        if self._thread is None:
             return self._store.commit(batches, fallback_owners)
-        return await trio.to_thread.run_sync(self._store.commit, batches, fallback_owners, abandon_on_cancel=False)
+        return await self._thread.run(self._store.commit, batches, fallback_owners)
 
     async def _trim(self) -> int:
         if self._history_ms is None:
@@ -355,10 +433,8 @@ class LogWriter:
         before_ms = now_ms - self._history_ms
         trim = self._store.trim_history
         try:
-            if self._store.commits_in_thread:
-                trimmed = await trio.to_thread.run_sync(
-                    trim, before_ms, now_ms, self._trim_chunk_records, self._frames.shift, abandon_on_cancel=False
-                )
+            if self._thread is not None:
+                trimmed = await self._thread.run(trim, before_ms, now_ms, self._trim_chunk_records, self._frames.shift)
             else:
                 trimmed = trim(before_ms, now_ms, self._trim_chunk_records, self._frames.shift)
         except StorageError as exc:

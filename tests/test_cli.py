@@ -34,7 +34,7 @@ def test_serve_without_flags_runs_with_the_config_structs_defaults():
 def test_every_flag_lands_where_the_table_says():
     chosen = serve_config(
         "--data-dir", "d", "--host", "0.0.0.0", "--port", "1", "--http-port", "2", "--public-url", "https://mq.example",
-        "--sync", "os", "--history-hours", "1.5", "--max-data-bytes", "3", "--reserve-bytes", "4", "--resume-free-bytes", "5", "--salvage",
+        "--sync", "os", "--commit-delay-ms", "9", "--history-hours", "1.5", "--max-data-bytes", "3", "--reserve-bytes", "4", "--resume-free-bytes", "5", "--salvage",
         "--access-key", "A:a", "--access-key", "B:b", "--account-id", "123456789012", "--region", "eu-west-1",
         "--unsigned-sqs-envelopes", "--push-timeout", "5", "--push-max-pending", "6", "--push-in-flight", "7",
         "--push-ca", "ca.pem", "--smtp-host", "relay", "--smtp-port", "8", "--smtp-starttls", "--smtp-user", "me",
@@ -49,7 +49,7 @@ def test_every_flag_lands_where_the_table_says():
         ),
         smtp=SmtpRelay("relay", 8, True, "me", "pw", "me@example"),
         push_timeout_s=5.0, push_max_in_flight=7, push_verify="ca.pem", allow_anonymous=True,
-        tls=TlsSettings("cert.pem", "key.pem", "ca.pem", "optional"),
+        tls=TlsSettings("cert.pem", "key.pem", "ca.pem", "optional"), commit_delay_ms=9.0,
     )
 
 
@@ -71,7 +71,10 @@ def test_serve_help_shows_every_default_and_the_exit_codes(capsys):
     assert help_text.count("(default ") == len(flags)
     for setting in flags:
         default = config.default_of(setting)
-        shown = {None: "unset", (): "unset", True: "true", False: "false", "": "empty"}.get(default, str(default))
+        if isinstance(default, bool):
+            shown = "true" if default else "false"
+        else:  # (not looked up with the booleans: 0.0 == False)
+            shown = {None: "unset", (): "unset", "": "empty"}.get(default, str(default))
         assert f"{setting.explanation} (default {shown}" in help_text
     assert "defaults shown here, the TOML file given with --config" in help_text
     for code in range(6):

@@ -69,6 +69,7 @@ def test_environment_values_are_read_by_their_type():
         ({"DOVECOTE_SALVAGE": "maybe"}, "$DOVECOTE_SALVAGE: expected true or false, not 'maybe'"),
         ({"DOVECOTE_SYNC": "sometimes"}, "$DOVECOTE_SYNC: expected one of full, os, not 'sometimes'"),
         ({"DOVECOTE_ACCESS_KEY": "A:a,secret-without-id"}, "$DOVECOTE_ACCESS_KEY: each key is ID:SECRET, and key 2 is not"),
+        ({"DOVECOTE_COMMIT_DELAY_MS": "-1"}, "$DOVECOTE_COMMIT_DELAY_MS: expected 0 to 1000 milliseconds, not -1"),
     ],
 )
 def test_a_bad_environment_variable_is_named(environ, message):
@@ -90,6 +91,7 @@ def test_a_bad_environment_variable_is_named(environ, message):
         ('history_hours = true\n', "{file}:1: history_hours: expected a number, not true"),
         ('access_key = "A:a"\n', '{file}:1: access_key: expected a list of strings, not "A:a"'),
         ('sync = "fast"\n', "{file}:1: sync: expected one of full, os, not 'fast'"),
+        ('commit_delay_ms = 5000\n', "{file}:1: commit_delay_ms: expected 0 to 1000 milliseconds, not 5000"),
         ('port = \n', "{file}: Invalid value (at line 1, column 8)"),
     ],
 )
@@ -99,6 +101,11 @@ def test_a_bad_file_is_one_error_naming_the_key_and_its_line(tmp_path, text, mes
     with pytest.raises(config.ConfigError) as error:
         resolve("--config", str(file))
     assert str(error.value) == message.format(file=file)
+
+
+def test_the_commit_window_reaches_serve_from_a_flag():
+    assert config.serve_config(resolve().values).commit_delay_ms == 0
+    assert config.serve_config(resolve("--commit-delay-ms", "2.5").values).commit_delay_ms == 2.5
 
 
 def test_a_missing_file_is_named(tmp_path):

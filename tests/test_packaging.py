@@ -77,7 +77,7 @@ def test_the_wheel_holds_only_the_dovecote_namespace(tmp_path):
     assert folders == packages  # no other files either (the wrk script)
 
 
-@pytest.mark.parametrize("benchmark", ["bench", "bench.sqs", "bench.sns", "bench.pushes", "bench.aws", "bench.log"])
+@pytest.mark.parametrize("benchmark", ["bench", "bench.sqs", "bench.sns", "bench.pushes", "bench.aws", "bench.log", "bench.peers"])
 def test_the_benchmarks_start_from_the_editable_install(benchmark, tmp_path):
     """The wheel leaves them out; the editable install finds them, from any working directory."""
     result = subprocess.run(

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from dovecote.actors.errors import BrokerError
-from dovecote.actors.ops import ListQueues, MessageAttributeValue, ReceiveMessage
+from dovecote.actors.ops import CreateQueue, Failure, ListQueues, MessageAttributeValue, ReceiveMessage, SendMessage
 from dovecote.app import ServeConfig, run_broker
 from dovecote.net import frames, tcp_server
 from dovecote.net.client import open_client
@@ -303,3 +303,75 @@ async def test_a_flood_of_native_connection_failures_logs_one_traceback_an_inter
             assert (await client.call(ListQueues())).queues == []  # still serving
     failures = [record for record in caplog.records if "a native connection failed" in record.getMessage()]
     assert len(failures) == 1 and failures[0].exc_info is not None
+
+
+async def test_a_lone_requests_answer_is_written_by_the_actor_not_a_task_of_the_connection(tmp_path, monkeypatch):
+    """On plain TCP an answer the socket takes at once goes out from the task that produced it:
+    no send through the connection's answer task (a task switch per request)."""
+    server_sends = []
+    send_all = trio.SocketStream.send_all
+
+    async def noting_send_all(self, data):
+        server_sends.append(self.socket.getsockname()[1])
+        await send_all(self, data)
+
+    async with broker(tmp_path) as ports:
+        stream = await raw_connection(ports.native)
+        monkeypatch.setattr(trio.SocketStream, "send_all", noting_send_all)
+        decoder = frames.FrameDecoder(1 << 20)
+        for request_id, op in enumerate(
+            [CreateQueue("q"), *[SendMessage("q", f"m{i}") for i in range(20)], ReceiveMessage("q", 10)], start=1
+        ):
+            out = bytearray()
+            frames.encode_request(request_id, op, out)
+            await stream.send_all(bytes(out))
+            while (payload := decoder.next_payload()) is None:
+                decoder.feed(await stream.receive_some(65536))
+            answer = frames.decode_response(payload)
+            assert answer.id == request_id and not isinstance(answer.result, Failure), answer
+        assert len(answer.result.messages) == 10
+        await stream.aclose()
+    assert ports.native not in server_sends
+
+
+async def test_a_lone_call_writes_its_request_itself_not_through_a_send_task(tmp_path, monkeypatch):
+    """On plain TCP the client's call writes its frame to the socket when it takes it at once."""
+    client_sends = []
+    send_all = trio.SocketStream.send_all
+
+    async def noting_send_all(self, data):
+        client_sends.append(self.socket.getpeername()[1])
+        await send_all(self, data)
+
+    async with broker(tmp_path) as ports, open_client("127.0.0.1", ports.native) as client:
+        monkeypatch.setattr(trio.SocketStream, "send_all", noting_send_all)
+        await client.create_queue("q")
+        for i in range(10):
+            await client.send_message("q", f"m{i}")
+        assert len(await client.receive_message("q", max_number_of_messages=10)) == 10
+    assert ports.native not in client_sends
+
+
+async def test_requests_the_socket_cannot_take_at_once_go_out_whole_and_in_order(tmp_path, monkeypatch):
+    """Many large requests at once: what a call cannot write itself, the client's send task does."""
+    bodies = [f"{i:03d}" + "x" * 200_000 for i in range(24)]
+    client_sends = []
+    send_all = trio.SocketStream.send_all
+
+    async def noting_send_all(self, data):
+        client_sends.append(self.socket.getpeername()[1])
+        await send_all(self, data)
+
+    async with broker(tmp_path) as ports, open_client("127.0.0.1", ports.native) as client:
+        monkeypatch.setattr(trio.SocketStream, "send_all", noting_send_all)
+        await client.create_queue("q")
+        async with trio.open_nursery() as nursery:
+            for body in bodies:
+                nursery.start_soon(client.send_message, "q", body)
+        received = []
+        while len(received) < len(bodies):
+            batch = await client.receive_message("q", max_number_of_messages=10)
+            assert batch
+            received += [message.body for message in batch]
+    assert sorted(received) == bodies
+    assert ports.native in client_sends  # the send task had some to send

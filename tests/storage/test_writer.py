@@ -1,5 +1,7 @@
 """The log writer: group commit, failure reporting, history trimming (memory store, autojump)."""
 
+import threading
+
 import pytest
 import trio
 
@@ -162,3 +164,83 @@ async def test_a_wall_clock_step_does_not_trim_the_archive(autojump_clock):
         await trio.sleep(day / 1000)  # the first three run out, the one archived after the step does not
         writer.close()
     assert [p.message_id for p in store.read_archive(1, 0, 10)] == ["new"]
+
+
+class ThreadNotingStore(ThreadedMemoryStore):
+    """Notes the thread each commit and trim runs on."""
+
+    def __init__(self):
+        super().__init__()
+        self.threads = []
+
+    def commit(self, batches, fallback_owners=()):
+        self.threads.append(threading.current_thread())
+        return super().commit(batches, fallback_owners)
+
+    def trim_history(self, *args):
+        self.threads.append(threading.current_thread())
+        return super().trim_history(*args)
+
+
+async def test_every_commit_and_trim_runs_on_one_writer_thread_that_ends_with_the_writer():
+    """One persistent thread, not one from trio's cache per commit: LMDB's transactions stay on
+    the thread that began them, and a commit costs one wake-up each way."""
+    store = ThreadNotingStore()
+    writer = LogWriter(store, wall_ms=lambda: WALL, trim_interval_s=0.001)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for seq in range(1, 21):
+            await writer.append([sent(seq)])
+            await trio.sleep(0.002)  # trims run between commits
+        writer.close()
+    kinds = {thread.name for thread in store.threads}
+    assert kinds == {"dovecote-writer"}, kinds
+    assert len({id(thread) for thread in store.threads}) == 1
+    assert store.commit_count == 20 and len(store.threads) > 20  # trims too
+    store.threads[0].join(timeout=5)
+    assert not store.threads[0].is_alive()
+
+
+async def test_a_commit_in_the_writer_thread_is_not_abandoned_when_the_writer_is_cancelled():
+    release = threading.Event()
+
+    class SlowStore(ThreadedMemoryStore):
+        def commit(self, batches, fallback_owners=()):
+            release.wait(5)
+            return super().commit(batches, fallback_owners)
+
+    store = SlowStore()
+    writer = LogWriter(store, wall_ms=lambda: WALL)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        entry = writer.submit([sent(1)], needs_space=True)
+        await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+        trio.lowlevel.current_trio_token().run_sync_soon(release.set)
+    assert entry.done.is_set() and entry.error is None
+    assert store.last_lsn == 1
+
+
+@pytest.mark.parametrize("delay_s, commits", [(0.0, 5), (0.010, 1)])
+async def test_the_commit_window_gathers_what_arrives_within_it_into_one_commit(autojump_clock, delay_s, commits):
+    """Five appends 1 ms apart: without a window each commits alone; a 10 ms window takes them
+    all into one commit, and no one is answered before it."""
+    store = MemoryStore()
+    writer = LogWriter(store, wall_ms=lambda: WALL, commit_delay_s=delay_s)
+    answered = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        started = trio.current_time()
+        entries = []
+        for seq in range(1, 6):
+            entries.append(writer.submit([sent(seq)], needs_space=True))
+            await trio.sleep(0.001)
+        for entry in entries:
+            await entry.wait()
+            answered.append(trio.current_time() - started)
+        writer.close()
+    assert store.commit_count == commits
+    assert writer.statistics().commits == commits and writer.statistics().records == 5
+    if delay_s:
+        assert min(answered) >= delay_s  # the first waited out the window
+        assert max(answered) <= delay_s + 0.001

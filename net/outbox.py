@@ -1,0 +1,83 @@
+"""Frames on their way out of one connection, for the server's answers and the client's requests.
+
+Theory of operation
+-------------------
+Whoever has frames encodes them into `pending` and calls `added`, without waiting. On plain TCP,
+when no send is under way, `added` writes them to the socket at once, from the caller's task: a lone
+request or answer then costs no switch to another task. What the socket does not take at once (it
+is full, or the stream is TLS, which only the stream itself can write) waits for `run`, the
+connection's flushing task, which sends all that has gathered in one go and lets nothing else write
+meanwhile, so frames leave in the order they were added. `on_sent(count)` is told, from whichever
+task sent them, how many frames the kernel has taken: the server frees a request's in-flight slot
+then, so a peer that does not read holds its slots and cannot make the buffer grow.
+
+The socket's descriptor is written only while the connection is open (`attach` .. `detach`): once
+the stream is closed its number may belong to another connection.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import trio
+
+
+class Outbox:
+    def __init__(self, on_sent: Callable[[int], None] = lambda count: None) -> None:
+        self.pending = bytearray()  # frames encoded and not yet handed to the kernel
+        self._pending_frames = 0
+        self._on_sent = on_sent
+        self._fd: int | None = None  # written directly while set
+        self._flushing = False  # run() is sending: no one else writes
+        self._waiting = trio.Event()  # wakes run()
+        self._closed = False
+
+    def attach(self, stream: trio.abc.Stream) -> None:
+        """Write straight to the stream's socket from now on, if it is plain TCP."""
+        if isinstance(stream, trio.SocketStream):
+            self._fd = stream.socket.fileno()
+
+    def detach(self) -> None:
+        """The connection is ending: no more direct writes; run() returns once pending is sent."""
+        self._fd = None
+        self._closed = True
+        self._waiting.set()
+
+    def added(self, frames: int = 1) -> None:
+        """`frames` more frames are in pending: write them now if the socket takes them."""
+        self._pending_frames += frames
+        if self._fd is not None and not self._flushing:
+            try:
+                written = os.write(self._fd, self.pending)
+            except OSError:  # full (EAGAIN), or broken: run()'s send meets the same and raises it
+                written = 0
+            if written == len(self.pending):
+                self.pending.clear()
+                sent, self._pending_frames = self._pending_frames, 0
+                self._on_sent(sent)
+                return
+            del self.pending[:written]
+        self._waiting.set()
+
+    async def run(self, stream: trio.abc.Stream, timeout_s: float = float("inf")) -> None:
+        """Send what was not written when added, until detached and all sent. Raises
+        trio.BrokenResourceError when the peer takes nothing for timeout_s."""
+        while True:
+            if not self.pending:
+                if self._closed:
+                    return
+                await self._waiting.wait()
+                self._waiting = trio.Event()
+                continue
+            out, count = self.pending, self._pending_frames
+            self.pending, self._pending_frames = bytearray(), 0
+            self._flushing = True
+            try:
+                with trio.move_on_after(timeout_s) as write_scope:
+                    await stream.send_all(out)
+                if write_scope.cancelled_caught:
+                    raise trio.BrokenResourceError(f"the peer took nothing for {timeout_s:g} s")
+            finally:
+                self._flushing = False
+                self._on_sent(count)
