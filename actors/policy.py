@@ -97,12 +97,18 @@ def with_permission(
         {
             "Sid": label,
             "Effect": "Allow",
-            "Principal": {"AWS": [f"arn:aws:iam::{account}:root" for account in account_ids]},
-            "Action": [f"{service}:{action}" for action in actions],
+            "Principal": {"AWS": _one_or_list([f"arn:aws:iam::{account}:root" for account in account_ids])},
+            "Action": _one_or_list([f"{service}:{action}" for action in actions]),
             "Resource": queue_arn,
         }
     )
     return json.dumps(document, separators=(",", ":"))
+
+
+def _one_or_list(values: list[str]) -> str | list[str]:
+    """A statement's value as AWS writes it: one value as a string, more as a list (recorded:
+    localstack's test_sqs_permission_lifecycle)."""
+    return values[0] if len(values) == 1 else values
 
 
 def without_permission(attributes: Mapping[str, str], queue_arn: str, label: str) -> dict[str, str]:
@@ -133,4 +139,5 @@ def _document(policy: str | None, queue_arn: str) -> dict:
             document = None
         if isinstance(document, dict) and isinstance(document.get("Statement"), list):
             return document
-    return {"Version": "2012-10-17", "Id": f"{queue_arn}/SQSDefaultPolicy", "Statement": []}
+    # The version AWS writes in the policy AddPermission makes (recorded as above).
+    return {"Version": "2008-10-17", "Id": f"{queue_arn}/SQSDefaultPolicy", "Statement": []}

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from dovecote.actors.errors import BrokerError, from_failure
+from dovecote.actors.errors import BrokerError, from_failure, unknown_action
 from dovecote.actors.json_depth import MAX_JSON_DEPTH, deeper_than
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Op, Result
@@ -30,7 +30,7 @@ from dovecote.actors.session import Session
 
 from . import sns_api, sqs_api, sqs_query
 from .audit import DENIED_CODES, DOOR_AWS, Audit
-from .aws_request import JSON, SNS, AwsRequest, classify, shape_of_head
+from .aws_request import JSON, SNS, AwsRequest, classify, is_queue_path, shape_of_head
 from .credential_scope import parse_authorization
 from .http_server import HttpRequest, HttpResponse, split_target, text_refusal
 from .tls import Peer
@@ -86,6 +86,10 @@ class AwsGateway:
     async def handle(self, request: HttpRequest) -> HttpResponse:
         aws = classify(request)
         if aws is None:
+            if is_queue_path(request.target):
+                # AWS's answer to a queue URL that names no action, as its other services' doors
+                # answer a request for no operation (recorded: localstack's sqs query_api.py).
+                return HttpResponse(404, [("Content-Type", "text/xml")], b"<UnknownOperationException/>")
             return await self._fallback(request)
         request_id = str(uuid.uuid4())
         outcome = await self._serve(request, aws)
@@ -172,6 +176,9 @@ class AwsGateway:
             return sns_api.to_op(aws.action, sns_api.nest(aws.pairs))
         params = sqs_query.nest(aws.action, aws.pairs)
         path, _ = split_target(request.target)
+        if is_queue_path(request.target) and not sqs_api.addresses_queue(aws.action):
+            # AWS refuses an action of no queue sent to a queue's URL (ListQueues, CreateQueue, ...)
+            raise unknown_action(aws.action)
         if "QueueUrl" not in params and path.strip("/"):
             params["QueueUrl"] = path  # addressed by the queue URL's path, as older SDKs do
         return sqs_api.to_op(aws.action, params, context)
@@ -214,7 +221,7 @@ def _error(aws: AwsRequest, error: BrokerError, request_id: str) -> HttpResponse
     """An error in the shape of the request's protocol and service."""
     kind = error.kind
     if aws.protocol == JSON:
-        body = _json_encoder.encode({"__type": f"com.amazonaws.sqs#{kind.code}", "message": error.message})
+        body = _json_encoder.encode({"__type": f"com.amazonaws.sqs#{kind.json_type}", "message": error.message})
         headers = [
             ("Content-Type", JSON_CONTENT_TYPE),
             ("x-amzn-RequestId", request_id),
@@ -224,5 +231,5 @@ def _error(aws: AwsRequest, error: BrokerError, request_id: str) -> HttpResponse
     if aws.service == SNS:
         status, body = sns_api.render_error(error, request_id)
     else:
-        status, body = kind.http_status, sqs_query.render_error(kind.query_code, error.message, kind.sender_fault, request_id)
+        status, body = kind.http_status, sqs_query.render_error(kind.query_code, error.query_message, kind.sender_fault, request_id)
     return HttpResponse(status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)

@@ -23,6 +23,7 @@ like any other's. Anything else without a valid signature is refused before it r
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 from urllib.parse import parse_qsl
 
@@ -41,6 +42,15 @@ BY_URL: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "ConfirmSubscription": (frozenset({"TopicArn", "Token"}), frozenset({"Version", "AuthenticateOnUnsubscribe"})),
     "Unsubscribe": (frozenset({"SubscriptionArn"}), frozenset({"Version"})),
 }
+
+
+# A queue URL's path: /ACCOUNT/QUEUE-NAME
+_QUEUE_PATH = re.compile(r"/[0-9]{12}/([A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo)/?")
+
+
+def is_queue_path(target: str) -> bool:
+    """Whether a request target is a queue's URL (whatever its query)."""
+    return _QUEUE_PATH.fullmatch(split_target(target)[0]) is not None
 
 
 class AwsRequest(NamedTuple):
