@@ -148,6 +148,14 @@ def missing_parameter(name: str) -> BrokerError:
     return BrokerError("MissingParameter", f"The request must contain the parameter {name}.")
 
 
+def message_too_long(limit: int) -> BrokerError:
+    return invalid(f"One or more parameters are invalid. Reason: Message must be shorter than {limit} bytes.")
+
+
+def batch_too_long(limit: int, sent: int) -> BrokerError:
+    return BrokerError("BatchRequestTooLong", f"Batch requests cannot be longer than {limit} bytes. You have sent {sent} bytes.")
+
+
 def empty_batch(action: str) -> BrokerError:
     """A batch request without entries, named as the action's entries are (SendMessageBatchRequestEntry)."""
     return BrokerError("EmptyBatchRequest", f"There should be at least one {action}RequestEntry in the request.")

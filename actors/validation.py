@@ -13,7 +13,15 @@ import msgspec
 
 from . import authorization
 from .attributes import AnyAttribute
-from .errors import BrokerError, batch_ids_not_distinct, empty_batch, invalid, invalid_character
+from .errors import (
+    BrokerError,
+    batch_ids_not_distinct,
+    batch_too_long,
+    empty_batch,
+    invalid,
+    invalid_character,
+    message_too_long,
+)
 from .limits import (
     SQS_MAX_BATCH_ENTRIES,
     SQS_MAX_DATA_KEY_REUSE_S,
@@ -320,9 +328,7 @@ def validate_message(
     if attributes:
         size += validate_message_attributes(attributes)
     if size > max_message_bytes:
-        raise invalid(
-            f"One or more parameters are invalid. Reason: Message must be shorter than {max_message_bytes} bytes."
-        )
+        raise message_too_long(max_message_bytes)
 
 
 def validate_message_attributes(attributes: Mapping[str, AnyAttribute]) -> int:
@@ -478,9 +484,7 @@ def fifo_send_parameters(
 def check_batch_size(bodies: Iterable[str], attributes: Iterable[Mapping[str, AnyAttribute]], limit: int) -> None:
     total = sum(len(b.encode()) for b in bodies) + sum(_attributes_size(a) for a in attributes)
     if total > limit:
-        raise BrokerError(
-            "BatchRequestTooLong", f"Batch requests cannot be longer than {limit} bytes. You have sent {total} bytes."
-        )
+        raise batch_too_long(limit, total)
 
 
 def _attributes_size(attributes: Mapping[str, AnyAttribute]) -> int:

@@ -20,7 +20,8 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from dovecote.actors.errors import BrokerError, from_failure, unknown_action
+from dovecote.actors.errors import BrokerError, batch_too_long, from_failure, message_too_long, unknown_action
+from dovecote.actors.limits import SQS_MAX_MESSAGE_BYTES
 from dovecote.actors.json_depth import MAX_JSON_DEPTH, deeper_than
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Op, Result
@@ -207,7 +208,21 @@ def refusal(request: HttpRequest, code: str, message: str) -> HttpResponse:
     aws = shape_of_head(request)
     if aws is None:
         return text_refusal(request, code, message)
-    return _error(aws, BrokerError(code, message), str(uuid.uuid4()))
+    return _error(aws, _in_sqs_words(aws, BrokerError(code, message), request), str(uuid.uuid4()))
+
+
+def _in_sqs_words(aws: AwsRequest, error: BrokerError, request: HttpRequest) -> BrokerError:
+    """A body past the listener's limit, as SQS refuses what it carries when its head names the
+    send (the JSON protocol's X-Amz-Target): the limit is set so that such a body holds more than a
+    message's most. Otherwise the refusal as it is."""
+    if error.code != "RequestEntityTooLarge" or aws.protocol != JSON:
+        return error
+    if aws.action == "SendMessage":
+        return message_too_long(SQS_MAX_MESSAGE_BYTES)
+    if aws.action == "SendMessageBatch":
+        sent = _header(request, "content-length")
+        return batch_too_long(SQS_MAX_MESSAGE_BYTES, int(sent)) if sent and sent.isdigit() else error
+    return error
 
 
 def _header(request: HttpRequest, name: str) -> str | None:

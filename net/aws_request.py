@@ -88,13 +88,13 @@ def classify(request: HttpRequest) -> AwsRequest | None:
 def shape_of_head(request: HttpRequest) -> AwsRequest | None:
     """The protocol and service a request's method and headers show, or None if they show no AWS
     request: to refuse in its shape a request whose body was not read (it was too large) or whose
-    handling failed. A Query request is SNS's only if signed for SNS (the action may be unread).
-    Never raises."""
+    handling failed. A Query request is SNS's only if signed for SNS (its action is in the unread
+    body: ""); a JSON request's action is its one X-Amz-Target's. Never raises."""
     content_type = next((value for name, value in request.headers if name.lower() == "content-type"), "").lower()
-    if request.method == "POST" and any(
-        name.lower() == "x-amz-target" and value.startswith(SQS_TARGET_PREFIX) for name, value in request.headers
-    ):
-        return AwsRequest(JSON, SQS, "", [], False, None)
+    targets = [value for name, value in request.headers if name.lower() == "x-amz-target"]
+    if request.method == "POST" and any(target.startswith(SQS_TARGET_PREFIX) for target in targets):
+        action = targets[0][len(SQS_TARGET_PREFIX) :] if len(targets) == 1 else ""
+        return AwsRequest(JSON, SQS, action, [], False, None)
     _, query = split_target(request.target)
     if (request.method == "POST" and content_type.startswith("application/x-www-form-urlencoded")) or (
         request.method == "GET" and "Action=" in query

@@ -189,7 +189,18 @@ def test_an_over_size_body_gets_an_sqs_error_in_each_protocols_shape(sqs, endpoi
                           headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
     root = ElementTree.fromstring(response.content)
     assert response.status_code == 413 and root.findtext("sqs:Error/sqs:Code", namespaces=NS) == "RequestEntityTooLarge"
+    # over JSON the head names the action, and so SQS's own refusal of what the body carries
     response = raw_json(endpoint, "SendMessage", {"QueueUrl": url, "MessageBody": huge})
+    assert response.status_code == 400 and response.json() == {
+        "__type": "com.amazonaws.sqs#InvalidParameterValueException", "message": expected[1]
+    }
+    entries = [{"Id": "big", "MessageBody": huge}]
+    response = raw_json(endpoint, "SendMessageBatch", {"QueueUrl": url, "Entries": entries})
+    assert response.status_code == 400 and response.json()["__type"] == "com.amazonaws.sqs#BatchRequestTooLong"
+    assert response.json()["message"].startswith(f"Batch requests cannot be longer than {SQS_MAX_MESSAGE_BYTES} bytes. You have sent ")
+    error = client_error(sqs.send_message_batch, QueueUrl=url, Entries=entries)
+    assert error["Code"] == "AWS.SimpleQueueService.BatchRequestTooLong"
+    response = raw_json(endpoint, "ListQueues", {"QueueNamePrefix": huge})
     assert response.status_code == 413 and response.json()["__type"] == "com.amazonaws.sqs#RequestEntityTooLarge"
     sqs.send_message(QueueUrl=url, MessageBody="still serving")
 
