@@ -97,18 +97,18 @@ def with_permission(
         {
             "Sid": label,
             "Effect": "Allow",
-            "Principal": {"AWS": _one_or_list([f"arn:aws:iam::{account}:root" for account in account_ids])},
-            "Action": _one_or_list([f"{service}:{action}" for action in actions]),
+            "Principal": {"AWS": _as_written([f"arn:aws:iam::{account}:root" for account in account_ids], service)},
+            "Action": _as_written([f"{service}:{action}" for action in actions], service),
             "Resource": queue_arn,
         }
     )
     return json.dumps(document, separators=(",", ":"))
 
 
-def _one_or_list(values: list[str]) -> str | list[str]:
-    """A statement's value as AWS writes it: one value as a string, more as a list (recorded:
-    localstack's test_sqs_permission_lifecycle)."""
-    return values[0] if len(values) == 1 else values
+def _as_written(values: list[str], service: str) -> str | list[str]:
+    """A statement's value as SQS writes it: one value as a string, more as a list (recorded:
+    localstack's test_sqs_permission_lifecycle). SNS's are left as lists, as they were."""
+    return values[0] if service == "SQS" and len(values) == 1 else values
 
 
 def without_permission(attributes: Mapping[str, str], queue_arn: str, label: str) -> dict[str, str]:

@@ -14,8 +14,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from dovecote.actors import errors
-from dovecote.actors.errors import BrokerError, no_such_queue
+from dovecote.actors.errors import BrokerError, missing_parameter, no_such_queue, unknown_action
 from dovecote.actors.ids import decode_task_handle
 from dovecote.actors.validation import parse_queue_arn
 from dovecote.actors.ops import (
@@ -367,7 +366,7 @@ _QUEUE_LIST_MEMBER = {"ListDeadLetterSourceQueues": "queueUrls"}
 
 def _tag_queue(request: TagQueueRequest, context: Context) -> Op:
     if not request.tags:  # an empty map is no tags at all, as the Query protocol can only say it
-        raise errors.missing_parameter("Tags")
+        raise missing_parameter("Tags")
     return TagQueue(context.queue_from_url(request.queue_url), request.tags)
 
 
@@ -387,12 +386,12 @@ def to_op(action: str, params: dict[str, Any], context: Context) -> Op:
     """The broker op for an action and its parameters (a JSON object, or Query parameters already
     nested into the same shape). Raises BrokerError in AWS's terms."""
     if action not in _REQUESTS:
-        raise errors.unknown_action(action)
+        raise unknown_action(action)
     shape, build = _REQUESTS[action]
     request = decode_shape(
         params,
         shape,
-        missing=errors.missing_parameter,
+        missing=missing_parameter,
         invalid=lambda text: BrokerError("InvalidParameterValue", f"Invalid parameter: {text}"),
     )
     return build(request, context)
