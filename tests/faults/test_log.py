@@ -93,7 +93,9 @@ def test_follow_prints_records_as_they_are_written(tmp_path):
     broker = ServeProcess(data_dir).start()
     try:
         with broker.client() as client:
-            client.create_queue("live")
+            # in clear: a follower started before a queue's first data key was made prints that
+            # queue's messages <encrypted> (noted in issue 15's report); this test is about following
+            client.create_queue("live", {"SqsManagedSseEnabled": "false"})
         follower = subprocess.Popen(
             [sys.executable, "-m", "dovecote", "log", "--data-dir", str(data_dir), "--follow", "--json", "--kind", "MessageSent"],
             stdout=subprocess.PIPE, text=True,
