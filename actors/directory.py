@@ -122,7 +122,7 @@ class Directory:
         or at once an error when there is no such queue or its mailbox is full."""
         entry = self._queues_by_arn.get(queue_arn)
         if entry is None:
-            reply(failure(no_such_queue(queue_arn)))
+            reply(failure(no_such_queue()))
         elif not entry.mailbox.post(message, reply):
             reply(failure(overloaded(f"Queue {entry.name}")))
 

@@ -132,7 +132,7 @@ class Lifecycle:
                 case CreateQueue():
                     reply(await self._create_queue(op, region))
                 case DeleteQueue():
-                    reply(await self._delete(self._directory.queue(region, op.queue), op, no_such_queue(op.queue)))
+                    reply(await self._delete(self._directory.queue(region, op.queue), op, no_such_queue()))
                 case SetQueueAttributes():
                     reply(await self._set_redrive_policy(op, region))
                 case CreateTopic():
@@ -157,7 +157,7 @@ class Lifecycle:
     async def _ask(self, entry: ActorEntry, op: Op) -> Result:
         slot: ReplySlot[Result] = ReplySlot()
         if not entry.mailbox.post(op, slot):
-            return failure(no_such_queue(entry.name) if entry.kind == "queue" else no_such_topic())
+            return failure(no_such_queue() if entry.kind == "queue" else no_such_topic())
         return await slot.wait()
 
     async def _delete(self, entry: ActorEntry | None, op: Op, missing: BrokerError | None) -> Result:
@@ -215,7 +215,7 @@ class Lifecycle:
         wall_ms = self._clock.wall_ms()
         seconds = str(wall_ms // 1000)
         attributes = {
-            **validation.default_queue_attributes(fifo),
+            **validation.default_queue_attributes(fifo, kms=bool(given.get("KmsMasterKeyId"))),
             **{name: value for name, value in given.items() if value != ""},
             "CreatedTimestamp": seconds,
             "LastModifiedTimestamp": seconds,
@@ -247,7 +247,7 @@ class Lifecycle:
         """SetQueueAttributes with a RedrivePolicy comes here to be checked against its target."""
         entry = self._directory.queue(region, op.queue)
         if entry is None:
-            raise no_such_queue(op.queue)
+            raise no_such_queue()
         redrive = validation.validate_queue_attributes({"RedrivePolicy": op.attributes["RedrivePolicy"]}, fifo=entry.fifo)
         if redrive["RedrivePolicy"]:
             await self._check_redrive(entry.arn, entry.fifo, redrive["RedrivePolicy"])

@@ -97,12 +97,18 @@ def with_permission(
         {
             "Sid": label,
             "Effect": "Allow",
-            "Principal": {"AWS": [f"arn:aws:iam::{account}:root" for account in account_ids]},
-            "Action": [f"{service}:{action}" for action in actions],
+            "Principal": {"AWS": _as_written([f"arn:aws:iam::{account}:root" for account in account_ids], service)},
+            "Action": _as_written([f"{service}:{action}" for action in actions], service),
             "Resource": queue_arn,
         }
     )
     return json.dumps(document, separators=(",", ":"))
+
+
+def _as_written(values: list[str], service: str) -> str | list[str]:
+    """A statement's value as SQS writes it: one value as a string, more as a list (recorded:
+    localstack's test_sqs_permission_lifecycle). SNS's are left as lists, as they were."""
+    return values[0] if service == "SQS" and len(values) == 1 else values
 
 
 def without_permission(attributes: Mapping[str, str], queue_arn: str, label: str) -> dict[str, str]:
@@ -133,4 +139,5 @@ def _document(policy: str | None, queue_arn: str) -> dict:
             document = None
         if isinstance(document, dict) and isinstance(document.get("Statement"), list):
             return document
-    return {"Version": "2012-10-17", "Id": f"{queue_arn}/SQSDefaultPolicy", "Statement": []}
+    # The version AWS writes in the policy AddPermission makes (recorded as above).
+    return {"Version": "2008-10-17", "Id": f"{queue_arn}/SQSDefaultPolicy", "Statement": []}

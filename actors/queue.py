@@ -235,5 +235,5 @@ class QueueActor:
     def _finish(self, request: Request) -> None:
         if isinstance(request.op, DeleteQueue):
             for waiter in self.core.drain_waiters():
-                waiter.reply(failure(no_such_queue(self.core.name)))
+                waiter.reply(failure(no_such_queue()))
         request.reply(Done())

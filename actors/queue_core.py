@@ -377,7 +377,7 @@ class QueueCore:
         the answer that waits for the commit."""
         op, reply = request.op, request.reply
         if cycle.ended_by is not None:
-            reply(failure(no_such_queue(self.name)))
+            reply(failure(no_such_queue()))
             return
         try:
             self._handle(op, reply, request, cycle, read, now, wall_ms)
@@ -400,14 +400,14 @@ class QueueCore:
                     records.append(deleted)
                 cycle.reply_after_commit(reply, Done())
             case DeleteMessageBatch():
-                validation.validate_batch([entry.id for entry in op.entries])
+                validation.validate_batch(type(op).__name__, [entry.id for entry in op.entries])
                 self._batch(op.entries, reply, cycle, lambda e: self.delete(e.receipt_handle, now, wall_ms))
             case ChangeMessageVisibility():
                 if (changed := self.change_visibility(op.receipt_handle, op.visibility_timeout, now, wall_ms)) is not None:
                     records.append(changed)
                 cycle.reply_after_commit(reply, Done())
             case ChangeMessageVisibilityBatch():
-                validation.validate_batch([entry.id for entry in op.entries])
+                validation.validate_batch(type(op).__name__, [entry.id for entry in op.entries])
                 self._batch(
                     op.entries, reply, cycle, lambda e: self.change_visibility(e.receipt_handle, e.visibility_timeout, now, wall_ms)
                 )
@@ -506,7 +506,7 @@ class QueueCore:
         return record
 
     def _send_batch(self, op: SendMessageBatch, reply: Reply, cycle: Cycle, now: float, wall_ms: int) -> None:
-        validation.validate_batch([entry.id for entry in op.entries])
+        validation.validate_batch(type(op).__name__, [entry.id for entry in op.entries])
         validation.check_batch_size(
             [e.body for e in op.entries], [e.message_attributes for e in op.entries], SQS_MAX_MESSAGE_BYTES
         )

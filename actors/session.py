@@ -81,7 +81,7 @@ class Session:
         match op:
             case GetQueueUrl():
                 if directory.queue(region, op.queue) is None:
-                    raise no_such_queue(op.queue)
+                    raise no_such_queue()
                 reply(QueueName(op.queue))
             case ListQueues():
                 names = [name for name in directory.queue_names(region) if name.startswith(op.prefix)]
@@ -89,7 +89,7 @@ class Session:
             case ListDeadLetterSourceQueues():
                 entry = directory.queue(region, op.queue)
                 if entry is None:
-                    raise no_such_queue(op.queue)
+                    raise no_such_queue()
                 names = [source.name for source in directory.dead_letter_sources(entry.arn) if source.region == region]
                 reply(paging.queue_names_page(names, op.max_results, op.next_token))
             case ListTopics():
@@ -102,7 +102,7 @@ class Session:
             case QueueOp():
                 entry = directory.queue(region, op.queue)
                 if entry is None or not self._delivered(entry.mailbox, Request(op, reply), "Queue", op.queue):
-                    raise no_such_queue(op.queue)
+                    raise no_such_queue()
             case TopicOp():
                 entry = directory.topic(region, op.topic)
                 if entry is None and isinstance(op, ConfirmSubscription):

@@ -114,20 +114,23 @@ def system_attributes(
 
 
 def select_named(everything: dict[str, str], names: Sequence[str]) -> dict[str, str]:
-    """The entries a request named, or all of them for `All` (as SQS attribute names work)."""
-    if "All" in names:
-        return everything
-    return {name: everything[name] for name in names if name in everything}
+    """The entries a request named, or all of them for `All` (as SQS attribute names work). An
+    attribute set to nothing (Policy="", KmsMasterKeyId="") is left out, named or not, as AWS
+    leaves unset attributes out (recorded: localstack's test_sqs_permission_lifecycle, a Policy
+    after its last permission is removed)."""
+    chosen = everything if "All" in names else {name: everything[name] for name in names if name in everything}
+    return {name: value for name, value in chosen.items() if value != ""}
 
 
 def select_message_attributes(
     attributes: Mapping[str, MessageAttribute], names: Sequence[str]
 ) -> dict[str, MessageAttribute]:
-    """The message attributes a receive asked for: `All` or `.*` for every one, a name, or a
-    prefix such as `bar.*`."""
+    """The message attributes a receive asked for: `All`, `*` or `.*` for every one (AWS takes all
+    three: localstack's recordings, test_receive_message_message_attribute_names_filters), a name,
+    or a prefix such as `bar.*`."""
     if not attributes or not names:
         return {}
-    if "All" in names or ".*" in names:
+    if "All" in names or "*" in names or ".*" in names:
         return dict(attributes)
     prefixes = tuple(name[:-1] for name in names if name.endswith(".*"))
     exact = set(names)

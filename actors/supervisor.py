@@ -122,7 +122,7 @@ class Supervisor:
         elif entry.kind == "topic":
             reason = failure(no_such_topic())
         else:
-            reason = failure(no_such_queue(entry.name))
+            reason = failure(no_such_queue())
         for request in entry.mailbox.close():
             request.reply(reason)
         if deleted:

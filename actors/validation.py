@@ -13,7 +13,15 @@ import msgspec
 
 from . import authorization
 from .attributes import AnyAttribute
-from .errors import BrokerError, invalid
+from .errors import (
+    BrokerError,
+    batch_ids_not_distinct,
+    batch_too_long,
+    empty_batch,
+    invalid,
+    invalid_character,
+    message_too_long,
+)
 from .limits import (
     SQS_MAX_BATCH_ENTRIES,
     SQS_MAX_DATA_KEY_REUSE_S,
@@ -36,7 +44,9 @@ _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _FIFO_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,75}\.fifo")
 _QUEUE_ARN = re.compile(r"arn:aws:sqs:([a-z0-9-]*):([0-9]{12}):([A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo)")
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
-_ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+# AWS documents A-Z a-z 0-9 _ - . but accepts Latin letters with accents too (À-ſ: observed,
+# localstack's ATTR_NAME_CHAR_REGEX, "umlauts seem to be allowed").
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_.\u00c0-\u017f-]{1,256}")
 DATA_TYPE = re.compile(r"(String|Number|Binary)(\.[^\s]{1,250})?")
 # The characters SQS accepts in a message: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF
 _INVALID_CHAR = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -287,9 +297,13 @@ def queue_config(attributes: Mapping[str, str]) -> QueueConfig:
     return QueueConfig(**fields)
 
 
-def default_queue_attributes(fifo: bool = False) -> dict[str, str]:
+def default_queue_attributes(fifo: bool = False, kms: bool = False) -> dict[str, str]:
+    """A new queue's attributes before those it was created with. SSE-SQS is on unless the queue
+    has a KmsMasterKeyId (`kms`), as AWS creates queues since 2022 (its recordings show
+    SqsManagedSseEnabled "true" on a new queue, "false" beside a KmsMasterKeyId)."""
     defaults = QueueConfig()
     attributes = {name: str(getattr(defaults, field)) for name, (field, _, _) in _NUMERIC_ATTRIBUTES.items()}
+    attributes["SqsManagedSseEnabled"] = "false" if kms else "true"
     if fifo:
         attributes.update(
             FifoQueue="true", ContentBasedDeduplication="false", DeduplicationScope="queue", FifoThroughputLimit="perQueue"
@@ -321,19 +335,13 @@ def validate_message(
 ) -> None:
     if not body:
         raise BrokerError("MissingParameter", "The request must contain the parameter MessageBody.")
-    if _INVALID_CHAR.search(body):
-        raise BrokerError(
-            "InvalidMessageContents",
-            "Invalid characters found. Valid unicode characters are #x9 | #xA | #xD | #x20 to "
-            "#xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF",
-        )
+    if found := _INVALID_CHAR.search(body):
+        raise invalid_character(found.group(), "the message body")
     size = len(body.encode())
     if attributes:
         size += validate_message_attributes(attributes)
     if size > max_message_bytes:
-        raise invalid(
-            f"One or more parameters are invalid. Reason: Message must be shorter than {max_message_bytes} bytes."
-        )
+        raise message_too_long(max_message_bytes)
 
 
 def validate_message_attributes(attributes: Mapping[str, AnyAttribute]) -> int:
@@ -368,8 +376,8 @@ def validate_message_attributes(attributes: Mapping[str, AnyAttribute]) -> int:
                 raise invalid(f"Message (user) attribute '{name}' must contain a non-empty value of type '{base}'.")
             if base == "Number" and not _valid_number(value.string_value):
                 raise invalid(f"Can't cast the value of message (user) attribute '{name}' to a number.")
-            if _INVALID_CHAR.search(value.string_value):
-                raise BrokerError("InvalidMessageContents", f"Message (user) attribute '{name}' has invalid characters.")
+            if found := _INVALID_CHAR.search(value.string_value):
+                raise invalid_character(found.group(), f"the value of message (user) attribute '{name}'")
             size += len(value.string_value.encode())
         size += len(name.encode()) + len(value.data_type.encode())
     return size
@@ -413,9 +421,10 @@ def validate_receive(max_messages: int, wait_time_s: int | None) -> None:
         )
 
 
-def validate_batch(entry_ids: Sequence[str]) -> None:
+def validate_batch(action: str, entry_ids: Sequence[str]) -> None:
+    """The entry ids of a batch `action` (SendMessageBatch, ...)."""
     if not entry_ids:
-        raise BrokerError("EmptyBatchRequest", "There should be at least one entry in the request.")
+        raise empty_batch(action)
     if len(entry_ids) > SQS_MAX_BATCH_ENTRIES:
         raise BrokerError(
             "TooManyEntriesInBatchRequest",
@@ -428,8 +437,11 @@ def validate_batch(entry_ids: Sequence[str]) -> None:
                 "A batch entry id can only contain alphanumeric characters, hyphens and underscores. "
                 "It can be at most 80 letters long.",
             )
-    if len(set(entry_ids)) != len(entry_ids):
-        raise BrokerError("BatchEntryIdsNotDistinct", "Two or more batch entries in the request have the same Id.")
+    seen: set[str] = set()
+    for entry_id in entry_ids:
+        if entry_id in seen:
+            raise batch_ids_not_distinct(entry_id)
+        seen.add(entry_id)
 
 
 def validate_system_attributes(attributes: Mapping[str, AnyAttribute]) -> None:
@@ -517,9 +529,7 @@ def fifo_send_parameters(
 def check_batch_size(bodies: Iterable[str], attributes: Iterable[Mapping[str, AnyAttribute]], limit: int) -> None:
     total = sum(len(b.encode()) for b in bodies) + sum(_attributes_size(a) for a in attributes)
     if total > limit:
-        raise BrokerError(
-            "BatchRequestTooLong", f"Batch requests cannot be longer than {limit} bytes. You have sent {total} bytes."
-        )
+        raise batch_too_long(limit, total)
 
 
 def _attributes_size(attributes: Mapping[str, AnyAttribute]) -> int:

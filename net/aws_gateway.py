@@ -21,7 +21,8 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from dovecote.actors.errors import BrokerError, from_failure
+from dovecote.actors.errors import BrokerError, batch_too_long, from_failure, message_too_long, unknown_action
+from dovecote.actors.limits import SQS_MAX_MESSAGE_BYTES
 from dovecote.actors.json_depth import MAX_JSON_DEPTH, deeper_than
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Op, Result
@@ -31,7 +32,7 @@ from dovecote.actors.session import Session
 
 from . import sns_api, sqs_api, sqs_query
 from .audit import DENIED_CODES, DOOR_AWS, Audit
-from .aws_request import JSON, SNS, AwsRequest, classify, shape_of_head
+from .aws_request import JSON, SNS, AwsRequest, classify, is_queue_path, shape_of_head
 from .credential_scope import parse_authorization
 from .http_server import HttpRequest, HttpResponse, split_target, text_refusal
 from .tls import Peer
@@ -91,6 +92,10 @@ class AwsGateway:
     async def handle(self, request: HttpRequest) -> HttpResponse:
         aws = classify(request)
         if aws is None:
+            if is_queue_path(request.target):
+                # AWS's answer to a queue URL that names no action, as its other services' doors
+                # answer a request for no operation (recorded: localstack's sqs query_api.py).
+                return HttpResponse(404, [("Content-Type", "text/xml")], b"<UnknownOperationException/>")
             return await self._fallback(request)
         request_id = f"{self._request_id_prefix}{next(self._request_numbers) & 0xFFFFFFFFFFFF:012x}"
         outcome = await self._serve(request, aws)
@@ -178,6 +183,9 @@ class AwsGateway:
             return sns_api.to_op(aws.action, sns_api.nest(aws.pairs), region)
         params = sqs_query.nest(aws.action, aws.pairs)
         path, _ = split_target(request.target)
+        if is_queue_path(request.target) and not sqs_api.addresses_queue(aws.action):
+            # AWS refuses an action of no queue sent to a queue's URL (ListQueues, CreateQueue, ...)
+            raise unknown_action(aws.action)
         if "QueueUrl" not in params and path.strip("/"):
             params["QueueUrl"] = path  # addressed by the queue URL's path, as older SDKs do
         return sqs_api.to_op(aws.action, params, context)
@@ -208,7 +216,21 @@ def refusal(request: HttpRequest, code: str, message: str) -> HttpResponse:
     aws = shape_of_head(request)
     if aws is None:
         return text_refusal(request, code, message)
-    return _error(aws, BrokerError(code, message), str(uuid.uuid4()))
+    return _error(aws, _in_sqs_words(aws, BrokerError(code, message), request), str(uuid.uuid4()))
+
+
+def _in_sqs_words(aws: AwsRequest, error: BrokerError, request: HttpRequest) -> BrokerError:
+    """A body past the listener's limit, as SQS refuses what it carries when its head names the
+    send (the JSON protocol's X-Amz-Target): the limit is set so that such a body holds more than a
+    message's most. Otherwise the refusal as it is."""
+    if error.code != "RequestEntityTooLarge" or aws.protocol != JSON:
+        return error
+    if aws.action == "SendMessage":
+        return message_too_long(SQS_MAX_MESSAGE_BYTES)
+    if aws.action == "SendMessageBatch":
+        sent = _header(request, "content-length")
+        return batch_too_long(SQS_MAX_MESSAGE_BYTES, int(sent)) if sent and sent.isdigit() else error
+    return error
 
 
 def _header(request: HttpRequest, name: str) -> str | None:
@@ -222,7 +244,7 @@ def _error(aws: AwsRequest, error: BrokerError, request_id: str) -> HttpResponse
     """An error in the shape of the request's protocol and service."""
     kind = error.kind
     if aws.protocol == JSON:
-        body = _json_encoder.encode({"__type": f"com.amazonaws.sqs#{kind.code}", "message": error.message})
+        body = _json_encoder.encode({"__type": f"com.amazonaws.sqs#{kind.json_type}", "message": error.message})
         headers = [
             ("Content-Type", JSON_CONTENT_TYPE),
             ("x-amzn-RequestId", request_id),
@@ -232,5 +254,5 @@ def _error(aws: AwsRequest, error: BrokerError, request_id: str) -> HttpResponse
     if aws.service == SNS:
         status, body = sns_api.render_error(error, request_id)
     else:
-        status, body = kind.http_status, sqs_query.render_error(kind.query_code, error.message, kind.sender_fault, request_id)
+        status, body = kind.http_status, sqs_query.render_error(kind.query_code, error.query_message, kind.sender_fault, request_id)
     return HttpResponse(status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)

@@ -23,6 +23,7 @@ like any other's. Anything else without a valid signature is refused before it r
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 from urllib.parse import parse_qsl
 
@@ -41,6 +42,15 @@ BY_URL: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "ConfirmSubscription": (frozenset({"TopicArn", "Token"}), frozenset({"Version", "AuthenticateOnUnsubscribe"})),
     "Unsubscribe": (frozenset({"SubscriptionArn"}), frozenset({"Version"})),
 }
+
+
+# A queue URL's path: /ACCOUNT/QUEUE-NAME
+_QUEUE_PATH = re.compile(r"/[0-9]{12}/([A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo)/?")
+
+
+def is_queue_path(target: str) -> bool:
+    """Whether a request target is a queue's URL (whatever its query)."""
+    return _QUEUE_PATH.fullmatch(split_target(target)[0]) is not None
 
 
 class AwsRequest(NamedTuple):
@@ -78,13 +88,13 @@ def classify(request: HttpRequest) -> AwsRequest | None:
 def shape_of_head(request: HttpRequest) -> AwsRequest | None:
     """The protocol and service a request's method and headers show, or None if they show no AWS
     request: to refuse in its shape a request whose body was not read (it was too large) or whose
-    handling failed. A Query request is SNS's only if signed for SNS (the action may be unread).
-    Never raises."""
+    handling failed. A Query request is SNS's only if signed for SNS (its action is in the unread
+    body: ""); a JSON request's action is its one X-Amz-Target's. Never raises."""
     content_type = next((value for name, value in request.headers if name.lower() == "content-type"), "").lower()
-    if request.method == "POST" and any(
-        name.lower() == "x-amz-target" and value.startswith(SQS_TARGET_PREFIX) for name, value in request.headers
-    ):
-        return AwsRequest(JSON, SQS, "", [], False, None)
+    targets = [value for name, value in request.headers if name.lower() == "x-amz-target"]
+    if request.method == "POST" and any(target.startswith(SQS_TARGET_PREFIX) for target in targets):
+        action = targets[0][len(SQS_TARGET_PREFIX) :] if len(targets) == 1 else ""
+        return AwsRequest(JSON, SQS, action, [], False, None)
     _, query = split_target(request.target)
     if (request.method == "POST" and content_type.startswith("application/x-www-form-urlencoded")) or (
         request.method == "GET" and "Action=" in query

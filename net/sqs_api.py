@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from dovecote.actors.errors import BrokerError
+from dovecote.actors.errors import BrokerError, missing_parameter, no_such_queue, unknown_action
 from dovecote.actors.ids import decode_task_handle
 from dovecote.actors.validation import parse_queue_arn, with_trace_header
 from dovecote.actors.ops import (
@@ -226,12 +226,16 @@ class Context(msgspec.Struct, frozen=True):
         return f"{self.url_base.rstrip('/')}/{self.account_id}/{name}"
 
     def queue_from_url(self, url: str) -> str:
-        """The queue name in a queue URL (or a bare path /ACCOUNT/NAME). This broker hosts one
-        account, so the account and host in the URL are not checked: a URL copied from AWS works."""
+        """The queue name in a queue URL, a bare path /ACCOUNT/NAME, or a bare queue name (AWS takes
+        a queue's name for its URL too). This broker hosts one account, so the account and host in
+        the URL are not checked: a URL copied from AWS works."""
         try:
-            parts = [part for part in urlsplit(url).path.split("/") if part]
+            split = urlsplit(url)
         except ValueError:  # urlsplit refuses some hosts (`http://[x/`)
-            parts = []
+            split = None
+        if split is not None and not split.scheme and not split.netloc and url and "/" not in url:
+            return url
+        parts = [part for part in split.path.split("/") if part] if split is not None else []
         if len(parts) != 2:
             raise BrokerError("InvalidAddress", f"The address {url} is not valid for this endpoint.")
         return parts[1]
@@ -328,7 +332,7 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
             [VisibilityEntry(e.id, e.receipt_handle, e.visibility_timeout) for e in r.entries],
         ),
     ),
-    "TagQueue": (TagQueueRequest, lambda r, c: TagQueue(c.queue_from_url(r.queue_url), r.tags)),
+    "TagQueue": (TagQueueRequest, lambda r, c: _tag_queue(r, c)),
     "UntagQueue": (UntagQueueRequest, lambda r, c: UntagQueue(c.queue_from_url(r.queue_url), r.tag_keys)),
     "ListQueueTags": (QueueUrlRequest, lambda r, c: ListQueueTags(c.queue_from_url(r.queue_url))),
     "AddPermission": (
@@ -361,23 +365,34 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any, Context], Op]]] = {
 _QUEUE_LIST_MEMBER = {"ListDeadLetterSourceQueues": "queueUrls"}
 
 
+def _tag_queue(request: TagQueueRequest, context: Context) -> Op:
+    if not request.tags:  # an empty map is no tags at all, as the Query protocol can only say it
+        raise missing_parameter("Tags")
+    return TagQueue(context.queue_from_url(request.queue_url), request.tags)
+
+
 def _get_queue_url(request: GetQueueUrlRequest, context: Context) -> Op:
     owner = request.queue_owner
     if owner is not None and owner != context.account_id:
-        raise BrokerError("QueueDoesNotExist", f"The specified queue {request.queue_name} does not exist.")
+        raise no_such_queue()
     return GetQueueUrl(request.queue_name)
+
+
+def addresses_queue(action: str) -> bool:
+    """Whether an action names one queue by its URL (an unknown one is refused later as unknown)."""
+    return action not in _REQUESTS or issubclass(_REQUESTS[action][0], _QueueUrlShape)
 
 
 def to_op(action: str, params: dict[str, Any], context: Context) -> Op:
     """The broker op for an action and its parameters (a JSON object, or Query parameters already
     nested into the same shape). Raises BrokerError in AWS's terms."""
     if action not in _REQUESTS:
-        raise BrokerError("InvalidAction", f"The action {action} is not valid for this endpoint.")
+        raise unknown_action(action)
     shape, build = _REQUESTS[action]
     request = decode_shape(
         params,
         shape,
-        missing=lambda field: BrokerError("MissingParameter", f"The request must contain the parameter {field}."),
+        missing=missing_parameter,
         invalid=lambda text: BrokerError("InvalidParameterValue", f"Invalid parameter: {text}"),
     )
     return build(request, context)
@@ -429,8 +444,8 @@ def to_output(result: Result, context: Context, action: str = "") -> dict[str, A
                 }
             )
         case SendBatchResult(successful=successful, failed=failed):
-            return {
-                "Successful": [
+            return _batch_output(
+                [
                     _without_none(
                         {
                             "Id": e.id,
@@ -443,10 +458,10 @@ def to_output(result: Result, context: Context, action: str = "") -> dict[str, A
                     )
                     for e in successful
                 ],
-                "Failed": [_failure(f) for f in failed],
-            }
+                failed,
+            )
         case BatchResult(successful=successful, failed=failed):
-            return {"Successful": [{"Id": i} for i in successful], "Failed": [_failure(f) for f in failed]}
+            return _batch_output([{"Id": i} for i in successful], failed)
         case Received(messages=messages):
             if not messages:
                 return {}
@@ -475,6 +490,19 @@ def to_output(result: Result, context: Context, action: str = "") -> dict[str, A
                 ]
             }
     raise TypeError(f"no output shape for {type(result).__name__}")
+
+
+def _batch_output(successful: list[dict[str, Any]], failed: list) -> dict[str, Any]:
+    """A batch answer without its empty lists: AWS's JSON protocol leaves them out, and SDKs read
+    a `"Failed": []` as failures present (aws-sdk-java-v2's hasFailed(); the change AWS made is
+    noted in localstack PR 9710 and elasticmq PR 953). The Query protocol renders nothing for them
+    either way."""
+    output: dict[str, Any] = {}
+    if successful:
+        output["Successful"] = successful
+    if failed:
+        output["Failed"] = [_failure(f) for f in failed]
+    return output
 
 
 def _failure(failure) -> dict[str, Any]:

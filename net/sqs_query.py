@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 from xml.etree import ElementTree
 
-from dovecote.actors.errors import BrokerError
+from dovecote.actors.errors import BrokerError, invalid
 
 NAMESPACE = "http://queue.amazonaws.com/doc/2012-11-05/"
 # The deepest flattened name of either service has 8 parts
@@ -105,10 +105,18 @@ def nest(action: str, pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     return params
 
 
+# JSON member -> its empty value, for a list or map given as `Name=` with no members
+_EMPTY = {member: [] for member in _LISTS.values()} | {member: {} for member, _, _ in _MAPS.values()}
+
+
 def _convert(tree: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in tree.items():
-        if name in _MAPS and isinstance(value, dict):
+        member = _LISTS.get(name) or (_MAPS[name][0] if name in _MAPS else name)
+        if value == "" and member in _EMPTY:
+            # botocore sends an empty list as its bare name (`SendMessageBatchRequestEntry=`), as AWS takes it
+            out[member] = type(_EMPTY[member])()
+        elif name in _MAPS and isinstance(value, dict):
             member, key_field, value_field = _MAPS[name]
             entries = indexed(value)
             if key_field in value:  # the single, unnumbered form: Attribute.Name / Attribute.Value
@@ -120,6 +128,8 @@ def _convert(tree: dict[str, Any]) -> dict[str, Any]:
                     raise BrokerError(
                         "InvalidParameterValue", f"Each {name}.N parameter needs {key_field} and {value_field} members."
                     )
+                if key in converted:  # two values for one key: refused, not one of them kept
+                    raise invalid(f"Value {key[:128]} for parameter {name}.N.{key_field} is invalid. Reason: it is given twice.")
                 item = entry.get(value_field, "")
                 converted[key] = _convert(item) if isinstance(item, dict) else item
             out[member] = converted
@@ -152,7 +162,7 @@ def render(action: str, output: dict[str, Any], request_id: str) -> bytes:
         _append(result, action, name, value)
     metadata = ElementTree.SubElement(root, "ResponseMetadata")
     ElementTree.SubElement(metadata, "RequestId").text = request_id
-    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+    return _xml(root)
 
 
 def render_error(code: str, message: str, sender_fault: bool, request_id: str) -> bytes:
@@ -163,7 +173,14 @@ def render_error(code: str, message: str, sender_fault: bool, request_id: str) -
     ElementTree.SubElement(error, "Message").text = message
     ElementTree.SubElement(error, "Detail")
     ElementTree.SubElement(root, "RequestId").text = request_id
-    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+    return _xml(root)
+
+
+def _xml(root: ElementTree.Element) -> bytes:
+    """The document, with each carriage return escaped as AWS escapes it (`&#xD;`): a parser
+    turns a literal one (and `\r\n`) into `\n`, so a body would not come back as it was sent.
+    ElementTree writes no whitespace of its own, so every `\r` is in a text."""
+    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True).replace(b"\r", b"&#xD;")
 
 
 def _append(parent: ElementTree.Element, action: str, name: str, value: Any) -> None:

@@ -95,15 +95,16 @@ def modes(root) -> dict[str, int]:
 
 def use_every_file(broker: ServeProcess) -> None:
     """Make the broker write what it keeps: messages (the LMDB files) and the SNS signing key and
-    certificate (made when the certificate is first fetched)."""
+    certificate (made when the certificate is first fetched), and the master key of encryption at rest."""
     with broker.client() as client:
+        # the queue encrypts (SSE-SQS, the default), so the master key file is made too
         client.send_message(client.create_queue("private"), "a body no other user may read")
     assert httpx.get(f"http://127.0.0.1:{broker.http_port}{CERTIFICATE_PATH}").status_code == 200
 
 
 EXPECTED_FILES = {
     ".", "lmdb", "lmdb/data.mdb", "lmdb/lock.mdb", "dovecote.lock", "reserve.bin", "sns-signing-key.pem",
-    "sns-signing-cert.pem",
+    "sns-signing-cert.pem", "sse-master.key",
 }
 
 

@@ -28,7 +28,7 @@ from dovecote.net.client import BlockingClient
 
 from .harness import BODY, Figure, broker_cpu_s, consume, print_figures, produce, running_broker
 
-QUEUES = {"plain": {}, "sse": {"SqsManagedSseEnabled": "true"}}
+QUEUES = {"plain": {"SqsManagedSseEnabled": "false"}, "sse": {"SqsManagedSseEnabled": "true"}}  # plain: new queues encrypt by default
 
 
 class Measured(NamedTuple):

@@ -34,6 +34,7 @@ from ..conftest import running_broker
 
 MARKER = "MARKER-9d41"
 ARN = "arn:aws:sqs:us-east-1:000000000000:"
+CLEAR = {"SqsManagedSseEnabled": "false"}  # new queues encrypt by default, as on AWS
 
 
 def sealed_store(tmp_path, store: MemoryStore | None = None) -> MemoryStore:
@@ -63,7 +64,7 @@ async def test_an_encrypted_queue_keeps_nothing_in_clear_and_answers_as_any_queu
     async with running_broker(store) as h:
         await h.ok(CreateQueue("kms", {"KmsMasterKeyId": "alias/aws/sqs", "KmsDataKeyReusePeriodSeconds": "60"}))
         await h.ok(CreateQueue("managed", {"SqsManagedSseEnabled": "true"}))
-        await h.ok(CreateQueue("plain"))
+        await h.ok(CreateQueue("plain", CLEAR))
         for queue in ("kms", "managed"):
             sent = await h.ok(SendMessage(queue, f"{queue} {MARKER}", message_attributes=attribute(MARKER)))
             (received,) = await receive_all(h, queue)
@@ -105,7 +106,7 @@ async def test_data_keys_rotate_by_the_reuse_period_and_everything_reads_after_a
 async def test_turning_encryption_on_encrypts_new_messages_and_leaves_old_ones(tmp_path, autojump_clock):
     store = sealed_store(tmp_path)
     async with running_broker(store) as h:
-        await h.ok(CreateQueue("q"))
+        await h.ok(CreateQueue("q", CLEAR))
         await h.ok(SendMessage("q", "sent before PLAIN-BEFORE"))
         await h.ok(SetQueueAttributes("q", {"SqsManagedSseEnabled": "true"}))
         await h.ok(SendMessage("q", f"sent after {MARKER}"))
@@ -117,8 +118,8 @@ async def test_turning_encryption_on_encrypts_new_messages_and_leaves_old_ones(t
 async def test_a_topic_with_a_kms_key_keeps_its_publishes_and_deliveries_sealed(tmp_path, autojump_clock):
     store = sealed_store(tmp_path)
     async with running_broker(store) as h:
-        await h.ok(CreateQueue("plain"))
-        await h.ok(CreateQueue("raw"))
+        await h.ok(CreateQueue("plain", CLEAR))
+        await h.ok(CreateQueue("raw", CLEAR))
         await h.ok(CreateTopic("news", {"KmsMasterKeyId": "alias/aws/sns"}))
         await h.ok(Subscribe("news", "sqs", ARN + "plain"))
         await h.ok(Subscribe("news", "sqs", ARN + "raw", {"RawMessageDelivery": "true"}))

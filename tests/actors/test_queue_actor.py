@@ -166,7 +166,7 @@ async def test_batches_report_each_entry(autojump_clock):
             SendMessageBatch("q", [SendEntry("a", "fine"), SendEntry("b", "x" * 2000), SendEntry("c", "\x00")])
         )
         assert [e.id for e in result.successful] == ["a"]
-        assert {f.id: f.code for f in result.failed} == {"b": "InvalidParameterValue", "c": "InvalidMessageContents"}
+        assert {f.id: f.code for f in result.failed} == {"b": "InvalidParameterValue", "c": "InvalidParameterValue"}
         for entries, code in [
             ([], "EmptyBatchRequest"),
             ([SendEntry(str(i), "x") for i in range(11)], "TooManyEntriesInBatchRequest"),

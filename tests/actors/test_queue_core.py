@@ -314,7 +314,7 @@ def test_permissions_live_in_the_policy_attribute():
     core.add_permission("share", ["111122223333"], ["SendMessage", "ReceiveMessage"], WALL)
     statement = json.loads(core.attributes["Policy"])["Statement"][0]
     assert statement["Sid"] == "share"
-    assert statement["Principal"] == {"AWS": ["arn:aws:iam::111122223333:root"]}
+    assert statement["Principal"] == {"AWS": "arn:aws:iam::111122223333:root"}  # one value: a string, as AWS writes it
     assert statement["Action"] == ["SQS:SendMessage", "SQS:ReceiveMessage"] and statement["Resource"] == ARN
     for label, accounts, actions in [
         ("share", ["111122223333"], ["SendMessage"]),  # the label exists

@@ -81,8 +81,8 @@ def test_queue_attributes_are_normalised():
     ("body", "attributes", "code"),
     [
         ("", {}, "MissingParameter"),
-        ("bad \x00 char", {}, "InvalidMessageContents"),
-        ("bad \ufffe char", {}, "InvalidMessageContents"),
+        ("bad \x00 char", {}, "InvalidParameterValue"),
+        ("bad \ufffe char", {}, "InvalidParameterValue"),
         ("x" * 1025, {}, "InvalidParameterValue"),
         ("ok", {"AWS.reserved": A("String", "v")}, "InvalidParameterValue"),
         ("ok", {"a..b": A("String", "v")}, "InvalidParameterValue"),
@@ -125,7 +125,7 @@ def test_valid_message_with_every_attribute_type():
 )
 def test_batch_rules(ids, code):
     with pytest.raises(BrokerError) as caught:
-        validate_batch(ids)
+        validate_batch("SendMessageBatch", ids)
     assert caught.value.code == code
 
 

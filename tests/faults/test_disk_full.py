@@ -222,7 +222,8 @@ def test_a_damaged_record_in_the_data_file_is_refused_and_salvage_serves_the_res
     bodies = [f"record {index} " + uuid.uuid4().hex * 8 for index in range(5)]
     sqs = sqs_client(broker)
     try:
-        url = sqs.create_queue(QueueName="q")["QueueUrl"]
+        # in clear, so that the damage can be aimed at a body (new queues encrypt by default)
+        url = sqs.create_queue(QueueName="q", Attributes={"SqsManagedSseEnabled": "false"})["QueueUrl"]
         for body in bodies:
             sqs.send_message(QueueUrl=url, MessageBody=body)
     finally:

@@ -45,7 +45,7 @@ def test_encrypted_contents_never_reach_the_data_file_and_survive_kill_9(tmp_pat
     with broker.client() as client:
         client.create_queue("managed", {"SqsManagedSseEnabled": "true"})
         client.create_queue("kms", {"KmsMasterKeyId": "alias/orders"})
-        client.create_queue("plain")
+        client.create_queue("plain", {"SqsManagedSseEnabled": "false"})  # new queues encrypt by default
         client.create_topic("news", {"KmsMasterKeyId": "alias/aws/sns"})
         client.subscribe("news", "sqs", ARN + "plain", {"RawMessageDelivery": "true"})
         for queue in ("managed", "kms"):

@@ -26,6 +26,7 @@ from .serve import ServeProcess, strace_can_run
 STRACE = shutil.which("strace")
 CLIENTS = 3
 SENDS_PER_CLIENT = 20
+CLEAR = {"SqsManagedSseEnabled": "false"}  # the audit finds each body in the data written (new queues encrypt by default)
 SYSCALLS = "fdatasync,fsync,write,writev,pwrite64,pwritev,pwritev2,recvfrom,recvmsg,sendto,sendmsg,clone,clone3,fork,vfork"
 
 
@@ -135,7 +136,7 @@ def aws_sender(broker: ServeProcess) -> Callable[[], Callable[[str], str]]:
             aws_access_key_id="test", aws_secret_access_key="test", config=Config(retries={"max_attempts": 1}),
         )
 
-    url = client().create_queue(QueueName="audited")["QueueUrl"]
+    url = client().create_queue(QueueName="audited", Attributes=CLEAR)["QueueUrl"]
 
     def connect() -> Callable[[str], str]:
         sqs = client()
@@ -147,7 +148,7 @@ def aws_sender(broker: ServeProcess) -> Callable[[], Callable[[str], str]]:
 def native_sender(broker: ServeProcess) -> Callable[[], Callable[[str], str]]:
     """A native connection per sending thread (the blocking client); a send returns the MessageId."""
     with broker.client() as setup:
-        setup.create_queue("audited")
+        setup.create_queue("audited", CLEAR)
 
     def connect() -> Callable[[str], str]:
         native = broker.client()

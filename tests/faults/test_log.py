@@ -56,7 +56,8 @@ def test_what_happened_to_a_message_across_a_crash(tmp_path):
     first_time = json.loads(log(data_dir, "--json", "--limit", "1")[0])["at_ms"]
     assert log(data_dir, "--until", str(first_time)) == []
     stats = json.loads("\n".join(log(data_dir, "stats")))
-    assert stats["records"] == 8 and stats["by_kind"]["MessageReceived"] == 3
+    # eight of the queues' own and the data key their messages are sealed with (SSE-SQS by default)
+    assert stats["records"] == 9 and stats["by_kind"]["MessageReceived"] == 3 and stats["by_kind"]["DataKeyCreated"] == 1
 
 
 class LineReader:
@@ -92,7 +93,9 @@ def test_follow_prints_records_as_they_are_written(tmp_path):
     broker = ServeProcess(data_dir).start()
     try:
         with broker.client() as client:
-            client.create_queue("live")
+            # in clear: a follower started before a queue's first data key was made prints that
+            # queue's messages <encrypted> (noted in issue 15's report); this test is about following
+            client.create_queue("live", {"SqsManagedSseEnabled": "false"})
         follower = subprocess.Popen(
             [sys.executable, "-m", "dovecote", "log", "--data-dir", str(data_dir), "--follow", "--json", "--kind", "MessageSent"],
             stdout=subprocess.PIPE, text=True,

@@ -95,7 +95,7 @@ def test_batches(sqs):
     )
     assert len(result["Successful"]) == 9
     assert result["Failed"] == [
-        {"Id": "bad", "SenderFault": True, "Code": "InvalidMessageContents", "Message": result["Failed"][0]["Message"]}
+        {"Id": "bad", "SenderFault": True, "Code": "InvalidParameterValue", "Message": result["Failed"][0]["Message"]}
     ]
     messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
     assert len(messages) == 9
@@ -135,17 +135,17 @@ def test_invalid_parameters_raise_modelled_errors(sqs):
 @pytest.mark.parametrize(
     ("target", "body", "status", "error_type"),
     [
-        ("AmazonSQS.ListQueues", b"{not json", 400, "com.amazonaws.sqs#InvalidParameterValue"),
-        ("AmazonSQS.ListQueues", b"[1, 2]", 400, "com.amazonaws.sqs#InvalidParameterValue"),
+        ("AmazonSQS.ListQueues", b"{not json", 400, "com.amazonaws.sqs#InvalidParameterValueException"),
+        ("AmazonSQS.ListQueues", b"[1, 2]", 400, "com.amazonaws.sqs#InvalidParameterValueException"),
         ("AmazonSQS.LaunchRocket", b"{}", 400, "com.amazonaws.sqs#InvalidAction"),
-        ("AmazonSQS.SendMessage", b'{"MessageBody": "x"}', 400, "com.amazonaws.sqs#MissingParameter"),
+        ("AmazonSQS.SendMessage", b'{"MessageBody": "x"}', 400, "com.amazonaws.sqs#MissingRequiredParameterException"),
         (
             "AmazonSQS.ReceiveMessage",
             b'{"QueueUrl": "http://h/000000000000/q", "MaxNumberOfMessages": {"a": 1}}',
             400,
-            "com.amazonaws.sqs#InvalidParameterValue",
+            "com.amazonaws.sqs#InvalidParameterValueException",
         ),
-        ("AmazonSQS.DeleteQueue", b'{"QueueUrl": "not-a-url"}', 404, "com.amazonaws.sqs#InvalidAddress"),
+        ("AmazonSQS.DeleteQueue", b'{"QueueUrl": "http://h/not/a/queue"}', 404, "com.amazonaws.sqs#InvalidAddress"),
     ],
 )
 def test_malformed_requests_get_aws_errors_and_the_broker_keeps_serving(sqs, endpoint, target, body, status, error_type):
