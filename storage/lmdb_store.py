@@ -9,12 +9,21 @@ ENOSPC, or as EIO when LMDB's write came up short (it reports any short write as
 full disk when the file system has too little room left for that commit, a fault otherwise. The
 directories are private (0700) and the files (the LMDB files, the lock, the reserve) 0600, whatever
 the umask (private.py); a read-only open changes no permissions.
+
+Pages of the file stay mapped into the process once a commit has read them through LMDB's map
+(copy-on-write reads each page it changes, and the kernel maps the page's cached neighbours with
+it): appending, about a third of what was written stayed resident, counted in the broker's RSS
+(100,000 pending pushes: 150 MiB). After every MAP_TRIM_BYTES of log appended, the map's resident
+pages are dropped (madvise MADV_DONTNEED, on Linux): the map is read-only and shared, so that only
+unmaps them; the page cache keeps them, and a read maps a page back in.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
+import mmap
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +37,7 @@ from .tables import TABLES, Change, Delete, DeleteRange, Put
 SYNC_MODES = ("full", "os")
 INITIAL_MAP_BYTES = 64 << 20
 LOCK_FILE = "dovecote.lock"
+MAP_TRIM_BYTES = 16 << 20  # log bytes appended between two drops of the map's resident pages
 RESERVE_FILE = "reserve.bin"
 LMDB_DIR = "lmdb"
 # An EIO with less free space than twice the commit's log records (the state tables hold copies)
@@ -74,6 +84,8 @@ class LmdbStore(Store):
             detail = f" ({exc.filename})" if exc.filename and Path(exc.filename) != self.data_dir else ""
             raise DataDirectoryUnusable(f"cannot use the data directory {self.data_dir}: {exc.strerror}{detail}") from None
         self._max_map_bytes = max_map_bytes
+        self._data_file = os.path.realpath(db_path / "data.mdb")  # as /proc/self/maps names it
+        self._appended_since_trim = 0
         self._reserve_path = self.data_dir / RESERVE_FILE
         self._reserve_bytes = reserve_bytes
         durable = sync_mode == "full"
@@ -165,6 +177,10 @@ class LmdbStore(Store):
                         txn.delete(change.key, db=db)
                     elif type(change) is DeleteRange:
                         _delete_range(txn.cursor(db), change.first_key, change.last_key)
+            self._appended_since_trim += sum(len(value) for _, value in log_puts)
+            if self._appended_since_trim >= MAP_TRIM_BYTES:
+                self._appended_since_trim = 0
+                _drop_mapped_pages(self._data_file)
         except lmdb.MapFullError as exc:
             raise MapFull(str(exc)) from exc
         except lmdb.Error as exc:
@@ -260,6 +276,21 @@ class LmdbStore(Store):
 
     def map_size_bytes(self) -> int:
         return self._env.info()["map_size"]
+
+
+def _drop_mapped_pages(data_file: str) -> None:
+    """Unmap this process's resident pages of the LMDB file (the module's docstring says why)."""
+    madvise = getattr(ctypes.CDLL(None, use_errno=True), "madvise", None)
+    if madvise is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        with open("/proc/self/maps") as maps:
+            regions = [line.split(maxsplit=1)[0] for line in maps if line.rstrip("\n").endswith(data_file)]
+    except OSError:  # not Linux: nothing to drop
+        return
+    for region in regions:
+        start, end = (int(address, 16) for address in region.split("-"))
+        madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_DONTNEED)
 
 
 def _lock_directory(path: Path) -> int:
