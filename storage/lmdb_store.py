@@ -37,7 +37,7 @@ from .tables import TABLES, Change, Delete, DeleteRange, Put
 SYNC_MODES = ("full", "os")
 INITIAL_MAP_BYTES = 64 << 20
 LOCK_FILE = "dovecote.lock"
-MAP_TRIM_BYTES = 16 << 20  # log bytes appended between two drops of the map's resident pages
+MAP_TRIM_BYTES = 4 << 20  # log bytes appended between two drops of the map's resident pages
 RESERVE_FILE = "reserve.bin"
 LMDB_DIR = "lmdb"
 # An EIO with less free space than twice the commit's log records (the state tables hold copies)
