@@ -190,7 +190,7 @@ class Connection:
                 except h11.ProtocolError as error:
                     outcome = f"{type(error).__name__}: {error}"
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
-                    outcome = f"ConnectionError: {error.__cause__ or error or type(error).__name__}"
+                    outcome = f"ConnectionError: {str(error.__cause__ or error) or type(error).__name__}"
                 await self.close()
                 return outcome[:200]
             await self.close()  # in the middle of an exchange: the connection cannot be used again

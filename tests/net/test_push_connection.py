@@ -149,3 +149,21 @@ def test_endpoints_are_taken_apart_once():
     assert parse_endpoint("http://127.0.0.1").port == 80 and parse_endpoint("http://127.0.0.1").target == b"/"
     with pytest.raises(ValueError):
         parse_endpoint("mailto:someone@example.com")
+
+
+async def test_a_connection_reset_is_said_with_its_cause():
+    import socket
+    import struct
+
+    async def reset(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a RST
+        stream.socket.close()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, reset, 0, host="127.0.0.1"))
+        url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+        async with Pusher().connection() as connection:
+            outcome = await connection.send(request(url))
+        nursery.cancel_scope.cancel()
+    assert outcome.startswith("ConnectionError: ") and "reset" in outcome.lower()
