@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import datetime
 import itertools
-import json
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
@@ -51,6 +50,12 @@ class SnsMessages:
         self.sign_later = sign_later
         self._unsigned: list[tuple[str, bytes, str]] = []  # (stand-in, canonical string, SignatureVersion)
         self._stand_ins = itertools.count(1)
+        self._timestamp = (-1, "")  # the last wall time written out: the publishes of a cycle share it
+
+    def _iso_timestamp(self, wall_ms: int) -> str:
+        if self._timestamp[0] != wall_ms:
+            self._timestamp = (wall_ms, iso_timestamp(wall_ms))
+        return self._timestamp[1]
 
     def envelope(
         self,
@@ -75,7 +80,7 @@ class SnsMessages:
         if subject:
             head["Subject"] = subject
         head["Message"] = message
-        head["Timestamp"] = iso_timestamp(wall_ms)
+        head["Timestamp"] = self._iso_timestamp(wall_ms)
         if not self.fifo:
             self._sign(head, version, signed, later=self.sign_later)
         if replayed:
@@ -152,8 +157,13 @@ def with_signatures(records: Sequence[Record], signatures: Mapping[str, str]) ->
     return out
 
 
+_ENCODER = msgspec.json.Encoder()
+
+
 def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON, non-ASCII as it is: what json.dumps(ensure_ascii=False, separators=(",", ":"))
+    gives, a tenth of its cost (an envelope is made for every publish)."""
+    return _ENCODER.encode(value).decode()
 
 
 def iso_timestamp(wall_ms: int) -> str:

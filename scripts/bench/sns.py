@@ -18,7 +18,7 @@ import trio
 from dovecote.actors.filter_policy import MessageView, compile_policy
 from dovecote.net.client import BlockingClient, MessageAttributeValue, PublishEntry, open_client
 
-from .harness import BODY, Figure, main, running_broker
+from .harness import BODY, Figure, broker_cpu_s, main, running_broker
 
 ARN = "arn:aws:sqs:us-east-1:000000000000:"
 TENANTS = 10
@@ -55,9 +55,10 @@ async def publish(port: int, topic: str, publishes: int, connections: int, pipel
     return per_task * connections * pipeline * 10 / (time.perf_counter() - started)
 
 
-def fan_out(subscriptions: int, filtered: bool, publishes: int, signed: bool = True) -> tuple[float, int]:
-    """Publishes per second to a topic with that many SQS subscriptions, and the deliveries
-    stored (checked against what the subscriptions should have received)."""
+def fan_out(subscriptions: int, filtered: bool, publishes: int, signed: bool = True) -> tuple[float, int, float]:
+    """Publishes per second to a topic with that many SQS subscriptions, the deliveries stored
+    (checked against what the subscriptions should have received), and the broker's CPU time per
+    publish in microseconds (less noisy than the rate on a shared machine)."""
     with running_broker(*(() if signed else ("--unsigned-sqs-envelopes",))) as broker:
         with BlockingClient("127.0.0.1", broker.port) as client:
             client.create_topic("bench")
@@ -65,9 +66,12 @@ def fan_out(subscriptions: int, filtered: bool, publishes: int, signed: bool = T
                 client.create_queue(f"q{i}")
                 attributes = {"FilterPolicy": json.dumps({"tenant": [f"t{i % TENANTS}"]})} if filtered else {}
                 client.subscribe("bench", "sqs", f"{ARN}q{i}", attributes)
+            assert broker.process is not None
+            cpu_before = broker_cpu_s(broker.process.pid)
             rate = trio.run(publish, broker.port, "bench", publishes, 4, 8)
+            cpu_us = (broker_cpu_s(broker.process.pid) - cpu_before) / publishes * 1e6
             stored = sum(int(client.get_queue_attributes(f"q{i}")["ApproximateNumberOfMessages"]) for i in range(subscriptions))
-    return rate, stored
+    return rate, stored, cpu_us
 
 
 def archive_replay(publishes: int) -> float:
@@ -149,16 +153,18 @@ def run(quick: bool) -> list[Figure]:
     figures: list[Figure] = []
     for subscriptions, publishes in ((1, 50_000), (10, 20_000), (100, 3_200)):
         for filtered in (False, True):
-            rate, stored = fan_out(subscriptions, filtered, max(320, publishes // scale))
+            rate, stored, cpu_us = fan_out(subscriptions, filtered, max(320, publishes // scale))
             target = ">= 10,000" if subscriptions == 10 and not filtered else "(reported)"
             met = rate >= 10_000 if target != "(reported)" else True
             label = f"publish, {subscriptions} subscription{'s' if subscriptions > 1 else ''}{', filtered' if filtered else ''}"
             figures.append(Figure(f"{label} ({stored:,} deliveries)", rate, "pub/s", target, met))
-        rate, stored = fan_out(subscriptions, False, max(320, publishes // scale), signed=False)
-        target = ">= 10,000" if subscriptions == 10 else "(reported)"
+            figures.append(Figure("  the broker's CPU per publish", cpu_us, "us", "(reported)", True))
+        rate, stored, cpu_us = fan_out(subscriptions, False, max(320, publishes // scale), signed=False)
+        target = ">= 20,000" if subscriptions == 10 else "(reported)"
         plural = "s" if subscriptions > 1 else ""
         figures.append(Figure(f"publish, {subscriptions} subscription{plural}, unsigned ({stored:,} deliveries)", rate, "pub/s", target,
-                              rate >= 10_000 or target == "(reported)"))
+                              rate >= 20_000 or target == "(reported)"))
+        figures.append(Figure("  the broker's CPU per publish", cpu_us, "us", "(reported)", True))
     rate = archive_replay(100_000 // scale)
     figures.append(Figure(f"archive replay of {100_000 // scale:,} publishes into a queue", rate, "msg/s", ">= 10,000", rate >= 10_000))
     ms = matching_time_ms(1000, 200 // scale)
