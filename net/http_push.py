@@ -27,6 +27,7 @@ import trio
 from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_MAX_RESPONSE_BYTES, PUSH_TIMEOUT_S
 from dovecote.actors.push_types import MOBILE_PROTOCOLS, UNREACHABLE, PushRequest
 
+from .http_client import HttpConnection, Unreachable, tls_context
 from .mobile_sink import MobileSink, run_command, webhook_request
 
 if TYPE_CHECKING:
@@ -104,16 +105,7 @@ class Pusher:
 
     def tls(self) -> ssl.SSLContext:
         if self._tls is None:
-            import ssl
-
-            import certifi
-
-            verify = self._verify
-            context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else certifi.where())
-            if verify is False:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._tls = context
+            self._tls = tls_context(self._verify)
         return self._tls
 
     @contextlib.asynccontextmanager
@@ -168,20 +160,14 @@ def parse_endpoint(url: str) -> Endpoint:
     return Endpoint(url, https, parts.hostname, port, target.encode("ascii", "strict"), host.encode("idna"))
 
 
-class _Unreachable(Exception):
-    """No connection could be made (refused, no route, name unknown, a TLS handshake refused)."""
-
-
 class Connection:
-    """What one sending task sends through: one keep-alive HTTP/1.1 connection, to the endpoint it
-    last sent to."""
+    """What one sending task sends through: one keep-alive HTTP/1.1 connection (http_client.py), to
+    the endpoint it last sent to."""
 
     def __init__(self, pusher: Pusher) -> None:
         self._pusher = pusher
         self._endpoint: Endpoint | None = None
-        self._stream: trio.abc.Stream | None = None
-        self._socket: trio.socket.SocketType | None = None  # under the stream, to see whether it was closed while idle
-        self._http = h11.Connection(h11.CLIENT)
+        self._http: HttpConnection | None = None
 
     async def send(self, request: PushRequest) -> str:
         """"" when delivered, else what went wrong."""
@@ -201,89 +187,28 @@ class Connection:
                 return f"InvalidURL: {error}"[:200]
             await self.close()
             self._endpoint = endpoint
+            self._http = HttpConnection(endpoint.host, endpoint.port, self._pusher.tls() if endpoint.https else None)
+        assert self._http is not None
+        body = request.body.encode()
         async with self._pusher.in_flight:
             with trio.move_on_after(self._pusher.timeout_s):
                 try:
-                    return await self._post(self._endpoint, request)
-                except _Unreachable as error:
-                    outcome = f"{UNREACHABLE}: {error.__cause__ or error}"
+                    answer = await self._http.exchange(
+                        b"POST", self._endpoint.target, _headers(self._endpoint, request, len(body)), body,
+                        self._pusher.max_response_bytes,
+                    )
+                except Unreachable as error:
+                    return f"{UNREACHABLE}: {error.__cause__ or error}"[:200]
                 except h11.ProtocolError as error:
-                    outcome = f"{type(error).__name__}: {error}"
+                    return f"{type(error).__name__}: {error}"[:200]
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
-                    outcome = f"ConnectionError: {str(error.__cause__ or error) or type(error).__name__}"
-                await self.close()
-                return outcome[:200]
-            await self.close()  # in the middle of an exchange: the connection cannot be used again
-            return "timeout"
-
-    async def _post(self, endpoint: Endpoint, request: PushRequest) -> str:
-        if self._stream is not None and (self._http.our_state is not h11.IDLE or self._closed_while_idle()):
-            await self.close()
-        if self._stream is None:
-            await self._open(endpoint)
-        http = self._http
-        body = request.body.encode()
-        head = h11.Request(method=b"POST", target=endpoint.target, headers=_headers(endpoint, request, len(body)))
-        # One write for the whole request (h11 checks the header values: none can add a header).
-        await self._stream.send_all(http.send(head) + http.send(h11.Data(data=body)) + http.send(h11.EndOfMessage()))
-        status, complete = await self._read_answer()
-        if complete and http.our_state is h11.DONE and http.their_state is h11.DONE:
-            http.start_next_cycle()  # kept alive
-        else:
-            await self.close()
-        return "" if 200 <= status < 300 else f"HTTP {status}"
-
-    async def _read_answer(self) -> tuple[int, bool]:
-        """The answer's status, and whether its body was read whole (up to the cap: beyond, the
-        rest is not read, and the connection is not kept)."""
-        http, status, read = self._http, 0, 0
-        while True:
-            event = http.next_event()
-            if event is h11.NEED_DATA:
-                data = await self._stream.receive_some(65536)
-                if not data and not status:
-                    raise h11.RemoteProtocolError("the endpoint closed the connection without answering")
-                http.receive_data(data)
-            elif type(event) is h11.Response:
-                status = event.status_code
-            elif type(event) is h11.Data:
-                read += len(event.data)
-                if read > self._pusher.max_response_bytes:
-                    return status, False
-            elif type(event) is h11.EndOfMessage:
-                return status, True
-            elif type(event) is h11.ConnectionClosed:
-                return status, False
-            # an informational answer (100 Continue) is passed over: the final one follows
-
-    def _closed_while_idle(self) -> bool:
-        """An idle keep-alive connection with something to read has been closed by the endpoint
-        (or sent what no request asked for): it is not used again."""
-        assert self._socket is not None
-        return self._socket.is_readable()
-
-    async def _open(self, endpoint: Endpoint) -> None:
-        try:
-            stream: trio.abc.Stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
-        except OSError as error:
-            raise _Unreachable() from error
-        self._socket = stream.socket
-        if endpoint.https:
-            import ssl
-
-            stream = trio.SSLStream(stream, self._pusher.tls(), server_hostname=endpoint.host, https_compatible=True)
-            try:
-                await stream.do_handshake()
-            except (trio.BrokenResourceError, ssl.SSLError) as error:
-                await trio.aclose_forcefully(stream)
-                raise _Unreachable() from (error.__cause__ or error)
-        self._stream = stream
-        self._http = h11.Connection(h11.CLIENT)
+                    return f"ConnectionError: {str(error.__cause__ or error) or type(error).__name__}"[:200]
+                return "" if 200 <= answer.status < 300 else f"HTTP {answer.status}"
+            return "timeout"  # in the middle of an exchange: its connection was closed
 
     async def close(self) -> None:
-        if self._stream is not None:
-            stream, self._stream, self._socket = self._stream, None, None
-            await trio.aclose_forcefully(stream)
+        if self._http is not None:
+            await self._http.close()
 
 
 def _headers(endpoint: Endpoint, request: PushRequest, length: int) -> list[tuple[bytes, bytes]]:

@@ -1,9 +1,9 @@
 """A remote SQS/SNS endpoint, as the shovels speak to it: SQS's JSON 1.0 protocol and SNS's Query
 protocol, every request signed with SigV4 (net/sigv4.py, the code that verifies the broker's own
 requests). botocore would do the same, but it is tens of megabytes that the device executable would
-carry for six calls. HTTP/1.1 is h11's (which the broker's server speaks too) over one keep-alive
-trio stream a worker: the shovels' requests are all alike, and in a profile of a drain httpx's
-client and pool took more of the broker's time than everything else a forward costs together.
+carry for six calls. HTTP/1.1 is the broker's own client's (http_client.py, one keep-alive
+connection a worker), as the pushes': in a profile of a drain through httpx, its client and pool
+took more of the broker's time than everything else a forward costs together.
 
 Every failure is a RemoteError: an unreachable or slow remote (status 0), or the remote's refusal
 with its code and message as it sent them.
@@ -11,7 +11,6 @@ with its code and message as it sent them.
 
 from __future__ import annotations
 
-import ssl
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -23,6 +22,7 @@ import trio
 
 from dovecote.actors.shovel_core import RemoteConfig, retryable
 
+from .http_client import Answer, HttpConnection, Unreachable, tls_context
 from .http_server import HttpRequest
 from .sigv4 import authorization_headers
 
@@ -30,6 +30,7 @@ JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
 UNREACHABLE = "Unreachable"
 MAX_ERROR_TEXT = 300
+MAX_ANSWER_BYTES = 16 << 20  # ten received messages of 1 MiB and their attributes, with room
 
 
 class RemoteError(Exception):
@@ -56,91 +57,38 @@ class BatchOutcome(NamedTuple):
 
 
 class RemoteApi:
-    """A connection to one remote's endpoint, kept alive between requests; one request at a time.
-    Owned by the task that opened it (`async with`)."""
+    """A connection to one remote's endpoint (http_client.py), kept alive between requests; one
+    request at a time. Owned by the task that opened it (`async with`)."""
 
     def __init__(self, config: RemoteConfig) -> None:
         self.config = config
         url = urlsplit(config.endpoint_url)
+        https = url.scheme == "https"
         self._host = url.netloc
-        self._hostname = url.hostname or ""
-        self._port = url.port or (443 if url.scheme == "https" else 80)
-        self._path = url.path or "/"
-        self._tls = _tls_context(config.verify) if url.scheme == "https" else None
-        self._stream: trio.abc.Stream | None = None
-        self._http = h11.Connection(h11.CLIENT)
+        self._target = (url.path or "/").encode()
+        self._http = HttpConnection(url.hostname or "", url.port or (443 if https else 80), tls_context(config.verify) if https else None)
 
     async def __aenter__(self) -> RemoteApi:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._close()
+        await self._http.close()
 
-    async def _close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            await trio.aclose_forcefully(stream)
-
-    async def _post(self, service: str, headers: list[tuple[str, str]], body: bytes, extra_s: float) -> tuple[int, dict[str, str], bytes]:
-        """The answer's status, headers (names in lower case) and body."""
+    async def _post(self, service: str, headers: list[tuple[str, str]], body: bytes, extra_s: float) -> Answer:
         config = self.config
-        request = HttpRequest("POST", self._path, [("Host", self._host), *headers], body)
+        request = HttpRequest("POST", self._target.decode(), [("Host", self._host), *headers], body)
         signed = authorization_headers(request, config.access_key_id, config.secret_access_key, config.region, service)
-        headers = [*signed, ("Content-Length", str(len(body)))]
-        # A kept-alive connection the remote closed while idle fails at once: the request goes again
-        # on a new one (at least once, as every forward is).
-        for last_try in (self._stream is None, True):
-            try:
-                with trio.fail_after(config.timeout_s + extra_s):
-                    return await self._exchange(headers, body)
-            except (OSError, trio.BrokenResourceError, trio.TooSlowError, h11.ProtocolError) as error:
-                await self._close()
-                if last_try or isinstance(error, trio.TooSlowError):
-                    reason = "no answer in time" if isinstance(error, trio.TooSlowError) else _reason(error)
-                    raise RemoteError(0, UNREACHABLE, f"{config.endpoint_url}: {reason}"[:MAX_ERROR_TEXT]) from None
-        raise AssertionError("unreachable")
-
-    async def _exchange(self, headers: list[tuple[str, str]], body: bytes) -> tuple[int, dict[str, str], bytes]:
-        http = self._http
-        if self._stream is None:
-            self._stream = await self._connect()
-            http = self._http = h11.Connection(h11.CLIENT)
-        # One write for the whole request: head and body.
-        await self._stream.send_all(
-            http.send(h11.Request(method="POST", target=self._path, headers=headers)) + http.send(h11.Data(data=body))
-            + http.send(h11.EndOfMessage())
-        )
-        status, answer_headers, chunks = 0, {}, []
-        while True:
-            event = http.next_event()
-            if event is h11.NEED_DATA:
-                http.receive_data(await self._stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                answer_headers = {name.decode().lower(): value.decode("latin-1") for name, value in event.headers}
-            elif isinstance(event, h11.Data):
-                chunks.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise trio.BrokenResourceError("the remote closed the connection")
-        if http.our_state is h11.DONE and http.their_state is h11.DONE:
-            http.start_next_cycle()
-        else:  # the remote said it closes
-            await self._close()
-        return status, answer_headers, b"".join(chunks)
-
-    async def _connect(self) -> trio.abc.Stream:
-        stream: trio.abc.Stream = await trio.open_tcp_stream(self._hostname, self._port)
-        if self._tls is not None:
-            stream = trio.SSLStream(stream, self._tls, server_hostname=self._hostname, https_compatible=True)
-            await stream.do_handshake()
-        return stream
+        encoded = [(name.encode(), value.encode()) for name, value in signed] + [(b"Content-Length", b"%d" % len(body))]
+        try:
+            with trio.fail_after(config.timeout_s + extra_s):
+                return await self._http.exchange(b"POST", self._target, encoded, body, MAX_ANSWER_BYTES)
+        except (Unreachable, OSError, trio.BrokenResourceError, trio.TooSlowError, h11.ProtocolError) as error:
+            raise RemoteError(0, UNREACHABLE, f"{config.endpoint_url}: {_reason(error)}"[:MAX_ERROR_TEXT]) from None
 
     async def sqs(self, action: str, params: dict[str, Any], extra_s: float = 0.0) -> dict[str, Any]:
         """An SQS action through the JSON protocol: its answer, or RemoteError."""
         headers = [("Content-Type", JSON_CONTENT_TYPE), ("X-Amz-Target", f"AmazonSQS.{action}")]
-        status, response_headers, content = await self._post("sqs", headers, msgspec.json.encode(params), extra_s)
+        status, response_headers, content, _ = await self._post("sqs", headers, msgspec.json.encode(params), extra_s)
         try:
             answer = msgspec.json.decode(content) if content else {}
         except msgspec.DecodeError:
@@ -157,7 +105,7 @@ class RemoteApi:
 
     async def sns(self, pairs: Sequence[tuple[str, str]]) -> ElementTree.Element:
         """An SNS action through the Query protocol: its answer's XML, or RemoteError."""
-        status, _, content = await self._post("sns", [("Content-Type", FORM_CONTENT_TYPE)], urlencode(pairs).encode(), 0.0)
+        status, _, content, _ = await self._post("sns", [("Content-Type", FORM_CONTENT_TYPE)], urlencode(pairs).encode(), 0.0)
         try:
             root = ElementTree.fromstring(content)
         except ElementTree.ParseError:
@@ -210,25 +158,12 @@ class RemoteApi:
 
 
 def _reason(error: BaseException) -> str:
-    """What went wrong, in words: trio wraps a TLS failure (a certificate not trusted) in
-    BrokenResourceError, whose cause says which."""
-    cause = error.__cause__ if isinstance(error, trio.BrokenResourceError) and error.__cause__ is not None else error
+    """What went wrong, in words: a connection refused or a certificate not trusted is the cause of
+    the error that reports it."""
+    if isinstance(error, trio.TooSlowError):
+        return "no answer in time"
+    cause = error.__cause__ if isinstance(error, (Unreachable, trio.BrokenResourceError)) and error.__cause__ is not None else error
     return f"{type(cause).__name__} {cause}"
-
-
-def _tls_context(verify: bool | str) -> ssl.SSLContext:
-    """An https remote's certificate checked against certifi's CAs (as the pushes' are), a CA bundle
-    file, or not at all."""
-    if verify is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    import certifi
-
-    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _json_failures(answer: dict[str, Any]) -> list[EntryFailure]:
