@@ -27,6 +27,7 @@ from .directory import ActorEntry, Directory, Health
 from .lifecycle import Lifecycle
 from .limits import STATISTICS_ACTORS_PER_STEP
 from .mailbox import MailboxStatistics
+from .platform import Platform
 from .principals import ANYONE, Principal
 from .push_types import Sender
 from .queue_core import QueueCore
@@ -65,25 +66,33 @@ class Broker:
         self.config = config
         self.directory = Directory()
         supervisor = Supervisor(config, store, writer, clock, self.directory, sender)
-        options = topic_options(config, signer, sender.protocols if sender is not None else frozenset())
+        protocols = sender.protocols if sender is not None else frozenset()
+        options = topic_options(config, signer, protocols)
         self._lifecycle = Lifecycle(config, store, writer, clock, self.directory, supervisor, options)
+        self._platform = Platform(config, store, writer, clock, protocols)
         self._initial_cores = list(cores)
 
     def session(self, region: str | None = None, principal: Principal = ANYONE) -> Session:
         """A session of one principal, acting in one region's namespace (by default the broker's
         region)."""
-        return Session(self.directory, self._lifecycle.mailbox, region or self.config.region, principal, self.config.account_id)
+        return Session(
+            self.directory, self._lifecycle.mailbox, region or self.config.region, principal, self.config.account_id, self._platform
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until stop(); the actors live in here. Queues start first, so topics find them."""
         cores = sorted(self._initial_cores, key=lambda core: isinstance(core, TopicCore))
         self._initial_cores.clear()
-        await self._lifecycle.run(cores, task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._platform.run)
+            await self._lifecycle.run(cores, task_status=task_status)
+            self._platform.mailbox.close_for_mail()
 
     def stop(self) -> None:
         """Stop taking creations and deletions; every actor then answers its long polls, finishes
         what is in its mailbox and ends."""
         self._lifecycle.mailbox.close_for_mail()
+        self._platform.mailbox.close_for_mail()
 
     def statistics(self) -> list[ActorReport]:
         """How every queue's and topic's actor fares: its mailbox, its supervisor's record and its

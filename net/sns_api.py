@@ -23,6 +23,17 @@ from dovecote.actors.ops import (
     AddTopicPermission,
     Arn,
     CheckIfPhoneNumberIsOptedOut,
+    CreatePlatformApplication,
+    CreatePlatformEndpoint,
+    DeleteEndpoint,
+    DeletePlatformApplication,
+    GetEndpointAttributes,
+    GetPlatformApplicationAttributes,
+    ListEndpointsByPlatformApplication,
+    ListPlatformApplications,
+    PlatformResources,
+    SetEndpointAttributes,
+    SetPlatformApplicationAttributes,
     GetSMSSandboxAccountStatus,
     ListOriginationNumbers,
     ListPhoneNumbersOptedOut,
@@ -69,11 +80,16 @@ SMS_ACCOUNT_ACTIONS = (
     "CheckIfPhoneNumberIsOptedOut", "ListPhoneNumbersOptedOut", "OptInPhoneNumber", "GetSMSSandboxAccountStatus",
     "ListOriginationNumbers",
 )
+PLATFORM_ACTIONS = (
+    "CreatePlatformApplication", "GetPlatformApplicationAttributes", "SetPlatformApplicationAttributes",
+    "ListPlatformApplications", "DeletePlatformApplication", "CreatePlatformEndpoint", "GetEndpointAttributes",
+    "SetEndpointAttributes", "DeleteEndpoint", "ListEndpointsByPlatformApplication",
+)
 ACTIONS_ONLY_SNS = {
     "CreateTopic", "DeleteTopic", "ListTopics", "GetTopicAttributes", "SetTopicAttributes", "Subscribe",
     "ConfirmSubscription", "Unsubscribe", "ListSubscriptions", "ListSubscriptionsByTopic",
     "GetSubscriptionAttributes", "SetSubscriptionAttributes", "Publish", "PublishBatch", "TagResource",
-    "UntagResource", "ListTagsForResource", *SMS_ACCOUNT_ACTIONS,
+    "UntagResource", "ListTagsForResource", *SMS_ACCOUNT_ACTIONS, *PLATFORM_ACTIONS,
 }
 # SQS-worded codes of shared validation, in SNS's words
 _SNS_CODES = {"InvalidParameterValue": "InvalidParameter", "MissingParameter": "InvalidParameter", "InvalidAttributeName": "InvalidParameter"}
@@ -201,6 +217,42 @@ class CamelNextTokenRequest(_Shape, rename="camel"):
     next_token: str | None = None
 
 
+class CreatePlatformApplicationRequest(_Shape):
+    name: str
+    platform: str
+    attributes: dict[str, str] = {}  # an empty map is not sent: the core says what it lacks
+
+
+class PlatformApplicationRequest(_Shape):
+    platform_application_arn: str
+
+
+class SetPlatformApplicationAttributesRequest(_Shape):
+    platform_application_arn: str
+    attributes: dict[str, str]
+
+
+class ListEndpointsRequest(_Shape):
+    platform_application_arn: str
+    next_token: str | None = None
+
+
+class CreatePlatformEndpointRequest(_Shape):
+    platform_application_arn: str
+    token: str
+    custom_user_data: str | None = None
+    attributes: dict[str, str] = {}
+
+
+class EndpointRequest(_Shape):
+    endpoint_arn: str
+
+
+class SetEndpointAttributesRequest(_Shape):
+    endpoint_arn: str
+    attributes: dict[str, str]
+
+
 class RemovePermissionRequest(_Shape):
     topic_arn: str
     label: str
@@ -298,6 +350,28 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
     "OptInPhoneNumber": (PhoneNumberRequest, lambda r: OptInPhoneNumber(r.phone_number)),
     "GetSMSSandboxAccountStatus": (_Shape, lambda r: GetSMSSandboxAccountStatus()),
     "ListOriginationNumbers": (NextTokenRequest, lambda r: ListOriginationNumbers(r.next_token)),
+    "CreatePlatformApplication": (
+        CreatePlatformApplicationRequest, lambda r: CreatePlatformApplication(r.name, r.platform, r.attributes)
+    ),
+    "GetPlatformApplicationAttributes": (
+        PlatformApplicationRequest, lambda r: GetPlatformApplicationAttributes(r.platform_application_arn)
+    ),
+    "SetPlatformApplicationAttributes": (
+        SetPlatformApplicationAttributesRequest,
+        lambda r: SetPlatformApplicationAttributes(r.platform_application_arn, r.attributes),
+    ),
+    "ListPlatformApplications": (NextTokenRequest, lambda r: ListPlatformApplications(r.next_token)),
+    "DeletePlatformApplication": (PlatformApplicationRequest, lambda r: DeletePlatformApplication(r.platform_application_arn)),
+    "CreatePlatformEndpoint": (
+        CreatePlatformEndpointRequest,
+        lambda r: CreatePlatformEndpoint(r.platform_application_arn, r.token, r.custom_user_data, r.attributes),
+    ),
+    "GetEndpointAttributes": (EndpointRequest, lambda r: GetEndpointAttributes(r.endpoint_arn)),
+    "SetEndpointAttributes": (SetEndpointAttributesRequest, lambda r: SetEndpointAttributes(r.endpoint_arn, r.attributes)),
+    "DeleteEndpoint": (EndpointRequest, lambda r: DeleteEndpoint(r.endpoint_arn)),
+    "ListEndpointsByPlatformApplication": (
+        ListEndpointsRequest, lambda r: ListEndpointsByPlatformApplication(r.platform_application_arn, r.next_token)
+    ),
 }
 
 
@@ -364,7 +438,7 @@ def to_output(action: str, result: Result) -> dict[str, Any]:
         case Done():
             return {}
         case Arn(arn=arn):
-            return {"SubscriptionArn" if action in ("Subscribe", "ConfirmSubscription") else "TopicArn": arn}
+            return {_ARN_OUTPUTS.get(action, "TopicArn"): arn}
         case Arns(arns=arns, next_token=token):
             return _without_none({"Topics": [{"TopicArn": arn} for arn in arns], "NextToken": token})
         case Attributes(attributes=attributes):
@@ -392,12 +466,25 @@ def to_output(action: str, result: Result) -> dict[str, Any]:
             return _without_none({"PhoneNumbers": numbers, "NextToken": token})
         case SandboxStatus(in_sandbox=in_sandbox):
             return {"IsInSandbox": in_sandbox}
+        case PlatformResources(resources=resources, next_token=token):
+            listing, arn_name = ("Endpoints", "EndpointArn") if action == "ListEndpointsByPlatformApplication" else (
+                "PlatformApplications", "PlatformApplicationArn"
+            )
+            return _without_none({listing: [{arn_name: r.arn, "Attributes": r.attributes} for r in resources], "NextToken": token})
         case PublishBatchResult(successful=successful, failed=failed):
             return {
                 "Successful": [_without_none({"Id": e.id, "MessageId": e.message_id, "SequenceNumber": e.sequence_number}) for e in successful],
                 "Failed": [{"Id": f.id, "Code": f.code, "Message": f.message, "SenderFault": f.sender_fault} for f in failed],
             }
     raise TypeError(f"no output shape for {type(result).__name__}")
+
+
+_ARN_OUTPUTS = {
+    "Subscribe": "SubscriptionArn",
+    "ConfirmSubscription": "SubscriptionArn",
+    "CreatePlatformApplication": "PlatformApplicationArn",
+    "CreatePlatformEndpoint": "EndpointArn",
+}
 
 
 def _without_none(values: dict[str, Any]) -> dict[str, Any]:

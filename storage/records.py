@@ -235,6 +235,34 @@ class MessageForwarded(Record, tag="MessageForwarded"):
     direction: str  # "up" (local to remote) or "down"
 
 
+class PlatformApplicationChanged(Record, tag="PlatformApplicationChanged"):
+    """A platform application's whole state after it was made or changed (format 3). Its
+    credentials are not among the attributes: the operator's sink holds its own."""
+
+    arn: str
+    attributes: dict[str, str]
+
+
+class PlatformApplicationDeleted(Record, tag="PlatformApplicationDeleted"):
+    """A platform application and every endpoint of it deleted (format 3)."""
+
+    arn: str
+
+
+class PlatformEndpointChanged(Record, tag="PlatformEndpointChanged"):
+    """A platform endpoint's whole state after it was made or changed (format 3): its attributes
+    hold its Token, Enabled and CustomUserData."""
+
+    arn: str
+    application_arn: str
+    attributes: dict[str, str]
+
+
+class PlatformEndpointDeleted(Record, tag="PlatformEndpointDeleted"):
+    arn: str
+    application_arn: str
+
+
 class PushQueued(Record, tag="PushQueued"):
     """A delivery a topic owes an HTTP/S or email subscription, stored with its publish. It stays
     pending (state table `pushes`) until a PushDone."""
@@ -339,6 +367,10 @@ AnyRecord = (
     | DataKeyRewrapped
     | DataKeyRetired
     | MessageForwarded
+    | PlatformApplicationChanged
+    | PlatformApplicationDeleted
+    | PlatformEndpointChanged
+    | PlatformEndpointDeleted
 )
 QueueRow = QueueCreated | QueueAttributesChanged
 TopicRow = TopicCreated | TopicAttributesChanged

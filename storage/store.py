@@ -38,6 +38,8 @@ from .records import (
     MessageSent,
     MessageSentHead,
     MoveTaskChanged,
+    PlatformApplicationChanged,
+    PlatformEndpointChanged,
     Published,
     PushAttempted,
     PushQueued,
@@ -68,11 +70,14 @@ from .tables import (
     MOVE_TASKS,
     FORMAT_VERSION_KEY,
     NEXT_QUEUE_ID,
+    PLATFORM_APPLICATIONS,
+    PLATFORM_ENDPOINTS,
     Put,
     PUSH_ATTEMPTS,
     PUSHES,
     QUEUES,
     SUBSCRIPTIONS,
+    TABLES,
     TOPICS,
     Change,
     Delete,
@@ -87,7 +92,8 @@ from .tables import (
 # was recorded are format 1. A store opened for writing records this version: format 2 added
 # encryption at rest (MessageSent, Published and PushQueued gained `sealed`; the data key records
 # and table), which format 1 would misread as empty bodies; format 3 added the shovels' log records
-# (MessageForwarded), which format 2 cannot decode.
+# (MessageForwarded) and SNS's platform applications and endpoints (their records and tables), which
+# format 2 cannot decode.
 FORMAT_VERSION = 3
 
 TimeShift = Callable[[int, int], int]  # (a record's LSN, its at_ms) -> ms to add to its times
@@ -409,6 +415,12 @@ class Store(abc.ABC):
         """Every subscription of every topic (damaged rows left out: `dovecote check` names them)."""
         return [record for _, record in self._rows(SUBSCRIPTIONS, (SubscriptionChanged,), DamageCollector())]
 
+    def load_platform(self) -> tuple[list[PlatformApplicationChanged], list[PlatformEndpointChanged]]:
+        """Every platform application and endpoint (damaged rows left out: `dovecote check` names them)."""
+        applications = [record for _, record in self._rows(PLATFORM_APPLICATIONS, (PlatformApplicationChanged,), DamageCollector())]
+        endpoints = [record for _, record in self._rows(PLATFORM_ENDPOINTS, (PlatformEndpointChanged,), DamageCollector())]
+        return applications, endpoints
+
     def pending_pushes(self, topic_id: int, subscription_id: int) -> list[PendingPush]:
         """One subscription's pending pushes, in seq order (damaged rows left out: `dovecote check`
         names them)."""
@@ -541,7 +553,7 @@ class Store(abc.ABC):
         """Check every stored value (the `dovecote check` scan); returns the damaged ranges. With
         a sealer, every encrypted record must also open."""
         damage = DamageCollector()
-        for table in (LOG, QUEUES, MESSAGES, DELIVERIES, MOVE_TASKS, DEDUP, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS):
+        for table in (t for t in TABLES if t != META):  # META holds counters, not records
             for key, value in self._scan(table):
                 if not _decodes(table, value) or not self._opens(table, value):
                     damage.add(table, key)

@@ -23,6 +23,10 @@ from .records import (
     MessageReceived,
     MessageSent,
     MoveTaskChanged,
+    PlatformApplicationChanged,
+    PlatformApplicationDeleted,
+    PlatformEndpointChanged,
+    PlatformEndpointDeleted,
     Published,
     PushAttempted,
     PushDone,
@@ -54,8 +58,11 @@ ARCHIVE = "archive"  # archived publishes of topics with an ArchivePolicy, by (t
 PUSHES = "pushes"  # pending HTTP/S and email deliveries (PushQueued), by (topic_id, subscription_id, seq)
 PUSH_ATTEMPTS = "push_attempts"  # the last failed attempt of a pending push (PushAttempted), same keys
 DATA_KEYS = "data_keys"  # encryption at rest: each data key, wrapped (DataKeyCreated, DataKeyRewrapped), by key id (format 2)
+PLATFORM_APPLICATIONS = "platform_applications"  # SNS platform applications, by ARN (format 3)
+PLATFORM_ENDPOINTS = "platform_endpoints"  # their endpoints, by endpoint_key (format 3)
 TABLES = (
     LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS,
+    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS,
 )
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
@@ -154,6 +161,14 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Delete(DATA_KEYS, keys.queue_key(k))]
         case MessageForwarded():
             return []
+        case PlatformApplicationChanged(arn=arn):
+            return [Put(PLATFORM_APPLICATIONS, arn.encode(), framed)]
+        case PlatformApplicationDeleted(arn=arn):
+            return [Delete(PLATFORM_APPLICATIONS, arn.encode()), DeleteRange(PLATFORM_ENDPOINTS, *keys.endpoint_range(arn))]
+        case PlatformEndpointChanged(arn=arn, application_arn=application):
+            return [Put(PLATFORM_ENDPOINTS, keys.endpoint_key(application, arn), framed)]
+        case PlatformEndpointDeleted(arn=arn, application_arn=application):
+            return [Delete(PLATFORM_ENDPOINTS, keys.endpoint_key(application, arn))]
         case QueueDeleted(queue_id=q):
             first, last = keys.queue_message_range(q)
             return [Delete(QUEUES, keys.queue_key(q))] + [DeleteRange(t, first, last) for t in QUEUE_TABLES]

@@ -1,0 +1,217 @@
+"""SNS's platform applications and endpoints (mobile push) as AWS validates and answers them: what
+each operation stores and answers. Pure: no I/O; the platform actor (platform.py) owns one and
+writes what it says to store.
+
+An application's credentials are checked for presence, as AWS does, but not kept: this broker
+delivers through the operator's sink, which holds its own.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dovecote.storage.records import (
+    PlatformApplicationChanged,
+    PlatformApplicationDeleted,
+    PlatformEndpointChanged,
+    PlatformEndpointDeleted,
+    Record,
+)
+
+from . import paging
+from .errors import BrokerError, invalid_parameter
+from .ops import (
+    Arn,
+    Attributes,
+    CreatePlatformApplication,
+    CreatePlatformEndpoint,
+    DeleteEndpoint,
+    DeletePlatformApplication,
+    Done,
+    GetEndpointAttributes,
+    GetPlatformApplicationAttributes,
+    ListEndpointsByPlatformApplication,
+    ListPlatformApplications,
+    PlatformOp,
+    PlatformResource,
+    PlatformResources,
+    Result,
+    SetEndpointAttributes,
+    SetPlatformApplicationAttributes,
+)
+
+PLATFORMS = frozenset({"ADM", "APNS", "APNS_SANDBOX", "BAIDU", "GCM", "MPNS", "WNS"})
+_APPLICATION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+CREDENTIALS = ("PlatformCredential", "PlatformPrincipal")  # checked, never kept nor answered
+APPLICATION_ATTRIBUTES = frozenset({
+    *CREDENTIALS, "EventEndpointCreated", "EventEndpointDeleted", "EventEndpointUpdated", "EventDeliveryFailure",
+    "SuccessFeedbackRoleArn", "FailureFeedbackRoleArn", "SuccessFeedbackSampleRate", "ApplePlatformTeamID",
+    "ApplePlatformBundleID",
+})
+ENDPOINT_ATTRIBUTES = frozenset({"CustomUserData", "Enabled", "Token"})
+MAX_CUSTOM_USER_DATA_BYTES = 2048
+MAX_TOKEN_BYTES = 8192  # an APNS token is 64 characters, an FCM registration token a few hundred
+
+
+def application_missing() -> BrokerError:
+    return BrokerError("NotFound", "PlatformApplication does not exist")
+
+
+def endpoint_missing() -> BrokerError:
+    return BrokerError("NotFound", "Endpoint does not exist")
+
+
+class PlatformCore:
+    """Every platform application (ARN -> attributes) and endpoint (ARN -> its record) of the broker."""
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        self.applications: dict[str, dict[str, str]] = {}
+        self.endpoints: dict[str, PlatformEndpointChanged] = {}
+
+    @classmethod
+    def restore(
+        cls, account_id: str, applications: list[PlatformApplicationChanged], endpoints: list[PlatformEndpointChanged]
+    ) -> PlatformCore:
+        core = cls(account_id)
+        for record in [*applications, *endpoints]:
+            core.apply(record)
+        return core
+
+    def has_endpoint(self, arn: str) -> bool:
+        return arn in self.endpoints
+
+    def plan(self, op: PlatformOp, region: str, at_ms: int, new_id: str) -> tuple[list[Record], Result]:
+        """What op stores (applied with `apply` once committed) and answers. `new_id` names the
+        endpoint a CreatePlatformEndpoint would make. Raises BrokerError for a refusal."""
+        match op:
+            case CreatePlatformApplication():
+                return self._create_application(op, region, at_ms)
+            case GetPlatformApplicationAttributes(application_arn=arn):
+                return [], Attributes(self._application(arn))
+            case SetPlatformApplicationAttributes(application_arn=arn, attributes=given):
+                attributes = {**self._application(arn), **_application_attributes(given, creating=False)}
+                return [PlatformApplicationChanged(at_ms, arn, attributes)], Done()
+            case ListPlatformApplications(next_token=token):
+                listed = [PlatformResource(arn, attributes) for arn, attributes in sorted(self.applications.items())]
+                return [], PlatformResources(*paging.sns_page(listed, token, _resource_arn))
+            case DeletePlatformApplication(application_arn=arn):
+                # Deleting one that is not there succeeds, as AWS's deletions of SNS resources do.
+                return ([PlatformApplicationDeleted(at_ms, arn)] if arn in self.applications else []), Done()
+            case CreatePlatformEndpoint():
+                return self._create_endpoint(op, at_ms, new_id)
+            case GetEndpointAttributes(endpoint_arn=arn):
+                return [], Attributes(self._endpoint(arn).attributes)
+            case SetEndpointAttributes(endpoint_arn=arn, attributes=given):
+                endpoint = self._endpoint(arn)
+                attributes = {**endpoint.attributes, **_endpoint_attributes(given)}
+                return [PlatformEndpointChanged(at_ms, arn, endpoint.application_arn, attributes)], Done()
+            case DeleteEndpoint(endpoint_arn=arn):
+                endpoint = self.endpoints.get(arn)  # idempotent, as AWS documents it
+                return ([PlatformEndpointDeleted(at_ms, arn, endpoint.application_arn)] if endpoint else []), Done()
+            case ListEndpointsByPlatformApplication(application_arn=application, next_token=token):
+                self._application(application)
+                listed = [
+                    PlatformResource(arn, endpoint.attributes)
+                    for arn, endpoint in sorted(self.endpoints.items())
+                    if endpoint.application_arn == application
+                ]
+                return [], PlatformResources(*paging.sns_page(listed, token, _resource_arn))
+        raise TypeError(f"{type(op).__name__} is not a platform operation")
+
+    def apply(self, record: Record) -> None:
+        match record:
+            case PlatformApplicationChanged(arn=arn, attributes=attributes):
+                self.applications[arn] = attributes
+            case PlatformApplicationDeleted(arn=arn):
+                del self.applications[arn]
+                for endpoint_arn in [e.arn for e in self.endpoints.values() if e.application_arn == arn]:
+                    del self.endpoints[endpoint_arn]
+            case PlatformEndpointChanged(arn=arn):
+                self.endpoints[arn] = record
+            case PlatformEndpointDeleted(arn=arn):
+                del self.endpoints[arn]
+
+    def _application(self, arn: str) -> dict[str, str]:
+        attributes = self.applications.get(arn)
+        if attributes is None:
+            raise application_missing()
+        return attributes
+
+    def _endpoint(self, arn: str) -> PlatformEndpointChanged:
+        endpoint = self.endpoints.get(arn)
+        if endpoint is None:
+            raise endpoint_missing()
+        return endpoint
+
+    def _create_application(self, op: CreatePlatformApplication, region: str, at_ms: int) -> tuple[list[Record], Result]:
+        if not _APPLICATION_NAME.fullmatch(op.name):
+            raise invalid_parameter(
+                "Name Reason: must be at most 256 characters long and contain only letters, numbers, hyphens, underscores and periods"
+            )
+        if op.platform not in PLATFORMS:
+            raise invalid_parameter(f"Platform Reason: {op.platform[:40]} is not supported")
+        if "PlatformCredential" not in op.attributes:
+            raise invalid_parameter("Attributes Reason: PlatformCredential attribute is required")
+        attributes = {"Enabled": "true", **_application_attributes(op.attributes, creating=True)}
+        arn = f"arn:aws:sns:{region}:{self.account_id}:app/{op.platform}/{op.name}"
+        if arn in self.applications:  # made again: the same ARN, with the attributes given
+            attributes = {**self.applications[arn], **attributes}
+        return [PlatformApplicationChanged(at_ms, arn, attributes)], Arn(arn)
+
+    def _create_endpoint(self, op: CreatePlatformEndpoint, at_ms: int, new_id: str) -> tuple[list[Record], Result]:
+        self._application(op.application_arn)
+        given = _endpoint_attributes({**op.attributes, "Token": op.token})
+        if op.custom_user_data is not None:
+            given |= _endpoint_attributes({"CustomUserData": op.custom_user_data})
+        for endpoint in self.endpoints.values():
+            if endpoint.application_arn == op.application_arn and endpoint.attributes.get("Token") == op.token:
+                # The same token again: its endpoint, unless other attributes come with it.
+                if any(endpoint.attributes.get(name, "") != value for name, value in given.items()):
+                    raise invalid_parameter(
+                        f"Token Reason: Endpoint {endpoint.arn} already exists with the same Token, but different attributes."
+                    )
+                return [], Arn(endpoint.arn)
+        platform, name = op.application_arn.rsplit(":", 1)[1].split("/")[1:]
+        arn = f"{op.application_arn.rsplit(':', 1)[0]}:endpoint/{platform}/{name}/{new_id}"
+        return [PlatformEndpointChanged(at_ms, arn, op.application_arn, {"Enabled": "true", **given})], Arn(arn)
+
+
+def platform_resource(op: PlatformOp) -> str:
+    """The ARN an operation acts on, for authorisation ("*": the account's applications)."""
+    match op:
+        case GetPlatformApplicationAttributes(application_arn=arn) | SetPlatformApplicationAttributes(application_arn=arn):
+            return arn
+        case DeletePlatformApplication(application_arn=arn) | CreatePlatformEndpoint(application_arn=arn):
+            return arn
+        case ListEndpointsByPlatformApplication(application_arn=arn):
+            return arn
+        case GetEndpointAttributes(endpoint_arn=arn) | SetEndpointAttributes(endpoint_arn=arn) | DeleteEndpoint(endpoint_arn=arn):
+            return arn
+    return "*"
+
+
+def _application_attributes(given: dict[str, str], *, creating: bool) -> dict[str, str]:
+    for name in given:
+        if name not in APPLICATION_ATTRIBUTES:
+            raise invalid_parameter(f"Attributes Reason: Invalid attribute name: {name[:80]}")
+    if not creating and given.get("PlatformCredential") == "":
+        raise invalid_parameter("Attributes Reason: PlatformCredential cannot be empty")
+    return {name: value for name, value in given.items() if name not in CREDENTIALS}
+
+
+def _endpoint_attributes(given: dict[str, str]) -> dict[str, str]:
+    for name, value in given.items():
+        if name not in ENDPOINT_ATTRIBUTES:
+            raise invalid_parameter(f"Attributes Reason: Invalid attribute name: {name[:80]}")
+        if name == "Enabled" and value.lower() not in ("true", "false"):
+            raise invalid_parameter("Attributes Reason: Enabled must be true or false")
+        if name == "Token" and not 0 < len(value.encode()) <= MAX_TOKEN_BYTES:
+            raise invalid_parameter(f"Token Reason: must be 1 to {MAX_TOKEN_BYTES} bytes long")
+        if name == "CustomUserData" and len(value.encode()) > MAX_CUSTOM_USER_DATA_BYTES:
+            raise invalid_parameter(f"CustomUserData Reason: must be at most {MAX_CUSTOM_USER_DATA_BYTES} bytes long")
+    return {name: value.lower() if name == "Enabled" else value for name, value in given.items()}
+
+
+def _resource_arn(resource: PlatformResource) -> str:
+    return resource.arn

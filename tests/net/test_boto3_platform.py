@@ -1,0 +1,137 @@
+"""SNS platform applications and endpoints (mobile push) from a real `dovecote serve`, driven by
+unmodified boto3: their calls and errors as AWS answers them, kept through a kill -9, and an
+application subscription only to an endpoint that exists."""
+
+import pytest
+
+from dovecote.actors.errors import BrokerError
+from dovecote.actors.ops import GetEndpointAttributes, ListPlatformApplications
+
+from ..faults.serve import ServeProcess
+from .test_boto3_sns import client
+
+
+def serving(broker: ServeProcess) -> str:
+    broker.start()
+    return f"http://127.0.0.1:{broker.http_port}"
+
+
+def error_of(raised: pytest.ExceptionInfo) -> tuple[str, str]:
+    error = raised.value.response["Error"]
+    return error["Code"], error["Message"]
+
+
+def test_platform_applications_and_endpoints_are_kept_through_a_kill_9(tmp_path):
+    broker = ServeProcess(tmp_path / "data")
+    url = serving(broker)
+    try:
+        sns = client(url, "sns")
+        app = sns.create_platform_application(
+            Name="my-app", Platform="GCM", Attributes={"PlatformCredential": "server-key", "EventEndpointCreated": ""}
+        )["PlatformApplicationArn"]
+        assert app == "arn:aws:sns:us-east-1:000000000000:app/GCM/my-app"
+        # The credential is not answered back (the operator's sink holds its own).
+        assert sns.get_platform_application_attributes(PlatformApplicationArn=app)["Attributes"] == {
+            "Enabled": "true", "EventEndpointCreated": "",
+        }
+        sns.set_platform_application_attributes(PlatformApplicationArn=app, Attributes={"SuccessFeedbackSampleRate": "50"})
+        (listed,) = sns.list_platform_applications()["PlatformApplications"]
+        assert listed["PlatformApplicationArn"] == app
+        assert listed["Attributes"]["SuccessFeedbackSampleRate"] == "50"
+
+        phone = sns.create_platform_endpoint(PlatformApplicationArn=app, Token="token-1", CustomUserData="alice's phone")
+        endpoint = phone["EndpointArn"]
+        assert endpoint.startswith("arn:aws:sns:us-east-1:000000000000:endpoint/GCM/my-app/")
+        # The same token and attributes again: the same endpoint.
+        again = sns.create_platform_endpoint(PlatformApplicationArn=app, Token="token-1", CustomUserData="alice's phone")
+        assert again["EndpointArn"] == endpoint
+        with pytest.raises(sns.exceptions.InvalidParameterException) as raised:
+            sns.create_platform_endpoint(PlatformApplicationArn=app, Token="token-1", CustomUserData="bob's phone")
+        assert error_of(raised) == (
+            "InvalidParameter",
+            f"Invalid parameter: Token Reason: Endpoint {endpoint} already exists with the same Token, but different attributes.",
+        )
+        tablet = sns.create_platform_endpoint(PlatformApplicationArn=app, Token="token-2")["EndpointArn"]
+        sns.set_endpoint_attributes(EndpointArn=tablet, Attributes={"Enabled": "false", "Token": "token-3"})
+        assert sns.get_endpoint_attributes(EndpointArn=tablet)["Attributes"] == {"Enabled": "false", "Token": "token-3"}
+        assert sns.get_endpoint_attributes(EndpointArn=endpoint)["Attributes"] == {
+            "Enabled": "true", "Token": "token-1", "CustomUserData": "alice's phone",
+        }
+        broker.kill9()
+        url = serving(broker)
+        sns = client(url, "sns")
+        assert sns.get_endpoint_attributes(EndpointArn=tablet)["Attributes"] == {"Enabled": "false", "Token": "token-3"}
+        listed = sns.list_endpoints_by_platform_application(PlatformApplicationArn=app)["Endpoints"]
+        assert sorted(e["EndpointArn"] for e in listed) == sorted([endpoint, tablet])
+        assert sns.list_platform_applications()["PlatformApplications"][0]["Attributes"]["SuccessFeedbackSampleRate"] == "50"
+
+        sns.delete_endpoint(EndpointArn=tablet)
+        sns.delete_endpoint(EndpointArn=tablet)  # idempotent, as AWS documents it
+        with pytest.raises(sns.exceptions.NotFoundException) as raised:
+            sns.get_endpoint_attributes(EndpointArn=tablet)
+        assert error_of(raised) == ("NotFound", "Endpoint does not exist")
+        sns.delete_platform_application(PlatformApplicationArn=app)
+        with pytest.raises(sns.exceptions.NotFoundException) as raised:
+            sns.list_endpoints_by_platform_application(PlatformApplicationArn=app)
+        assert error_of(raised) == ("NotFound", "PlatformApplication does not exist")
+        with pytest.raises(sns.exceptions.NotFoundException):  # its endpoints went with it
+            sns.get_endpoint_attributes(EndpointArn=endpoint)
+        with broker.client() as native:  # the native protocol reaches the same actor
+            assert native.call(ListPlatformApplications()).resources == []
+            with pytest.raises(BrokerError) as refused:
+                native.call(GetEndpointAttributes(endpoint))
+            assert (refused.value.code, refused.value.message) == ("NotFound", "Endpoint does not exist")
+        broker.kill9()
+        sns = client(serving(broker), "sns")
+        assert sns.list_platform_applications()["PlatformApplications"] == []
+    finally:
+        assert broker.terminate() == 0
+
+
+def test_bad_platform_requests_get_aws_errors_and_the_broker_stays_up(tmp_path):
+    broker = ServeProcess(tmp_path / "data")
+    url = serving(broker)
+    try:
+        sns = client(url, "sns")
+        refusals = [
+            (dict(Name="app", Platform="FCM_V9", Attributes={"PlatformCredential": "k"}), "Platform Reason"),
+            (dict(Name="bad name!", Platform="GCM", Attributes={"PlatformCredential": "k"}), "Name Reason"),
+            (dict(Name="app", Platform="GCM", Attributes={}), "PlatformCredential attribute is required"),
+            (dict(Name="app", Platform="GCM", Attributes={"PlatformCredential": "k", "Colour": "red"}), "Invalid attribute name: Colour"),
+        ]
+        for request, reason in refusals:
+            with pytest.raises(sns.exceptions.InvalidParameterException, match=reason):
+                sns.create_platform_application(**request)
+        missing = "arn:aws:sns:us-east-1:000000000000:app/GCM/nowhere"
+        with pytest.raises(sns.exceptions.NotFoundException, match="PlatformApplication does not exist"):
+            sns.create_platform_endpoint(PlatformApplicationArn=missing, Token="t")
+        with pytest.raises(sns.exceptions.NotFoundException, match="PlatformApplication does not exist"):
+            sns.get_platform_application_attributes(PlatformApplicationArn=missing)
+        app = sns.create_platform_application(Name="app", Platform="APNS", Attributes={"PlatformCredential": "k"})
+        endpoint = sns.create_platform_endpoint(PlatformApplicationArn=app["PlatformApplicationArn"], Token="t")["EndpointArn"]
+        with pytest.raises(sns.exceptions.InvalidParameterException, match="Enabled must be true or false"):
+            sns.set_endpoint_attributes(EndpointArn=endpoint, Attributes={"Enabled": "maybe"})
+        with pytest.raises(sns.exceptions.InvalidParameterException, match="Token Reason"):
+            sns.set_endpoint_attributes(EndpointArn=endpoint, Attributes={"Token": ""})
+        assert sns.get_endpoint_attributes(EndpointArn=endpoint)["Attributes"] == {"Enabled": "true", "Token": "t"}
+    finally:
+        assert broker.terminate() == 0
+
+
+def test_an_application_subscription_needs_an_endpoint_that_exists(tmp_path):
+    broker = ServeProcess(tmp_path / "data", "--mobile-sink-command", "true")
+    url = serving(broker)
+    try:
+        sns = client(url, "sns")
+        topic = sns.create_topic(Name="news")["TopicArn"]
+        app = sns.create_platform_application(Name="app", Platform="APNS", Attributes={"PlatformCredential": "k"})
+        endpoint = sns.create_platform_endpoint(PlatformApplicationArn=app["PlatformApplicationArn"], Token="t")["EndpointArn"]
+        assert sns.subscribe(TopicArn=topic, Protocol="application", Endpoint=endpoint)["SubscriptionArn"].startswith(topic)
+        sns.delete_endpoint(EndpointArn=endpoint)
+        with pytest.raises(sns.exceptions.NotFoundException) as raised:
+            sns.subscribe(TopicArn=topic, Protocol="application", Endpoint=endpoint)
+        assert error_of(raised) == ("NotFound", "Endpoint does not exist")
+        with pytest.raises(sns.exceptions.InvalidParameterException, match="Endpoint Reason"):
+            sns.subscribe(TopicArn=topic, Protocol="application", Endpoint="not-an-arn")
+    finally:
+        assert broker.terminate() == 0
