@@ -520,6 +520,7 @@ ACTIONS: dict[type, str] = {
     ops.SetEndpointAttributes: "sns:SetEndpointAttributes",
     ops.DeleteEndpoint: "sns:DeleteEndpoint",
     ops.ListEndpointsByPlatformApplication: "sns:ListEndpointsByPlatformApplication",
+    ops.PublishToEndpoint: "sns:Publish",
 }
 
 

@@ -66,10 +66,9 @@ class Broker:
         self.config = config
         self.directory = Directory()
         supervisor = Supervisor(config, store, writer, clock, self.directory, sender)
-        protocols = sender.protocols if sender is not None else frozenset()
-        options = topic_options(config, signer, protocols)
+        options = topic_options(config, signer, sender.protocols if sender is not None else frozenset())
         self._lifecycle = Lifecycle(config, store, writer, clock, self.directory, supervisor, options)
-        self._platform = Platform(config, store, writer, clock, protocols)
+        self._platform = Platform(config, store, writer, clock, sender, self.directory.forward)
         self._initial_cores = list(cores)
 
     def session(self, region: str | None = None, principal: Principal = ANYONE) -> Session:

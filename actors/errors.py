@@ -57,6 +57,7 @@ _ROWS = [
     # SNS
     ("InvalidParameter", "InvalidParameter", 400, True, False),
     ("NotFound", "NotFound", 404, True, False),
+    ("EndpointDisabled", "EndpointDisabled", 400, True, False),
     ("AuthorizationError", "AuthorizationError", 403, True, False),
     ("TopicLimitExceeded", "TopicLimitExceeded", 403, True, False),
     ("SubscriptionLimitExceeded", "SubscriptionLimitExceeded", 403, True, False),

@@ -373,6 +373,16 @@ class ListEndpointsByPlatformApplication(PlatformOp, tag="ListEndpointsByPlatfor
     next_token: str | None = None
 
 
+class PublishToEndpoint(PlatformOp, tag="PublishToEndpoint"):
+    """Publish with a TargetArn that names a platform endpoint: delivered to that device alone."""
+
+    endpoint_arn: str
+    message: str
+    subject: str | None = None
+    message_structure: str | None = None
+    message_attributes: dict[str, MessageAttributeValue] = {}
+
+
 REGISTRY_OPS = (
     CreateQueue,
     DeleteQueue,
@@ -447,6 +457,7 @@ AnyOp = (
     | SetEndpointAttributes
     | DeleteEndpoint
     | ListEndpointsByPlatformApplication
+    | PublishToEndpoint
 )
 
 

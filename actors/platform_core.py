@@ -3,23 +3,31 @@ each operation stores and answers. Pure: no I/O; the platform actor (platform.py
 writes what it says to store.
 
 An application's credentials are checked for presence, as AWS does, but not kept: this broker
-delivers through the operator's sink, which holds its own.
+delivers through the operator's sink, which holds its own. A publish to an endpoint (Publish with a
+TargetArn) is a PushQueued record of topic id DIRECT_PUSHES and the endpoint's id, delivered by a
+delivery actor (delivery.py) as an application subscription's pushes are.
 """
 
 from __future__ import annotations
 
 import re
 
+import msgspec
+
 from dovecote.storage.records import (
     PlatformApplicationChanged,
     PlatformApplicationDeleted,
     PlatformEndpointChanged,
     PlatformEndpointDeleted,
+    PushQueued,
     Record,
 )
+from dovecote.storage.store import LoadedPlatform
+from dovecote.storage.tables import DIRECT_PUSHES
 
-from . import paging
+from . import delivery_policy, paging, sns_validation
 from .errors import BrokerError, invalid_parameter
+from .mobile import check_endpoint, is_endpoint_arn, payload_key
 from .ops import (
     Arn,
     Attributes,
@@ -35,10 +43,13 @@ from .ops import (
     PlatformOp,
     PlatformResource,
     PlatformResources,
+    PublishedMessage,
+    PublishToEndpoint,
     Result,
     SetEndpointAttributes,
     SetPlatformApplicationAttributes,
 )
+from .push_types import PushTarget
 
 PLATFORMS = frozenset({"ADM", "APNS", "APNS_SANDBOX", "BAIDU", "GCM", "MPNS", "WNS"})
 _APPLICATION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
@@ -64,26 +75,42 @@ def endpoint_missing() -> BrokerError:
 class PlatformCore:
     """Every platform application (ARN -> attributes) and endpoint (ARN -> its record) of the broker."""
 
-    def __init__(self, account_id: str) -> None:
+    def __init__(self, account_id: str, push_protocols: frozenset[str]) -> None:
+        """push_protocols: what the broker's sender delivers (application: it has a mobile sink)."""
         self.account_id = account_id
+        self.push_protocols = push_protocols
         self.applications: dict[str, dict[str, str]] = {}
         self.endpoints: dict[str, PlatformEndpointChanged] = {}
+        # Endpoint ids key their pending publishes. After a restart the highest id of a deleted
+        # endpoint may be drawn again: its pending publishes were deleted with it.
+        self._next_endpoint_id = 1
 
     @classmethod
-    def restore(
-        cls, account_id: str, applications: list[PlatformApplicationChanged], endpoints: list[PlatformEndpointChanged]
-    ) -> PlatformCore:
-        core = cls(account_id)
-        for record in [*applications, *endpoints]:
+    def restore(cls, account_id: str, push_protocols: frozenset[str], loaded: LoadedPlatform) -> PlatformCore:
+        core = cls(account_id, push_protocols)
+        for record in [*loaded.applications, *loaded.endpoints]:
             core.apply(record)
         return core
 
-    def has_endpoint(self, arn: str) -> bool:
-        return arn in self.endpoints
+    def unknown_endpoint(self, arn: str) -> bool:
+        """An application subscription's endpoint is a well-formed endpoint ARN naming none, as AWS
+        refuses it. Without a sink, or with a malformed ARN, the topic words the refusal."""
+        return "application" in self.push_protocols and is_endpoint_arn(arn) and arn not in self.endpoints
+
+    def delivery_target(self, endpoint_id: int) -> PushTarget | None:
+        """What the delivery actor of an endpoint's publishes works to (None: no such endpoint):
+        AWS's retry policy for mobile push, no dead-letter queue (a direct publish has no subscription
+        to name one)."""
+        for endpoint in self.endpoints.values():
+            if endpoint.endpoint_id == endpoint_id:
+                policy = delivery_policy.effective(None, None, delivery_policy.CUSTOMER_MANAGED_RETRY)
+                return PushTarget(DIRECT_PUSHES, endpoint.arn, "", endpoint_id, "", "application", endpoint.arn, False, policy, "")
+        return None
 
     def plan(self, op: PlatformOp, region: str, at_ms: int, new_id: str) -> tuple[list[Record], Result]:
-        """What op stores (applied with `apply` once committed) and answers. `new_id` names the
-        endpoint a CreatePlatformEndpoint would make. Raises BrokerError for a refusal."""
+        """What op stores (applied with `apply` once committed) and answers. `new_id` is a fresh
+        UUID: the id of the endpoint a CreatePlatformEndpoint makes, or of a publish's message.
+        Raises BrokerError for a refusal."""
         match op:
             case CreatePlatformApplication():
                 return self._create_application(op, region, at_ms)
@@ -97,7 +124,12 @@ class PlatformCore:
                 return [], PlatformResources(*paging.sns_page(listed, token, _resource_arn))
             case DeletePlatformApplication(application_arn=arn):
                 # Deleting one that is not there succeeds, as AWS's deletions of SNS resources do.
-                return ([PlatformApplicationDeleted(at_ms, arn)] if arn in self.applications else []), Done()
+                if arn not in self.applications:
+                    return [], Done()
+                endpoints: list[Record] = [
+                    PlatformEndpointDeleted(at_ms, e.arn, arn, e.endpoint_id) for e in self.endpoints.values() if e.application_arn == arn
+                ]
+                return [*endpoints, PlatformApplicationDeleted(at_ms, arn)], Done()
             case CreatePlatformEndpoint():
                 return self._create_endpoint(op, at_ms, new_id)
             case GetEndpointAttributes(endpoint_arn=arn):
@@ -105,10 +137,12 @@ class PlatformCore:
             case SetEndpointAttributes(endpoint_arn=arn, attributes=given):
                 endpoint = self._endpoint(arn)
                 attributes = {**endpoint.attributes, **_endpoint_attributes(given)}
-                return [PlatformEndpointChanged(at_ms, arn, endpoint.application_arn, attributes)], Done()
+                return [msgspec.structs.replace(endpoint, at_ms=at_ms, attributes=attributes)], Done()
             case DeleteEndpoint(endpoint_arn=arn):
                 endpoint = self.endpoints.get(arn)  # idempotent, as AWS documents it
-                return ([PlatformEndpointDeleted(at_ms, arn, endpoint.application_arn)] if endpoint else []), Done()
+                return ([PlatformEndpointDeleted(at_ms, arn, endpoint.application_arn, endpoint.endpoint_id)] if endpoint else []), Done()
+            case PublishToEndpoint():
+                return self._publish(op, at_ms, new_id)
             case ListEndpointsByPlatformApplication(application_arn=application, next_token=token):
                 self._application(application)
                 listed = [
@@ -125,10 +159,9 @@ class PlatformCore:
                 self.applications[arn] = attributes
             case PlatformApplicationDeleted(arn=arn):
                 del self.applications[arn]
-                for endpoint_arn in [e.arn for e in self.endpoints.values() if e.application_arn == arn]:
-                    del self.endpoints[endpoint_arn]
-            case PlatformEndpointChanged(arn=arn):
+            case PlatformEndpointChanged(arn=arn, endpoint_id=endpoint_id):
                 self.endpoints[arn] = record
+                self._next_endpoint_id = max(self._next_endpoint_id, endpoint_id + 1)
             case PlatformEndpointDeleted(arn=arn):
                 del self.endpoints[arn]
 
@@ -174,7 +207,21 @@ class PlatformCore:
                 return [], Arn(endpoint.arn)
         platform, name = op.application_arn.rsplit(":", 1)[1].split("/")[1:]
         arn = f"{op.application_arn.rsplit(':', 1)[0]}:endpoint/{platform}/{name}/{new_id}"
-        return [PlatformEndpointChanged(at_ms, arn, op.application_arn, {"Enabled": "true", **given})], Arn(arn)
+        made = PlatformEndpointChanged(at_ms, arn, op.application_arn, self._next_endpoint_id, {"Enabled": "true", **given})
+        return [made], Arn(arn)
+
+    def _publish(self, op: PublishToEndpoint, at_ms: int, message_id: str) -> tuple[list[Record], Result]:
+        """The payload of the endpoint's platform (or the default one), stored for its delivery actor."""
+        check_endpoint("application", op.endpoint_arn, self.push_protocols)
+        endpoint = self.endpoints.get(op.endpoint_arn)
+        if endpoint is None:  # not NotFound, as the other calls answer: AWS words a publish's so
+            raise invalid_parameter("TargetArn Reason: No endpoint found for the target arn specified")
+        payloads = sns_validation.validate_publish(op.message, op.subject, op.message_structure, op.message_attributes)
+        if endpoint.attributes.get("Enabled") == "false":
+            raise BrokerError("EndpointDisabled", "Endpoint is disabled")
+        body = payloads.get(payload_key("application", endpoint.arn), payloads["default"])
+        pushed = PushQueued(at_ms, DIRECT_PUSHES, endpoint.arn, endpoint.endpoint_id, 0, message_id, body)
+        return [pushed], PublishedMessage(message_id)
 
 
 def platform_resource(op: PlatformOp) -> str:
@@ -187,6 +234,8 @@ def platform_resource(op: PlatformOp) -> str:
         case ListEndpointsByPlatformApplication(application_arn=arn):
             return arn
         case GetEndpointAttributes(endpoint_arn=arn) | SetEndpointAttributes(endpoint_arn=arn) | DeleteEndpoint(endpoint_arn=arn):
+            return arn
+        case PublishToEndpoint(endpoint_arn=arn):
             return arn
     return "*"
 

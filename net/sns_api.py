@@ -32,6 +32,7 @@ from dovecote.actors.ops import (
     ListEndpointsByPlatformApplication,
     ListPlatformApplications,
     PlatformResources,
+    PublishToEndpoint,
     SetEndpointAttributes,
     SetPlatformApplicationAttributes,
     GetSMSSandboxAccountStatus,
@@ -277,9 +278,8 @@ def _publish(request: PublishRequest) -> Op:
             "subscribe the number and publish to the topic"
         )
     if request.target_arn is not None and is_endpoint_arn(request.target_arn):
-        raise invalid_parameter(
-            "TargetArn Reason: this broker serves no platform endpoints; subscribe the endpoint's ARN to a topic (protocol application) "
-            "and publish to the topic"
+        return PublishToEndpoint(
+            request.target_arn, request.message, request.subject, request.message_structure, _attributes(request.message_attributes)
         )
     arn = request.topic_arn or request.target_arn
     if not arn:

@@ -56,8 +56,3 @@ def endpoint_key(application_arn: str, endpoint_arn: str) -> bytes:
     """A platform endpoint's key: its application's ARN first, so an application's endpoints are
     one range. A NUL cannot occur in an ARN."""
     return f"{application_arn}\x00{endpoint_arn}".encode()
-
-
-def endpoint_range(application_arn: str) -> tuple[bytes, bytes]:
-    """The inclusive key range of one platform application's endpoints (ARNs are ASCII below 0x7f)."""
-    return f"{application_arn}\x00".encode(), f"{application_arn}\x00\x7f".encode()

@@ -251,16 +251,22 @@ class PlatformApplicationDeleted(Record, tag="PlatformApplicationDeleted"):
 
 class PlatformEndpointChanged(Record, tag="PlatformEndpointChanged"):
     """A platform endpoint's whole state after it was made or changed (format 3): its attributes
-    hold its Token, Enabled and CustomUserData."""
+    hold its Token, Enabled and CustomUserData. Publishes straight to it are PushQueued records of
+    topic id DIRECT_PUSHES (tables.py) and subscription id endpoint_id."""
 
     arn: str
     application_arn: str
+    endpoint_id: int
     attributes: dict[str, str]
 
 
 class PlatformEndpointDeleted(Record, tag="PlatformEndpointDeleted"):
+    """A platform endpoint deleted, with the publishes still pending for it (format 3). Deleting an
+    application stores one for each of its endpoints first."""
+
     arn: str
     application_arn: str
+    endpoint_id: int
 
 
 class PushQueued(Record, tag="PushQueued"):

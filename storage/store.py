@@ -64,6 +64,7 @@ from .tables import (
     DATA_KEYS,
     DEDUP,
     DELIVERIES,
+    DIRECT_PUSHES,
     LOG,
     MESSAGES,
     META,
@@ -221,6 +222,12 @@ class LoadedTopic(NamedTuple):
     subscriptions: list[SubscriptionChanged]
     dedup: list[tuple[int, DedupEntry]]  # (seq, entry), in seq order
     pushes: list[PendingPush] = []  # in (subscription, seq) order
+
+
+class LoadedPlatform(NamedTuple):
+    applications: list[PlatformApplicationChanged]
+    endpoints: list[PlatformEndpointChanged]
+    pushes: list[PendingPush]  # published straight to an endpoint, in (endpoint id, seq) order
 
 
 class LoadedQueue(NamedTuple):
@@ -415,11 +422,15 @@ class Store(abc.ABC):
         """Every subscription of every topic (damaged rows left out: `dovecote check` names them)."""
         return [record for _, record in self._rows(SUBSCRIPTIONS, (SubscriptionChanged,), DamageCollector())]
 
-    def load_platform(self) -> tuple[list[PlatformApplicationChanged], list[PlatformEndpointChanged]]:
-        """Every platform application and endpoint (damaged rows left out: `dovecote check` names them)."""
-        applications = [record for _, record in self._rows(PLATFORM_APPLICATIONS, (PlatformApplicationChanged,), DamageCollector())]
-        endpoints = [record for _, record in self._rows(PLATFORM_ENDPOINTS, (PlatformEndpointChanged,), DamageCollector())]
-        return applications, endpoints
+    def load_platform(self) -> LoadedPlatform:
+        """Every platform application and endpoint, and the publishes pending for the endpoints
+        (damaged rows left out: `dovecote check` names them)."""
+        damage = DamageCollector()
+        return LoadedPlatform(
+            [record for _, record in self._rows(PLATFORM_APPLICATIONS, (PlatformApplicationChanged,), damage)],
+            [record for _, record in self._rows(PLATFORM_ENDPOINTS, (PlatformEndpointChanged,), damage)],
+            self._load_pushes(DIRECT_PUSHES, damage),
+        )
 
     def pending_pushes(self, topic_id: int, subscription_id: int) -> list[PendingPush]:
         """One subscription's pending pushes, in seq order (damaged rows left out: `dovecote check`

@@ -34,7 +34,7 @@ SMS_ACCOUNT_OPERATIONS = {
 PLATFORM_OPERATIONS = {
     "CreatePlatformApplication", "GetPlatformApplicationAttributes", "SetPlatformApplicationAttributes", "ListPlatformApplications",
     "DeletePlatformApplication", "CreatePlatformEndpoint", "GetEndpointAttributes", "SetEndpointAttributes", "DeleteEndpoint",
-    "ListEndpointsByPlatformApplication",
+    "ListEndpointsByPlatformApplication", "PublishToEndpoint",
 }
 FORMAT_2_FIELDS = {"sealed"}  # appended, with defaults, to MessageSent, Published and PushQueued
 

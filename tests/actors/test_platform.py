@@ -2,7 +2,10 @@
 rebuilt from them at start, paged as SNS pages, deleted with their application, authorised by
 their own IAM actions, on the autojump clock."""
 
+import json
+
 import pytest
+import trio
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
@@ -16,12 +19,24 @@ from dovecote.actors.ops import (
     GetPlatformApplicationAttributes,
     ListEndpointsByPlatformApplication,
     ListPlatformApplications,
+    PublishedMessage,
+    PublishToEndpoint,
     SetEndpointAttributes,
 )
+from dovecote.net.http_push import Pusher
+from dovecote.net.mobile_sink import MobileSink
 from dovecote.storage.memory_store import MemoryStore
-from dovecote.storage.records import PlatformApplicationChanged, PlatformApplicationDeleted, PlatformEndpointChanged
+from dovecote.storage.records import (
+    PlatformApplicationChanged,
+    PlatformApplicationDeleted,
+    PlatformEndpointChanged,
+    PushAttempted,
+    PushDone,
+    PushQueued,
+)
 
 from ..conftest import running_broker
+from ..push_endpoint import trio_endpoint
 from .test_access import allow, call, key, refused
 
 APPLICATION = "arn:aws:sns:us-east-1:000000000000:app/GCM/my-app"
@@ -56,9 +71,9 @@ async def test_deleting_an_application_deletes_its_endpoints_in_the_store(autoju
         assert await h.ok(DeletePlatformApplication(APPLICATION)) == Done()  # gone already: still a success
         assert await h.ok(DeleteEndpoint(APPLICATION.replace(":app/", ":endpoint/") + "/0")) == Done()
     assert [record.arn for _, record in store.read_log() if isinstance(record, PlatformApplicationDeleted)] == [APPLICATION]
-    applications, endpoints = store.load_platform()
-    assert [a.arn for a in applications] == [other]
-    assert [e.arn for e in endpoints] == [kept]
+    loaded = store.load_platform()
+    assert [a.arn for a in loaded.applications] == [other]
+    assert [e.arn for e in loaded.endpoints] == [kept]
 
 
 async def test_listings_page_a_hundred_at_a_time(autojump_clock):
@@ -83,3 +98,79 @@ async def test_platform_operations_are_authorised_by_their_own_actions(autojump_
         assert (await call(h, reader, GetPlatformApplicationAttributes(APPLICATION))).attributes == {"Enabled": "true"}
         other = APPLICATION.replace("my-app", "other")
         assert (await refused(h, reader, GetPlatformApplicationAttributes(other))).code == "AuthorizationError"
+
+
+def webhook(url: str) -> Pusher:
+    return Pusher(sink=MobileSink(url=url))
+
+
+async def registered_device(h) -> str:
+    await h.ok(CreatePlatformApplication("my-app", "GCM", CREDENTIAL))
+    return (await h.ok(CreatePlatformEndpoint(APPLICATION, "device-token"))).arn
+
+
+async def test_a_publish_to_an_endpoint_reaches_the_sink_with_its_platform_payload(autojump_clock):
+    async with trio_endpoint() as sink, running_broker(pusher=webhook(sink.url)) as h:
+        device = await registered_device(h)
+        gcm = json.dumps({"notification": {"title": "hi"}})
+        published = await h.ok(PublishToEndpoint(device, json.dumps({"default": "plain", "GCM": gcm}), message_structure="json"))
+        assert isinstance(published, PublishedMessage)
+        plain = await h.ok(PublishToEndpoint(device, "to every platform"))
+        first, second = await sink.wait_for(2)
+        assert {first.json()["message"], second.json()["message"]} == {gcm, "to every platform"}
+        assert first.json()["endpoint"] == device and first.json()["protocol"] == "application"
+        assert {first.json()["messageId"], second.json()["messageId"]} == {published.message_id, plain.message_id}
+        await trio.sleep(1)
+        # The log tells each delivery's story, naming the endpoint.
+        assert {(r.topic, r.message_id) for _, r in h.store.read_log() if isinstance(r, PushQueued)} == {
+            (device, published.message_id), (device, plain.message_id),
+        }
+        assert sorted(r.outcome for _, r in h.store.read_log() if isinstance(r, PushDone)) == ["delivered", "delivered"]
+
+
+async def test_a_publish_to_an_endpoint_is_retried_by_aws_policy_and_resumed_after_a_restart(autojump_clock):
+    store = MemoryStore()
+    async with trio_endpoint(lambda pushed: 503) as sink, running_broker(store, pusher=webhook(sink.url)) as h:
+        device = await registered_device(h)
+        sent = (await h.ok(PublishToEndpoint(device, "wake up"))).message_id
+        await sink.wait_for(4)  # the first attempt and three retries of AWS's policy (10 s apart, then backing off)
+    attempted = [r for _, r in store.read_log() if isinstance(r, PushAttempted)]
+    assert attempted and attempted[-1].outcome == "HTTP 503"
+    async with trio_endpoint() as sink, running_broker(store, pusher=webhook(sink.url)) as h:
+        (delivery,) = await sink.wait_for(1)
+        assert (delivery.json()["message"], delivery.json()["messageId"]) == ("wake up", sent)
+        await trio.sleep(1)
+        assert [r.outcome for _, r in store.read_log() if isinstance(r, PushDone)] == ["delivered"]
+        assert store.load_platform().pushes == []
+
+
+async def test_deleting_an_endpoint_drops_its_pending_publishes(autojump_clock):
+    store = MemoryStore()
+    async with trio_endpoint(lambda pushed: 503) as sink, running_broker(store, pusher=webhook(sink.url)) as h:
+        device = await registered_device(h)
+        await h.ok(PublishToEndpoint(device, "never delivered"))
+        await sink.wait_for(1)
+        assert len(store.load_platform().pushes) == 1
+        await h.ok(DeleteEndpoint(device))
+        assert store.load_platform().pushes == []
+        attempts = len(sink.requests)
+        await trio.sleep(3600)
+        assert len(sink.requests) == attempts  # its delivery actor stopped
+
+
+async def test_a_publish_to_an_endpoint_is_refused_as_aws_refuses_it(autojump_clock):
+    async with running_broker() as h:  # no sink
+        device = await registered_device(h)
+        with pytest.raises(BrokerError, match="mobile_sink_url or mobile_sink_command"):
+            await h.ok(PublishToEndpoint(device, "hi"))
+    async with trio_endpoint() as sink, running_broker(pusher=webhook(sink.url)) as h:
+        device = await registered_device(h)
+        with pytest.raises(BrokerError, match="^Invalid parameter: TargetArn Reason: No endpoint found for the target arn specified$"):
+            await h.ok(PublishToEndpoint(device[:-1] + "0", "hi"))
+        with pytest.raises(BrokerError, match="No default entry in JSON message body"):
+            await h.ok(PublishToEndpoint(device, json.dumps({"GCM": "{}"}), message_structure="json"))
+        await h.ok(SetEndpointAttributes(device, {"Enabled": "false"}))
+        with pytest.raises(BrokerError) as refused_publish:
+            await h.ok(PublishToEndpoint(device, "hi"))
+        assert (refused_publish.value.code, refused_publish.value.message) == ("EndpointDisabled", "Endpoint is disabled")
+        assert sink.requests == []

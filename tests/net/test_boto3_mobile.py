@@ -115,16 +115,16 @@ def test_sms_subscription_without_a_sink_says_which_setting_is_missing(tmp_path)
         assert broker.terminate() == 0
 
 
-def test_publish_to_a_phone_number_or_a_platform_endpoint_says_what_is_served(tmp_path):
-    """Direct SMS and direct mobile pushes are not served yet: the refusal says how to reach the
-    number or the device instead."""
+def test_publish_to_a_phone_number_says_how_to_reach_it(tmp_path):
+    """Direct SMS is not served yet: the refusal says how to reach the number instead. A publish to
+    an endpoint that does not exist is refused as AWS words it."""
     broker = ServeProcess(tmp_path / "data", "--mobile-sink-command", "true")
     url = serving(broker)
     try:
         sns = client(url, "sns")
         with pytest.raises(sns.exceptions.InvalidParameterException, match="PhoneNumber Reason: .*sms subscriptions of a topic"):
             sns.publish(PhoneNumber="+15555550100", Message="hi")
-        with pytest.raises(sns.exceptions.InvalidParameterException, match="TargetArn Reason: .*protocol application"):
+        with pytest.raises(sns.exceptions.InvalidParameterException, match="TargetArn Reason: No endpoint found for the target arn"):
             sns.publish(TargetArn=ENDPOINT, Message="hi")
     finally:
         assert broker.terminate() == 0

@@ -1,6 +1,11 @@
 """SNS platform applications and endpoints (mobile push) from a real `dovecote serve`, driven by
-unmodified boto3: their calls and errors as AWS answers them, kept through a kill -9, and an
-application subscription only to an endpoint that exists."""
+unmodified boto3: their calls and errors as AWS answers them, kept through a kill -9, an
+application subscription only to an endpoint that exists, and a publish to an endpoint delivered
+through the webhook sink, through a kill -9, with its story in `dovecote log`."""
+
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -8,6 +13,8 @@ from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import GetEndpointAttributes, ListPlatformApplications
 
 from ..faults.serve import ServeProcess
+from ..faults.test_push_process import wait_until
+from ..push_endpoint import ThreadedEndpoint
 from .test_boto3_sns import client
 
 
@@ -135,3 +142,68 @@ def test_an_application_subscription_needs_an_endpoint_that_exists(tmp_path):
             sns.subscribe(TopicArn=topic, Protocol="application", Endpoint="not-an-arn")
     finally:
         assert broker.terminate() == 0
+
+
+
+def registered(sns) -> str:
+    app = sns.create_platform_application(Name="my-app", Platform="GCM", Attributes={"PlatformCredential": "k"})
+    return sns.create_platform_endpoint(PlatformApplicationArn=app["PlatformApplicationArn"], Token="t")["EndpointArn"]
+
+
+def pushes_in_the_log(data_dir, message_id: str) -> list[tuple[str, str | None]]:
+    history = subprocess.run(
+        [sys.executable, "-m", "dovecote", "log", "--data-dir", str(data_dir), "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    records = [json.loads(line) for line in history.stdout.splitlines()]
+    return [(r["kind"], r.get("outcome")) for r in records if r["kind"].startswith("Push") and r.get("message_id") == message_id]
+
+
+def test_a_publish_to_an_endpoint_reaches_the_webhook_with_its_platform_payload(tmp_path):
+    data_dir = tmp_path / "data"
+    with ThreadedEndpoint().running() as gateway:
+        broker = ServeProcess(data_dir, "--mobile-sink-url", gateway.url)
+        try:
+            sns = client(serving(broker), "sns")
+            device = registered(sns)
+            gcm = json.dumps({"notification": {"title": "hi"}})
+            sent = sns.publish(TargetArn=device, MessageStructure="json", Message=json.dumps({"default": "hi", "GCM": gcm}))["MessageId"]
+            wait_until(lambda: gateway.received())
+            (delivered,) = [r.json() for r in gateway.received()]
+            assert delivered == {
+                "protocol": "application", "endpoint": device, "message": gcm, "messageId": sent, "topicArn": "", "subscriptionArn": "",
+            }
+            sns.set_endpoint_attributes(EndpointArn=device, Attributes={"Enabled": "false"})
+            with pytest.raises(sns.exceptions.EndpointDisabledException, match="Endpoint is disabled"):
+                sns.publish(TargetArn=device, Message="hi")
+        finally:
+            assert broker.terminate() == 0
+    assert pushes_in_the_log(data_dir, sent) == [("PushQueued", None), ("PushDone", "delivered")]
+
+
+@pytest.mark.long  # up to 12 s: AWS's policy retries 10 s after the failure
+def test_a_publish_to_an_endpoint_reaches_the_webhook_through_a_kill_9(tmp_path):
+    """The gateway fails the first attempt; the broker is killed; restarted, it retries the stored
+    publish and the gateway takes it."""
+    data_dir = tmp_path / "data"
+    with ThreadedEndpoint().running() as gateway:
+        broker = ServeProcess(data_dir, "--mobile-sink-url", gateway.url)
+        try:
+            sns = client(serving(broker), "sns")
+            device = registered(sns)
+            gateway.status = 503
+            sent = sns.publish(TargetArn=device, Message="wake up")["MessageId"]
+            wait_until(lambda: gateway.received())
+            broker.kill9()
+            gateway.status = 200
+            serving(broker)
+            wait_until(lambda: len(gateway.received()) == 2)
+            assert [r.json()["messageId"] for r in gateway.received()] == [sent, sent]
+        finally:
+            assert broker.terminate() == 0
+    # The failed attempt's PushAttempted is stored after it, so a kill may come first: the publish is
+    # then sent again at once (at least once, as delivery.py promises).
+    assert pushes_in_the_log(data_dir, sent) in (
+        [("PushQueued", None), ("PushAttempted", "HTTP 503"), ("PushDone", "delivered")],
+        [("PushQueued", None), ("PushDone", "delivered")],
+    )
