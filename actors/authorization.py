@@ -521,6 +521,8 @@ ACTIONS: dict[type, str] = {
     ops.DeleteEndpoint: "sns:DeleteEndpoint",
     ops.ListEndpointsByPlatformApplication: "sns:ListEndpointsByPlatformApplication",
     ops.PublishToEndpoint: "sns:Publish",
+    ops.GetSMSAttributes: "sns:GetSMSAttributes",
+    ops.SetSMSAttributes: "sns:SetSMSAttributes",
 }
 
 

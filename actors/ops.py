@@ -383,6 +383,14 @@ class PublishToEndpoint(PlatformOp, tag="PublishToEndpoint"):
     message_attributes: dict[str, MessageAttributeValue] = {}
 
 
+class GetSMSAttributes(PlatformOp, tag="GetSMSAttributes"):
+    names: list[str] = []  # none: every attribute set
+
+
+class SetSMSAttributes(PlatformOp, tag="SetSMSAttributes"):
+    attributes: dict[str, str]
+
+
 REGISTRY_OPS = (
     CreateQueue,
     DeleteQueue,
@@ -458,6 +466,8 @@ AnyOp = (
     | DeleteEndpoint
     | ListEndpointsByPlatformApplication
     | PublishToEndpoint
+    | GetSMSAttributes
+    | SetSMSAttributes
 )
 
 

@@ -21,6 +21,7 @@ from dovecote.storage.records import (
     PlatformEndpointDeleted,
     PushQueued,
     Record,
+    SMSAttributesChanged,
 )
 from dovecote.storage.store import LoadedPlatform
 from dovecote.storage.tables import DIRECT_PUSHES
@@ -38,6 +39,7 @@ from .ops import (
     Done,
     GetEndpointAttributes,
     GetPlatformApplicationAttributes,
+    GetSMSAttributes,
     ListEndpointsByPlatformApplication,
     ListPlatformApplications,
     PlatformOp,
@@ -48,6 +50,7 @@ from .ops import (
     Result,
     SetEndpointAttributes,
     SetPlatformApplicationAttributes,
+    SetSMSAttributes,
 )
 from .push_types import PushTarget
 
@@ -60,6 +63,11 @@ APPLICATION_ATTRIBUTES = frozenset({
     "ApplePlatformBundleID",
 })
 ENDPOINT_ATTRIBUTES = frozenset({"CustomUserData", "Enabled", "Token"})
+SMS_ATTRIBUTES = frozenset({
+    "MonthlySpendLimit", "DeliveryStatusIAMRole", "DeliveryStatusSuccessSamplingRate", "DefaultSenderID", "DefaultSMSType",
+    "UsageReportS3Bucket",
+})
+_SENDER_ID = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9]{1,11}")  # AWS: up to 11 letters and digits, at least one letter
 MAX_CUSTOM_USER_DATA_BYTES = 2048
 MAX_TOKEN_BYTES = 8192  # an APNS token is 64 characters, an FCM registration token a few hundred
 
@@ -81,6 +89,7 @@ class PlatformCore:
         self.push_protocols = push_protocols
         self.applications: dict[str, dict[str, str]] = {}
         self.endpoints: dict[str, PlatformEndpointChanged] = {}
+        self.sms_attributes: dict[str, str] = {}  # the account's (SetSMSAttributes)
         # Endpoint ids key their pending publishes. After a restart the highest id of a deleted
         # endpoint may be drawn again: its pending publishes were deleted with it.
         self._next_endpoint_id = 1
@@ -90,6 +99,7 @@ class PlatformCore:
         core = cls(account_id, push_protocols)
         for record in [*loaded.applications, *loaded.endpoints]:
             core.apply(record)
+        core.sms_attributes = loaded.sms_attributes
         return core
 
     def unknown_endpoint(self, arn: str) -> bool:
@@ -143,6 +153,11 @@ class PlatformCore:
                 return ([PlatformEndpointDeleted(at_ms, arn, endpoint.application_arn, endpoint.endpoint_id)] if endpoint else []), Done()
             case PublishToEndpoint():
                 return self._publish(op, at_ms, new_id)
+            case GetSMSAttributes(names=names):
+                chosen = self.sms_attributes if not names else {n: v for n, v in self.sms_attributes.items() if n in names}
+                return [], Attributes(chosen)
+            case SetSMSAttributes(attributes=given):
+                return [SMSAttributesChanged(at_ms, {**self.sms_attributes, **_sms_attributes(given)})], Done()
             case ListEndpointsByPlatformApplication(application_arn=application, next_token=token):
                 self._application(application)
                 listed = [
@@ -164,6 +179,8 @@ class PlatformCore:
                 self._next_endpoint_id = max(self._next_endpoint_id, endpoint_id + 1)
             case PlatformEndpointDeleted(arn=arn):
                 del self.endpoints[arn]
+            case SMSAttributesChanged(attributes=attributes):
+                self.sms_attributes = attributes
 
     def _application(self, arn: str) -> dict[str, str]:
         attributes = self.applications.get(arn)
@@ -260,6 +277,22 @@ def _endpoint_attributes(given: dict[str, str]) -> dict[str, str]:
         if name == "CustomUserData" and len(value.encode()) > MAX_CUSTOM_USER_DATA_BYTES:
             raise invalid_parameter(f"CustomUserData Reason: must be at most {MAX_CUSTOM_USER_DATA_BYTES} bytes long")
     return {name: value.lower() if name == "Enabled" else value for name, value in given.items()}
+
+
+def _sms_attributes(given: dict[str, str]) -> dict[str, str]:
+    """SetSMSAttributes' values, checked as AWS documents them."""
+    for name, value in given.items():
+        if name not in SMS_ATTRIBUTES:
+            raise invalid_parameter(f"attributes Reason: {name[:80]} is not a valid SMS attribute")
+        if name == "DefaultSMSType" and value not in ("Promotional", "Transactional"):
+            raise invalid_parameter("DefaultSMSType Reason: must be Promotional or Transactional")
+        if name == "MonthlySpendLimit" and not value.isdigit():
+            raise invalid_parameter("MonthlySpendLimit Reason: must be a whole number of US dollars")
+        if name == "DeliveryStatusSuccessSamplingRate" and not (value.isdigit() and int(value) <= 100):
+            raise invalid_parameter("DeliveryStatusSuccessSamplingRate Reason: must be a percentage from 0 to 100")
+        if name == "DefaultSenderID" and not _SENDER_ID.fullmatch(value):
+            raise invalid_parameter("DefaultSenderID Reason: 1 to 11 letters and digits, at least one of them a letter")
+    return given
 
 
 def _resource_arn(resource: PlatformResource) -> str:

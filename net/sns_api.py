@@ -29,6 +29,8 @@ from dovecote.actors.ops import (
     DeletePlatformApplication,
     GetEndpointAttributes,
     GetPlatformApplicationAttributes,
+    GetSMSAttributes,
+    SetSMSAttributes,
     ListEndpointsByPlatformApplication,
     ListPlatformApplications,
     PlatformResources,
@@ -84,7 +86,7 @@ SMS_ACCOUNT_ACTIONS = (
 PLATFORM_ACTIONS = (
     "CreatePlatformApplication", "GetPlatformApplicationAttributes", "SetPlatformApplicationAttributes",
     "ListPlatformApplications", "DeletePlatformApplication", "CreatePlatformEndpoint", "GetEndpointAttributes",
-    "SetEndpointAttributes", "DeleteEndpoint", "ListEndpointsByPlatformApplication",
+    "SetEndpointAttributes", "DeleteEndpoint", "ListEndpointsByPlatformApplication", "GetSMSAttributes", "SetSMSAttributes",
 )
 ACTIONS_ONLY_SNS = {
     "CreateTopic", "DeleteTopic", "ListTopics", "GetTopicAttributes", "SetTopicAttributes", "Subscribe",
@@ -212,6 +214,14 @@ class PhoneNumberRequest(_Shape, rename="camel"):
     """The older SMS calls name their parameters in camelCase (phoneNumber, nextToken)."""
 
     phone_number: str
+
+
+class SMSAttributeNamesRequest(_Shape, rename="camel"):
+    attributes: list[str] = []
+
+
+class SMSAttributesRequest(_Shape, rename="camel"):
+    attributes: dict[str, str]
 
 
 class CamelNextTokenRequest(_Shape, rename="camel"):
@@ -372,6 +382,8 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
     "ListEndpointsByPlatformApplication": (
         ListEndpointsRequest, lambda r: ListEndpointsByPlatformApplication(r.platform_application_arn, r.next_token)
     ),
+    "GetSMSAttributes": (SMSAttributeNamesRequest, lambda r: GetSMSAttributes(r.attributes)),
+    "SetSMSAttributes": (SMSAttributesRequest, lambda r: SetSMSAttributes(r.attributes)),
 }
 
 
@@ -441,6 +453,8 @@ def to_output(action: str, result: Result) -> dict[str, Any]:
             return {_ARN_OUTPUTS.get(action, "TopicArn"): arn}
         case Arns(arns=arns, next_token=token):
             return _without_none({"Topics": [{"TopicArn": arn} for arn in arns], "NextToken": token})
+        case Attributes(attributes=attributes) if action == "GetSMSAttributes":
+            return {"attributes": attributes}
         case Attributes(attributes=attributes):
             return {"Attributes": attributes}
         case Tags(tags=tags):
@@ -517,7 +531,7 @@ def _append(parent: ElementTree.Element, name: str, value: Any) -> None:
     if isinstance(value, list):
         for item in value:
             _append(element, "member", item)
-    elif isinstance(value, dict) and name == "Attributes":
+    elif isinstance(value, dict) and name in ("Attributes", "attributes"):
         for key, item in value.items():
             entry = ElementTree.SubElement(element, "entry")
             ElementTree.SubElement(entry, "key").text = key

@@ -269,6 +269,12 @@ class PlatformEndpointDeleted(Record, tag="PlatformEndpointDeleted"):
     endpoint_id: int
 
 
+class SMSAttributesChanged(Record, tag="SMSAttributesChanged"):
+    """The account's SMS attributes (SetSMSAttributes), all of them, after a change (format 3)."""
+
+    attributes: dict[str, str]
+
+
 class PushQueued(Record, tag="PushQueued"):
     """A delivery a topic owes an HTTP/S or email subscription, stored with its publish. It stays
     pending (state table `pushes`) until a PushDone."""
@@ -377,6 +383,7 @@ AnyRecord = (
     | PlatformApplicationDeleted
     | PlatformEndpointChanged
     | PlatformEndpointDeleted
+    | SMSAttributesChanged
 )
 QueueRow = QueueCreated | QueueAttributesChanged
 TopicRow = TopicCreated | TopicAttributesChanged

@@ -41,6 +41,7 @@ from .records import (
     PlatformApplicationChanged,
     PlatformEndpointChanged,
     Published,
+    SMSAttributesChanged,
     PushAttempted,
     PushQueued,
     QueueAttributesChanged,
@@ -77,6 +78,7 @@ from .tables import (
     PUSH_ATTEMPTS,
     PUSHES,
     QUEUES,
+    SMS_ATTRIBUTES,
     SUBSCRIPTIONS,
     TABLES,
     TOPICS,
@@ -93,8 +95,8 @@ from .tables import (
 # was recorded are format 1. A store opened for writing records this version: format 2 added
 # encryption at rest (MessageSent, Published and PushQueued gained `sealed`; the data key records
 # and table), which format 1 would misread as empty bodies; format 3 added the shovels' log records
-# (MessageForwarded) and SNS's platform applications and endpoints (their records and tables), which
-# format 2 cannot decode.
+# (MessageForwarded), SNS's platform applications and endpoints and the account's SMS attributes (their
+# records and tables), which format 2 cannot decode.
 FORMAT_VERSION = 3
 
 TimeShift = Callable[[int, int], int]  # (a record's LSN, its at_ms) -> ms to add to its times
@@ -228,6 +230,7 @@ class LoadedPlatform(NamedTuple):
     applications: list[PlatformApplicationChanged]
     endpoints: list[PlatformEndpointChanged]
     pushes: list[PendingPush]  # published straight to an endpoint, in (endpoint id, seq) order
+    sms_attributes: dict[str, str]
 
 
 class LoadedQueue(NamedTuple):
@@ -430,6 +433,7 @@ class Store(abc.ABC):
             [record for _, record in self._rows(PLATFORM_APPLICATIONS, (PlatformApplicationChanged,), damage)],
             [record for _, record in self._rows(PLATFORM_ENDPOINTS, (PlatformEndpointChanged,), damage)],
             self._load_pushes(DIRECT_PUSHES, damage),
+            next((record.attributes for _, record in self._rows(SMS_ATTRIBUTES, (SMSAttributesChanged,), damage)), {}),
         )
 
     def pending_pushes(self, topic_id: int, subscription_id: int) -> list[PendingPush]:

@@ -27,6 +27,7 @@ from .records import (
     PlatformApplicationDeleted,
     PlatformEndpointChanged,
     PlatformEndpointDeleted,
+    SMSAttributesChanged,
     Published,
     PushAttempted,
     PushDone,
@@ -60,10 +61,12 @@ PUSH_ATTEMPTS = "push_attempts"  # the last failed attempt of a pending push (Pu
 DATA_KEYS = "data_keys"  # encryption at rest: each data key, wrapped (DataKeyCreated, DataKeyRewrapped), by key id (format 2)
 PLATFORM_APPLICATIONS = "platform_applications"  # SNS platform applications, by ARN (format 3)
 PLATFORM_ENDPOINTS = "platform_endpoints"  # their endpoints, by endpoint_key (format 3)
+SMS_ATTRIBUTES = "sms_attributes"  # the account's SMS attributes, under SMS_ATTRIBUTES_KEY (format 3)
+SMS_ATTRIBUTES_KEY = b"account"
 DIRECT_PUSHES = 0  # the topic id of PushQueued records published straight to a platform endpoint (ids start at 1)
 TABLES = (
     LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS,
-    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS,
+    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES,
 )
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
@@ -168,6 +171,8 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Delete(PLATFORM_APPLICATIONS, arn.encode())]
         case PlatformEndpointChanged(arn=arn, application_arn=application):
             return [Put(PLATFORM_ENDPOINTS, keys.endpoint_key(application, arn), framed)]
+        case SMSAttributesChanged():
+            return [Put(SMS_ATTRIBUTES, SMS_ATTRIBUTES_KEY, framed)]
         case PlatformEndpointDeleted(arn=arn, application_arn=application, endpoint_id=endpoint_id):
             pushes = keys.push_range(DIRECT_PUSHES, endpoint_id)
             return [

@@ -24,8 +24,9 @@ PROTOCOL_V1 = json.loads(make.protocol_path(1).read_text())
 STORED = json.loads(make.records_path().read_text())
 STORED_V1 = json.loads(make.records_path(1).read_text())
 STORED_V2 = json.loads(make.records_path(2).read_text())
-FORMAT_3_KINDS = {  # the shovels', and SNS's platform applications and endpoints
+FORMAT_3_KINDS = {  # the shovels', SNS's platform applications and endpoints and the account's SMS attributes
     "MessageForwarded", "PlatformApplicationChanged", "PlatformApplicationDeleted", "PlatformEndpointChanged", "PlatformEndpointDeleted",
+    "SMSAttributesChanged",
 }
 FORMAT_2_KINDS = {"DataKeyCreated", "DataKeyRewrapped", "DataKeyRetired"}  # encryption at rest
 SMS_ACCOUNT_OPERATIONS = {
@@ -34,7 +35,7 @@ SMS_ACCOUNT_OPERATIONS = {
 PLATFORM_OPERATIONS = {
     "CreatePlatformApplication", "GetPlatformApplicationAttributes", "SetPlatformApplicationAttributes", "ListPlatformApplications",
     "DeletePlatformApplication", "CreatePlatformEndpoint", "GetEndpointAttributes", "SetEndpointAttributes", "DeleteEndpoint",
-    "ListEndpointsByPlatformApplication", "PublishToEndpoint",
+    "ListEndpointsByPlatformApplication", "PublishToEndpoint", "GetSMSAttributes", "SetSMSAttributes",
 }
 FORMAT_2_FIELDS = {"sealed"}  # appended, with defaults, to MessageSent, Published and PushQueued
 

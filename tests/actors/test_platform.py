@@ -17,11 +17,13 @@ from dovecote.actors.ops import (
     Done,
     GetEndpointAttributes,
     GetPlatformApplicationAttributes,
+    GetSMSAttributes,
     ListEndpointsByPlatformApplication,
     ListPlatformApplications,
     PublishedMessage,
     PublishToEndpoint,
     SetEndpointAttributes,
+    SetSMSAttributes,
 )
 from dovecote.net.http_push import Pusher
 from dovecote.net.mobile_sink import MobileSink
@@ -174,3 +176,22 @@ async def test_a_publish_to_an_endpoint_is_refused_as_aws_refuses_it(autojump_cl
             await h.ok(PublishToEndpoint(device, "hi"))
         assert (refused_publish.value.code, refused_publish.value.message) == ("EndpointDisabled", "Endpoint is disabled")
         assert sink.requests == []
+
+
+async def test_the_sms_attributes_are_kept_and_checked(autojump_clock):
+    store = MemoryStore()
+    async with running_broker(store) as h:
+        assert (await h.ok(GetSMSAttributes())).attributes == {}
+        await h.ok(SetSMSAttributes({"DefaultSMSType": "Promotional", "DeliveryStatusSuccessSamplingRate": "10"}))
+        for attributes, reason in [
+            ({"Colour": "red"}, "Colour is not a valid SMS attribute"),
+            ({"MonthlySpendLimit": "-1"}, "MonthlySpendLimit Reason"),
+            ({"DeliveryStatusSuccessSamplingRate": "101"}, "DeliveryStatusSuccessSamplingRate Reason"),
+            ({"DefaultSenderID": "123"}, "DefaultSenderID Reason"),
+        ]:
+            with pytest.raises(BrokerError, match=reason):
+                await h.ok(SetSMSAttributes(attributes))
+    async with running_broker(store) as h:
+        await h.ok(SetSMSAttributes({"DefaultSMSType": "Transactional"}))
+        assert (await h.ok(GetSMSAttributes())).attributes == {"DefaultSMSType": "Transactional", "DeliveryStatusSuccessSamplingRate": "10"}
+        assert (await h.ok(GetSMSAttributes(["DefaultSMSType"]))).attributes == {"DefaultSMSType": "Transactional"}

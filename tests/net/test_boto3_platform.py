@@ -1,5 +1,6 @@
 """SNS platform applications and endpoints (mobile push) from a real `dovecote serve`, driven by
-unmodified boto3: their calls and errors as AWS answers them, kept through a kill -9, an
+unmodified boto3: their calls and errors as AWS answers them, kept through a kill -9 (with the
+account's SMS attributes), an
 application subscription only to an endpoint that exists, and a publish to an endpoint delivered
 through the webhook sink, through a kill -9, with its story in `dovecote log`."""
 
@@ -58,6 +59,10 @@ def test_platform_applications_and_endpoints_are_kept_through_a_kill_9(tmp_path)
             "InvalidParameter",
             f"Invalid parameter: Token Reason: Endpoint {endpoint} already exists with the same Token, but different attributes.",
         )
+        sns.set_sms_attributes(attributes={"DefaultSMSType": "Transactional", "DefaultSenderID": "Dovecote"})
+        sns.set_sms_attributes(attributes={"MonthlySpendLimit": "5"})
+        with pytest.raises(sns.exceptions.InvalidParameterException, match="DefaultSMSType Reason: must be Promotional or Transactional"):
+            sns.set_sms_attributes(attributes={"DefaultSMSType": "Urgent"})
         tablet = sns.create_platform_endpoint(PlatformApplicationArn=app, Token="token-2")["EndpointArn"]
         sns.set_endpoint_attributes(EndpointArn=tablet, Attributes={"Enabled": "false", "Token": "token-3"})
         assert sns.get_endpoint_attributes(EndpointArn=tablet)["Attributes"] == {"Enabled": "false", "Token": "token-3"}
@@ -71,6 +76,10 @@ def test_platform_applications_and_endpoints_are_kept_through_a_kill_9(tmp_path)
         listed = sns.list_endpoints_by_platform_application(PlatformApplicationArn=app)["Endpoints"]
         assert sorted(e["EndpointArn"] for e in listed) == sorted([endpoint, tablet])
         assert sns.list_platform_applications()["PlatformApplications"][0]["Attributes"]["SuccessFeedbackSampleRate"] == "50"
+        assert sns.get_sms_attributes()["attributes"] == {
+            "DefaultSMSType": "Transactional", "DefaultSenderID": "Dovecote", "MonthlySpendLimit": "5",
+        }
+        assert sns.get_sms_attributes(attributes=["MonthlySpendLimit"])["attributes"] == {"MonthlySpendLimit": "5"}
 
         sns.delete_endpoint(EndpointArn=tablet)
         sns.delete_endpoint(EndpointArn=tablet)  # idempotent, as AWS documents it
