@@ -8,6 +8,7 @@ How the pieces share the work (each module's docstring says more):
                  too often
 - recovery.py    rebuilds queues and topics from the store, at start and for a restart
 - session.py     a connection's way in: routes each operation straight to its actor
+- platform.py    the one task owning SNS's platform applications and endpoints (and their direct publishes)
 - queue.py, topic.py, delivery.py   the actors, around the pure cores
 """
 
@@ -85,7 +86,6 @@ class Broker:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._platform.run)
             await self._lifecycle.run(cores, task_status=task_status)
-            self._platform.mailbox.close_for_mail()
 
     def stop(self) -> None:
         """Stop taking creations and deletions; every actor then answers its long polls, finishes

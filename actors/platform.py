@@ -16,7 +16,7 @@ import uuid
 import trio
 
 from dovecote.storage.records import PlatformEndpointDeleted, PushQueued, Record
-from dovecote.storage.store import StorageError, Store
+from dovecote.storage.store import PendingPush, StorageError, Store
 from dovecote.storage.writer import LogWriter
 
 from .clock import Clock
@@ -49,7 +49,7 @@ class Platform:
         self._forward = forward
         loaded = store.load_platform()
         self._core = PlatformCore.restore(config.account_id, sender.protocols if sender is not None else frozenset(), loaded)
-        self._restored: dict[int, list] = {}  # by endpoint id: pending publishes, for its delivery actor
+        self._restored: dict[int, list[PendingPush]] = {}  # by endpoint id: pending publishes, for its delivery actor
         for push in loaded.pushes:
             self._restored.setdefault(push.subscription_id, []).append(push)
         self._pushers: dict[int, DeliveryActor] = {}  # by endpoint id
