@@ -50,9 +50,3 @@ def push_range(topic_id: int, subscription_id: int | None = None) -> tuple[bytes
     if subscription_id is None:
         return push_key(topic_id, 0, 0), push_key(topic_id, MAX_U64, MAX_U64)
     return push_key(topic_id, subscription_id, 0), push_key(topic_id, subscription_id, MAX_U64)
-
-
-def endpoint_key(application_arn: str, endpoint_arn: str) -> bytes:
-    """A platform endpoint's key: its application's ARN first, so an application's endpoints are
-    one range. A NUL cannot occur in an ARN."""
-    return f"{application_arn}\x00{endpoint_arn}".encode()

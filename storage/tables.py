@@ -60,7 +60,7 @@ PUSHES = "pushes"  # pending HTTP/S and email deliveries (PushQueued), by (topic
 PUSH_ATTEMPTS = "push_attempts"  # the last failed attempt of a pending push (PushAttempted), same keys
 DATA_KEYS = "data_keys"  # encryption at rest: each data key, wrapped (DataKeyCreated, DataKeyRewrapped), by key id (format 2)
 PLATFORM_APPLICATIONS = "platform_applications"  # SNS platform applications, by ARN (format 3)
-PLATFORM_ENDPOINTS = "platform_endpoints"  # their endpoints, by endpoint_key (format 3)
+PLATFORM_ENDPOINTS = "platform_endpoints"  # their endpoints, by ARN (format 3)
 SMS_ATTRIBUTES = "sms_attributes"  # the account's SMS attributes, under SMS_ATTRIBUTES_KEY (format 3)
 SMS_ATTRIBUTES_KEY = b"account"
 DIRECT_PUSHES = 0  # the topic id of PushQueued records published straight to a platform endpoint (ids start at 1)
@@ -169,15 +169,13 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Put(PLATFORM_APPLICATIONS, arn.encode(), framed)]
         case PlatformApplicationDeleted(arn=arn):
             return [Delete(PLATFORM_APPLICATIONS, arn.encode())]
-        case PlatformEndpointChanged(arn=arn, application_arn=application):
-            return [Put(PLATFORM_ENDPOINTS, keys.endpoint_key(application, arn), framed)]
+        case PlatformEndpointChanged(arn=arn):
+            return [Put(PLATFORM_ENDPOINTS, arn.encode(), framed)]
         case SMSAttributesChanged():
             return [Put(SMS_ATTRIBUTES, SMS_ATTRIBUTES_KEY, framed)]
-        case PlatformEndpointDeleted(arn=arn, application_arn=application, endpoint_id=endpoint_id):
+        case PlatformEndpointDeleted(arn=arn, endpoint_id=endpoint_id):
             pushes = keys.push_range(DIRECT_PUSHES, endpoint_id)
-            return [
-                Delete(PLATFORM_ENDPOINTS, keys.endpoint_key(application, arn)), DeleteRange(PUSHES, *pushes), DeleteRange(PUSH_ATTEMPTS, *pushes),
-            ]
+            return [Delete(PLATFORM_ENDPOINTS, arn.encode()), DeleteRange(PUSHES, *pushes), DeleteRange(PUSH_ATTEMPTS, *pushes)]
         case QueueDeleted(queue_id=q):
             first, last = keys.queue_message_range(q)
             return [Delete(QUEUES, keys.queue_key(q))] + [DeleteRange(t, first, last) for t in QUEUE_TABLES]
