@@ -510,6 +510,19 @@ ACTIONS: dict[type, str] = {
     ops.OptInPhoneNumber: "sns:OptInPhoneNumber",
     ops.GetSMSSandboxAccountStatus: "sns:GetSMSSandboxAccountStatus",
     ops.ListOriginationNumbers: "sns:ListOriginationNumbers",
+    ops.CreatePlatformApplication: "sns:CreatePlatformApplication",
+    ops.GetPlatformApplicationAttributes: "sns:GetPlatformApplicationAttributes",
+    ops.SetPlatformApplicationAttributes: "sns:SetPlatformApplicationAttributes",
+    ops.ListPlatformApplications: "sns:ListPlatformApplications",
+    ops.DeletePlatformApplication: "sns:DeletePlatformApplication",
+    ops.CreatePlatformEndpoint: "sns:CreatePlatformEndpoint",
+    ops.GetEndpointAttributes: "sns:GetEndpointAttributes",
+    ops.SetEndpointAttributes: "sns:SetEndpointAttributes",
+    ops.DeleteEndpoint: "sns:DeleteEndpoint",
+    ops.ListEndpointsByPlatformApplication: "sns:ListEndpointsByPlatformApplication",
+    ops.PublishToEndpoint: "sns:Publish",
+    ops.GetSMSAttributes: "sns:GetSMSAttributes",
+    ops.SetSMSAttributes: "sns:SetSMSAttributes",
 }
 
 

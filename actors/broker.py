@@ -8,6 +8,7 @@ How the pieces share the work (each module's docstring says more):
                  too often
 - recovery.py    rebuilds queues and topics from the store, at start and for a restart
 - session.py     a connection's way in: routes each operation straight to its actor
+- platform.py    the one task owning SNS's platform applications and endpoints (and their direct publishes)
 - queue.py, topic.py, delivery.py   the actors, around the pure cores
 """
 
@@ -27,6 +28,7 @@ from .directory import ActorEntry, Directory, Health
 from .lifecycle import Lifecycle
 from .limits import STATISTICS_ACTORS_PER_STEP
 from .mailbox import MailboxStatistics
+from .platform import Platform
 from .principals import ANYONE, Principal
 from .push_types import Sender
 from .queue_core import QueueCore
@@ -67,23 +69,29 @@ class Broker:
         supervisor = Supervisor(config, store, writer, clock, self.directory, sender)
         options = topic_options(config, signer, sender.protocols if sender is not None else frozenset())
         self._lifecycle = Lifecycle(config, store, writer, clock, self.directory, supervisor, options)
+        self._platform = Platform(config, store, writer, clock, sender, self.directory.forward)
         self._initial_cores = list(cores)
 
     def session(self, region: str | None = None, principal: Principal = ANYONE) -> Session:
         """A session of one principal, acting in one region's namespace (by default the broker's
         region)."""
-        return Session(self.directory, self._lifecycle.mailbox, region or self.config.region, principal, self.config.account_id)
+        return Session(
+            self.directory, self._lifecycle.mailbox, region or self.config.region, principal, self.config.account_id, self._platform
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until stop(); the actors live in here. Queues start first, so topics find them."""
         cores = sorted(self._initial_cores, key=lambda core: isinstance(core, TopicCore))
         self._initial_cores.clear()
-        await self._lifecycle.run(cores, task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._platform.run)
+            await self._lifecycle.run(cores, task_status=task_status)
 
     def stop(self) -> None:
         """Stop taking creations and deletions; every actor then answers its long polls, finishes
         what is in its mailbox and ends."""
         self._lifecycle.mailbox.close_for_mail()
+        self._platform.mailbox.close_for_mail()
 
     def statistics(self) -> list[ActorReport]:
         """How every queue's and topic's actor fares: its mailbox, its supervisor's record and its

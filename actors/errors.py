@@ -59,6 +59,7 @@ _ROWS = [
     ("InvalidParameter", "InvalidParameter", 400, True, False),
     ("ParameterValueInvalid", "ParameterValueInvalid", 400, True, False),  # botocore's InvalidParameterValueException
     ("NotFound", "NotFound", 404, True, False),
+    ("EndpointDisabled", "EndpointDisabled", 400, True, False),
     ("AuthorizationError", "AuthorizationError", 403, True, False),
     ("TopicLimitExceeded", "TopicLimitExceeded", 403, True, False),
     ("SubscriptionLimitExceeded", "SubscriptionLimitExceeded", 403, True, False),

@@ -320,6 +320,77 @@ class ListOriginationNumbers(SmsAccountOp, tag="ListOriginationNumbers"):
     next_token: str | None = None
 
 
+class PlatformOp(Op):
+    """An operation on SNS's platform applications and endpoints (mobile push), served by the
+    platform actor."""
+
+
+class CreatePlatformApplication(PlatformOp, tag="CreatePlatformApplication"):
+    name: str
+    platform: str
+    attributes: dict[str, str]
+
+
+class GetPlatformApplicationAttributes(PlatformOp, tag="GetPlatformApplicationAttributes"):
+    application_arn: str
+
+
+class SetPlatformApplicationAttributes(PlatformOp, tag="SetPlatformApplicationAttributes"):
+    application_arn: str
+    attributes: dict[str, str]
+
+
+class ListPlatformApplications(PlatformOp, tag="ListPlatformApplications"):
+    next_token: str | None = None
+
+
+class DeletePlatformApplication(PlatformOp, tag="DeletePlatformApplication"):
+    application_arn: str
+
+
+class CreatePlatformEndpoint(PlatformOp, tag="CreatePlatformEndpoint"):
+    application_arn: str
+    token: str
+    custom_user_data: str | None = None
+    attributes: dict[str, str] = {}
+
+
+class GetEndpointAttributes(PlatformOp, tag="GetEndpointAttributes"):
+    endpoint_arn: str
+
+
+class SetEndpointAttributes(PlatformOp, tag="SetEndpointAttributes"):
+    endpoint_arn: str
+    attributes: dict[str, str]
+
+
+class DeleteEndpoint(PlatformOp, tag="DeleteEndpoint"):
+    endpoint_arn: str
+
+
+class ListEndpointsByPlatformApplication(PlatformOp, tag="ListEndpointsByPlatformApplication"):
+    application_arn: str
+    next_token: str | None = None
+
+
+class PublishToEndpoint(PlatformOp, tag="PublishToEndpoint"):
+    """Publish with a TargetArn that names a platform endpoint: delivered to that device alone."""
+
+    endpoint_arn: str
+    message: str
+    subject: str | None = None
+    message_structure: str | None = None
+    message_attributes: dict[str, MessageAttributeValue] = {}
+
+
+class GetSMSAttributes(PlatformOp, tag="GetSMSAttributes"):
+    names: list[str] = []  # none: every attribute set
+
+
+class SetSMSAttributes(PlatformOp, tag="SetSMSAttributes"):
+    attributes: dict[str, str]
+
+
 REGISTRY_OPS = (
     CreateQueue,
     DeleteQueue,
@@ -384,6 +455,19 @@ AnyOp = (
     | OptInPhoneNumber
     | GetSMSSandboxAccountStatus
     | ListOriginationNumbers
+    | CreatePlatformApplication
+    | GetPlatformApplicationAttributes
+    | SetPlatformApplicationAttributes
+    | ListPlatformApplications
+    | DeletePlatformApplication
+    | CreatePlatformEndpoint
+    | GetEndpointAttributes
+    | SetEndpointAttributes
+    | DeleteEndpoint
+    | ListEndpointsByPlatformApplication
+    | PublishToEndpoint
+    | GetSMSAttributes
+    | SetSMSAttributes
 )
 
 
@@ -568,6 +652,18 @@ class SandboxStatus(Result, tag="SandboxStatus"):
     in_sandbox: bool
 
 
+class PlatformResource(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    """A platform application or endpoint in a listing."""
+
+    arn: str
+    attributes: dict[str, str]
+
+
+class PlatformResources(Result, tag="PlatformResources"):
+    resources: list[PlatformResource]
+    next_token: str | None = None
+
+
 class Failure(Result, tag="Failure"):
     """An operation that failed as a whole: an error-table code and a message."""
 
@@ -598,5 +694,6 @@ AnyResult = (
     | OptedOut
     | PhoneNumbers
     | SandboxStatus
+    | PlatformResources
     | Failure
 )

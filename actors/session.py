@@ -26,6 +26,8 @@ from .errors import BrokerError, access_denied, failure, invalid_parameter, no_s
 from .lifecycle import LIFECYCLE_OPS
 from .mailbox import Mailbox, MailboxFull
 from .mobile import sms_account_answer
+from .platform import Platform
+from .platform_core import endpoint_missing, platform_resource
 from .messages import Reply, Request
 from .principals import Principal
 from .ops import (
@@ -38,8 +40,10 @@ from .ops import (
     ListTopics,
     Op,
     QueueName,
+    PlatformOp,
     SmsAccountOp,
     QueueOp,
+    Subscribe,
     SetQueueAttributes,
     StartMessageMoveTask,
     TopicOp,
@@ -48,11 +52,19 @@ from .ops import (
 
 class Session:
     def __init__(
-        self, directory: Directory, lifecycle: Mailbox, region: str, principal: Principal, account_id: str = "000000000000"
+        self,
+        directory: Directory,
+        lifecycle: Mailbox,
+        region: str,
+        principal: Principal,
+        account_id: str = "000000000000",
+        platform: Platform | None = None,
     ) -> None:
-        """account_id: the account this broker hosts, which owns every queue and topic."""
+        """account_id: the account this broker hosts, which owns every queue and topic. platform:
+        the actor of the platform applications and endpoints (None: their operations are refused)."""
         self._directory = directory
         self._lifecycle = lifecycle
+        self._platform = platform
         self.region = region
         self.principal = principal  # whose requests these are
         self._restricted = not principal.unrestricted  # its requests are authorised one by one
@@ -99,6 +111,13 @@ class Session:
                 self._start_move_task(op, reply)
             case SmsAccountOp():
                 reply(sms_account_answer(op))
+            case PlatformOp():
+                if self._platform is None:
+                    raise BrokerError("InvalidAction", f"{type(op).__name__} is not an operation of this broker.")
+                if not self._delivered(self._platform.mailbox, Request(op, reply, region), "Platform", "applications"):
+                    raise shutting_down()
+            case Subscribe(protocol="application") if self._platform is not None and self._platform.unknown_endpoint(op.endpoint):
+                raise endpoint_missing()
             case QueueOp():
                 entry = directory.queue(region, op.queue)
                 if entry is None or not self._delivered(entry.mailbox, Request(op, reply), "Queue", op.queue):
@@ -123,6 +142,8 @@ class Session:
         policy = None
         if isinstance(op, (ListQueues, ListTopics, ListSubscriptions, SmsAccountOp)):
             resource = "*"
+        elif isinstance(op, PlatformOp):
+            resource = platform_resource(op)
         elif isinstance(op, QueueOp):
             entry = directory.queue(region, op.queue)
             resource = entry.arn if entry is not None else f"arn:aws:sqs:{region}:{account}:{op.queue}"

@@ -23,6 +23,20 @@ from dovecote.actors.ops import (
     AddTopicPermission,
     Arn,
     CheckIfPhoneNumberIsOptedOut,
+    CreatePlatformApplication,
+    CreatePlatformEndpoint,
+    DeleteEndpoint,
+    DeletePlatformApplication,
+    GetEndpointAttributes,
+    GetPlatformApplicationAttributes,
+    GetSMSAttributes,
+    SetSMSAttributes,
+    ListEndpointsByPlatformApplication,
+    ListPlatformApplications,
+    PlatformResources,
+    PublishToEndpoint,
+    SetEndpointAttributes,
+    SetPlatformApplicationAttributes,
     GetSMSSandboxAccountStatus,
     ListOriginationNumbers,
     ListPhoneNumbersOptedOut,
@@ -69,11 +83,17 @@ SMS_ACCOUNT_ACTIONS = (
     "CheckIfPhoneNumberIsOptedOut", "ListPhoneNumbersOptedOut", "OptInPhoneNumber", "GetSMSSandboxAccountStatus",
     "ListOriginationNumbers",
 )
+PLATFORM_ACTIONS = (
+    "CreatePlatformApplication", "GetPlatformApplicationAttributes", "SetPlatformApplicationAttributes",
+    "ListPlatformApplications", "DeletePlatformApplication", "CreatePlatformEndpoint", "GetEndpointAttributes",
+    "SetEndpointAttributes", "DeleteEndpoint", "ListEndpointsByPlatformApplication", "GetSMSAttributes", "SetSMSAttributes",
+)
 ACTIONS_ONLY_SNS = {
     "CreateTopic", "DeleteTopic", "ListTopics", "GetTopicAttributes", "SetTopicAttributes", "Subscribe",
     "ConfirmSubscription", "Unsubscribe", "ListSubscriptions", "ListSubscriptionsByTopic",
     "GetSubscriptionAttributes", "SetSubscriptionAttributes", "Publish", "PublishBatch", "TagResource",
     "UntagResource", "ListTagsForResource", "PutDataProtectionPolicy", "GetDataProtectionPolicy", *SMS_ACCOUNT_ACTIONS,
+    *PLATFORM_ACTIONS,
 }
 # SQS-worded codes of shared validation, in SNS's words
 _SNS_CODES = {"InvalidParameterValue": "InvalidParameter", "MissingParameter": "InvalidParameter", "InvalidAttributeName": "InvalidParameter"}
@@ -197,8 +217,52 @@ class PhoneNumberRequest(_Shape, rename="camel"):
     phone_number: str
 
 
+class SMSAttributeNamesRequest(_Shape, rename="camel"):
+    attributes: list[str] = []
+
+
+class SMSAttributesRequest(_Shape, rename="camel"):
+    attributes: dict[str, str]
+
+
 class CamelNextTokenRequest(_Shape, rename="camel"):
     next_token: str | None = None
+
+
+class CreatePlatformApplicationRequest(_Shape):
+    name: str
+    platform: str
+    attributes: dict[str, str] = {}  # an empty map is not sent: the core says what it lacks
+
+
+class PlatformApplicationRequest(_Shape):
+    platform_application_arn: str
+
+
+class SetPlatformApplicationAttributesRequest(_Shape):
+    platform_application_arn: str
+    attributes: dict[str, str]
+
+
+class ListEndpointsRequest(_Shape):
+    platform_application_arn: str
+    next_token: str | None = None
+
+
+class CreatePlatformEndpointRequest(_Shape):
+    platform_application_arn: str
+    token: str
+    custom_user_data: str | None = None
+    attributes: dict[str, str] = {}
+
+
+class EndpointRequest(_Shape):
+    endpoint_arn: str
+
+
+class SetEndpointAttributesRequest(_Shape):
+    endpoint_arn: str
+    attributes: dict[str, str]
 
 
 class RemovePermissionRequest(_Shape):
@@ -260,9 +324,8 @@ def _publish(request: PublishRequest) -> Op:
             "subscribe the number and publish to the topic"
         )
     if request.target_arn is not None and is_endpoint_arn(request.target_arn):
-        raise invalid_parameter(
-            "TargetArn Reason: this broker serves no platform endpoints; subscribe the endpoint's ARN to a topic (protocol application) "
-            "and publish to the topic"
+        return PublishToEndpoint(
+            request.target_arn, request.message, request.subject, request.message_structure, _attributes(request.message_attributes)
         )
     arn = request.topic_arn or request.target_arn
     if not arn:
@@ -339,6 +402,30 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
         lambda r: SetTopicAttributes(topic_of(r.resource_arn), "DataProtectionPolicy", r.data_protection_policy),
     ),
     "GetDataProtectionPolicy": (ResourceArnRequest, lambda r: GetTopicAttributes(topic_of(r.resource_arn))),
+    "CreatePlatformApplication": (
+        CreatePlatformApplicationRequest, lambda r: CreatePlatformApplication(r.name, r.platform, r.attributes)
+    ),
+    "GetPlatformApplicationAttributes": (
+        PlatformApplicationRequest, lambda r: GetPlatformApplicationAttributes(r.platform_application_arn)
+    ),
+    "SetPlatformApplicationAttributes": (
+        SetPlatformApplicationAttributesRequest,
+        lambda r: SetPlatformApplicationAttributes(r.platform_application_arn, r.attributes),
+    ),
+    "ListPlatformApplications": (NextTokenRequest, lambda r: ListPlatformApplications(r.next_token)),
+    "DeletePlatformApplication": (PlatformApplicationRequest, lambda r: DeletePlatformApplication(r.platform_application_arn)),
+    "CreatePlatformEndpoint": (
+        CreatePlatformEndpointRequest,
+        lambda r: CreatePlatformEndpoint(r.platform_application_arn, r.token, r.custom_user_data, r.attributes),
+    ),
+    "GetEndpointAttributes": (EndpointRequest, lambda r: GetEndpointAttributes(r.endpoint_arn)),
+    "SetEndpointAttributes": (SetEndpointAttributesRequest, lambda r: SetEndpointAttributes(r.endpoint_arn, r.attributes)),
+    "DeleteEndpoint": (EndpointRequest, lambda r: DeleteEndpoint(r.endpoint_arn)),
+    "ListEndpointsByPlatformApplication": (
+        ListEndpointsRequest, lambda r: ListEndpointsByPlatformApplication(r.platform_application_arn, r.next_token)
+    ),
+    "GetSMSAttributes": (SMSAttributeNamesRequest, lambda r: GetSMSAttributes(r.attributes)),
+    "SetSMSAttributes": (SMSAttributesRequest, lambda r: SetSMSAttributes(r.attributes)),
 }
 
 
@@ -407,11 +494,13 @@ def to_output(action: str, result: Result) -> dict[str, Any]:
         case Done():
             return {}
         case Arn(arn=arn):
-            return {"SubscriptionArn" if action in ("Subscribe", "ConfirmSubscription") else "TopicArn": arn}
+            return {_ARN_OUTPUTS.get(action, "TopicArn"): arn}
         case Arns(arns=arns, next_token=token):
             return _without_none({"Topics": [{"TopicArn": arn} for arn in arns], "NextToken": token})
         case Attributes(attributes=attributes) if action == "GetDataProtectionPolicy":
             return {"DataProtectionPolicy": attributes.get("DataProtectionPolicy", "")}
+        case Attributes(attributes=attributes) if action == "GetSMSAttributes":
+            return {"attributes": attributes}
         case Attributes(attributes=attributes):
             return {"Attributes": attributes}
         case Tags(tags=tags):
@@ -437,12 +526,25 @@ def to_output(action: str, result: Result) -> dict[str, Any]:
             return _without_none({"PhoneNumbers": numbers, "NextToken": token})
         case SandboxStatus(in_sandbox=in_sandbox):
             return {"IsInSandbox": in_sandbox}
+        case PlatformResources(resources=resources, next_token=token):
+            listing, arn_name = ("Endpoints", "EndpointArn") if action == "ListEndpointsByPlatformApplication" else (
+                "PlatformApplications", "PlatformApplicationArn"
+            )
+            return _without_none({listing: [{arn_name: r.arn, "Attributes": r.attributes} for r in resources], "NextToken": token})
         case PublishBatchResult(successful=successful, failed=failed):
             return {
                 "Successful": [_without_none({"Id": e.id, "MessageId": e.message_id, "SequenceNumber": e.sequence_number}) for e in successful],
                 "Failed": [{"Id": f.id, "Code": f.code, "Message": f.message, "SenderFault": f.sender_fault} for f in failed],
             }
     raise TypeError(f"no output shape for {type(result).__name__}")
+
+
+_ARN_OUTPUTS = {
+    "Subscribe": "SubscriptionArn",
+    "ConfirmSubscription": "SubscriptionArn",
+    "CreatePlatformApplication": "PlatformApplicationArn",
+    "CreatePlatformEndpoint": "EndpointArn",
+}
 
 
 def _without_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -475,7 +577,7 @@ def _append(parent: ElementTree.Element, name: str, value: Any) -> None:
     if isinstance(value, list):
         for item in value:
             _append(element, "member", item)
-    elif isinstance(value, dict) and name == "Attributes":
+    elif isinstance(value, dict) and name in ("Attributes", "attributes"):
         for key, item in value.items():
             entry = ElementTree.SubElement(element, "entry")
             ElementTree.SubElement(entry, "key").text = key

@@ -235,6 +235,46 @@ class MessageForwarded(Record, tag="MessageForwarded"):
     direction: str  # "up" (local to remote) or "down"
 
 
+class PlatformApplicationChanged(Record, tag="PlatformApplicationChanged"):
+    """A platform application's whole state after it was made or changed (format 3). Its
+    credentials are not among the attributes: the operator's sink holds its own."""
+
+    arn: str
+    attributes: dict[str, str]
+
+
+class PlatformApplicationDeleted(Record, tag="PlatformApplicationDeleted"):
+    """A platform application and every endpoint of it deleted (format 3)."""
+
+    arn: str
+
+
+class PlatformEndpointChanged(Record, tag="PlatformEndpointChanged"):
+    """A platform endpoint's whole state after it was made or changed (format 3): its attributes
+    hold its Token, Enabled and CustomUserData. Publishes straight to it are PushQueued records of
+    topic id DIRECT_PUSHES (tables.py) and subscription id endpoint_id."""
+
+    arn: str
+    application_arn: str
+    endpoint_id: int
+    attributes: dict[str, str]
+
+
+class PlatformEndpointDeleted(Record, tag="PlatformEndpointDeleted"):
+    """A platform endpoint deleted, with the publishes still pending for it (format 3). Deleting an
+    application stores one for each of its endpoints first."""
+
+    arn: str
+    application_arn: str
+    endpoint_id: int
+
+
+class SMSAttributesChanged(Record, tag="SMSAttributesChanged"):
+    """The account's SMS attributes (SetSMSAttributes), all of them, after a change (format 3)."""
+
+    attributes: dict[str, str]
+
+
 class PushQueued(Record, tag="PushQueued"):
     """A delivery a topic owes an HTTP/S or email subscription, stored with its publish. It stays
     pending (state table `pushes`) until a PushDone."""
@@ -339,6 +379,11 @@ AnyRecord = (
     | DataKeyRewrapped
     | DataKeyRetired
     | MessageForwarded
+    | PlatformApplicationChanged
+    | PlatformApplicationDeleted
+    | PlatformEndpointChanged
+    | PlatformEndpointDeleted
+    | SMSAttributesChanged
 )
 QueueRow = QueueCreated | QueueAttributesChanged
 TopicRow = TopicCreated | TopicAttributesChanged

@@ -39,7 +39,10 @@ from .records import (
     MessageReceived,
     MessageSent,
     MoveTaskChanged,
+    PlatformApplicationChanged,
+    PlatformEndpointChanged,
     Published,
+    SMSAttributesChanged,
     PushAttempted,
     PushQueued,
     QueueAttributesChanged,
@@ -63,17 +66,22 @@ from .tables import (
     DATA_KEYS,
     DEDUP,
     DELIVERIES,
+    DIRECT_PUSHES,
     LOG,
     MESSAGES,
     META,
     MOVE_TASKS,
     FORMAT_VERSION_KEY,
     NEXT_QUEUE_ID,
+    PLATFORM_APPLICATIONS,
+    PLATFORM_ENDPOINTS,
     Put,
     PUSH_ATTEMPTS,
     PUSHES,
     QUEUES,
+    SMS_ATTRIBUTES,
     SUBSCRIPTIONS,
+    TABLES,
     TOPICS,
     Change,
     Delete,
@@ -88,7 +96,8 @@ from .tables import (
 # was recorded are format 1. A store opened for writing records this version: format 2 added
 # encryption at rest (MessageSent, Published and PushQueued gained `sealed`; the data key records
 # and table), which format 1 would misread as empty bodies; format 3 added the shovels' log records
-# (MessageForwarded), which format 2 cannot decode.
+# (MessageForwarded), SNS's platform applications and endpoints and the account's SMS attributes (their
+# records and tables), which format 2 cannot decode.
 FORMAT_VERSION = 3
 
 TimeShift = Callable[[int, int], int]  # (a record's LSN, its at_ms) -> ms to add to its times
@@ -235,6 +244,13 @@ class LoadedTopic(NamedTuple):
     subscriptions: list[SubscriptionChanged]
     dedup: list[tuple[int, DedupEntry]]  # (seq, entry), in seq order
     pushes: list[PendingPush] = []  # in (subscription, seq) order
+
+
+class LoadedPlatform(NamedTuple):
+    applications: list[PlatformApplicationChanged]
+    endpoints: list[PlatformEndpointChanged]
+    pushes: list[PendingPush]  # published straight to an endpoint, in (endpoint id, seq) order
+    sms_attributes: dict[str, str]
 
 
 class LoadedQueue(NamedTuple):
@@ -433,6 +449,17 @@ class Store(abc.ABC):
         """Every subscription of every topic (damaged rows left out: `dovecote check` names them)."""
         return [record for _, record in self._rows(SUBSCRIPTIONS, (SubscriptionChanged,), DamageCollector())]
 
+    def load_platform(self) -> LoadedPlatform:
+        """Every platform application and endpoint, and the publishes pending for the endpoints
+        (damaged rows left out: `dovecote check` names them)."""
+        damage = DamageCollector()
+        return LoadedPlatform(
+            [record for _, record in self._rows(PLATFORM_APPLICATIONS, (PlatformApplicationChanged,), damage)],
+            [record for _, record in self._rows(PLATFORM_ENDPOINTS, (PlatformEndpointChanged,), damage)],
+            self._load_pushes(DIRECT_PUSHES, damage),
+            next((record.attributes for _, record in self._rows(SMS_ATTRIBUTES, (SMSAttributesChanged,), damage)), {}),
+        )
+
     def pending_pushes(self, topic_id: int, subscription_id: int) -> list[PendingPush]:
         """One subscription's pending pushes, in seq order (damaged rows left out: `dovecote check`
         names them)."""
@@ -566,7 +593,7 @@ class Store(abc.ABC):
         """Check every stored value (the `dovecote check` scan); returns the damaged ranges. With
         a sealer, every encrypted record must also open."""
         damage = DamageCollector()
-        for table in (LOG, QUEUES, MESSAGES, DELIVERIES, MOVE_TASKS, DEDUP, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS):
+        for table in (t for t in TABLES if t != META):  # META holds counters, not records
             for key, value in self._scan(table):
                 if not _decodes(table, value) or not self._opens(table, value):
                     damage.add(table, key)

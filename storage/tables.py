@@ -23,6 +23,11 @@ from .records import (
     MessageReceived,
     MessageSent,
     MoveTaskChanged,
+    PlatformApplicationChanged,
+    PlatformApplicationDeleted,
+    PlatformEndpointChanged,
+    PlatformEndpointDeleted,
+    SMSAttributesChanged,
     Published,
     PushAttempted,
     PushDone,
@@ -54,8 +59,14 @@ ARCHIVE = "archive"  # archived publishes of topics with an ArchivePolicy, by (t
 PUSHES = "pushes"  # pending HTTP/S and email deliveries (PushQueued), by (topic_id, subscription_id, seq)
 PUSH_ATTEMPTS = "push_attempts"  # the last failed attempt of a pending push (PushAttempted), same keys
 DATA_KEYS = "data_keys"  # encryption at rest: each data key, wrapped (DataKeyCreated, DataKeyRewrapped), by key id (format 2)
+PLATFORM_APPLICATIONS = "platform_applications"  # SNS platform applications, by ARN (format 3)
+PLATFORM_ENDPOINTS = "platform_endpoints"  # their endpoints, by ARN (format 3)
+SMS_ATTRIBUTES = "sms_attributes"  # the account's SMS attributes, under SMS_ATTRIBUTES_KEY (format 3)
+SMS_ATTRIBUTES_KEY = b"account"
+DIRECT_PUSHES = 0  # the topic id of PushQueued records published straight to a platform endpoint (ids start at 1)
 TABLES = (
     LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS,
+    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES,
 )
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
@@ -154,6 +165,17 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Delete(DATA_KEYS, keys.queue_key(k))]
         case MessageForwarded():
             return []
+        case PlatformApplicationChanged(arn=arn):
+            return [Put(PLATFORM_APPLICATIONS, arn.encode(), framed)]
+        case PlatformApplicationDeleted(arn=arn):
+            return [Delete(PLATFORM_APPLICATIONS, arn.encode())]
+        case PlatformEndpointChanged(arn=arn):
+            return [Put(PLATFORM_ENDPOINTS, arn.encode(), framed)]
+        case SMSAttributesChanged():
+            return [Put(SMS_ATTRIBUTES, SMS_ATTRIBUTES_KEY, framed)]
+        case PlatformEndpointDeleted(arn=arn, endpoint_id=endpoint_id):
+            pushes = keys.push_range(DIRECT_PUSHES, endpoint_id)
+            return [Delete(PLATFORM_ENDPOINTS, arn.encode()), DeleteRange(PUSHES, *pushes), DeleteRange(PUSH_ATTEMPTS, *pushes)]
         case QueueDeleted(queue_id=q):
             first, last = keys.queue_message_range(q)
             return [Delete(QUEUES, keys.queue_key(q))] + [DeleteRange(t, first, last) for t in QUEUE_TABLES]

@@ -24,10 +24,18 @@ PROTOCOL_V1 = json.loads(make.protocol_path(1).read_text())
 STORED = json.loads(make.records_path().read_text())
 STORED_V1 = json.loads(make.records_path(1).read_text())
 STORED_V2 = json.loads(make.records_path(2).read_text())
-FORMAT_3_KINDS = {"MessageForwarded"}  # the shovels'
+FORMAT_3_KINDS = {  # the shovels', SNS's platform applications and endpoints and the account's SMS attributes
+    "MessageForwarded", "PlatformApplicationChanged", "PlatformApplicationDeleted", "PlatformEndpointChanged", "PlatformEndpointDeleted",
+    "SMSAttributesChanged",
+}
 FORMAT_2_KINDS = {"DataKeyCreated", "DataKeyRewrapped", "DataKeyRetired"}  # encryption at rest
 SMS_ACCOUNT_OPERATIONS = {
     "CheckIfPhoneNumberIsOptedOut", "ListPhoneNumbersOptedOut", "OptInPhoneNumber", "GetSMSSandboxAccountStatus", "ListOriginationNumbers",
+}
+PLATFORM_OPERATIONS = {
+    "CreatePlatformApplication", "GetPlatformApplicationAttributes", "SetPlatformApplicationAttributes", "ListPlatformApplications",
+    "DeletePlatformApplication", "CreatePlatformEndpoint", "GetEndpointAttributes", "SetEndpointAttributes", "DeleteEndpoint",
+    "ListEndpointsByPlatformApplication", "PublishToEndpoint", "GetSMSAttributes", "SetSMSAttributes",
 }
 FORMAT_2_FIELDS = {"sealed"}  # appended, with defaults, to MessageSent, Published and PushQueued
 
@@ -74,11 +82,12 @@ def test_result_frames_match_their_vectors(tag):
 
 def test_version_2_changed_the_opening_only():
     """Operations and results are the same bytes in versions 1 and 2, so a broker without keys
-    serves version 1 clients as before; version 2 only added kinds (the SMS account calls)."""
+    serves version 1 clients as before; version 2 only added kinds (the SMS account calls, the
+    platform applications and endpoints)."""
     for section in ("requests", "responses"):
         assert {tag: PROTOCOL[section][tag] for tag in PROTOCOL_V1[section]} == PROTOCOL_V1[section]
-    assert set(PROTOCOL["requests"]) - set(PROTOCOL_V1["requests"]) == SMS_ACCOUNT_OPERATIONS
-    assert set(PROTOCOL["responses"]) - set(PROTOCOL_V1["responses"]) == {"OptedOut", "PhoneNumbers", "SandboxStatus"}
+    assert set(PROTOCOL["requests"]) - set(PROTOCOL_V1["requests"]) == SMS_ACCOUNT_OPERATIONS | PLATFORM_OPERATIONS
+    assert set(PROTOCOL["responses"]) - set(PROTOCOL_V1["responses"]) == {"OptedOut", "PhoneNumbers", "SandboxStatus", "PlatformResources"}
 
 
 def test_new_operations_join_the_protocol_version_but_a_changed_frame_does_not():

@@ -15,6 +15,8 @@ from dovecote.actors import mobile
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
     CheckIfPhoneNumberIsOptedOut,
+    CreatePlatformApplication,
+    CreatePlatformEndpoint,
     CreateQueue,
     CreateTopic,
     Done,
@@ -165,16 +167,23 @@ async def test_sms_subscription_is_not_deleted_by_an_unsigned_unsubscribe_url(au
         assert (await h.ok(GetSubscriptionAttributes("t", arn))).attributes["ConfirmationWasAuthenticated"] == "true"
 
 
+async def made_endpoint(h) -> str:
+    """A GCM application's endpoint, made as a device registers."""
+    application = (await h.ok(CreatePlatformApplication("my-app", "GCM", {"PlatformCredential": "server-key"}))).arn
+    return (await h.ok(CreatePlatformEndpoint(application, "device-token"))).arn
+
+
 async def test_application_subscription_gets_its_platform_payload_of_a_json_message(autojump_clock):
     async with trio_endpoint() as endpoint, running_broker(pusher=webhook(endpoint.url)) as h:
         await h.ok(CreateTopic("t"))
-        arn = (await h.ok(Subscribe("t", "application", ENDPOINT))).arn
+        device = await made_endpoint(h)
+        arn = (await h.ok(Subscribe("t", "application", device))).arn
         gcm = json.dumps({"notification": {"title": "hi"}})
         await h.ok(Publish("t", json.dumps({"default": "plain", "GCM": gcm, "APNS": "{}"}), message_structure="json"))
         await h.ok(Publish("t", json.dumps({"default": "plain only"}), message_structure="json"))
         first, second = await endpoint.wait_for(2)
         assert {first.json()["message"], second.json()["message"]} == {gcm, "plain only"}
-        assert first.json()["protocol"] == "application" and first.json()["endpoint"] == ENDPOINT
+        assert first.json()["protocol"] == "application" and first.json()["endpoint"] == device
         assert first.json()["subscriptionArn"] == arn
 
 

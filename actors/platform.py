@@ -1,0 +1,124 @@
+"""The platform actor: the one task that owns SNS's platform applications and endpoints. Sessions
+route every platform operation to its mailbox; it asks its pure core (platform_core.py) what to
+store and answer, stores that, applies it, then answers. Read by others only through
+`unknown_endpoint`, a plain lookup that never waits (a Subscribe to an application endpoint asks it).
+
+A publish straight to an endpoint is stored as a pending push (PushQueued), then handed to that
+endpoint's delivery actor (delivery.py, the one that serves subscriptions' pushes), which this
+actor starts in its nursery, stops when the endpoint is deleted, and starts at start-up for the
+endpoints that have publishes pending."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import trio
+
+from dovecote.storage.records import PlatformEndpointDeleted, PushQueued, Record
+from dovecote.storage.store import PendingPush, StorageError, Store
+from dovecote.storage.writer import LogWriter
+
+from .clock import Clock
+from .config import BrokerConfig
+from .delivery import DeliveryActor
+from .errors import BrokerError, actor_failed, failure, not_an_operation, storage_failed
+from .mailbox import Mailbox
+from .messages import Forward, NewPushes, Request, StopPushing
+from .ops import DeleteEndpoint, DeletePlatformApplication, PlatformOp
+from .platform_core import PlatformCore
+from .push_types import Sender
+
+log = logging.getLogger("dovecote.platform")
+
+_FREEING = (DeleteEndpoint, DeletePlatformApplication)  # deletions go through while storage is full
+
+
+class Platform:
+    def __init__(
+        self, config: BrokerConfig, store: Store, writer: LogWriter, clock: Clock, sender: Sender | None, forward: Forward
+    ) -> None:
+        """sender: how publishes reach the operator's sink (None: the broker has none, and refuses
+        them). forward: to a queue's actor (delivery actors take it; a publish to an endpoint has no
+        dead-letter queue)."""
+        self._config = config
+        self._store = store
+        self._writer = writer
+        self._clock = clock
+        self._sender = sender
+        self._forward = forward
+        loaded = store.load_platform()
+        self._core = PlatformCore.restore(config.account_id, sender.protocols if sender is not None else frozenset(), loaded)
+        self._restored: dict[int, list[PendingPush]] = {}  # by endpoint id: pending publishes, for its delivery actor
+        for push in loaded.pushes:
+            self._restored.setdefault(push.subscription_id, []).append(push)
+        self._pushers: dict[int, DeliveryActor] = {}  # by endpoint id
+        self._nursery: trio.Nursery | None = None  # the delivery actors'
+        self.mailbox = Mailbox(config.mailbox_capacity)
+
+    def unknown_endpoint(self, arn: str) -> bool:
+        return self._core.unknown_endpoint(arn)
+
+    async def run(self) -> None:
+        """Serve until the mailbox is closed for mail (the broker stopping); then stop the delivery
+        actors, which store the outcomes they have first."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for endpoint_id in list(self._restored):
+                self._pusher(endpoint_id)
+            while True:
+                try:
+                    request = await self.mailbox.receive()
+                except trio.EndOfChannel:
+                    break
+                await self._serve(request)
+            for pusher in self._pushers.values():
+                pusher.post(StopPushing(flush=True))
+
+    async def _serve(self, request: Request) -> None:
+        op, reply = request.op, request.reply
+        try:
+            if not isinstance(op, PlatformOp):
+                raise not_an_operation("platform", op)
+            records, result = self._core.plan(op, request.region or self._config.region, self._clock.wall_ms(), str(uuid.uuid4()))
+            if records:
+                last_lsn = await self._writer.append(records, needs_space=not isinstance(op, _FREEING))
+                for record in records:
+                    self._core.apply(record)
+                self._deliver(records, last_lsn)
+            reply(result)
+        except BrokerError as error:
+            reply(failure(error))
+        except StorageError as error:
+            reply(failure(storage_failed(error)))
+        except Exception:
+            log.exception("the platform actor failed on %s", type(op).__name__)
+            reply(failure(actor_failed("The platform applications' actor")))
+
+    def _deliver(self, records: list[Record], last_lsn: int) -> None:
+        """A stored publish to its endpoint's delivery actor; a deleted endpoint's actor stopped."""
+        for record in records:
+            match record:
+                case PushQueued(subscription_id=endpoint_id, message_id=message_id):
+                    pusher = self._pusher(endpoint_id)
+                    if pusher is not None:  # a PushQueued is stored alone: its seq is the commit's LSN
+                        pusher.post(NewPushes([(last_lsn, message_id)]))
+                case PlatformEndpointDeleted(endpoint_id=endpoint_id) if endpoint_id in self._pushers:
+                    self._pushers.pop(endpoint_id).post(StopPushing())
+
+    def _pusher(self, endpoint_id: int) -> DeliveryActor | None:
+        """The endpoint's delivery actor, started if it was not (None: no sender or no such endpoint)."""
+        running = self._pushers.get(endpoint_id)
+        if running is not None and not running.finished:
+            return running
+        target = self._core.delivery_target(endpoint_id)
+        pending = self._restored.pop(endpoint_id, [])
+        if self._sender is None or self._nursery is None or target is None:
+            return None
+        pusher = DeliveryActor(
+            target, pending, self._sender, self._writer, self._store, self._clock, self._forward,
+            max_pending=self._config.max_pending_pushes,
+        )
+        self._pushers[endpoint_id] = pusher
+        self._nursery.start_soon(pusher.run, name=f"push:{target.endpoint}")
+        return pusher
