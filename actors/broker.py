@@ -42,7 +42,7 @@ from .topic_core import TopicCore
 class ActorReport(NamedTuple):
     """One queue's or topic's actor, as it reports itself (see `Broker.statistics`)."""
 
-    kind: str  # "queue" or "topic"
+    kind: str  # "queue", "topic" or "platform" (the one platform actor)
     region: str
     name: str
     mailbox: MailboxStatistics
@@ -95,8 +95,14 @@ class Broker:
 
     def statistics(self) -> list[ActorReport]:
         """How every queue's and topic's actor fares: its mailbox, its supervisor's record and its
-        own counters. Read without waiting, from any task: one consistent snapshot."""
-        return [_report(entry) for entry in self.directory.entries()]
+        own counters, then the platform actor's. Read without waiting, from any task: one
+        consistent snapshot."""
+        return [_report(entry) for entry in self.directory.entries()] + [self.platform_report()]
+
+    def platform_report(self) -> ActorReport:
+        """The platform actor's mailbox and restarts (it keeps no counters of its own)."""
+        platform = self._platform
+        return ActorReport("platform", self.config.region, "platform", platform.mailbox.statistics(), platform.health, None)
 
     async def gather_statistics(self, *, per_step: int = STATISTICS_ACTORS_PER_STEP) -> list[ActorReport]:
         """The same, letting other tasks run after every `per_step` actors, so that reading ten
@@ -109,7 +115,7 @@ class Broker:
             if start:
                 await trio.lowlevel.checkpoint()
             reports += [_report(entry) for entry in entries[start : start + per_step]]
-        return reports
+        return reports + [self.platform_report()]
 
 
 def _report(entry: ActorEntry) -> ActorReport:

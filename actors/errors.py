@@ -217,12 +217,13 @@ def actor_failed(what: str) -> BrokerError:
     return BrokerError("InternalError", f"{what} failed while handling this request; retry.")
 
 
-def actor_stopped(what: str, failures: int) -> BrokerError:
+def actor_stopped(what: str, failures: int, deletable: bool = True) -> BrokerError:
     """An actor that failed too often in a row: its supervisor stopped restarting it."""
     return BrokerError(
         "ServiceUnavailable",
         f"{what} failed {failures} times in a row and is stopped; the broker's log says why. "
-        "It can still be deleted; restarting the broker tries it again.",
+        + ("It can still be deleted; restarting" if deletable else "Restarting")
+        + " the broker tries it again.",
     )
 
 

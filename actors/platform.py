@@ -6,7 +6,12 @@ store and answer, stores that, applies it, then answers. Read by others only thr
 A publish straight to an endpoint is stored as a pending push (PushQueued), then handed to that
 endpoint's delivery actor (delivery.py, the one that serves subscriptions' pushes), which this
 actor starts in its nursery, stops when the endpoint is deleted, and starts at start-up for the
-endpoints that have publishes pending."""
+endpoints that have publishes pending.
+
+It supervises itself as the queues' and topics' supervisor does (supervisor.py's `Restarts`): a
+failure in it or in one of its delivery actors is logged, and after a pause it is rebuilt from the
+store and serves on; after too many failures in a row it answers every request with a clear,
+retryable error until the broker restarts."""
 
 from __future__ import annotations
 
@@ -22,12 +27,14 @@ from dovecote.storage.writer import LogWriter
 from .clock import Clock
 from .config import BrokerConfig
 from .delivery import DeliveryActor
-from .errors import BrokerError, actor_failed, failure, not_an_operation, storage_failed
+from .directory import Health
+from .errors import BrokerError, actor_failed, actor_stopped, failure, not_an_operation, storage_failed
 from .mailbox import Mailbox
 from .messages import Forward, NewPushes, Request, StopPushing
 from .ops import DeleteEndpoint, DeletePlatformApplication, PlatformOp
 from .platform_core import PlatformCore
 from .push_types import Sender
+from .supervisor import Restarts
 
 log = logging.getLogger("dovecote.platform")
 
@@ -47,21 +54,52 @@ class Platform:
         self._clock = clock
         self._sender = sender
         self._forward = forward
-        loaded = store.load_platform()
-        self._core = PlatformCore.restore(config.account_id, sender.protocols if sender is not None else frozenset(), loaded)
+        self._restore()
+        self._nursery: trio.Nursery | None = None  # the delivery actors'
+        self.mailbox = Mailbox(config.mailbox_capacity)
+        self.health = Health()
+
+    def _restore(self) -> None:
+        """The applications, endpoints and pending publishes, as stored."""
+        loaded = self._store.load_platform()
+        protocols = self._sender.protocols if self._sender is not None else frozenset()
+        self._core = PlatformCore.restore(self._config.account_id, protocols, loaded)
         self._restored: dict[int, list[PendingPush]] = {}  # by endpoint id: pending publishes, for its delivery actor
         for push in loaded.pushes:
             self._restored.setdefault(push.subscription_id, []).append(push)
         self._pushers: dict[int, DeliveryActor] = {}  # by endpoint id
-        self._nursery: trio.Nursery | None = None  # the delivery actors'
-        self.mailbox = Mailbox(config.mailbox_capacity)
 
     def unknown_endpoint(self, arn: str) -> bool:
         return self._core.unknown_endpoint(arn)
 
     async def run(self) -> None:
-        """Serve until the mailbox is closed for mail (the broker stopping); then stop the delivery
-        actors, which store the outcomes they have first."""
+        """Serve until the mailbox is closed for mail (the broker stopping), rebuilt from the store
+        after each failure."""
+        restarts = Restarts(self._config, self.health, self._store, "the platform actor", {})
+        while True:
+            try:
+                await self._serve_until_stopped()
+                return
+            except Exception as exc:  # noqa: BLE001 - supervision boundary
+                pause = restarts.failed(exc)
+                if pause is None:
+                    await self._refuse_all(restarts.failures)
+                    return
+                await trio.sleep(pause)
+                self._restore()
+
+    async def _refuse_all(self, failures: int) -> None:
+        refusal = failure(actor_stopped("The platform applications' actor", failures, deletable=False))
+        while True:
+            try:
+                request = await self.mailbox.receive()
+            except trio.EndOfChannel:
+                return
+            request.reply(refusal)
+
+    async def _serve_until_stopped(self) -> None:
+        """Serve until the mailbox is closed for mail; then stop the delivery actors, which store
+        the outcomes they have first."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for endpoint_id in list(self._restored):
@@ -91,6 +129,9 @@ class Platform:
             reply(failure(error))
         except StorageError as error:
             reply(failure(storage_failed(error)))
+        except trio.Cancelled:  # a delivery actor failed (this actor restarts) or the broker stops
+            reply(failure(actor_failed("The platform applications' actor")))
+            raise
         except Exception:
             log.exception("the platform actor failed on %s", type(op).__name__)
             reply(failure(actor_failed("The platform applications' actor")))

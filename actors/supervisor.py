@@ -1,4 +1,5 @@
-"""Supervision: every queue's and topic's actor runs under a supervisor loop that restarts it.
+"""Supervision: every queue's and topic's actor runs under a supervisor loop that restarts it
+(the platform actor, platform.py, restarts itself by the same `Restarts` policy).
 
 Theory of operation
 -------------------
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import trio
 
@@ -29,7 +30,7 @@ from dovecote.storage.writer import LogWriter
 
 from .clock import Clock
 from .config import BrokerConfig
-from .directory import ActorEntry, Directory
+from .directory import ActorEntry, Directory, Health
 from .errors import actor_stopped, failure, no_such_queue, no_such_topic, shutting_down, storage_failed
 from .messages import ActorMessage, MoveIn, RestartFromStorage, Resync, Stop
 from .ops import DeleteQueue, DeleteTopic, Done
@@ -41,6 +42,44 @@ from .topic import TopicActor
 from .topic_core import TopicCore
 
 log = logging.getLogger("dovecote.supervisor")
+
+
+class Restarts:
+    """The restart policy of one supervised actor (a queue's, a topic's, the platform actor):
+    counts its failures in a row, logs each, and says how long to pause before the restart, or
+    that it failed too often and is not restarted again."""
+
+    def __init__(self, config: BrokerConfig, health: Health, store: Store, what: str, extra: Mapping[str, str]) -> None:
+        """what: the actor as the log names it ("queue orders"); extra: the log record's fields."""
+        self._config = config
+        self._health = health
+        self._store = store
+        self._what = what
+        self._extra = extra
+        self.failures = 0  # in a row
+        self._last_failure = -math.inf
+
+    def failed(self, exc: BaseException) -> float | None:
+        """Count a failure: the seconds to pause before restarting, or None when the actor is
+        stopped (marked so in its Health)."""
+        now = trio.current_time()
+        self.failures = self.failures + 1 if now - self._last_failure < self._config.restart_window_s else 1
+        self._last_failure = now
+        self._health.restarts += 1
+        cause = exc
+        while isinstance(cause, BaseExceptionGroup) and len(cause.exceptions) == 1:
+            cause = cause.exceptions[0]  # a failure in a task of the actor's nursery: named by what failed
+        self._health.last_error = f"{type(cause).__name__}: {cause}"[:300]
+        log.error(
+            "%s failed (failure %d in a row, log at LSN %d): %r", self._what, self.failures, self._store.last_lsn, exc,
+            exc_info=not isinstance(exc, RestartFromStorage), extra=self._extra,
+        )
+        if self.failures >= self._config.max_restarts:
+            log.error("%s stopped: it failed %d times in a row; it is not restarted again", self._what, self.failures, extra=self._extra)
+            self._health.stopped = True
+            return None
+        backoff = self._config.restart_backoff_s
+        return backoff[min(self.failures - 1, len(backoff) - 1)]
 
 
 class Supervisor:
@@ -78,8 +117,7 @@ class Supervisor:
         """Run one queue's or topic's actor until it ends for good (then tell `ended`) or the
         broker stops."""
         health = entry.health
-        failures = 0
-        last_failure = -math.inf
+        restarts = Restarts(self._config, health, self._store, f"{entry.kind} {entry.name}", {entry.kind: entry.name})
         deleted = False
         while True:
             actor = health.actor = self._actor(entry, core)
@@ -90,27 +128,12 @@ class Supervisor:
                 log.warning("%s %s: %s; rebuilding it from the log", entry.kind, entry.name, resync, extra={entry.kind: entry.name})
                 entry.mailbox.missed = False  # cleared before the store is read, in the same step
             except (RestartFromStorage, Exception) as exc:  # noqa: BLE001 - supervision boundary
-                now = trio.current_time()
-                failures = failures + 1 if now - last_failure < self._config.restart_window_s else 1
-                last_failure = now
-                health.restarts += 1
-                health.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                log.error(
-                    "%s %s failed (failure %d in a row, log at LSN %d): %r",
-                    entry.kind, entry.name, failures, self._store.last_lsn, exc,
-                    exc_info=not isinstance(exc, RestartFromStorage), extra={entry.kind: entry.name},
-                )
-                if failures >= self._config.max_restarts:
-                    log.error(
-                        "%s %s stopped: it failed %d times in a row; it is not restarted again", entry.kind, entry.name, failures,
-                        extra={entry.kind: entry.name},
-                    )
-                    health.stopped = True
+                pause = restarts.failed(exc)
+                if pause is None:
                     health.actor = None
-                    deleted = await self._stopped(entry, core, failures)
+                    deleted = await self._stopped(entry, core, restarts.failures)
                     break
-                backoff = self._config.restart_backoff_s
-                await trio.sleep(backoff[min(failures - 1, len(backoff) - 1)])
+                await trio.sleep(pause)
             rebuilt = self._rebuilt(core)
             if rebuilt is None:
                 deleted = True

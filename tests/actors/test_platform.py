@@ -195,3 +195,47 @@ async def test_the_sms_attributes_are_kept_and_checked(autojump_clock):
         await h.ok(SetSMSAttributes({"DefaultSMSType": "Transactional"}))
         assert (await h.ok(GetSMSAttributes())).attributes == {"DefaultSMSType": "Transactional", "DeliveryStatusSuccessSamplingRate": "10"}
         assert (await h.ok(GetSMSAttributes(["DefaultSMSType"]))).attributes == {"DefaultSMSType": "Transactional"}
+
+
+async def test_a_failing_delivery_actor_restarts_the_platform_actor_and_the_broker_serves_on(autojump_clock, monkeypatch):
+    from dovecote.actors import platform
+
+    failures = []
+
+    class FailingOnce(platform.DeliveryActor):
+        async def run(self) -> None:
+            if not failures:
+                failures.append("injected")
+                raise RuntimeError("injected failure in a delivery actor")
+            await super().run()
+
+    monkeypatch.setattr(platform, "DeliveryActor", FailingOnce)
+    async with trio_endpoint() as sink, running_broker(pusher=webhook(sink.url)) as h:
+        device = await registered_device(h)
+        sent = (await h.ok(PublishToEndpoint(device, "wake up"))).message_id
+        # Rebuilt from the store, the platform actor hands the stored publish to a new delivery actor.
+        (delivery,) = await sink.wait_for(1)
+        assert failures == ["injected"] and delivery.json()["messageId"] == sent
+        assert h.broker.platform_report().health.restarts == 1
+        assert "injected failure" in h.broker.platform_report().health.last_error
+        assert (await h.ok(GetEndpointAttributes(device))).attributes["Enabled"] == "true"
+
+
+async def test_a_platform_actor_failing_again_and_again_is_stopped_with_a_clear_error(autojump_clock, monkeypatch):
+    from dovecote.actors import platform
+
+    class AlwaysFailing(platform.DeliveryActor):
+        async def run(self) -> None:
+            raise RuntimeError("injected failure in a delivery actor")
+
+    monkeypatch.setattr(platform, "DeliveryActor", AlwaysFailing)
+    async with trio_endpoint() as sink, running_broker(pusher=webhook(sink.url)) as h:
+        device = await registered_device(h)
+        await h.ok(PublishToEndpoint(device, "wake up"))  # pending in the store: each restart fails on it again
+        await trio.sleep(5)
+        assert h.broker.platform_report().health.stopped
+        with pytest.raises(BrokerError) as refused_call:
+            await h.ok(GetEndpointAttributes(device))
+        assert refused_call.value.code == "ServiceUnavailable" and "failed 5 times in a row" in refused_call.value.message
+        (report,) = h.broker.statistics()  # /actors shows it among the queues and topics (none here)
+        assert (report.kind, report.health.restarts) == ("platform", 5)

@@ -210,6 +210,8 @@ async def test_every_actor_reports_itself_in_metrics_and_actors(tmp_path):
     assert by_name["orders"]["actor"]["messages"] == 3 and by_name["orders"]["stopped"] is False
     assert by_name["orders"]["actor"]["sent"] == 3 and by_name["orders"]["actor"]["received"] == 1
     assert by_name["orders"]["mailbox"] == {"requests": 0, "carried": 0, "missed": False}
+    (platform,) = [report for report in reports if report["kind"] == "platform"]
+    assert (platform["restarts"], platform["stopped"], platform["last_error"]) == (0, False, "")
     assert by_name["news"]["kind"] == "topic" and by_name["news"]["last_error"] == ""
 
 
