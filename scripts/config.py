@@ -38,6 +38,7 @@ from dovecote.net.mobile_sink import MobileSink
 from dovecote.net.tls import CLIENT_AUTH_MODES, TlsSettings
 
 from .app import ServeConfig, state_directory
+from .secret_files import SecretUnavailable, read_secret
 from .shovel_config import ConfigProblem, check_links, read_remotes, read_secrets, read_shovels, render_remotes, render_shovels
 from .toml_text import toml_key, toml_value
 
@@ -149,19 +150,10 @@ def read_keys(specs: Sequence[KeySpec], environ: Mapping[str, str] | None = None
     environ = os.environ if environ is None else environ
     keys = []
     for spec in specs:
-        if spec.secret_env:
-            secret = environ.get(spec.secret_env, "")
-            if not secret:
-                raise ConfigError(f"key {spec.key_id}: the variable ${spec.secret_env} that holds its secret is not set")
-        else:
-            try:
-                with open(spec.secret_file, encoding="utf-8") as file:
-                    secret = file.read().strip()
-            except (OSError, UnicodeDecodeError) as error:
-                reason = getattr(error, "strerror", None) or error
-                raise ConfigError(f"key {spec.key_id}: cannot read its secret file {spec.secret_file}: {reason}") from None
-            if not secret:
-                raise ConfigError(f"key {spec.key_id}: its secret file {spec.secret_file} is empty")
+        try:
+            secret = read_secret(spec.secret_env, spec.secret_file, environ)
+        except SecretUnavailable as error:
+            raise ConfigError(f"key {spec.key_id}: {error}") from None
         keys.append(Key(spec.key_id, secret, spec.permissions, spec.account_id))
     return tuple(keys)
 

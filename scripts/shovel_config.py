@@ -16,6 +16,7 @@ import msgspec
 
 from dovecote.actors.shovel_core import RemoteConfig, ShovelConfig, ShovelConfigError, check_shovels
 
+from .secret_files import SecretUnavailable, read_secret
 from .toml_text import toml_value
 
 REMOTE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -113,17 +114,10 @@ def read_secrets(specs: Sequence[RemoteSpec], environ: Mapping[str, str] | None 
     environ = os.environ if environ is None else environ
     remotes = []
     for spec in specs:
-        if spec.secret_env:
-            secret = environ.get(spec.secret_env, "")
-            if not secret:
-                raise ConfigProblem(f"remote {spec.name}: the variable ${spec.secret_env} that holds its secret access key is not set")
-        else:
-            try:
-                with open(spec.secret_file, encoding="utf-8") as file:
-                    secret = file.read().strip()
-            except (OSError, UnicodeDecodeError) as error:
-                reason = getattr(error, "strerror", None) or error
-                raise ConfigProblem(f"remote {spec.name}: cannot read its secret file {spec.secret_file}: {reason}") from None
+        try:
+            secret = read_secret(spec.secret_env, spec.secret_file, environ)
+        except SecretUnavailable as error:
+            raise ConfigProblem(f"remote {spec.name}: {error}") from None
         remotes.append(RemoteConfig(
             spec.name, spec.endpoint_url, spec.region, spec.access_key_id, secret, spec.verify, spec.timeout_s,
         ))

@@ -379,3 +379,16 @@ def test_the_mobile_sink_is_a_webhook_or_a_command_from_any_source(tmp_path):
 def test_a_bad_mobile_sink_is_one_error_naming_the_setting(argv, message):
     with pytest.raises(config.ConfigError, match=message):
         config.serve_config(resolve(*argv).values)
+
+
+def test_a_remotes_secret_that_cannot_be_had_is_named_as_a_keys_is(tmp_path):
+    file = tmp_path / "dovecote.toml"
+    file.write_text(SHOVELS)
+    specs = resolve("--config", str(file)).values["remote"]
+    with pytest.raises(ValueError, match=r"remote cloud: the variable \$CLOUD_SECRET that holds its secret is not set"):
+        config.read_secrets(specs, {})
+    with pytest.raises(ValueError, match=f"remote other: cannot read its secret file {tmp_path}/other.secret: No such file"):
+        config.read_secrets(specs, {"CLOUD_SECRET": "s"})
+    (tmp_path / "other.secret").write_text("\n")
+    with pytest.raises(ValueError, match="remote other: its secret file .* is empty"):
+        config.read_secrets(specs, {"CLOUD_SECRET": "s"})
