@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ from typing import NamedTuple
 from dovecote.actors.sqs_results import md5_of_body
 
 from .aws import client
-from .harness import BODY, broker_cpu_s, free_port, running_broker
+from .harness import BODY, broker_cpu_s, free_port, running_broker, stop_process
 
 WORKLOADS = ("produce b=1", "produce b=10", "consume b=1", "consume b=10", "round trip p50")
 # fauxqs on its own data directory, on a port, logging nothing: its CLI takes no data directory.
@@ -152,12 +151,7 @@ def running_fauxqs(prefix: str, node: str) -> Iterator[Server]:
             _wait_serving(process, endpoint)
             yield Server("fauxqs", endpoint, process.pid)
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def _wait_serving(process: subprocess.Popen, endpoint: str) -> None:

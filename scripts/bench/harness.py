@@ -91,6 +91,16 @@ def broker_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM to a process this benchmark started, and SIGKILL if it is not gone within 10 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class BrokerProcess:
     """A `dovecote serve` subprocess on a data directory: the installed package by default, or
     another command (the single-file build)."""

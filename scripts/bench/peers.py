@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -33,7 +32,7 @@ from typing import NamedTuple, Protocol
 
 from dovecote.net.client import BlockingClient, DeleteEntry, SendEntry
 
-from .harness import BODY, broker_cpu_s, free_port, running_broker
+from .harness import BODY, broker_cpu_s, free_port, running_broker, stop_process
 
 QUEUE = "peers"
 REDIS_STREAM, REDIS_GROUP = "peers", "consumers"
@@ -190,12 +189,7 @@ def running_redis(server: str) -> Iterator[tuple[object, int]]:
             yield client, process.pid
             client.close()
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def measure_redis(server: str, counts: Counts) -> Figures:

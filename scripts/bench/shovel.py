@@ -29,7 +29,7 @@ from dovecote.actors.ops import CreateQueue, GetQueueAttributes
 
 from dovecote.net.client import BlockingClient
 
-from .harness import BrokerProcess, Figure, Security, broker_cpu_s, free_port, print_figures, produce
+from .harness import BrokerProcess, Figure, Security, broker_cpu_s, free_port, print_figures, produce, stop_process
 
 REMOTE_KEY = ("AKIDBENCH", "bench-remote-secret")
 ACCOUNT = "000000000000"
@@ -98,8 +98,7 @@ class MotoRemote:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+            stop_process(self.process)
 
 
 def one_run(make_remote: Callable[[str], DovecoteRemote | MotoRemote], backlog: int, producer_messages: int) -> dict[str, float]:
