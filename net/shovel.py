@@ -123,6 +123,9 @@ class Shovel:
                     await step(worker, remote)
                 except LocalFailure as error:
                     await self._failed(f"local queue {self._route.local.name}: {error}")
+                except Exception as error:  # noqa: BLE001 - a remote's answer of a shape no rule foresaw: the link's failure, not the broker's
+                    log.exception("shovel %s failed", self.config.name)
+                    await trio.sleep(self._backoff(f"{type(error).__name__}: {error}"))
 
     # --- up ------------------------------------------------------------------------------------------
 
@@ -154,8 +157,9 @@ class Shovel:
                 await self._let_go(refused, outcome.failed)
             settled = {id(message) for message, _ in done} | {id(message) for message in refused}
             pending = [message for message in pending if id(message) not in settled]
-            if pending:  # refused for now (not the sender's fault): as an unreachable remote
-                extended_at = await self._wait_out(RemoteError(200, outcome.failed[0].code, outcome.failed[0].message), pending, extended_at)
+            if pending:  # refused for now (not the sender's fault), or not answered for: as an unreachable remote
+                first = outcome.failed[0] if outcome.failed else EntryFailure("", "InvalidResponse", "no answer for some entries", False)
+                extended_at = await self._wait_out(RemoteError(200, first.code, first.message), pending, extended_at)
         self._hold(worker, ())
 
     async def _send_up(self, remote: RemoteApi, messages: list[ReceivedMessage]) -> BatchOutcome:

@@ -214,3 +214,29 @@ async def test_down_stores_locally_before_it_deletes_remotely_and_gives_back_wha
         records = await forwarded_records(h)
         assert sorted(r.remote_message_id for r in records) == sorted(f"r{i}" for i in range(12))
         assert {r.direction for r in records} == {"down"}
+
+
+async def test_a_remote_answering_for_part_of_a_batch_or_in_a_shape_no_rule_foresaw_fails_the_link_not_the_broker(autojump_clock):
+    remote = FakeRemote()
+    answers = iter(["for none", "garbage"])
+    real_send = remote.send_batch
+
+    async def send_batch(queue_url, entries):
+        answer = next(answers, None)
+        if answer == "for none":
+            return BatchOutcome({}, [])
+        if answer == "garbage":
+            raise AttributeError("'str' object has no attribute 'get'")
+        return await real_send(queue_url, entries)
+
+    remote.send_batch = send_batch
+    async with running_broker() as h:
+        await h.ok(CreateQueue("up"))
+        await h.ok(SendMessageBatch("up", [SendEntry(str(i), f"m{i}") for i in range(3)]))
+        link = shovel(h, remote, "up", "cloud:" + REMOTE_URL + "telemetry", concurrency=1)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(link.run)
+            await trio.sleep(120)
+            nursery.cancel_scope.cancel()
+        assert sorted(entry["MessageBody"] for entry in remote.taken) == ["m0", "m1", "m2"]
+        assert link.statistics().failures == 2 and await counts(h, "up") == 0
