@@ -32,7 +32,7 @@ from typing import NamedTuple
 import msgspec
 import trio
 
-from dovecote.actors.clock import Clock, wall_source_from_environment
+from dovecote.actors.clock import Clock, system_wall_ms, wall_source_from_environment
 from dovecote.actors.broker import Broker
 from dovecote.actors.config import BrokerConfig
 from dovecote.actors.principals import Key, Keyring
@@ -132,9 +132,13 @@ async def run_broker(
     *,
     stopping: trio.Event | None = None,
     handle_signals: bool = False,
+    wall_follows_loop: bool = False,
     task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the broker until `stopping` is set (or a signal arrives). Raises TlsError when the TLS
+    """Run the broker until `stopping` is set (or a signal arrives). wall_follows_loop: the wall
+    clock is the system's time at start moved by the Trio loop's clock alone, so a test that jumps
+    the loop's clock moves the broker's timestamps with its deadlines (otherwise the system's clock
+    is read, and its steps absorbed). Raises TlsError when the TLS
     files cannot be loaded and AnonymousOffLoopback when asked to serve another machine with no keys
     (both before anything is opened), StorageDamaged, DataDirectoryInUse, DataDirectoryUnusable or
     StorageError (KeyUnavailable: the master key file of encryption at rest cannot be used) when the
@@ -160,7 +164,7 @@ async def run_broker(
         reserve_bytes=config.reserve_bytes,
     )
     try:
-        clock = Clock(wall_source_from_environment())
+        clock = Clock(None, system_wall_ms()) if wall_follows_loop else Clock(wall_source_from_environment())
         signing_files = SigningFiles(Path(config.data_dir))
         signer = Signer(signing_files.key_pem, broker_config.http_url.rstrip("/") + CERTIFICATE_PATH)
         pusher = Pusher(
@@ -244,6 +248,13 @@ async def run_broker(
     finally:
         store.close()
     log.info("stopped")
+
+
+def sole_error(error: BaseException) -> BaseException:
+    """The one error a failed start comes down to, out of the nurseries' groups around it."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def _shovels(config: ServeConfig):

@@ -32,7 +32,7 @@ from dovecote.storage.store import DataDirectoryUnusable, StorageError
 from . import __version__, config, logs, replay, sd_notify
 from dovecote.net.tls import TlsError
 
-from .app import AnonymousOffLoopback, ListenerError, ServeConfig, default_data_dir, run_broker, sse_master_key_path
+from .app import AnonymousOffLoopback, ListenerError, ServeConfig, default_data_dir, run_broker, sole_error, sse_master_key_path
 from .history import (
     LogFilter,
     Revealer,
@@ -385,7 +385,7 @@ def _serve(values: dict[str, object]) -> int:
     try:
         trio.run(_serve_and_notify, serve_config)
     except Exception as error:  # noqa: BLE001 - every failure ends as one log line and an exit code
-        return _failed(_sole_error(error), serve_config.data_dir)
+        return _failed(sole_error(error), serve_config.data_dir)
     return 0
 
 
@@ -397,13 +397,6 @@ async def _serve_and_notify(serve_config: ServeConfig) -> None:
         sd_notify.notify(f"READY=1\nSTATUS=serving: native port {ports.native}, HTTP port {ports.http}")
         await stopping.wait()
         sd_notify.notify("STOPPING=1\nSTATUS=shutting down")
-
-
-def _sole_error(error: BaseException) -> BaseException:
-    """The one error a failed start comes down to, out of the nurseries' groups around it."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error
 
 
 def _failed(error: BaseException, data_dir: str) -> int:

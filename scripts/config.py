@@ -390,8 +390,7 @@ class Resolved(NamedTuple):
 def resolve(flags: Mapping[str, object], config_file: str | None, environ: Mapping[str, str]) -> Resolved:
     """The effective settings: defaults < the file < the environment < flags (those the command line
     gave, as `flags_given` finds them). Raises ConfigError."""
-    values = {setting.key: default_of(setting) for setting in SETTINGS}
-    sources = dict.fromkeys(values, DEFAULT)
+    values, sources = _defaults()
     if config_file is not None:
         for key, value in read_file(config_file).items():
             values[key], sources[key] = value, config_file
@@ -402,6 +401,21 @@ def resolve(flags: Mapping[str, object], config_file: str | None, environ: Mappi
         values[key], sources[key] = value, option.replace("--", "--no-") if value is False else option
     _check_together(values, sources)
     return Resolved(values, sources)
+
+
+def resolve_keywords(keywords: Mapping[str, object], caller: str) -> Resolved:
+    """The effective settings of a broker given by keyword arguments alone (an embedded one): the
+    defaults < the keywords; no file, no environment. Raises ConfigError."""
+    values, sources = _defaults()
+    for key, value in read_keywords(keywords, caller).items():
+        values[key], sources[key] = value, f"{caller}({key}=...)"
+    _check_together(values, sources)
+    return Resolved(values, sources)
+
+
+def _defaults() -> tuple[dict[str, object], dict[str, str]]:
+    values = {setting.key: default_of(setting) for setting in SETTINGS}
+    return values, dict.fromkeys(values, DEFAULT)
 
 
 def _check_together(values: Mapping[str, object], sources: Mapping[str, str]) -> None:
@@ -426,9 +440,31 @@ def read_file(path: str) -> dict[str, object]:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: {error}") from None
+    return _read_settings(document, path, text, lambda key: f"{path}:{_line_of(text, key) or '?'}")
+
+
+# Settings that reach beyond the broker: an embedded one leaves them to the application around it.
+PROCESS_SETTINGS = ("log_level", "log_format")
+
+
+def read_keywords(keywords: Mapping[str, object], caller: str) -> dict[str, object]:
+    """The settings given as keyword arguments (`caller`'s, e.g. dovecote.embedded), as Python
+    values: checked as the file's are (TOML's types are Python's), tables as lists of dicts.
+    Raises ConfigError naming the keyword."""
+    for key in PROCESS_SETTINGS:
+        if key in keywords:
+            raise ConfigError(
+                f"{caller}: {key} is the application's to set (the broker logs to the logger 'dovecote', "
+                "through the handlers the application configures)"
+            )
+    return _read_settings(keywords, caller, "", lambda key: caller)
+
+
+def _read_settings(document: Mapping[str, object], path: str, text: str, where_of: Callable[[str], str]) -> dict[str, object]:
+    """Settings by key, each checked; a mistake raises ConfigError saying where (where_of(key))."""
     settings = {}
     for key, value in document.items():
-        where = f"{path}:{_line_of(text, key) or '?'}"
+        where = where_of(key)
         setting = BY_KEY.get(key)
         if setting is None and isinstance(value, dict):
             inside = [name for name in BY_KEY if name.startswith(key + "_")]
@@ -498,7 +534,7 @@ _KIND_NAMES = {
 
 def _from_toml(setting: Setting, value: object) -> object:
     kind = setting.kind
-    if kind is tuple and isinstance(value, list) and all(isinstance(item, str) for item in value):
+    if kind is tuple and isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
         return tuple(value)
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
