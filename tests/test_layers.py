@@ -7,7 +7,8 @@ absolute module name, relative imports included. A module may import its own lay
 below it. The programs are every module of `dovecote` outside storage/, actors/ and net/, so a new
 file or subpackage in scripts/ is one of them. The root package itself (`dovecote`, scripts/__init__.py)
 is loaded by Python before any module of any layer, so importing it adds no dependency; in exchange
-it may import nothing of dovecote.
+it may import nothing of dovecote, but in its module `__getattr__` (PEP 562), which loads a program
+(dovecote.embedded) only when that name is first asked for, never with the package.
 
 Purity is read from a fresh interpreter: each pure module (every `*_core` module in actors/, found
 by name, and the named ones below) is imported alone and `sys.modules` is inspected afterwards. A
@@ -155,6 +156,14 @@ def imports_of(module: SourceModule, source: str, known: frozenset[str]) -> list
     return found
 
 
+def lazy_lines(source: str) -> range:
+    """The lines of a module's top-level `def __getattr__` (PEP 562), empty if it has none."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
+            return range(node.lineno, (node.end_lineno or node.lineno) + 1)
+    return range(0)
+
+
 def layer_violations(packages: dict[str, Path]) -> tuple[list[Violation], set[str | None]]:
     """The imports that point up the layers, and the layers seen (so a caller can tell that the
     walk found something)."""
@@ -165,7 +174,9 @@ def layer_violations(packages: dict[str, Path]) -> tuple[list[Violation], set[st
     for module in modules:
         source_layer = layer_of(module.name)
         seen.add(source_layer)
-        for line, imported in imports_of(module, module.path.read_text(), known):
+        source = module.path.read_text()
+        lazy = lazy_lines(source) if source_layer is None else range(0)
+        for line, imported in imports_of(module, source, known):
             if imported is None:
                 violations.append(Violation(module.path, line, module.name, "?", "relative import above the top package"))
                 continue
@@ -173,7 +184,7 @@ def layer_violations(packages: dict[str, Path]) -> tuple[list[Violation], set[st
                 continue
             target_layer = layer_of(imported)
             if source_layer is None:
-                if imported != TOP:
+                if imported != TOP and not (line in lazy and target_layer == PROGRAMS):
                     violations.append(Violation(
                         module.path, line, module.name, imported,
                         f"the root package is loaded with every layer, so it imports nothing of {TOP}",
@@ -256,6 +267,8 @@ def test_a_tree_that_keeps_the_layers_passes(tmp_path):
         ("net/bad.py", "import dovecote.bench\n", 1, "dovecote.bench"),
         ("net/bad.py", "class C:\n    def m(self):\n        from ..bench.runner import go\n", 3, "dovecote.bench.runner"),
         ("scripts/__init__.py", "from .app import main\n", 1, "dovecote.app"),
+        ("scripts/__init__.py", "def main():\n    from .app import main\n", 2, "dovecote.app"),
+        ("scripts/__init__.py", "def __getattr__(name):\n    from .storage import keys\n", 2, "dovecote.storage.keys"),
         ("storage/bad.py", "from .... import anything\n", 1, "?"),
     ],
 )
@@ -264,6 +277,12 @@ def test_the_layer_check_reports_a_known_violation(tmp_path, path, source, line,
     violations, _ = layer_violations(write_tree(tmp_path, tree))
     assert [(v.path, v.line, v.imported) for v in violations] == [(tmp_path / path, line, imported)]
     assert f"{path}:{line}: " in violations[0].describe(tmp_path)
+
+
+def test_the_root_package_may_load_a_program_when_its_name_is_asked_for(tmp_path):
+    lazy = "def __getattr__(name):\n    from . import app\n    return app.main\n"
+    violations, _ = layer_violations(write_tree(tmp_path, {**BASE_TREE, "scripts/history.py": "", "scripts/__init__.py": lazy}))
+    assert violations == []
 
 
 # --- purity --------------------------------------------------------------------------------------
