@@ -457,11 +457,14 @@ def read_keywords(keywords: Mapping[str, object], caller: str) -> dict[str, obje
                 f"{caller}: {key} is the application's to set (the broker logs to the logger 'dovecote', "
                 "through the handlers the application configures)"
             )
-    return _read_settings(keywords, caller, "", lambda key: caller)
+    return _read_settings(keywords, caller, "", lambda key: caller, "setting")
 
 
-def _read_settings(document: Mapping[str, object], path: str, text: str, where_of: Callable[[str], str]) -> dict[str, object]:
-    """Settings by key, each checked; a mistake raises ConfigError saying where (where_of(key))."""
+def _read_settings(
+    document: Mapping[str, object], path: str, text: str, where_of: Callable[[str], str], noun: str = "key"
+) -> dict[str, object]:
+    """Settings by key, each checked; a mistake raises ConfigError saying where (where_of(key)) and
+    naming the unknown `noun` (a file's key, a keyword's setting)."""
     settings = {}
     for key, value in document.items():
         where = where_of(key)
@@ -469,10 +472,10 @@ def _read_settings(document: Mapping[str, object], path: str, text: str, where_o
         if setting is None and isinstance(value, dict):
             inside = [name for name in BY_KEY if name.startswith(key + "_")]
             hint = f" (settings are top-level keys: {', '.join(inside)})" if inside else " (settings are top-level keys)"
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+            raise ConfigError(f"{where}: unknown {noun} {key!r}{hint}")
         if setting is None:
             close = difflib.get_close_matches(key, BY_KEY, n=1)
-            raise ConfigError(f"{where}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(f"{where}: unknown {noun} {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         if setting.kind is list:
             try:
                 settings[key] = setting.tables.read(value, path, text)  # type: ignore[union-attr]

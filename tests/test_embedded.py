@@ -1,0 +1,275 @@
+"""The embedded broker (dovecote.embedded, dovecote.open_broker) and its controllable clock, end to
+end: real sockets, boto3 and the native client, from a plain script, from asyncio and from Trio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import boto3
+import httpx
+import pytest
+import trio
+import trio.testing
+
+import dovecote
+from dovecote.app import ListenerError
+from dovecote.config import ConfigError
+from dovecote.embedded_broker import ClockNotControllable
+from dovecote.net.client import BlockingClient, open_client
+
+
+def sqs_client(broker, region: str = "us-east-1"):
+    return boto3.client(
+        "sqs", endpoint_url=broker.endpoint_url, region_name=region, aws_access_key_id="test", aws_secret_access_key="test"
+    )
+
+
+def sent_timestamp(message: dict) -> int:
+    return int(message["Attributes"]["SentTimestamp"])
+
+
+# --- from each kind of program ------------------------------------------------------------------------
+
+SCRIPT = """
+import json, os, boto3, dovecote
+from dovecote.net.client import BlockingClient
+
+with dovecote.embedded() as broker:
+    sqs = boto3.client("sqs", endpoint_url=broker.endpoint_url, region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test")
+    url = sqs.create_queue(QueueName="orders")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="from boto3")
+    with BlockingClient(*broker.native_address) as client:
+        bodies = [message.body for message in client.receive_message("orders")]
+    print(json.dumps({"bodies": bodies, "data_dir": broker.data_dir, "existed": os.path.isdir(broker.data_dir)}))
+"""
+
+
+def test_a_plain_script_embeds_a_broker_and_its_temporary_directory_goes_with_it(tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(SCRIPT)
+    finished = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert finished.returncode == 0, finished.stderr
+    result = json.loads(finished.stdout)
+    assert result["bodies"] == ["from boto3"]
+    assert result["existed"] and not os.path.exists(result["data_dir"])
+
+
+def test_an_asyncio_program_embeds_a_broker_in_a_thread():
+    async def main() -> list[str]:
+        with dovecote.embedded() as broker:
+            async with httpx.AsyncClient(base_url=broker.endpoint_url) as http:
+
+                async def sqs(action: str, **body) -> dict:
+                    headers = {"X-Amz-Target": f"AmazonSQS.{action}", "Content-Type": "application/x-amz-json-1.0"}
+                    response = await http.post("/", headers=headers, content=json.dumps(body))
+                    assert response.status_code == 200, response.text
+                    return response.json()
+
+                url = (await sqs("CreateQueue", QueueName="jobs"))["QueueUrl"]
+                # The asyncio loop keeps running while the broker works in its own thread.
+                await asyncio.gather(*(sqs("SendMessage", QueueUrl=url, MessageBody=str(n)) for n in range(5)))
+                received = await sqs("ReceiveMessage", QueueUrl=url, MaxNumberOfMessages=10)
+                return sorted(message["Body"] for message in received["Messages"])
+
+    assert asyncio.run(main()) == ["0", "1", "2", "3", "4"]
+
+
+async def test_a_trio_program_opens_a_broker_in_its_own_nursery(tmp_path):
+    async with dovecote.open_broker(str(tmp_path / "data")) as broker:
+        async with open_client(*broker.native_address) as client:
+            await client.create_queue("native")
+            await client.send_message("native", "from trio")
+        sqs = sqs_client(broker)
+        url = await trio.to_thread.run_sync(lambda: sqs.get_queue_url(QueueName="native")["QueueUrl"])
+        received = await trio.to_thread.run_sync(lambda: sqs.receive_message(QueueUrl=url)["Messages"])
+        assert [message["Body"] for message in received] == ["from trio"]
+    assert (tmp_path / "data").is_dir()  # a directory given is the caller's: kept
+
+
+def test_two_brokers_side_by_side_are_independent():
+    with dovecote.embedded() as first, dovecote.embedded(clock="controllable") as second:
+        assert first.data_dir != second.data_dir
+        assert first.native_address != second.native_address and first.endpoint_url != second.endpoint_url
+        one, two = sqs_client(first), sqs_client(second)
+        one.create_queue(QueueName="only-in-first")
+        assert "QueueUrls" not in two.list_queues()
+        before = int(time.time() * 1000)
+        second.advance(3600)  # the second's clock only
+        for sqs, within in ((one, range(before, before + 600_000)), (two, range(before + 3_600_000, before + 4_200_000))):
+            url = sqs.create_queue(QueueName="stamped")["QueueUrl"]
+            sqs.send_message(QueueUrl=url, MessageBody="now")
+            assert sent_timestamp(sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"][0]) in within
+
+
+def test_leaving_the_block_stops_the_broker_cleanly_and_the_log_reads_back(tmp_path):
+    data_dir = str(tmp_path / "data")
+    with dovecote.embedded(data_dir) as broker:
+        sqs = sqs_client(broker)
+        url = sqs.create_queue(QueueName="kept")["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="durable")
+        answered: list[object] = []
+        client = BlockingClient(*broker.native_address)
+        polling = threading.Thread(target=lambda: answered.append(client.receive_message("empty-or-not", wait_time_seconds=20)))
+        client.create_queue("empty-or-not")
+        polling.start()
+        time.sleep(0.2)  # the long poll is parked in the broker (real time: the poll is on another thread)
+        stopping_at = time.monotonic()
+    assert time.monotonic() - stopping_at < 10, "a parked long poll held up the stop"
+    polling.join(10)
+    client.close()
+    assert answered == [[]], "the long poll in flight was answered before the broker stopped"
+    records = subprocess.run(
+        [sys.executable, "-m", "dovecote", "log", "--data-dir", data_dir, "--json", "--queue", "kept"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert records.returncode == 0, records.stderr
+    kinds = [json.loads(line)["kind"] for line in records.stdout.splitlines()]
+    assert "MessageSent" in kinds
+    with dovecote.embedded(data_dir) as again:
+        assert [m["Body"] for m in sqs_client(again).receive_message(QueueUrl=url.replace(broker.endpoint_url, again.endpoint_url))["Messages"]] == ["durable"]
+
+
+# --- the controllable clock --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def timed_broker():
+    with dovecote.embedded(clock="controllable") as broker:
+        yield broker
+
+
+def test_a_30_second_visibility_timeout_expires_after_advancing_31_in_milliseconds(timed_broker):
+    sqs = sqs_client(timed_broker, "visibility")
+    url = sqs.create_queue(QueueName="v", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="again")
+    first = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"][0]
+    started = time.monotonic()
+    timed_broker.advance(29)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    timed_broker.advance(2)
+    again = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"][0]
+    assert time.monotonic() - started < 5
+    assert again["MessageId"] == first["MessageId"] and again["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
+def test_a_delayed_message_appears_after_its_delay_and_timestamps_move_with_the_clock(timed_broker):
+    sqs = sqs_client(timed_broker, "delay")
+    url = sqs.create_queue(QueueName="d", Attributes={"DelaySeconds": "900"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="later")
+    timed_broker.advance(899)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    timed_broker.advance(2)
+    delayed = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"][0]
+    sqs.send_message(QueueUrl=url, MessageBody="stamped", DelaySeconds=0)
+    timed_broker.advance(3600)
+    sqs.send_message(QueueUrl=url, MessageBody="an hour on", DelaySeconds=0)
+    by_body = {m["Body"]: m for m in sqs.receive_message(QueueUrl=url, AttributeNames=["All"], MaxNumberOfMessages=10)["Messages"]}
+    assert delayed["Body"] == "later"
+    assert sent_timestamp(by_body["an hour on"]) - sent_timestamp(by_body["stamped"]) >= 3_600_000
+
+
+def test_retention_drops_a_message_once_the_clock_passes_it(timed_broker):
+    sqs = sqs_client(timed_broker, "retention")
+    url = sqs.create_queue(QueueName="r", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="short-lived")
+    timed_broker.advance(61)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"] == {
+        "ApproximateNumberOfMessages": "0"
+    }
+
+
+def test_a_long_poll_ends_when_the_clock_passes_its_wait(timed_broker):
+    client = BlockingClient(*timed_broker.native_address)
+    client.create_queue("polled")
+    answered: list[object] = []
+    polling = threading.Thread(target=lambda: answered.append(client.receive_message("polled", wait_time_seconds=20)))
+    polling.start()
+    time.sleep(0.2)  # parked (on another thread, in real time)
+    started = time.monotonic()
+    timed_broker.advance(20)
+    polling.join(5)
+    client.close()
+    assert answered == [[]] and time.monotonic() - started < 5
+
+
+async def test_open_broker_advances_the_trio_programs_mock_clock(tmp_path, mock_clock):
+    mock_clock.rate = 1
+    async with dovecote.open_broker(clock="controllable") as broker:
+        async with open_client(*broker.native_address) as client:
+            await client.create_queue("trio-timed", {"VisibilityTimeout": "30"})
+            await client.send_message("trio-timed", "m")
+            assert len(await client.receive_message("trio-timed")) == 1
+            broker.advance(31)  # from the loop's own thread
+            assert len(await client.receive_message("trio-timed")) == 1
+
+
+# --- mistakes: one clear error each ------------------------------------------------------------------
+
+
+def test_an_unknown_setting_is_one_clear_error():
+    with pytest.raises(ConfigError, match=r"^dovecote.embedded: unknown setting 'sync_mode' \(did you mean 'sync'\?\)$"):
+        with dovecote.embedded(sync_mode="os"):
+            pass
+
+
+def test_a_setting_of_the_wrong_type_or_choice_is_one_clear_error():
+    with pytest.raises(ConfigError, match=r"dovecote.embedded: sync: expected one of full, os, not 'fast'"):
+        with dovecote.embedded(sync="fast"):
+            pass
+    with pytest.raises(ConfigError, match=r"http_port: expected an integer, not"):
+        with dovecote.embedded(http_port="7481"):
+            pass
+
+
+def test_logging_is_left_to_the_application():
+    with pytest.raises(ConfigError, match="log_level is the application's to set"):
+        with dovecote.embedded(log_level="DEBUG"):
+            pass
+
+
+def test_a_port_in_use_is_one_listener_error_not_a_group():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ListenerError, match="already in use"):
+            with dovecote.embedded(http_port=taken.getsockname()[1]):
+                pass
+
+
+def test_the_clock_is_advanced_only_when_it_is_controllable():
+    with pytest.raises(ValueError, match="clock must be one of system, controllable"):
+        with dovecote.embedded(clock="manual"):
+            pass
+    with dovecote.embedded() as broker:
+        with pytest.raises(ClockNotControllable, match="clock='controllable'"):
+            broker.advance(1)
+    with dovecote.embedded(clock="controllable") as broker:
+        with pytest.raises(ValueError, match="only moves forward"):
+            broker.advance(-1)
+
+
+async def test_open_broker_needs_a_mock_clock_to_control():
+    with pytest.raises(ValueError, match="MockClock"):
+        async with dovecote.open_broker(clock="controllable"):
+            pass
+
+
+def test_importing_dovecote_loads_no_broker():
+    loaded = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys, dovecote
+            print(sorted(name for name in ("trio", "lmdb", "dovecote.embedded_broker") if name in sys.modules))
+        """)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
