@@ -273,3 +273,31 @@ def test_importing_dovecote_loads_no_broker():
         capture_output=True, text=True, timeout=60, check=True,
     )
     assert loaded.stdout.strip() == "[]"
+
+
+# --- what the migration page says --------------------------------------------------------------------
+
+
+def test_localstack_queue_urls_the_sdk_variables_and_the_health_check(monkeypatch):
+    with dovecote.embedded() as broker:
+        for name, value in {
+            "AWS_ENDPOINT_URL_SQS": broker.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+        }.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+        sqs = boto3.client("sqs")
+        own_url = sqs.create_queue(QueueName="orders")["QueueUrl"]
+        assert own_url == f"{broker.endpoint_url}/000000000000/orders"
+        localstack_urls = [  # SQS_ENDPOINT_STRATEGY standard, off
+            "http://sqs.us-east-1.localhost.localstack.cloud:4566/000000000000/orders",
+            "http://localhost:4566/000000000000/orders",
+        ]
+        for url in localstack_urls:
+            sqs.send_message(QueueUrl=url, MessageBody=url)
+        with pytest.raises(sqs.exceptions.ClientError, match="InvalidAddress"):  # the path strategy's shape
+            sqs.send_message(QueueUrl="http://localhost:4566/queue/us-east-1/000000000000/orders", MessageBody="-")
+        received = sqs.receive_message(QueueUrl=own_url, MaxNumberOfMessages=10)["Messages"]
+        assert sorted(message["Body"] for message in received) == sorted(localstack_urls)
+        health = httpx.get(f"{broker.endpoint_url}/health")
+        assert health.status_code == 200 and health.json()["accepting_sends"] is True
