@@ -12,7 +12,8 @@ import dovecote
 def test_every_imported_package_is_declared():
     """Third-party imports of the installed package are runtime dependencies; those of the
     benchmarks and the tests are in the test extra (botocore among them: the package verifies
-    Signature V4 itself); the long tier's fuzzing harness may use the fuzz extra too."""
+    Signature V4 itself); the long tier's fuzzing harness may use the fuzz extra too, and the pytest
+    plugin pytest, which alone loads it (through its entry point)."""
     import ast
     import importlib.metadata
     import re
@@ -32,6 +33,8 @@ def test_every_imported_package_is_declared():
     def declared_for(relative: str):
         if relative.startswith("tests/fuzz/"):
             return runtime | extras["test"] | extras["fuzz"]
+        if relative == "scripts/pytest_plugin.py":
+            return runtime | {"pytest"}
         return runtime | extras["test"] if relative.startswith(("scripts/bench/", "tests/")) else runtime
 
     undeclared = []
@@ -77,7 +80,7 @@ def test_the_wheel_holds_only_the_dovecote_namespace(tmp_path):
     assert folders == packages  # no other files either (the wrk script)
 
 
-@pytest.mark.parametrize("benchmark", ["bench", "bench.sqs", "bench.sns", "bench.pushes", "bench.aws", "bench.log", "bench.peers"])
+@pytest.mark.parametrize("benchmark", ["bench", "bench.sqs", "bench.sns", "bench.pushes", "bench.aws", "bench.log", "bench.peers", "bench.embedded"])
 def test_the_benchmarks_start_from_the_editable_install(benchmark, tmp_path):
     """The wheel leaves them out; the editable install finds them, from any working directory."""
     result = subprocess.run(
