@@ -301,3 +301,21 @@ def test_localstack_queue_urls_the_sdk_variables_and_the_health_check(monkeypatc
         assert sorted(message["Body"] for message in received) == sorted(localstack_urls)
         health = httpx.get(f"{broker.endpoint_url}/health")
         assert health.status_code == 200 and health.json()["accepting_sends"] is True
+
+
+def test_settings_reach_the_broker_as_serve_would_take_them():
+    with dovecote.embedded(access_key=["AKIDEMBEDDED:secret"], region="eu-west-1") as broker:
+        signed = boto3.client(
+            "sqs", endpoint_url=broker.endpoint_url, region_name="eu-west-1",
+            aws_access_key_id="AKIDEMBEDDED", aws_secret_access_key="secret",
+        )
+        url = signed.create_queue(QueueName="keyed")["QueueUrl"]
+        assert signed.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"] == (
+            "arn:aws:sqs:eu-west-1:000000000000:keyed"
+        )
+        with pytest.raises(signed.exceptions.ClientError, match="InvalidClientTokenId"):
+            sqs_client(broker, "eu-west-1").list_queues()  # the key's id is not the broker's: refused
+        assert broker.region == "eu-west-1"
+    with pytest.raises(ConfigError, match="commit_delay_ms: expected 0 to 1000 milliseconds"):
+        with dovecote.embedded(commit_delay_ms=5000):
+            pass
