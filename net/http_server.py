@@ -125,7 +125,12 @@ class HttpServer:
         self._failures = FailureLog(log, limits.failure_log_interval_s)
 
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        await self.serve_listeners(await trio.open_tcp_listeners(port, host=host), task_status=task_status)
+
+    async def serve_listeners(
+        self, listeners: list[trio.SocketListener], *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve on listeners opened before (so that their port was known first); started with it."""
         bound_port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             for listener in listeners:

@@ -18,6 +18,7 @@ is closed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import ipaddress
@@ -26,6 +27,7 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -157,12 +159,23 @@ async def run_broker(
     keyring = Keyring(config.access_keys, config.keys)
     # With keys, topics deliver into a queue only if its policy lets them (actors/authorization.py).
     broker_config = msgspec.structs.replace(config.broker, authentication=bool(keyring))
-    store = LmdbStore(
-        config.data_dir,
-        sync_mode=config.sync_mode,
-        max_map_bytes=config.max_data_bytes,
-        reserve_bytes=config.reserve_bytes,
-    )
+    # The HTTP port is bound first, so that the URLs the topics hand out (SubscribeURL,
+    # UnsubscribeURL, SigningCertURL) name it even when it was chosen by binding port 0.
+    with _listening_as("HTTP", config.host, config.http_port):
+        http_listeners = await trio.open_tcp_listeners(config.http_port, host=config.host)
+    http_port = http_listeners[0].socket.getsockname()[1]
+    if config.http_port == 0 and config.public_url is None:
+        broker_config = msgspec.structs.replace(broker_config, http_url=_base_url(config, http_port))
+    try:
+        store = LmdbStore(
+            config.data_dir,
+            sync_mode=config.sync_mode,
+            max_map_bytes=config.max_data_bytes,
+            reserve_bytes=config.reserve_bytes,
+        )
+    except BaseException:
+        _close(http_listeners)
+        raise
     try:
         clock = Clock(None, system_wall_ms()) if wall_follows_loop else Clock(wall_source_from_environment())
         signing_files = SigningFiles(Path(config.data_dir))
@@ -218,7 +231,7 @@ async def run_broker(
                         keyring,
                         aws_refusal,
                     )
-                    http_port = await _listen(net_nursery, http.serve, "HTTP", config.host, config.http_port)
+                    await net_nursery.start(http.serve_listeners, http_listeners)
                     native = NativeServer(
                         broker, config.limits, stopping, _queue_urls(config, http_port), counts, keyring, server_tls, audit
                     )
@@ -246,8 +259,14 @@ async def run_broker(
                     broker.stop()
             writer.close()
     finally:
+        _close(http_listeners)
         store.close()
     log.info("stopped")
+
+
+def _close(listeners: list[trio.SocketListener]) -> None:
+    for listener in listeners:
+        listener.socket.close()
 
 
 def sole_error(error: BaseException) -> BaseException:
@@ -294,17 +313,28 @@ def _log_budget(config: ServeConfig, budget: ConnectionBudget) -> None:
 
 async def _listen(nursery: trio.Nursery, serve, name: str, host: str, port: int) -> int:
     """Start a listener; its port, or ListenerError naming it."""
-    try:
+    with _listening_as(name, host, port):
         return await nursery.start(serve, host, port)
+
+
+@contextlib.contextmanager
+def _listening_as(name: str, host: str, port: int) -> Iterator[None]:
+    """A failure to listen, as ListenerError naming the port."""
+    try:
+        yield
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             raise ListenerError(f"the {name} port {host}:{port} is already in use") from None
         raise ListenerError(f"cannot listen on the {name} port {host}:{port}: {error.strerror or error}") from None
 
 
+def _base_url(config: ServeConfig, http_port: int) -> str:
+    """The HTTP port as clients reach it: public_url, else the listening address."""
+    return config.public_url or f"{'https' if config.tls is not None else 'http'}://{config.host}:{http_port}"
+
+
 def _queue_urls(config: ServeConfig, http_port: int):
-    base = config.public_url or f"{'https' if config.tls is not None else 'http'}://{config.host}:{http_port}"
-    prefix = f"{base.rstrip('/')}/{config.broker.account_id}/"
+    prefix = f"{_base_url(config, http_port).rstrip('/')}/{config.broker.account_id}/"
     return lambda name: prefix + name
 
 

@@ -319,3 +319,19 @@ def test_settings_reach_the_broker_as_serve_would_take_them():
     with pytest.raises(ConfigError, match="commit_delay_ms: expected 0 to 1000 milliseconds"):
         with dovecote.embedded(commit_delay_ms=5000):
             pass
+
+
+def test_the_urls_a_topic_hands_out_name_the_port_bound():
+    with dovecote.embedded() as broker:
+        sqs = sqs_client(broker)
+        sns = boto3.client("sns", endpoint_url=broker.endpoint_url, region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
+        url = sqs.create_queue(QueueName="envelopes")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        topic = sns.create_topic(Name="news")["TopicArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+        sns.publish(TopicArn=topic, Message="hello")
+        envelope = json.loads(sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"][0]["Body"])
+        assert envelope["UnsubscribeURL"].startswith(broker.endpoint_url + "/")
+        assert envelope["SigningCertURL"].startswith(broker.endpoint_url + "/")
+        assert httpx.get(envelope["SigningCertURL"]).status_code == 200
