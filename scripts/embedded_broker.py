@@ -170,8 +170,6 @@ def embedded(data_dir: str | None = None, *, clock: str = "system", **settings: 
     not Trio's: plain scripts, asyncio, tests. Blocks until the broker serves, or raises what
     open_broker raises; leaving the block stops the broker cleanly and waits for it (raising what
     stopped it, if it failed). The broker's thread is a daemon named dovecote-embedded."""
-    if clock not in CLOCKS:
-        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
     handoff: queue.SimpleQueue = queue.SimpleQueue()  # from the thread: (broker, stop) once serving, then its error if any
 
     async def serve() -> None:
