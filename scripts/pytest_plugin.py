@@ -27,13 +27,20 @@ TEST_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"
 
 
 @pytest.fixture(scope="session")
-def dovecote_broker():
-    """The session's embedded broker (dovecote.embedded(clock="controllable")): endpoint_url,
-    native_address, data_dir, advance(seconds). Stopped, and its directory removed, at the end of
-    the session."""
+def dovecote_settings() -> dict[str, object]:
+    """The session broker's settings, as dovecote.embedded takes them (none by default). A
+    conftest.py overrides this fixture to change them: `return {"account_id": "123456789012"}`."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def dovecote_broker(dovecote_settings):
+    """The session's embedded broker (dovecote.embedded(clock="controllable", **dovecote_settings)):
+    endpoint_url, native_address, data_dir, advance(seconds). Stopped, and its directory removed,
+    at the end of the session."""
     from dovecote.embedded_broker import embedded
 
-    with embedded(clock="controllable") as broker:
+    with embedded(clock="controllable", **dovecote_settings) as broker:
         yield broker
 
 

@@ -75,6 +75,17 @@ def test_the_sample_projects_tests_are_isolated_and_fast(pytester):
     assert tests >= 8
 
 
+def test_a_conftest_sets_the_session_brokers_settings(pytester):
+    pytester.makeconftest(
+        "import pytest\n\n@pytest.fixture(scope='session')\ndef dovecote_settings():\n    return {'account_id': '123456789012'}\n"
+    )
+    pytester.makepyfile(test_account="""
+def test_arns_name_the_account(dovecote_sns):
+    assert dovecote_sns.create_topic(Name="t")["TopicArn"].endswith(":123456789012:t")
+""")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
 def test_a_session_that_uses_no_fixture_starts_no_broker(pytester):
     pytester.makepyfile(test_plain="import sys\n\ndef test_plain():\n    assert 'dovecote.embedded_broker' not in sys.modules\n")
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
