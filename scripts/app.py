@@ -159,24 +159,21 @@ async def run_broker(
     keyring = Keyring(config.access_keys, config.keys)
     # With keys, topics deliver into a queue only if its policy lets them (actors/authorization.py).
     broker_config = msgspec.structs.replace(config.broker, authentication=bool(keyring))
-    # The HTTP port is bound first, so that the URLs the topics hand out (SubscribeURL,
-    # UnsubscribeURL, SigningCertURL) name it even when it was chosen by binding port 0.
-    with _listening_as("HTTP", config.host, config.http_port):
-        http_listeners = await trio.open_tcp_listeners(config.http_port, host=config.host)
-    http_port = http_listeners[0].socket.getsockname()[1]
-    if config.http_port == 0 and config.public_url is None:
-        broker_config = msgspec.structs.replace(broker_config, http_url=_base_url(config, http_port))
+    store = LmdbStore(
+        config.data_dir,
+        sync_mode=config.sync_mode,
+        max_map_bytes=config.max_data_bytes,
+        reserve_bytes=config.reserve_bytes,
+    )
+    http_listeners: list[trio.SocketListener] = []
     try:
-        store = LmdbStore(
-            config.data_dir,
-            sync_mode=config.sync_mode,
-            max_map_bytes=config.max_data_bytes,
-            reserve_bytes=config.reserve_bytes,
-        )
-    except BaseException:
-        _close(http_listeners)
-        raise
-    try:
+        # The HTTP port is bound before the broker is built, so that the URLs its topics hand out
+        # (SubscribeURL, UnsubscribeURL, SigningCertURL) name it even when it was chosen by binding port 0.
+        with _listening_as("HTTP", config.host, config.http_port):
+            http_listeners = await trio.open_tcp_listeners(config.http_port, host=config.host)
+        http_port = http_listeners[0].socket.getsockname()[1]
+        if config.http_port == 0 and config.public_url is None:
+            broker_config = msgspec.structs.replace(broker_config, http_url=_base_url(config, http_port))
         clock = Clock(None, system_wall_ms()) if wall_follows_loop else Clock(wall_source_from_environment())
         signing_files = SigningFiles(Path(config.data_dir))
         signer = Signer(signing_files.key_pem, broker_config.http_url.rstrip("/") + CERTIFICATE_PATH)
