@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 
 import boto3
 import httpx
@@ -24,6 +25,7 @@ from dovecote.app import ListenerError
 from dovecote.config import ConfigError
 from dovecote.embedded_broker import ClockNotControllable
 from dovecote.net.client import BlockingClient, open_client
+from tests.push_endpoint import ThreadedEndpoint
 
 
 def sqs_client(broker, region: str = "us-east-1"):
@@ -209,6 +211,35 @@ def test_a_long_poll_ends_when_the_clock_passes_its_wait(timed_broker):
     polling.join(5)
     client.close()
     assert answered == [[]] and time.monotonic() - started < 5
+
+
+def test_a_failed_push_is_retried_when_the_clock_passes_its_delay(timed_broker):
+    sns = boto3.client("sns", endpoint_url=timed_broker.endpoint_url, region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test")
+    with ThreadedEndpoint().running() as endpoint:
+
+        def arrived(message_type: str, count: int) -> list:
+            deadline = time.monotonic() + 5
+            while len(of_type := [r for r in endpoint.received() if r.headers.get("x-amz-sns-message-type") == message_type]) < count:
+                assert time.monotonic() < deadline, f"{count} {message_type} did not arrive"
+                time.sleep(0.01)
+            return of_type
+
+        topic = sns.create_topic(Name="hooks")["TopicArn"]
+        sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=endpoint.url)
+        (confirmation,) = arrived("SubscriptionConfirmation", 1)
+        with urllib.request.urlopen(confirmation.json()["SubscribeURL"]) as response:  # it names the bound port
+            assert response.status == 200
+        endpoint.status = 500
+        sns.publish(TopicArn=topic, Message="retry me")
+        arrived("Notification", 1)
+        endpoint.status = 200
+        time.sleep(0.3)
+        assert len(arrived("Notification", 1)) == 1  # the default policy waits 20 s before retrying
+        started = time.monotonic()
+        timed_broker.advance(21)
+        assert [pushed.json()["Message"] for pushed in arrived("Notification", 2)] == ["retry me", "retry me"]
+        assert time.monotonic() - started < 5
 
 
 async def test_open_broker_advances_the_trio_programs_mock_clock(tmp_path, mock_clock):
