@@ -3,10 +3,11 @@ route every platform operation to its mailbox; it asks its pure core (platform_c
 store and answer, stores that, applies it, then answers. Read by others only through
 `unknown_endpoint`, a plain lookup that never waits (a Subscribe to an application endpoint asks it).
 
-A publish straight to an endpoint is stored as a pending push (PushQueued), then handed to that
-endpoint's delivery actor (delivery.py, the one that serves subscriptions' pushes), which this
-actor starts in its nursery, stops when the endpoint is deleted, and starts at start-up for the
-endpoints that have publishes pending.
+A publish straight to an endpoint or a phone number (and the one-time password of the SMS
+sandbox) is stored as a pending push (PushQueued), then handed to that endpoint's or number's
+delivery actor (delivery.py, the one that serves subscriptions' pushes), which this actor starts in
+its nursery, stops when the endpoint is deleted, and starts at start-up for the endpoints and
+numbers that have publishes pending.
 
 It supervises itself as the queues' and topics' supervisor does (supervisor.py's `Restarts`): a
 failure in it or in one of its delivery actors is logged, and after a pause it is rebuilt from the
@@ -16,6 +17,7 @@ retryable error until the broker restarts."""
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 
 import trio
@@ -31,14 +33,14 @@ from .directory import Health
 from .errors import BrokerError, actor_failed, actor_stopped, failure, not_an_operation, storage_failed
 from .mailbox import Mailbox
 from .messages import Forward, NewPushes, Request, StopPushing
-from .ops import DeleteEndpoint, DeletePlatformApplication, PlatformOp
+from .ops import DeleteEndpoint, DeletePlatformApplication, DeleteSMSSandboxPhoneNumber, PlatformOp
 from .platform_core import PlatformCore
 from .push_types import Sender
 from .supervisor import Restarts
 
 log = logging.getLogger("dovecote.platform")
 
-_FREEING = (DeleteEndpoint, DeletePlatformApplication)  # deletions go through while storage is full
+_FREEING = (DeleteEndpoint, DeletePlatformApplication, DeleteSMSSandboxPhoneNumber)  # deletions go through while storage is full
 
 
 class Platform:
@@ -118,7 +120,9 @@ class Platform:
         try:
             if not isinstance(op, PlatformOp):
                 raise not_an_operation("platform", op)
-            records, result = self._core.plan(op, request.region or self._config.region, self._clock.wall_ms(), str(uuid.uuid4()))
+            records, result = self._core.plan(
+                op, request.region or self._config.region, self._clock.wall_ms(), str(uuid.uuid4()), f"{secrets.randbelow(10**6):06d}"
+            )
             if records:
                 last_lsn = await self._writer.append(records, needs_space=not isinstance(op, _FREEING))
                 for record in records:
@@ -142,13 +146,14 @@ class Platform:
             match record:
                 case PushQueued(subscription_id=endpoint_id, message_id=message_id):
                     pusher = self._pusher(endpoint_id)
-                    if pusher is not None:  # a PushQueued is stored alone: its seq is the commit's LSN
+                    if pusher is not None:  # a PushQueued is the last record of its commit: its seq is the commit's LSN
                         pusher.post(NewPushes([(last_lsn, message_id)]))
                 case PlatformEndpointDeleted(endpoint_id=endpoint_id) if endpoint_id in self._pushers:
                     self._pushers.pop(endpoint_id).post(StopPushing())
 
     def _pusher(self, endpoint_id: int) -> DeliveryActor | None:
-        """The endpoint's delivery actor, started if it was not (None: no sender or no such endpoint)."""
+        """The endpoint's (or phone number's) delivery actor, started if it was not (None: no sender
+        or no such endpoint)."""
         running = self._pushers.get(endpoint_id)
         if running is not None and not running.finished:
             return running
