@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import trio
 
@@ -40,6 +42,17 @@ from .supervisor import Restarts
 
 log = logging.getLogger("dovecote.platform")
 
+
+
+class PlatformStatistics(NamedTuple):
+    applications: int
+    endpoints: int
+    sandbox_numbers: int
+    delivery_actors: int  # one per endpoint or phone number with publishes since it started
+    pending_pushes: int
+    deliveries: tuple[tuple[str, str, int], ...]  # (protocol, outcome, count), since the broker started
+
+
 _FREEING = (DeleteEndpoint, DeletePlatformApplication, DeleteSMSSandboxPhoneNumber)  # deletions go through while storage is full
 
 
@@ -56,6 +69,11 @@ class Platform:
         self._clock = clock
         self._sender = sender
         self._forward = forward
+        self._pushers: dict[int, DeliveryActor] = {}  # by endpoint id
+        # Outcome counts of delivery actors that have ended (stopped, or lost in a restart), by
+        # (protocol, outcome): those running count their own.
+        self._ended_outcomes: dict[tuple[str, str], int] = {}
+        self._stopping: list[DeliveryActor] = []  # told to stop; counted above once ended
         self._restore()
         self._nursery: trio.Nursery | None = None  # the delivery actors'
         self.mailbox = Mailbox(config.mailbox_capacity)
@@ -69,10 +87,32 @@ class Platform:
         self._restored: dict[int, list[PendingPush]] = {}  # by endpoint id: pending publishes, for its delivery actor
         for push in loaded.pushes:
             self._restored.setdefault(push.subscription_id, []).append(push)
-        self._pushers: dict[int, DeliveryActor] = {}  # by endpoint id
+        self._stopping += self._pushers.values()  # they ended with the nursery of the failed run
+        self._pushers = {}
+        self._retire_finished()
 
     def unknown_endpoint(self, arn: str) -> bool:
         return self._core.unknown_endpoint(arn)
+
+    def statistics(self) -> PlatformStatistics:
+        """A snapshot, read without waiting from any task."""
+        deliveries = dict(self._ended_outcomes)
+        for pusher in [*self._pushers.values(), *self._stopping]:
+            for outcome, count in pusher.outcomes.items():
+                deliveries[(pusher.protocol, outcome)] = deliveries.get((pusher.protocol, outcome), 0) + count
+        core = self._core
+        return PlatformStatistics(
+            len(core.applications), len(core.endpoints), len(core.sandbox), len(self._pushers),
+            sum(pusher.pending() for pusher in self._pushers.values()),
+            tuple((protocol, outcome, count) for (protocol, outcome), count in sorted(deliveries.items())),
+        )
+
+    def _retire_finished(self) -> None:
+        """Add the outcomes of the stopped delivery actors that have ended to the counts kept."""
+        for pusher in [pusher for pusher in self._stopping if pusher.finished]:
+            self._stopping.remove(pusher)
+            for outcome, count in pusher.outcomes.items():
+                self._ended_outcomes[(pusher.protocol, outcome)] = self._ended_outcomes.get((pusher.protocol, outcome), 0) + count
 
     async def run(self) -> None:
         """Serve until the mailbox is closed for mail (the broker stopping), rebuilt from the store
@@ -124,10 +164,11 @@ class Platform:
                 op, request.region or self._config.region, self._clock.wall_ms(), str(uuid.uuid4()), f"{secrets.randbelow(10**6):06d}"
             )
             if records:
-                last_lsn = await self._writer.append(records, needs_space=not isinstance(op, _FREEING))
-                for record in records:
+                entry = self._writer.submit(records, needs_space=not isinstance(op, _FREEING))
+                await entry.wait()
+                for record in entry.records:  # as stored: a PushQueued's seq is stamped
                     self._core.apply(record)
-                self._deliver(records, last_lsn)
+                self._deliver(entry.records)
             reply(result)
         except BrokerError as error:
             reply(failure(error))
@@ -140,23 +181,30 @@ class Platform:
             log.exception("the platform actor failed on %s", type(op).__name__)
             reply(failure(actor_failed("The platform applications' actor")))
 
-    def _deliver(self, records: list[Record], last_lsn: int) -> None:
-        """A stored publish to its endpoint's delivery actor; a deleted endpoint's actor stopped."""
+    def _deliver(self, records: Sequence[Record]) -> None:
+        """A stored publish to its endpoint's delivery actor; a deleted endpoint's actor stopped.
+        records: as stored (the commit may hold others' records too, so only a record's own seq
+        names it)."""
         for record in records:
             match record:
-                case PushQueued(subscription_id=endpoint_id, message_id=message_id):
+                case PushQueued(subscription_id=endpoint_id, seq=seq, message_id=message_id):
                     pusher = self._pusher(endpoint_id)
-                    if pusher is not None:  # a PushQueued is the last record of its commit: its seq is the commit's LSN
-                        pusher.post(NewPushes([(last_lsn, message_id)]))
+                    if pusher is not None:
+                        pusher.post(NewPushes([(seq, message_id)]))
                 case PlatformEndpointDeleted(endpoint_id=endpoint_id) if endpoint_id in self._pushers:
-                    self._pushers.pop(endpoint_id).post(StopPushing())
+                    self._retire_finished()
+                    stopped = self._pushers.pop(endpoint_id)
+                    stopped.post(StopPushing())
+                    self._stopping.append(stopped)
 
     def _pusher(self, endpoint_id: int) -> DeliveryActor | None:
         """The endpoint's (or phone number's) delivery actor, started if it was not (None: no sender
         or no such endpoint)."""
         running = self._pushers.get(endpoint_id)
-        if running is not None and not running.finished:
-            return running
+        if running is not None:
+            if not running.finished:
+                return running
+            self._stopping.append(running)
         target = self._core.delivery_target(endpoint_id)
         pending = self._restored.pop(endpoint_id, [])
         if self._sender is None or self._nursery is None or target is None:

@@ -229,3 +229,17 @@ async def test_a_topic_publish_may_carry_sns_reserved_sms_attributes_but_no_othe
         with pytest.raises(BrokerError, match="attribute name 'AWS.Colour' is invalid") as refused_name:
             await h.ok(Publish("alerts", "hi", message_attributes={"AWS.Colour": sms_attribute("String", "red")}))
         assert refused_name.value.code == "ParameterValueInvalid"
+
+
+async def test_a_direct_publish_sharing_its_group_commit_with_later_records_is_delivered(autojump_clock):
+    """The writer may commit others' records after the publish's in the same transaction: the push
+    is named by its own seq, not the commit's last one (it was lost until the next restart)."""
+    from dovecote.storage.records import MessageForwarded
+
+    async with trio_endpoint() as sink, running_broker(pusher=webhook(sink.url), commit_delay_s=1.0) as h:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(h.ok, PublishToPhoneNumber(NUMBER, "hi"))
+            await trio.sleep(0.5)  # the publish waits in the writer's commit delay
+            h.writer.submit([MessageForwarded(0, "shovel", "queue", "id", "remote", "remote-id", "up")], needs_space=False)
+        (delivered,) = await sink.wait_for(1)
+        assert delivered.json()["message"] == "hi"
