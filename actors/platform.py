@@ -6,8 +6,9 @@ store and answer, stores that, applies it, then answers. Read by others only thr
 A publish straight to an endpoint or a phone number (and the one-time password of the SMS
 sandbox) is stored as a pending push (PushQueued), then handed to that endpoint's or number's
 delivery actor (delivery.py, the one that serves subscriptions' pushes), which this actor starts in
-its nursery, stops when the endpoint is deleted, and starts at start-up for the endpoints and
-numbers that have publishes pending.
+its nursery (at start-up, for the endpoints and numbers that have publishes pending), stops when
+the endpoint is deleted, and which ends by itself once it has nothing pending: a broker texting
+many numbers keeps actors only for those with SMS on their way.
 
 It supervises itself as the queues' and topics' supervisor does (supervisor.py's `Restarts`): a
 failure in it or in one of its delivery actors is logged, and after a pause it is rebuilt from the
@@ -48,7 +49,7 @@ class PlatformStatistics(NamedTuple):
     applications: int
     endpoints: int
     sandbox_numbers: int
-    delivery_actors: int  # one per endpoint or phone number with publishes since it started
+    delivery_actors: int  # one per endpoint or phone number with publishes pending
     pending_pushes: int
     deliveries: tuple[tuple[str, str, int], ...]  # (protocol, outcome, count), since the broker started
 
@@ -102,13 +103,16 @@ class Platform:
                 deliveries[(pusher.protocol, outcome)] = deliveries.get((pusher.protocol, outcome), 0) + count
         core = self._core
         return PlatformStatistics(
-            len(core.applications), len(core.endpoints), len(core.sandbox), len(self._pushers),
+            len(core.applications), len(core.endpoints), len(core.sandbox), sum(not pusher.finished for pusher in self._pushers.values()),
             sum(pusher.pending() for pusher in self._pushers.values()),
             tuple((protocol, outcome, count) for (protocol, outcome), count in sorted(deliveries.items())),
         )
 
     def _retire_finished(self) -> None:
-        """Add the outcomes of the stopped delivery actors that have ended to the counts kept."""
+        """Add the outcomes of the delivery actors that have ended (stopped, or idle) to the counts
+        kept, and forget them."""
+        for endpoint_id in [endpoint_id for endpoint_id, pusher in self._pushers.items() if pusher.finished]:
+            self._stopping.append(self._pushers.pop(endpoint_id))
         for pusher in [pusher for pusher in self._stopping if pusher.finished]:
             self._stopping.remove(pusher)
             for outcome, count in pusher.outcomes.items():
@@ -192,26 +196,25 @@ class Platform:
                     if pusher is not None:
                         pusher.post(NewPushes([(seq, message_id)]))
                 case PlatformEndpointDeleted(endpoint_id=endpoint_id) if endpoint_id in self._pushers:
-                    self._retire_finished()
                     stopped = self._pushers.pop(endpoint_id)
-                    stopped.post(StopPushing())
+                    stopped.post(StopPushing())  # ignored by one that ended, idle
                     self._stopping.append(stopped)
+                    self._retire_finished()
 
     def _pusher(self, endpoint_id: int) -> DeliveryActor | None:
         """The endpoint's (or phone number's) delivery actor, started if it was not (None: no sender
         or no such endpoint)."""
         running = self._pushers.get(endpoint_id)
-        if running is not None:
-            if not running.finished:
-                return running
-            self._stopping.append(running)
+        if running is not None and not running.finished:
+            return running
+        self._retire_finished()
         target = self._core.delivery_target(endpoint_id)
         pending = self._restored.pop(endpoint_id, [])
         if self._sender is None or self._nursery is None or target is None:
             return None
         pusher = DeliveryActor(
             target, pending, self._sender, self._writer, self._store, self._clock, self._forward,
-            max_pending=self._config.max_pending_pushes,
+            max_pending=self._config.max_pending_pushes, stop_when_idle=True,
         )
         self._pushers[endpoint_id] = pusher
         self._nursery.start_soon(pusher.run, name=f"push:{target.endpoint}")

@@ -243,3 +243,21 @@ async def test_a_direct_publish_sharing_its_group_commit_with_later_records_is_d
             h.writer.submit([MessageForwarded(0, "shovel", "queue", "id", "remote", "remote-id", "up")], needs_space=False)
         (delivered,) = await sink.wait_for(1)
         assert delivered.json()["message"] == "hi"
+
+
+async def test_a_numbers_delivery_actor_ends_once_idle_and_another_serves_its_next_sms(autojump_clock):
+    """A broker texting many numbers keeps no actor (and no connections) for those with nothing on
+    the way; the counts of those that ended are kept."""
+    async with trio_endpoint() as sink, running_broker(pusher=webhook(sink.url)) as h:
+        for n in range(5):
+            await h.ok(PublishToPhoneNumber(f"+1555555010{n}", "hi"))
+        await sink.wait_for(5)
+        await trio.sleep(1)
+        statistics = h.broker.platform_report().actor
+        assert (statistics.delivery_actors, statistics.pending_pushes) == (0, 0)
+        assert statistics.deliveries == (("sms", "delivered", 5),)
+        await h.ok(PublishToPhoneNumber(NUMBER, "again"))
+        assert [pushed.json()["message"] for pushed in await sink.wait_for(6)][-1] == "again"
+        await trio.sleep(1)
+        assert h.broker.platform_report().actor.deliveries == (("sms", "delivered", 6),)
+        assert h.broker.platform_report().actor.delivery_actors == 0
