@@ -44,7 +44,6 @@ from .supervisor import Restarts
 log = logging.getLogger("dovecote.platform")
 
 
-
 class PlatformStatistics(NamedTuple):
     applications: int
     endpoints: int
@@ -103,8 +102,8 @@ class Platform:
                 deliveries[(pusher.protocol, outcome)] = deliveries.get((pusher.protocol, outcome), 0) + count
         core = self._core
         return PlatformStatistics(
-            len(core.applications), len(core.endpoints), len(core.sandbox), sum(not pusher.finished for pusher in self._pushers.values()),
-            sum(pusher.pending() for pusher in self._pushers.values()),
+            len(core.applications), len(core.endpoints), len(core.sandbox),
+            sum(not pusher.finished for pusher in self._pushers.values()), sum(pusher.pending() for pusher in self._pushers.values()),
             tuple((protocol, outcome, count) for (protocol, outcome), count in sorted(deliveries.items())),
         )
 
