@@ -37,7 +37,7 @@ from .errors import BrokerError, actor_failed, actor_stopped, failure, not_an_op
 from .mailbox import Mailbox
 from .messages import Forward, NewPushes, Request, StopPushing
 from .ops import DeleteEndpoint, DeletePlatformApplication, DeleteSMSSandboxPhoneNumber, PlatformOp
-from .platform_core import PlatformCore
+from .platform_core import SANDBOX_PASSWORD_DIGITS, PlatformCore
 from .push_types import Sender
 from .supervisor import Restarts
 
@@ -163,8 +163,9 @@ class Platform:
         try:
             if not isinstance(op, PlatformOp):
                 raise not_an_operation("platform", op)
+            password = f"{secrets.randbelow(10**SANDBOX_PASSWORD_DIGITS):0{SANDBOX_PASSWORD_DIGITS}d}"
             records, result = self._core.plan(
-                op, request.region or self._config.region, self._clock.wall_ms(), str(uuid.uuid4()), f"{secrets.randbelow(10**6):06d}"
+                op, request.region or self._config.region, self._clock.wall_ms(), str(uuid.uuid4()), password
             )
             if records:
                 entry = self._writer.submit(records, needs_space=not isinstance(op, _FREEING))

@@ -91,8 +91,10 @@ MAX_SMS_CHARACTERS = 1600  # AWS: "The total size limit for a single SMS Publish
 # Publish's SMS message attributes (AWS's SMS developer guide); AWS.MM.SMS.* (origination number,
 # India's entity and template ids) are passed on unchecked.
 SMS_SENDER_ID_ATTRIBUTE, SMS_TYPE_ATTRIBUTE, SMS_MAX_PRICE_ATTRIBUTE = "AWS.SNS.SMS.SenderID", "AWS.SNS.SMS.SMSType", "AWS.SNS.SMS.MaxPrice"
-# The SMS sandbox, as botocore models it: a one-time password of 5 to 8 digits (ours are 6), the
-# languages it may be texted in (ours is always English), at most 10 numbers (AWS's SMS guide).
+# The SMS sandbox, as botocore models it: a one-time password of 5 to 8 digits (ours have
+# SANDBOX_PASSWORD_DIGITS), the languages it may be texted in (ours is always English), at most 10
+# numbers (AWS's SMS guide).
+SANDBOX_PASSWORD_DIGITS = 6
 SANDBOX_MAX_NUMBERS = 10
 SANDBOX_LANGUAGES = frozenset({
     "en-US", "en-GB", "es-419", "es-ES", "de-DE", "fr-CA", "fr-FR", "it-IT", "ja-JP", "pt-BR", "kr-KR", "zh-CN", "zh-TW",
@@ -327,6 +329,7 @@ class PlatformCore:
         if known is not None and known.status == VERIFIED:
             return [], Done()
         if known is None and len(self.sandbox) >= SANDBOX_MAX_NUMBERS:
+            # botocore lists UserError among this call's errors; the wording is ours
             raise BrokerError("UserError", f"The SMS sandbox holds at most {SANDBOX_MAX_NUMBERS} phone numbers")
         text = f"Your verification code is {one_time_password}"
         return [SMSSandboxNumberChanged(at_ms, number, PENDING, one_time_password), self._text(number, text, at_ms, message_id)], Done()
