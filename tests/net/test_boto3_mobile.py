@@ -1,6 +1,7 @@
 """SMS and mobile push from a real `dovecote serve`, driven by unmodified boto3: a real local HTTP
 server as the webhook sink, a real script as the command sink, retries and the dead-letter queue
-after the sink fails, and the deliveries' story in `dovecote log`."""
+after the sink fails, and the deliveries' story in `dovecote log`; Publish to a PhoneNumber, and the
+SMS sandbox's numbers through kill -9s."""
 
 import json
 import stat
