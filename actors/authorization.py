@@ -523,6 +523,11 @@ ACTIONS: dict[type, str] = {
     ops.PublishToEndpoint: "sns:Publish",
     ops.GetSMSAttributes: "sns:GetSMSAttributes",
     ops.SetSMSAttributes: "sns:SetSMSAttributes",
+    ops.PublishToPhoneNumber: "sns:Publish",
+    ops.CreateSMSSandboxPhoneNumber: "sns:CreateSMSSandboxPhoneNumber",
+    ops.VerifySMSSandboxPhoneNumber: "sns:VerifySMSSandboxPhoneNumber",
+    ops.DeleteSMSSandboxPhoneNumber: "sns:DeleteSMSSandboxPhoneNumber",
+    ops.ListSMSSandboxPhoneNumbers: "sns:ListSMSSandboxPhoneNumbers",
 }
 
 

@@ -47,7 +47,7 @@ class ActorReport(NamedTuple):
     name: str
     mailbox: MailboxStatistics
     health: Health
-    actor: tuple | None  # the running actor's statistics(); None while it restarts or is stopped
+    actor: tuple | None  # the running actor's statistics(); None while it restarts or is stopped (the platform's: always)
 
 
 class Broker:
@@ -100,9 +100,11 @@ class Broker:
         return [_report(entry) for entry in self.directory.entries()] + [self.platform_report()]
 
     def platform_report(self) -> ActorReport:
-        """The platform actor's mailbox and restarts (it keeps no counters of its own)."""
+        """The platform actor's mailbox, restarts and statistics."""
         platform = self._platform
-        return ActorReport("platform", self.config.region, "platform", platform.mailbox.statistics(), platform.health, None)
+        return ActorReport(
+            "platform", self.config.region, "platform", platform.mailbox.statistics(), platform.health, platform.statistics()
+        )
 
     async def gather_statistics(self, *, per_step: int = STATISTICS_ACTORS_PER_STEP) -> list[ActorReport]:
         """The same, letting other tasks run after every `per_step` actors, so that reading ten

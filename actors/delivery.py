@@ -79,8 +79,13 @@ class DeliveryActor:
         forward: Forward,
         max_in_flight: int = PUSH_MAX_IN_FLIGHT_PER_SUBSCRIPTION,
         max_pending: int = PUSH_MAX_PENDING_PER_SUBSCRIPTION,
+        stop_when_idle: bool = False,
     ) -> None:
+        """stop_when_idle: end once nothing is pending, waiting or unstored (the platform's actors,
+        one per endpoint or phone number published to, are many and mostly idle); its poster, seeing
+        `finished`, starts another for what comes next."""
         self._target = target
+        self._stop_when_idle = stop_when_idle
         self._max_pending = max_pending
         self._sender = sender
         self._writer = writer
@@ -156,6 +161,9 @@ class DeliveryActor:
         The StopPushing when told to stop."""
         if self._mailbox.missed:
             await self._reload()
+        if self._stop_when_idle and self._idle():
+            self.finished = True  # now, not once run() returns: from here on, new pushes go to another
+            return StopPushing()
         requests = []
         with trio.move_on_at(self._schedule.wake_at(self._clock.now())):
             requests.append(await self._mailbox.receive())
@@ -167,6 +175,13 @@ class DeliveryActor:
         self._store_outcomes()
         self._start_due()
         return None
+
+    def _idle(self) -> bool:
+        """Nothing pending, in the mailbox or to be stored."""
+        return (
+            not len(self._schedule) and not self._unstored and (self._storing is None or self._storing.done.is_set())
+            and self._mailbox.statistics().carried == 0
+        )
 
     async def _reload(self) -> None:
         """New pushes were refused while the mailbox was full: take up every pending push the store

@@ -60,6 +60,9 @@ _ROWS = [
     ("ParameterValueInvalid", "ParameterValueInvalid", 400, True, False),  # botocore's InvalidParameterValueException
     ("NotFound", "NotFound", 404, True, False),
     ("EndpointDisabled", "EndpointDisabled", 400, True, False),
+    ("ResourceNotFound", "ResourceNotFound", 404, True, False),  # the SMS sandbox's (SQS's is ResourceNotFoundException)
+    ("VerificationException", "VerificationException", 400, True, False),  # a wrong one-time password
+    ("UserError", "UserError", 400, True, False),
     ("AuthorizationError", "AuthorizationError", 403, True, False),
     ("TopicLimitExceeded", "TopicLimitExceeded", 403, True, False),
     ("SubscriptionLimitExceeded", "SubscriptionLimitExceeded", 403, True, False),

@@ -29,10 +29,29 @@ _MISPLACED_SEPARATORS = re.compile(r"[./-]{2,}|^[./-]|[./-]$")
 # arn:aws:sns:REGION:ACCOUNT:endpoint/PLATFORM/APPLICATION/ID
 _ENDPOINT_ARN = re.compile(r"arn:aws:sns:[a-z0-9-]+:[0-9]{12}:endpoint/([A-Z_]+)/[^/]+/[0-9a-f-]+")
 SINK_SETTINGS = "mobile_sink_url or mobile_sink_command"
+# A publish straight to a phone number is a pending push of topic id DIRECT_PUSHES (tables.py) and
+# this plus the number's digits as its subscription id: platform endpoints' ids count up from 1 and
+# stay far below, and the number is read back from the id alone (after a restart too).
+DIRECT_SMS_ID_BASE = 1 << 60
 
 
 def is_phone_number(text: str) -> bool:
     return not _MISPLACED_SEPARATORS.search(text) and _E164.fullmatch(_SEPARATORS.sub("", text)) is not None
+
+
+def e164(phone_number: str) -> str:
+    """A number is_phone_number accepts, as "+" and its digits."""
+    return "+" + _SEPARATORS.sub("", phone_number).lstrip("+")
+
+
+def direct_sms_id(phone_number: str) -> int:
+    """The subscription id of the SMS published straight to a number (is_phone_number's)."""
+    return DIRECT_SMS_ID_BASE + int(e164(phone_number)[1:])
+
+
+def direct_sms_number(subscription_id: int) -> str | None:
+    """The number a direct_sms_id names; None for a platform endpoint's id."""
+    return f"+{subscription_id - DIRECT_SMS_ID_BASE}" if subscription_id >= DIRECT_SMS_ID_BASE else None
 
 
 def is_endpoint_arn(text: str) -> bool:

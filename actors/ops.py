@@ -383,6 +383,37 @@ class PublishToEndpoint(PlatformOp, tag="PublishToEndpoint"):
     message_attributes: dict[str, MessageAttributeValue] = {}
 
 
+class PublishToPhoneNumber(PlatformOp, tag="PublishToPhoneNumber"):
+    """Publish with a PhoneNumber: one SMS, through the operator's sink."""
+
+    phone_number: str
+    message: str
+    subject: str | None = None
+    message_structure: str | None = None
+    message_attributes: dict[str, MessageAttributeValue] = {}
+
+
+class CreateSMSSandboxPhoneNumber(PlatformOp, tag="CreateSMSSandboxPhoneNumber"):
+    """Adds a number to the SMS sandbox, Pending, and texts it a one-time password."""
+
+    phone_number: str
+    language_code: str | None = None
+
+
+class VerifySMSSandboxPhoneNumber(PlatformOp, tag="VerifySMSSandboxPhoneNumber"):
+    phone_number: str
+    one_time_password: str
+
+
+class DeleteSMSSandboxPhoneNumber(PlatformOp, tag="DeleteSMSSandboxPhoneNumber"):
+    phone_number: str
+
+
+class ListSMSSandboxPhoneNumbers(PlatformOp, tag="ListSMSSandboxPhoneNumbers"):
+    next_token: str | None = None
+    max_results: int | None = None
+
+
 class GetSMSAttributes(PlatformOp, tag="GetSMSAttributes"):
     names: list[str] = []  # none: every attribute set
 
@@ -468,6 +499,11 @@ AnyOp = (
     | PublishToEndpoint
     | GetSMSAttributes
     | SetSMSAttributes
+    | PublishToPhoneNumber
+    | CreateSMSSandboxPhoneNumber
+    | VerifySMSSandboxPhoneNumber
+    | DeleteSMSSandboxPhoneNumber
+    | ListSMSSandboxPhoneNumbers
 )
 
 
@@ -652,6 +688,16 @@ class SandboxStatus(Result, tag="SandboxStatus"):
     in_sandbox: bool
 
 
+class SandboxPhoneNumber(msgspec.Struct, array_like=True, frozen=True):
+    phone_number: str
+    status: str  # Pending or Verified
+
+
+class SandboxPhoneNumbers(Result, tag="SandboxPhoneNumbers"):
+    phone_numbers: list[SandboxPhoneNumber]
+    next_token: str | None = None
+
+
 class PlatformResource(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
     """A platform application or endpoint in a listing."""
 
@@ -695,5 +741,6 @@ AnyResult = (
     | PhoneNumbers
     | SandboxStatus
     | PlatformResources
+    | SandboxPhoneNumbers
     | Failure
 )

@@ -36,6 +36,9 @@ TOPIC_ATTRIBUTES = {
     "FifoThroughputScope",
 }
 FIFO_THROUGHPUT_SCOPES = ("Topic", "MessageGroup")
+# SNS's reserved message attributes (SMS: sender id, type, price, origination; mobile push:
+# APNS/FCM settings), which a publish may carry though user attributes may not start with "AWS.".
+RESERVED_ATTRIBUTE_PREFIXES = ("AWS.SNS.SMS.", "AWS.MM.SMS.", "AWS.SNS.MOBILE.")
 SUBSCRIPTION_ATTRIBUTES = {
     "DeliveryPolicy",
     "FilterPolicy",
@@ -214,7 +217,7 @@ def validate_publish_attributes(attributes: Mapping[str, AnyAttribute]) -> int:
             if not isinstance(items, list):
                 raise parameter_value_invalid(f"The message attribute '{name}' of type 'String.Array' must be a JSON array.")
     try:
-        return validation.validate_message_attributes(attributes)
+        return validation.validate_message_attributes(attributes, RESERVED_ATTRIBUTE_PREFIXES)
     except BrokerError as error:
         raise parameter_value_invalid(error.message) from None
 

@@ -344,8 +344,9 @@ def validate_message(
         raise message_too_long(max_message_bytes)
 
 
-def validate_message_attributes(attributes: Mapping[str, AnyAttribute]) -> int:
-    """Check user message attributes; returns the bytes they count towards the message size."""
+def validate_message_attributes(attributes: Mapping[str, AnyAttribute], reserved: tuple[str, ...] = ()) -> int:
+    """Check user message attributes; returns the bytes they count towards the message size.
+    reserved: prefixes of the service's own attribute names, let through (SNS's AWS.SNS.SMS.*)."""
     if len(attributes) > SQS_MAX_MESSAGE_ATTRIBUTES:
         raise invalid(
             f"Number of message attributes [{len(attributes)}] exceeds the allowed maximum [{SQS_MAX_MESSAGE_ATTRIBUTES}]."
@@ -355,7 +356,7 @@ def validate_message_attributes(attributes: Mapping[str, AnyAttribute]) -> int:
         lowered = name.lower()
         if (
             not _ATTRIBUTE_NAME.fullmatch(name)
-            or lowered.startswith(("aws.", "amazon."))
+            or (lowered.startswith(("aws.", "amazon.")) and not name.startswith(reserved))
             or name.startswith(".")
             or name.endswith(".")
             or ".." in name

@@ -5,7 +5,7 @@ Theory of operation
 A scrape reads what each part of the broker keeps about itself: the writer's statistics (commits,
 the commit-latency and records-per-commit histograms, fsyncs, bytes written), each queue's and
 topic's actor report (its mailbox, its supervisor's record, and its own counts and counters, all
-O(1) to read), the data directory (one stat per file and one statvfs), the process (/proc/self)
+O(1) to read; the platform actor's likewise), the data directory (one stat per file and one statvfs), the process (/proc/self)
 and the audit's counts of refused requests (audit.py: at most 64 series a family). Nothing waits
 for an actor: each report is a snapshot its owner keeps current, and nothing is kept between
 scrapes: counters live in their owners and count from the broker's start (a queue or topic rebuilt
@@ -30,6 +30,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 
 from dovecote.actors.broker import ActorReport
+from dovecote.actors.platform import PlatformStatistics
 from dovecote.actors.queue import QueueStatistics
 from dovecote.actors.shovel_core import ShovelStatistics
 from dovecote.actors.topic import TopicStatistics
@@ -259,6 +260,36 @@ def actors(out: Exposition, reports: Sequence[ActorReport], max_queues: int, max
     _labelled(out, QUEUE_FAMILIES, _QUEUE_INDEX, "queue", queues, max_queues)
     own = _labelled(out, TOPIC_FAMILIES, _TOPIC_INDEX, "topic", topics, max_topics)
     _deliveries(out, own, topics[len(own):])
+    for report in reports:
+        if report.kind == "platform" and report.actor is not None:
+            platform(out, report)
+
+
+def platform(out: Exposition, report: ActorReport) -> None:
+    """The platform actor: SNS's applications, endpoints and SMS sandbox, and the publishes straight
+    to an endpoint or a phone number, counted as a topic's pushes are."""
+    stats: PlatformStatistics = report.actor  # type: ignore[assignment]  # the platform always reports
+    out.single("dovecote_platform_applications", "gauge", "SNS platform applications.", stats.applications)
+    out.single("dovecote_platform_endpoints", "gauge", "SNS platform endpoints.", stats.endpoints)
+    out.single("dovecote_platform_sms_sandbox_numbers", "gauge", "Phone numbers in the SMS sandbox, pending or verified.",
+               stats.sandbox_numbers)
+    out.single("dovecote_platform_pushes_pending", "gauge",
+               "Publishes straight to an endpoint or phone number (and sandbox passwords) waiting to be delivered (in flight "
+               "included).", stats.pending_pushes)
+    out.single("dovecote_platform_delivery_actors", "gauge", "Delivery actors running, one per endpoint or phone number published to.",
+               stats.delivery_actors)
+    out.family(
+        "dovecote_platform_deliveries_total", "counter",
+        "Publishes straight to an endpoint (application) or a phone number (sms) by outcome, as "
+        + DELIVERIES + " counts them.",
+        [(f'{{protocol="{protocol}",outcome="{outcome}"}}', count) for protocol, outcome, count in stats.deliveries],
+    )
+    out.single("dovecote_platform_mailbox_requests", "gauge", "Clients' requests waiting in the platform actor's mailbox.",
+               report.mailbox.requests)
+    out.single("dovecote_platform_restarts_total", "counter", "Times the platform actor failed and was rebuilt from the store.",
+               report.health.restarts)
+    out.single("dovecote_platform_stopped", "gauge", "1 if the platform actor failed too often in a row and is stopped.",
+               int(report.health.stopped))
 
 
 def shovels(out: Exposition, stats: Sequence[ShovelStatistics], reports: Sequence[ActorReport], region: str, now_ms: int) -> None:

@@ -5,7 +5,9 @@ message on its standard input and the details in its environment.
 
 The webhook's document: {"protocol": "sms" | "application", "endpoint": the phone number (E.164) or
 the platform endpoint's ARN, "message": the text to send, "messageId", "topicArn",
-"subscriptionArn"}. A 2xx answer is a delivery; anything else is retried as an HTTP push is.
+"subscriptionArn"} (both "" for a publish straight to an endpoint or a phone number, and for the
+SMS sandbox's one-time passwords). A 2xx answer is a delivery; anything else is retried as an HTTP
+push is.
 
 The command's environment: DOVECOTE_PROTOCOL, DOVECOTE_ENDPOINT, DOVECOTE_MESSAGE_ID,
 DOVECOTE_TOPIC_ARN, DOVECOTE_SUBSCRIPTION_ARN, beside the broker's own variables but for its

@@ -35,6 +35,12 @@ from dovecote.actors.ops import (
     ListPlatformApplications,
     PlatformResources,
     PublishToEndpoint,
+    PublishToPhoneNumber,
+    CreateSMSSandboxPhoneNumber,
+    VerifySMSSandboxPhoneNumber,
+    DeleteSMSSandboxPhoneNumber,
+    ListSMSSandboxPhoneNumbers,
+    SandboxPhoneNumbers,
     SetEndpointAttributes,
     SetPlatformApplicationAttributes,
     GetSMSSandboxAccountStatus,
@@ -87,6 +93,7 @@ PLATFORM_ACTIONS = (
     "CreatePlatformApplication", "GetPlatformApplicationAttributes", "SetPlatformApplicationAttributes",
     "ListPlatformApplications", "DeletePlatformApplication", "CreatePlatformEndpoint", "GetEndpointAttributes",
     "SetEndpointAttributes", "DeleteEndpoint", "ListEndpointsByPlatformApplication", "GetSMSAttributes", "SetSMSAttributes",
+    "CreateSMSSandboxPhoneNumber", "VerifySMSSandboxPhoneNumber", "DeleteSMSSandboxPhoneNumber", "ListSMSSandboxPhoneNumbers",
 )
 ACTIONS_ONLY_SNS = {
     "CreateTopic", "DeleteTopic", "ListTopics", "GetTopicAttributes", "SetTopicAttributes", "Subscribe",
@@ -265,6 +272,28 @@ class SetEndpointAttributesRequest(_Shape):
     attributes: dict[str, str]
 
 
+class SandboxPhoneNumberRequest(_Shape):
+    """The SMS sandbox's calls name their parameters in PascalCase (PhoneNumber), the older SMS
+    calls' in camelCase."""
+
+    phone_number: str
+
+
+class CreateSMSSandboxPhoneNumberRequest(_Shape):
+    phone_number: str
+    language_code: str | None = None
+
+
+class VerifySMSSandboxPhoneNumberRequest(_Shape):
+    phone_number: str
+    one_time_password: str
+
+
+class ListSMSSandboxPhoneNumbersRequest(_Shape):
+    next_token: str | None = None
+    max_results: int | None = None
+
+
 class RemovePermissionRequest(_Shape):
     topic_arn: str
     label: str
@@ -319,9 +348,8 @@ def _attributes(values: dict[str, AttributeValue]) -> dict[str, MessageAttribute
 
 def _publish(request: PublishRequest) -> Op:
     if request.phone_number is not None:
-        raise invalid_parameter(
-            "PhoneNumber Reason: this broker sends SMS to the sms subscriptions of a topic only; "
-            "subscribe the number and publish to the topic"
+        return PublishToPhoneNumber(
+            request.phone_number, request.message, request.subject, request.message_structure, _attributes(request.message_attributes)
         )
     if request.target_arn is not None and is_endpoint_arn(request.target_arn):
         return PublishToEndpoint(
@@ -426,6 +454,16 @@ _REQUESTS: dict[str, tuple[type[_Shape], Callable[[Any], Op]]] = {
     ),
     "GetSMSAttributes": (SMSAttributeNamesRequest, lambda r: GetSMSAttributes(r.attributes)),
     "SetSMSAttributes": (SMSAttributesRequest, lambda r: SetSMSAttributes(r.attributes)),
+    "CreateSMSSandboxPhoneNumber": (
+        CreateSMSSandboxPhoneNumberRequest, lambda r: CreateSMSSandboxPhoneNumber(r.phone_number, r.language_code)
+    ),
+    "VerifySMSSandboxPhoneNumber": (
+        VerifySMSSandboxPhoneNumberRequest, lambda r: VerifySMSSandboxPhoneNumber(r.phone_number, r.one_time_password)
+    ),
+    "DeleteSMSSandboxPhoneNumber": (SandboxPhoneNumberRequest, lambda r: DeleteSMSSandboxPhoneNumber(r.phone_number)),
+    "ListSMSSandboxPhoneNumbers": (
+        ListSMSSandboxPhoneNumbersRequest, lambda r: ListSMSSandboxPhoneNumbers(r.next_token, r.max_results)
+    ),
 }
 
 
@@ -531,6 +569,10 @@ def to_output(action: str, result: Result) -> dict[str, Any]:
                 "PlatformApplications", "PlatformApplicationArn"
             )
             return _without_none({listing: [{arn_name: r.arn, "Attributes": r.attributes} for r in resources], "NextToken": token})
+        case SandboxPhoneNumbers(phone_numbers=numbers, next_token=token):
+            return _without_none(
+                {"PhoneNumbers": [{"PhoneNumber": n.phone_number, "Status": n.status} for n in numbers], "NextToken": token}
+            )
         case PublishBatchResult(successful=successful, failed=failed):
             return {
                 "Successful": [_without_none({"Id": e.id, "MessageId": e.message_id, "SequenceNumber": e.sequence_number}) for e in successful],

@@ -275,6 +275,21 @@ class SMSAttributesChanged(Record, tag="SMSAttributesChanged"):
     attributes: dict[str, str]
 
 
+class SMSSandboxNumberChanged(Record, tag="SMSSandboxNumberChanged"):
+    """A phone number of the SMS sandbox added (Pending, with the one-time password texted to it),
+    texted a new one, or verified (format 3)."""
+
+    phone_number: str  # E.164, "+" and digits
+    status: str  # Pending or Verified
+    one_time_password: str
+
+
+class SMSSandboxNumberDeleted(Record, tag="SMSSandboxNumberDeleted"):
+    """A phone number taken out of the SMS sandbox (format 3)."""
+
+    phone_number: str
+
+
 class PushQueued(Record, tag="PushQueued"):
     """A delivery a topic owes an HTTP/S or email subscription, stored with its publish. It stays
     pending (state table `pushes`) until a PushDone."""
@@ -384,6 +399,8 @@ AnyRecord = (
     | PlatformEndpointChanged
     | PlatformEndpointDeleted
     | SMSAttributesChanged
+    | SMSSandboxNumberChanged
+    | SMSSandboxNumberDeleted
 )
 QueueRow = QueueCreated | QueueAttributesChanged
 TopicRow = TopicCreated | TopicAttributesChanged

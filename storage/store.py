@@ -43,6 +43,7 @@ from .records import (
     PlatformEndpointChanged,
     Published,
     SMSAttributesChanged,
+    SMSSandboxNumberChanged,
     PushAttempted,
     PushQueued,
     QueueAttributesChanged,
@@ -80,6 +81,7 @@ from .tables import (
     PUSHES,
     QUEUES,
     SMS_ATTRIBUTES,
+    SMS_SANDBOX,
     SUBSCRIPTIONS,
     TABLES,
     TOPICS,
@@ -96,8 +98,8 @@ from .tables import (
 # was recorded are format 1. A store opened for writing records this version: format 2 added
 # encryption at rest (MessageSent, Published and PushQueued gained `sealed`; the data key records
 # and table), which format 1 would misread as empty bodies; format 3 added the shovels' log records
-# (MessageForwarded), SNS's platform applications and endpoints and the account's SMS attributes (their
-# records and tables), which format 2 cannot decode.
+# (MessageForwarded), SNS's platform applications and endpoints, the account's SMS attributes and its
+# SMS sandbox's numbers (their records and tables), which format 2 cannot decode.
 FORMAT_VERSION = 3
 
 TimeShift = Callable[[int, int], int]  # (a record's LSN, its at_ms) -> ms to add to its times
@@ -251,6 +253,7 @@ class LoadedPlatform(NamedTuple):
     endpoints: list[PlatformEndpointChanged]
     pushes: list[PendingPush]  # published straight to an endpoint, in (endpoint id, seq) order
     sms_attributes: dict[str, str]
+    sandbox_numbers: list[SMSSandboxNumberChanged]  # the SMS sandbox's phone numbers, by number
 
 
 class LoadedQueue(NamedTuple):
@@ -458,6 +461,7 @@ class Store(abc.ABC):
             [record for _, record in self._rows(PLATFORM_ENDPOINTS, (PlatformEndpointChanged,), damage)],
             self._load_pushes(DIRECT_PUSHES, damage),
             next((record.attributes for _, record in self._rows(SMS_ATTRIBUTES, (SMSAttributesChanged,), damage)), {}),
+            [record for _, record in self._rows(SMS_SANDBOX, (SMSSandboxNumberChanged,), damage)],
         )
 
     def pending_pushes(self, topic_id: int, subscription_id: int) -> list[PendingPush]:

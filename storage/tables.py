@@ -28,6 +28,8 @@ from .records import (
     PlatformEndpointChanged,
     PlatformEndpointDeleted,
     SMSAttributesChanged,
+    SMSSandboxNumberChanged,
+    SMSSandboxNumberDeleted,
     Published,
     PushAttempted,
     PushDone,
@@ -63,10 +65,11 @@ PLATFORM_APPLICATIONS = "platform_applications"  # SNS platform applications, by
 PLATFORM_ENDPOINTS = "platform_endpoints"  # their endpoints, by ARN (format 3)
 SMS_ATTRIBUTES = "sms_attributes"  # the account's SMS attributes, under SMS_ATTRIBUTES_KEY (format 3)
 SMS_ATTRIBUTES_KEY = b"account"
+SMS_SANDBOX = "sms_sandbox"  # the SMS sandbox's phone numbers, by number (format 3)
 DIRECT_PUSHES = 0  # the topic id of PushQueued records published straight to a platform endpoint (ids start at 1)
 TABLES = (
     LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS,
-    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES,
+    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES, SMS_SANDBOX,
 )
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
@@ -173,6 +176,10 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Put(PLATFORM_ENDPOINTS, arn.encode(), framed)]
         case SMSAttributesChanged():
             return [Put(SMS_ATTRIBUTES, SMS_ATTRIBUTES_KEY, framed)]
+        case SMSSandboxNumberChanged(phone_number=number):
+            return [Put(SMS_SANDBOX, number.encode(), framed)]
+        case SMSSandboxNumberDeleted(phone_number=number):
+            return [Delete(SMS_SANDBOX, number.encode())]
         case PlatformEndpointDeleted(arn=arn, endpoint_id=endpoint_id):
             pushes = keys.push_range(DIRECT_PUSHES, endpoint_id)
             return [Delete(PLATFORM_ENDPOINTS, arn.encode()), DeleteRange(PUSHES, *pushes), DeleteRange(PUSH_ATTEMPTS, *pushes)]

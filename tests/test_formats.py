@@ -24,9 +24,9 @@ PROTOCOL_V1 = json.loads(make.protocol_path(1).read_text())
 STORED = json.loads(make.records_path().read_text())
 STORED_V1 = json.loads(make.records_path(1).read_text())
 STORED_V2 = json.loads(make.records_path(2).read_text())
-FORMAT_3_KINDS = {  # the shovels', SNS's platform applications and endpoints and the account's SMS attributes
+FORMAT_3_KINDS = {  # the shovels', SNS's platform applications and endpoints, the account's SMS attributes and sandbox
     "MessageForwarded", "PlatformApplicationChanged", "PlatformApplicationDeleted", "PlatformEndpointChanged", "PlatformEndpointDeleted",
-    "SMSAttributesChanged",
+    "SMSAttributesChanged", "SMSSandboxNumberChanged", "SMSSandboxNumberDeleted",
 }
 FORMAT_2_KINDS = {"DataKeyCreated", "DataKeyRewrapped", "DataKeyRetired"}  # encryption at rest
 SMS_ACCOUNT_OPERATIONS = {
@@ -35,7 +35,8 @@ SMS_ACCOUNT_OPERATIONS = {
 PLATFORM_OPERATIONS = {
     "CreatePlatformApplication", "GetPlatformApplicationAttributes", "SetPlatformApplicationAttributes", "ListPlatformApplications",
     "DeletePlatformApplication", "CreatePlatformEndpoint", "GetEndpointAttributes", "SetEndpointAttributes", "DeleteEndpoint",
-    "ListEndpointsByPlatformApplication", "PublishToEndpoint", "GetSMSAttributes", "SetSMSAttributes",
+    "ListEndpointsByPlatformApplication", "PublishToEndpoint", "GetSMSAttributes", "SetSMSAttributes", "PublishToPhoneNumber",
+    "CreateSMSSandboxPhoneNumber", "VerifySMSSandboxPhoneNumber", "DeleteSMSSandboxPhoneNumber", "ListSMSSandboxPhoneNumbers",
 }
 FORMAT_2_FIELDS = {"sealed"}  # appended, with defaults, to MessageSent, Published and PushQueued
 
@@ -87,7 +88,9 @@ def test_version_2_changed_the_opening_only():
     for section in ("requests", "responses"):
         assert {tag: PROTOCOL[section][tag] for tag in PROTOCOL_V1[section]} == PROTOCOL_V1[section]
     assert set(PROTOCOL["requests"]) - set(PROTOCOL_V1["requests"]) == SMS_ACCOUNT_OPERATIONS | PLATFORM_OPERATIONS
-    assert set(PROTOCOL["responses"]) - set(PROTOCOL_V1["responses"]) == {"OptedOut", "PhoneNumbers", "SandboxStatus", "PlatformResources"}
+    assert set(PROTOCOL["responses"]) - set(PROTOCOL_V1["responses"]) == {
+        "OptedOut", "PhoneNumbers", "SandboxStatus", "PlatformResources", "SandboxPhoneNumbers",
+    }
 
 
 def test_new_operations_join_the_protocol_version_but_a_changed_frame_does_not():

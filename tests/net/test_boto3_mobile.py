@@ -1,12 +1,14 @@
 """SMS and mobile push from a real `dovecote serve`, driven by unmodified boto3: a real local HTTP
 server as the webhook sink, a real script as the command sink, retries and the dead-letter queue
-after the sink fails, and the deliveries' story in `dovecote log`."""
+after the sink fails, and the deliveries' story in `dovecote log`; Publish to a PhoneNumber, and the
+SMS sandbox's numbers through kill -9s."""
 
 import json
 import stat
 import subprocess
 import sys
 import urllib.request
+from uuid import UUID
 
 import pytest
 
@@ -15,6 +17,7 @@ from dovecote.actors.ops import CheckIfPhoneNumberIsOptedOut, GetSMSSandboxAccou
 from ..faults.serve import ServeProcess
 from ..faults.test_push_process import wait_until
 from ..push_endpoint import ThreadedEndpoint
+from .test_boto3_platform import error_of, pushes_in_the_log
 from .test_boto3_sns import client
 
 ENDPOINT = "arn:aws:sns:us-east-1:000000000000:endpoint/APNS/my-app/4b5c6d7e-0000-4000-8000-000000000001"
@@ -102,7 +105,7 @@ def test_application_subscription_runs_the_command_sink_with_its_platform_payloa
         assert broker.terminate() == 0
 
 
-def test_sms_subscription_without_a_sink_says_which_setting_is_missing(tmp_path):
+def test_sms_without_a_sink_says_which_setting_is_missing(tmp_path):
     broker = ServeProcess(tmp_path / "data")
     url = serving(broker)
     try:
@@ -111,23 +114,92 @@ def test_sms_subscription_without_a_sink_says_which_setting_is_missing(tmp_path)
         for protocol, endpoint in [("sms", "+15555550100"), ("application", ENDPOINT)]:
             with pytest.raises(sns.exceptions.InvalidParameterException, match="mobile_sink_url or mobile_sink_command"):
                 sns.subscribe(TopicArn=topic, Protocol=protocol, Endpoint=endpoint)
-    finally:
-        assert broker.terminate() == 0
-
-
-def test_publish_to_a_phone_number_says_how_to_reach_it(tmp_path):
-    """Direct SMS is not served yet: the refusal says how to reach the number instead. A publish to
-    an endpoint that does not exist is refused as AWS words it."""
-    broker = ServeProcess(tmp_path / "data", "--mobile-sink-command", "true")
-    url = serving(broker)
-    try:
-        sns = client(url, "sns")
-        with pytest.raises(sns.exceptions.InvalidParameterException, match="PhoneNumber Reason: .*sms subscriptions of a topic"):
+        with pytest.raises(sns.exceptions.InvalidParameterException, match="mobile_sink_url or mobile_sink_command"):
             sns.publish(PhoneNumber="+15555550100", Message="hi")
-        with pytest.raises(sns.exceptions.InvalidParameterException, match="TargetArn Reason: No endpoint found for the target arn"):
-            sns.publish(TargetArn=ENDPOINT, Message="hi")
+        with pytest.raises(sns.exceptions.InvalidParameterException, match="mobile_sink_url or mobile_sink_command"):
+            sns.create_sms_sandbox_phone_number(PhoneNumber="+15555550100")
     finally:
         assert broker.terminate() == 0
+
+
+def test_publish_to_a_phone_number_reaches_the_webhook_with_its_story_in_the_log(tmp_path):
+    """A direct SMS, with AWS's SMS attributes, through a real HTTP gateway; bad numbers and
+    attributes refused as AWS refuses them, the broker serving on."""
+    data_dir = tmp_path / "data"
+    with ThreadedEndpoint().running() as gateway:
+        broker = ServeProcess(data_dir, "--mobile-sink-url", gateway.url)
+        url = serving(broker)
+        try:
+            sns = client(url, "sns")
+            attributes = {
+                "AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": "Transactional"},
+                "AWS.SNS.SMS.SenderID": {"DataType": "String", "StringValue": "Dovecote"},
+            }
+            sent = sns.publish(PhoneNumber="+15555550100", Message="your code is 1234", MessageAttributes=attributes)["MessageId"]
+            assert UUID(sent).version == 4  # a MessageId as AWS gives it
+            wait_until(lambda: gateway.received())
+            (delivery,) = gateway.received()
+            assert delivery.json() == {
+                "protocol": "sms", "endpoint": "+15555550100", "message": "your code is 1234", "messageId": sent,
+                "topicArn": "", "subscriptionArn": "",
+            }
+            with pytest.raises(sns.exceptions.InvalidParameterException) as raised:
+                sns.publish(PhoneNumber="+15--551234567", Message="hi")
+            assert error_of(raised) == ("InvalidParameter", "Invalid parameter: Phone number does not meet the E164 format")
+            with pytest.raises(sns.exceptions.InvalidParameterValueException, match="AWS.SNS.SMS.SMSType"):
+                sns.publish(
+                    PhoneNumber="+15555550100", Message="hi",
+                    MessageAttributes={"AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": "Urgent"}},
+                )
+            with pytest.raises(sns.exceptions.InvalidParameterException, match="TargetArn Reason: No endpoint found for the target arn"):
+                sns.publish(TargetArn=ENDPOINT, Message="hi")
+            assert len(gateway.received()) == 1
+            with urllib.request.urlopen(url + "/metrics") as response:
+                metrics = response.read().decode()
+            assert 'dovecote_platform_deliveries_total{protocol="sms",outcome="delivered"} 1' in metrics
+            assert "dovecote_platform_pushes_pending 0" in metrics
+        finally:
+            assert broker.terminate() == 0
+    assert pushes_in_the_log(data_dir, sent) == [("PushQueued", None), ("PushDone", "delivered")]
+
+
+def test_the_sms_sandbox_texts_a_password_verifies_it_and_keeps_its_numbers_through_a_kill_9(tmp_path):
+    data_dir = tmp_path / "data"
+    with ThreadedEndpoint().running() as gateway:
+        broker = ServeProcess(data_dir, "--mobile-sink-url", gateway.url)
+        try:
+            sns = client(serving(broker), "sns")
+            sns.create_sms_sandbox_phone_number(PhoneNumber="+15555550100", LanguageCode="en-US")
+            sns.create_sms_sandbox_phone_number(PhoneNumber="+15555550101")
+            wait_until(lambda: len(gateway.received()) == 2)
+            texted = {r.json()["endpoint"]: r.json()["message"].rsplit(" ", 1)[1] for r in gateway.received()}
+            password = texted["+15555550100"]
+            with pytest.raises(sns.exceptions.VerificationException) as raised:
+                sns.verify_sms_sandbox_phone_number(PhoneNumber="+15555550100", OneTimePassword=f"{(int(password) + 1) % 10**6:06d}")
+            assert error_of(raised) == ("VerificationException", "Invalid one-time password")
+            broker.kill9()
+            sns = client(serving(broker), "sns")
+            sns.verify_sms_sandbox_phone_number(PhoneNumber="+15555550100", OneTimePassword=password)
+            pages = sns.get_paginator("list_sms_sandbox_phone_numbers").paginate(PaginationConfig={"PageSize": 1})
+            assert [number for page in pages for number in page["PhoneNumbers"]] == [
+                {"PhoneNumber": "+15555550100", "Status": "Verified"}, {"PhoneNumber": "+15555550101", "Status": "Pending"},
+            ]
+            sns.delete_sms_sandbox_phone_number(PhoneNumber="+15555550101")
+            with pytest.raises(sns.exceptions.ResourceNotFoundException) as raised:
+                sns.delete_sms_sandbox_phone_number(PhoneNumber="+15555550101")
+            assert error_of(raised) == ("ResourceNotFound", "The phone number +15555550101 is not in the SMS sandbox")
+            with pytest.raises(sns.exceptions.ResourceNotFoundException):
+                sns.verify_sms_sandbox_phone_number(PhoneNumber="+15555550101", OneTimePassword=texted["+15555550101"])
+            with pytest.raises(sns.exceptions.InvalidParameterException, match="PhoneNumber Reason: input incorrectly formatted"):
+                sns.create_sms_sandbox_phone_number(PhoneNumber="555-CALL-NOW")
+            with pytest.raises(sns.exceptions.InvalidParameterException, match="MaxResults Reason"):
+                sns.list_sms_sandbox_phone_numbers(MaxResults=101)
+            broker.kill9()
+            sns = client(serving(broker), "sns")
+            assert sns.list_sms_sandbox_phone_numbers()["PhoneNumbers"] == [{"PhoneNumber": "+15555550100", "Status": "Verified"}]
+            assert sns.get_sms_sandbox_account_status()["IsInSandbox"] is False  # the numbers restrict nothing here
+        finally:
+            assert broker.terminate() == 0
 
 
 def test_the_sms_account_calls_answer_as_aws_for_an_account_out_of_the_sandbox(tmp_path):

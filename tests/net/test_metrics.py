@@ -283,3 +283,38 @@ async def test_counters_outlive_a_restart_of_their_actor(autojump_clock, monkeyp
 
 def crash(*_):
     raise RuntimeError("a bug")
+
+
+async def test_the_platform_actor_counts_its_direct_publishes_as_topics_count_pushes(autojump_clock):
+    """A direct SMS the gateway takes, one it fails once then takes, and one pending while it fails
+    for good: delivered, retried and pending, beside the applications, endpoints and sandbox."""
+    from dovecote.actors.ops import CreatePlatformApplication, CreatePlatformEndpoint, CreateSMSSandboxPhoneNumber, PublishToPhoneNumber
+    from dovecote.net.http_push import Pusher
+    from dovecote.net.mobile_sink import MobileSink
+
+    failures = {"+15555550101": 1, "+15555550102": 10**6}  # by number: attempts to fail
+
+    def gateway(pushed) -> int:
+        number = pushed.json()["endpoint"]
+        if failures.get(number, 0) > 0:
+            failures[number] -= 1
+            return 503
+        return 200
+
+    async with trio_endpoint(gateway) as sink, running_broker(pusher=Pusher(sink=MobileSink(url=sink.url))) as h:
+        endpoints = BrokerEndpoints(h.writer, h.broker, b"")
+        app = (await h.ok(CreatePlatformApplication("app", "GCM", {"PlatformCredential": "k"}))).arn
+        await h.ok(CreatePlatformEndpoint(app, "token"))
+        await h.ok(CreateSMSSandboxPhoneNumber("+15555550100"))
+        for number in failures:
+            await h.ok(PublishToPhoneNumber(number, "hi"))
+        await trio.sleep(25)  # AWS's policy for SMS retries at 10 s and 20 s, then at 30.6 s
+        parsed = await scrape(endpoints)
+        assert_well_formed(parsed)
+        assert parsed.labelled("dovecote_platform_deliveries_total", "outcome") == {"delivered": 2, "retried": 4}
+        assert parsed("dovecote_platform_deliveries_total", protocol="sms", outcome="delivered") == 2  # the password, one publish
+        assert parsed("dovecote_platform_pushes_pending") == 1
+        assert parsed("dovecote_platform_delivery_actors") == 1  # the failing number's: the others ended, idle
+        assert (parsed("dovecote_platform_applications"), parsed("dovecote_platform_endpoints")) == (1, 1)
+        assert parsed("dovecote_platform_sms_sandbox_numbers") == 1
+        assert (parsed("dovecote_platform_restarts_total"), parsed("dovecote_platform_stopped")) == (0, 0)

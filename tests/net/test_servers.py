@@ -212,6 +212,7 @@ async def test_every_actor_reports_itself_in_metrics_and_actors(tmp_path):
     assert by_name["orders"]["mailbox"] == {"requests": 0, "carried": 0, "missed": False}
     (platform,) = [report for report in reports if report["kind"] == "platform"]
     assert (platform["restarts"], platform["stopped"], platform["last_error"]) == (0, False, "")
+    assert (platform["actor"]["applications"], platform["actor"]["pending_pushes"], platform["actor"]["deliveries"]) == (0, 0, [])
     assert by_name["news"]["kind"] == "topic" and by_name["news"]["last_error"] == ""
 
 
