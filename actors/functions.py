@@ -363,6 +363,9 @@ class FunctionActor:
                 why = f"could not start: {error}"
             except BrokerError as error:
                 why = error.message
+            except Exception as error:  # noqa: BLE001 - one instance's failure is its function's, never the broker's
+                log.exception("function %s: instance %d failed", function.name, instance.instance_id)
+                why = f"failed: {error!r}"
         self.post(InstanceEnded(instance.instance_id, why))
 
     def _kill(self, instance_id: int) -> None:

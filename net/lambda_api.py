@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote
 import msgspec
 import trio
 
-from dovecote.actors.authorization import Decision, decide
+from dovecote.actors.authorization import Decision, decide, lambda_action
 from dovecote.actors.errors import BrokerError, access_denied
 from dovecote.actors.function_core import LOCAL_CODE_BUCKET, NO_RESERVED_CONCURRENCY, Code, FunctionName, invalid_value, reserved_concurrency
 from dovecote.actors.functions import FunctionRegistry
@@ -53,18 +53,12 @@ _ROUTES = [
     ("GET", r"/2019-09-30/functions/(?P<name>[^/]+)/concurrency", "GetFunctionConcurrency"),
 ]
 _COMPILED = [(method, re.compile(pattern), operation) for method, pattern, operation in _ROUTES]
-# The IAM action of each operation, where it is not lambda:<operation>
-_ACTIONS = {"Invoke": "lambda:InvokeFunction", "GetFunctionConcurrency": "lambda:GetFunctionConcurrency"}
 _PREFIX = re.compile(r"/20(15-03-31|17-10-31|19-09-30)/functions(/|$)")
 
 
 def is_lambda_path(target: str) -> bool:
     """Whether a request is for the Lambda API (by its path alone)."""
     return _PREFIX.match(split_target(target)[0]) is not None
-
-
-def action_of(operation: str) -> str:
-    return _ACTIONS.get(operation, f"lambda:{operation}")
 
 
 class LambdaApi:
@@ -97,7 +91,7 @@ class LambdaApi:
             resource = functions.arn(function)
             if parameters.get("Qualifier", "$LATEST") != "$LATEST":
                 raise BrokerError("ResourceNotFoundException", f"Function not found: {resource}:{parameters['Qualifier']}")
-        self._authorize(principal, action_of(operation), resource)
+        self._authorize(principal, lambda_action(operation), resource)
         headers = [("Content-Type", _JSON_TYPE), ("x-amzn-RequestId", request_id)]
         if operation == "Invoke":
             assert function is not None
@@ -226,7 +220,7 @@ def error_response(error: BrokerError, request_id: str) -> HttpResponse:
     """An error as Lambda sends it: its code in x-amzn-ErrorType, {Type, Message} in the body."""
     kind = error.kind
     body = _encoder.encode({"Type": "User" if kind.sender_fault else "Service", "Message": error.message})
-    headers = [("Content-Type", _JSON_TYPE), ("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", kind.query_code)]
+    headers = [("Content-Type", _JSON_TYPE), ("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", error.code)]
     return HttpResponse(error.lambda_status, headers, body)
 
 

@@ -24,7 +24,8 @@ from dovecote.actors.functions import (
 )
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.storage.memory_store import MemoryStore
-from dovecote.storage.records import FunctionChanged, FunctionInvoked
+from dovecote.history import LogFilter, describe
+from dovecote.storage.records import FunctionChanged, FunctionCodeStored, FunctionInvoked
 
 from ..conftest import running_broker
 
@@ -100,6 +101,11 @@ async def test_invoke_answers_by_name_or_arn_and_logs_each_invocation(autojump_c
         await trio.sleep(1)  # the outcomes are logged without waiting for their commit
     logged = [record for _, record in store.read_log() if isinstance(record, FunctionInvoked)]
     assert len(logged) == 4 and all(r.outcome == "ok" and r.message_ids == ["m-1"] and r.name == "echo" for r in logged)
+    # `dovecote log --message-id m-1` shows which function got the message, and what it answered
+    shown = [describe(lsn, record) for lsn, record in store.read_log() if LogFilter(message_ids=frozenset({"m-1"})).matches(record)]
+    assert len(shown) == 4 and all("FunctionInvoked" in line and "function=echo" in line and "outcome=ok" in line for line in shown)
+    (code_line,) = [describe(lsn, record) for lsn, record in store.read_log() if isinstance(record, FunctionCodeStored)]
+    assert f"zip={len(CODE.zip)}B" in code_line and "PK" not in code_line  # the zip's size, not its bytes
 
 
 async def test_a_python_instance_is_started_with_lambdas_environment(autojump_clock, tmp_path):
