@@ -57,6 +57,7 @@ from typing import Any, NamedTuple, Protocol
 import msgspec
 import trio
 
+from dovecote.storage.private import make_private_dir
 from dovecote.storage.records import FunctionChanged, FunctionDeleted, FunctionInvoked, Record
 from dovecote.storage.store import StorageError, Store
 from dovecote.storage.writer import LogWriter, WriterOverloaded
@@ -531,8 +532,6 @@ class FunctionRegistry:
     # --- the registry's task ---------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until stop(); the function actors live in here."""
-        if self._code_dir is not None:
-            self._code_dir.mkdir(0o700, parents=True, exist_ok=True)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for function in self._core.functions.values():
@@ -595,6 +594,9 @@ class FunctionRegistry:
     async def instance_spec(self, function: FunctionChanged, instance_id: int) -> InstanceSpec:
         """The command, directory and environment of a new instance, its code unpacked first.
         Raises BrokerError when the code is missing, OSError when it cannot be unpacked."""
+        if self._code_dir is None:
+            raise BrokerError("ServiceException", "This broker has no directory to run functions' code in.")
+        make_private_dir(self._code_dir)  # made at the first start: it holds code other users should not read
         root = function.code_path or str(await self._unpacked(function))
         region = function.region or self.config.region
         environment = instance_environment(function, region, root, self.config.http_url, self._base_environment)
@@ -606,8 +608,7 @@ class FunctionRegistry:
 
     async def _unpacked(self, function: FunctionChanged) -> Path:
         """The function's zip, unpacked once per code (by its SHA-256) under the code directory."""
-        if self._code_dir is None:
-            raise BrokerError("ServiceException", "This broker has no directory to unpack functions' code in.")
+        assert self._code_dir is not None
         target = self._code_dir / base64.b32encode(base64.b64decode(function.code_sha256)).decode().rstrip("=").lower()
         if target.is_dir():
             return target

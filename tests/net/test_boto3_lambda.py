@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import sys
 import textwrap
 import time
@@ -162,6 +163,7 @@ def test_a_python_function_runs_fails_times_out_crashes_and_survives_a_restart_o
         broker.terminate()
     log = broker.process.stderr.read()
     assert f"function worker stdout [{logged_request}] handled hi" in log
+    assert stat.S_IMODE(os.stat(tmp_path / "data" / "functions").st_mode) == 0o700  # the unpacked code: the broker's user's alone
 
     broker = ServeProcess(tmp_path / "data", "--function-python", python).start()
     try:
