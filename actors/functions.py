@@ -64,6 +64,7 @@ from dovecote.storage.writer import LogWriter, WriterOverloaded
 
 from .clock import Clock
 from .config import BrokerConfig
+from .directory import Health
 from .errors import BrokerError, overloaded, shutting_down, storage_failed
 from .function_core import (
     PYTHON_RUNTIMES,
@@ -142,6 +143,18 @@ class InstanceRunner(Protocol):
         naming it, post each Runtime API request as an event, and return why the process ended
         ("exit status 1") when it ends. Cancelled: kills the process (and its children). Raises
         OSError when the process cannot be started."""
+
+
+class FunctionStatistics(NamedTuple):
+    """A function actor's counters, as /actors shows them (counted since the broker started)."""
+
+    instances: int  # processes running or starting
+    busy: int  # of them, running an invocation
+    waiting: int  # invocations waiting for an instance (asynchronous retries included)
+    invocations: int  # answered
+    errors: int  # of them, with X-Amz-Function-Error
+    timeouts: int  # of them, for their Timeout
+    start_failures: int  # instances that failed before they asked for work
 
 
 class FunctionSettings(msgspec.Struct, frozen=True):
@@ -224,6 +237,20 @@ class FunctionActor:
         self._start_after = -math.inf
         self._next_instance_id = 1
         self._stopped = False
+        self.health = Health()  # start failures count as its restarts; the last one is its last error
+        self._invocations = self._errors = self._timeouts = 0
+
+    @property
+    def function(self) -> FunctionChanged:
+        return self._function
+
+    def statistics(self) -> FunctionStatistics:
+        """Read without waiting, from any task."""
+        busy = sum(1 for instance in self._instances.values() if instance.current is not None)
+        waiting = len(self._pending) + len(self._retries)
+        return FunctionStatistics(
+            len(self._instances), busy, waiting, self._invocations, self._errors, self._timeouts, self.health.restarts
+        )
 
     # --- from other tasks, never waiting -----------------------------------------------------
     def post_invoke(self, invoke: _Invoke) -> None:
@@ -380,6 +407,8 @@ class FunctionActor:
         """An instance failed before it asked for work: the oldest waiting invocation gets the
         failure; the next start waits longer."""
         self._failures_in_row += 1
+        self.health.restarts += 1
+        self.health.last_error = f"{error_type}: {payload[:200].decode(errors='replace')}"
         backoff = self._settings.restart_backoff_s
         self._start_after = trio.current_time() + backoff[min(self._failures_in_row - 1, len(backoff) - 1)]
         log.warning(
@@ -414,6 +443,9 @@ class FunctionActor:
     def _finish(self, pending: _Pending, payload: bytes, function_error: str | None, error_type: str) -> None:
         """An invocation's outcome: answered (or, asynchronous and failed, retried), and logged."""
         function = self._function
+        self._invocations += 1
+        self._errors += function_error is not None
+        self._timeouts += error_type == "Sandbox.Timedout"
         self._registry.record(FunctionInvoked(
             pending.started_ms, function.region, function.name, pending.request_id, "Event" if pending.asynchronous else "RequestResponse",
             function_error or "ok", error_type, self._registry.clock.wall_ms() - pending.started_ms, pending.message_ids,
@@ -493,6 +525,10 @@ class FunctionRegistry:
     def functions(self) -> list[FunctionChanged]:
         """Every function, by region and name. Never waits."""
         return [self._core.functions[name] for name in sorted(self._core.functions)]
+
+    def actors(self) -> list[FunctionActor]:
+        """Every function's actor, by region and name. Never waits."""
+        return [self._actors[name] for name in sorted(self._actors)]
 
     def arn(self, function: FunctionChanged | FunctionName) -> str:
         return self._core.arn(FunctionName(function.region, function.name) if isinstance(function, FunctionChanged) else function)

@@ -245,3 +245,25 @@ async def test_functions_are_restored_after_a_restart(autojump_clock, tmp_path):
         (function,) = h.broker.functions.functions()
         assert isinstance(function, FunctionChanged) and function.handler == "handler.main"
         assert (await h.broker.functions.invoke("echo", b"7")).payload == b"7"  # its code unpacked from the store
+
+
+async def test_each_function_reports_itself_among_the_brokers_actors(autojump_clock, tmp_path):
+    async def hang(spec, payload):
+        if payload == b'"hang"':
+            await trio.sleep_forever()
+        return payload
+
+    runner = ScriptedRunner(hang)
+    async with running_broker(runner=runner, functions_dir=str(tmp_path)) as h:
+        functions = h.broker.functions
+        await functions.create("", {**PARAMS, "Timeout": 1}, CODE)
+        await functions.invoke("echo", b"1")
+        await functions.invoke("echo", b'"hang"')
+        runner.init_failures = 1
+        await functions.update_configuration(functions.resolve("echo"), {"Description": "changed"})
+        await functions.invoke("echo", b"2")
+        (report,) = [r for r in h.broker.statistics() if r.kind == "function"]
+        assert (report.name, report.region) == ("echo", "us-east-1")
+        assert report.actor.invocations == 3 and report.actor.errors == 2 and report.actor.timeouts == 1
+        assert report.actor.start_failures == report.health.restarts == 1 and "Runtime.ImportModuleError" in report.health.last_error
+        assert [r.kind for r in await h.broker.gather_statistics()].count("function") == 1
