@@ -25,7 +25,7 @@ STORED = json.loads(make.records_path().read_text())
 STORED_V1 = json.loads(make.records_path(1).read_text())
 STORED_V2 = json.loads(make.records_path(2).read_text())
 STORED_V3 = json.loads(make.records_path(3).read_text())
-FORMAT_4_KINDS = {"FunctionChanged", "FunctionCodeStored", "FunctionDeleted", "FunctionInvoked"}  # Lambda functions
+FORMAT_4_KINDS = {"FunctionChanged", "FunctionCodeStored", "FunctionDeleted", "FunctionEventQueued", "FunctionInvoked"}  # Lambda functions
 FORMAT_3_KINDS = {  # the shovels', SNS's platform applications and endpoints and the account's SMS attributes
     "MessageForwarded", "PlatformApplicationChanged", "PlatformApplicationDeleted", "PlatformEndpointChanged", "PlatformEndpointDeleted",
     "SMSAttributesChanged",

@@ -267,3 +267,45 @@ async def test_each_function_reports_itself_among_the_brokers_actors(autojump_cl
         assert report.actor.invocations == 3 and report.actor.errors == 2 and report.actor.timeouts == 1
         assert report.actor.start_failures == report.health.restarts == 1 and "Runtime.ImportModuleError" in report.health.last_error
         assert [r.kind for r in await h.broker.gather_statistics()].count("function") == 1
+
+
+async def test_an_asynchronous_invocation_is_stored_before_it_is_accepted_and_runs_after_a_restart(autojump_clock, tmp_path):
+    class Stuck(ScriptedRunner):
+        async def run(self, spec, post):  # an instance that never asks for work
+            self.started.append(spec)
+            await trio.sleep_forever()
+
+    store = MemoryStore()
+    async with running_broker(store, runner=Stuck(), functions_dir=str(tmp_path)) as h:
+        await h.broker.functions.create("", PARAMS, CODE)
+        accepted = await h.broker.functions.invoke("echo", b'"later"', asynchronous=True, message_ids=["m-9"])
+        assert accepted.status_code == 202
+        (stored,) = store.load_function_events()
+        assert (stored.request_id, stored.payload, stored.message_ids) == (accepted.request_id, b'"later"', ["m-9"])
+    seen = []
+
+    async def remember(spec, payload):
+        seen.append(payload)
+        return payload
+
+    async with running_broker(store, runner=ScriptedRunner(remember), functions_dir=str(tmp_path)) as h:
+        await trio.sleep(1)
+        assert seen == [b'"later"']
+    assert store.load_function_events() == []  # done: its row went with its last FunctionInvoked
+    (done,) = [r for _, r in store.read_log() if isinstance(r, FunctionInvoked)]
+    assert done.request_id == accepted.request_id and done.outcome == "ok" and done.message_ids == ["m-9"]
+
+
+async def test_a_deleted_function_takes_its_pending_events_with_it(autojump_clock, tmp_path):
+    store = MemoryStore()
+    async with running_broker(store, runner=None, functions_dir=str(tmp_path)) as h:
+        await h.broker.functions.create("", PARAMS, CODE)
+    async with running_broker(store, runner=ScriptedRunner(), functions_dir=str(tmp_path)) as h:
+        await h.broker.functions.set_concurrency(h.broker.functions.resolve("echo"), 0)  # nothing runs
+        with pytest.raises(BrokerError) as throttled:
+            await h.broker.functions.invoke("echo", b"1", asynchronous=True)
+        assert throttled.value.code == "TooManyRequestsException"
+        await h.broker.functions.set_concurrency(h.broker.functions.resolve("echo"), 1)
+        await h.broker.functions.invoke("echo", b"1", asynchronous=True)
+        await h.broker.functions.delete(h.broker.functions.resolve("echo"))
+    assert store.load_function_events() == []
