@@ -23,6 +23,7 @@ from dovecote.actors.functions import (
     NextWanted,
 )
 from dovecote.actors.mailbox import ReplySlot
+from dovecote.actors.ops import CreateQueue
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.history import LogFilter, describe
 from dovecote.storage.records import FunctionChanged, FunctionCodeStored, FunctionInvoked
@@ -265,7 +266,8 @@ async def test_each_function_reports_itself_among_the_brokers_actors(autojump_cl
         (report,) = [r for r in h.broker.statistics() if r.kind == "function"]
         assert (report.name, report.region) == ("echo", "us-east-1")
         assert report.actor.invocations == 3 and report.actor.errors == 2 and report.actor.timeouts == 1
-        assert report.actor.start_failures == report.health.restarts == 1 and "Runtime.ImportModuleError" in report.health.last_error
+        assert report.actor.start_failures == 1 and "Runtime.ImportModuleError" in report.health.last_error
+        assert report.health.restarts == 0  # the actor itself never failed
         assert [r.kind for r in await h.broker.gather_statistics()].count("function") == 1
 
 
@@ -309,3 +311,27 @@ async def test_a_deleted_function_takes_its_pending_events_with_it(autojump_cloc
         await h.broker.functions.invoke("echo", b"1", asynchronous=True)
         await h.broker.functions.delete(h.broker.functions.resolve("echo"))
     assert store.load_function_events() == []
+
+
+async def test_a_failing_function_actor_is_rebuilt_and_never_stops_the_broker(autojump_clock, tmp_path):
+    class Faulty(ScriptedRunner):
+        """Its first instance posts what the actor cannot handle (a bug's stand-in)."""
+
+        async def run(self, spec, post):
+            if not self.started:
+                self.started.append(spec)
+                post(NextWanted([spec.instance_id], ReplySlot()))  # an unhashable id: the actor raises
+                await trio.sleep_forever()
+            return await super().run(spec, post)
+
+    async with running_broker(runner=Faulty(), functions_dir=str(tmp_path)) as h:
+        functions = h.broker.functions
+        await functions.create("", PARAMS, CODE)
+        with pytest.raises(BrokerError) as failed:
+            await functions.invoke("echo", b"1")
+        assert failed.value.code == "InternalError"
+        await trio.sleep(0.2)  # the restart's pause (0.1 s in these tests)
+        assert (await functions.invoke("echo", b"2")).payload == b"2"  # by the rebuilt actor
+        (report,) = [r for r in h.broker.statistics() if r.kind == "function"]
+        assert report.health.restarts == 1 and "TypeError" in report.health.last_error
+        assert await h.ok(CreateQueue("still-served"))  # the broker goes on
