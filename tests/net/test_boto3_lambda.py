@@ -266,7 +266,7 @@ def test_a_provided_runtime_and_the_lambda_apis_errors(tmp_path):
             lam.get_function_configuration(FunctionName="shell")
         assert broker.process.poll() is None  # the broker is up after all that
         reports = {r["name"]: r for r in httpx.get(f"http://127.0.0.1:{broker.http_port}/actors").json() if r["kind"] == "function"}
-        assert reports["empty"]["restarts"] == 1 and "Runtime.ExitError" in reports["empty"]["last_error"]
+        assert reports["empty"]["actor"]["start_failures"] == 1 and "Runtime.ExitError" in reports["empty"]["last_error"]
         assert reports["local"]["actor"]["invocations"] == 1 and reports["local"]["actor"]["instances"] == 1
     finally:
         broker.terminate()
