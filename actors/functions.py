@@ -83,7 +83,8 @@ log = logging.getLogger("dovecote.functions")
 
 INIT_ALLOWANCE_S = 10.0  # how long an invocation may wait for an instance to start, beyond its Timeout (AWS's init limit)
 ASYNC_RETRY_DELAYS_S = (60.0, 120.0)  # an asynchronous invocation that failed is tried again after these, as AWS does
-INSTANCE_EVENTS_CAPACITY = 4096  # each instance has at most two events outstanding
+MAX_FUNCTION_INSTANCES = 1000  # the most FunctionSettings.max_instances may be
+INSTANCE_EVENTS_CAPACITY = 2 * MAX_FUNCTION_INSTANCES + 16  # each instance has at most two events outstanding
 
 
 class Invocation(msgspec.Struct, frozen=True):
@@ -163,7 +164,8 @@ class FunctionSettings(msgspec.Struct, frozen=True):
     """How this machine runs functions (ServeConfig and the configuration file set them)."""
 
     python: str = "python3"  # the interpreter of python3.x runtimes: a name on PATH or a path
-    max_instances: int = 4  # per function, unless its ReservedConcurrentExecutions says otherwise
+    max_instances: int = 4  # per function, at most; its ReservedConcurrentExecutions may say fewer
+    max_waiting_bytes: int = 64 * 1024 * 1024  # per function: the payloads of the invocations it holds, waiting or running
     restart_backoff_s: tuple[float, ...] = (0.0, 0.5, 2.0, 10.0, 30.0)  # before a start, by failures in a row
     # Unpack zips in a worker thread, beside the event loop (not in tests on the autojump clock,
     # whose time would jump while a thread works).
@@ -255,6 +257,8 @@ class FunctionActor:
         self.health = health if health is not None else Health()  # a failed start is its last error too
         self.failed = False  # it raised: it takes nothing more (its supervisor answers what it held)
         self._invocations = self._errors = self._timeouts = self._start_failures = 0
+        self._held = len(restored)  # invocations admitted and not yet answered for the last time (admit)
+        self._held_bytes = sum(len(event.payload) for event in restored)
         for event in restored:
             self._accept(_Invoke(event.request_id, event.payload, _nobody, event.message_ids, event.at_ms))
 
@@ -271,14 +275,21 @@ class FunctionActor:
         )
 
     # --- from other tasks, never waiting -----------------------------------------------------
-    def check_room(self) -> None:
-        """Raises TooManyRequestsException when its mailbox is full, ServiceUnavailable while it
-        is being restarted or after it failed too often."""
+    def admit(self, payload_bytes: int) -> None:
+        """Count an invocation about to be posted among those it holds, as a bounded mailbox
+        counts its mail: at most `mailbox_capacity` of them, of `max_waiting_bytes` together,
+        until each is answered for the last time. Raises TooManyRequestsException past either,
+        ServiceUnavailable while the actor is being restarted or after it failed too often."""
         if self.failed:
             what = f"The actor of function {self._function.name}"
             raise actor_stopped(what, self.health.restarts) if self.health.stopped else BrokerError("ServiceUnavailable", f"{what} failed and is restarting; retry.")
-        if self._receive.statistics().current_buffer_used >= self._capacity:
-            raise BrokerError("TooManyRequestsException", f"Rate Exceeded: function {self._function.name} has {self._capacity} invocations waiting.")
+        if self._held >= self._capacity or self._held_bytes + payload_bytes > self._settings.max_waiting_bytes:
+            raise BrokerError(
+                "TooManyRequestsException",
+                f"Rate Exceeded: function {self._function.name} holds {self._held} invocations ({self._held_bytes} bytes) not yet answered.",
+            )
+        self._held += 1
+        self._held_bytes += payload_bytes
 
     def post(self, message: object) -> None:
         """Instance events, reconfiguration and stop. The channel holds every instance's
@@ -306,6 +317,8 @@ class FunctionActor:
         match message:
             case _Invoke():
                 if self._function.reserved_concurrency == 0 and not message.queued_ms:
+                    self._held -= 1
+                    self._held_bytes -= len(message.payload)
                     message.reply(throttled())
                 else:
                     self._accept(message)
@@ -364,8 +377,9 @@ class FunctionActor:
         self._pending.append(_Pending(invoke, now + self._function.timeout_s + INIT_ALLOWANCE_S, self._registry.clock.wall_ms()))
 
     def _limit(self) -> int:
+        """Processes at once: the broker's cap (a device's), or fewer if the function reserves fewer."""
         reserved = self._function.reserved_concurrency
-        return reserved if reserved >= 0 else self._settings.max_instances
+        return min(reserved, self._settings.max_instances) if reserved >= 0 else self._settings.max_instances
 
     def _dispatch(self) -> None:
         """Hand waiting invocations to idle instances; start instances for those left."""
@@ -486,6 +500,9 @@ class FunctionActor:
             0 if retried else pending.queued_ms,
         ))
         pending.reply(Invocation(payload, function_error, pending.request_id))  # nobody waits for an asynchronous one
+        if not retried:
+            self._held -= 1
+            self._held_bytes -= len(pending.payload)
         if retried:
             pending.due = trio.current_time() + ASYNC_RETRY_DELAYS_S[pending.attempt - 1]
             pending.attempt += 1
@@ -545,7 +562,7 @@ class FunctionRegistry:
             raise BrokerError("ServiceException", "This broker runs no functions (it was started without a function runner).")
         if self._core.get(name).reserved_concurrency == 0:  # as stored: the actor may not have heard of a change yet
             raise throttled()
-        actor.check_room()
+        actor.admit(len(payload))
         request_id = str(uuid.uuid4())
         if asynchronous:  # stored before it is accepted, as a send is
             queued = FunctionEventQueued(self.clock.wall_ms(), name.region, name.name, request_id, payload, list(message_ids))

@@ -12,6 +12,7 @@ import zipfile
 import pytest
 import trio
 
+from dovecote.actors.config import BrokerConfig
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.function_core import Code
 from dovecote.actors.functions import (
@@ -144,6 +145,12 @@ async def test_instances_are_reused_and_grow_up_to_the_concurrency_limit(autojum
                 nursery.start_soon(one, n)
         assert sorted(a.payload for a in answers) == [b"%d" % n for n in range(9)]
         assert len(runner.started) == 3  # nine invocations, three at a time, by three warm instances
+        answers.clear()
+        await functions.set_concurrency(functions.resolve("echo"), 10)  # more than the broker's cap of 3: the cap holds
+        async with trio.open_nursery() as nursery:
+            for n in range(6):
+                nursery.start_soon(one, n)
+        assert len(answers) == 6 and len(runner.started) == 3 + 3  # the change retired the three; three new ones, not six
         await functions.set_concurrency(functions.resolve("echo"), 0)
         with pytest.raises(BrokerError) as throttled:
             await functions.invoke("echo", b"{}")
@@ -335,3 +342,27 @@ async def test_a_failing_function_actor_is_rebuilt_and_never_stops_the_broker(au
         (report,) = [r for r in h.broker.statistics() if r.kind == "function"]
         assert report.health.restarts == 1 and "TypeError" in report.health.last_error
         assert await h.ok(CreateQueue("still-served"))  # the broker goes on
+
+
+async def test_the_invocations_a_function_holds_are_bounded_in_number_and_bytes(autojump_clock, tmp_path):
+    async def hang(spec, payload):
+        await trio.sleep_forever()
+
+    settings = FunctionSettings(max_waiting_bytes=100, unpack_in_thread=False)
+    config = BrokerConfig(restart_backoff_s=(0.0, 0.1), mailbox_capacity=3)
+    async with running_broker(config=config, runner=ScriptedRunner(hang), functions_dir=str(tmp_path), function_settings=settings) as h:
+        functions = h.broker.functions
+        await functions.create("", {**PARAMS, "Timeout": 900}, CODE)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functions.invoke, "echo", b'"' + b"x" * 60 + b'"')
+            await trio.sleep(1)
+            with pytest.raises(BrokerError) as too_many_bytes:
+                await functions.invoke("echo", b'"' + b"x" * 60 + b'"')
+            assert too_many_bytes.value.code == "TooManyRequestsException" and "(62 bytes)" in too_many_bytes.value.message
+            nursery.start_soon(functions.invoke, "echo", b"1")
+            nursery.start_soon(functions.invoke, "echo", b"2")
+            await trio.sleep(1)
+            with pytest.raises(BrokerError) as too_many:
+                await functions.invoke("echo", b"3")
+            assert "holds 3 invocations" in too_many.value.message
+            nursery.cancel_scope.cancel()
