@@ -32,11 +32,11 @@ from dovecote.net.http_server import HttpRequest
 from dovecote.net.metrics import OTHER, escape
 from dovecote.storage.tables import LOG
 
+from ..actors.test_functions import CODE as FUNCTION_CODE, PARAMS as FUNCTION_PARAMS, ScriptedRunner
 from ..actors.test_push import confirmed
 from ..conftest import running_broker
 from ..push_endpoint import trio_endpoint
 from .test_servers import broker as served_broker
-from ..actors.test_functions import CODE as FUNCTION_CODE, PARAMS as FUNCTION_PARAMS, ScriptedRunner
 
 QUEUE = "arn:aws:sqs:us-east-1:000000000000:"
 SCRAPE = HttpRequest("GET", "/metrics", [], b"")
