@@ -3,20 +3,22 @@
 The interface others build on (event source mappings, SNS `lambda` subscriptions)::
 
     registry = broker.functions
-    invocation = await registry.invoke(function, payload, asynchronous=False, message_ids=())
+    invocation = await registry.invoke(function, payload, asynchronous=False, message_ids=(), client_context="")
 
 `function` is a name or ARN, qualified (`:$LATEST`) or not; `payload` the event's JSON bytes.
 It returns an `Invocation`: `payload` (the function's answer, or Lambda's error JSON
 {errorMessage, errorType, stackTrace}), `function_error` (None, or "Unhandled" as AWS sets
 X-Amz-Function-Error), `request_id`, `status_code` (200; 202 for an asynchronous one, which returns
 once it is stored, without a payload: it runs after a restart if it had not run, its outcome is
-logged, and it is tried twice more on error, as AWS does).
-`message_ids` name the messages the event carries, for the FunctionInvoked log record that
-`dovecote log --message-id` shows; `client_context` is the caller's ClientContext (JSON), which a
-synchronous invocation passes to the handler's context, as Lambda does. It raises BrokerError: ResourceNotFoundException for a function
-that does not exist (or is deleted meanwhile), TooManyRequestsException when the function's
-reserved concurrency is 0 or its mailbox is full (retryable). It waits while the function runs,
-at most its Timeout (plus its instance's start-up); cancelling it gives up the wait, not the run.
+logged, and it is tried twice more on error, as AWS does). `message_ids` name the messages the
+event carries, for the FunctionInvoked log record that `dovecote log --message-id` shows;
+`client_context` is the caller's ClientContext (JSON), which a synchronous invocation passes to the
+handler's context, as Lambda does. It raises BrokerError: ResourceNotFoundException for a function
+that does not exist (or is deleted meanwhile); TooManyRequestsException (retryable) when the
+function's reserved concurrency is 0 or it holds as many invocations, or payload bytes, as it may;
+ServiceUnavailable while its actor is being rebuilt after a failure; ServiceUnavailable or
+InternalError from the store. It waits while the function runs, at most its Timeout (plus its
+instance's start-up); cancelling it gives up the wait, not the run.
 
 Theory of operation
 -------------------
@@ -31,12 +33,13 @@ its own Runtime API on a loopback port (served by the injected `InstanceRunner`,
 lambda_runtime.py), as each AWS execution environment has its own. An instance asks for work
 (`/next`), which the actor answers with the oldest pending invocation; a warm instance is reused;
 a new one is started while invocations wait and the function has fewer than its concurrency limit
-(ReservedConcurrentExecutions, else the broker's `function_max_instances`). An invocation that
+(the broker's `function_max_instances`, or its ReservedConcurrentExecutions if fewer). An invocation that
 outlives its Timeout is answered with AWS's "Task timed out" error and its instance is killed. An
 instance that ends while it runs an invocation fails that invocation (Runtime.ExitError); one that
 fails before it asks for work (init error, a crash, a bootstrap that cannot start) fails the
 oldest waiting invocation, and the next start waits longer after each such failure in a row
-(`function_restart_backoff_s`). A changed function's idle instances are stopped at once, busy ones
+(FunctionSettings.restart_backoff_s). The actor itself is supervised (`_supervise`): one that
+raises is rebuilt from the store after a pause, as a queue's actor is. A changed function's idle instances are stopped at once, busy ones
 when they finish, so every invocation after the change runs the new code or configuration.
 """
 
