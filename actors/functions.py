@@ -16,8 +16,8 @@ event carries, for the FunctionInvoked log record that `dovecote log --message-i
 handler's context, as Lambda does. It raises BrokerError: ResourceNotFoundException for a function
 that does not exist (or is deleted meanwhile); TooManyRequestsException (retryable) when the
 function's reserved concurrency is 0 or it holds as many invocations, or payload bytes, as it may;
-ServiceUnavailable while its actor is being rebuilt after a failure; ServiceUnavailable or
-InternalError from the store. It waits while the function runs, at most its Timeout (plus its
+ServiceUnavailable while its actor is being rebuilt after a failure, or when the store refuses an
+asynchronous one; InternalError for one its actor held when the actor failed. It waits while the function runs, at most its Timeout (plus its
 instance's start-up); cancelling it gives up the wait, not the run.
 
 Theory of operation
