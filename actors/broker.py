@@ -9,6 +9,7 @@ How the pieces share the work (each module's docstring says more):
 - recovery.py    rebuilds queues and topics from the store, at start and for a restart
 - session.py     a connection's way in: routes each operation straight to its actor
 - platform.py    the one task owning SNS's platform applications and endpoints (and their direct publishes)
+- functions.py   Lambda functions: the registry task, one actor per function owning its processes
 - queue.py, topic.py, delivery.py   the actors, around the pure cores
 """
 
@@ -25,6 +26,7 @@ from dovecote.storage.writer import LogWriter
 from .clock import Clock
 from .config import BrokerConfig
 from .directory import ActorEntry, Directory, Health
+from .functions import FunctionRegistry, FunctionSettings, InstanceRunner
 from .lifecycle import Lifecycle
 from .limits import STATISTICS_ACTORS_PER_STEP
 from .mailbox import MailboxStatistics
@@ -42,7 +44,7 @@ from .topic_core import TopicCore
 class ActorReport(NamedTuple):
     """One queue's or topic's actor, as it reports itself (see `Broker.statistics`)."""
 
-    kind: str  # "queue", "topic" or "platform" (the one platform actor)
+    kind: str  # "queue", "topic", "platform" (the one platform actor) or "function" (a Lambda function's)
     region: str
     name: str
     mailbox: MailboxStatistics
@@ -60,10 +62,14 @@ class Broker:
         cores: Sequence[QueueCore | TopicCore],
         signer: Signer | None = None,
         sender: Sender | None = None,
+        runner: InstanceRunner | None = None,
+        functions_dir: str | None = None,
+        function_settings: FunctionSettings = FunctionSettings(),
     ) -> None:
         """cores: the recovered queues and topics. signer: signs the SNS messages topics deliver
         (None: unsigned). sender: pushes to HTTP/S and email subscriptions (None: topics refuse
-        those)."""
+        those). runner: runs Lambda functions' instances, whose code is unpacked in functions_dir
+        (None: functions are kept but not run)."""
         self.config = config
         self.directory = Directory()
         supervisor = Supervisor(config, store, writer, clock, self.directory, sender)
@@ -71,6 +77,7 @@ class Broker:
         self._lifecycle = Lifecycle(config, store, writer, clock, self.directory, supervisor, options)
         self._platform = Platform(config, store, writer, clock, sender, self.directory.forward)
         self._initial_cores = list(cores)
+        self.functions = FunctionRegistry(config, store, writer, clock, runner, functions_dir, function_settings)
 
     def session(self, region: str | None = None, principal: Principal = ANYONE) -> Session:
         """A session of one principal, acting in one region's namespace (by default the broker's
@@ -85,6 +92,7 @@ class Broker:
         self._initial_cores.clear()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._platform.run)
+            await nursery.start(self.functions.run)
             await self._lifecycle.run(cores, task_status=task_status)
 
     def stop(self) -> None:
@@ -92,12 +100,13 @@ class Broker:
         what is in its mailbox and ends."""
         self._lifecycle.mailbox.close_for_mail()
         self._platform.mailbox.close_for_mail()
+        self.functions.stop()
 
     def statistics(self) -> list[ActorReport]:
         """How every queue's and topic's actor fares: its mailbox, its supervisor's record and its
         own counters, then the platform actor's. Read without waiting, from any task: one
         consistent snapshot."""
-        return [_report(entry) for entry in self.directory.entries()] + [self.platform_report()]
+        return [_report(entry) for entry in self.directory.entries()] + [self.platform_report(), *self.function_reports()]
 
     def platform_report(self) -> ActorReport:
         """The platform actor's mailbox, restarts and statistics."""
@@ -105,6 +114,17 @@ class Broker:
         return ActorReport(
             "platform", self.config.region, "platform", platform.mailbox.statistics(), platform.health, platform.statistics()
         )
+
+    def function_reports(self) -> list[ActorReport]:
+        """Each Lambda function's actor: the invocations waiting for an instance as its mailbox's
+        requests, its instances' start failures as its restarts, and its counters."""
+        reports = []
+        for actor in self.functions.actors():
+            statistics = actor.statistics()
+            function = actor.function
+            mailbox = MailboxStatistics(statistics.waiting, 0, False)
+            reports.append(ActorReport("function", function.region or self.config.region, function.name, mailbox, actor.health, statistics))
+        return reports
 
     async def gather_statistics(self, *, per_step: int = STATISTICS_ACTORS_PER_STEP) -> list[ActorReport]:
         """The same, letting other tasks run after every `per_step` actors, so that reading ten
@@ -117,7 +137,7 @@ class Broker:
             if start:
                 await trio.lowlevel.checkpoint()
             reports += [_report(entry) for entry in entries[start : start + per_step]]
-        return reports + [self.platform_report()]
+        return reports + [self.platform_report(), *self.function_reports()]
 
 
 def _report(entry: ActorEntry) -> ActorReport:

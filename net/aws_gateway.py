@@ -30,7 +30,7 @@ from dovecote.actors.principals import ANYONE, Principal
 from dovecote.actors.broker import Broker
 from dovecote.actors.session import Session
 
-from . import sns_api, sqs_api, sqs_query
+from . import lambda_api, sns_api, sqs_api, sqs_query
 from .audit import DENIED_CODES, DOOR_AWS, Audit
 from .aws_request import JSON, SNS, AwsRequest, classify, is_queue_path, shape_of_head
 from .credential_scope import parse_authorization
@@ -47,6 +47,9 @@ class Verifier(Protocol):
 
 
 _json_encoder = msgspec.json.Encoder()
+
+
+_LAMBDA_REQUEST = AwsRequest("rest-json", "lambda", "", [], False, None)  # what _caller needs of a Lambda request
 
 
 class Caller(NamedTuple):
@@ -90,6 +93,8 @@ class AwsGateway:
         self._request_numbers = itertools.count()
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
+        if lambda_api.is_lambda_path(request.target):
+            return await self._lambda(request)
         aws = classify(request)
         if aws is None:
             if is_queue_path(request.target):
@@ -97,7 +102,7 @@ class AwsGateway:
                 # answer a request for no operation (recorded: localstack's sqs query_api.py).
                 return HttpResponse(404, [("Content-Type", "text/xml")], b"<UnknownOperationException/>")
             return await self._fallback(request)
-        request_id = f"{self._request_id_prefix}{next(self._request_numbers) & 0xFFFFFFFFFFFF:012x}"
+        request_id = self._next_request_id()
         outcome = await self._serve(request, aws)
         if isinstance(outcome, BrokerError):
             return _error(aws, outcome, request_id)
@@ -109,6 +114,18 @@ class AwsGateway:
         else:
             body = sqs_query.render(aws.action, outcome, request_id)
         return HttpResponse(200, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
+
+    async def _lambda(self, request: HttpRequest) -> HttpResponse:
+        """A Lambda REST API request (lambda_api.py), its signature checked as every other's."""
+        request_id = self._next_request_id()
+        caller = self._caller(request, _LAMBDA_REQUEST)
+        if isinstance(caller, BrokerError):
+            return lambda_api.error_response(caller, request_id)
+        api = lambda_api.LambdaApi(self._broker.functions, self._account_id)
+        return await api.handle(request, caller.principal, caller.region, request_id)
+
+    def _next_request_id(self) -> str:
+        return f"{self._request_id_prefix}{next(self._request_numbers) & 0xFFFFFFFFFFFF:012x}"
 
     async def _serve(self, request: HttpRequest, aws: AwsRequest) -> dict[str, Any] | BrokerError:
         """The output of the request's action, or why it failed. The action is classify's alone:
@@ -213,6 +230,10 @@ def refusal(request: HttpRequest, code: str, message: str) -> HttpResponse:
     """The HTTP server's Refuser for the AWS port: a request refused before it was read whole (a
     body past the limit), or whose handling raised, gets the error in the shape its head shows (the
     broker's own endpoints: plain text)."""
+    if lambda_api.is_lambda_path(request.target):
+        if code == "RequestEntityTooLarge":
+            code, message = "RequestTooLargeException", f"{message} Give larger code by Code.S3Bucket 'local' (a path)."
+        return lambda_api.error_response(BrokerError(code, message), str(uuid.uuid4()))
     aws = shape_of_head(request)
     if aws is None:
         return text_refusal(request, code, message)

@@ -31,6 +31,7 @@ import msgspec
 
 from dovecote.actors import authorization
 from dovecote.actors.config import BrokerConfig
+from dovecote.actors.functions import MAX_FUNCTION_INSTANCES, FunctionSettings
 from dovecote.actors.principals import Key
 from dovecote.net.http_push import SmtpRelay
 from dovecote.net.limits import NetLimits
@@ -302,6 +303,19 @@ SETTINGS: tuple[Setting, ...] = (
         "signature per publish is most of a publish's cost)", "broker.sign_sqs_envelopes",
         default=lambda: not _field_default("broker.sign_sqs_envelopes"), to_field=lambda unsigned: not unsigned,
     ),
+    Setting(
+        "function_python", str, "the interpreter of python3.x Lambda functions: a name on PATH or a path (the broker "
+        "carries no Python for them)", "functions.python", metavar="PYTHON",
+    ),
+    Setting(
+        "function_max_instances", int, "processes a Lambda function runs at once, at most (1 to 1000; its "
+        "ReservedConcurrentExecutions may say fewer)", "functions.max_instances", metavar="N",
+    ),
+    Setting(
+        "function_max_waiting_bytes", int, "payload bytes of the invocations a Lambda function holds, waiting or "
+        "running; beyond, invocations are refused (TooManyRequestsException), so memory stays bounded",
+        "functions.max_waiting_bytes", metavar="BYTES",
+    ),
     Setting("push_timeout", float, "seconds an HTTP/S push attempt may take before it fails and is retried", "push_timeout_s", metavar="SECONDS"),
     Setting(
         "push_max_pending", int, "pending pushes a subscription may have; beyond, new ones are dropped and recorded, "
@@ -364,7 +378,7 @@ SETTINGS: tuple[Setting, ...] = (
 BY_KEY = {setting.key: setting for setting in SETTINGS}
 STRUCTS: dict[str, type[msgspec.Struct]] = {
     "": ServeConfig, "broker": BrokerConfig, "smtp": SmtpRelay, "tls": TlsSettings, "limits": NetLimits,
-    "mobile_sink": MobileSink,
+    "mobile_sink": MobileSink, "functions": FunctionSettings,
 }
 
 
@@ -669,7 +683,12 @@ def serve_config(values: Mapping[str, object]) -> ServeConfig:
     except ValueError as error:
         setting = next(setting for setting in SETTINGS if setting.field == "limits." + error.args[1])
         raise ConfigError(f"{setting.key} must be more than 0, not {values[setting.key]}") from None
-    return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls, limits=limits, mobile_sink=mobile_sink)
+    if not 1 <= fields["functions"]["max_instances"] <= MAX_FUNCTION_INSTANCES:
+        raise ConfigError(f"function_max_instances must be 1 to {MAX_FUNCTION_INSTANCES}, not {fields['functions']['max_instances']}")
+    if fields["functions"]["max_waiting_bytes"] < 1:
+        raise ConfigError(f"function_max_waiting_bytes must be more than 0, not {fields['functions']['max_waiting_bytes']}")
+    functions = FunctionSettings(**fields["functions"])
+    return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls, limits=limits, mobile_sink=mobile_sink, functions=functions)
 
 
 def _mobile_sink(url: str | None, command: str | None) -> MobileSink | None:

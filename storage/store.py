@@ -36,6 +36,9 @@ from .records import (
     DataKeyRow,
     DedupEntry,
     DeliveryRow,
+    FunctionChanged,
+    FunctionCodeStored,
+    FunctionEventQueued,
     MessageReceived,
     MessageSent,
     MoveTaskChanged,
@@ -68,6 +71,9 @@ from .tables import (
     DEDUP,
     DELIVERIES,
     DIRECT_PUSHES,
+    FUNCTION_CODE,
+    FUNCTION_EVENTS,
+    FUNCTIONS,
     LOG,
     MESSAGES,
     META,
@@ -99,8 +105,9 @@ from .tables import (
 # encryption at rest (MessageSent, Published and PushQueued gained `sealed`; the data key records
 # and table), which format 1 would misread as empty bodies; format 3 added the shovels' log records
 # (MessageForwarded), SNS's platform applications and endpoints, the account's SMS attributes and its
-# SMS sandbox's numbers (their records and tables), which format 2 cannot decode.
-FORMAT_VERSION = 3
+# SMS sandbox's numbers (their records and tables), which format 2 cannot decode; format 4 the Lambda
+# functions (their records and tables), which format 3 cannot decode.
+FORMAT_VERSION = 4
 
 TimeShift = Callable[[int, int], int]  # (a record's LSN, its at_ms) -> ms to add to its times
 
@@ -463,6 +470,22 @@ class Store(abc.ABC):
             next((record.attributes for _, record in self._rows(SMS_ATTRIBUTES, (SMSAttributesChanged,), damage)), {}),
             [record for _, record in self._rows(SMS_SANDBOX, (SMSSandboxNumberChanged,), damage)],
         )
+
+    def load_functions(self) -> list[FunctionChanged]:
+        """Every Lambda function's configuration, without its code (damaged rows left out:
+        `dovecote check` names them)."""
+        return [record for _, record in self._rows(FUNCTIONS, (FunctionChanged,), DamageCollector())]
+
+    def load_function_events(self) -> list[FunctionEventQueued]:
+        """Every pending asynchronous invocation, by function and in the order they were queued
+        (damaged rows left out: `dovecote check` names them)."""
+        return [record for _, record in self._rows(FUNCTION_EVENTS, (FunctionEventQueued,), DamageCollector())]
+
+    def function_code(self, region: str, name: str) -> FunctionCodeStored | None:
+        """A function's stored zip (None: none stored, or damaged: `dovecote check` names it)."""
+        (value,) = self._get_many(FUNCTION_CODE, [keys.function_key(region, name)])
+        record = _decode_or_none(value) if value is not None else None
+        return record if isinstance(record, FunctionCodeStored) else None
 
     def pending_pushes(self, topic_id: int, subscription_id: int) -> list[PendingPush]:
         """One subscription's pending pushes, in seq order (damaged rows left out: `dovecote check`

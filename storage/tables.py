@@ -15,6 +15,11 @@ from .framing import frame
 from .records import (
     DataKeyCreated,
     DataKeyRetired,
+    FunctionChanged,
+    FunctionCodeStored,
+    FunctionDeleted,
+    FunctionEventQueued,
+    FunctionInvoked,
     DataKeyRewrapped,
     DedupEntry,
     DedupWindowClosed,
@@ -66,10 +71,13 @@ PLATFORM_ENDPOINTS = "platform_endpoints"  # their endpoints, by ARN (format 3)
 SMS_ATTRIBUTES = "sms_attributes"  # the account's SMS attributes, under SMS_ATTRIBUTES_KEY (format 3)
 SMS_ATTRIBUTES_KEY = b"account"
 SMS_SANDBOX = "sms_sandbox"  # the SMS sandbox's phone numbers, by number (format 3)
+FUNCTIONS = "functions"  # Lambda functions' configurations (FunctionChanged), by function_key (format 4)
+FUNCTION_CODE = "function_code"  # their zips (FunctionCodeStored), same keys (format 4)
+FUNCTION_EVENTS = "function_events"  # pending asynchronous invocations (FunctionEventQueued), by function_event_key (format 4)
 DIRECT_PUSHES = 0  # the topic id of PushQueued records published straight to a platform endpoint (ids start at 1)
 TABLES = (
     LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS,
-    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES, SMS_SANDBOX,
+    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES, SMS_SANDBOX, FUNCTIONS, FUNCTION_CODE, FUNCTION_EVENTS,
 )
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
@@ -183,6 +191,17 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
         case PlatformEndpointDeleted(arn=arn, endpoint_id=endpoint_id):
             pushes = keys.push_range(DIRECT_PUSHES, endpoint_id)
             return [Delete(PLATFORM_ENDPOINTS, arn.encode()), DeleteRange(PUSHES, *pushes), DeleteRange(PUSH_ATTEMPTS, *pushes)]
+        case FunctionChanged(region=region, name=name):
+            return [Put(FUNCTIONS, keys.function_key(region, name), framed)]
+        case FunctionCodeStored(region=region, name=name):
+            return [Put(FUNCTION_CODE, keys.function_key(region, name), framed)]
+        case FunctionDeleted(region=region, name=name):
+            key = keys.function_key(region, name)
+            return [Delete(FUNCTIONS, key), Delete(FUNCTION_CODE, key), DeleteRange(FUNCTION_EVENTS, *keys.function_event_range(region, name))]
+        case FunctionEventQueued(region=region, name=name, request_id=request_id):
+            return [Put(FUNCTION_EVENTS, keys.function_event_key(region, name, record.at_ms, request_id), framed)]
+        case FunctionInvoked(region=region, name=name, request_id=request_id, event_queued_ms=queued_ms):
+            return [Delete(FUNCTION_EVENTS, keys.function_event_key(region, name, queued_ms, request_id))] if queued_ms else []
         case QueueDeleted(queue_id=q):
             first, last = keys.queue_message_range(q)
             return [Delete(QUEUES, keys.queue_key(q))] + [DeleteRange(t, first, last) for t in QUEUE_TABLES]
