@@ -13,6 +13,11 @@ then, so a peer that does not read holds its slots and cannot make the buffer gr
 
 The socket's descriptor is written only while the connection is open (`attach` .. `detach`): once
 the stream is closed its number may belong to another connection.
+
+The server runs it on Trio's streams, the client (client.py) on AnyIO's under Trio or asyncio: so
+its own waiting is AnyIO's, which runs on either. Under asyncio the socket is never written
+directly: asyncio's transport keeps writes that the kernel did not take in a buffer of its own, and a
+direct write could pass them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import anyio
+import anyio.abc
 import trio
 
 
@@ -30,13 +37,15 @@ class Outbox:
         self._on_sent = on_sent
         self._fd: int | None = None  # written directly while set
         self._flushing = False  # run() is sending: no one else writes
-        self._waiting = trio.Event()  # wakes run()
+        self._waiting = anyio.Event()  # wakes run()
         self._closed = False
 
-    def attach(self, stream: trio.abc.Stream) -> None:
-        """Write straight to the stream's socket from now on, if it is plain TCP."""
+    def attach(self, stream: trio.abc.Stream | anyio.abc.ByteStream) -> None:
+        """Write straight to the stream's socket from now on, if it is plain TCP (and not asyncio's)."""
         if isinstance(stream, trio.SocketStream):
             self._fd = stream.socket.fileno()
+        elif isinstance(stream, anyio.abc.SocketStream) and trio.lowlevel.in_trio_run():
+            self._fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
 
     def detach(self) -> None:
         """The connection is ending: no more direct writes; run() returns once pending is sent."""
@@ -60,22 +69,26 @@ class Outbox:
             del self.pending[:written]
         self._waiting.set()
 
-    async def run(self, stream: trio.abc.Stream, timeout_s: float = float("inf")) -> None:
+    async def run(self, stream: trio.abc.Stream | anyio.abc.ByteStream, timeout_s: float = float("inf")) -> None:
         """Send what was not written when added, until detached and all sent. Raises
-        trio.BrokenResourceError when the peer takes nothing for timeout_s."""
+        trio.BrokenResourceError when the peer takes nothing for timeout_s, and what the stream's
+        send raises."""
         while True:
             if not self.pending:
                 if self._closed:
                     return
                 await self._waiting.wait()
-                self._waiting = trio.Event()
+                self._waiting = anyio.Event()
                 continue
             out, count = self.pending, self._pending_frames
             self.pending, self._pending_frames = bytearray(), 0
             self._flushing = True
             try:
-                with trio.move_on_after(timeout_s) as write_scope:
-                    await stream.send_all(out)
+                with anyio.move_on_after(timeout_s) as write_scope:
+                    if isinstance(stream, trio.abc.SendStream):
+                        await stream.send_all(out)
+                    else:
+                        await stream.send(out)
                 if write_scope.cancelled_caught:
                     raise trio.BrokenResourceError(f"the peer took nothing for {timeout_s:g} s")
             finally:
