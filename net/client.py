@@ -31,7 +31,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import math
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -515,7 +514,7 @@ class Client(_Operations):
         self._decoder = decoder or frames.FrameDecoder(DEFAULT_MAX_RESPONSE_FRAME_BYTES)
         self._ids = itertools.count(1)
         self._unsent_requests = anyio.Semaphore(MAX_UNSENT_REQUESTS)
-        self._requests = Outbox(self._requests_sent)
+        self._requests = Outbox(self._requests_sent, anyio.Event)
         self._requests.attach(stream)
         # Registrations run ahead of answers by at most what the broker lets be in flight plus what
         # the socket buffers hold; this bound is far above both.
@@ -777,7 +776,7 @@ class _SocketCalls(_Operations):
 
     def __init__(self, sock: socket.socket, decoder: frames.FrameDecoder) -> None:
         self.socket = sock
-        self._decoder = decoder
+        self.decoder = decoder
         self._ids = itertools.count(1)
 
     async def send(self, data: bytes) -> None:
@@ -799,11 +798,11 @@ class _SocketCalls(_Operations):
                 raise ConnectionError(frame.result.message)
 
     def _next_payload(self) -> bytes:
-        while (payload := self._decoder.next_payload()) is None:
+        while (payload := self.decoder.next_payload()) is None:
             data = self.socket.recv(1 << 16)
             if not data:
                 raise ConnectionError("the broker closed the connection")
-            self._decoder.feed(data)
+            self.decoder.feed(data)
         return payload
 
 
@@ -844,7 +843,7 @@ class BlockingClient:
                 except ssl.SSLError as error:
                     raise _failed_to_open(error, tls=True) from None
             try:
-                _complete(_open(self._calls.send, self._calls.receive, self._calls._decoder, access_key))
+                _complete(_open(self._calls.send, self._calls.receive, self._calls.decoder, access_key))
             except _Closed:
                 raise _closed_while_opening(context is not None) from None
             except (ssl.SSLError, frames.ProtocolError) as error:  # TLS 1.3: a refused client certificate shows on the first read

@@ -14,10 +14,10 @@ then, so a peer that does not read holds its slots and cannot make the buffer gr
 The socket's descriptor is written only while the connection is open (`attach` .. `detach`): once
 the stream is closed its number may belong to another connection.
 
-The server runs it on Trio's streams, the client (client.py) on AnyIO's under Trio or asyncio: so
-its own waiting is AnyIO's, which runs on either. Under asyncio the socket is never written
-directly: asyncio's transport keeps writes that the kernel did not take in a buffer of its own, and a
-direct write could pass them.
+The server runs it on Trio's streams, the client (client.py) on AnyIO's, under Trio or asyncio, with
+AnyIO's events (the server's stay Trio's, so it loads no AnyIO backend). Under asyncio the socket is
+never written directly: asyncio's transport keeps what the kernel did not take in a buffer of its
+own, which a direct write would pass.
 """
 
 from __future__ import annotations
@@ -31,13 +31,16 @@ import trio
 
 
 class Outbox:
-    def __init__(self, on_sent: Callable[[int], None] = lambda count: None) -> None:
+    def __init__(
+        self, on_sent: Callable[[int], None] = lambda count: None, new_event: Callable[[], trio.Event | anyio.Event] = trio.Event
+    ) -> None:
         self.pending = bytearray()  # frames encoded and not yet handed to the kernel
         self._pending_frames = 0
         self._on_sent = on_sent
         self._fd: int | None = None  # written directly while set
         self._flushing = False  # run() is sending: no one else writes
-        self._waiting = anyio.Event()  # wakes run()
+        self._new_event = new_event
+        self._waiting = new_event()  # wakes run()
         self._closed = False
 
     def attach(self, stream: trio.abc.Stream | anyio.abc.ByteStream) -> None:
@@ -71,26 +74,26 @@ class Outbox:
 
     async def run(self, stream: trio.abc.Stream | anyio.abc.ByteStream, timeout_s: float = float("inf")) -> None:
         """Send what was not written when added, until detached and all sent. Raises
-        trio.BrokenResourceError when the peer takes nothing for timeout_s, and what the stream's
-        send raises."""
+        trio.BrokenResourceError when the peer takes nothing for timeout_s (a Trio stream's; an
+        AnyIO stream's calls have deadlines of their own), and what the stream's send raises."""
         while True:
             if not self.pending:
                 if self._closed:
                     return
                 await self._waiting.wait()
-                self._waiting = anyio.Event()
+                self._waiting = self._new_event()
                 continue
             out, count = self.pending, self._pending_frames
             self.pending, self._pending_frames = bytearray(), 0
             self._flushing = True
             try:
-                with anyio.move_on_after(timeout_s) as write_scope:
-                    if isinstance(stream, trio.abc.SendStream):
+                if isinstance(stream, trio.abc.SendStream):
+                    with trio.move_on_after(timeout_s) as write_scope:
                         await stream.send_all(out)
-                    else:
-                        await stream.send(out)
-                if write_scope.cancelled_caught:
-                    raise trio.BrokenResourceError(f"the peer took nothing for {timeout_s:g} s")
+                    if write_scope.cancelled_caught:
+                        raise trio.BrokenResourceError(f"the peer took nothing for {timeout_s:g} s")
+                else:
+                    await stream.send(out)
             finally:
                 self._flushing = False
                 self._on_sent(count)
