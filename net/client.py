@@ -33,7 +33,7 @@ import itertools
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 import anyio
@@ -698,7 +698,7 @@ class Client(_Operations):
 
 
 @contextlib.contextmanager
-def _unwrapped_errors() -> Any:
+def _unwrapped_errors() -> Iterator[None]:
     """An error from a task group as itself, not in an ExceptionGroup, when it is the only one
     (the client's own tasks raise none: what comes out is the caller's, or a consumer's)."""
     try:
@@ -708,7 +708,7 @@ def _unwrapped_errors() -> Any:
         while len(errors) == 1 and isinstance(errors[0], BaseExceptionGroup):
             errors = errors[0].exceptions
         if len(errors) == 1:
-            raise errors[0] from None
+            raise errors[0] from errors[0].__cause__  # its own cause kept, the group not shown
         raise
 
 

@@ -103,6 +103,9 @@ def test_the_same_calls_answer_typed_results(broker, run, queue):
                 await client.get_queue_attributes("no-such-queue")
             assert caught.value.code == "QueueDoesNotExist"
             await client.delete_queue(url)
+        with pytest.raises(KeyError):  # the caller's own error comes out as itself, not in a group
+            async with connect(broker):
+                raise KeyError("mine")
 
     run(body)
 
@@ -132,6 +135,34 @@ def test_calls_from_many_tasks_are_pipelined_on_one_connection(broker, run, queu
             await client.delete_queue(queue)
 
     run(body)
+
+
+def test_a_lone_call_writes_its_request_itself_on_plain_tcp(tmp_path, run, monkeypatch):
+    """Under Trio to the socket, under asyncio to its transport: not through the client's send task,
+    which costs a switch to another task (and, pipelining, held requests back into bursts)."""
+    process = ServeProcess(tmp_path).start()
+
+    async def body():
+        async with open_client("127.0.0.1", process.port) as client:
+            sends = []
+            stream_type = type(client._stream)
+            send = stream_type.send
+
+            async def noting_send(self, data):
+                sends.append(len(data))
+                await send(self, data)
+
+            monkeypatch.setattr(stream_type, "send", noting_send)
+            await client.create_queue("lone")
+            for i in range(10):
+                await client.send_message("lone", f"m{i}")
+            assert [m.body for m in await client.receive_message("lone", max_number_of_messages=10)] == [f"m{i}" for i in range(10)]
+            assert sends == []
+
+    try:
+        run(body)
+    finally:
+        process.terminate()
 
 
 def test_a_wrong_key_or_no_tls_is_refused_with_the_reason(broker, run):
