@@ -34,7 +34,7 @@ import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
+from typing import Any, Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -124,6 +124,12 @@ MAX_BATCH_MESSAGES = 10  # SQS's most messages in one receive or batch
 AccessKey = tuple[str, str]  # (key id, secret)
 # A consumer's handler: given a batch, returns the messages it failed on (None: none failed).
 Handler = Callable[[list[ReceivedMessage]], Awaitable[Iterable[ReceivedMessage] | None]]
+
+
+class StopSignal(Protocol):
+    """What tells a consumer to stop: asyncio's, Trio's and AnyIO's Event all are."""
+
+    def is_set(self) -> bool: ...
 
 log = logging.getLogger("dovecote.client")
 
@@ -497,8 +503,8 @@ class _Answer:
 
 class Client(_Operations):
     """A pipelining client, under asyncio or Trio. Many tasks may call it at once; use open_client().
-    A call writes its request to the socket itself when it takes it at once (outbox.py; under Trio,
-    on plain TCP), so a lone request costs no switch to another task on its way out."""
+    On plain TCP a call writes its request itself when the socket (under asyncio, its transport)
+    takes it at once (outbox.py), so a lone request costs no switch to another task on its way out."""
 
     def __init__(
         self,
@@ -574,8 +580,10 @@ class Client(_Operations):
         wait_time: int = MAX_LONG_POLL_S,
         attribute_names: Sequence[str] = (),
         message_attribute_names: Sequence[str] = (),
-    ) -> NoReturn:
-        """Receive the queue's messages and hand them to handler, a batch at a time, until cancelled.
+        stop: StopSignal | None = None,
+    ) -> None:
+        """Receive the queue's messages and hand them to handler, a batch at a time, until `stop`
+        is set (an asyncio, Trio or AnyIO Event) or this is cancelled.
 
         `concurrency` batches of up to `batch_size` messages are handled at once (no more are
         received than can be handled). Each batch is received with `visibility_timeout` (seconds),
@@ -584,10 +592,13 @@ class Client(_Operations):
         slow handler keeps its messages from other consumers. handler(batch) returns the messages it
         failed on, or None when none failed: the others are deleted; the failed ones stay, to be
         received again once their visibility lapses (and counted by the queue's redrive policy). A
-        handler that raises fails its whole batch (the error is logged, consuming goes on). A
-        cancelled consume cancels its handlers: their messages come back after the visibility
-        timeout. Raises ConnectionError when the connection is lost (the batches in hand are not
-        deleted, and come back), BrokerError when the broker refuses a receive (the queue is gone).
+        handler that raises fails its whole batch (the error is logged, consuming goes on).
+
+        Once `stop` is set, no more is received: the receives under way end (within `wait_time`),
+        their batches are handled and settled, and consume returns. A cancelled consume cancels its
+        handlers instead: their messages come back after the visibility timeout. Raises
+        ConnectionError when the connection is lost (the batches in hand are not deleted, and come
+        back), BrokerError when the broker refuses a receive (the queue is gone).
         """
         if not 1 <= batch_size <= MAX_BATCH_MESSAGES:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_MESSAGES}, not {batch_size}")
@@ -607,8 +618,8 @@ class Client(_Operations):
             message_attribute_names=message_attribute_names,
         )
 
-        async def consumer() -> NoReturn:
-            while True:
+        async def consumer() -> None:
+            while stop is None or not stop.is_set():
                 batch = await receive()
                 if batch:
                     await self._settle(queue, batch, await self._handled(queue, batch, handler, visibility_timeout))
@@ -617,7 +628,6 @@ class Client(_Operations):
             async with anyio.create_task_group() as consumers:
                 for _ in range(concurrency):
                     consumers.start_soon(consumer)
-        raise AssertionError("consumers never return")  # pragma: no cover
 
     async def _handled(
         self, queue: str, batch: list[ReceivedMessage], handler: Handler, visibility_timeout: int
@@ -913,6 +923,7 @@ __all__ = [
     "Client",
     "DeleteEntry",
     "Handler",
+    "StopSignal",
     "MessageAttributeValue",
     "QueueName",
     "QueueNames",

@@ -209,21 +209,6 @@ def test_the_blocking_client_runs_the_same_operations(broker, queue):
 # --- the consumer helper -------------------------------------------------------------------------
 
 
-async def consume_until(client: Client, queue: str, handler, done: anyio.Event, **options) -> None:
-    """client.consume(queue, handler) until done is set and the queue is empty (the last batch's
-    deletion follows its handler)."""
-    async with anyio.create_task_group() as consuming:
-
-        async def stop_when_done() -> None:
-            await done.wait()
-            while await depth(client, queue):
-                await anyio.sleep(0.05)
-            consuming.cancel_scope.cancel()
-
-        consuming.start_soon(stop_when_done)
-        await client.consume(queue, handler, **options)
-
-
 async def depth(client: Client, queue: str) -> int:
     attributes = await client.get_queue_attributes(queue)
     return sum(int(attributes[name]) for name in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"))
@@ -246,8 +231,9 @@ def test_consume_deletes_what_the_handler_did_and_brings_back_what_it_failed(bro
                     done.set()
                 return [m for m in batch if int(m.body) % 2 and seen[m.body] == 1]
 
-            await consume_until(client, queue, handler, done, visibility_timeout=1, wait_time=1)
+            await client.consume(queue, handler, stop=done, visibility_timeout=1, wait_time=1)
             assert seen == {str(i): 2 if i % 2 else 1 for i in range(10)}
+            assert await depth(client, queue) == 0
             await client.delete_queue(queue)
 
     run(body)
@@ -267,8 +253,9 @@ def test_a_handler_that_raises_fails_its_batch_and_consuming_goes_on(broker, run
                     raise RuntimeError("a bug in the handler")
                 done.set()
 
-            await consume_until(client, queue, handler, done, visibility_timeout=1, wait_time=1)
+            await client.consume(queue, handler, stop=done, visibility_timeout=1, wait_time=1)
             assert attempts == ["first try fails"] * 2
+            assert await depth(client, queue) == 0
             await client.delete_queue(queue)
 
     run(body)
@@ -299,7 +286,8 @@ def test_consume_keeps_a_slow_handlers_batch_from_other_consumers(broker, run, q
 
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(another_consumer)
-                await consume_until(client, queue, handler, done, visibility_timeout=1, wait_time=1)
+                await client.consume(queue, handler, stop=done, visibility_timeout=1, wait_time=1)
+            assert await depth(client, queue) == 0
             await client.delete_queue(queue)
 
     run(body)
@@ -327,9 +315,35 @@ def test_consume_handles_at_most_concurrency_batches_at_once(broker, run, queue)
                 if len(handled) == 60:
                     done.set()
 
-            await consume_until(client, queue, handler, done, batch_size=5, concurrency=3, wait_time=1)
+            await client.consume(queue, handler, stop=done, batch_size=5, concurrency=3, wait_time=1)
             assert sorted(handled, key=int) == [str(i) for i in range(60)]
+            assert await depth(client, queue) == 0
             assert most_running == 3
+            await client.delete_queue(queue)
+
+    run(body)
+
+
+def test_a_stopped_consume_settles_the_batch_in_hand_and_returns(broker, run, queue):
+    """stop set while a handler runs: that batch is still deleted, nothing more is received, and
+    consume returns by itself."""
+
+    async def body():
+        async with connect(broker) as client:
+            await client.create_queue(queue)
+            await client.send_message_batch(queue, [SendEntry(str(i), str(i)) for i in range(5)])
+            stop = anyio.Event()
+            handled: list[str] = []
+
+            async def handler(batch: list[ReceivedMessage]) -> None:
+                stop.set()
+                await anyio.sleep(0.2)
+                handled.extend(m.body for m in batch)
+
+            await client.consume(queue, handler, stop=stop, batch_size=2, wait_time=1)
+            assert len(handled) == 2
+            left = await client.receive_message(queue, max_number_of_messages=10, wait_time_seconds=1)
+            assert sorted(m.body for m in left) == sorted(set(map(str, range(5))) - set(handled))
             await client.delete_queue(queue)
 
     run(body)
@@ -376,7 +390,8 @@ def test_a_broker_killed_mid_batch_loses_nothing(tmp_path, run):
                 done.set()
 
         async with open_client("127.0.0.1", process.port) as client:
-            await consume_until(client, "work", handle, done, visibility_timeout=1, wait_time=1)
+            await client.consume("work", handle, stop=done, visibility_timeout=1, wait_time=1)
+            assert await depth(client, "work") == 0
         assert sorted(handled, key=int) == bodies
 
     try:
