@@ -31,6 +31,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import math
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
@@ -482,14 +483,16 @@ class _Operations:
 
 
 class _Answer:
-    """One request's answer: set once (synchronously, by the receive loop), awaited by the caller.
-    actors/mailbox.py's ReplySlot is Trio's; this one is AnyIO's, for either loop."""
+    """One request's answer: set once (synchronously, by the receive loop), awaited by the caller,
+    who gives up on it at `deadline` (AnyIO's clock). actors/mailbox.py's ReplySlot is Trio's; this
+    one is AnyIO's, for either loop."""
 
-    __slots__ = ("_event", "_value")
+    __slots__ = ("_event", "_value", "deadline")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
         self._event = anyio.Event()
         self._value: Result | BaseException | None = None
+        self.deadline = deadline
 
     def __call__(self, value: Result | BaseException) -> None:
         if not self._event.is_set():
@@ -526,6 +529,11 @@ class Client(_Operations):
         # the socket buffers hold; this bound is far above both.
         self._registered_send, self._registered = anyio.create_memory_object_stream[tuple[int, _Answer]](65536)
         self._lost: BaseException | None = None
+        self._closed_because: BaseException = ConnectionError("closed by the broker")  # the receive loop's to say
+        # Calls give up at their deadlines: the receive loop's wait for answers ends at the earliest
+        # (one scope for every call, where a scope each cost asyncio a quarter of its throughput).
+        self._next_deadline = math.inf  # no call's is earlier; some may be later
+        self._deadline_scope = anyio.CancelScope()  # the receive loop's next wait, and its deadline
         task_group.start_soon(self._send_loop)
         task_group.start_soon(self._receive_loop)
 
@@ -534,26 +542,31 @@ class Client(_Operations):
         no answer came in time (a late one is dropped)."""
         if self._lost is not None:
             raise ConnectionError(f"connection to the broker lost: {self._lost}")
-        answer = _Answer()
         timeout_s = self._timeout_s + (MAX_LONG_POLL_S if isinstance(op, ReceiveMessage) else 0)
-        with anyio.move_on_after(timeout_s) as deadline:
-            try:
-                self._unsent_requests.acquire_nowait()
-            except anyio.WouldBlock:
+        deadline = anyio.current_time() + timeout_s
+        try:
+            self._unsent_requests.acquire_nowait()
+        except anyio.WouldBlock:
+            with anyio.CancelScope(deadline=deadline) as waiting:
                 await self._unsent_requests.acquire()
-            request_id = next(self._ids)
-            pending = self._requests.pending
-            start = len(pending)
-            try:
-                frames.encode_request(request_id, op, pending)
-            except BaseException:
-                del pending[start:]  # no half frame on the wire
-                self._unsent_requests.release()
-                raise
-            self._registered_send.send_nowait((request_id, answer))
-            self._requests.added()
-            result = await answer.wait()
-        if deadline.cancelled_caught:
+            if waiting.cancelled_caught:
+                raise TimeoutError(f"the broker did not answer {type(op).__name__} within {timeout_s:g} s") from None
+        answer = _Answer(deadline)
+        request_id = next(self._ids)
+        pending = self._requests.pending
+        start = len(pending)
+        try:
+            frames.encode_request(request_id, op, pending)
+        except BaseException:
+            del pending[start:]  # no half frame on the wire
+            self._unsent_requests.release()
+            raise
+        self._registered_send.send_nowait((request_id, answer))
+        if answer.deadline < self._next_deadline:  # the receive loop wakes then, to give up on it
+            self._next_deadline = self._deadline_scope.deadline = answer.deadline
+        self._requests.added()
+        result = await answer.wait()
+        if isinstance(result, TimeoutError):
             raise TimeoutError(f"the broker did not answer {type(op).__name__} within {timeout_s:g} s")
         if isinstance(result, BaseException):
             raise ConnectionError(f"connection to the broker lost: {result}")
@@ -673,38 +686,55 @@ class Client(_Operations):
             await anyio.aclose_forcefully(self._stream)
 
     async def _receive_loop(self) -> None:
+        """Hands each answer to its call, and a TimeoutError to each call whose deadline passes;
+        when the connection ends, the reason to every call still waiting."""
         pending: dict[int, _Answer] = {}
-        decoder = self._decoder
-        error: BaseException = ConnectionError("closed by the broker")
         try:
             while True:
-                decoder.feed(await self._stream.receive(1 << 16))
-                while (payload := decoder.next_payload()) is not None:
-                    frame = frames.decode_response(payload)
-                    while frame.id not in pending:
-                        try:
-                            request_id, answer = self._registered.receive_nowait()
-                        except anyio.WouldBlock:
-                            break
-                        pending[request_id] = answer
-                    answer = pending.pop(frame.id, None)
-                    if answer is not None:
-                        answer(frame.result)
-                    elif frame.id == 0 and isinstance(frame.result, Failure):
-                        error = ConnectionError(frame.result.message)
+                with self._deadline_scope:
+                    await self._receive_answers(pending)
+                self._deadline_scope = anyio.CancelScope()
+                self._give_up_overdue(pending)
         except anyio.EndOfStream:
             pass
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, ssl.SSLError, frames.ProtocolError) as exc:
-            error = exc
-        self._lost = error
+            self._closed_because = exc
+        self._lost = self._closed_because
+        self._take_registrations(pending)
+        for answer in pending.values():
+            answer(self._closed_because)
+
+    async def _receive_answers(self, pending: dict[int, _Answer]) -> NoReturn:
+        decoder = self._decoder
+        while True:
+            decoder.feed(await self._stream.receive(1 << 16))
+            while (payload := decoder.next_payload()) is not None:
+                frame = frames.decode_response(payload)
+                if frame.id not in pending:
+                    self._take_registrations(pending)
+                answer = pending.pop(frame.id, None)
+                if answer is not None:
+                    answer(frame.result)
+                elif frame.id == 0 and isinstance(frame.result, Failure):
+                    self._closed_because = ConnectionError(frame.result.message)
+
+    def _take_registrations(self, pending: dict[int, _Answer]) -> None:
+        """The calls made since the last look, into pending."""
         while True:
             try:
                 request_id, answer = self._registered.receive_nowait()
             except anyio.WouldBlock:
-                break
+                return
             pending[request_id] = answer
-        for answer in pending.values():
-            answer(error)
+
+    def _give_up_overdue(self, pending: dict[int, _Answer]) -> None:
+        """The earliest deadline has come: every call past its own gets a TimeoutError (its answer,
+        if it comes, is dropped); the next wait ends at the earliest deadline left."""
+        self._take_registrations(pending)
+        now = anyio.current_time()
+        for request_id in [request_id for request_id, answer in pending.items() if answer.deadline <= now]:
+            pending.pop(request_id)(TimeoutError())
+        self._next_deadline = self._deadline_scope.deadline = min((answer.deadline for answer in pending.values()), default=math.inf)
 
 
 @contextlib.contextmanager

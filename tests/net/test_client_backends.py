@@ -11,12 +11,14 @@ import math
 import os
 
 import anyio
+import anyio.abc
 import pytest
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
     BatchResult,
     DeleteEntry,
+    ListQueues,
     Peeked,
     QueueNames,
     ReceivedMessage,
@@ -163,6 +165,45 @@ def test_a_lone_call_writes_its_request_itself_on_plain_tcp(tmp_path, run, monke
         run(body)
     finally:
         process.terminate()
+
+
+def test_calls_a_silent_broker_never_answers_time_out_each_at_its_deadline(run):
+    """A peer that reads and never answers: each call raises TimeoutError at its own deadline,
+    the first alone and then three at once, made 0.1 s apart."""
+
+    async def body():
+        async def silent(stream) -> None:
+            async with stream:
+                async for _ in stream:
+                    pass
+
+        async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener, anyio.create_task_group() as peer:
+            peer.start_soon(listener.serve, silent)
+            stream = await anyio.connect_tcp("127.0.0.1", listener.extra(anyio.abc.SocketAttribute.local_port))
+            async with anyio.create_task_group() as client_tasks:
+                client = Client(stream, client_tasks, timeout_s=0.3)
+                started = anyio.current_time()
+                with pytest.raises(TimeoutError, match="did not answer ListQueues within 0.3 s"):
+                    await client.call(ListQueues())
+                assert 0.3 <= anyio.current_time() - started < 1
+                gave_up: list[float] = []
+
+                async def call_later(delay_s: float) -> None:
+                    await anyio.sleep(delay_s)
+                    called = anyio.current_time()
+                    with pytest.raises(TimeoutError):
+                        await client.list_queues()
+                    gave_up.append(anyio.current_time() - called)
+
+                async with anyio.create_task_group() as calls:
+                    for delay_s in (0, 0.1, 0.2):
+                        calls.start_soon(call_later, delay_s)
+                assert len(gave_up) == 3 and all(0.3 <= waited < 1 for waited in gave_up), gave_up
+                client.close()
+                client_tasks.cancel_scope.cancel()
+            peer.cancel_scope.cancel()
+
+    run(body)
 
 
 def test_a_wrong_key_or_no_tls_is_refused_with_the_reason(broker, run):
