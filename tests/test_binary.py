@@ -72,6 +72,13 @@ def test_the_binary_serves_boto3_and_stops_on_sigterm(binary, unpack_dir, tmp_pa
         maps = Path(f"/proc/{broker.process.pid}/maps").read_text()
         pythons = {line.split()[-1] for line in maps.splitlines() if "libpython" in line}
         assert pythons and all(path.startswith(str(unpack_dir)) for path in pythons), pythons
+        # The native client runs on AnyIO, which imports its event loop's backend by name: the
+        # build must carry it (`import` opens the client, under Trio, even to send nothing).
+        imported = subprocess.run(
+            [str(binary), "import", "-", "--port", str(broker.port)], input="", env=bare_environment(unpack_dir),
+            capture_output=True, text=True, timeout=60,
+        )
+        assert imported.returncode == 0 and "replayed 0 messages" in imported.stderr, imported.stderr
     finally:
         assert broker.terminate() == 0
 

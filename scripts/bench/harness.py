@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-import trio
+import anyio
 
 from dovecote.net.client import BlockingClient, DeleteEntry, SendEntry, open_client
 
@@ -197,9 +197,11 @@ async def produce(
     pipeline: int,
     make_batch: Callable[[], list[SendEntry]] = standard_batch,
     security: Security = PLAIN,
+    opener: Callable = open_client,
 ) -> float:
     """Send `messages` in batches of 10 (from make_batch) over `connections` connections, each
-    with `pipeline` batches in flight; returns messages per second."""
+    with `pipeline` batches in flight; returns messages per second. Under asyncio or Trio; opener:
+    the client's open_client (another version's, to compare)."""
     batches = messages // 10
     per_task = batches // (connections * pipeline)
 
@@ -209,22 +211,31 @@ async def produce(
             assert not result.failed
 
     started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as connecting:
         for _ in range(connections):
-            nursery.start_soon(_with_client, port, worker, pipeline, security)
+            connecting.start_soon(_with_client, port, worker, pipeline, security, opener)
     return per_task * connections * pipeline * 10 / (time.perf_counter() - started)
 
 
-async def _with_client(port: int, worker: Callable, tasks: int, security: Security = PLAIN) -> None:
-    async with open_client("127.0.0.1", port, **security.client_options) as client:
-        async with trio.open_nursery() as nursery:
+async def _with_client(port: int, worker: Callable, tasks: int, security: Security, opener: Callable) -> None:
+    async with opener("127.0.0.1", port, **security.client_options) as client:
+        async with anyio.create_task_group() as working:
             for _ in range(tasks):
-                nursery.start_soon(worker, client)
+                working.start_soon(worker, client)
 
 
-async def consume(port: int, queue: str, messages: int, connections: int, pipeline: int, security: Security = PLAIN) -> float:
+async def consume(
+    port: int,
+    queue: str,
+    messages: int,
+    connections: int,
+    pipeline: int,
+    security: Security = PLAIN,
+    opener: Callable = open_client,
+) -> float:
     """Receive and delete in batches of 10 until `messages` are gone; messages per second. Empty
-    receives are retried for a while (a FIFO queue's groups may all be locked for a moment)."""
+    receives are retried for a while (a FIFO queue's groups may all be locked for a moment).
+    Under asyncio or Trio; opener as produce's."""
     done = 0
     finished_at = time.perf_counter()
 
@@ -235,7 +246,7 @@ async def consume(port: int, queue: str, messages: int, connections: int, pipeli
             received = await client.receive_message(queue, max_number_of_messages=10)
             if not received:
                 empty += 1
-                await trio.sleep(0.001)
+                await anyio.sleep(0.001)
                 continue
             empty = 0
             finished_at = time.perf_counter()
@@ -247,9 +258,9 @@ async def consume(port: int, queue: str, messages: int, connections: int, pipeli
             finished_at = time.perf_counter()
 
     started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as connecting:
         for _ in range(connections):
-            nursery.start_soon(_with_client, port, worker, pipeline, security)
+            connecting.start_soon(_with_client, port, worker, pipeline, security, opener)
     return done / (finished_at - started)
 
 

@@ -8,6 +8,7 @@ import struct
 import httpx
 import msgspec
 import pytest
+import anyio.abc
 import trio
 
 from dovecote.actors.errors import BrokerError
@@ -340,14 +341,16 @@ async def test_a_lone_requests_answer_is_written_by_the_actor_not_a_task_of_the_
 async def test_a_lone_call_writes_its_request_itself_not_through_a_send_task(tmp_path, monkeypatch):
     """On plain TCP the client's call writes its frame to the socket when it takes it at once."""
     client_sends = []
-    send_all = trio.SocketStream.send_all
-
-    async def noting_send_all(self, data):
-        client_sends.append(self.socket.getpeername()[1])
-        await send_all(self, data)
 
     async with broker(tmp_path) as ports, open_client("127.0.0.1", ports.native) as client:
-        monkeypatch.setattr(trio.SocketStream, "send_all", noting_send_all)
+        stream_type = type(client._stream)  # AnyIO's socket stream under Trio
+        send = stream_type.send
+
+        async def noting_send(self, data):
+            client_sends.append(self.extra(anyio.abc.SocketAttribute.remote_port))
+            await send(self, data)
+
+        monkeypatch.setattr(stream_type, "send", noting_send)
         await client.create_queue("q")
         for i in range(10):
             await client.send_message("q", f"m{i}")
@@ -359,14 +362,16 @@ async def test_requests_the_socket_cannot_take_at_once_go_out_whole_and_in_order
     """Many large requests at once: what a call cannot write itself, the client's send task does."""
     bodies = [f"{i:03d}" + "x" * 200_000 for i in range(24)]
     client_sends = []
-    send_all = trio.SocketStream.send_all
-
-    async def noting_send_all(self, data):
-        client_sends.append(self.socket.getpeername()[1])
-        await send_all(self, data)
 
     async with broker(tmp_path) as ports, open_client("127.0.0.1", ports.native) as client:
-        monkeypatch.setattr(trio.SocketStream, "send_all", noting_send_all)
+        stream_type = type(client._stream)  # AnyIO's socket stream under Trio
+        send = stream_type.send
+
+        async def noting_send(self, data):
+            client_sends.append(self.extra(anyio.abc.SocketAttribute.remote_port))
+            await send(self, data)
+
+        monkeypatch.setattr(stream_type, "send", noting_send)
         await client.create_queue("q")
         async with trio.open_nursery() as nursery:
             for body in bodies:
