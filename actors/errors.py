@@ -74,6 +74,9 @@ _ROWS = [
     ("InvalidClientTokenId", "InvalidClientTokenId", 403, True, False),
     ("SignatureDoesNotMatch", "SignatureDoesNotMatch", 403, True, False),
     ("RequestExpired", "RequestExpired", 400, True, True),
+    # Lambda (REST-JSON: the code is the error's type)
+    ("InvalidParameterValueException", "InvalidParameterValueException", 400, True, False),
+    ("ResourceConflictException", "ResourceConflictException", 409, True, False),
     ("ServiceUnavailable", "ServiceUnavailable", 503, False, True),
     ("InternalError", "InternalError", 500, False, True),
 ]
