@@ -70,7 +70,9 @@ class LogFilter(msgspec.Struct, frozen=True):
             or (isinstance(record, (PushQueued, PushAttempted, PushDone)) and (record.topic_id, record.subscription_id) in self.subscription_ids)
         ):
             return False
-        if self.message_ids and getattr(record, "message_id", None) not in self.message_ids:
+        if self.message_ids and getattr(record, "message_id", None) not in self.message_ids and self.message_ids.isdisjoint(
+            getattr(record, "message_ids", ())  # a batch's record (BatchInvoked) names each of its messages
+        ):
             return False
         if self.since_ms is not None and record.at_ms < self.since_ms:
             return False

@@ -328,6 +328,39 @@ class PushDone(Record, tag="PushDone"):
     outcome: str
 
 
+class EventSourceMappingChanged(Record, tag="EventSourceMappingChanged"):
+    """An event source mapping's whole configuration after it was made or changed (format 4): the
+    queue a function is fed from, and how (actors/esm_core.py)."""
+
+    uuid: str
+    function_arn: str
+    queue_arn: str
+    batch_size: int
+    batching_window_s: int
+    enabled: bool
+    report_item_failures: bool  # FunctionResponseTypes ReportBatchItemFailures
+    maximum_concurrency: int  # ScalingConfig.MaximumConcurrency; 0: not set
+    filter_patterns: list[str] = []  # FilterCriteria's patterns
+
+
+class EventSourceMappingDeleted(Record, tag="EventSourceMappingDeleted"):
+    uuid: str
+    function_arn: str
+    queue_arn: str
+
+
+class BatchInvoked(Record, tag="BatchInvoked"):
+    """An event source mapping handed messages of a queue to its function, and how that ended
+    (format 4). Written before the messages it deletes are deleted; in the log only."""
+
+    mapping_uuid: str
+    function_arn: str
+    queue: str  # the queue's name
+    message_ids: list[str]
+    request_id: str  # the invocation's ("": none was made)
+    outcome: str  # "succeeded", "failed: ..." (nothing deleted), "partly failed: N" or "filtered out" (deleted unseen)
+
+
 class DataKeyState(Record):
     """A data key of encryption at rest, wrapped (AES-256-GCM) by a master key of the operator's
     key file, named by its fingerprint; the DATA_KEYS table keeps the latest state of each. The key
@@ -384,6 +417,9 @@ AnyRecord = (
     | PlatformEndpointChanged
     | PlatformEndpointDeleted
     | SMSAttributesChanged
+    | EventSourceMappingChanged
+    | EventSourceMappingDeleted
+    | BatchInvoked
 )
 QueueRow = QueueCreated | QueueAttributesChanged
 TopicRow = TopicCreated | TopicAttributesChanged

@@ -39,6 +39,7 @@ from .records import (
     MessageReceived,
     MessageSent,
     MoveTaskChanged,
+    EventSourceMappingChanged,
     PlatformApplicationChanged,
     PlatformEndpointChanged,
     Published,
@@ -73,6 +74,7 @@ from .tables import (
     MOVE_TASKS,
     FORMAT_VERSION_KEY,
     NEXT_QUEUE_ID,
+    EVENT_SOURCE_MAPPINGS,
     PLATFORM_APPLICATIONS,
     PLATFORM_ENDPOINTS,
     Put,
@@ -459,6 +461,10 @@ class Store(abc.ABC):
             self._load_pushes(DIRECT_PUSHES, damage),
             next((record.attributes for _, record in self._rows(SMS_ATTRIBUTES, (SMSAttributesChanged,), damage)), {}),
         )
+
+    def load_event_source_mappings(self) -> list[EventSourceMappingChanged]:
+        """Every event source mapping (damaged rows left out: `dovecote check` names them)."""
+        return [record for _, record in self._rows(EVENT_SOURCE_MAPPINGS, (EventSourceMappingChanged,), DamageCollector())]
 
     def pending_pushes(self, topic_id: int, subscription_id: int) -> list[PendingPush]:
         """One subscription's pending pushes, in seq order (damaged rows left out: `dovecote check`

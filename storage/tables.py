@@ -18,6 +18,9 @@ from .records import (
     DataKeyRewrapped,
     DedupEntry,
     DedupWindowClosed,
+    BatchInvoked,
+    EventSourceMappingChanged,
+    EventSourceMappingDeleted,
     MessageDeleted,
     MessageForwarded,
     MessageReceived,
@@ -63,10 +66,11 @@ PLATFORM_APPLICATIONS = "platform_applications"  # SNS platform applications, by
 PLATFORM_ENDPOINTS = "platform_endpoints"  # their endpoints, by ARN (format 3)
 SMS_ATTRIBUTES = "sms_attributes"  # the account's SMS attributes, under SMS_ATTRIBUTES_KEY (format 3)
 SMS_ATTRIBUTES_KEY = b"account"
+EVENT_SOURCE_MAPPINGS = "event_source_mappings"  # by UUID (format 4)
 DIRECT_PUSHES = 0  # the topic id of PushQueued records published straight to a platform endpoint (ids start at 1)
 TABLES = (
     LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS,
-    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES,
+    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES, EVENT_SOURCE_MAPPINGS,
 )
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
@@ -163,8 +167,12 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Put(DATA_KEYS, keys.queue_key(k), framed)]
         case DataKeyRetired(key_id=k):
             return [Delete(DATA_KEYS, keys.queue_key(k))]
-        case MessageForwarded():
+        case MessageForwarded() | BatchInvoked():
             return []
+        case EventSourceMappingChanged(uuid=mapping):
+            return [Put(EVENT_SOURCE_MAPPINGS, mapping.encode(), framed)]
+        case EventSourceMappingDeleted(uuid=mapping):
+            return [Delete(EVENT_SOURCE_MAPPINGS, mapping.encode())]
         case PlatformApplicationChanged(arn=arn):
             return [Put(PLATFORM_APPLICATIONS, arn.encode(), framed)]
         case PlatformApplicationDeleted(arn=arn):

@@ -1,0 +1,373 @@
+"""Event source mappings: the one task owning every mapping (SQS queue -> function), and a poller
+task for each enabled one (the rules are actors/esm_core.py's).
+
+The mappings actor serves the Lambda API's Create/Get/List/Update/DeleteEventSourceMapping from its
+mailbox, one at a time: it validates, stores the mapping's whole state (EventSourceMappingChanged,
+EventSourceMappingDeleted), applies it, then answers; at start it restores them from the store. A
+change stops the mapping's poller and starts one with the new configuration.
+
+A poller consumes the queue through the queue actor's own ReceiveMessage and DeleteMessageBatch, as
+any consumer does, so visibility, receive counts and the queue's redrive policy apply: a batch the
+function failed is left in flight, returns after the queue's visibility timeout and, after
+maxReceiveCount receives, goes to the dead-letter queue. It runs `concurrency` workers, each
+with one batch in hand; from a FIFO queue the queue hands a group to one consumer at a time, so a
+group's next batch waits until the previous one is deleted or returns. Each batch handed to the
+function is a BatchInvoked record naming its message ids, submitted before the deletion (so
+committed with it or before it): `dovecote log --message-id X` shows which function got X and how
+it ended. A crash between the invocation and the deletion leaves the batch in flight: it returns
+and is handed over again (at least once, as on AWS).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import msgspec
+import trio
+
+from dovecote.storage.records import BatchInvoked, EventSourceMappingChanged, EventSourceMappingDeleted, Record
+from dovecote.storage.store import StorageError
+from dovecote.storage.writer import LogWriter, WriterOverloaded
+
+from . import esm_core
+from .clock import Clock
+from .directory import Directory
+from .errors import BrokerError, overloaded, shutting_down, storage_failed
+from .esm_core import EventSourceMapping
+from .mailbox import Mailbox, MailboxFull, ReplySlot
+from .messages import ActorMessage, Request
+from .ops import DeleteEntry, DeleteMessageBatch, ReceiveMessage, Received, ReceivedMessage
+from .session import Session, ask
+
+log = logging.getLogger("dovecote.esm")
+
+LONG_POLL_S = 20  # a poller's wait for a first message (SQS's longest)
+RETRY_PAUSE_S = 1.0  # after the queue or the function could not be asked (it is gone, overloaded, ...)
+
+
+class Invocation(Protocol):
+    payload: bytes
+    function_error: str | None  # "Unhandled", "Handled" or None
+    request_id: str
+
+
+class Functions(Protocol):
+    """The function registry, as event source mappings need it."""
+
+    def function_arn(self, name: str, region: str) -> str:
+        """The ARN of a function named by name or ARN; raises BrokerError(ResourceNotFoundException)."""
+
+    async def invoke(self, function: str, payload: bytes, *, asynchronous: bool = False) -> Invocation:
+        """Raises BrokerError (ResourceNotFoundException when the function is gone)."""
+
+
+class MappingRequest(ActorMessage):
+    """The Lambda API's request of a mapping: action Create, Get, List, Update or Delete."""
+
+    action: str
+    region: str
+    uuid: str = ""
+    params: dict[str, Any] = {}
+
+
+Answer = dict[str, Any] | BrokerError
+
+
+class EventSourceMappings:
+    def __init__(
+        self, mappings: Sequence[EventSourceMappingChanged], writer: LogWriter, clock: Clock, directory: Directory,
+        session: Callable[[str], Session], functions: Functions, mailbox_capacity: int,
+    ) -> None:
+        """mappings: as stored. session: a way into a region's queues, for the pollers."""
+        self._mappings = {record.uuid: from_record(record) for record in mappings}
+        self._writer = writer
+        self._clock = clock
+        self._directory = directory
+        self._session = session
+        self._functions = functions
+        self._pollers: dict[str, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+        self.mailbox = Mailbox(mailbox_capacity)
+
+    async def ask(self, request: MappingRequest) -> Answer:
+        """A request from the API's door, answered by the actor (never raises)."""
+        slot: ReplySlot[Answer] = ReplySlot()
+        try:
+            self.mailbox.submit(Request(request, slot))  # type: ignore[arg-type]
+        except MailboxFull:
+            return overloaded("The event source mappings")
+        except trio.ClosedResourceError:
+            return shutting_down()
+        return await slot.wait()
+
+    def stop(self) -> None:
+        """Answer what is in the mailbox, stop the pollers and end."""
+        self.mailbox.close_for_mail()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for mapping in self._mappings.values():
+                self._start(mapping)
+            task_status.started()
+            while True:
+                try:
+                    request = await self.mailbox.receive()
+                except trio.EndOfChannel:
+                    break
+                try:
+                    answer: Answer = await self._serve(request.op)  # type: ignore[arg-type]
+                except BrokerError as error:
+                    answer = error
+                request.reply(answer)  # type: ignore[arg-type]
+            nursery.cancel_scope.cancel()
+
+    # --- the API --------------------------------------------------------------------------------------
+    async def _serve(self, request: MappingRequest) -> dict[str, Any]:
+        params = request.params
+        if request.action == "List":
+            return self._list(params, request.region)
+        if request.action == "Create":
+            return await self._create(params, request.region)
+        mapping = self._mappings.get(request.uuid)
+        if mapping is None:
+            raise esm_core.not_found(request.uuid)
+        if request.action == "Get":
+            return esm_core.output(mapping)
+        if request.action == "Delete":
+            await self._store([EventSourceMappingDeleted(self._clock.wall_ms(), mapping.uuid, mapping.function_arn, mapping.queue_arn)], needs_space=False)
+            del self._mappings[mapping.uuid]
+            self._stop(mapping.uuid)
+            return esm_core.output(mapping, esm_core.DELETING)
+        assert request.action == "Update"
+        esm_core.check_parameters(params, creating=False)
+        base = mapping
+        if "FunctionName" in params:
+            function_arn = self._functions.function_arn(_text(params, "FunctionName"), request.region)
+            self._refuse_duplicate(mapping.queue_arn, function_arn, but=mapping.uuid)
+            base = msgspec.structs.replace(mapping, function_arn=function_arn)
+        updated = esm_core.configure(base, params, self._clock.wall_ms())
+        await self._store([to_record(updated, self._clock.wall_ms())])
+        self._mappings[updated.uuid] = updated
+        self._stop(updated.uuid)
+        self._start(updated)
+        state = esm_core.UPDATING
+        if updated.enabled != mapping.enabled:
+            state = esm_core.ENABLING if updated.enabled else esm_core.DISABLING
+        return esm_core.output(updated, state)
+
+    async def _create(self, params: dict[str, Any], region: str) -> dict[str, Any]:
+        esm_core.check_parameters(params, creating=True)
+        queue_arn = _text(params, "EventSourceArn")
+        esm_core.queue_arn_parts(queue_arn)
+        if self._directory.queue_by_arn(queue_arn) is None:
+            raise esm_core.invalid_value(
+                "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
+                f"SQS Error Message: The specified queue does not exist: {queue_arn}"
+            )
+        function_arn = self._functions.function_arn(_text(params, "FunctionName"), region)
+        self._refuse_duplicate(queue_arn, function_arn)
+        base = EventSourceMapping(uuid=esm_core.new_uuid(), function_arn=function_arn, queue_arn=queue_arn)
+        mapping = esm_core.configure(base, params, self._clock.wall_ms())
+        await self._store([to_record(mapping, self._clock.wall_ms())])
+        self._mappings[mapping.uuid] = mapping
+        self._start(mapping)
+        return esm_core.output(mapping, esm_core.CREATING)
+
+    def _list(self, params: dict[str, Any], region: str) -> dict[str, Any]:
+        mappings = list(self._mappings.values())
+        if params.get("EventSourceArn"):
+            mappings = [m for m in mappings if m.queue_arn == params["EventSourceArn"]]
+        if params.get("FunctionName"):
+            function_arn = self._functions.function_arn(_text(params, "FunctionName"), region)
+            mappings = [m for m in mappings if m.function_arn == function_arn]
+        mappings.sort(key=lambda m: (m.last_modified_ms, m.uuid))
+        start = _page_number(params.get("Marker"))
+        size = min(_page_number(params.get("MaxItems")) or 100, 100)
+        page = mappings[start : start + size]
+        answer: dict[str, Any] = {"EventSourceMappings": [esm_core.output(m) for m in page]}
+        if start + size < len(mappings):
+            answer["NextMarker"] = str(start + size)
+        return answer
+
+    def _refuse_duplicate(self, queue_arn: str, function_arn: str, *, but: str = "") -> None:
+        for existing in self._mappings.values():
+            if existing.uuid != but and (existing.queue_arn, existing.function_arn) == (queue_arn, function_arn):
+                raise esm_core.duplicate(existing)
+
+    async def _store(self, records: list[Record], *, needs_space: bool = True) -> None:
+        """needs_space: refused while storage is full (a deletion is not: it frees)."""
+        try:
+            await self._writer.submit(records, needs_space=needs_space).wait()
+        except WriterOverloaded:
+            raise overloaded("The log") from None
+        except trio.ClosedResourceError:
+            raise shutting_down() from None
+        except StorageError as error:
+            raise storage_failed(error) from None
+
+    # --- the pollers ----------------------------------------------------------------------------------
+    def _start(self, mapping: EventSourceMapping) -> None:
+        if not mapping.enabled or self._nursery is None:
+            return
+        scope = trio.CancelScope()
+        self._pollers[mapping.uuid] = scope
+        poller = Poller(mapping, self._session(mapping.region), self._writer, self._clock, self._functions)
+        self._nursery.start_soon(poller.run, scope)
+
+    def _stop(self, mapping_uuid: str) -> None:
+        scope = self._pollers.pop(mapping_uuid, None)
+        if scope is not None:
+            scope.cancel()
+
+
+class Poller:
+    """One mapping's consumer: `concurrency` workers, each receiving a batch, handing it to the
+    function and deleting what the outcome lets it delete."""
+
+    def __init__(self, mapping: EventSourceMapping, session: Session, writer: LogWriter, clock: Clock, functions: Functions) -> None:
+        self._mapping = mapping
+        self._queue = esm_core.queue_arn_parts(mapping.queue_arn)[1]
+        self._session = session
+        self._writer = writer
+        self._clock = clock
+        self._functions = functions
+        self._filters = [esm_core.compile_filter(pattern) for pattern in mapping.filter_patterns]
+
+    async def run(self, scope: trio.CancelScope) -> None:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self._mapping.concurrency):
+                    nursery.start_soon(self._work)
+
+    async def _work(self) -> None:
+        failures_in_a_row = 0
+        while True:
+            try:
+                await self._step()
+                failures_in_a_row = 0
+            except BrokerError as error:
+                failures_in_a_row += 1
+                if failures_in_a_row == 1 or failures_in_a_row % 60 == 0:  # a line for a new trouble, not each retry
+                    log.warning("event source mapping %s (%s): %s", self._mapping.uuid, self._queue, error.message)
+                await trio.sleep(RETRY_PAUSE_S)
+
+    async def _step(self) -> None:
+        mapping = self._mapping
+        messages = await self._gather()
+        if not messages:
+            return
+        region = mapping.region
+        records = [esm_core.sqs_record(message, mapping.queue_arn, region, mapping.fifo) for message in messages]
+        kept = [esm_core.kept_by_filters(self._filters, record) for record in records]
+        dropped = [message for message, keep in zip(messages, kept) if not keep]
+        if dropped:  # as Lambda does: a message no filter matches is deleted unseen
+            await self._settle(dropped, "", "filtered out", dropped)
+        batch = [message for message, keep in zip(messages, kept) if keep]
+        if not batch:
+            return
+        payload = esm_core.event_payload([record for record, keep in zip(records, kept) if keep])
+        try:
+            invocation = await self._functions.invoke(mapping.function_arn, payload)
+        except BrokerError as error:  # the batch returns after its visibility timeout
+            await self._settle(batch, "", f"failed: {error.code}: {error.message}", [])
+            raise
+        failed = invocation.function_error is not None
+        deleted = esm_core.to_delete(
+            batch, function_failed=failed, answer=invocation.payload, report_item_failures=mapping.report_item_failures,
+            fifo=mapping.fifo,
+        )
+        if failed:
+            outcome = f"failed: {invocation.function_error}"
+        elif len(deleted) == len(batch):
+            outcome = "succeeded"
+        else:
+            outcome = f"partly failed: {len(batch) - len(deleted)} kept"
+        await self._settle(batch, invocation.request_id, outcome, deleted)
+
+    async def _gather(self) -> list[ReceivedMessage]:
+        """Up to BatchSize messages: what one long poll brings, or, with a batching window, what
+        arrives until the window (from the first message) closes or the batch is full."""
+        mapping = self._mapping
+        batch = await self._receive(min(esm_core.RECEIVE_MAX, mapping.batch_size), LONG_POLL_S)
+        if not batch or not mapping.batching_window_s:
+            return batch
+        closes = self._clock.now() + mapping.batching_window_s
+        while len(batch) < mapping.batch_size:
+            left = closes - self._clock.now()
+            if left <= 0:
+                break
+            wait = math.floor(left)
+            more = await self._receive(min(esm_core.RECEIVE_MAX, mapping.batch_size - len(batch)), wait)
+            batch += more
+            if not more and not wait:
+                await trio.sleep(left)
+        return batch
+
+    async def _receive(self, count: int, wait_s: int) -> list[ReceivedMessage]:
+        received = await ask(self._session, ReceiveMessage(
+            self._queue, count, None, wait_s, attribute_names=["All"], message_attribute_names=["All"],
+        ))
+        assert isinstance(received, Received)
+        return received.messages
+
+    async def _settle(self, batch: list[ReceivedMessage], request_id: str, outcome: str, deleted: list[ReceivedMessage]) -> None:
+        """Record what became of the batch, and delete what may go. The record is submitted before
+        the deletion, so the writer commits it with the deletion or before it, never after."""
+        mapping = self._mapping
+        record = BatchInvoked(
+            self._clock.wall_ms(), mapping.uuid, mapping.function_arn, self._queue, [m.message_id for m in batch], request_id, outcome,
+        )
+        try:
+            logged = self._writer.submit([record], needs_space=False)
+        except (WriterOverloaded, trio.ClosedResourceError) as error:
+            raise BrokerError("ServiceUnavailable", f"the log: {error}") from None
+        for start in range(0, len(deleted), esm_core.RECEIVE_MAX):
+            chunk = deleted[start : start + esm_core.RECEIVE_MAX]
+            result = await ask(self._session, DeleteMessageBatch(
+                self._queue, [DeleteEntry(str(index), message.receipt_handle) for index, message in enumerate(chunk)],
+            ))
+            for failed in getattr(result, "failed", ()):  # it comes back and is handed over again: at least once
+                log.warning("event source mapping %s: a message could not be deleted from %s: %s", mapping.uuid, self._queue, failed.message)
+        try:
+            await logged.wait()
+        except StorageError as error:
+            raise storage_failed(error) from None
+
+
+def to_record(mapping: EventSourceMapping, at_ms: int) -> EventSourceMappingChanged:
+    return EventSourceMappingChanged(
+        at_ms, mapping.uuid, mapping.function_arn, mapping.queue_arn, mapping.batch_size, mapping.batching_window_s,
+        mapping.enabled, mapping.report_item_failures, mapping.maximum_concurrency, list(mapping.filter_patterns),
+    )
+
+
+def from_record(record: EventSourceMappingChanged) -> EventSourceMapping:
+    return EventSourceMapping(
+        uuid=record.uuid, function_arn=record.function_arn, queue_arn=record.queue_arn, batch_size=record.batch_size,
+        batching_window_s=record.batching_window_s, enabled=record.enabled, report_item_failures=record.report_item_failures,
+        maximum_concurrency=record.maximum_concurrency, filter_patterns=tuple(record.filter_patterns),
+        last_modified_ms=record.at_ms,
+    )
+
+
+def _text(params: dict[str, Any], name: str) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not value:
+        raise esm_core.invalid_value(f"{name} is required.")
+    return value
+
+
+def _page_number(value: Any) -> int:
+    if value is None or value == "":
+        return 0
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise esm_core.invalid_value(f"Invalid paging value: {value!r}") from None
+    if number < 0:
+        raise esm_core.invalid_value(f"Invalid paging value: {value!r}")
+    return number
