@@ -15,6 +15,8 @@ from dovecote.actors.esm import EventSourceMappings, MappingRequest
 from dovecote.actors.esm_core import invalid_value
 from dovecote.actors.json_depth import MAX_JSON_DEPTH, deeper_than
 
+from .http_server import HttpResponse
+
 PREFIX = "/2015-03-31/event-source-mappings"
 
 
@@ -65,3 +67,24 @@ def _body(body: bytes) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise invalid_value("The request body must be a JSON object.")
     return params
+
+
+def action_of(method: str, path: str) -> str:
+    """The operation's verb (Create, Get, ...), "" for none."""
+    route = _ROUTES.get((method, bool(path[len(PREFIX) :].strip("/"))))
+    return route[0] if route is not None else ""
+
+
+def error_response(error: BrokerError, request_id: str) -> HttpResponse:
+    """An error as Lambda's REST-JSON API answers it: its type in x-amzn-ErrorType and the body."""
+    kind = error.kind
+    status = _STATUS.get(error.code, kind.http_status)
+    body = _encoder.encode({"Type": "User" if kind.sender_fault else "Service", "message": error.message})
+    headers = [("Content-Type", "application/json"), ("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", _TYPES.get(error.code, error.code))]
+    return HttpResponse(status, headers, body)
+
+
+# Lambda's status and type where the table's row is another service's.
+_STATUS = {"ResourceNotFoundException": 404, "RequestThrottled": 429}
+_TYPES = {"RequestThrottled": "TooManyRequestsException", "ServiceUnavailable": "ServiceException", "InternalError": "ServiceException"}
+_encoder = msgspec.json.Encoder()
