@@ -11,11 +11,11 @@ any consumer does, so visibility, receive counts and the queue's redrive policy 
 function failed is left in flight, returns after the queue's visibility timeout and, after
 maxReceiveCount receives, goes to the dead-letter queue. It runs `concurrency` workers, each
 with one batch in hand; from a FIFO queue the queue hands a group to one consumer at a time, so a
-group's next batch waits until the previous one is deleted or returns. Each batch handed to the
-function is a BatchInvoked record naming its message ids, submitted before the deletion (so
-committed with it or before it): `dovecote log --message-id X` shows which function got X and how
-it ended. A crash between the invocation and the deletion leaves the batch in flight: it returns
-and is handed over again (at least once, as on AWS).
+group's next batch waits until the previous one is deleted or returns. The function registry
+records each invocation with the message ids it carried (FunctionInvoked), so `dovecote log
+--message-id X` shows which function got X, when and how it ended, and then X's deletion. A crash
+between the invocation and the deletion leaves the batch in flight: it returns and is handed over
+again (at least once, as on AWS).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
-from dovecote.storage.records import BatchInvoked, EventSourceMappingChanged, EventSourceMappingDeleted, Record
+from dovecote.storage.records import EventSourceMappingChanged, EventSourceMappingDeleted, Record
 from dovecote.storage.store import StorageError
 from dovecote.storage.writer import LogWriter, WriterOverloaded
 
@@ -55,13 +55,17 @@ class Invocation(Protocol):
 
 
 class Functions(Protocol):
-    """The function registry, as event source mappings need it."""
+    """The function registry (actors/functions.py), as event source mappings and SNS need it."""
 
-    def function_arn(self, name: str, region: str) -> str:
-        """The ARN of a function named by name or ARN; raises BrokerError(ResourceNotFoundException)."""
+    def function_arn(self, reference: str) -> str:
+        """The ARN of an existing function named by its name or ARN; raises BrokerError
+        (ResourceNotFoundException). Never waits."""
 
-    async def invoke(self, function: str, payload: bytes, *, asynchronous: bool = False) -> Invocation:
-        """Raises BrokerError (ResourceNotFoundException when the function is gone)."""
+    async def invoke(
+        self, function: str, payload: bytes, *, asynchronous: bool = False, message_ids: Sequence[str] = ()
+    ) -> Invocation:
+        """Raises BrokerError (ResourceNotFoundException when the function is gone). message_ids:
+        the messages the event carries, recorded with the invocation."""
 
 
 class MappingRequest(ActorMessage):
@@ -146,7 +150,7 @@ class EventSourceMappings:
         esm_core.check_parameters(params, creating=False)
         base = mapping
         if "FunctionName" in params:
-            function_arn = self._functions.function_arn(_text(params, "FunctionName"), request.region)
+            function_arn = self._functions.function_arn(_text(params, "FunctionName"))
             self._refuse_duplicate(mapping.queue_arn, function_arn, but=mapping.uuid)
             base = msgspec.structs.replace(mapping, function_arn=function_arn)
         updated = esm_core.configure(base, params, self._clock.wall_ms())
@@ -168,7 +172,7 @@ class EventSourceMappings:
                 "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
                 f"SQS Error Message: The specified queue does not exist: {queue_arn}"
             )
-        function_arn = self._functions.function_arn(_text(params, "FunctionName"), region)
+        function_arn = self._functions.function_arn(_text(params, "FunctionName"))
         self._refuse_duplicate(queue_arn, function_arn)
         base = EventSourceMapping(uuid=esm_core.new_uuid(), function_arn=function_arn, queue_arn=queue_arn)
         mapping = esm_core.configure(base, params, self._clock.wall_ms())
@@ -182,7 +186,7 @@ class EventSourceMappings:
         if params.get("EventSourceArn"):
             mappings = [m for m in mappings if m.queue_arn == params["EventSourceArn"]]
         if params.get("FunctionName"):
-            function_arn = self._functions.function_arn(_text(params, "FunctionName"), region)
+            function_arn = self._functions.function_arn(_text(params, "FunctionName"))
             mappings = [m for m in mappings if m.function_arn == function_arn]
         mappings.sort(key=lambda m: (m.last_modified_ms, m.uuid))
         start = _page_number(params.get("Marker"))
@@ -215,7 +219,7 @@ class EventSourceMappings:
             return
         scope = trio.CancelScope()
         self._pollers[mapping.uuid] = scope
-        poller = Poller(mapping, self._session(mapping.region), self._writer, self._clock, self._functions)
+        poller = Poller(mapping, self._session(mapping.region), self._clock, self._functions)
         self._nursery.start_soon(poller.run, scope)
 
     def _stop(self, mapping_uuid: str) -> None:
@@ -228,11 +232,10 @@ class Poller:
     """One mapping's consumer: `concurrency` workers, each receiving a batch, handing it to the
     function and deleting what the outcome lets it delete."""
 
-    def __init__(self, mapping: EventSourceMapping, session: Session, writer: LogWriter, clock: Clock, functions: Functions) -> None:
+    def __init__(self, mapping: EventSourceMapping, session: Session, clock: Clock, functions: Functions) -> None:
         self._mapping = mapping
         self._queue = esm_core.queue_arn_parts(mapping.queue_arn)[1]
         self._session = session
-        self._writer = writer
         self._clock = clock
         self._functions = functions
         self._filters = [esm_core.compile_filter(pattern) for pattern in mapping.filter_patterns]
@@ -263,30 +266,18 @@ class Poller:
         region = mapping.region
         records = [esm_core.sqs_record(message, mapping.queue_arn, region, mapping.fifo) for message in messages]
         kept = [esm_core.kept_by_filters(self._filters, record) for record in records]
-        dropped = [message for message, keep in zip(messages, kept) if not keep]
-        if dropped:  # as Lambda does: a message no filter matches is deleted unseen
-            await self._settle(dropped, "", "filtered out", dropped)
+        # As Lambda does: a message no filter matches is deleted unseen.
+        await self._delete([message for message, keep in zip(messages, kept) if not keep])
         batch = [message for message, keep in zip(messages, kept) if keep]
         if not batch:
             return
         payload = esm_core.event_payload([record for record, keep in zip(records, kept) if keep])
-        try:
-            invocation = await self._functions.invoke(mapping.function_arn, payload)
-        except BrokerError as error:  # the batch returns after its visibility timeout
-            await self._settle(batch, "", f"failed: {error.code}: {error.message}", [])
-            raise
-        failed = invocation.function_error is not None
-        deleted = esm_core.to_delete(
-            batch, function_failed=failed, answer=invocation.payload, report_item_failures=mapping.report_item_failures,
-            fifo=mapping.fifo,
-        )
-        if failed:
-            outcome = f"failed: {invocation.function_error}"
-        elif len(deleted) == len(batch):
-            outcome = "succeeded"
-        else:
-            outcome = f"partly failed: {len(batch) - len(deleted)} kept"
-        await self._settle(batch, invocation.request_id, outcome, deleted)
+        # A failure to invoke (the function is gone, ...) leaves the batch to return after its visibility timeout.
+        invocation = await self._functions.invoke(mapping.function_arn, payload, message_ids=[m.message_id for m in batch])
+        await self._delete(esm_core.to_delete(
+            batch, function_failed=invocation.function_error is not None, answer=invocation.payload,
+            report_item_failures=mapping.report_item_failures, fifo=mapping.fifo,
+        ))
 
     async def _gather(self) -> list[ReceivedMessage]:
         """Up to BatchSize messages: what one long poll brings, or, with a batching window, what
@@ -314,28 +305,14 @@ class Poller:
         assert isinstance(received, Received)
         return received.messages
 
-    async def _settle(self, batch: list[ReceivedMessage], request_id: str, outcome: str, deleted: list[ReceivedMessage]) -> None:
-        """Record what became of the batch, and delete what may go. The record is submitted before
-        the deletion, so the writer commits it with the deletion or before it, never after."""
-        mapping = self._mapping
-        record = BatchInvoked(
-            self._clock.wall_ms(), mapping.uuid, mapping.function_arn, self._queue, [m.message_id for m in batch], request_id, outcome,
-        )
-        try:
-            logged = self._writer.submit([record], needs_space=False)
-        except (WriterOverloaded, trio.ClosedResourceError) as error:
-            raise BrokerError("ServiceUnavailable", f"the log: {error}") from None
-        for start in range(0, len(deleted), esm_core.RECEIVE_MAX):
-            chunk = deleted[start : start + esm_core.RECEIVE_MAX]
+    async def _delete(self, messages: list[ReceivedMessage]) -> None:
+        for start in range(0, len(messages), esm_core.RECEIVE_MAX):
+            chunk = messages[start : start + esm_core.RECEIVE_MAX]
             result = await ask(self._session, DeleteMessageBatch(
                 self._queue, [DeleteEntry(str(index), message.receipt_handle) for index, message in enumerate(chunk)],
             ))
             for failed in getattr(result, "failed", ()):  # it comes back and is handed over again: at least once
-                log.warning("event source mapping %s: a message could not be deleted from %s: %s", mapping.uuid, self._queue, failed.message)
-        try:
-            await logged.wait()
-        except StorageError as error:
-            raise storage_failed(error) from None
+                log.warning("event source mapping %s: a message could not be deleted from %s: %s", self._mapping.uuid, self._queue, failed.message)
 
 
 def to_record(mapping: EventSourceMapping, at_ms: int) -> EventSourceMappingChanged:

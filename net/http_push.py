@@ -140,7 +140,9 @@ class Pusher:
         if self.functions is None:
             return "the broker's functions are not running yet"
         try:
-            await self.functions.invoke(request.endpoint, lambda_event(request.body, request.subscription_arn), asynchronous=True)
+            await self.functions.invoke(
+                request.endpoint, lambda_event(request.body, request.subscription_arn), asynchronous=True, message_ids=[request.message_id]
+            )
         except BrokerError as error:
             retried = NOT_RETRIED if error.code == "ResourceNotFoundException" else ""
             return f"{retried}{error.code}: {error.message}"[:200]

@@ -71,7 +71,7 @@ class LogFilter(msgspec.Struct, frozen=True):
         ):
             return False
         if self.message_ids and getattr(record, "message_id", None) not in self.message_ids and self.message_ids.isdisjoint(
-            getattr(record, "message_ids", ())  # a batch's record (BatchInvoked) names each of its messages
+            getattr(record, "message_ids", ())  # an invocation's record (FunctionInvoked) names each message it carried
         ):
             return False
         if self.since_ms is not None and record.at_ms < self.since_ms:

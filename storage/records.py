@@ -349,18 +349,6 @@ class EventSourceMappingDeleted(Record, tag="EventSourceMappingDeleted"):
     queue_arn: str
 
 
-class BatchInvoked(Record, tag="BatchInvoked"):
-    """An event source mapping handed messages of a queue to its function, and how that ended
-    (format 4). Written before the messages it deletes are deleted; in the log only."""
-
-    mapping_uuid: str
-    function_arn: str
-    queue: str  # the queue's name
-    message_ids: list[str]
-    request_id: str  # the invocation's ("": none was made)
-    outcome: str  # "succeeded", "failed: ..." (nothing deleted), "partly failed: N" or "filtered out" (deleted unseen)
-
-
 class DataKeyState(Record):
     """A data key of encryption at rest, wrapped (AES-256-GCM) by a master key of the operator's
     key file, named by its fingerprint; the DATA_KEYS table keeps the latest state of each. The key
@@ -419,7 +407,6 @@ AnyRecord = (
     | SMSAttributesChanged
     | EventSourceMappingChanged
     | EventSourceMappingDeleted
-    | BatchInvoked
 )
 QueueRow = QueueCreated | QueueAttributesChanged
 TopicRow = TopicCreated | TopicAttributesChanged

@@ -18,7 +18,6 @@ from .records import (
     DataKeyRewrapped,
     DedupEntry,
     DedupWindowClosed,
-    BatchInvoked,
     EventSourceMappingChanged,
     EventSourceMappingDeleted,
     MessageDeleted,
@@ -167,7 +166,7 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Put(DATA_KEYS, keys.queue_key(k), framed)]
         case DataKeyRetired(key_id=k):
             return [Delete(DATA_KEYS, keys.queue_key(k))]
-        case MessageForwarded() | BatchInvoked():
+        case MessageForwarded():
             return []
         case EventSourceMappingChanged(uuid=mapping):
             return [Put(EVENT_SOURCE_MAPPINGS, mapping.encode(), framed)]

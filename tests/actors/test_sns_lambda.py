@@ -34,10 +34,11 @@ class StandInFunctions:
         self.invoked: list[tuple[str, dict, bool]] = []
         self.refuse = list(refuse)  # BrokerErrors to raise, one per invocation, before succeeding
 
-    async def invoke(self, function, payload, *, asynchronous=False):
+    async def invoke(self, function, payload, *, asynchronous=False, message_ids=()):
         if self.refuse:
             raise self.refuse.pop(0)
         self.invoked.append((function, json.loads(payload), asynchronous))
+        assert list(message_ids) == [json.loads(payload)["Records"][0]["Sns"]["MessageId"]]
 
 
 def pusher_for(functions):
