@@ -99,8 +99,9 @@ from .tables import (
 # encryption at rest (MessageSent, Published and PushQueued gained `sealed`; the data key records
 # and table), which format 1 would misread as empty bodies; format 3 added the shovels' log records
 # (MessageForwarded), SNS's platform applications and endpoints and the account's SMS attributes (their
-# records and tables), which format 2 cannot decode.
-FORMAT_VERSION = 3
+# records and tables), which format 2 cannot decode; format 4 the event source mappings (their records
+# and table).
+FORMAT_VERSION = 4
 
 TimeShift = Callable[[int, int], int]  # (a record's LSN, its at_ms) -> ms to add to its times
 

@@ -43,7 +43,7 @@ def test_a_format_1_directory_reads_as_it_was_written(v1_dir):
 async def test_a_format_1_directory_is_served_and_becomes_the_current_format(v1_dir, tmp_path):  # real clock: LMDB commits in a thread
     store = LmdbStore(v1_dir, reserve_bytes=0)
     try:
-        assert store.format_version == FORMAT_VERSION == 3
+        assert store.format_version == FORMAT_VERSION == 4
         store.attach_sealer(Sealer(KeyFile(tmp_path / "master.key"), key_policy))
         async with running_broker(store) as h:
             listed = await h.ok(ops.ListQueues())
