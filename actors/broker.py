@@ -9,6 +9,8 @@ How the pieces share the work (each module's docstring says more):
 - recovery.py    rebuilds queues and topics from the store, at start and for a restart
 - session.py     a connection's way in: routes each operation straight to its actor
 - platform.py    the one task owning SNS's platform applications and endpoints (and their direct publishes)
+- functions.py   Lambda functions: the registry task, one actor per function owning its processes
+- esm.py         event source mappings (queue -> function): their task, and a poller per mapping
 - queue.py, topic.py, delivery.py   the actors, around the pure cores
 """
 
@@ -25,6 +27,8 @@ from dovecote.storage.writer import LogWriter
 from .clock import Clock
 from .config import BrokerConfig
 from .directory import ActorEntry, Directory, Health
+from .esm import EventSourceMappings
+from .functions import FunctionRegistry, FunctionSettings, InstanceRunner
 from .lifecycle import Lifecycle
 from .limits import STATISTICS_ACTORS_PER_STEP
 from .mailbox import MailboxStatistics
@@ -60,10 +64,14 @@ class Broker:
         cores: Sequence[QueueCore | TopicCore],
         signer: Signer | None = None,
         sender: Sender | None = None,
+        runner: InstanceRunner | None = None,
+        functions_dir: str | None = None,
+        function_settings: FunctionSettings = FunctionSettings(),
     ) -> None:
         """cores: the recovered queues and topics. signer: signs the SNS messages topics deliver
         (None: unsigned). sender: pushes to HTTP/S and email subscriptions (None: topics refuse
-        those)."""
+        those). runner: runs Lambda functions' instances, whose code is unpacked in functions_dir
+        (None: functions are kept but not run)."""
         self.config = config
         self.directory = Directory()
         supervisor = Supervisor(config, store, writer, clock, self.directory, sender)
@@ -71,6 +79,10 @@ class Broker:
         self._lifecycle = Lifecycle(config, store, writer, clock, self.directory, supervisor, options)
         self._platform = Platform(config, store, writer, clock, sender, self.directory.forward)
         self._initial_cores = list(cores)
+        self.functions = FunctionRegistry(config, store, writer, clock, runner, functions_dir, function_settings)
+        self.mappings = EventSourceMappings(
+            store.load_event_source_mappings(), writer, clock, self.directory, self.session, self.functions, config.lifecycle_capacity,
+        )
 
     def session(self, region: str | None = None, principal: Principal = ANYONE) -> Session:
         """A session of one principal, acting in one region's namespace (by default the broker's
@@ -85,13 +97,18 @@ class Broker:
         self._initial_cores.clear()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._platform.run)
-            await self._lifecycle.run(cores, task_status=task_status)
+            await nursery.start(self.functions.run)
+            await nursery.start(self._lifecycle.run, cores)
+            await nursery.start(self.mappings.run)  # once the queues they poll are there
+            task_status.started()
 
     def stop(self) -> None:
         """Stop taking creations and deletions; every actor then answers its long polls, finishes
         what is in its mailbox and ends."""
+        self.mappings.stop()
         self._lifecycle.mailbox.close_for_mail()
         self._platform.mailbox.close_for_mail()
+        self.functions.stop()
 
     def statistics(self) -> list[ActorReport]:
         """How every queue's and topic's actor fares: its mailbox, its supervisor's record and its

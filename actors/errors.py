@@ -69,14 +69,19 @@ _ROWS = [
     ("InvalidBatchEntryIdException", "InvalidBatchEntryId", 400, True, False),
     ("BatchRequestTooLongException", "BatchRequestTooLong", 400, True, False),
     ("RequestThrottled", "RequestThrottled", 400, True, True),
+    # Lambda (its x-amzn-ErrorType is the code; ResourceNotFoundException is 404 there: _LAMBDA_STATUS)
+    ("InvalidParameterValueException", "InvalidParameterValueException", 400, True, False),
+    ("InvalidRequestContentException", "InvalidRequestContentException", 400, True, False),
+    ("ResourceConflictException", "ResourceConflictException", 409, True, False),
+    ("PreconditionFailedException", "PreconditionFailedException", 412, True, False),
+    ("RequestTooLargeException", "RequestTooLargeException", 413, True, False),
+    ("TooManyRequestsException", "TooManyRequestsException", 429, True, True),
+    ("ServiceException", "ServiceException", 500, False, True),
     ("MissingAuthenticationToken", "MissingAuthenticationToken", 403, True, False),
     ("IncompleteSignature", "IncompleteSignature", 400, True, False),
     ("InvalidClientTokenId", "InvalidClientTokenId", 403, True, False),
     ("SignatureDoesNotMatch", "SignatureDoesNotMatch", 403, True, False),
     ("RequestExpired", "RequestExpired", 400, True, True),
-    # Lambda (REST-JSON: the code is the error's type)
-    ("InvalidParameterValueException", "InvalidParameterValueException", 400, True, False),
-    ("ResourceConflictException", "ResourceConflictException", 409, True, False),
     ("ServiceUnavailable", "ServiceUnavailable", 503, False, True),
     ("InternalError", "InternalError", 500, False, True),
 ]
@@ -93,6 +98,9 @@ _JSON_TYPES = {
 _QUERY_MESSAGES = {
     "QueueDoesNotExist": "The specified queue does not exist for this wsdl version.",
 }
+
+# Lambda's status where it differs from the row's (SQS answers 400 where Lambda answers 404).
+_LAMBDA_STATUS = {"ResourceNotFoundException": 404, "InvalidParameterValue": 400}
 
 KINDS: dict[str, ErrorKind] = {row[0]: ErrorKind(*row, _JSON_TYPES.get(row[0], row[0])) for row in _ROWS}
 
@@ -116,6 +124,11 @@ class BrokerError(Exception):
     def query_message(self) -> str:
         """The message as the Query protocol words it."""
         return _QUERY_MESSAGES.get(self.code, self.message)
+
+    @property
+    def lambda_status(self) -> int:
+        """The HTTP status Lambda's REST API answers it with."""
+        return _LAMBDA_STATUS.get(self.code, self.kind.http_status)
 
     def __repr__(self) -> str:
         return f"BrokerError({self.code!r}, {self.message!r})"

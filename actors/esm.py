@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
-from dovecote.storage.records import EventSourceMappingChanged, EventSourceMappingDeleted, Record
+from dovecote.storage.records import EventSourceMappingChanged, EventSourceMappingDeleted, FunctionChanged, Record
 from dovecote.storage.store import StorageError
 from dovecote.storage.writer import LogWriter, WriterOverloaded
 
@@ -57,9 +57,13 @@ class Invocation(Protocol):
 class Functions(Protocol):
     """The function registry (actors/functions.py), as event source mappings and SNS need it."""
 
-    def function_arn(self, reference: str) -> str:
-        """The ARN of an existing function named by its name or ARN; raises BrokerError
-        (ResourceNotFoundException). Never waits."""
+    def resolve(self, reference: str) -> Any:
+        """A function's name from its name or ARN. Raises BrokerError."""
+
+    def get(self, function: Any) -> FunctionChanged:
+        """The function's configuration; raises BrokerError(ResourceNotFoundException). Never waits."""
+
+    def arn(self, function: FunctionChanged) -> str: ...
 
     async def invoke(
         self, function: str, payload: bytes, *, asynchronous: bool = False, message_ids: Sequence[str] = ()
@@ -150,7 +154,7 @@ class EventSourceMappings:
         esm_core.check_parameters(params, creating=False)
         base = mapping
         if "FunctionName" in params:
-            function_arn = self._functions.function_arn(_text(params, "FunctionName"))
+            function_arn = self._function_arn(_text(params, "FunctionName"))
             self._refuse_duplicate(mapping.queue_arn, function_arn, but=mapping.uuid)
             base = msgspec.structs.replace(mapping, function_arn=function_arn)
         updated = esm_core.configure(base, params, self._clock.wall_ms())
@@ -172,7 +176,7 @@ class EventSourceMappings:
                 "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
                 f"SQS Error Message: The specified queue does not exist: {queue_arn}"
             )
-        function_arn = self._functions.function_arn(_text(params, "FunctionName"))
+        function_arn = self._function_arn(_text(params, "FunctionName"))
         self._refuse_duplicate(queue_arn, function_arn)
         base = EventSourceMapping(uuid=esm_core.new_uuid(), function_arn=function_arn, queue_arn=queue_arn)
         mapping = esm_core.configure(base, params, self._clock.wall_ms())
@@ -186,7 +190,7 @@ class EventSourceMappings:
         if params.get("EventSourceArn"):
             mappings = [m for m in mappings if m.queue_arn == params["EventSourceArn"]]
         if params.get("FunctionName"):
-            function_arn = self._functions.function_arn(_text(params, "FunctionName"))
+            function_arn = self._function_arn(_text(params, "FunctionName"))
             mappings = [m for m in mappings if m.function_arn == function_arn]
         mappings.sort(key=lambda m: (m.last_modified_ms, m.uuid))
         start = _page_number(params.get("Marker"))
@@ -196,6 +200,10 @@ class EventSourceMappings:
         if start + size < len(mappings):
             answer["NextMarker"] = str(start + size)
         return answer
+
+    def _function_arn(self, reference: str) -> str:
+        functions = self._functions
+        return functions.arn(functions.get(functions.resolve(reference)))
 
     def _refuse_duplicate(self, queue_arn: str, function_arn: str, *, but: str = "") -> None:
         for existing in self._mappings.values():

@@ -78,13 +78,12 @@ def action_of(method: str, path: str) -> str:
 def error_response(error: BrokerError, request_id: str) -> HttpResponse:
     """An error as Lambda's REST-JSON API answers it: its type in x-amzn-ErrorType and the body."""
     kind = error.kind
-    status = _STATUS.get(error.code, kind.http_status)
+    status = error.lambda_status
     body = _encoder.encode({"Type": "User" if kind.sender_fault else "Service", "message": error.message})
     headers = [("Content-Type", "application/json"), ("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", _TYPES.get(error.code, error.code))]
     return HttpResponse(status, headers, body)
 
 
-# Lambda's status and type where the table's row is another service's.
-_STATUS = {"ResourceNotFoundException": 404, "RequestThrottled": 429}
+# Lambda's type where the table's row is another service's.
 _TYPES = {"RequestThrottled": "TooManyRequestsException", "ServiceUnavailable": "ServiceException", "InternalError": "ServiceException"}
 _encoder = msgspec.json.Encoder()

@@ -50,3 +50,8 @@ def push_range(topic_id: int, subscription_id: int | None = None) -> tuple[bytes
     if subscription_id is None:
         return push_key(topic_id, 0, 0), push_key(topic_id, MAX_U64, MAX_U64)
     return push_key(topic_id, subscription_id, 0), push_key(topic_id, subscription_id, MAX_U64)
+
+
+def function_key(region: str, name: str) -> bytes:
+    """A Lambda function's key: its region ("" for the default) and name, which holds no NUL."""
+    return f"{region}\x00{name}".encode()

@@ -328,6 +328,58 @@ class PushDone(Record, tag="PushDone"):
     outcome: str
 
 
+class FunctionChanged(Record, tag="FunctionChanged"):
+    """A Lambda function's whole configuration after it was made or changed (format 4). Its code
+    is a FunctionCodeStored of the same code_sha256 (or a directory of the broker's machine,
+    code_path, run where it is)."""
+
+    region: str  # "" for the broker's default region
+    name: str
+    runtime: str
+    handler: str
+    role: str
+    description: str
+    timeout_s: int
+    memory_mb: int
+    environment: dict[str, str]
+    reserved_concurrency: int  # -1: none reserved (the broker's per-function limit applies)
+    code_sha256: str  # base64, as Lambda shows it
+    code_size: int
+    code_path: str  # the local-path extension: a directory the function runs in ("" for a zip)
+    revision_id: str
+
+
+class FunctionCodeStored(Record, tag="FunctionCodeStored"):
+    """A function's deployment package, a zip (format 4); replaced by the next one."""
+
+    region: str
+    name: str
+    code_sha256: str
+    zip: bytes
+
+
+class FunctionDeleted(Record, tag="FunctionDeleted"):
+    """A function and its code deleted (format 4)."""
+
+    region: str
+    name: str
+
+
+class FunctionInvoked(Record, tag="FunctionInvoked"):
+    """One invocation of a function and its outcome (format 4; in the log only): at_ms is when it
+    started. outcome: "ok", "Unhandled" or "Handled" (X-Amz-Function-Error), error_type the
+    errorType of a failure ("Task timed out", "Runtime.ExitError" ...)."""
+
+    region: str
+    name: str
+    request_id: str
+    invocation_type: str  # RequestResponse or Event
+    outcome: str
+    error_type: str
+    duration_ms: int
+    message_ids: list[str] = []  # the queue messages or publishes it carried (event source mappings, SNS)
+
+
 class EventSourceMappingChanged(Record, tag="EventSourceMappingChanged"):
     """An event source mapping's whole configuration after it was made or changed (format 4): the
     queue a function is fed from, and how (actors/esm_core.py)."""
@@ -405,6 +457,10 @@ AnyRecord = (
     | PlatformEndpointChanged
     | PlatformEndpointDeleted
     | SMSAttributesChanged
+    | FunctionChanged
+    | FunctionCodeStored
+    | FunctionDeleted
+    | FunctionInvoked
     | EventSourceMappingChanged
     | EventSourceMappingDeleted
 )

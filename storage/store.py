@@ -36,6 +36,8 @@ from .records import (
     DataKeyRow,
     DedupEntry,
     DeliveryRow,
+    FunctionChanged,
+    FunctionCodeStored,
     MessageReceived,
     MessageSent,
     MoveTaskChanged,
@@ -68,6 +70,8 @@ from .tables import (
     DEDUP,
     DELIVERIES,
     DIRECT_PUSHES,
+    FUNCTION_CODE,
+    FUNCTIONS,
     LOG,
     MESSAGES,
     META,
@@ -99,8 +103,8 @@ from .tables import (
 # encryption at rest (MessageSent, Published and PushQueued gained `sealed`; the data key records
 # and table), which format 1 would misread as empty bodies; format 3 added the shovels' log records
 # (MessageForwarded), SNS's platform applications and endpoints and the account's SMS attributes (their
-# records and tables), which format 2 cannot decode; format 4 the event source mappings (their records
-# and table).
+# records and tables), which format 2 cannot decode; format 4 the Lambda functions and event source
+# mappings (their records and tables), which format 3 cannot decode.
 FORMAT_VERSION = 4
 
 TimeShift = Callable[[int, int], int]  # (a record's LSN, its at_ms) -> ms to add to its times
@@ -462,6 +466,17 @@ class Store(abc.ABC):
             self._load_pushes(DIRECT_PUSHES, damage),
             next((record.attributes for _, record in self._rows(SMS_ATTRIBUTES, (SMSAttributesChanged,), damage)), {}),
         )
+
+    def load_functions(self) -> list[FunctionChanged]:
+        """Every Lambda function's configuration, without its code (damaged rows left out:
+        `dovecote check` names them)."""
+        return [record for _, record in self._rows(FUNCTIONS, (FunctionChanged,), DamageCollector())]
+
+    def function_code(self, region: str, name: str) -> FunctionCodeStored | None:
+        """A function's stored zip (None: none stored, or damaged: `dovecote check` names it)."""
+        (value,) = self._get_many(FUNCTION_CODE, [keys.function_key(region, name)])
+        record = _decode_or_none(value) if value is not None else None
+        return record if isinstance(record, FunctionCodeStored) else None
 
     def load_event_source_mappings(self) -> list[EventSourceMappingChanged]:
         """Every event source mapping (damaged rows left out: `dovecote check` names them)."""

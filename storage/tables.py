@@ -15,6 +15,10 @@ from .framing import frame
 from .records import (
     DataKeyCreated,
     DataKeyRetired,
+    FunctionChanged,
+    FunctionCodeStored,
+    FunctionDeleted,
+    FunctionInvoked,
     DataKeyRewrapped,
     DedupEntry,
     DedupWindowClosed,
@@ -65,11 +69,13 @@ PLATFORM_APPLICATIONS = "platform_applications"  # SNS platform applications, by
 PLATFORM_ENDPOINTS = "platform_endpoints"  # their endpoints, by ARN (format 3)
 SMS_ATTRIBUTES = "sms_attributes"  # the account's SMS attributes, under SMS_ATTRIBUTES_KEY (format 3)
 SMS_ATTRIBUTES_KEY = b"account"
+FUNCTIONS = "functions"  # Lambda functions' configurations (FunctionChanged), by function_key (format 4)
+FUNCTION_CODE = "function_code"  # their zips (FunctionCodeStored), same keys (format 4)
 EVENT_SOURCE_MAPPINGS = "event_source_mappings"  # by UUID (format 4)
 DIRECT_PUSHES = 0  # the topic id of PushQueued records published straight to a platform endpoint (ids start at 1)
 TABLES = (
     LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS,
-    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES, EVENT_SOURCE_MAPPINGS,
+    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES, FUNCTIONS, FUNCTION_CODE, EVENT_SOURCE_MAPPINGS,
 )
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
@@ -183,6 +189,15 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
         case PlatformEndpointDeleted(arn=arn, endpoint_id=endpoint_id):
             pushes = keys.push_range(DIRECT_PUSHES, endpoint_id)
             return [Delete(PLATFORM_ENDPOINTS, arn.encode()), DeleteRange(PUSHES, *pushes), DeleteRange(PUSH_ATTEMPTS, *pushes)]
+        case FunctionChanged(region=region, name=name):
+            return [Put(FUNCTIONS, keys.function_key(region, name), framed)]
+        case FunctionCodeStored(region=region, name=name):
+            return [Put(FUNCTION_CODE, keys.function_key(region, name), framed)]
+        case FunctionDeleted(region=region, name=name):
+            key = keys.function_key(region, name)
+            return [Delete(FUNCTIONS, key), Delete(FUNCTION_CODE, key)]
+        case FunctionInvoked():
+            return []
         case QueueDeleted(queue_id=q):
             first, last = keys.queue_message_range(q)
             return [Delete(QUEUES, keys.queue_key(q))] + [DeleteRange(t, first, last) for t in QUEUE_TABLES]

@@ -14,6 +14,7 @@ from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Op, Result
 from dovecote.actors.broker import Broker
 from dovecote.actors.config import BrokerConfig
+from dovecote.actors.functions import FunctionSettings, InstanceRunner
 from dovecote.actors.recovery import recover
 from dovecote.actors.signing import Signer
 from dovecote.net.http_push import Pusher
@@ -56,9 +57,13 @@ async def running_broker(
     start_wall_ms: int = START_WALL_MS,
     signer: Signer | None = None,
     pusher: Pusher | None = None,
+    runner: InstanceRunner | None = None,
+    functions_dir: str | None = None,
+    function_settings: FunctionSettings = FunctionSettings(unpack_in_thread=False),
     **writer_options,
 ) -> AsyncIterator[Harness]:
-    """pusher: how HTTP/S and email pushes go out (by default a real HTTP client, no mail relay)."""
+    """pusher: how HTTP/S and email pushes go out (by default a real HTTP client, no mail relay).
+    runner, functions_dir, function_settings: how Lambda functions run (none by default)."""
     store = store if store is not None else MemoryStore()
     config = config or BrokerConfig(restart_backoff_s=(0.0, 0.1))
     clock = Clock(wall_source=wall_source, start_wall_ms=start_wall_ms)
@@ -70,7 +75,7 @@ async def running_broker(
     with trio.fail_after(DEADLOCK_S):
         async with trio.open_nursery() as storage_nursery:
             await storage_nursery.start(writer.run)
-            broker = Broker(store, writer, clock, config, cores, signer, pusher)
+            broker = Broker(store, writer, clock, config, cores, signer, pusher, runner, functions_dir, function_settings)
             async with trio.open_nursery() as broker_nursery:
                 await broker_nursery.start(broker.run)
                 try:
