@@ -187,6 +187,7 @@ async def run_broker(
             await storage_nursery.start(writer.run)
             await rewrap_data_keys(sealer, writer, clock)
             broker = Broker(store, writer, clock, broker_config, cores, signer, pusher)
+            pusher.serve_functions(broker.functions)  # lambda subscriptions
             async with trio.open_nursery() as broker_nursery:
                 await broker_nursery.start(broker.run)
                 async with trio.open_nursery() as net_nursery:
@@ -205,7 +206,8 @@ async def run_broker(
                     )
                     http = HttpServer(
                         lambda peer: AwsGateway(
-                            broker, config.broker.account_id, config.public_url, endpoints.handle, verifier, audit, peer, scheme
+                            broker, config.broker.account_id, config.public_url, endpoints.handle, verifier, audit, peer, scheme,
+                            broker.mappings,
                         ).handle,
                         config.limits,
                         stopping,
