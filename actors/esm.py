@@ -39,7 +39,7 @@ from .errors import BrokerError, overloaded, shutting_down, storage_failed
 from .esm_core import EventSourceMapping
 from .mailbox import Mailbox, MailboxFull, ReplySlot
 from .messages import ActorMessage, Request
-from .ops import DeleteEntry, DeleteMessageBatch, ReceiveMessage, Received, ReceivedMessage
+from .ops import Attributes, DeleteEntry, DeleteMessageBatch, GetQueueAttributes, ReceiveMessage, Received, ReceivedMessage
 from .session import Session, ask
 
 log = logging.getLogger("dovecote.esm")
@@ -154,8 +154,10 @@ class EventSourceMappings:
         esm_core.check_parameters(params, creating=False)
         base = mapping
         if "FunctionName" in params:
-            function_arn = self._function_arn(_text(params, "FunctionName"))
+            function = self._function(_text(params, "FunctionName"))
+            function_arn = self._functions.arn(function)
             self._refuse_duplicate(mapping.queue_arn, function_arn, but=mapping.uuid)
+            await self._check_visibility(mapping.queue_arn, function)
             base = msgspec.structs.replace(mapping, function_arn=function_arn)
         updated = esm_core.configure(base, params, self._clock.wall_ms())
         await self._store([to_record(updated, self._clock.wall_ms())])
@@ -176,8 +178,10 @@ class EventSourceMappings:
                 "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
                 f"SQS Error Message: The specified queue does not exist: {queue_arn}"
             )
-        function_arn = self._function_arn(_text(params, "FunctionName"))
+        function = self._function(_text(params, "FunctionName"))
+        function_arn = self._functions.arn(function)
         self._refuse_duplicate(queue_arn, function_arn)
+        await self._check_visibility(queue_arn, function)
         base = EventSourceMapping(uuid=esm_core.new_uuid(), function_arn=function_arn, queue_arn=queue_arn)
         mapping = esm_core.configure(base, params, self._clock.wall_ms())
         await self._store([to_record(mapping, self._clock.wall_ms())])
@@ -190,7 +194,7 @@ class EventSourceMappings:
         if params.get("EventSourceArn"):
             mappings = [m for m in mappings if m.queue_arn == params["EventSourceArn"]]
         if params.get("FunctionName"):
-            function_arn = self._function_arn(_text(params, "FunctionName"))
+            function_arn = self._functions.arn(self._function(_text(params, "FunctionName")))
             mappings = [m for m in mappings if m.function_arn == function_arn]
         mappings.sort(key=lambda m: (m.last_modified_ms, m.uuid))
         start = _page_number(params.get("Marker"))
@@ -201,9 +205,20 @@ class EventSourceMappings:
             answer["NextMarker"] = str(start + size)
         return answer
 
-    def _function_arn(self, reference: str) -> str:
-        functions = self._functions
-        return functions.arn(functions.get(functions.resolve(reference)))
+    def _function(self, reference: str) -> FunctionChanged:
+        return self._functions.get(self._functions.resolve(reference))
+
+    async def _check_visibility(self, queue_arn: str, function: FunctionChanged) -> None:
+        """As Lambda refuses it: a queue whose messages would return while the function may still
+        be handling them."""
+        region, queue = esm_core.queue_arn_parts(queue_arn)
+        answer = await ask(self._session(region), GetQueueAttributes(queue, ["VisibilityTimeout"]))
+        assert isinstance(answer, Attributes)
+        visibility = int(answer.attributes["VisibilityTimeout"])
+        if visibility < function.timeout_s:
+            raise esm_core.invalid_value(
+                f"Queue visibility timeout: {visibility} seconds is less than Function timeout: {function.timeout_s} seconds"
+            )
 
     def _refuse_duplicate(self, queue_arn: str, function_arn: str, *, but: str = "") -> None:
         for existing in self._mappings.values():

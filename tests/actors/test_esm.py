@@ -4,6 +4,7 @@ filters and concurrency, and restoring mappings after a restart."""
 
 import contextlib
 import json
+from typing import NamedTuple
 
 import msgspec
 import pytest
@@ -28,10 +29,16 @@ class Invocation(msgspec.Struct):
     request_id: str
 
 
+class StandInFunction(NamedTuple):
+    name: str
+    timeout_s: int
+
+
 class StandInFunctions:
     """Functions that answer what `answer` says for each event, and note every event."""
 
-    def __init__(self, answer=None, names=("f", "g"), hold_s=0.0):
+    def __init__(self, answer=None, names=("f", "g"), hold_s=0.0, timeout_s=3):
+        self.timeout_s = timeout_s
         self.events: list[dict] = []
         self.answer = answer or (lambda event: (b"null", None))
         self.names = names
@@ -44,10 +51,10 @@ class StandInFunctions:
     def get(self, name):
         if name not in self.names:
             raise BrokerError("ResourceNotFoundException", f"Function not found: {FUNCTION_ARN}{name}")
-        return name
+        return StandInFunction(name, self.timeout_s)
 
-    def arn(self, name):
-        return FUNCTION_ARN + name
+    def arn(self, function):
+        return FUNCTION_ARN + function.name
 
     async def invoke(self, function, payload, *, asynchronous=False, message_ids=()):
         event = json.loads(payload)
@@ -243,6 +250,9 @@ async def test_api_rulings(autojump_clock):
         missing_queue = await refused(h, "Create", EventSourceArn=ARN + "missing", FunctionName="f")
         assert missing_queue.code == "InvalidParameterValueException" and "NonExistentQueue" in missing_queue.message
         assert (await refused(h, "Create", FunctionName="f")).code == "InvalidParameterValueException"
+        await h.ok(CreateQueue("brief", {"VisibilityTimeout": "2"}))
+        too_brief = await refused(h, "Create", EventSourceArn=ARN + "brief", FunctionName="f")
+        assert too_brief.message == "Queue visibility timeout: 2 seconds is less than Function timeout: 3 seconds"
         assert (await refused(h, "Get", "no-such-uuid")).code == "ResourceNotFoundException"
         await ok(h, "Create", EventSourceArn=ARN + "r", FunctionName="f")
         await ok(h, "Create", EventSourceArn=ARN + "q", FunctionName="g")
