@@ -57,8 +57,8 @@ class Invocation(Protocol):
 class Functions(Protocol):
     """The function registry (actors/functions.py), as event source mappings and SNS need it."""
 
-    def resolve(self, reference: str) -> Any:
-        """A function's name from its name or ARN. Raises BrokerError."""
+    def resolve(self, reference: str, region: str = "") -> Any:
+        """A function's name from its name or ARN (a name alone: of `region`). Raises BrokerError."""
 
     def get(self, function: Any) -> FunctionChanged:
         """The function's configuration; raises BrokerError(ResourceNotFoundException). Never waits."""
@@ -154,7 +154,7 @@ class EventSourceMappings:
         esm_core.check_parameters(params, creating=False)
         base = mapping
         if "FunctionName" in params:
-            function = self._function(_text(params, "FunctionName"))
+            function = self._function(_text(params, "FunctionName"), request.region)
             function_arn = self._functions.arn(function)
             self._refuse_duplicate(mapping.queue_arn, function_arn, but=mapping.uuid)
             await self._check_visibility(mapping.queue_arn, function)
@@ -178,7 +178,7 @@ class EventSourceMappings:
                 "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
                 f"SQS Error Message: The specified queue does not exist: {queue_arn}"
             )
-        function = self._function(_text(params, "FunctionName"))
+        function = self._function(_text(params, "FunctionName"), region)
         function_arn = self._functions.arn(function)
         self._refuse_duplicate(queue_arn, function_arn)
         await self._check_visibility(queue_arn, function)
@@ -194,7 +194,7 @@ class EventSourceMappings:
         if params.get("EventSourceArn"):
             mappings = [m for m in mappings if m.queue_arn == params["EventSourceArn"]]
         if params.get("FunctionName"):
-            function_arn = self._functions.arn(self._function(_text(params, "FunctionName")))
+            function_arn = self._functions.arn(self._function(_text(params, "FunctionName"), region))
             mappings = [m for m in mappings if m.function_arn == function_arn]
         mappings.sort(key=lambda m: (m.last_modified_ms, m.uuid))
         start = _page_number(params.get("Marker"))
@@ -205,8 +205,8 @@ class EventSourceMappings:
             answer["NextMarker"] = str(start + size)
         return answer
 
-    def _function(self, reference: str) -> FunctionChanged:
-        return self._functions.get(self._functions.resolve(reference))
+    def _function(self, reference: str, region: str) -> FunctionChanged:
+        return self._functions.get(self._functions.resolve(reference, region))
 
     async def _check_visibility(self, queue_arn: str, function: FunctionChanged) -> None:
         """As Lambda refuses it: a queue whose messages would return while the function may still

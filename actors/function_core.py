@@ -68,9 +68,9 @@ def function_arn(account_id: str, region: str, name: str) -> str:
     return f"arn:aws:lambda:{region}:{account_id}:function:{name}"
 
 
-def parse_reference(reference: str, account_id: str, default_region: str) -> tuple[FunctionName, str]:
+def parse_reference(reference: str, account_id: str, default_region: str, region: str = "") -> tuple[FunctionName, str]:
     """A function's name or ARN (perhaps qualified) as (region, name) and its qualifier ("" for
-    none). A region that is the default one is "". Raises InvalidParameterValueException for text
+    none); a name alone is of `region` ("": the default one). A region that is the default one is "". Raises InvalidParameterValueException for text
     that names no function, or a version other than $LATEST (dovecote keeps no versions), and
     ResourceNotFoundException for another account's."""
     match = _REFERENCE.fullmatch(reference)
@@ -78,7 +78,7 @@ def parse_reference(reference: str, account_id: str, default_region: str) -> tup
         raise invalid_value(f"1 validation error detected: Value '{reference[:200]}' at 'functionName' failed to satisfy constraint: "
                             "Member must satisfy regular expression pattern: (arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?"
                             "(\\d{12}:)?(function:)?([a-zA-Z0-9-_]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?")
-    region = match["region"] or ""
+    region = match["region"] or region
     account = match["account"] or match["partial_account"] or account_id
     name = FunctionName("" if region == default_region else region, match["name"])
     if account != account_id:

@@ -477,9 +477,10 @@ class FunctionRegistry:
             raise outcome
         return outcome
 
-    def resolve(self, reference: str) -> FunctionName:
-        """A function's (region, name) from its name or ARN. Raises BrokerError."""
-        return parse_reference(reference, self.config.account_id, self.config.region)[0]
+    def resolve(self, reference: str, region: str = "") -> FunctionName:
+        """A function's (region, name) from its name or ARN (a name alone is of `region`, by default
+        the broker's). Raises BrokerError."""
+        return parse_reference(reference, self.config.account_id, self.config.region, region)[0]
 
     def get(self, function: FunctionName) -> FunctionChanged:
         """The function's configuration, as last stored. Raises ResourceNotFoundException. Never waits."""
@@ -622,8 +623,12 @@ class FunctionRegistry:
         assert self._code_dir is not None
         path = self._code_dir / "dovecote_lambda_runtime.py"
         if not path.exists():
-            source = pkgutil.get_data(__package__, "lambda_runtime_client.py")
-            assert source is not None
+            try:
+                source = pkgutil.get_data(__package__, "lambda_runtime_client.py")
+            except OSError:
+                source = None
+            if source is None:
+                raise BrokerError("ServiceException", "This dovecote was built without its Python runtime client (lambda_runtime_client.py).")
             path.write_bytes(source)
         return path
 

@@ -21,18 +21,16 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from dovecote.actors.authorization import Decision, decide
-from dovecote.actors.errors import BrokerError, access_denied, batch_too_long, from_failure, message_too_long, unknown_action
+from dovecote.actors.errors import BrokerError, batch_too_long, from_failure, message_too_long, unknown_action
 from dovecote.actors.limits import SQS_MAX_MESSAGE_BYTES
 from dovecote.actors.json_depth import MAX_JSON_DEPTH, deeper_than
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.actors.ops import Failure, Op, Result
 from dovecote.actors.principals import ANYONE, Principal
 from dovecote.actors.broker import Broker
-from dovecote.actors.esm import EventSourceMappings
 from dovecote.actors.session import Session
 
-from . import lambda_esm_api, sns_api, sqs_api, sqs_query
+from . import lambda_api, lambda_esm_api, sns_api, sqs_api, sqs_query
 from .audit import DENIED_CODES, DOOR_AWS, Audit
 from .aws_request import JSON, SNS, AwsRequest, classify, is_queue_path, shape_of_head
 from .credential_scope import parse_authorization
@@ -40,7 +38,6 @@ from .http_server import HttpRequest, HttpResponse, split_target, text_refusal
 from .tls import Peer
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
-_LAMBDA = AwsRequest(JSON, "lambda", "", [], False, None)  # a Lambda API request, as _caller reads it
 
 
 class Verifier(Protocol):
@@ -50,6 +47,9 @@ class Verifier(Protocol):
 
 
 _json_encoder = msgspec.json.Encoder()
+
+
+_LAMBDA_REQUEST = AwsRequest("rest-json", "lambda", "", [], False, None)  # what _caller needs of a Lambda request
 
 
 class Caller(NamedTuple):
@@ -72,14 +72,12 @@ class AwsGateway:
         audit: Audit | None = None,
         peer: Peer | None = None,
         scheme: str = "http",
-        mappings: EventSourceMappings | None = None,
     ) -> None:
         """verifier=None accepts any signature (or none), as local emulators do: requests then act
         as ANYONE. audit: told of requests refused for want of a key, or for what they asked.
         peer: the connection's; an unsigned request on a connection whose TLS client certificate
         names a key acts as that key. scheme: of the queue URLs made from the Host header when there
-        is no public URL (https on a TLS listener). mappings: the actor of the Lambda API's event source
-        mappings (None: their paths are not served)."""
+        is no public URL (https on a TLS listener)."""
         self._broker = broker
         self._sessions: dict[tuple[str, Principal], Session] = {}  # one per region and principal this connection has used
         self._verifier = verifier
@@ -89,16 +87,16 @@ class AwsGateway:
         self._fallback = fallback
         self._certificate_principal = peer.certificate_principal if peer is not None else None
         self._scheme = scheme
-        self._mappings = mappings
         # Request ids: the connection's random UUID with its last 12 digits counting requests, as
         # unique as one uuid4 each, without a read of the system's random source per request.
         self._request_id_prefix = str(uuid.uuid4())[:24]
         self._request_numbers = itertools.count()
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
-        path, query = split_target(request.target)
-        if self._mappings is not None and lambda_esm_api.is_mapping_path(path):
-            return await self._event_source_mappings(request, path, query)
+        if lambda_api.is_lambda_path(request.target):
+            return await self._lambda(request)
+        if lambda_esm_api.is_mapping_path(split_target(request.target)[0]):
+            return await self._event_source_mappings(request)
         aws = classify(request)
         if aws is None:
             if is_queue_path(request.target):
@@ -106,7 +104,7 @@ class AwsGateway:
                 # answer a request for no operation (recorded: localstack's sqs query_api.py).
                 return HttpResponse(404, [("Content-Type", "text/xml")], b"<UnknownOperationException/>")
             return await self._fallback(request)
-        request_id = f"{self._request_id_prefix}{next(self._request_numbers) & 0xFFFFFFFFFFFF:012x}"
+        request_id = self._next_request_id()
         outcome = await self._serve(request, aws)
         if isinstance(outcome, BrokerError):
             return _error(aws, outcome, request_id)
@@ -118,6 +116,18 @@ class AwsGateway:
         else:
             body = sqs_query.render(aws.action, outcome, request_id)
         return HttpResponse(200, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body)
+
+    async def _lambda(self, request: HttpRequest) -> HttpResponse:
+        """A Lambda REST API request (lambda_api.py), its signature checked as every other's."""
+        request_id = self._next_request_id()
+        caller = self._caller(request, _LAMBDA_REQUEST)
+        if isinstance(caller, BrokerError):
+            return lambda_api.error_response(caller, request_id)
+        api = lambda_api.LambdaApi(self._broker.functions, self._account_id)
+        return await api.handle(request, caller.principal, caller.region, request_id)
+
+    def _next_request_id(self) -> str:
+        return f"{self._request_id_prefix}{next(self._request_numbers) & 0xFFFFFFFFFFFF:012x}"
 
     async def _serve(self, request: HttpRequest, aws: AwsRequest) -> dict[str, Any] | BrokerError:
         """The output of the request's action, or why it failed. The action is classify's alone:
@@ -144,29 +154,16 @@ class AwsGateway:
             return sns_api.to_output(aws.action, result)
         return sqs_api.to_output(result, context, aws.action)
 
-    async def _event_source_mappings(self, request: HttpRequest, path: str, query: str) -> HttpResponse:
-        """The Lambda API's event source mapping operations (REST-JSON): signed as any request,
-        authorised as lambda:<Action>EventSourceMapping on the mappings' ARNs."""
-        assert self._mappings is not None
-        request_id = str(uuid.uuid4())
-        caller = self._caller(request, _LAMBDA)
+    async def _event_source_mappings(self, request: HttpRequest) -> HttpResponse:
+        """The Lambda API's event source mapping operations (lambda_esm_api.py), signed as every
+        request, authorised by their IAM actions."""
+        request_id = self._next_request_id()
+        caller = self._caller(request, _LAMBDA_REQUEST)
         if isinstance(caller, BrokerError):
-            return lambda_esm_api.error_response(caller, request_id)
-        region = caller.region or self._broker.config.region
-        action = lambda_esm_api.action_of(request.method, path)
-        if not caller.principal.unrestricted and action:
-            permission = f"lambda:{action}EventSourceMapping"
-            resource = f"arn:aws:lambda:{region}:{self._account_id}:event-source-mapping:*"
-            decision = decide(caller.principal, permission, resource, self._account_id)
-            if decision is not Decision.ALLOWED:
-                self._audit.access_denied(DOOR_AWS, permission, caller.key_id, request.peer)
-                error = access_denied(caller.principal.arn(self._account_id), permission, resource, decision is Decision.DENIED)
-                return lambda_esm_api.error_response(error, request_id)
-        outcome = await lambda_esm_api.serve(self._mappings, request.method, path, query, request.body, region)
-        if isinstance(outcome, BrokerError):
-            return lambda_esm_api.error_response(outcome, request_id)
-        status, output = outcome
-        return HttpResponse(status, [("Content-Type", "application/json"), ("x-amzn-RequestId", request_id)], _json_encoder.encode(output))
+            return lambda_api.error_response(caller, request_id)
+        return await lambda_esm_api.serve(
+            self._broker.mappings, request, caller.principal, caller.region or self._broker.config.region, self._account_id, request_id
+        )
 
     def _caller(self, request: HttpRequest, aws: AwsRequest) -> Caller | BrokerError:
         """Who the request acts as: the key its signature proves, in the region its credential scope
@@ -246,6 +243,10 @@ def refusal(request: HttpRequest, code: str, message: str) -> HttpResponse:
     """The HTTP server's Refuser for the AWS port: a request refused before it was read whole (a
     body past the limit), or whose handling raised, gets the error in the shape its head shows (the
     broker's own endpoints: plain text)."""
+    if lambda_api.is_lambda_path(request.target):
+        if code == "RequestEntityTooLarge":
+            code, message = "RequestTooLargeException", f"{message} Give larger code by Code.S3Bucket 'local' (a path)."
+        return lambda_api.error_response(BrokerError(code, message), str(uuid.uuid4()))
     aws = shape_of_head(request)
     if aws is None:
         return text_refusal(request, code, message)

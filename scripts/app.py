@@ -35,6 +35,7 @@ import trio
 from dovecote.actors.clock import Clock, wall_source_from_environment
 from dovecote.actors.broker import Broker
 from dovecote.actors.config import BrokerConfig
+from dovecote.actors.functions import FunctionSettings
 from dovecote.actors.principals import Key, Keyring
 from dovecote.actors.recovery import recover
 from dovecote.actors.signing import CERTIFICATE_PATH, Signer
@@ -49,6 +50,7 @@ from dovecote.net.http_auth import EndpointAuthenticator
 from dovecote.net.http_push import Pusher, SmtpRelay
 from dovecote.net.mobile_sink import MobileSink
 from dovecote.net.http_server import HttpServer
+from dovecote.net.lambda_runtime import ProcessRunner
 from dovecote.net.limits import ConnectionBudget, ConnectionCounts, NetLimits, connection_budget
 from dovecote.net.sigv4 import SigV4Verifier
 from dovecote.net.tcp_server import NativeServer
@@ -90,6 +92,9 @@ class AnonymousOffLoopback(Exception):
     access is meant (Mosquitto's rule): one line saying so."""
 
 
+FUNCTIONS_DIR = "functions"  # in the data directory: Lambda functions' code, unpacked to run
+
+
 class ServeConfig(msgspec.Struct, frozen=True):
     data_dir: str
     host: str = "127.0.0.1"
@@ -120,6 +125,7 @@ class ServeConfig(msgspec.Struct, frozen=True):
     remotes: tuple[RemoteConfig, ...] = ()  # the SQS/SNS endpoints shovels link to
     shovels: tuple[ShovelConfig, ...] = ()
     commit_delay_ms: float = 0.0  # how long the writer may wait to gather more work into a commit
+    functions: FunctionSettings = FunctionSettings()  # how Lambda functions run
 
 
 class Ports(NamedTuple):
@@ -186,7 +192,10 @@ async def run_broker(
         async with trio.open_nursery() as storage_nursery:
             await storage_nursery.start(writer.run)
             await rewrap_data_keys(sealer, writer, clock)
-            broker = Broker(store, writer, clock, broker_config, cores, signer, pusher)
+            broker = Broker(
+                store, writer, clock, broker_config, cores, signer, pusher, ProcessRunner(), str(Path(config.data_dir) / FUNCTIONS_DIR),
+                config.functions,
+            )
             pusher.serve_functions(broker.functions)  # lambda subscriptions
             async with trio.open_nursery() as broker_nursery:
                 await broker_nursery.start(broker.run)
@@ -206,8 +215,7 @@ async def run_broker(
                     )
                     http = HttpServer(
                         lambda peer: AwsGateway(
-                            broker, config.broker.account_id, config.public_url, endpoints.handle, verifier, audit, peer, scheme,
-                            broker.mappings,
+                            broker, config.broker.account_id, config.public_url, endpoints.handle, verifier, audit, peer, scheme
                         ).handle,
                         config.limits,
                         stopping,

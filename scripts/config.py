@@ -31,6 +31,7 @@ import msgspec
 
 from dovecote.actors import authorization
 from dovecote.actors.config import BrokerConfig
+from dovecote.actors.functions import FunctionSettings
 from dovecote.actors.principals import Key
 from dovecote.net.http_push import SmtpRelay
 from dovecote.net.limits import NetLimits
@@ -302,6 +303,14 @@ SETTINGS: tuple[Setting, ...] = (
         "signature per publish is most of a publish's cost)", "broker.sign_sqs_envelopes",
         default=lambda: not _field_default("broker.sign_sqs_envelopes"), to_field=lambda unsigned: not unsigned,
     ),
+    Setting(
+        "function_python", str, "the interpreter of python3.x Lambda functions: a name on PATH or a path (the broker "
+        "carries no Python for them)", "functions.python", metavar="PYTHON",
+    ),
+    Setting(
+        "function_max_instances", int, "processes a Lambda function runs at once, at most, unless its "
+        "ReservedConcurrentExecutions says otherwise", "functions.max_instances", metavar="N",
+    ),
     Setting("push_timeout", float, "seconds an HTTP/S push attempt may take before it fails and is retried", "push_timeout_s", metavar="SECONDS"),
     Setting(
         "push_max_pending", int, "pending pushes a subscription may have; beyond, new ones are dropped and recorded, "
@@ -364,7 +373,7 @@ SETTINGS: tuple[Setting, ...] = (
 BY_KEY = {setting.key: setting for setting in SETTINGS}
 STRUCTS: dict[str, type[msgspec.Struct]] = {
     "": ServeConfig, "broker": BrokerConfig, "smtp": SmtpRelay, "tls": TlsSettings, "limits": NetLimits,
-    "mobile_sink": MobileSink,
+    "mobile_sink": MobileSink, "functions": FunctionSettings,
 }
 
 
@@ -630,7 +639,10 @@ def serve_config(values: Mapping[str, object]) -> ServeConfig:
     except ValueError as error:
         setting = next(setting for setting in SETTINGS if setting.field == "limits." + error.args[1])
         raise ConfigError(f"{setting.key} must be more than 0, not {values[setting.key]}") from None
-    return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls, limits=limits, mobile_sink=mobile_sink)
+    if fields["functions"]["max_instances"] < 1:
+        raise ConfigError(f"function_max_instances must be 1 or more, not {fields['functions']['max_instances']}")
+    functions = FunctionSettings(**fields["functions"])
+    return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls, limits=limits, mobile_sink=mobile_sink, functions=functions)
 
 
 def _mobile_sink(url: str | None, command: str | None) -> MobileSink | None:

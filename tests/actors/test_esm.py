@@ -45,7 +45,7 @@ class StandInFunctions:
         self.hold_s = hold_s
         self.running = self.most_running = 0
 
-    def resolve(self, reference):
+    def resolve(self, reference, region=""):
         return reference.rpartition(":function:")[2] or reference
 
     def get(self, name):

@@ -10,10 +10,13 @@ from botocore.parsers import RestJSONParser
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import CreateQueue
+from dovecote.actors.principals import ANYONE
 from dovecote.net import lambda_esm_api
+from dovecote.net.lambda_api import error_response
 
 from ..actors.test_esm import ARN, FUNCTION_ARN, REGION, StandInFunctions, mappings_running
 
+ACCOUNT = "000000000000"
 MODEL = botocore.session.get_session().get_service_model("lambda")
 
 
@@ -23,9 +26,10 @@ def parsed(operation, status, headers, body):
 
 
 async def call(h, operation, method, path, query="", body=None):
-    outcome = await lambda_esm_api.serve(h.mappings, method, path, query, json.dumps(body).encode() if body else b"", REGION)
+    outcome = await lambda_esm_api.answer(h.mappings, method, path, query, json.dumps(body).encode() if body else b"", REGION,
+                                          ANYONE, ACCOUNT)
     if isinstance(outcome, BrokerError):
-        answer = lambda_esm_api.error_response(outcome, "request-1")
+        answer = error_response(outcome, "request-1")
         return parsed(operation, answer.status, answer.headers, answer.body)
     status, output = outcome
     expected = MODEL.operation_model(operation).http.get("responseCode", 200)
@@ -61,10 +65,10 @@ async def test_errors_are_lambdas(autojump_clock, operation, method, path, body,
     async with mappings_running(StandInFunctions()) as h:
         await h.ok(CreateQueue("q"))
         await call(h, "CreateEventSourceMapping", "POST", lambda_esm_api.PREFIX, body={"EventSourceArn": ARN + "q", "FunctionName": "g"})
-        outcome = await lambda_esm_api.serve(h.mappings, method, lambda_esm_api.PREFIX + path, "",
-                                             json.dumps(body).encode() if body else b"", REGION)
+        outcome = await lambda_esm_api.answer(h.mappings, method, lambda_esm_api.PREFIX + path, "",
+                                              json.dumps(body).encode() if body else b"", REGION, ANYONE, ACCOUNT)
         assert isinstance(outcome, BrokerError)
-        answer = lambda_esm_api.error_response(outcome, "request-1")
+        answer = error_response(outcome, "request-1")
         error = parsed(operation, answer.status, answer.headers, answer.body)["Error"]
         assert (answer.status, error["Code"]) == (status, code)
         assert error["Message"] == outcome.message
@@ -73,5 +77,21 @@ async def test_errors_are_lambdas(autojump_clock, operation, method, path, body,
 async def test_a_body_that_is_not_a_json_object_is_refused(autojump_clock):
     async with mappings_running(StandInFunctions()) as h:
         for body in (b"{not json", b"[1]"):
-            outcome = await lambda_esm_api.serve(h.mappings, "POST", lambda_esm_api.PREFIX, "", body, REGION)
+            outcome = await lambda_esm_api.answer(h.mappings, "POST", lambda_esm_api.PREFIX, "", body, REGION, ANYONE, ACCOUNT)
             assert isinstance(outcome, BrokerError) and outcome.code == "InvalidParameterValueException"
+
+
+async def test_a_key_is_allowed_only_the_mapping_actions_its_statements_name(autojump_clock):
+    from ..actors.test_access import allow, key
+
+    reader = key("reader", allow("lambda:ListEventSourceMappings"), allow("lambda:GetEventSourceMapping"))
+    async with mappings_running(StandInFunctions()) as h:
+        await h.ok(CreateQueue("q"))
+        listed = await lambda_esm_api.answer(h.mappings, "GET", lambda_esm_api.PREFIX, "", b"", REGION, reader, ACCOUNT)
+        assert listed == (200, {"EventSourceMappings": []})
+        refused = await lambda_esm_api.answer(h.mappings, "POST", lambda_esm_api.PREFIX, "",
+                                              json.dumps({"EventSourceArn": ARN + "q", "FunctionName": "f"}).encode(),
+                                              REGION, reader, ACCOUNT)
+        assert isinstance(refused, BrokerError) and refused.code == "AccessDeniedException"
+        assert "lambda:CreateEventSourceMapping" in refused.message
+        assert (await lambda_esm_api.answer(h.mappings, "GET", lambda_esm_api.PREFIX, "", b"", REGION, ANYONE, ACCOUNT))[0] == 200
