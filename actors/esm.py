@@ -35,11 +35,23 @@ from dovecote.storage.writer import LogWriter, WriterOverloaded
 from . import esm_core
 from .clock import Clock
 from .directory import Directory
-from .errors import BrokerError, overloaded, shutting_down, storage_failed
+from .errors import BrokerError, from_failure, overloaded, shutting_down, storage_failed
 from .esm_core import EventSourceMapping
 from .mailbox import Mailbox, MailboxFull, ReplySlot
 from .messages import ActorMessage, Request
-from .ops import Attributes, DeleteEntry, DeleteMessageBatch, GetQueueAttributes, ReceiveMessage, Received, ReceivedMessage
+from .ops import (
+    Attributes,
+    ChangeMessageVisibilityBatch,
+    DeleteEntry,
+    DeleteMessageBatch,
+    Failure,
+    GetQueueAttributes,
+    ReceiveMessage,
+    Received,
+    ReceivedMessage,
+    Result,
+    VisibilityEntry,
+)
 from .session import Session, ask
 
 log = logging.getLogger("dovecote.esm")
@@ -242,7 +254,7 @@ class EventSourceMappings:
             return
         scope = trio.CancelScope()
         self._pollers[mapping.uuid] = scope
-        poller = Poller(mapping, self._session(mapping.region), self._clock, self._functions)
+        poller = Poller(mapping, self._session(mapping.region), self._clock, self._functions, self._nursery.start_soon)
         self._nursery.start_soon(poller.run, scope)
 
     def _stop(self, mapping_uuid: str) -> None:
@@ -255,12 +267,17 @@ class Poller:
     """One mapping's consumer: `concurrency` workers, each receiving a batch, handing it to the
     function and deleting what the outcome lets it delete."""
 
-    def __init__(self, mapping: EventSourceMapping, session: Session, clock: Clock, functions: Functions) -> None:
+    def __init__(
+        self, mapping: EventSourceMapping, session: Session, clock: Clock, functions: Functions,
+        start_soon: Callable[..., object],
+    ) -> None:
+        """start_soon: of a nursery that outlives the poller (its messages' release, after a stop)."""
         self._mapping = mapping
         self._queue = esm_core.queue_arn_parts(mapping.queue_arn)[1]
         self._session = session
         self._clock = clock
         self._functions = functions
+        self._start_soon = start_soon
         self._filters = [esm_core.compile_filter(pattern) for pattern in mapping.filter_patterns]
 
     async def run(self, scope: trio.CancelScope) -> None:
@@ -322,11 +339,31 @@ class Poller:
         return batch
 
     async def _receive(self, count: int, wait_s: int) -> list[ReceivedMessage]:
-        received = await ask(self._session, ReceiveMessage(
+        """A long poll. Stopped while it waits (the mapping changed or was deleted), what it
+        brings later is made visible again at once, not left hidden for a visibility timeout."""
+        slot: ReplySlot[Result] = ReplySlot()
+        self._session.submit(ReceiveMessage(
             self._queue, count, None, wait_s, attribute_names=["All"], message_attribute_names=["All"],
-        ))
+        ), slot)
+        try:
+            received = await slot.wait()
+        except trio.Cancelled:
+            self._start_soon(self._release, slot)
+            raise
+        if isinstance(received, Failure):
+            raise from_failure(received)
         assert isinstance(received, Received)
         return received.messages
+
+    async def _release(self, slot: ReplySlot[Result]) -> None:
+        received = await slot.wait()
+        if isinstance(received, Received) and received.messages:
+            try:
+                await ask(self._session, ChangeMessageVisibilityBatch(self._queue, [
+                    VisibilityEntry(str(index), message.receipt_handle, 0) for index, message in enumerate(received.messages)
+                ]))
+            except BrokerError:  # the queue is gone, or the broker stopping: the visibility timeout returns them
+                pass
 
     async def _delete(self, messages: list[ReceivedMessage]) -> None:
         for start in range(0, len(messages), esm_core.RECEIVE_MAX):

@@ -284,6 +284,20 @@ async def test_a_disabled_mapping_does_not_poll(autojump_clock):
         assert functions.bodies() == ["m"]
 
 
+async def test_a_stopped_poller_does_not_hide_what_its_long_poll_brings(autojump_clock):
+    functions = StandInFunctions()
+    async with mappings_running(functions) as h:
+        await h.ok(CreateQueue("q", {"VisibilityTimeout": "300"}))
+        created = await ok(h, "Create", EventSourceArn=ARN + "q", FunctionName="f")
+        await trio.sleep(1)  # its long polls wait
+        await ok(h, "Update", created["UUID"], Enabled=False)
+        await h.ok(SendMessage("q", "m"))  # taken by a stopped poll, and given back at once
+        await trio.sleep(1)
+        await ok(h, "Update", created["UUID"], Enabled=True)
+        await trio.sleep(1)
+        assert functions.bodies() == ["m"]
+
+
 async def test_mappings_are_restored_after_a_restart(autojump_clock):
     store = MemoryStore()
     functions = StandInFunctions()
