@@ -307,14 +307,14 @@ class Poller:
         records = [esm_core.sqs_record(message, mapping.queue_arn, region, mapping.fifo) for message in messages]
         kept = [esm_core.kept_by_filters(self._filters, record) for record in records]
         # As Lambda does: a message no filter matches is deleted unseen.
-        await self._delete([message for message, keep in zip(messages, kept) if not keep])
+        self._delete([message for message, keep in zip(messages, kept) if not keep])
         batch = [message for message, keep in zip(messages, kept) if keep]
         if not batch:
             return
         payload = esm_core.event_payload([record for record, keep in zip(records, kept) if keep])
         # A failure to invoke (the function is gone, ...) leaves the batch to return after its visibility timeout.
         invocation = await self._functions.invoke(mapping.function_arn, payload, message_ids=[m.message_id for m in batch])
-        await self._delete(esm_core.to_delete(
+        self._delete(esm_core.to_delete(
             batch, function_failed=invocation.function_error is not None, answer=invocation.payload,
             report_item_failures=mapping.report_item_failures, fifo=mapping.fifo,
         ))
@@ -365,14 +365,21 @@ class Poller:
             except BrokerError:  # the queue is gone, or the broker stopping: the visibility timeout returns them
                 pass
 
-    async def _delete(self, messages: list[ReceivedMessage]) -> None:
+    def _delete(self, messages: list[ReceivedMessage]) -> None:
+        """Ask the queue to delete them, without waiting: the worker's next receive, behind the
+        deletion in the queue's mailbox, is committed with it (one commit, not two, per batch).
+        A deletion that fails leaves its message to come back: it is handed over again (at least
+        once, as on AWS)."""
         for start in range(0, len(messages), esm_core.RECEIVE_MAX):
             chunk = messages[start : start + esm_core.RECEIVE_MAX]
-            result = await ask(self._session, DeleteMessageBatch(
+            self._session.submit(DeleteMessageBatch(
                 self._queue, [DeleteEntry(str(index), message.receipt_handle) for index, message in enumerate(chunk)],
-            ))
-            for failed in getattr(result, "failed", ()):  # it comes back and is handed over again: at least once
-                log.warning("event source mapping %s: a message could not be deleted from %s: %s", self._mapping.uuid, self._queue, failed.message)
+            ), self._deleted)
+
+    def _deleted(self, result: Result) -> None:
+        failures = [result.message] if isinstance(result, Failure) else [failed.message for failed in getattr(result, "failed", ())]
+        for failure in failures:
+            log.warning("event source mapping %s: could not delete from %s: %s", self._mapping.uuid, self._queue, failure)
 
 
 def to_record(mapping: EventSourceMapping, at_ms: int) -> EventSourceMappingChanged:
