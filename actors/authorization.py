@@ -529,3 +529,13 @@ ACTIONS: dict[type, str] = {
 def action_of(op: ops.Op) -> str:
     """The IAM action of an operation (KeyError for an object that is not an operation)."""
     return ACTIONS[type(op)]
+
+
+# The Lambda REST API's operations (net/lambda_api.py), whose IAM action is lambda:<operation>
+# but for these; their resource is the function's ARN (`*` for ListFunctions).
+LAMBDA_ACTIONS = {"Invoke": "lambda:InvokeFunction"}
+
+
+def lambda_action(operation: str) -> str:
+    """The IAM action of a Lambda API operation (lambda:CreateFunction, lambda:InvokeFunction ...)."""
+    return LAMBDA_ACTIONS.get(operation, f"lambda:{operation}")

@@ -46,7 +46,7 @@ from .topic_core import TopicCore
 class ActorReport(NamedTuple):
     """One queue's or topic's actor, as it reports itself (see `Broker.statistics`)."""
 
-    kind: str  # "queue", "topic" or "platform" (the one platform actor)
+    kind: str  # "queue", "topic", "platform" (the one platform actor) or "function" (a Lambda function's)
     region: str
     name: str
     mailbox: MailboxStatistics
@@ -114,12 +114,23 @@ class Broker:
         """How every queue's and topic's actor fares: its mailbox, its supervisor's record and its
         own counters, then the platform actor's. Read without waiting, from any task: one
         consistent snapshot."""
-        return [_report(entry) for entry in self.directory.entries()] + [self.platform_report()]
+        return [_report(entry) for entry in self.directory.entries()] + [self.platform_report(), *self.function_reports()]
 
     def platform_report(self) -> ActorReport:
         """The platform actor's mailbox and restarts (it keeps no counters of its own)."""
         platform = self._platform
         return ActorReport("platform", self.config.region, "platform", platform.mailbox.statistics(), platform.health, None)
+
+    def function_reports(self) -> list[ActorReport]:
+        """Each Lambda function's actor: the invocations waiting for an instance as its mailbox's
+        requests, its instances' start failures as its restarts, and its counters."""
+        reports = []
+        for actor in self.functions.actors():
+            statistics = actor.statistics()
+            function = actor.function
+            mailbox = MailboxStatistics(statistics.waiting, 0, False)
+            reports.append(ActorReport("function", function.region or self.config.region, function.name, mailbox, actor.health, statistics))
+        return reports
 
     async def gather_statistics(self, *, per_step: int = STATISTICS_ACTORS_PER_STEP) -> list[ActorReport]:
         """The same, letting other tasks run after every `per_step` actors, so that reading ten
@@ -132,7 +143,7 @@ class Broker:
             if start:
                 await trio.lowlevel.checkpoint()
             reports += [_report(entry) for entry in entries[start : start + per_step]]
-        return reports + [self.platform_report()]
+        return reports + [self.platform_report(), *self.function_reports()]
 
 
 def _report(entry: ActorEntry) -> ActorReport:

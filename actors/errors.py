@@ -100,7 +100,7 @@ _QUERY_MESSAGES = {
 }
 
 # Lambda's status where it differs from the row's (SQS answers 400 where Lambda answers 404).
-_LAMBDA_STATUS = {"ResourceNotFoundException": 404, "InvalidParameterValue": 400}
+_LAMBDA_STATUS = {"ResourceNotFoundException": 404}
 
 KINDS: dict[str, ErrorKind] = {row[0]: ErrorKind(*row, _JSON_TYPES.get(row[0], row[0])) for row in _ROWS}
 

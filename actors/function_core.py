@@ -241,15 +241,15 @@ def _environment(given: Any) -> dict[str, str]:
     variables = given.get("Variables", {}) if isinstance(given, dict) else None
     if not isinstance(variables, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in variables.items()):
         raise invalid_value("Environment.Variables must map names to text.")
-    bad = [name for name in variables if _VARIABLE_NAME.fullmatch(name) is None]
-    if bad:
-        raise invalid_value(f"Environment variable names must match [a-zA-Z]([a-zA-Z0-9_])+: {bad[0][:100]!r} does not.")
     reserved = sorted(RESERVED_VARIABLES.intersection(variables))
     if reserved:
         raise invalid_value(
             "Lambda was unable to configure your environment variables because the environment variables you have provided "
             f"contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {','.join(reserved)}"
         )
+    bad = [name for name in variables if _VARIABLE_NAME.fullmatch(name) is None]
+    if bad:
+        raise invalid_value(f"Environment variable names must match [a-zA-Z]([a-zA-Z0-9_])+: {bad[0][:100]!r} does not.")
     if sum(len(k.encode()) + len(v.encode()) for k, v in variables.items()) > MAX_ENVIRONMENT_BYTES:
         raise invalid_value(f"Lambda was unable to configure your environment variables because the environment variables you have "
                             f"provided exceeded the {MAX_ENVIRONMENT_BYTES} bytes limit.")

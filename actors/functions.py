@@ -9,7 +9,8 @@ The interface others build on (event source mappings, SNS `lambda` subscriptions
 It returns an `Invocation`: `payload` (the function's answer, or Lambda's error JSON
 {errorMessage, errorType, stackTrace}), `function_error` (None, or "Unhandled" as AWS sets
 X-Amz-Function-Error), `request_id`, `status_code` (200; 202 for an asynchronous one, which returns
-once accepted, without a payload: its outcome is logged, retried twice on error as AWS does).
+once it is stored, without a payload: it runs after a restart if it had not run, its outcome is
+logged, and it is tried twice more on error, as AWS does).
 `message_ids` name the messages the event carries, for the FunctionInvoked log record that
 `dovecote log --message-id` shows. It raises BrokerError: ResourceNotFoundException for a function
 that does not exist (or is deleted meanwhile), TooManyRequestsException when the function's
@@ -57,12 +58,14 @@ from typing import Any, NamedTuple, Protocol
 import msgspec
 import trio
 
-from dovecote.storage.records import FunctionChanged, FunctionDeleted, FunctionInvoked, Record
+from dovecote.storage.private import make_private_dir
+from dovecote.storage.records import FunctionChanged, FunctionDeleted, FunctionEventQueued, FunctionInvoked, Record
 from dovecote.storage.store import StorageError, Store
 from dovecote.storage.writer import LogWriter, WriterOverloaded
 
 from .clock import Clock
 from .config import BrokerConfig
+from .directory import Health
 from .errors import BrokerError, overloaded, shutting_down, storage_failed
 from .function_core import (
     PYTHON_RUNTIMES,
@@ -143,6 +146,18 @@ class InstanceRunner(Protocol):
         OSError when the process cannot be started."""
 
 
+class FunctionStatistics(NamedTuple):
+    """A function actor's counters, as /actors shows them (counted since the broker started)."""
+
+    instances: int  # processes running or starting
+    busy: int  # of them, running an invocation
+    waiting: int  # invocations waiting for an instance (asynchronous retries included)
+    invocations: int  # answered
+    errors: int  # of them, with X-Amz-Function-Error
+    timeouts: int  # of them, for their Timeout
+    start_failures: int  # instances that failed before they asked for work
+
+
 class FunctionSettings(msgspec.Struct, frozen=True):
     """How this machine runs functions (ServeConfig and the configuration file set them)."""
 
@@ -156,10 +171,11 @@ class FunctionSettings(msgspec.Struct, frozen=True):
 
 # --- the actors' mail ----------------------------------------------------------------------------
 class _Invoke(NamedTuple):
+    request_id: str
     payload: bytes
-    reply: ReplySlot[Invocation | BrokerError]
-    asynchronous: bool
+    reply: Callable[[Invocation | BrokerError], None]
     message_ids: Sequence[str]
+    queued_ms: int = 0  # asynchronous: its FunctionEventQueued's at_ms (0: a synchronous one)
 
 
 class _Reconfigure(NamedTuple):
@@ -171,18 +187,22 @@ class _Stop(NamedTuple):
 
 
 class _Pending:
-    __slots__ = ("request_id", "payload", "reply", "asynchronous", "message_ids", "wait_until", "started_ms", "attempt", "due")
+    __slots__ = ("request_id", "payload", "reply", "queued_ms", "message_ids", "wait_until", "started_ms", "attempt", "due")
 
     def __init__(self, invoke: _Invoke, wait_until: float, started_ms: int) -> None:
-        self.request_id = str(uuid.uuid4())
+        self.request_id = invoke.request_id
         self.payload = invoke.payload
         self.reply = invoke.reply
-        self.asynchronous = invoke.asynchronous
+        self.queued_ms = invoke.queued_ms
         self.message_ids = list(invoke.message_ids)
         self.wait_until = wait_until  # trio time: given up if no instance took it by then
         self.started_ms = started_ms
         self.attempt = 1
         self.due = -math.inf  # trio time: a retried asynchronous invocation waits until then
+
+    @property
+    def asynchronous(self) -> bool:
+        return self.queued_ms != 0
 
 
 class _Instance:
@@ -198,6 +218,14 @@ class _Instance:
         self.ready = False  # it asked for work once: its start-up succeeded
 
 
+def throttled() -> BrokerError:
+    return BrokerError("TooManyRequestsException", "Rate Exceeded: the function's reserved concurrency is 0.")
+
+
+def _nobody(_: Invocation | BrokerError) -> None:
+    """The reply of an asynchronous invocation: its caller was answered 202 when it was stored."""
+
+
 def _error_payload(error_type: str, message: str) -> bytes:
     return msgspec.json.encode({"errorMessage": message, "errorType": error_type})
 
@@ -205,11 +233,8 @@ def _error_payload(error_type: str, message: str) -> bytes:
 class FunctionActor:
     """One function's instances and invocations (see the module's docstring). Owned by its own task."""
 
-    def __init__(
-        self,
-        function: FunctionChanged,
-        registry: FunctionRegistry,
-    ) -> None:
+    def __init__(self, function: FunctionChanged, registry: FunctionRegistry, restored: Sequence[FunctionEventQueued] = ()) -> None:
+        """restored: its asynchronous invocations stored and not yet done, run first."""
         self._function = function
         self._registry = registry
         self._settings = registry.settings
@@ -223,15 +248,28 @@ class FunctionActor:
         self._start_after = -math.inf
         self._next_instance_id = 1
         self._stopped = False
+        self.health = Health()  # start failures count as its restarts; the last one is its last error
+        self._invocations = self._errors = self._timeouts = 0
+        for event in restored:
+            self._accept(_Invoke(event.request_id, event.payload, _nobody, event.message_ids, event.at_ms))
+
+    @property
+    def function(self) -> FunctionChanged:
+        return self._function
+
+    def statistics(self) -> FunctionStatistics:
+        """Read without waiting, from any task."""
+        busy = sum(1 for instance in self._instances.values() if instance.current is not None)
+        waiting = len(self._pending) + len(self._retries)
+        return FunctionStatistics(
+            len(self._instances), busy, waiting, self._invocations, self._errors, self._timeouts, self.health.restarts
+        )
 
     # --- from other tasks, never waiting -----------------------------------------------------
-    def post_invoke(self, invoke: _Invoke) -> None:
+    def check_room(self) -> None:
+        """Raises TooManyRequestsException when its mailbox is full."""
         if self._receive.statistics().current_buffer_used >= self._capacity:
             raise BrokerError("TooManyRequestsException", f"Rate Exceeded: function {self._function.name} has {self._capacity} invocations waiting.")
-        try:
-            self._send.send_nowait(invoke)
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            raise overloaded(f"Function {self._function.name}") from None
 
     def post(self, message: object) -> None:
         """Instance events, reconfiguration and stop. The channel holds every instance's
@@ -245,6 +283,7 @@ class FunctionActor:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self._dispatch()  # the restored asynchronous invocations
             while not self._stopped:
                 with trio.move_on_at(self._next_deadline()):
                     message = await self._receive.receive()
@@ -257,7 +296,10 @@ class FunctionActor:
     def _handle(self, message: object) -> None:
         match message:
             case _Invoke():
-                self._accept(message)
+                if self._function.reserved_concurrency == 0 and not message.queued_ms:
+                    message.reply(throttled())
+                else:
+                    self._accept(message)
             case NextWanted(instance_id=instance_id, reply=reply):
                 instance = self._instances.get(instance_id)
                 if instance is None or instance.generation != self._generation:
@@ -309,14 +351,8 @@ class FunctionActor:
                     self._kill(instance_id)
 
     def _accept(self, invoke: _Invoke) -> None:
-        if self._function.reserved_concurrency == 0:
-            invoke.reply(BrokerError("TooManyRequestsException", "Rate Exceeded: the function's reserved concurrency is 0."))
-            return
         now = trio.current_time()
-        pending = _Pending(invoke, now + self._function.timeout_s + INIT_ALLOWANCE_S, self._registry.clock.wall_ms())
-        if pending.asynchronous:
-            invoke.reply(Invocation(b"", None, pending.request_id, 202))
-        self._pending.append(pending)
+        self._pending.append(_Pending(invoke, now + self._function.timeout_s + INIT_ALLOWANCE_S, self._registry.clock.wall_ms()))
 
     def _limit(self) -> int:
         reserved = self._function.reserved_concurrency
@@ -363,6 +399,9 @@ class FunctionActor:
                 why = f"could not start: {error}"
             except BrokerError as error:
                 why = error.message
+            except Exception as error:  # noqa: BLE001 - one instance's failure is its function's, never the broker's
+                log.exception("function %s: instance %d failed", function.name, instance.instance_id)
+                why = f"failed: {error!r}"
         self.post(InstanceEnded(instance.instance_id, why))
 
     def _kill(self, instance_id: int) -> None:
@@ -376,6 +415,8 @@ class FunctionActor:
         """An instance failed before it asked for work: the oldest waiting invocation gets the
         failure; the next start waits longer."""
         self._failures_in_row += 1
+        self.health.restarts += 1
+        self.health.last_error = f"{error_type}: {payload[:200].decode(errors='replace')}"
         backoff = self._settings.restart_backoff_s
         self._start_after = trio.current_time() + backoff[min(self._failures_in_row - 1, len(backoff) - 1)]
         log.warning(
@@ -408,15 +449,20 @@ class FunctionActor:
         return min(deadlines, default=math.inf)
 
     def _finish(self, pending: _Pending, payload: bytes, function_error: str | None, error_type: str) -> None:
-        """An invocation's outcome: answered (or, asynchronous and failed, retried), and logged."""
+        """An invocation's outcome: answered (or, asynchronous and failed, retried), and logged;
+        an asynchronous one's last attempt ends its stored event."""
         function = self._function
+        self._invocations += 1
+        self._errors += function_error is not None
+        self._timeouts += error_type == "Sandbox.Timedout"
+        retried = pending.asynchronous and function_error is not None and pending.attempt <= len(ASYNC_RETRY_DELAYS_S)
         self._registry.record(FunctionInvoked(
             pending.started_ms, function.region, function.name, pending.request_id, "Event" if pending.asynchronous else "RequestResponse",
             function_error or "ok", error_type, self._registry.clock.wall_ms() - pending.started_ms, pending.message_ids,
+            0 if retried else pending.queued_ms,
         ))
-        if not pending.asynchronous:
-            pending.reply(Invocation(payload, function_error, pending.request_id))
-        elif function_error is not None and pending.attempt <= len(ASYNC_RETRY_DELAYS_S):
+        pending.reply(Invocation(payload, function_error, pending.request_id))  # nobody waits for an asynchronous one
+        if retried:
             pending.due = trio.current_time() + ASYNC_RETRY_DELAYS_S[pending.attempt - 1]
             pending.attempt += 1
             self._retries.append(pending)
@@ -455,6 +501,9 @@ class FunctionRegistry:
         self._code_dir = Path(code_dir) if code_dir is not None else None
         self._base_environment = dict(base_environment) if base_environment is not None else _base_environment()
         self._core = FunctionsCore(config.account_id, config.region, store.load_functions())
+        self._restored_events: dict[FunctionName, list[FunctionEventQueued]] = {}
+        for event in store.load_function_events():
+            self._restored_events.setdefault(FunctionName(event.region, event.name), []).append(event)
         self._actors: dict[FunctionName, FunctionActor] = {}
         self._send, self._mailbox = trio.open_memory_channel[_Manage](config.lifecycle_capacity)
         self._nursery: trio.Nursery | None = None
@@ -470,8 +519,20 @@ class FunctionRegistry:
             raise not_found(self._core.arn(name))
         if self.runner is None:
             raise BrokerError("ServiceException", "This broker runs no functions (it was started without a function runner).")
+        if self._core.get(name).reserved_concurrency == 0:  # as stored: the actor may not have heard of a change yet
+            raise throttled()
+        actor.check_room()
+        request_id = str(uuid.uuid4())
+        if asynchronous:  # stored before it is accepted, as a send is
+            queued = FunctionEventQueued(self.clock.wall_ms(), name.region, name.name, request_id, payload, list(message_ids))
+            try:
+                await self._writer.append([queued], needs_space=True)
+            except (StorageError, WriterOverloaded) as error:
+                raise storage_failed(error) from None
+            actor.post(_Invoke(request_id, payload, _nobody, message_ids, queued.at_ms))
+            return Invocation(b"", None, request_id, 202)
         slot: ReplySlot[Invocation | BrokerError] = ReplySlot()
-        actor.post_invoke(_Invoke(payload, slot, asynchronous, message_ids))
+        actor.post(_Invoke(request_id, payload, slot, message_ids))
         outcome = await slot.wait()
         if isinstance(outcome, BrokerError):
             raise outcome
@@ -489,6 +550,10 @@ class FunctionRegistry:
     def functions(self) -> list[FunctionChanged]:
         """Every function, by region and name. Never waits."""
         return [self._core.functions[name] for name in sorted(self._core.functions)]
+
+    def actors(self) -> list[FunctionActor]:
+        """Every function's actor, by region and name. Never waits."""
+        return [self._actors[name] for name in sorted(self._actors)]
 
     def arn(self, function: FunctionChanged | FunctionName) -> str:
         return self._core.arn(FunctionName(function.region, function.name) if isinstance(function, FunctionChanged) else function)
@@ -528,8 +593,6 @@ class FunctionRegistry:
     # --- the registry's task ---------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until stop(); the function actors live in here."""
-        if self._code_dir is not None:
-            self._code_dir.mkdir(0o700, parents=True, exist_ok=True)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for function in self._core.functions.values():
@@ -576,7 +639,7 @@ class FunctionRegistry:
 
     def _start_actor(self, function: FunctionChanged) -> None:
         assert self._nursery is not None
-        actor = FunctionActor(function, self)
+        actor = FunctionActor(function, self, self._restored_events.pop(FunctionName(function.region, function.name), []))
         self._actors[FunctionName(function.region, function.name)] = actor
         self._nursery.start_soon(actor.run, name=f"function:{function.name}")
 
@@ -592,6 +655,9 @@ class FunctionRegistry:
     async def instance_spec(self, function: FunctionChanged, instance_id: int) -> InstanceSpec:
         """The command, directory and environment of a new instance, its code unpacked first.
         Raises BrokerError when the code is missing, OSError when it cannot be unpacked."""
+        if self._code_dir is None:
+            raise BrokerError("ServiceException", "This broker has no directory to run functions' code in.")
+        make_private_dir(self._code_dir)  # made at the first start: it holds code other users should not read
         root = function.code_path or str(await self._unpacked(function))
         region = function.region or self.config.region
         environment = instance_environment(function, region, root, self.config.http_url, self._base_environment)
@@ -603,8 +669,7 @@ class FunctionRegistry:
 
     async def _unpacked(self, function: FunctionChanged) -> Path:
         """The function's zip, unpacked once per code (by its SHA-256) under the code directory."""
-        if self._code_dir is None:
-            raise BrokerError("ServiceException", "This broker has no directory to unpack functions' code in.")
+        assert self._code_dir is not None
         target = self._code_dir / base64.b32encode(base64.b64decode(function.code_sha256)).decode().rstrip("=").lower()
         if target.is_dir():
             return target

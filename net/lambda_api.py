@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote
 import msgspec
 import trio
 
-from dovecote.actors.authorization import Decision, decide
+from dovecote.actors.authorization import Decision, decide, lambda_action
 from dovecote.actors.errors import BrokerError, access_denied
 from dovecote.actors.function_core import LOCAL_CODE_BUCKET, NO_RESERVED_CONCURRENCY, Code, FunctionName, invalid_value, reserved_concurrency
 from dovecote.actors.functions import FunctionRegistry
@@ -52,19 +52,14 @@ _ROUTES = [
     ("DELETE", r"/2017-10-31/functions/(?P<name>[^/]+)/concurrency", "DeleteFunctionConcurrency"),
     ("GET", r"/2019-09-30/functions/(?P<name>[^/]+)/concurrency", "GetFunctionConcurrency"),
 ]
+_JSON_BODIES = frozenset({"CreateFunction", "UpdateFunctionConfiguration", "UpdateFunctionCode", "PutFunctionConcurrency"})
 _COMPILED = [(method, re.compile(pattern), operation) for method, pattern, operation in _ROUTES]
-# The IAM action of each operation, where it is not lambda:<operation>
-_ACTIONS = {"Invoke": "lambda:InvokeFunction", "GetFunctionConcurrency": "lambda:GetFunctionConcurrency"}
 _PREFIX = re.compile(r"/20(15-03-31|17-10-31|19-09-30)/functions(/|$)")
 
 
 def is_lambda_path(target: str) -> bool:
     """Whether a request is for the Lambda API (by its path alone)."""
     return _PREFIX.match(split_target(target)[0]) is not None
-
-
-def action_of(operation: str) -> str:
-    return _ACTIONS.get(operation, f"lambda:{operation}")
 
 
 class LambdaApi:
@@ -86,8 +81,8 @@ class LambdaApi:
         parameters = {key: values[-1] for key, values in parse_qs(query, keep_blank_values=True).items()}
         functions = self._functions
         function: FunctionName | None = None
+        body = _json_object(request.body) if operation in _JSON_BODIES else {}
         if operation == "CreateFunction":
-            body = _json_object(request.body)
             name = body.get("FunctionName")
             resource = functions.arn(FunctionName(region, name if isinstance(name, str) else ""))
         elif operation == "ListFunctions":
@@ -97,12 +92,12 @@ class LambdaApi:
             resource = functions.arn(function)
             if parameters.get("Qualifier", "$LATEST") != "$LATEST":
                 raise BrokerError("ResourceNotFoundException", f"Function not found: {resource}:{parameters['Qualifier']}")
-        self._authorize(principal, action_of(operation), resource)
-        headers = [("Content-Type", _JSON_TYPE), ("x-amzn-RequestId", request_id)]
+        self._authorize(principal, lambda_action(operation), resource)
         if operation == "Invoke":
             assert function is not None
-            return await self._invoke(request, function, headers)
-        answer = await self._manage(operation, request, region, function, parameters)
+            return await self._invoke(request, function, request_id)
+        answer = await self._manage(operation, body, region, function, parameters)
+        headers = [("Content-Type", _JSON_TYPE), ("x-amzn-RequestId", request_id)]
         if answer is None:
             return HttpResponse(204, headers, b"")
         status = 201 if operation == "CreateFunction" else 200
@@ -114,14 +109,14 @@ class LambdaApi:
             raise access_denied(principal.arn(self._account_id), action, resource, decision is Decision.DENIED)
 
     async def _manage(
-        self, operation: str, request: HttpRequest, region: str, function: FunctionName | None, parameters: dict[str, str]
+        self, operation: str, body: dict[str, Any], region: str, function: FunctionName | None, parameters: dict[str, str]
     ) -> dict[str, Any] | None:
+        """The answer's JSON (None: 204, no body). body: the request's JSON (empty for a GET or DELETE)."""
         functions = self._functions
         if operation == "ListFunctions":
             return self._list(parameters)
         assert function is not None or operation == "CreateFunction"
         if operation == "CreateFunction":
-            body = _json_object(request.body)
             code = body.get("Code")
             if not isinstance(code, dict):
                 raise invalid_value("The Code parameter is required: give Code.ZipFile, or Code.S3Bucket 'local' and Code.S3Key a path.")
@@ -139,15 +134,14 @@ class LambdaApi:
         if operation == "GetFunctionConfiguration":
             return self.configuration(functions.get(function))
         if operation == "UpdateFunctionConfiguration":
-            return self.configuration(await functions.update_configuration(function, _json_object(request.body)))
+            return self.configuration(await functions.update_configuration(function, body))
         if operation == "UpdateFunctionCode":
-            body = _json_object(request.body)
             return self.configuration(await functions.update_code(function, body, await _code(body)))
         if operation == "DeleteFunction":
             await functions.delete(function)
             return None
         if operation == "PutFunctionConcurrency":
-            reserved = reserved_concurrency(_json_object(request.body).get("ReservedConcurrentExecutions"))
+            reserved = reserved_concurrency(body.get("ReservedConcurrentExecutions"))
             await functions.set_concurrency(function, reserved)
             return {"ReservedConcurrentExecutions": reserved}
         if operation == "DeleteFunctionConcurrency":
@@ -170,7 +164,7 @@ class LambdaApi:
             answer["NextMarker"] = page[-1][0]
         return answer
 
-    async def _invoke(self, request: HttpRequest, function: FunctionName, headers: list[tuple[str, str]]) -> HttpResponse:
+    async def _invoke(self, request: HttpRequest, function: FunctionName, request_id: str) -> HttpResponse:
         kind = _header(request, "x-amz-invocation-type") or "RequestResponse"
         if kind not in ("RequestResponse", "Event", "DryRun"):
             raise invalid_value(f"InvocationType must be RequestResponse, Event or DryRun; it is {kind[:40]!r}.")
@@ -186,12 +180,10 @@ class LambdaApi:
             raise BrokerError("InvalidRequestContentException", "Could not parse request body into json: the payload is not JSON.") from None
         if kind == "DryRun":
             self._functions.get(function)
-            return HttpResponse(204, headers, b"")
-        invocation = await self._functions.invoke(
-            self._functions.arn(function), payload, asynchronous=kind == "Event"
-        )
-        headers = [*headers, ("X-Amz-Executed-Version", "$LATEST")]
-        headers[1] = ("x-amzn-RequestId", invocation.request_id)
+            return HttpResponse(204, [("x-amzn-RequestId", request_id)], b"")
+        invocation = await self._functions.invoke(self._functions.arn(function), payload, asynchronous=kind == "Event")
+        # the invocation's id is the request's, as on AWS: the handler's context.aws_request_id
+        headers = [("Content-Type", _JSON_TYPE), ("x-amzn-RequestId", invocation.request_id), ("X-Amz-Executed-Version", "$LATEST")]
         if invocation.function_error is not None:
             headers.append(("X-Amz-Function-Error", invocation.function_error))
         return HttpResponse(invocation.status_code, headers, invocation.payload)
@@ -226,7 +218,7 @@ def error_response(error: BrokerError, request_id: str) -> HttpResponse:
     """An error as Lambda sends it: its code in x-amzn-ErrorType, {Type, Message} in the body."""
     kind = error.kind
     body = _encoder.encode({"Type": "User" if kind.sender_fault else "Service", "Message": error.message})
-    headers = [("Content-Type", _JSON_TYPE), ("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", kind.query_code)]
+    headers = [("Content-Type", _JSON_TYPE), ("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", error.code)]
     return HttpResponse(error.lambda_status, headers, body)
 
 

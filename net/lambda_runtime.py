@@ -37,23 +37,24 @@ class ProcessRunner:
 
     async def run(self, spec: InstanceSpec, post: Callable[[InstanceEvent], None]) -> str:
         listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-        port = listener.socket.getsockname()[1]
-        environment = {**spec.environment, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}"}
-        instance = _Instance(spec, post)
-        async with listener, trio.open_nursery() as nursery:
-            nursery.start_soon(trio.serve_listeners, instance.serve_connection, [listener])
-            process = await trio.lowlevel.open_process(
+        async with listener:
+            port = listener.socket.getsockname()[1]
+            environment = {**spec.environment, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}"}
+            instance = _Instance(spec, post)
+            process = await trio.lowlevel.open_process(  # raises OSError: no such file, not executable ...
                 spec.command, cwd=spec.cwd, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, start_new_session=True,
             )
             try:
-                assert process.stdout is not None and process.stderr is not None
-                nursery.start_soon(instance.relay, process.stdout, "stdout")
-                nursery.start_soon(instance.relay, process.stderr, "stderr")
-                code = await process.wait()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(trio.serve_listeners, instance.serve_connection, [listener])
+                    assert process.stdout is not None and process.stderr is not None
+                    nursery.start_soon(instance.relay, process.stdout, "stdout")
+                    nursery.start_soon(instance.relay, process.stderr, "stderr")
+                    code = await process.wait()
+                    nursery.cancel_scope.cancel()
             finally:
                 _kill_group(process)
-            nursery.cancel_scope.cancel()
         return f"exit status {code}" if code >= 0 else f"killed by signal {-code}"
 
 

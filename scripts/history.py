@@ -22,6 +22,8 @@ import msgspec
 from dovecote.net.plain_data import plain
 from dovecote.storage.records import (
     AnyRecord,
+    FunctionCodeStored,
+    FunctionInvoked,
     Sealed,
     DeliveryState,
     MessageDeleted,
@@ -70,8 +72,9 @@ class LogFilter(msgspec.Struct, frozen=True):
             or (isinstance(record, (PushQueued, PushAttempted, PushDone)) and (record.topic_id, record.subscription_id) in self.subscription_ids)
         ):
             return False
-        if self.message_ids and getattr(record, "message_id", None) not in self.message_ids and self.message_ids.isdisjoint(
-            getattr(record, "message_ids", ())  # an invocation's record (FunctionInvoked) names each message it carried
+        if self.message_ids and not (
+            getattr(record, "message_id", None) in self.message_ids
+            or (isinstance(record, FunctionInvoked) and not self.message_ids.isdisjoint(record.message_ids))  # the function that got it
         ):
             return False
         if self.since_ms is not None and record.at_ms < self.since_ms:
@@ -181,6 +184,7 @@ def parse_time(text: str) -> int:
 
 _SKIPPED_IN_LINES = {
     "at_ms", "queue", "queue_id", "topic", "topic_id", "body", "message", "attributes", "system_attributes", "sealed", "wrapped", "alias",
+    "zip", "name",
 }
 
 
@@ -190,6 +194,8 @@ def describe(lsn: int, record: AnyRecord) -> str:
         owner = f"topic={record.topic}"
     elif hasattr(record, "alias"):  # a data key's record
         owner = f"alias={record.alias}"
+    elif type(record).__name__.startswith("Function"):
+        owner = f"function={record.name}"  # type: ignore[attr-defined]
     else:
         owner = f"queue={getattr(record, 'queue', getattr(record, 'owner', ''))}"
     fields = [f"{format_time(record.at_ms)}  lsn {lsn}  {type(record).__name__:<22} {owner}"]
@@ -202,6 +208,8 @@ def describe(lsn: int, record: AnyRecord) -> str:
                 fields.append(f"{name}={ENCRYPTED} attributes={ENCRYPTED}")
             else:
                 fields.append(f"{name}={len(getattr(record, name).encode())}B attributes={len(record.attributes)}")
+    if isinstance(record, FunctionCodeStored):  # the zip's size, not its bytes
+        fields.append(f"zip={len(record.zip)}B")
     if is_encrypted(record):
         fields.append(f"encrypted=data-key-{record.sealed.key_id}")  # type: ignore[attr-defined]
     return " ".join(fields)
@@ -219,6 +227,8 @@ def to_json(lsn: int, record: AnyRecord) -> dict[str, Any]:
             if "system_attributes" in document:
                 document["system_attributes"] = ENCRYPTED
     document.pop("wrapped", None)  # a data key's, wrapped: of no use to a reader
+    if isinstance(record, FunctionCodeStored):  # a function's zip: its size, not its bytes
+        document["zip"] = f"{len(record.zip)}B"
     return document
 
 

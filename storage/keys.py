@@ -55,3 +55,13 @@ def push_range(topic_id: int, subscription_id: int | None = None) -> tuple[bytes
 def function_key(region: str, name: str) -> bytes:
     """A Lambda function's key: its region ("" for the default) and name, which holds no NUL."""
     return f"{region}\x00{name}".encode()
+
+
+def function_event_key(region: str, name: str, queued_ms: int, request_id: str) -> bytes:
+    """A function's pending asynchronous invocation: the function's key, then when it was queued."""
+    return f"{region}\x00{name}\x00".encode() + queued_ms.to_bytes(8, "big") + request_id.encode()
+
+
+def function_event_range(region: str, name: str) -> tuple[bytes, bytes]:
+    """The inclusive key range of one function's pending asynchronous invocations."""
+    return f"{region}\x00{name}\x00".encode(), f"{region}\x00{name}\x01".encode()

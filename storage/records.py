@@ -365,6 +365,17 @@ class FunctionDeleted(Record, tag="FunctionDeleted"):
     name: str
 
 
+class FunctionEventQueued(Record, tag="FunctionEventQueued"):
+    """An asynchronous invocation (InvocationType Event) accepted, stored before its 202 (format 4):
+    it is pending (table `function_events`) until a FunctionInvoked with its queued_ms ends it."""
+
+    region: str
+    name: str
+    request_id: str
+    payload: bytes
+    message_ids: list[str] = []
+
+
 class FunctionInvoked(Record, tag="FunctionInvoked"):
     """One invocation of a function and its outcome (format 4; in the log only): at_ms is when it
     started. outcome: "ok", "Unhandled" or "Handled" (X-Amz-Function-Error), error_type the
@@ -378,6 +389,7 @@ class FunctionInvoked(Record, tag="FunctionInvoked"):
     error_type: str
     duration_ms: int
     message_ids: list[str] = []  # the queue messages or publishes it carried (event source mappings, SNS)
+    event_queued_ms: int = 0  # an asynchronous invocation's last attempt: its FunctionEventQueued's at_ms (0: none)
 
 
 class EventSourceMappingChanged(Record, tag="EventSourceMappingChanged"):
@@ -460,6 +472,7 @@ AnyRecord = (
     | FunctionChanged
     | FunctionCodeStored
     | FunctionDeleted
+    | FunctionEventQueued
     | FunctionInvoked
     | EventSourceMappingChanged
     | EventSourceMappingDeleted

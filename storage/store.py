@@ -38,6 +38,7 @@ from .records import (
     DeliveryRow,
     FunctionChanged,
     FunctionCodeStored,
+    FunctionEventQueued,
     MessageReceived,
     MessageSent,
     MoveTaskChanged,
@@ -71,6 +72,7 @@ from .tables import (
     DELIVERIES,
     DIRECT_PUSHES,
     FUNCTION_CODE,
+    FUNCTION_EVENTS,
     FUNCTIONS,
     LOG,
     MESSAGES,
@@ -471,6 +473,11 @@ class Store(abc.ABC):
         """Every Lambda function's configuration, without its code (damaged rows left out:
         `dovecote check` names them)."""
         return [record for _, record in self._rows(FUNCTIONS, (FunctionChanged,), DamageCollector())]
+
+    def load_function_events(self) -> list[FunctionEventQueued]:
+        """Every pending asynchronous invocation, by function and in the order they were queued
+        (damaged rows left out: `dovecote check` names them)."""
+        return [record for _, record in self._rows(FUNCTION_EVENTS, (FunctionEventQueued,), DamageCollector())]
 
     def function_code(self, region: str, name: str) -> FunctionCodeStored | None:
         """A function's stored zip (None: none stored, or damaged: `dovecote check` names it)."""

@@ -18,6 +18,7 @@ from .records import (
     FunctionChanged,
     FunctionCodeStored,
     FunctionDeleted,
+    FunctionEventQueued,
     FunctionInvoked,
     DataKeyRewrapped,
     DedupEntry,
@@ -72,10 +73,11 @@ SMS_ATTRIBUTES_KEY = b"account"
 FUNCTIONS = "functions"  # Lambda functions' configurations (FunctionChanged), by function_key (format 4)
 FUNCTION_CODE = "function_code"  # their zips (FunctionCodeStored), same keys (format 4)
 EVENT_SOURCE_MAPPINGS = "event_source_mappings"  # by UUID (format 4)
+FUNCTION_EVENTS = "function_events"  # pending asynchronous invocations (FunctionEventQueued), by function_event_key (format 4)
 DIRECT_PUSHES = 0  # the topic id of PushQueued records published straight to a platform endpoint (ids start at 1)
 TABLES = (
     LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS,
-    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES, FUNCTIONS, FUNCTION_CODE, EVENT_SOURCE_MAPPINGS,
+    PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES, FUNCTIONS, FUNCTION_CODE, FUNCTION_EVENTS, EVENT_SOURCE_MAPPINGS,
 )
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
@@ -195,9 +197,11 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Put(FUNCTION_CODE, keys.function_key(region, name), framed)]
         case FunctionDeleted(region=region, name=name):
             key = keys.function_key(region, name)
-            return [Delete(FUNCTIONS, key), Delete(FUNCTION_CODE, key)]
-        case FunctionInvoked():
-            return []
+            return [Delete(FUNCTIONS, key), Delete(FUNCTION_CODE, key), DeleteRange(FUNCTION_EVENTS, *keys.function_event_range(region, name))]
+        case FunctionEventQueued(region=region, name=name, request_id=request_id):
+            return [Put(FUNCTION_EVENTS, keys.function_event_key(region, name, record.at_ms, request_id), framed)]
+        case FunctionInvoked(region=region, name=name, request_id=request_id, event_queued_ms=queued_ms):
+            return [Delete(FUNCTION_EVENTS, keys.function_event_key(region, name, queued_ms, request_id))] if queued_ms else []
         case QueueDeleted(queue_id=q):
             first, last = keys.queue_message_range(q)
             return [Delete(QUEUES, keys.queue_key(q))] + [DeleteRange(t, first, last) for t in QUEUE_TABLES]

@@ -10,6 +10,7 @@ import tomllib
 import pytest
 
 from dovecote import config
+from dovecote.actors.functions import FunctionSettings
 from dovecote.cli import build_parser
 from dovecote.net.mobile_sink import MobileSink
 
@@ -392,3 +393,14 @@ def test_a_remotes_secret_that_cannot_be_had_is_named_as_a_keys_is(tmp_path):
     (tmp_path / "other.secret").write_text("\n")
     with pytest.raises(ValueError, match="remote other: its secret file .* is empty"):
         config.read_secrets(specs, {"CLOUD_SECRET": "s"})
+
+
+def test_how_functions_run_is_set_by_flag_file_or_variable_and_checked():
+    assert config.serve_config(resolve().values).functions == FunctionSettings()
+    given = config.serve_config(resolve("--function-python", "/usr/bin/python3.12", "--function-max-instances", "2").values).functions
+    assert (given.python, given.max_instances) == ("/usr/bin/python3.12", 2)
+    from_environment = config.serve_config(resolve(environ={"DOVECOTE_FUNCTION_MAX_INSTANCES": "8"}).values).functions
+    assert from_environment.max_instances == 8
+    with pytest.raises(config.ConfigError) as error:
+        config.serve_config(resolve("--function-max-instances", "0").values)
+    assert str(error.value) == "function_max_instances must be 1 or more, not 0"

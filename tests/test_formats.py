@@ -26,7 +26,8 @@ STORED_V1 = json.loads(make.records_path(1).read_text())
 STORED_V2 = json.loads(make.records_path(2).read_text())
 STORED_V3 = json.loads(make.records_path(3).read_text())
 FORMAT_4_KINDS = {  # Lambda functions and event source mappings
-    "FunctionChanged", "FunctionCodeStored", "FunctionDeleted", "FunctionInvoked", "EventSourceMappingChanged", "EventSourceMappingDeleted",
+    "FunctionChanged", "FunctionCodeStored", "FunctionDeleted", "FunctionEventQueued", "FunctionInvoked", "EventSourceMappingChanged",
+    "EventSourceMappingDeleted",
 }
 FORMAT_3_KINDS = {  # the shovels', SNS's platform applications and endpoints and the account's SMS attributes
     "MessageForwarded", "PlatformApplicationChanged", "PlatformApplicationDeleted", "PlatformEndpointChanged", "PlatformEndpointDeleted",

@@ -24,7 +24,8 @@ from dovecote.actors.functions import (
 )
 from dovecote.actors.mailbox import ReplySlot
 from dovecote.storage.memory_store import MemoryStore
-from dovecote.storage.records import FunctionChanged, FunctionInvoked
+from dovecote.history import LogFilter, describe
+from dovecote.storage.records import FunctionChanged, FunctionCodeStored, FunctionInvoked
 
 from ..conftest import running_broker
 
@@ -100,6 +101,11 @@ async def test_invoke_answers_by_name_or_arn_and_logs_each_invocation(autojump_c
         await trio.sleep(1)  # the outcomes are logged without waiting for their commit
     logged = [record for _, record in store.read_log() if isinstance(record, FunctionInvoked)]
     assert len(logged) == 4 and all(r.outcome == "ok" and r.message_ids == ["m-1"] and r.name == "echo" for r in logged)
+    # `dovecote log --message-id m-1` shows which function got the message, and what it answered
+    shown = [describe(lsn, record) for lsn, record in store.read_log() if LogFilter(message_ids=frozenset({"m-1"})).matches(record)]
+    assert len(shown) == 4 and all("FunctionInvoked" in line and "function=echo" in line and "outcome=ok" in line for line in shown)
+    (code_line,) = [describe(lsn, record) for lsn, record in store.read_log() if isinstance(record, FunctionCodeStored)]
+    assert f"zip={len(CODE.zip)}B" in code_line and "PK" not in code_line  # the zip's size, not its bytes
 
 
 async def test_a_python_instance_is_started_with_lambdas_environment(autojump_clock, tmp_path):
@@ -239,3 +245,67 @@ async def test_functions_are_restored_after_a_restart(autojump_clock, tmp_path):
         (function,) = h.broker.functions.functions()
         assert isinstance(function, FunctionChanged) and function.handler == "handler.main"
         assert (await h.broker.functions.invoke("echo", b"7")).payload == b"7"  # its code unpacked from the store
+
+
+async def test_each_function_reports_itself_among_the_brokers_actors(autojump_clock, tmp_path):
+    async def hang(spec, payload):
+        if payload == b'"hang"':
+            await trio.sleep_forever()
+        return payload
+
+    runner = ScriptedRunner(hang)
+    async with running_broker(runner=runner, functions_dir=str(tmp_path)) as h:
+        functions = h.broker.functions
+        await functions.create("", {**PARAMS, "Timeout": 1}, CODE)
+        await functions.invoke("echo", b"1")
+        await functions.invoke("echo", b'"hang"')
+        runner.init_failures = 1
+        await functions.update_configuration(functions.resolve("echo"), {"Description": "changed"})
+        await functions.invoke("echo", b"2")
+        (report,) = [r for r in h.broker.statistics() if r.kind == "function"]
+        assert (report.name, report.region) == ("echo", "us-east-1")
+        assert report.actor.invocations == 3 and report.actor.errors == 2 and report.actor.timeouts == 1
+        assert report.actor.start_failures == report.health.restarts == 1 and "Runtime.ImportModuleError" in report.health.last_error
+        assert [r.kind for r in await h.broker.gather_statistics()].count("function") == 1
+
+
+async def test_an_asynchronous_invocation_is_stored_before_it_is_accepted_and_runs_after_a_restart(autojump_clock, tmp_path):
+    class Stuck(ScriptedRunner):
+        async def run(self, spec, post):  # an instance that never asks for work
+            self.started.append(spec)
+            await trio.sleep_forever()
+
+    store = MemoryStore()
+    async with running_broker(store, runner=Stuck(), functions_dir=str(tmp_path)) as h:
+        await h.broker.functions.create("", PARAMS, CODE)
+        accepted = await h.broker.functions.invoke("echo", b'"later"', asynchronous=True, message_ids=["m-9"])
+        assert accepted.status_code == 202
+        (stored,) = store.load_function_events()
+        assert (stored.request_id, stored.payload, stored.message_ids) == (accepted.request_id, b'"later"', ["m-9"])
+    seen = []
+
+    async def remember(spec, payload):
+        seen.append(payload)
+        return payload
+
+    async with running_broker(store, runner=ScriptedRunner(remember), functions_dir=str(tmp_path)) as h:
+        await trio.sleep(1)
+        assert seen == [b'"later"']
+    assert store.load_function_events() == []  # done: its row went with its last FunctionInvoked
+    (done,) = [r for _, r in store.read_log() if isinstance(r, FunctionInvoked)]
+    assert done.request_id == accepted.request_id and done.outcome == "ok" and done.message_ids == ["m-9"]
+
+
+async def test_a_deleted_function_takes_its_pending_events_with_it(autojump_clock, tmp_path):
+    store = MemoryStore()
+    async with running_broker(store, runner=None, functions_dir=str(tmp_path)) as h:
+        await h.broker.functions.create("", PARAMS, CODE)
+    async with running_broker(store, runner=ScriptedRunner(), functions_dir=str(tmp_path)) as h:
+        await h.broker.functions.set_concurrency(h.broker.functions.resolve("echo"), 0)  # nothing runs
+        with pytest.raises(BrokerError) as throttled:
+            await h.broker.functions.invoke("echo", b"1", asynchronous=True)
+        assert throttled.value.code == "TooManyRequestsException"
+        await h.broker.functions.set_concurrency(h.broker.functions.resolve("echo"), 1)
+        await h.broker.functions.invoke("echo", b"1", asynchronous=True)
+        await h.broker.functions.delete(h.broker.functions.resolve("echo"))
+    assert store.load_function_events() == []

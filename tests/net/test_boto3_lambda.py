@@ -11,12 +11,17 @@ import io
 import json
 import os
 import shutil
+import stat
 import sys
 import textwrap
 import time
 import zipfile
 
+import boto3
+import httpx
 import pytest
+from botocore import UNSIGNED
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from ..faults.serve import ServeProcess
@@ -159,6 +164,7 @@ def test_a_python_function_runs_fails_times_out_crashes_and_survives_a_restart_o
         broker.terminate()
     log = broker.process.stderr.read()
     assert f"function worker stdout [{logged_request}] handled hi" in log
+    assert stat.S_IMODE(os.stat(tmp_path / "data" / "functions").st_mode) == 0o700  # the unpacked code: the broker's user's alone
 
     broker = ServeProcess(tmp_path / "data", "--function-python", python).start()
     try:
@@ -233,10 +239,27 @@ def test_a_provided_runtime_and_the_lambda_apis_errors(tmp_path):
         lam.delete_function_concurrency(FunctionName="shell")
         assert invoke(lam, "shell", {"n": 4})[0]["event"] == {"n": 4}
 
+        # A handler that cannot be loaded, a bootstrap that is not there: the invocation fails, the broker stays up.
+        lam.create_function(
+            FunctionName="broken", Runtime="python3.12", Role=ROLE, Handler="missing.main", Code={"ZipFile": zipped({"handler.py": HANDLER})}
+        )
+        failed, response = invoke(lam, "broken", {})
+        assert response["FunctionError"] == "Unhandled" and failed["errorType"] == "Runtime.ImportModuleError"
+        assert "Unable to import module 'missing'" in failed["errorMessage"]
+        lam.create_function(
+            FunctionName="empty", Runtime="provided.al2023", Role=ROLE, Handler="h", Code={"ZipFile": zipped({"README": "no bootstrap"})}
+        )
+        failed, response = invoke(lam, "empty", {})
+        assert response["FunctionError"] == "Unhandled" and failed["errorType"] == "Runtime.ExitError"
+        assert "could not start" in failed["errorMessage"]
+
         lam.delete_function(FunctionName="shell")
         with pytest.raises(lam.exceptions.ResourceNotFoundException):
             lam.get_function_configuration(FunctionName="shell")
         assert broker.process.poll() is None  # the broker is up after all that
+        reports = {r["name"]: r for r in httpx.get(f"http://127.0.0.1:{broker.http_port}/actors").json() if r["kind"] == "function"}
+        assert reports["empty"]["restarts"] == 1 and "Runtime.ExitError" in reports["empty"]["last_error"]
+        assert reports["local"]["actor"]["invocations"] == 1 and reports["local"]["actor"]["instances"] == 1
     finally:
         broker.terminate()
 
@@ -258,5 +281,55 @@ def test_a_function_runs_under_awslambdaric_the_reference_runtime_client(tmp_pat
         assert answer["request_id"] == response["ResponseMetadata"]["RequestId"] and answer["remaining_ms"] > 0
         failed, response = invoke(lam, "reference", {"action": "fail"})
         assert response["FunctionError"] == "Unhandled" and failed["errorType"] == "ValueError" and failed["errorMessage"] == "asked to fail"
+    finally:
+        broker.terminate()
+
+
+KEYS = """
+[[key]]
+id = "invoker"
+secret_env = "INVOKER_SECRET"
+[[key.statement]]
+Effect = "Allow"
+Action = ["lambda:InvokeFunction", "lambda:GetFunction"]
+Resource = "arn:aws:lambda:us-east-1:000000000000:function:open-*"
+"""
+
+
+def test_keys_authorise_each_lambda_operation_on_its_functions_arn(tmp_path):
+    (tmp_path / "dovecote.toml").write_text(KEYS)
+    broker = ServeProcess(
+        tmp_path / "data", "--config", str(tmp_path / "dovecote.toml"), "--access-key", "root:root-secret",
+        env={**os.environ, "INVOKER_SECRET": "invoker-secret"},
+    ).start()
+    try:
+        url = f"http://127.0.0.1:{broker.http_port}"
+        root = boto3.client("lambda", endpoint_url=url, region_name="us-east-1", aws_access_key_id="root", aws_secret_access_key="root-secret")
+        for name in ("open-door", "closed-door"):
+            root.create_function(
+                FunctionName=name, Runtime="provided.al2023", Role=ROLE, Handler="h",
+                Code={"ZipFile": zipped({"bootstrap": BASH_BOOTSTRAP}, {"bootstrap": 0o755})},
+            )
+        invoker = boto3.client(
+            "lambda", endpoint_url=url, region_name="us-east-1", aws_access_key_id="invoker", aws_secret_access_key="invoker-secret",
+            config=Config(retries={"max_attempts": 1}),
+        )
+        assert invoke(invoker, "open-door", {"n": 1})[0]["event"] == {"n": 1}
+        with pytest.raises(ClientError) as raised:
+            invoker.invoke(FunctionName="closed-door", Payload=b"{}")
+        code, message, status = error_of(raised)
+        assert (code, status) == ("AccessDeniedException", 403)
+        assert "not authorized to perform: lambda:InvokeFunction on resource: arn:aws:lambda:us-east-1:000000000000:function:closed-door" in message
+        with pytest.raises(ClientError) as raised:
+            invoker.create_function(FunctionName="open-new", Runtime="provided.al2023", Role=ROLE, Handler="h", Code={"ZipFile": b"x"})
+        assert error_of(raised)[:1] == ("AccessDeniedException",)
+        with pytest.raises(ClientError) as raised:
+            invoker.list_functions()
+        assert error_of(raised)[0] == "AccessDeniedException"
+        unsigned = boto3.client("lambda", endpoint_url=url, region_name="us-east-1", config=Config(signature_version=UNSIGNED))
+        with pytest.raises(ClientError) as raised:
+            unsigned.invoke(FunctionName="open-door", Payload=b"{}")
+        assert error_of(raised)[2] == 403
+        assert [f["FunctionName"] for f in root.list_functions()["Functions"]] == ["closed-door", "open-door"]
     finally:
         broker.terminate()

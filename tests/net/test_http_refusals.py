@@ -4,6 +4,7 @@ interval, not once each."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import trio
@@ -59,3 +60,12 @@ def test_the_failure_log_says_how_many_it_held_back(caplog):
             failures.exception("it failed")
     lines = [record.getMessage() for record in caplog.records if record.name == "dovecote.test"]
     assert lines == ["it failed", "it failed (and 9 more failures in the last 1.0 s)", "it failed (and 9 more failures in the last 1.0 s)"]
+
+
+def test_a_lambda_request_refused_before_it_is_read_gets_lambdas_error_shape():
+    response = refusal(HttpRequest("POST", "/2015-03-31/functions", [], b""), "RequestEntityTooLarge", "The request body is larger than 10 bytes.")
+    headers = dict(response.headers)
+    assert response.status == 413 and headers["x-amzn-ErrorType"] == "RequestTooLargeException"
+    body = json.loads(response.body)
+    assert body["Type"] == "User" and body["Message"].startswith("The request body is larger than 10 bytes.")
+    assert "S3Bucket 'local'" in body["Message"]  # how to give larger code
