@@ -37,8 +37,8 @@ from .clock import Clock
 from .directory import Directory
 from .errors import BrokerError, from_failure, overloaded, shutting_down, storage_failed
 from .esm_core import EventSourceMapping
-from .mailbox import Mailbox, MailboxFull, ReplySlot
-from .messages import ActorMessage, Request
+from .mailbox import Mailbox, ReplySlot
+from .messages import ActorMessage
 from .ops import (
     Attributes,
     ChangeMessageVisibilityBatch,
@@ -110,17 +110,14 @@ class EventSourceMappings:
         self._functions = functions
         self._pollers: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
-        self.mailbox = Mailbox(mailbox_capacity)
+        self.mailbox = Mailbox(actor_capacity=mailbox_capacity)
 
     async def ask(self, request: MappingRequest) -> Answer:
-        """A request from the API's door, answered by the actor (never raises)."""
+        """A request from the API's door, answered by the actor (never raises). Past the
+        mailbox's capacity, or once the actor has stopped, the answer is a retryable refusal."""
         slot: ReplySlot[Answer] = ReplySlot()
-        try:
-            self.mailbox.submit(Request(request, slot))  # type: ignore[arg-type]
-        except MailboxFull:
+        if not self.mailbox.post(request, slot):  # type: ignore[arg-type]
             return overloaded("The event source mappings")
-        except trio.ClosedResourceError:
-            return shutting_down()
         return await slot.wait()
 
     def stop(self) -> None:

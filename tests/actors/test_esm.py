@@ -271,6 +271,25 @@ async def test_api_rulings(autojump_clock):
         assert (await refused(h, "Get", uuid)).code == "ResourceNotFoundException"
 
 
+async def test_requests_past_the_mailbox_capacity_are_refused_retryably(autojump_clock):
+    async with running_broker() as h:
+        mappings = EventSourceMappings([], h.writer, h.clock, h.broker.directory, h.broker.session, StandInFunctions(), 2)
+        answers = []
+
+        async def ask():
+            answers.append(await mappings.ask(MappingRequest("List", REGION)))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(ask)
+            await trio.sleep(1)  # not running: two wait in its mailbox, the third is refused
+            assert [a.code for a in answers] == ["RequestThrottled"] and answers[0].retryable
+            await nursery.start(mappings.run)
+            await trio.sleep(1)
+            mappings.stop()
+        assert answers[1:] == [{"EventSourceMappings": []}] * 2
+
+
 async def test_a_disabled_mapping_does_not_poll(autojump_clock):
     functions = StandInFunctions()
     async with mappings_running(functions) as h:
