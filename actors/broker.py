@@ -46,7 +46,7 @@ from .topic_core import TopicCore
 class ActorReport(NamedTuple):
     """One queue's or topic's actor, as it reports itself (see `Broker.statistics`)."""
 
-    kind: str  # "queue", "topic", "platform" (the one platform actor) or "function" (a Lambda function's)
+    kind: str  # "queue", "topic", "platform" (the one platform actor), "function" (a Lambda function's) or "event-source-mapping"
     region: str
     name: str
     mailbox: MailboxStatistics
@@ -114,7 +114,7 @@ class Broker:
         """How every queue's and topic's actor fares: its mailbox, its supervisor's record and its
         own counters, then the platform actor's. Read without waiting, from any task: one
         consistent snapshot."""
-        return [_report(entry) for entry in self.directory.entries()] + [self.platform_report(), *self.function_reports()]
+        return [_report(entry) for entry in self.directory.entries()] + [self.platform_report(), *self.function_reports(), *self.mapping_reports()]
 
     def platform_report(self) -> ActorReport:
         """The platform actor's mailbox and restarts (it keeps no counters of its own)."""
@@ -132,6 +132,15 @@ class Broker:
             reports.append(ActorReport("function", function.region or self.config.region, function.name, mailbox, actor.health, statistics))
         return reports
 
+    def mapping_reports(self) -> list[ActorReport]:
+        """Each event source mapping's poller, by its UUID: its counters and last error (the
+        mappings actor's mailbox is shared by them all)."""
+        mailbox = self.mappings.mailbox.statistics()
+        return [
+            ActorReport("event-source-mapping", mapping.region, mapping.uuid, mailbox, health, statistics)
+            for mapping, health, statistics in self.mappings.reports()
+        ]
+
     async def gather_statistics(self, *, per_step: int = STATISTICS_ACTORS_PER_STEP) -> list[ActorReport]:
         """The same, letting other tasks run after every `per_step` actors, so that reading ten
         thousand queues (a few microseconds each) never holds the event loop for long. Each report
@@ -143,7 +152,7 @@ class Broker:
             if start:
                 await trio.lowlevel.checkpoint()
             reports += [_report(entry) for entry in entries[start : start + per_step]]
-        return reports + [self.platform_report(), *self.function_reports()]
+        return reports + [self.platform_report(), *self.function_reports(), *self.mapping_reports()]
 
 
 def _report(entry: ActorEntry) -> ActorReport:

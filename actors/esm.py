@@ -34,7 +34,7 @@ from dovecote.storage.writer import LogWriter, WriterOverloaded
 
 from . import esm_core
 from .clock import Clock
-from .directory import Directory
+from .directory import Directory, Health
 from .errors import BrokerError, from_failure, overloaded, shutting_down, storage_failed
 from .esm_core import EventSourceMapping
 from .mailbox import Mailbox, ReplySlot
@@ -249,15 +249,27 @@ class EventSourceMappings:
     def _start(self, mapping: EventSourceMapping) -> None:
         if not mapping.enabled or self._nursery is None:
             return
-        scope = trio.CancelScope()
-        self._pollers[mapping.uuid] = scope
         poller = Poller(mapping, self._session(mapping.region), self._clock, self._functions, self._nursery.start_soon)
-        self._nursery.start_soon(poller.run, scope)
+        self._pollers[mapping.uuid] = poller
+        self._nursery.start_soon(poller.run)
 
     def _stop(self, mapping_uuid: str) -> None:
-        scope = self._pollers.pop(mapping_uuid, None)
-        if scope is not None:
-            scope.cancel()
+        poller = self._pollers.pop(mapping_uuid, None)
+        if poller is not None:
+            poller.scope.cancel()
+
+    def reports(self) -> list[tuple[EventSourceMapping, Health, esm_core.PollerStatistics]]:
+        """Each mapping, its poller's last error and counters (a disabled one's are zero). Read
+        without waiting, from any task."""
+        reports = []
+        for mapping in self._mappings.values():
+            poller = self._pollers.get(mapping.uuid)
+            if poller is not None:
+                reports.append((mapping, poller.health, poller.statistics()))
+            else:
+                idle = esm_core.PollerStatistics(mapping.queue_arn, mapping.function_arn, esm_core.DISABLED, 0, 0, 0, 0, 0, 0)
+                reports.append((mapping, Health(), idle))
+        return reports
 
 
 class Poller:
@@ -275,10 +287,20 @@ class Poller:
         self._clock = clock
         self._functions = functions
         self._start_soon = start_soon
+        self.scope = trio.CancelScope()
+        self.health = Health()  # its last error
+        self.invocations = self.messages = self.function_errors = self.kept = self.filtered = self.failures = 0
         self._filters = [esm_core.compile_filter(pattern) for pattern in mapping.filter_patterns]
 
-    async def run(self, scope: trio.CancelScope) -> None:
-        with scope:
+    def statistics(self) -> esm_core.PollerStatistics:
+        mapping = self._mapping
+        return esm_core.PollerStatistics(
+            mapping.queue_arn, mapping.function_arn, esm_core.ENABLED, self.invocations, self.messages, self.function_errors,
+            self.kept, self.filtered, self.failures,
+        )
+
+    async def run(self) -> None:
+        with self.scope:
             async with trio.open_nursery() as nursery:
                 for _ in range(self._mapping.concurrency):
                     nursery.start_soon(self._work)
@@ -291,6 +313,8 @@ class Poller:
                 failures_in_a_row = 0
             except BrokerError as error:
                 failures_in_a_row += 1
+                self.failures += 1
+                self.health.last_error = f"{error.code}: {error.message}"
                 if failures_in_a_row == 1 or failures_in_a_row % 60 == 0:  # a line for a new trouble, not each retry
                     log.warning("event source mapping %s (%s): %s", self._mapping.uuid, self._queue, error.message)
                 await trio.sleep(RETRY_PAUSE_S)
@@ -306,15 +330,21 @@ class Poller:
         # As Lambda does: a message no filter matches is deleted unseen.
         self._delete([message for message, keep in zip(messages, kept) if not keep])
         batch = [message for message, keep in zip(messages, kept) if keep]
+        self.filtered += len(messages) - len(batch)
         if not batch:
             return
         payload = esm_core.event_payload([record for record, keep in zip(records, kept) if keep])
         # A failure to invoke (the function is gone, ...) leaves the batch to return after its visibility timeout.
         invocation = await self._functions.invoke(mapping.function_arn, payload, message_ids=[m.message_id for m in batch])
-        self._delete(esm_core.to_delete(
-            batch, function_failed=invocation.function_error is not None, answer=invocation.payload,
-            report_item_failures=mapping.report_item_failures, fifo=mapping.fifo,
-        ))
+        failed = invocation.function_error is not None
+        deleted = esm_core.to_delete(
+            batch, function_failed=failed, answer=invocation.payload, report_item_failures=mapping.report_item_failures, fifo=mapping.fifo,
+        )
+        self._delete(deleted)
+        self.invocations += 1
+        self.messages += len(batch)
+        self.function_errors += failed
+        self.kept += len(batch) - len(deleted)
 
     async def _gather(self) -> list[ReceivedMessage]:
         """Up to BatchSize messages: what one long poll brings, or, with a batching window, what

@@ -27,7 +27,7 @@ import base64
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -61,6 +61,20 @@ _FIFO_ATTRIBUTES = (
     "ApproximateReceiveCount", "AWSTraceHeader", "SentTimestamp", "SequenceNumber", "MessageGroupId", "SenderId",
     "MessageDeduplicationId", "ApproximateFirstReceiveTimestamp",
 )
+
+
+class PollerStatistics(NamedTuple):
+    """A mapping's poller, as it reports itself (/actors)."""
+
+    queue_arn: str
+    function_arn: str
+    state: str  # Enabled or Disabled
+    invocations: int  # batches handed to the function
+    messages: int  # messages in them
+    function_errors: int  # invocations the function failed (their batches kept)
+    kept: int  # messages kept after a failure (whole or reported), to come back
+    filtered: int  # messages no filter matched, deleted unseen
+    failures: int  # receives or invocations that could not be made (the queue or the function gone, ...)
 
 
 def invalid_value(message: str) -> BrokerError:

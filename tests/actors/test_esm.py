@@ -329,3 +329,26 @@ async def test_mappings_are_restored_after_a_restart(autojump_clock):
     async with running_broker(store) as h:  # the broker's own mappings actor restores them
         (restored,) = (await h.broker.mappings.ask(MappingRequest("List", REGION)))["EventSourceMappings"]
         assert {k: v for k, v in restored.items() if k != "State"} == {k: v for k, v in created.items() if k != "State"}
+
+
+async def test_each_mapping_reports_itself(autojump_clock):
+    functions = StandInFunctions(lambda event: (b"", "Unhandled") if event["Records"][0]["body"] == "bad" else (b"", None))
+    async with running_broker() as h:
+        h.broker.mappings._functions = functions  # the broker's own mappings actor, with the stand-in functions
+        await h.ok(CreateQueue("q"))
+        created = await h.broker.mappings.ask(MappingRequest("Create", REGION, "", {
+            "EventSourceArn": ARN + "q", "FunctionName": "f", "BatchSize": 1,
+            "FilterCriteria": {"Filters": [{"Pattern": '{"body": [{"anything-but": "skip"}]}'}]},
+        }))
+        for body in ("good", "bad", "skip"):
+            await h.ok(SendMessage("q", body))
+        await trio.sleep(5)
+        (report,) = [r for r in h.broker.statistics() if r.kind == "event-source-mapping"]
+        assert (report.name, report.region) == (created["UUID"], REGION)
+        assert report.actor._asdict() == {
+            "queue_arn": ARN + "q", "function_arn": FUNCTION_ARN + "f", "state": "Enabled", "invocations": 2, "messages": 2,
+            "function_errors": 1, "kept": 1, "filtered": 1, "failures": 0,
+        }
+        await h.broker.mappings.ask(MappingRequest("Update", REGION, created["UUID"], {"Enabled": False}))
+        (report,) = [r for r in h.broker.statistics() if r.kind == "event-source-mapping"]
+        assert (report.actor.state, report.actor.invocations) == ("Disabled", 0)
