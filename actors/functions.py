@@ -66,7 +66,7 @@ from dovecote.storage.writer import LogWriter, WriterOverloaded
 from .clock import Clock
 from .config import BrokerConfig
 from .directory import Health
-from .errors import BrokerError, overloaded, shutting_down, storage_failed
+from .errors import BrokerError, actor_failed, actor_stopped, overloaded, shutting_down, storage_failed
 from .function_core import (
     PYTHON_RUNTIMES,
     Code,
@@ -77,12 +77,14 @@ from .function_core import (
     parse_reference,
 )
 from .mailbox import ReplySlot
+from .supervisor import Restarts
 
 log = logging.getLogger("dovecote.functions")
 
 INIT_ALLOWANCE_S = 10.0  # how long an invocation may wait for an instance to start, beyond its Timeout (AWS's init limit)
 ASYNC_RETRY_DELAYS_S = (60.0, 120.0)  # an asynchronous invocation that failed is tried again after these, as AWS does
-INSTANCE_EVENTS_CAPACITY = 4096  # each instance has at most two events outstanding
+MAX_FUNCTION_INSTANCES = 1000  # the most FunctionSettings.max_instances may be
+INSTANCE_EVENTS_CAPACITY = 2 * MAX_FUNCTION_INSTANCES + 16  # each instance has at most two events outstanding
 
 
 class Invocation(msgspec.Struct, frozen=True):
@@ -162,7 +164,8 @@ class FunctionSettings(msgspec.Struct, frozen=True):
     """How this machine runs functions (ServeConfig and the configuration file set them)."""
 
     python: str = "python3"  # the interpreter of python3.x runtimes: a name on PATH or a path
-    max_instances: int = 4  # per function, unless its ReservedConcurrentExecutions says otherwise
+    max_instances: int = 4  # per function, at most; its ReservedConcurrentExecutions may say fewer
+    max_waiting_bytes: int = 64 * 1024 * 1024  # per function: the payloads of the invocations it holds, waiting or running
     restart_backoff_s: tuple[float, ...] = (0.0, 0.5, 2.0, 10.0, 30.0)  # before a start, by failures in a row
     # Unpack zips in a worker thread, beside the event loop (not in tests on the autojump clock,
     # whose time would jump while a thread works).
@@ -233,8 +236,11 @@ def _error_payload(error_type: str, message: str) -> bytes:
 class FunctionActor:
     """One function's instances and invocations (see the module's docstring). Owned by its own task."""
 
-    def __init__(self, function: FunctionChanged, registry: FunctionRegistry, restored: Sequence[FunctionEventQueued] = ()) -> None:
-        """restored: its asynchronous invocations stored and not yet done, run first."""
+    def __init__(
+        self, function: FunctionChanged, registry: FunctionRegistry, restored: Sequence[FunctionEventQueued] = (), health: Health | None = None
+    ) -> None:
+        """restored: its asynchronous invocations stored and not yet done, run first. health: its
+        supervisor's record (kept across its restarts)."""
         self._function = function
         self._registry = registry
         self._settings = registry.settings
@@ -248,8 +254,11 @@ class FunctionActor:
         self._start_after = -math.inf
         self._next_instance_id = 1
         self._stopped = False
-        self.health = Health()  # start failures count as its restarts; the last one is its last error
-        self._invocations = self._errors = self._timeouts = 0
+        self.health = health if health is not None else Health()  # a failed start is its last error too
+        self.failed = False  # it raised: it takes nothing more (its supervisor answers what it held)
+        self._invocations = self._errors = self._timeouts = self._start_failures = 0
+        self._held = len(restored)  # invocations admitted and not yet answered for the last time (admit)
+        self._held_bytes = sum(len(event.payload) for event in restored)
         for event in restored:
             self._accept(_Invoke(event.request_id, event.payload, _nobody, event.message_ids, event.at_ms))
 
@@ -262,14 +271,25 @@ class FunctionActor:
         busy = sum(1 for instance in self._instances.values() if instance.current is not None)
         waiting = len(self._pending) + len(self._retries)
         return FunctionStatistics(
-            len(self._instances), busy, waiting, self._invocations, self._errors, self._timeouts, self.health.restarts
+            len(self._instances), busy, waiting, self._invocations, self._errors, self._timeouts, self._start_failures
         )
 
     # --- from other tasks, never waiting -----------------------------------------------------
-    def check_room(self) -> None:
-        """Raises TooManyRequestsException when its mailbox is full."""
-        if self._receive.statistics().current_buffer_used >= self._capacity:
-            raise BrokerError("TooManyRequestsException", f"Rate Exceeded: function {self._function.name} has {self._capacity} invocations waiting.")
+    def admit(self, payload_bytes: int) -> None:
+        """Count an invocation about to be posted among those it holds, as a bounded mailbox
+        counts its mail: at most `mailbox_capacity` of them, of `max_waiting_bytes` together,
+        until each is answered for the last time. Raises TooManyRequestsException past either,
+        ServiceUnavailable while the actor is being restarted or after it failed too often."""
+        if self.failed:
+            what = f"The actor of function {self._function.name}"
+            raise actor_stopped(what, self.health.restarts) if self.health.stopped else BrokerError("ServiceUnavailable", f"{what} failed and is restarting; retry.")
+        if self._held >= self._capacity or self._held_bytes + payload_bytes > self._settings.max_waiting_bytes:
+            raise BrokerError(
+                "TooManyRequestsException",
+                f"Rate Exceeded: function {self._function.name} holds {self._held} invocations ({self._held_bytes} bytes) not yet answered.",
+            )
+        self._held += 1
+        self._held_bytes += payload_bytes
 
     def post(self, message: object) -> None:
         """Instance events, reconfiguration and stop. The channel holds every instance's
@@ -297,6 +317,8 @@ class FunctionActor:
         match message:
             case _Invoke():
                 if self._function.reserved_concurrency == 0 and not message.queued_ms:
+                    self._held -= 1
+                    self._held_bytes -= len(message.payload)
                     message.reply(throttled())
                 else:
                     self._accept(message)
@@ -355,8 +377,9 @@ class FunctionActor:
         self._pending.append(_Pending(invoke, now + self._function.timeout_s + INIT_ALLOWANCE_S, self._registry.clock.wall_ms()))
 
     def _limit(self) -> int:
+        """Processes at once: the broker's cap (a device's), or fewer if the function reserves fewer."""
         reserved = self._function.reserved_concurrency
-        return reserved if reserved >= 0 else self._settings.max_instances
+        return min(reserved, self._settings.max_instances) if reserved >= 0 else self._settings.max_instances
 
     def _dispatch(self) -> None:
         """Hand waiting invocations to idle instances; start instances for those left."""
@@ -415,7 +438,7 @@ class FunctionActor:
         """An instance failed before it asked for work: the oldest waiting invocation gets the
         failure; the next start waits longer."""
         self._failures_in_row += 1
-        self.health.restarts += 1
+        self._start_failures += 1
         self.health.last_error = f"{error_type}: {payload[:200].decode(errors='replace')}"
         backoff = self._settings.restart_backoff_s
         self._start_after = trio.current_time() + backoff[min(self._failures_in_row - 1, len(backoff) - 1)]
@@ -438,6 +461,21 @@ class FunctionActor:
             pending = self._pending.popleft()
             message = f"RequestId: {pending.request_id} Error: no instance of the function started within {self._function.timeout_s + INIT_ALLOWANCE_S:.2f} seconds"
             self._finish(pending, _error_payload("Sandbox.Timedout", message), "Unhandled", "Sandbox.Timedout")
+
+    def answer_all(self, error: BrokerError) -> None:
+        """After it failed (from its supervisor's task): every invocation it held or was sent is
+        answered with `error`; asynchronous ones stay stored, for the actor that replaces it."""
+        self.failed = True
+        held = [*self._pending, *self._retries, *(i.current for i in self._instances.values() if i.current is not None)]
+        for pending in held:
+            pending.reply(error)
+        while True:
+            try:
+                message = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            if isinstance(message, _Invoke):
+                message.reply(error)
 
     def _next_deadline(self) -> float:
         deadlines = [i.deadline for i in self._instances.values()]
@@ -462,6 +500,9 @@ class FunctionActor:
             0 if retried else pending.queued_ms,
         ))
         pending.reply(Invocation(payload, function_error, pending.request_id))  # nobody waits for an asynchronous one
+        if not retried:
+            self._held -= 1
+            self._held_bytes -= len(pending.payload)
         if retried:
             pending.due = trio.current_time() + ASYNC_RETRY_DELAYS_S[pending.attempt - 1]
             pending.attempt += 1
@@ -521,7 +562,7 @@ class FunctionRegistry:
             raise BrokerError("ServiceException", "This broker runs no functions (it was started without a function runner).")
         if self._core.get(name).reserved_concurrency == 0:  # as stored: the actor may not have heard of a change yet
             raise throttled()
-        actor.check_room()
+        actor.admit(len(payload))
         request_id = str(uuid.uuid4())
         if asynchronous:  # stored before it is accepted, as a send is
             queued = FunctionEventQueued(self.clock.wall_ms(), name.region, name.name, request_id, payload, list(message_ids))
@@ -529,7 +570,9 @@ class FunctionRegistry:
                 await self._writer.append([queued], needs_space=True)
             except (StorageError, WriterOverloaded) as error:
                 raise storage_failed(error) from None
-            actor.post(_Invoke(request_id, payload, _nobody, message_ids, queued.at_ms))
+            current = self._actors.get(name)  # the actor may have been replaced while this was stored
+            if current is not None and not current.failed:  # (one being rebuilt reads it from the store)
+                current.post(_Invoke(request_id, payload, _nobody, message_ids, queued.at_ms))
             return Invocation(b"", None, request_id, 202)
         slot: ReplySlot[Invocation | BrokerError] = ReplySlot()
         actor.post(_Invoke(request_id, payload, slot, message_ids))
@@ -639,9 +682,32 @@ class FunctionRegistry:
 
     def _start_actor(self, function: FunctionChanged) -> None:
         assert self._nursery is not None
-        actor = FunctionActor(function, self, self._restored_events.pop(FunctionName(function.region, function.name), []))
-        self._actors[FunctionName(function.region, function.name)] = actor
-        self._nursery.start_soon(actor.run, name=f"function:{function.name}")
+        name = FunctionName(function.region, function.name)
+        self._actors[name] = FunctionActor(function, self, self._restored_events.pop(name, []))
+        self._nursery.start_soon(self._supervise, name, name=f"function:{function.name}")
+
+    async def _supervise(self, name: FunctionName) -> None:
+        """Run the function's actor; one that fails answers what it held and is replaced, after a
+        pause, by one rebuilt from the store (its configuration, its stored asynchronous
+        invocations), as the queues' supervisor does; after too many failures in a row it stays
+        stopped and invocations are refused saying so. Its instances end with it."""
+        actor = self._actors[name]
+        restarts = Restarts(self.config, actor.health, self._store, f"the actor of function {name.name}", {"function": name.name})
+        while True:
+            try:
+                await actor.run()
+                return
+            except Exception as exc:  # noqa: BLE001 - supervision boundary: a function's failure is never the broker's
+                actor.answer_all(actor_failed(f"The actor of function {name.name}"))
+                pause = restarts.failed(exc)
+                if pause is None:
+                    return
+                await trio.sleep(pause)
+            function = self._core.functions.get(name)
+            if function is None or self._actors.get(name) is not actor:
+                return  # deleted meanwhile
+            events = [event for event in self._store.load_function_events() if FunctionName(event.region, event.name) == name]
+            actor = self._actors[name] = FunctionActor(function, self, events, actor.health)
 
     def record(self, invoked: FunctionInvoked) -> None:
         """An invocation's outcome to the log, without waiting for its commit (it acknowledges

@@ -124,7 +124,10 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
             api.fail(request_id, document)
             continue
-        api.respond(request_id, payload)
+        try:
+            api.respond(request_id, payload)
+        except RuntimeError as refused:  # an answer past Lambda's limit: the invocation failed, the runtime goes on
+            print(refused, file=sys.stderr)
 
 
 if __name__ == "__main__":

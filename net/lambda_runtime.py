@@ -98,6 +98,10 @@ class _Instance:
                 request, body = await _read_request(connection, stream)
                 if request is None:
                     return
+                if body is None:
+                    self._too_large(request)
+                    await stream.send_all(_closing_answer(413, b'{"errorType": "RequestTooLarge", "errorMessage": "payload too large"}'))
+                    return
                 status, headers, answer = await self._answer(request, body)
                 headers = [*headers, ("Content-Length", str(len(answer)))]
                 await stream.send_all(connection.send(h11.Response(status_code=status, headers=headers)) or b"")
@@ -110,6 +114,14 @@ class _Instance:
             pass
         finally:
             await stream.aclose()
+
+    def _too_large(self, request: h11.Request) -> None:
+        """A response past Lambda's limit fails its invocation, in Lambda's words."""
+        parts = request.target.decode(errors="replace").split("?", 1)[0][len(RUNTIME_PREFIX):].split("/")
+        if len(parts) == 3 and parts[0] == "invocation" and parts[2] == "response":
+            message = f"Response payload size exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes)."
+            error = f'{{"errorMessage": "{message}", "errorType": "Function.ResponseSizeTooLarge"}}'.encode()
+            self._post(Answered(self._spec.instance_id, parts[1], error, "Function.ResponseSizeTooLarge"))
 
     async def _answer(self, request: h11.Request, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         path = request.target.decode(errors="replace").split("?", 1)[0]
@@ -146,6 +158,11 @@ class _Instance:
         return 404, _JSON, b'{"errorType": "InvalidRequest", "errorMessage": "no such Runtime API request"}'
 
 
+def _closing_answer(status: int, body: bytes) -> bytes:
+    head = f"HTTP/1.1 {status} Refused\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    return head.encode() + body
+
+
 def _header(request: h11.Request, name: bytes) -> str | None:
     for key, value in request.headers:
         if key == name:
@@ -153,8 +170,9 @@ def _header(request: h11.Request, name: bytes) -> str | None:
     return None
 
 
-async def _read_request(connection: h11.Connection, stream: trio.SocketStream) -> tuple[h11.Request | None, bytes]:
-    """The next request and its body (None: the peer closed, or sent too much)."""
+async def _read_request(connection: h11.Connection, stream: trio.SocketStream) -> tuple[h11.Request | None, bytes | None]:
+    """The next request and its body (request None: the peer closed; body None: the body is larger
+    than MAX_PAYLOAD_BYTES, the rest left unread)."""
     request = None
     body = bytearray()
     while True:
@@ -168,7 +186,7 @@ async def _read_request(connection: h11.Connection, stream: trio.SocketStream) -
         elif isinstance(event, h11.Data):
             body += event.data
             if len(body) > MAX_PAYLOAD_BYTES:
-                return None, b""
+                return request, None
         elif isinstance(event, h11.EndOfMessage):
             return request, bytes(body)
         elif isinstance(event, h11.ConnectionClosed):

@@ -31,7 +31,7 @@ import msgspec
 
 from dovecote.actors import authorization
 from dovecote.actors.config import BrokerConfig
-from dovecote.actors.functions import FunctionSettings
+from dovecote.actors.functions import MAX_FUNCTION_INSTANCES, FunctionSettings
 from dovecote.actors.principals import Key
 from dovecote.net.http_push import SmtpRelay
 from dovecote.net.limits import NetLimits
@@ -308,8 +308,13 @@ SETTINGS: tuple[Setting, ...] = (
         "carries no Python for them)", "functions.python", metavar="PYTHON",
     ),
     Setting(
-        "function_max_instances", int, "processes a Lambda function runs at once, at most, unless its "
-        "ReservedConcurrentExecutions says otherwise", "functions.max_instances", metavar="N",
+        "function_max_instances", int, "processes a Lambda function runs at once, at most (1 to 1000; its "
+        "ReservedConcurrentExecutions may say fewer)", "functions.max_instances", metavar="N",
+    ),
+    Setting(
+        "function_max_waiting_bytes", int, "payload bytes of the invocations a Lambda function holds, waiting or "
+        "running; beyond, invocations are refused (TooManyRequestsException), so memory stays bounded",
+        "functions.max_waiting_bytes", metavar="BYTES",
     ),
     Setting("push_timeout", float, "seconds an HTTP/S push attempt may take before it fails and is retried", "push_timeout_s", metavar="SECONDS"),
     Setting(
@@ -639,8 +644,10 @@ def serve_config(values: Mapping[str, object]) -> ServeConfig:
     except ValueError as error:
         setting = next(setting for setting in SETTINGS if setting.field == "limits." + error.args[1])
         raise ConfigError(f"{setting.key} must be more than 0, not {values[setting.key]}") from None
-    if fields["functions"]["max_instances"] < 1:
-        raise ConfigError(f"function_max_instances must be 1 or more, not {fields['functions']['max_instances']}")
+    if not 1 <= fields["functions"]["max_instances"] <= MAX_FUNCTION_INSTANCES:
+        raise ConfigError(f"function_max_instances must be 1 to {MAX_FUNCTION_INSTANCES}, not {fields['functions']['max_instances']}")
+    if fields["functions"]["max_waiting_bytes"] < 1:
+        raise ConfigError(f"function_max_waiting_bytes must be more than 0, not {fields['functions']['max_waiting_bytes']}")
     functions = FunctionSettings(**fields["functions"])
     return ServeConfig(**fields[""], broker=broker, smtp=smtp, tls=tls, limits=limits, mobile_sink=mobile_sink, functions=functions)
 

@@ -403,4 +403,7 @@ def test_how_functions_run_is_set_by_flag_file_or_variable_and_checked():
     assert from_environment.max_instances == 8
     with pytest.raises(config.ConfigError) as error:
         config.serve_config(resolve("--function-max-instances", "0").values)
-    assert str(error.value) == "function_max_instances must be 1 or more, not 0"
+    assert str(error.value) == "function_max_instances must be 1 to 1000, not 0"
+    with pytest.raises(config.ConfigError) as error:
+        config.serve_config(resolve("--function-max-waiting-bytes", "0").values)
+    assert str(error.value) == "function_max_waiting_bytes must be more than 0, not 0"

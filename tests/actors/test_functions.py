@@ -12,6 +12,7 @@ import zipfile
 import pytest
 import trio
 
+from dovecote.actors.config import BrokerConfig
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.function_core import Code
 from dovecote.actors.functions import (
@@ -23,6 +24,7 @@ from dovecote.actors.functions import (
     NextWanted,
 )
 from dovecote.actors.mailbox import ReplySlot
+from dovecote.actors.ops import CreateQueue
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.history import LogFilter, describe
 from dovecote.storage.records import FunctionChanged, FunctionCodeStored, FunctionInvoked
@@ -143,6 +145,12 @@ async def test_instances_are_reused_and_grow_up_to_the_concurrency_limit(autojum
                 nursery.start_soon(one, n)
         assert sorted(a.payload for a in answers) == [b"%d" % n for n in range(9)]
         assert len(runner.started) == 3  # nine invocations, three at a time, by three warm instances
+        answers.clear()
+        await functions.set_concurrency(functions.resolve("echo"), 10)  # more than the broker's cap of 3: the cap holds
+        async with trio.open_nursery() as nursery:
+            for n in range(6):
+                nursery.start_soon(one, n)
+        assert len(answers) == 6 and len(runner.started) == 3 + 3  # the change retired the three; three new ones, not six
         await functions.set_concurrency(functions.resolve("echo"), 0)
         with pytest.raises(BrokerError) as throttled:
             await functions.invoke("echo", b"{}")
@@ -265,7 +273,8 @@ async def test_each_function_reports_itself_among_the_brokers_actors(autojump_cl
         (report,) = [r for r in h.broker.statistics() if r.kind == "function"]
         assert (report.name, report.region) == ("echo", "us-east-1")
         assert report.actor.invocations == 3 and report.actor.errors == 2 and report.actor.timeouts == 1
-        assert report.actor.start_failures == report.health.restarts == 1 and "Runtime.ImportModuleError" in report.health.last_error
+        assert report.actor.start_failures == 1 and "Runtime.ImportModuleError" in report.health.last_error
+        assert report.health.restarts == 0  # the actor itself never failed
         assert [r.kind for r in await h.broker.gather_statistics()].count("function") == 1
 
 
@@ -309,3 +318,51 @@ async def test_a_deleted_function_takes_its_pending_events_with_it(autojump_cloc
         await h.broker.functions.invoke("echo", b"1", asynchronous=True)
         await h.broker.functions.delete(h.broker.functions.resolve("echo"))
     assert store.load_function_events() == []
+
+
+async def test_a_failing_function_actor_is_rebuilt_and_never_stops_the_broker(autojump_clock, tmp_path):
+    class Faulty(ScriptedRunner):
+        """Its first instance posts what the actor cannot handle (a bug's stand-in)."""
+
+        async def run(self, spec, post):
+            if not self.started:
+                self.started.append(spec)
+                post(NextWanted([spec.instance_id], ReplySlot()))  # an unhashable id: the actor raises
+                await trio.sleep_forever()
+            return await super().run(spec, post)
+
+    async with running_broker(runner=Faulty(), functions_dir=str(tmp_path)) as h:
+        functions = h.broker.functions
+        await functions.create("", PARAMS, CODE)
+        with pytest.raises(BrokerError) as failed:
+            await functions.invoke("echo", b"1")
+        assert failed.value.code == "InternalError"
+        await trio.sleep(0.2)  # the restart's pause (0.1 s in these tests)
+        assert (await functions.invoke("echo", b"2")).payload == b"2"  # by the rebuilt actor
+        (report,) = [r for r in h.broker.statistics() if r.kind == "function"]
+        assert report.health.restarts == 1 and "TypeError" in report.health.last_error
+        assert await h.ok(CreateQueue("still-served"))  # the broker goes on
+
+
+async def test_the_invocations_a_function_holds_are_bounded_in_number_and_bytes(autojump_clock, tmp_path):
+    async def hang(spec, payload):
+        await trio.sleep_forever()
+
+    settings = FunctionSettings(max_waiting_bytes=100, unpack_in_thread=False)
+    config = BrokerConfig(restart_backoff_s=(0.0, 0.1), mailbox_capacity=3)
+    async with running_broker(config=config, runner=ScriptedRunner(hang), functions_dir=str(tmp_path), function_settings=settings) as h:
+        functions = h.broker.functions
+        await functions.create("", {**PARAMS, "Timeout": 900}, CODE)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functions.invoke, "echo", b'"' + b"x" * 60 + b'"')
+            await trio.sleep(1)
+            with pytest.raises(BrokerError) as too_many_bytes:
+                await functions.invoke("echo", b'"' + b"x" * 60 + b'"')
+            assert too_many_bytes.value.code == "TooManyRequestsException" and "(62 bytes)" in too_many_bytes.value.message
+            nursery.start_soon(functions.invoke, "echo", b"1")
+            nursery.start_soon(functions.invoke, "echo", b"2")
+            await trio.sleep(1)
+            with pytest.raises(BrokerError) as too_many:
+                await functions.invoke("echo", b"3")
+            assert "holds 3 invocations" in too_many.value.message
+            nursery.cancel_scope.cancel()

@@ -7,6 +7,7 @@ through a restart of the broker, and bad input answered with AWS's errors."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -14,6 +15,7 @@ import shutil
 import stat
 import sys
 import textwrap
+import threading
 import time
 import zipfile
 
@@ -22,7 +24,7 @@ import httpx
 import pytest
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ..faults.serve import ServeProcess
 from .test_boto3_sns import client
@@ -40,6 +42,8 @@ HANDLER = textwrap.dedent(
             time.sleep(event["seconds"])
         if action == "crash":
             os._exit(3)
+        if action == "big":
+            return "x" * (7 * 1024 * 1024)
         if action == "write":
             with open(os.environ["OUT_FILE"], "a") as out:
                 out.write(event["text"] + "\\n")
@@ -155,13 +159,17 @@ def test_a_python_function_runs_fails_times_out_crashes_and_survives_a_restart_o
         assert "exit status 3" in crashed["errorMessage"]
         assert invoke(lam, "worker", {"action": "again"})[0]["event"] == {"action": "again"}  # a new instance
 
+        too_big, response = invoke(lam, "worker", {"action": "big"})
+        assert response["FunctionError"] == "Unhandled" and too_big["errorType"] == "Function.ResponseSizeTooLarge"
+        assert invoke(lam, "worker", {"action": "after"})[0]["event"] == {"action": "after"}
+
         updated = lam.update_function_code(FunctionName="worker", ZipFile=zipped({"handler.py": HANDLER.replace("VERSION = 1", "VERSION = 2")}))
         assert updated["CodeSha256"] != created["CodeSha256"]
         lam.update_function_configuration(FunctionName="worker", Environment={"Variables": {"OUT_FILE": str(out_file), "GREETING": "hi"}})
         answer, _ = invoke(lam, "worker", {})
         assert answer["version"] == 2 and answer["greeting"] == "hi"
     finally:
-        broker.terminate()
+        assert broker.terminate() == 0  # its functions' processes stopped with it
     log = broker.process.stderr.read()
     assert f"function worker stdout [{logged_request}] handled hi" in log
     assert stat.S_IMODE(os.stat(tmp_path / "data" / "functions").st_mode) == 0o700  # the unpacked code: the broker's user's alone
@@ -258,7 +266,7 @@ def test_a_provided_runtime_and_the_lambda_apis_errors(tmp_path):
             lam.get_function_configuration(FunctionName="shell")
         assert broker.process.poll() is None  # the broker is up after all that
         reports = {r["name"]: r for r in httpx.get(f"http://127.0.0.1:{broker.http_port}/actors").json() if r["kind"] == "function"}
-        assert reports["empty"]["restarts"] == 1 and "Runtime.ExitError" in reports["empty"]["last_error"]
+        assert reports["empty"]["actor"]["start_failures"] == 1 and "Runtime.ExitError" in reports["empty"]["last_error"]
         assert reports["local"]["actor"]["invocations"] == 1 and reports["local"]["actor"]["instances"] == 1
     finally:
         broker.terminate()
@@ -333,3 +341,35 @@ def test_keys_authorise_each_lambda_operation_on_its_functions_arn(tmp_path):
         assert [f["FunctionName"] for f in root.list_functions()["Functions"]] == ["closed-door", "open-door"]
     finally:
         broker.terminate()
+
+
+def test_an_event_accepted_before_a_kill_9_runs_after_the_restart(tmp_path):
+    """An asynchronous invocation answered 202 is stored: with the function's one instance busy
+    when the broker is killed, the event runs once the broker is back."""
+    python = shutil.which("python3") or sys.executable
+    out_file = tmp_path / "effects.txt"
+    broker = ServeProcess(tmp_path / "data", "--function-python", python).start()
+    lam = client(f"http://127.0.0.1:{broker.http_port}", "lambda")
+    lam.create_function(
+        FunctionName="worker", Runtime="python3.12", Role=ROLE, Handler="handler.main", Timeout=30,
+        Code={"ZipFile": zipped({"handler.py": HANDLER})}, Environment={"Variables": {"OUT_FILE": str(out_file)}},
+    )
+    lam.put_function_concurrency(FunctionName="worker", ReservedConcurrentExecutions=1)
+
+    def occupy() -> None:
+        with contextlib.suppress(ClientError, BotoCoreError):  # the broker is killed under it
+            invoke(lam, "worker", {"action": "sleep", "seconds": 4})
+
+    busy = threading.Thread(target=occupy)
+    busy.start()
+    actors = f"http://127.0.0.1:{broker.http_port}/actors"
+    wait_for(lambda: any(r["kind"] == "function" and r["actor"]["busy"] == 1 for r in httpx.get(actors).json()))
+    assert invoke(lam, "worker", {"action": "write", "text": "survived"}, InvocationType="Event")[1]["StatusCode"] == 202
+    broker.kill9()
+    busy.join()
+    assert not out_file.exists()
+    broker = ServeProcess(tmp_path / "data", "--function-python", python).start()
+    try:
+        wait_for(lambda: out_file.exists() and out_file.read_text() == "survived\n")
+    finally:
+        assert broker.terminate() == 0
