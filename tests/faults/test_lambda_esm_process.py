@@ -157,6 +157,18 @@ def test_a_lambda_subscription_gets_snss_event(broker, tmp_path):
     assert (line["id"], line["body"], line["source"]) == (published["MessageId"], "extra!", "aws:sns")
 
 
+def test_a_lambda_subscription_to_a_missing_function_dead_letters_at_once(broker):
+    sns, sqs = client(broker, "sns"), client(broker, "sqs")
+    dlq = sqs.create_queue(QueueName="sns-dead")["QueueUrl"]
+    topic = sns.create_topic(Name="alerts")["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="lambda", Endpoint=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:gone",
+                  Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": QUEUE_ARN + "sns-dead"})})
+    published = sns.publish(TopicArn=topic, Message="nobody home")
+    wait_for(lambda: depth(sqs, dlq) == 1)
+    envelope = json.loads(sqs.receive_message(QueueUrl=dlq)["Messages"][0]["Body"])
+    assert (envelope["MessageId"], envelope["Message"]) == (published["MessageId"], "nobody home")
+
+
 def test_kill_9_in_the_middle_of_a_batch_hands_it_over_again(tmp_path):
     out = tmp_path / "out.jsonl"
     broker = ServeProcess(tmp_path / "data").start()
