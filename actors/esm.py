@@ -35,7 +35,7 @@ from dovecote.storage.writer import LogWriter, WriterOverloaded
 from . import esm_core
 from .clock import Clock
 from .directory import Directory, Health
-from .errors import BrokerError, from_failure, overloaded, shutting_down, storage_failed
+from .errors import BrokerError, actor_failed, from_failure, overloaded, shutting_down, storage_failed
 from .esm_core import EventSourceMapping
 from .mailbox import Mailbox, ReplySlot
 from .messages import ActorMessage
@@ -139,6 +139,9 @@ class EventSourceMappings:
                     answer: Answer = await self._serve(request.op)  # type: ignore[arg-type]
                 except BrokerError as error:
                     answer = error
+                except Exception:  # noqa: BLE001 - a bug here fails this request, never the broker
+                    log.exception("event source mappings: %s failed", request.op)
+                    answer = actor_failed("The event source mappings")
                 request.reply(answer)  # type: ignore[arg-type]
             nursery.cancel_scope.cancel()
 
@@ -311,12 +314,14 @@ class Poller:
             try:
                 await self._step()
                 failures_in_a_row = 0
-            except BrokerError as error:
+            except Exception as error:  # noqa: BLE001 - the queue's or the function's trouble, or a bug: the mapping's, never the broker's
                 failures_in_a_row += 1
                 self.failures += 1
-                self.health.last_error = f"{error.code}: {error.message}"
+                reason = f"{error.code}: {error.message}" if isinstance(error, BrokerError) else f"{type(error).__name__}: {error}"
+                self.health.last_error = reason
                 if failures_in_a_row == 1 or failures_in_a_row % 60 == 0:  # a line for a new trouble, not each retry
-                    log.warning("event source mapping %s (%s): %s", self._mapping.uuid, self._queue, error.message)
+                    log.warning("event source mapping %s (%s): %s", self._mapping.uuid, self._queue, reason,
+                                exc_info=not isinstance(error, BrokerError))
                 await trio.sleep(RETRY_PAUSE_S)
 
     async def _step(self) -> None:

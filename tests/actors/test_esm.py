@@ -352,3 +352,19 @@ async def test_each_mapping_reports_itself(autojump_clock):
         await h.broker.mappings.ask(MappingRequest("Update", REGION, created["UUID"], {"Enabled": False}))
         (report,) = [r for r in h.broker.statistics() if r.kind == "event-source-mapping"]
         assert (report.actor.state, report.actor.invocations) == ("Disabled", 0)
+
+
+async def test_a_function_registry_that_raises_fails_the_mapping_not_the_broker(autojump_clock):
+    class Broken(StandInFunctions):
+        async def invoke(self, function, payload, *, asynchronous=False, message_ids=()):
+            raise RuntimeError("a bug")
+
+    async with running_broker() as h:
+        h.broker.mappings._functions = Broken()
+        await h.ok(CreateQueue("q"))
+        await h.broker.mappings.ask(MappingRequest("Create", REGION, "", {"EventSourceArn": ARN + "q", "FunctionName": "f"}))
+        await h.ok(SendMessage("q", "m"))
+        await trio.sleep(5)
+        (report,) = [r for r in h.broker.statistics() if r.kind == "event-source-mapping"]
+        assert report.actor.failures >= 1 and report.health.last_error == "RuntimeError: a bug"
+        await h.ok(CreateQueue("still-serving"))
