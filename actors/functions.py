@@ -3,19 +3,22 @@
 The interface others build on (event source mappings, SNS `lambda` subscriptions)::
 
     registry = broker.functions
-    invocation = await registry.invoke(function, payload, asynchronous=False, message_ids=())
+    invocation = await registry.invoke(function, payload, asynchronous=False, message_ids=(), client_context="")
 
 `function` is a name or ARN, qualified (`:$LATEST`) or not; `payload` the event's JSON bytes.
 It returns an `Invocation`: `payload` (the function's answer, or Lambda's error JSON
 {errorMessage, errorType, stackTrace}), `function_error` (None, or "Unhandled" as AWS sets
 X-Amz-Function-Error), `request_id`, `status_code` (200; 202 for an asynchronous one, which returns
 once it is stored, without a payload: it runs after a restart if it had not run, its outcome is
-logged, and it is tried twice more on error, as AWS does).
-`message_ids` name the messages the event carries, for the FunctionInvoked log record that
-`dovecote log --message-id` shows. It raises BrokerError: ResourceNotFoundException for a function
-that does not exist (or is deleted meanwhile), TooManyRequestsException when the function's
-reserved concurrency is 0 or its mailbox is full (retryable). It waits while the function runs,
-at most its Timeout (plus its instance's start-up); cancelling it gives up the wait, not the run.
+logged, and it is tried twice more on error, as AWS does). `message_ids` name the messages the
+event carries, for the FunctionInvoked log record that `dovecote log --message-id` shows;
+`client_context` is the caller's ClientContext (JSON), which a synchronous invocation passes to the
+handler's context, as Lambda does. It raises BrokerError: ResourceNotFoundException for a function
+that does not exist (or is deleted meanwhile); TooManyRequestsException (retryable) when the
+function's reserved concurrency is 0 or it holds as many invocations, or payload bytes, as it may;
+ServiceUnavailable while its actor is being rebuilt after a failure, or when the store refuses an
+asynchronous one; InternalError for one its actor held when the actor failed. It waits while the function runs, at most its Timeout (plus its
+instance's start-up); cancelling it gives up the wait, not the run.
 
 Theory of operation
 -------------------
@@ -30,12 +33,13 @@ its own Runtime API on a loopback port (served by the injected `InstanceRunner`,
 lambda_runtime.py), as each AWS execution environment has its own. An instance asks for work
 (`/next`), which the actor answers with the oldest pending invocation; a warm instance is reused;
 a new one is started while invocations wait and the function has fewer than its concurrency limit
-(ReservedConcurrentExecutions, else the broker's `function_max_instances`). An invocation that
+(the broker's `function_max_instances`, or its ReservedConcurrentExecutions if fewer). An invocation that
 outlives its Timeout is answered with AWS's "Task timed out" error and its instance is killed. An
 instance that ends while it runs an invocation fails that invocation (Runtime.ExitError); one that
 fails before it asks for work (init error, a crash, a bootstrap that cannot start) fails the
 oldest waiting invocation, and the next start waits longer after each such failure in a row
-(`function_restart_backoff_s`). A changed function's idle instances are stopped at once, busy ones
+(FunctionSettings.restart_backoff_s). The actor itself is supervised (`_supervise`): one that
+raises is rebuilt from the store after a pause, as a queue's actor is. A changed function's idle instances are stopped at once, busy ones
 when they finish, so every invocation after the change runs the new code or configuration.
 """
 
@@ -104,6 +108,7 @@ class InvocationEvent(NamedTuple):
     payload: bytes
     deadline_ms: int  # wall-clock ms
     function_arn: str
+    client_context: str = ""  # the caller's ClientContext, JSON ("": none)
 
 
 class NextWanted(NamedTuple):
@@ -179,6 +184,7 @@ class _Invoke(NamedTuple):
     reply: Callable[[Invocation | BrokerError], None]
     message_ids: Sequence[str]
     queued_ms: int = 0  # asynchronous: its FunctionEventQueued's at_ms (0: a synchronous one)
+    client_context: str = ""
 
 
 class _Reconfigure(NamedTuple):
@@ -190,13 +196,16 @@ class _Stop(NamedTuple):
 
 
 class _Pending:
-    __slots__ = ("request_id", "payload", "reply", "queued_ms", "message_ids", "wait_until", "started_ms", "attempt", "due")
+    __slots__ = (
+        "request_id", "payload", "reply", "queued_ms", "client_context", "message_ids", "wait_until", "started_ms", "attempt", "due",
+    )
 
     def __init__(self, invoke: _Invoke, wait_until: float, started_ms: int) -> None:
         self.request_id = invoke.request_id
         self.payload = invoke.payload
         self.reply = invoke.reply
         self.queued_ms = invoke.queued_ms
+        self.client_context = invoke.client_context
         self.message_ids = list(invoke.message_ids)
         self.wait_until = wait_until  # trio time: given up if no instance took it by then
         self.started_ms = started_ms
@@ -399,7 +408,7 @@ class FunctionActor:
                 instance.current = pending
                 instance.deadline = now + self._function.timeout_s
                 deadline_ms = self._registry.clock.wall_ms() + self._function.timeout_s * 1000
-                reply(InvocationEvent(pending.request_id, pending.payload, deadline_ms, self._registry.arn(self._function)))
+                reply(InvocationEvent(pending.request_id, pending.payload, deadline_ms, self._registry.arn(self._function), pending.client_context))
         starting = sum(1 for i in self._instances.values() if not i.ready and i.generation == self._generation)
         wanted = min(len(self._pending) - starting, self._limit() - len(self._instances))
         if wanted > 0 and now >= self._start_after:
@@ -551,7 +560,7 @@ class FunctionRegistry:
 
     # --- the interface ---------------------------------------------------------------------------
     async def invoke(
-        self, function: str, payload: bytes, *, asynchronous: bool = False, message_ids: Sequence[str] = ()
+        self, function: str, payload: bytes, *, asynchronous: bool = False, message_ids: Sequence[str] = (), client_context: str = ""
     ) -> Invocation:
         """See the module's docstring."""
         name, _ = parse_reference(function, self.config.account_id, self.config.region)
@@ -575,7 +584,7 @@ class FunctionRegistry:
                 current.post(_Invoke(request_id, payload, _nobody, message_ids, queued.at_ms))
             return Invocation(b"", None, request_id, 202)
         slot: ReplySlot[Invocation | BrokerError] = ReplySlot()
-        actor.post(_Invoke(request_id, payload, slot, message_ids))
+        actor.post(_Invoke(request_id, payload, slot, message_ids, client_context=client_context))
         outcome = await slot.wait()
         if isinstance(outcome, BrokerError):
             raise outcome

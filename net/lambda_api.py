@@ -34,6 +34,7 @@ from .http_server import HttpRequest, HttpResponse, split_target
 
 MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's limits on an invocation's payload
 MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024
+MAX_CLIENT_CONTEXT_BYTES = 3583  # base64, as Lambda limits X-Amz-Client-Context
 DEFAULT_PAGE = 50
 _JSON_TYPE = "application/json"
 _encoder = msgspec.json.Encoder()
@@ -181,7 +182,9 @@ class LambdaApi:
         if kind == "DryRun":
             self._functions.get(function)
             return HttpResponse(204, [("x-amzn-RequestId", request_id)], b"")
-        invocation = await self._functions.invoke(self._functions.arn(function), payload, asynchronous=kind == "Event")
+        invocation = await self._functions.invoke(
+            self._functions.arn(function), payload, asynchronous=kind == "Event", client_context=_client_context(request)
+        )
         # the invocation's id is the request's, as on AWS: the handler's context.aws_request_id
         headers = [("Content-Type", _JSON_TYPE), ("x-amzn-RequestId", invocation.request_id), ("X-Amz-Executed-Version", "$LATEST")]
         if invocation.function_error is not None:
@@ -268,6 +271,24 @@ async def _code(given: dict[str, Any]) -> Code:
         return Code(zip=await path.read_bytes())
     except OSError as error:
         raise invalid_value(f"Code.S3Key {key[:200]} cannot be read on the broker's machine: {error.strerror}.") from None
+
+
+def _client_context(request: HttpRequest) -> str:
+    """X-Amz-Client-Context, base64 of a JSON object, as the JSON the handler's context gets ("": none)."""
+    given = _header(request, "x-amz-client-context")
+    if not given:
+        return ""
+    try:
+        if len(given) > MAX_CLIENT_CONTEXT_BYTES:
+            raise ValueError("too long")
+        text = base64.b64decode(given, validate=True).decode()
+        if not isinstance(msgspec.json.decode(text), dict):
+            raise ValueError("not an object")
+    except (ValueError, binascii.Error, msgspec.DecodeError, UnicodeDecodeError):
+        raise BrokerError(
+            "InvalidRequestContentException", f"Client context must be a valid Base64-encoded JSON object of at most {MAX_CLIENT_CONTEXT_BYTES} bytes."
+        ) from None
+    return text
 
 
 def _header(request: HttpRequest, name: str) -> str | None:

@@ -145,6 +145,8 @@ class _Instance:
                 ("Lambda-Runtime-Invoked-Function-Arn", event.function_arn),
                 ("Lambda-Runtime-Trace-Id", f"Root=1-00000000-{event.request_id.replace('-', '')[:24]};Sampled=0"),
             ]
+            if event.client_context:
+                headers.append(("Lambda-Runtime-Client-Context", event.client_context))
             return 200, headers, event.payload
         if method == "POST" and len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
             error_type = None

@@ -261,6 +261,24 @@ def actors(out: Exposition, reports: Sequence[ActorReport], max_queues: int, max
     _deliveries(out, own, topics[len(own):])
 
 
+def functions(out: Exposition, reports: Sequence[ActorReport]) -> None:
+    """Each Lambda function's actor (labels region, function); nothing when there is none."""
+    own = [r for r in reports if r.kind == "function" and r.actor is not None]
+    if not own:
+        return
+    labelled = [(f'{{region="{escape(r.region)}",function="{escape(r.name)}"}}', r.actor) for r in own]
+    for name, kind, help_text, field in (
+        ("dovecote_function_instances", "gauge", "The function's processes, running or starting.", "instances"),
+        ("dovecote_function_instances_busy", "gauge", "Of them, those running an invocation.", "busy"),
+        ("dovecote_function_invocations_waiting", "gauge", "Invocations waiting for an instance.", "waiting"),
+        ("dovecote_function_invocations_total", "counter", "Invocations answered.", "invocations"),
+        ("dovecote_function_errors_total", "counter", "Of them, answered with X-Amz-Function-Error.", "errors"),
+        ("dovecote_function_timeouts_total", "counter", "Of them, cut short by the function's Timeout.", "timeouts"),
+        ("dovecote_function_start_failures_total", "counter", "Instances that failed before they asked for work.", "start_failures"),
+    ):
+        out.family(name, kind, help_text, [(labels, getattr(actor, field)) for labels, actor in labelled])
+
+
 def shovels(out: Exposition, stats: Sequence[ShovelStatistics], reports: Sequence[ActorReport], region: str, now_ms: int) -> None:
     """Each shovel's link. An up shovel's backlog is its local queue's messages (all states), and the
     oldest unsent message's age that queue's oldest; a down shovel's backlog is in the remote's queue,
@@ -424,6 +442,7 @@ def render(
     if data_dir is not None:
         data_directory(out, data_dir)
     actors(out, reports, max_queues, max_topics)
+    functions(out, reports)
     if shovel_statistics:
         shovels(out, shovel_statistics, reports, region, now_ms)
     if audit is not None:

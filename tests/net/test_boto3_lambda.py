@@ -7,6 +7,7 @@ through a restart of the broker, and bad input answered with AWS's errors."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -52,6 +53,7 @@ HANDLER = textwrap.dedent(
             "event": event, "function_name": context.function_name, "request_id": context.aws_request_id,
             "remaining_ms": context.get_remaining_time_in_millis(), "arn": context.invoked_function_arn,
             "region": os.environ["AWS_REGION"], "greeting": os.environ.get("GREETING"), "version": VERSION,
+            "client_context": context.client_context,
         }
 
     VERSION = 1
@@ -138,6 +140,11 @@ def test_a_python_function_runs_fails_times_out_crashes_and_survives_a_restart_o
         assert answer["region"] == "us-east-1" and answer["greeting"] == "hello" and 0 < answer["remaining_ms"] <= 2000
         assert answer["request_id"] == response["ResponseMetadata"]["RequestId"]
         logged_request = answer["request_id"]
+        caller = base64.b64encode(json.dumps({"custom": {"device": "pump-7"}}).encode()).decode()
+        assert invoke(lam, "worker", {}, ClientContext=caller)[0]["client_context"] == {"custom": {"device": "pump-7"}}
+        with pytest.raises(ClientError) as raised:
+            lam.invoke(FunctionName="worker", Payload=b"{}", ClientContext="not base64!")
+        assert error_of(raised)[0] == "InvalidRequestContentException"
 
         # Event: accepted at once; its effect follows.
         _, accepted = invoke(lam, arn, {"action": "write", "text": "by event"}, InvocationType="Event")

@@ -32,6 +32,7 @@ from dovecote.net.http_server import HttpRequest
 from dovecote.net.metrics import OTHER, escape
 from dovecote.storage.tables import LOG
 
+from ..actors.test_functions import CODE as FUNCTION_CODE, PARAMS as FUNCTION_PARAMS, ScriptedRunner
 from ..actors.test_push import confirmed
 from ..conftest import running_broker
 from ..push_endpoint import trio_endpoint
@@ -283,3 +284,22 @@ async def test_counters_outlive_a_restart_of_their_actor(autojump_clock, monkeyp
 
 def crash(*_):
     raise RuntimeError("a bug")
+
+
+async def test_each_function_has_its_series(autojump_clock, tmp_path):
+    async def answer(spec, payload):
+        return (b'{"errorType": "ValueError"}', "ValueError") if payload == b'"fail"' else payload
+
+    async with running_broker(runner=ScriptedRunner(answer), functions_dir=str(tmp_path)) as h:
+        endpoints = BrokerEndpoints(h.writer, h.broker, b"")
+        assert "dovecote_function" not in (await scrape(endpoints)).text  # none until there is a function
+        await h.broker.functions.create("", FUNCTION_PARAMS, FUNCTION_CODE)
+        for payload in (b"1", b"2", b'"fail"'):
+            await h.broker.functions.invoke("echo", payload)
+        parsed = await scrape(endpoints)
+        assert_well_formed(parsed)
+        labels = {"region": "us-east-1", "function": "echo"}
+        assert parsed("dovecote_function_invocations_total", **labels) == 3
+        assert parsed("dovecote_function_errors_total", **labels) == 1
+        assert parsed("dovecote_function_instances", **labels) == 1 and parsed("dovecote_function_instances_busy", **labels) == 0
+        assert parsed("dovecote_function_timeouts_total", **labels) == parsed("dovecote_function_start_failures_total", **labels) == 0
