@@ -10,6 +10,7 @@ How the pieces share the work (each module's docstring says more):
 - session.py     a connection's way in: routes each operation straight to its actor
 - platform.py    the one task owning SNS's platform applications and endpoints (and their direct publishes)
 - functions.py   Lambda functions: the registry task, one actor per function owning its processes
+- esm.py         event source mappings (queue -> function): their task, and a poller per mapping
 - queue.py, topic.py, delivery.py   the actors, around the pure cores
 """
 
@@ -26,6 +27,7 @@ from dovecote.storage.writer import LogWriter
 from .clock import Clock
 from .config import BrokerConfig
 from .directory import ActorEntry, Directory, Health
+from .esm import EventSourceMappings
 from .functions import FunctionRegistry, FunctionSettings, InstanceRunner
 from .lifecycle import Lifecycle
 from .limits import STATISTICS_ACTORS_PER_STEP
@@ -44,7 +46,7 @@ from .topic_core import TopicCore
 class ActorReport(NamedTuple):
     """One queue's or topic's actor, as it reports itself (see `Broker.statistics`)."""
 
-    kind: str  # "queue", "topic", "platform" (the one platform actor) or "function" (a Lambda function's)
+    kind: str  # "queue", "topic", "platform" (the one platform actor), "function" (a Lambda function's) or "event-source-mapping"
     region: str
     name: str
     mailbox: MailboxStatistics
@@ -78,6 +80,9 @@ class Broker:
         self._platform = Platform(config, store, writer, clock, sender, self.directory.forward)
         self._initial_cores = list(cores)
         self.functions = FunctionRegistry(config, store, writer, clock, runner, functions_dir, function_settings)
+        self.mappings = EventSourceMappings(
+            store.load_event_source_mappings(), writer, clock, self.directory, self.session, self.functions, config.lifecycle_capacity,
+        )
 
     def session(self, region: str | None = None, principal: Principal = ANYONE) -> Session:
         """A session of one principal, acting in one region's namespace (by default the broker's
@@ -93,11 +98,14 @@ class Broker:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._platform.run)
             await nursery.start(self.functions.run)
-            await self._lifecycle.run(cores, task_status=task_status)
+            await nursery.start(self._lifecycle.run, cores)
+            await nursery.start(self.mappings.run)  # once the queues they poll are there
+            task_status.started()
 
     def stop(self) -> None:
         """Stop taking creations and deletions; every actor then answers its long polls, finishes
         what is in its mailbox and ends."""
+        self.mappings.stop()
         self._lifecycle.mailbox.close_for_mail()
         self._platform.mailbox.close_for_mail()
         self.functions.stop()
@@ -106,7 +114,7 @@ class Broker:
         """How every queue's and topic's actor fares: its mailbox, its supervisor's record and its
         own counters, then the platform actor's. Read without waiting, from any task: one
         consistent snapshot."""
-        return [_report(entry) for entry in self.directory.entries()] + [self.platform_report(), *self.function_reports()]
+        return [_report(entry) for entry in self.directory.entries()] + [self.platform_report(), *self.function_reports(), *self.mapping_reports()]
 
     def platform_report(self) -> ActorReport:
         """The platform actor's mailbox, restarts and statistics."""
@@ -126,6 +134,15 @@ class Broker:
             reports.append(ActorReport("function", function.region or self.config.region, function.name, mailbox, actor.health, statistics))
         return reports
 
+    def mapping_reports(self) -> list[ActorReport]:
+        """Each event source mapping's poller, by its UUID: its counters and last error (the
+        mappings actor's mailbox is shared by them all)."""
+        mailbox = self.mappings.mailbox.statistics()
+        return [
+            ActorReport("event-source-mapping", mapping.region, mapping.uuid, mailbox, health, statistics)
+            for mapping, health, statistics in self.mappings.reports()
+        ]
+
     async def gather_statistics(self, *, per_step: int = STATISTICS_ACTORS_PER_STEP) -> list[ActorReport]:
         """The same, letting other tasks run after every `per_step` actors, so that reading ten
         thousand queues (a few microseconds each) never holds the event loop for long. Each report
@@ -137,7 +154,7 @@ class Broker:
             if start:
                 await trio.lowlevel.checkpoint()
             reports += [_report(entry) for entry in entries[start : start + per_step]]
-        return reports + [self.platform_report(), *self.function_reports()]
+        return reports + [self.platform_report(), *self.function_reports(), *self.mapping_reports()]
 
 
 def _report(entry: ActorEntry) -> ActorReport:

@@ -43,7 +43,7 @@ from .mailbox import Mailbox
 from .messages import ActorMessage, Forward, MoveIn, NewPushes, Reconfigured, StopPushing, move_error
 from .ops import Result
 from .push_schedule import PushSchedule
-from .push_types import DEAD_LETTERED, DELIVERED, DROPPED, RETRIED, UNREACHABLE, PushRequest, PushTarget, Sender
+from .push_types import DEAD_LETTERED, DELIVERED, DROPPED, NOT_RETRIED, RETRIED, UNREACHABLE, PushRequest, PushTarget, Sender
 
 log = logging.getLogger("dovecote.delivery")
 
@@ -255,7 +255,7 @@ class DeliveryActor:
                     self._unreachable_until, self._unreachable = now + PUSH_UNREACHABLE_HOLD_S, outcome
                 elif not outcome.startswith(UNREACHABLE):
                     self._unreachable_until = -math.inf
-                attempt, retry_at = schedule.failed(seq, now)
+                attempt, retry_at = schedule.give_up(seq) if outcome.startswith(NOT_RETRIED) else schedule.failed(seq, now)
                 if retry_at is not None:
                     self._count(RETRIED)
                     retry_at_ms = wall_ms + int((retry_at - now) * 1000)

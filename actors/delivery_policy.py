@@ -43,6 +43,14 @@ CUSTOMER_MANAGED_RETRY = RetryPolicy(
 )
 
 
+# AWS's fixed policy for its "AWS managed endpoints" (Lambda, as SQS): 3 retries at once, 2 a second
+# apart, 10 backing off exponentially to 20 s, then 100,000 at 20 s: 23 days (same page).
+AWS_MANAGED_RETRY = RetryPolicy(
+    min_delay_s=1, max_delay_s=20, retries=100_015, no_delay_retries=3, min_delay_retries=2, max_delay_retries=100_000,
+    backoff="exponential",
+)
+
+
 class EffectivePolicy(msgspec.Struct, frozen=True):
     retry: RetryPolicy = RetryPolicy()
     max_receives_per_second: int | None = None  # None: no throttle

@@ -140,6 +140,10 @@ class FilterPolicy:
     def matches(self, attributes: Mapping[str, AnyAttribute], body: str, view: MessageView | None = None) -> bool:
         return self.first_failure(view or MessageView(attributes, body)) is None
 
+    def matches_document(self, document: dict[str, Any]) -> bool:
+        """An event pattern's match (compile_event_pattern) against a parsed event."""
+        return _first_failure(self.root, lambda leaf: _body_values(document, leaf.keys)) is None
+
 
 def _first_failure(conjunction: Conjunction, lookup: Callable[[Leaf], list[Any] | None]) -> str | None:
     for leaf in conjunction.leaves:
@@ -246,6 +250,21 @@ def compile_policy(text: str, scope: str = ATTRIBUTES) -> FilterPolicy:
     if _combinations(root) > MAX_COMBINATIONS:
         raise _refuse("Filter policy is too complex")
     return FilterPolicy(scope, root, text)
+
+
+def compile_event_pattern(text: str) -> FilterPolicy:
+    """A Lambda event filter's pattern (an event source mapping's FilterCriteria): the same grammar
+    over a whole event, nested like a MessageBody policy, without SNS's limits on keys and
+    combinations (Lambda bounds a pattern's length instead). Raises BrokerError."""
+    if deeper_than(text):
+        raise _refuse(f"a pattern nests at most {MAX_JSON_DEPTH} levels deep")
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise _refuse("failed to parse JSON.") from None
+    if not isinstance(document, dict):
+        raise _refuse("a pattern must be a JSON object")
+    return FilterPolicy(BODY, _conjunction(document, (), True), text)
 
 
 def _conjunction(document: dict, prefix: tuple[str, ...], nested: bool) -> Conjunction:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import heapq
 import math
 
+import msgspec
+
 from .delivery_policy import EffectivePolicy, retry_delays
 
 
@@ -23,7 +25,10 @@ class PushSchedule:
 
     def set_policy(self, policy: EffectivePolicy) -> None:
         self.policy = policy
-        self._delays = retry_delays(policy.retry)
+        retry = policy.retry
+        # The last phase's retries all wait max_delay_s: not listed (AWS's policy for its own
+        # endpoints has 100,000 of them).
+        self._delays = retry_delays(msgspec.structs.replace(retry, retries=retry.retries - retry.max_delay_retries, max_delay_retries=0))
         rate = policy.max_receives_per_second
         # A tenth of a second's worth of sends may go at once (at least one).
         self._burst = max(1.0, rate / 10) if rate is not None else math.inf
@@ -72,12 +77,20 @@ class PushSchedule:
         the push stays in flight until dropped)."""
         attempt = self._attempts[seq] + 1
         self._attempts[seq] = attempt
-        if attempt > len(self._delays):
+        retry = self.policy.retry
+        if attempt > retry.retries:
             return attempt, None
         self.in_flight.discard(seq)
-        retry_at = now + self._delays[attempt - 1]
+        retry_at = now + (self._delays[attempt - 1] if attempt <= len(self._delays) else retry.max_delay_s)
         heapq.heappush(self._due, (retry_at, seq))
         return attempt, retry_at
+
+    def give_up(self, seq: int) -> tuple[int, None]:
+        """An attempt failed for good, whatever the policy: its number (the push stays in flight
+        until dropped)."""
+        attempt = self._attempts[seq] + 1
+        self._attempts[seq] = attempt
+        return attempt, None
 
     def drop(self, seq: int) -> None:
         self.in_flight.discard(seq)

@@ -12,8 +12,12 @@ from .delivery_policy import EffectivePolicy
 
 CONFIRMED_BY_TOKEN = ("http", "https", "email", "email-json")  # subscriptions confirmed by a token sent to them
 MOBILE_PROTOCOLS = ("sms", "application")  # delivered through the operator's sink (net/mobile_sink.py)
-PUSH_PROTOCOLS = (*CONFIRMED_BY_TOKEN, *MOBILE_PROTOCOLS)
+FUNCTION_PROTOCOL = "lambda"  # an asynchronous invocation of a function of this broker
+PUSH_PROTOCOLS = (*CONFIRMED_BY_TOKEN, *MOBILE_PROTOCOLS, FUNCTION_PROTOCOL)
 UNREACHABLE = "unreachable"  # how an outcome starts when no connection could be made
+# How an outcome starts when retrying cannot help (SNS's "client-side error": the function is
+# gone): the push goes to the dead-letter queue, or is dropped, at once.
+NOT_RETRIED = "not retried: "
 
 # How /metrics counts deliveries, by protocol (sqs and PUSH_PROTOCOLS): a delivery ends delivered,
 # dead-lettered or dropped; each failed attempt that is tried again counts as retried.

@@ -22,9 +22,9 @@ import trio
 from . import paging
 from .directory import Directory
 from .authorization import Decision, Policy, action_of, decide
-from .errors import BrokerError, access_denied, failure, invalid_parameter, no_such_queue, no_such_topic, overloaded, shutting_down
+from .errors import BrokerError, access_denied, failure, from_failure, invalid_parameter, no_such_queue, no_such_topic, overloaded, shutting_down
 from .lifecycle import LIFECYCLE_OPS
-from .mailbox import Mailbox, MailboxFull
+from .mailbox import Mailbox, MailboxFull, ReplySlot
 from .mobile import sms_account_answer
 from .platform import Platform
 from .platform_core import endpoint_missing, platform_resource
@@ -33,6 +33,7 @@ from .principals import Principal
 from .ops import (
     Arns,
     ConfirmSubscription,
+    Failure,
     GetQueueUrl,
     ListDeadLetterSourceQueues,
     ListQueues,
@@ -43,6 +44,7 @@ from .ops import (
     PlatformOp,
     SmsAccountOp,
     QueueOp,
+    Result,
     Subscribe,
     SetQueueAttributes,
     StartMessageMoveTask,
@@ -193,6 +195,17 @@ class Session:
                 raise _invalid_move("The destination must be another queue of the same type as the source.")
         if not self._delivered(entry.mailbox, Request(op, reply), "Queue", op.queue):
             raise missing
+
+
+async def ask(session: Session, op: Op) -> Result:
+    """An operation through a session, for an actor that consumes as a client does (a shovel, an
+    event source mapping's poller); raises the BrokerError a Failure answer carries."""
+    slot: ReplySlot[Result] = ReplySlot()
+    session.submit(op, slot)
+    result = await slot.wait()
+    if isinstance(result, Failure):
+        raise from_failure(result)
+    return result
 
 
 def _invalid_move(reason: str) -> BrokerError:

@@ -169,3 +169,23 @@ def _json(value: object) -> str:
 def iso_timestamp(wall_ms: int) -> str:
     moment = datetime.datetime.fromtimestamp(wall_ms / 1000, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{wall_ms % 1000:03d}Z"
+
+
+# The members of a notification as a Lambda function's SNS event names them (its URLs end in "Url").
+_LAMBDA_SNS_MEMBERS = (
+    ("Type", "Type"), ("MessageId", "MessageId"), ("TopicArn", "TopicArn"), ("Subject", "Subject"), ("Message", "Message"),
+    ("Timestamp", "Timestamp"), ("SignatureVersion", "SignatureVersion"), ("Signature", "Signature"),
+    ("SigningCertUrl", "SigningCertURL"), ("UnsubscribeUrl", "UnsubscribeURL"), ("MessageAttributes", "MessageAttributes"),
+)
+
+
+def lambda_event(envelope: str, subscription_arn: str) -> bytes:
+    """The event a `lambda` subscription's function gets for a notification envelope, as SNS
+    builds it: one record, Subject null when there is none, MessageAttributes {} when none."""
+    fields = msgspec.json.decode(envelope)
+    sns = {name: fields.get(source) for name, source in _LAMBDA_SNS_MEMBERS}
+    sns["MessageAttributes"] = sns["MessageAttributes"] or {}
+    if "SequenceNumber" in fields:
+        sns["SequenceNumber"] = fields["SequenceNumber"]
+    record = {"EventSource": "aws:sns", "EventVersion": "1.0", "EventSubscriptionArn": subscription_arn, "Sns": sns}
+    return _ENCODER.encode({"Records": [record]})

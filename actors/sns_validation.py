@@ -19,9 +19,10 @@ from .errors import BrokerError, invalid_parameter, parameter_value_invalid
 from .filter_policy import ATTRIBUTES, compile_policy
 from .limits import SNS_MAX_ARCHIVE_DAYS, SNS_MAX_BATCH_BYTES, SNS_MAX_BATCH_ENTRIES, SNS_MAX_MESSAGE_BYTES
 from .ops import PublishEntry
-from .push_types import MOBILE_PROTOCOLS, PUSH_PROTOCOLS
+from .push_types import FUNCTION_PROTOCOL, MOBILE_PROTOCOLS, PUSH_PROTOCOLS
 
-UNREACHABLE_PROTOCOLS = {"lambda", "firehose"}  # need services outside this broker
+UNREACHABLE_PROTOCOLS = {"firehose"}  # need services outside this broker
+FUNCTION_ARN = re.compile(r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]+)?")
 MAIL_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 TOPIC_ATTRIBUTES = {
     "DisplayName",
@@ -239,13 +240,17 @@ def check_endpoint(protocol: str, endpoint: str, *, fifo: bool, push_protocols: 
     """A subscription's endpoint must suit its protocol, and the protocol the topic and this broker."""
     if protocol in UNREACHABLE_PROTOCOLS:
         raise invalid_parameter(
-            f"Protocol {protocol}: this broker cannot reach that service; use sqs, http, https, email, sms or application"
+            f"Protocol {protocol}: this broker cannot reach that service; use sqs, http, https, email, sms, application or lambda"
         )
     if protocol in PUSH_PROTOCOLS:
         if fifo:
             raise invalid_parameter(f"Invalid protocol type: {protocol} is not supported for FIFO topics; use sqs")
         if protocol in MOBILE_PROTOCOLS:
             mobile.check_endpoint(protocol, endpoint, push_protocols)
+            return
+        if protocol == FUNCTION_PROTOCOL:
+            if not FUNCTION_ARN.fullmatch(endpoint):
+                raise invalid_parameter("Lambda endpoint ARN")  # AWS's words
             return
         if protocol not in push_protocols:
             raise invalid_parameter(

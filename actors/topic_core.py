@@ -90,7 +90,7 @@ from .ops import (
 )
 from .principals import SNS
 from .push_types import (
-    CONFIRMED_BY_TOKEN, DEAD_LETTERED, DELIVERED, DROPPED, MOBILE_PROTOCOLS, PUSH_PROTOCOLS, PushRequest, PushTarget,
+    CONFIRMED_BY_TOKEN, DEAD_LETTERED, DELIVERED, DROPPED, FUNCTION_PROTOCOL, MOBILE_PROTOCOLS, PUSH_PROTOCOLS, PushRequest, PushTarget,
 )
 from .signing import Signer
 from .stored_time import elapsed_since
@@ -641,11 +641,12 @@ class TopicCore:
         raise invalid_parameter("Token")
 
     def delivery_policy(self, subscription: Subscription) -> delivery_policy.EffectivePolicy:
-        if subscription.protocol in MOBILE_PROTOCOLS:
+        if subscription.protocol in (*MOBILE_PROTOCOLS, FUNCTION_PROTOCOL):
             # AWS's own policy, not the topic's (that is for HTTP/S); the subscription's own
             # DeliveryPolicy is dovecote's addition, for a gateway that needs other retries.
             own = subscription.attributes.get("DeliveryPolicy")
-            return delivery_policy.effective(None, own, delivery_policy.CUSTOMER_MANAGED_RETRY)
+            fixed = delivery_policy.AWS_MANAGED_RETRY if subscription.protocol == FUNCTION_PROTOCOL else delivery_policy.CUSTOMER_MANAGED_RETRY
+            return delivery_policy.effective(None, own, fixed)
         return delivery_policy.effective(self.attributes.get("DeliveryPolicy"), subscription.attributes.get("DeliveryPolicy"))
 
     def push_targets(self) -> dict[int, PushTarget]:

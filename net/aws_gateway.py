@@ -30,7 +30,7 @@ from dovecote.actors.principals import ANYONE, Principal
 from dovecote.actors.broker import Broker
 from dovecote.actors.session import Session
 
-from . import lambda_api, sns_api, sqs_api, sqs_query
+from . import lambda_api, lambda_esm_api, sns_api, sqs_api, sqs_query
 from .audit import DENIED_CODES, DOOR_AWS, Audit
 from .aws_request import JSON, SNS, AwsRequest, classify, is_queue_path, shape_of_head
 from .credential_scope import parse_authorization
@@ -95,6 +95,8 @@ class AwsGateway:
     async def handle(self, request: HttpRequest) -> HttpResponse:
         if lambda_api.is_lambda_path(request.target):
             return await self._lambda(request)
+        if lambda_esm_api.is_mapping_path(split_target(request.target)[0]):
+            return await self._event_source_mappings(request)
         aws = classify(request)
         if aws is None:
             if is_queue_path(request.target):
@@ -151,6 +153,17 @@ class AwsGateway:
         if aws.service == SNS:
             return sns_api.to_output(aws.action, result)
         return sqs_api.to_output(result, context, aws.action)
+
+    async def _event_source_mappings(self, request: HttpRequest) -> HttpResponse:
+        """The Lambda API's event source mapping operations (lambda_esm_api.py), signed as every
+        request, authorised by their IAM actions."""
+        request_id = self._next_request_id()
+        caller = self._caller(request, _LAMBDA_REQUEST)
+        if isinstance(caller, BrokerError):
+            return lambda_api.error_response(caller, request_id)
+        return await lambda_esm_api.serve(
+            self._broker.mappings, request, caller.principal, caller.region or self._broker.config.region, self._account_id, request_id
+        )
 
     def _caller(self, request: HttpRequest, aws: AwsRequest) -> Caller | BrokerError:
         """Who the request acts as: the key its signature proves, in the region its credential scope

@@ -25,7 +25,10 @@ import msgspec
 import trio
 
 from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_MAX_RESPONSE_BYTES, PUSH_TIMEOUT_S
-from dovecote.actors.push_types import MOBILE_PROTOCOLS, UNREACHABLE, PushRequest
+from dovecote.actors.errors import BrokerError
+from dovecote.actors.esm import Functions
+from dovecote.actors.push_types import FUNCTION_PROTOCOL, MOBILE_PROTOCOLS, NOT_RETRIED, UNREACHABLE, PushRequest
+from dovecote.actors.sns_messages import lambda_event
 
 from .http_client import HttpConnection, Unreachable, tls_context
 from .mobile_sink import MobileSink, run_command, webhook_request
@@ -96,9 +99,11 @@ class Pusher:
         self.sink = sink
         self.max_response_bytes = max_response_bytes
         self.timeout_s = timeout_s
-        self.protocols = frozenset(
-            ("http", "https", *(("email", "email-json") if smtp is not None else ()), *(MOBILE_PROTOCOLS if sink is not None else ()))
-        )
+        self.protocols = frozenset((
+            "http", "https", FUNCTION_PROTOCOL, *(("email", "email-json") if smtp is not None else ()),
+            *(MOBILE_PROTOCOLS if sink is not None else ()),
+        ))
+        self.functions: Functions | None = None  # the broker's functions, once they run (serve_functions)
         self.in_flight = trio.CapacityLimiter(max_in_flight)
         self._verify = verify
         self._tls: ssl.SSLContext | None = None  # made at the first HTTPS connection, once: loading the CAs is slow
@@ -122,6 +127,26 @@ class Pusher:
         """The command sink, under the same cap as requests: commands in flight are processes."""
         async with self.in_flight:
             return await run_command(sink, request, self.timeout_s)
+
+    def serve_functions(self, functions: Functions) -> None:
+        """Deliver `lambda` subscriptions' pushes to these functions (until then, each attempt
+        fails and is retried)."""
+        self.functions = functions
+
+    async def invoke(self, request: PushRequest) -> str:
+        """An asynchronous invocation of the subscription's function with SNS's event: delivered
+        once the function's queue of events took it (its own retries are the function's). A
+        function that does not exist is SNS's client-side error: not retried."""
+        if self.functions is None:
+            return "the broker's functions are not running yet"
+        try:
+            await self.functions.invoke(
+                request.endpoint, lambda_event(request.body, request.subscription_arn), asynchronous=True, message_ids=[request.message_id]
+            )
+        except BrokerError as error:
+            retried = NOT_RETRIED if error.code == "ResourceNotFoundException" else ""
+            return f"{retried}{error.code}: {error.message}"[:200]
+        return ""
 
     async def mail(self, request: PushRequest) -> str:
         if self.smtp is None:
@@ -171,6 +196,8 @@ class Connection:
 
     async def send(self, request: PushRequest) -> str:
         """"" when delivered, else what went wrong."""
+        if request.protocol == FUNCTION_PROTOCOL:
+            return await self._pusher.invoke(request)
         if request.protocol in ("email", "email-json"):
             return await self._pusher.mail(request)
         if request.protocol in MOBILE_PROTOCOLS:

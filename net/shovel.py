@@ -31,12 +31,11 @@ from typing import Any
 import trio
 
 from dovecote.actors.clock import Clock
-from dovecote.actors.mailbox import ReplySlot
+from dovecote.actors.errors import BrokerError
 from dovecote.actors.ops import (
     ChangeMessageVisibilityBatch,
     DeleteEntry,
     DeleteMessageBatch,
-    Failure,
     ReceiveMessage,
     Received,
     ReceivedMessage,
@@ -45,7 +44,7 @@ from dovecote.actors.ops import (
     SendMessageBatch,
     VisibilityEntry,
 )
-from dovecote.actors.session import Session
+from dovecote.actors.session import Session, ask
 from dovecote.actors.shovel_core import (
     DOWN,
     UP,
@@ -278,12 +277,10 @@ class Shovel:
     # --- both ----------------------------------------------------------------------------------------
 
     async def _local(self, op: Any) -> Result:
-        slot: ReplySlot[Result] = ReplySlot()
-        self._session.submit(op, slot)
-        result = await slot.wait()
-        if isinstance(result, Failure):
-            raise LocalFailure(f"{result.code}: {result.message}")
-        return result
+        try:
+            return await ask(self._session, op)
+        except BrokerError as error:
+            raise LocalFailure(f"{error.code}: {error.message}") from None
 
     def _submit_log(self, records: list[MessageForwarded]) -> AppendEntry:
         try:

@@ -210,6 +210,7 @@ async def run_broker(
                 store, writer, clock, broker_config, cores, signer, pusher, ProcessRunner(), str(Path(config.data_dir) / FUNCTIONS_DIR),
                 config.functions,
             )
+            pusher.serve_functions(broker.functions)  # lambda subscriptions
             async with trio.open_nursery() as broker_nursery:
                 await broker_nursery.start(broker.run)
                 async with trio.open_nursery() as net_nursery:

@@ -407,6 +407,27 @@ class FunctionInvoked(Record, tag="FunctionInvoked"):
     event_queued_ms: int = 0  # an asynchronous invocation's last attempt: its FunctionEventQueued's at_ms (0: none)
 
 
+class EventSourceMappingChanged(Record, tag="EventSourceMappingChanged"):
+    """An event source mapping's whole configuration after it was made or changed (format 4): the
+    queue a function is fed from, and how (actors/esm_core.py)."""
+
+    uuid: str
+    function_arn: str
+    queue_arn: str
+    batch_size: int
+    batching_window_s: int
+    enabled: bool
+    report_item_failures: bool  # FunctionResponseTypes ReportBatchItemFailures
+    maximum_concurrency: int  # ScalingConfig.MaximumConcurrency; 0: not set
+    filter_patterns: list[str] = []  # FilterCriteria's patterns
+
+
+class EventSourceMappingDeleted(Record, tag="EventSourceMappingDeleted"):
+    uuid: str
+    function_arn: str
+    queue_arn: str
+
+
 class DataKeyState(Record):
     """A data key of encryption at rest, wrapped (AES-256-GCM) by a master key of the operator's
     key file, named by its fingerprint; the DATA_KEYS table keeps the latest state of each. The key
@@ -470,6 +491,8 @@ AnyRecord = (
     | FunctionDeleted
     | FunctionEventQueued
     | FunctionInvoked
+    | EventSourceMappingChanged
+    | EventSourceMappingDeleted
 )
 QueueRow = QueueCreated | QueueAttributesChanged
 TopicRow = TopicCreated | TopicAttributesChanged

@@ -42,6 +42,7 @@ from .records import (
     MessageReceived,
     MessageSent,
     MoveTaskChanged,
+    EventSourceMappingChanged,
     PlatformApplicationChanged,
     PlatformEndpointChanged,
     Published,
@@ -80,6 +81,7 @@ from .tables import (
     MOVE_TASKS,
     FORMAT_VERSION_KEY,
     NEXT_QUEUE_ID,
+    EVENT_SOURCE_MAPPINGS,
     PLATFORM_APPLICATIONS,
     PLATFORM_ENDPOINTS,
     Put,
@@ -106,7 +108,7 @@ from .tables import (
 # and table), which format 1 would misread as empty bodies; format 3 added the shovels' log records
 # (MessageForwarded), SNS's platform applications and endpoints, the account's SMS attributes and its
 # SMS sandbox's numbers (their records and tables), which format 2 cannot decode; format 4 the Lambda
-# functions (their records and tables), which format 3 cannot decode.
+# functions and event source mappings (their records and tables), which format 3 cannot decode.
 FORMAT_VERSION = 4
 
 TimeShift = Callable[[int, int], int]  # (a record's LSN, its at_ms) -> ms to add to its times
@@ -486,6 +488,10 @@ class Store(abc.ABC):
         (value,) = self._get_many(FUNCTION_CODE, [keys.function_key(region, name)])
         record = _decode_or_none(value) if value is not None else None
         return record if isinstance(record, FunctionCodeStored) else None
+
+    def load_event_source_mappings(self) -> list[EventSourceMappingChanged]:
+        """Every event source mapping (damaged rows left out: `dovecote check` names them)."""
+        return [record for _, record in self._rows(EVENT_SOURCE_MAPPINGS, (EventSourceMappingChanged,), DamageCollector())]
 
     def pending_pushes(self, topic_id: int, subscription_id: int) -> list[PendingPush]:
         """One subscription's pending pushes, in seq order (damaged rows left out: `dovecote check`

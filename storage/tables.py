@@ -23,6 +23,8 @@ from .records import (
     DataKeyRewrapped,
     DedupEntry,
     DedupWindowClosed,
+    EventSourceMappingChanged,
+    EventSourceMappingDeleted,
     MessageDeleted,
     MessageForwarded,
     MessageReceived,
@@ -73,11 +75,13 @@ SMS_ATTRIBUTES_KEY = b"account"
 SMS_SANDBOX = "sms_sandbox"  # the SMS sandbox's phone numbers, by number (format 3)
 FUNCTIONS = "functions"  # Lambda functions' configurations (FunctionChanged), by function_key (format 4)
 FUNCTION_CODE = "function_code"  # their zips (FunctionCodeStored), same keys (format 4)
+EVENT_SOURCE_MAPPINGS = "event_source_mappings"  # by UUID (format 4)
 FUNCTION_EVENTS = "function_events"  # pending asynchronous invocations (FunctionEventQueued), by function_event_key (format 4)
 DIRECT_PUSHES = 0  # the topic id of PushQueued records published straight to a platform endpoint (ids start at 1)
 TABLES = (
     LOG, QUEUES, MESSAGES, DELIVERIES, META, DEDUP, MOVE_TASKS, TOPICS, SUBSCRIPTIONS, ARCHIVE, PUSHES, PUSH_ATTEMPTS, DATA_KEYS,
     PLATFORM_APPLICATIONS, PLATFORM_ENDPOINTS, SMS_ATTRIBUTES, SMS_SANDBOX, FUNCTIONS, FUNCTION_CODE, FUNCTION_EVENTS,
+    EVENT_SOURCE_MAPPINGS,
 )
 QUEUE_TABLES = (MESSAGES, DELIVERIES, DEDUP, MOVE_TASKS)  # keyed (queue_id, ...)
 
@@ -176,6 +180,10 @@ def table_changes(record: Record, framed: bytes) -> list[Change]:
             return [Delete(DATA_KEYS, keys.queue_key(k))]
         case MessageForwarded():
             return []
+        case EventSourceMappingChanged(uuid=mapping):
+            return [Put(EVENT_SOURCE_MAPPINGS, mapping.encode(), framed)]
+        case EventSourceMappingDeleted(uuid=mapping):
+            return [Delete(EVENT_SOURCE_MAPPINGS, mapping.encode())]
         case PlatformApplicationChanged(arn=arn):
             return [Put(PLATFORM_APPLICATIONS, arn.encode(), framed)]
         case PlatformApplicationDeleted(arn=arn):

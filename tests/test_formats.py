@@ -25,8 +25,11 @@ STORED = json.loads(make.records_path().read_text())
 STORED_V1 = json.loads(make.records_path(1).read_text())
 STORED_V2 = json.loads(make.records_path(2).read_text())
 STORED_V3 = json.loads(make.records_path(3).read_text())
-FORMAT_4_KINDS = {"FunctionChanged", "FunctionCodeStored", "FunctionDeleted", "FunctionEventQueued", "FunctionInvoked"}  # Lambda functions
-FORMAT_3_KINDS = {  # the shovels', SNS's platform applications and endpoints, the account's SMS attributes and sandbox
+FORMAT_4_KINDS = {  # Lambda functions and event source mappings
+    "FunctionChanged", "FunctionCodeStored", "FunctionDeleted", "FunctionEventQueued", "FunctionInvoked", "EventSourceMappingChanged",
+    "EventSourceMappingDeleted",
+}
+FORMAT_3_KINDS = {  # the shovels', SNS's platform applications and endpoints the account's SMS attributes and sandbox
     "MessageForwarded", "PlatformApplicationChanged", "PlatformApplicationDeleted", "PlatformEndpointChanged", "PlatformEndpointDeleted",
     "SMSAttributesChanged", "SMSSandboxNumberChanged", "SMSSandboxNumberDeleted",
 }
@@ -137,7 +140,7 @@ def test_format_1_records_still_decode(tag):
     assert records.decode_record(unframe(bytes.fromhex(STORED_V1[tag]))) == msgspec.structs.replace(example, **defaults)
 
 
-def test_format_4_adds_the_function_records_only():
+def test_format_4_adds_the_function_and_event_source_mapping_records_only():
     assert set(STORED) - set(STORED_V3) == FORMAT_4_KINDS
     assert all(STORED[tag] == STORED_V3[tag] for tag in STORED_V3)
 
