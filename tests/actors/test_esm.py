@@ -7,7 +7,6 @@ import json
 from typing import NamedTuple
 
 import msgspec
-import pytest
 import trio
 
 from dovecote.actors.errors import BrokerError
