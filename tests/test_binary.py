@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -128,3 +129,27 @@ def test_under_systemd_it_unpacks_into_the_cache_directory(binary, tmp_path):
     result = subprocess.run([binary, "--version"], env={"CACHE_DIRECTORY": str(cache)}, capture_output=True, timeout=60)
     assert result.returncode == 0
     assert [entry.is_symlink() for entry in cache.iterdir()].count(True) == 1
+
+
+def test_the_binary_runs_a_python_function_with_the_runtime_client_it_carries(binary, unpack_dir, tmp_path):
+    """The device binary carries no Python for user code: a python3.x function runs on the
+    interpreter the operator names, under the runtime client the binary writes out beside the code."""
+    from .net.test_boto3_lambda import HANDLER, ROLE, invoke, zipped
+
+    broker = ServeProcess(
+        tmp_path / "data", "--function-python", sys.executable, program=(str(binary),), env=bare_environment(unpack_dir),
+    ).start()
+    try:
+        lam = boto3.client(
+            "lambda", endpoint_url=f"http://127.0.0.1:{broker.http_port}", region_name="us-east-1",
+            aws_access_key_id="test", aws_secret_access_key="test",
+        )
+        lam.create_function(
+            FunctionName="on-device", Runtime="python3.12", Role=ROLE, Handler="handler.main",
+            Code={"ZipFile": zipped({"handler.py": HANDLER})},
+        )
+        answer, response = invoke(lam, "on-device", {"action": "echo"})
+        assert "FunctionError" not in response, answer
+        assert answer["function_name"] == "on-device" and answer["event"] == {"action": "echo"}
+    finally:
+        assert broker.terminate() == 0
