@@ -579,7 +579,7 @@ class Client(_Operations):
 
     def close(self) -> None:
         """No more requests: a later call raises ConnectionError."""
-        self._lost = ConnectionError("the client is closed")
+        self._lost = self._closed_because = ConnectionError("the client is closed")
         self._requests.detach()
 
     async def consume(
@@ -699,10 +699,11 @@ class Client(_Operations):
             pass
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, ssl.SSLError, frames.ProtocolError) as exc:
             self._closed_because = exc
-        self._lost = self._closed_because
-        self._take_registrations(pending)
-        for answer in pending.values():
-            answer(self._closed_because)
+        finally:  # also when open_client's block ends and cancels this loop: no call waits forever
+            self._lost = self._closed_because
+            self._take_registrations(pending)
+            for answer in pending.values():
+                answer(self._closed_because)
 
     async def _receive_answers(self, pending: dict[int, _Answer]) -> NoReturn:
         decoder = self._decoder

@@ -234,6 +234,31 @@ def test_a_call_after_the_broker_is_gone_raises_connection_error(tmp_path, run):
     run(body)
 
 
+def test_a_call_waiting_when_the_client_is_left_raises_connection_error(broker, run, queue):
+    """A task outside the client's block, long polling when the block ends, is answered at once."""
+
+    async def body():
+        outcome: list[BaseException] = []
+
+        async def long_poll(client: Client) -> None:
+            try:
+                await client.receive_message(queue, wait_time_seconds=20)
+            except ConnectionError as error:
+                outcome.append(error)
+
+        async with anyio.create_task_group() as tasks:
+            async with connect(broker) as client:
+                await client.create_queue(queue)
+                tasks.start_soon(long_poll, client)
+                await anyio.sleep(0.2)  # the poll is sent and parked
+            with anyio.fail_after(5):  # not the 20 s of the poll
+                while not outcome:
+                    await anyio.sleep(0.01)
+        assert "closed" in str(outcome[0])
+
+    run(body)
+
+
 def test_the_blocking_client_runs_the_same_operations(broker, queue):
     with BlockingClient("127.0.0.1", broker.port, tls=broker.tls, access_key=KEY, timeout_s=10) as client:
         url = client.create_queue(queue)
