@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import json
 import re
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -281,14 +282,15 @@ def _client_context(request: HttpRequest) -> str:
     try:
         if len(given) > MAX_CLIENT_CONTEXT_BYTES:
             raise ValueError("too long")
-        text = base64.b64decode(given, validate=True).decode()
-        if not isinstance(msgspec.json.decode(text), dict):
+        context = json.loads(base64.b64decode(given, validate=True))
+        if not isinstance(context, dict):
             raise ValueError("not an object")
-    except (ValueError, binascii.Error, msgspec.DecodeError, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BrokerError(
             "InvalidRequestContentException", f"Client context must be a valid Base64-encoded JSON object of at most {MAX_CLIENT_CONTEXT_BYTES} bytes."
         ) from None
-    return text
+    # Re-encoded on one line in ASCII: it travels to the runtime as a header value.
+    return json.dumps(context, separators=(",", ":"))
 
 
 def _header(request: HttpRequest, name: str) -> str | None:

@@ -55,6 +55,11 @@ class ProcessRunner:
                     nursery.cancel_scope.cancel()
             finally:
                 _kill_group(process)
+                with trio.CancelScope(shield=True):  # reaped and its pipes closed, also when cancelled (a timeout)
+                    await process.wait()
+                    for pipe in (process.stdout, process.stderr):
+                        if pipe is not None:
+                            await pipe.aclose()
         return f"exit status {code}" if code >= 0 else f"killed by signal {-code}"
 
 
