@@ -301,12 +301,15 @@ class FunctionActor:
         self._held_bytes += payload_bytes
 
     def post(self, message: object) -> None:
-        """Instance events, reconfiguration and stop. The channel holds every instance's
-        outstanding events by construction; a closed one (the actor ended) drops them."""
+        """Invocations (admitted first), instance events, reconfiguration and stop. The channel
+        holds them all: admit bounds the invocations, and the Runtime API server lets each instance
+        have at most two events outstanding. Once the actor has ended, an invocation is answered
+        ShuttingDown and anything else is dropped."""
         try:
             self._send.send_nowait(message)
         except trio.ClosedResourceError:
-            pass
+            if isinstance(message, _Invoke):
+                message.reply(shutting_down())
 
     # --- the actor's task ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -320,6 +323,7 @@ class FunctionActor:
                 self._expire(trio.current_time())
                 self._dispatch()
             self._send.close()
+            self._refuse_the_rest(shutting_down())
             nursery.cancel_scope.cancel()
 
     def _handle(self, message: object) -> None:
@@ -478,6 +482,10 @@ class FunctionActor:
         held = [*self._pending, *self._retries, *(i.current for i in self._instances.values() if i.current is not None)]
         for pending in held:
             pending.reply(error)
+        self._refuse_the_rest(error)
+
+    def _refuse_the_rest(self, error: BrokerError) -> None:
+        """The invocations still in the channel, answered with `error` (the actor has ended)."""
         while True:
             try:
                 message = self._receive.receive_nowait()

@@ -76,6 +76,11 @@ class _Instance:
         self._spec = spec
         self._post = post
         self._request_id = ""  # the invocation it works on, for its log lines
+        # What keeps its events outstanding at the function's actor to two (the actor's channel is
+        # sized so): one next waiting, then one answer (of the invocation in hand) or init error.
+        self._next_waiting = False
+        self._unanswered = ""
+        self._init_reported = False
 
     async def relay(self, stream: trio.abc.ReceiveStream, name: str) -> None:
         pending = b""
@@ -123,7 +128,7 @@ class _Instance:
     def _too_large(self, request: h11.Request) -> None:
         """A response past Lambda's limit fails its invocation, in Lambda's words."""
         parts = request.target.decode(errors="replace").split("?", 1)[0][len(RUNTIME_PREFIX):].split("/")
-        if len(parts) == 3 and parts[0] == "invocation" and parts[2] == "response":
+        if len(parts) == 3 and parts[0] == "invocation" and parts[2] == "response" and self._take_answer(parts[1]):
             message = f"Response payload size exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes)."
             error = f'{{"errorMessage": "{message}", "errorType": "Function.ResponseSizeTooLarge"}}'.encode()
             self._post(Answered(self._spec.instance_id, parts[1], error, "Function.ResponseSizeTooLarge"))
@@ -136,13 +141,19 @@ class _Instance:
         parts = path[len(RUNTIME_PREFIX):].split("/")
         instance_id = self._spec.instance_id
         if method == "GET" and parts == ["invocation", "next"]:
+            if self._next_waiting:
+                return 400, _JSON, b'{"errorType": "InvalidRequest", "errorMessage": "a next invocation is already awaited"}'
             slot: ReplySlot[InvocationEvent | None] = ReplySlot()
             self._request_id = ""
+            self._next_waiting = True
             self._post(NextWanted(instance_id, slot))
-            event = await slot.wait()
+            try:
+                event = await slot.wait()
+            finally:
+                self._next_waiting = False
             if event is None:
                 return 410, _JSON, b'{"errorType": "InstanceStopping", "errorMessage": "this instance is to stop"}'
-            self._request_id = event.request_id
+            self._request_id = self._unanswered = event.request_id
             headers = [
                 *_JSON,
                 ("Lambda-Runtime-Aws-Request-Id", event.request_id),
@@ -157,12 +168,24 @@ class _Instance:
             error_type = None
             if parts[2] == "error":
                 error_type = _header(request, b"lambda-runtime-function-error-type") or "Unhandled"
+            if not self._take_answer(parts[1]):
+                return 400, _JSON, b'{"errorType": "InvalidRequestID", "errorMessage": "not the invocation in hand, or answered already"}'
             self._post(Answered(instance_id, parts[1], body, error_type))
             return 202, _JSON, b'{"status": "OK"}'
         if method == "POST" and parts == ["init", "error"]:
+            if self._init_reported:
+                return 400, _JSON, b'{"errorType": "InvalidRequest", "errorMessage": "the init error was reported already"}'
+            self._init_reported = True
             self._post(InitFailed(instance_id, body, _header(request, b"lambda-runtime-function-error-type") or "Runtime.Unknown"))
             return 202, _JSON, b'{"status": "OK"}'
         return 404, _JSON, b'{"errorType": "InvalidRequest", "errorMessage": "no such Runtime API request"}'
+
+    def _take_answer(self, request_id: str) -> bool:
+        """Whether request_id is the invocation in hand, not answered yet; it is answered now."""
+        if not request_id or request_id != self._unanswered:
+            return False
+        self._unanswered = ""
+        return True
 
 
 def _closing_answer(status: int, body: bytes) -> bytes:

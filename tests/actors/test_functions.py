@@ -366,3 +366,14 @@ async def test_the_invocations_a_function_holds_are_bounded_in_number_and_bytes(
                 await functions.invoke("echo", b"3")
             assert "holds 3 invocations" in too_many.value.message
             nursery.cancel_scope.cancel()
+
+
+async def test_an_invocation_after_the_functions_stopped_is_answered_shutting_down(autojump_clock, tmp_path):
+    async with running_broker(runner=ScriptedRunner(), functions_dir=str(tmp_path)) as h:
+        await h.broker.functions.create("", PARAMS, CODE)
+        assert (await h.broker.functions.invoke("echo", b"1")).payload == b"1"
+        h.broker.functions.stop()
+        await trio.sleep(1)  # the registry tells its actors to stop, and they end
+        with trio.fail_after(5), pytest.raises(BrokerError) as refused:  # not a wait without end
+            await h.broker.functions.invoke("echo", b"2")
+        assert (refused.value.code, refused.value.message) == ("ServiceUnavailable", "The broker is shutting down.")

@@ -280,6 +280,52 @@ def test_a_provided_runtime_and_the_lambda_apis_errors(tmp_path):
         broker.terminate()
 
 
+# A custom runtime that answers out of turn: another invocation's id, then its own twice.
+UNRULY_BOOTSTRAP = textwrap.dedent(
+    f"""\
+    #!{sys.executable}
+    import json, os, urllib.error, urllib.request
+
+    api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+
+    def post(request_id, body):
+        try:
+            return urllib.request.urlopen(urllib.request.Request(api + request_id + "/response", body, method="POST")).status
+        except urllib.error.HTTPError as refused:
+            return refused.code
+
+    while True:
+        with urllib.request.urlopen(api + "next") as event:
+            request_id = event.headers["Lambda-Runtime-Aws-Request-Id"]
+        wrong = post("not-" + request_id, b'"stray"')
+        first = post(request_id, json.dumps({{"stray_answer": wrong}}).encode())
+        again = post(request_id, b'"twice"')
+        with open(os.environ["OUT_FILE"], "a") as out:
+            out.write(f"{{first}} {{again}}\\n")
+    """
+)
+
+
+def test_the_runtime_api_takes_one_answer_per_invocation_from_the_instance_that_has_it(tmp_path):
+    """Lambda's Runtime API answers 400 to a response for an invocation the instance does not
+    hold, or holds no more; the function's answer is the one it gave first."""
+    broker = ServeProcess(tmp_path / "data").start()
+    out_file = tmp_path / "statuses.txt"
+    try:
+        lam = client(f"http://127.0.0.1:{broker.http_port}", "lambda")
+        lam.create_function(
+            FunctionName="unruly", Runtime="provided.al2023", Role=ROLE, Handler="h",
+            Code={"ZipFile": zipped({"bootstrap": UNRULY_BOOTSTRAP}, {"bootstrap": 0o755})},
+            Environment={"Variables": {"OUT_FILE": str(out_file)}},
+        )
+        for _ in range(2):  # the warm instance goes on serving
+            answer, response = invoke(lam, "unruly", {})
+            assert answer == {"stray_answer": 400} and "FunctionError" not in response
+        wait_for(lambda: out_file.exists() and out_file.read_text().splitlines() == ["202 400", "202 400"])
+    finally:
+        assert broker.terminate() == 0
+
+
 def test_a_function_runs_under_awslambdaric_the_reference_runtime_client(tmp_path):
     """AWS's own runtime client (awslambdaric), as a custom runtime's bootstrap runs it, against
     dovecote's Runtime API."""
