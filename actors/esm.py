@@ -60,9 +60,13 @@ LONG_POLL_S = 20  # a poller's wait for a first message (SQS's longest)
 RETRY_PAUSE_S = 1.0  # after the queue or the function could not be asked (it is gone, overloaded, ...)
 
 
+def _ignored(result: Result) -> None:
+    """The answer to making messages visible again, which nothing waits for."""
+
+
 class Invocation(Protocol):
     payload: bytes
-    function_error: str | None  # "Unhandled", "Handled" or None
+    function_error: str | None  # "Unhandled" or None
     request_id: str
 
 
@@ -108,7 +112,7 @@ class EventSourceMappings:
         self._directory = directory
         self._session = session
         self._functions = functions
-        self._pollers: dict[str, trio.CancelScope] = {}
+        self._pollers: dict[str, Poller] = {}
         self._nursery: trio.Nursery | None = None
         self.mailbox = Mailbox(actor_capacity=mailbox_capacity)
 
@@ -338,7 +342,11 @@ class Poller:
         self.filtered += len(messages) - len(batch)
         if not batch:
             return
-        payload = esm_core.event_payload([record for record, keep in zip(records, kept) if keep])
+        records = [record for record, keep in zip(records, kept) if keep]
+        fit = esm_core.records_that_fit(records)
+        self._make_visible(batch[fit:])  # past Lambda's payload limit: for a later batch
+        batch, records = batch[:fit], records[:fit]
+        payload = esm_core.event_payload(records)
         # A failure to invoke (the function is gone, ...) leaves the batch to return after its visibility timeout.
         invocation = await self._functions.invoke(mapping.function_arn, payload, message_ids=[m.message_id for m in batch])
         failed = invocation.function_error is not None
@@ -389,13 +397,17 @@ class Poller:
 
     async def _release(self, slot: ReplySlot[Result]) -> None:
         received = await slot.wait()
-        if isinstance(received, Received) and received.messages:
-            try:
-                await ask(self._session, ChangeMessageVisibilityBatch(self._queue, [
-                    VisibilityEntry(str(index), message.receipt_handle, 0) for index, message in enumerate(received.messages)
-                ]))
-            except BrokerError:  # the queue is gone, or the broker stopping: the visibility timeout returns them
-                pass
+        if isinstance(received, Received):
+            self._make_visible(received.messages)
+
+    def _make_visible(self, messages: list[ReceivedMessage]) -> None:
+        """Ask the queue to make them visible again at once, without waiting (should it fail, the
+        queue gone or the broker stopping, their visibility timeout returns them)."""
+        for start in range(0, len(messages), esm_core.RECEIVE_MAX):
+            chunk = messages[start : start + esm_core.RECEIVE_MAX]
+            self._session.submit(ChangeMessageVisibilityBatch(
+                self._queue, [VisibilityEntry(str(index), message.receipt_handle, 0) for index, message in enumerate(chunk)],
+            ), _ignored)
 
     def _delete(self, messages: list[ReceivedMessage]) -> None:
         """Ask the queue to delete them, without waiting: the worker's next receive, behind the

@@ -33,6 +33,7 @@ import msgspec
 
 from .errors import BrokerError
 from .filter_policy import FilterPolicy, compile_event_pattern
+from .function_core import MAX_SYNC_PAYLOAD_BYTES
 from .json_depth import deeper_than
 from .ops import MessageAttributeValue, ReceivedMessage
 
@@ -300,6 +301,17 @@ def lambda_attribute(value: MessageAttributeValue) -> dict[str, Any]:
 
 def event_payload(records: Sequence[dict[str, Any]]) -> bytes:
     return json.dumps({"Records": list(records)}, separators=(",", ":")).encode()
+
+
+def records_that_fit(records: Sequence[dict[str, Any]], limit: int = MAX_SYNC_PAYLOAD_BYTES) -> int:
+    """How many of the first records one event carries within Lambda's payload limit (at least
+    one): as Lambda does, a batch is cut short rather than refused."""
+    size = len(event_payload([]))
+    for count, record in enumerate(records):
+        size += len(json.dumps(record, separators=(",", ":"))) + (count > 0)  # and its comma (ASCII: characters are bytes)
+        if size > limit and count > 0:
+            return count
+    return len(records)
 
 
 # --- filtering ----------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ LOCAL_CODE_BUCKET = "local"  # Code.S3Bucket of the local-path extension
 NO_RESERVED_CONCURRENCY = -1
 MIN_TIMEOUT_S, MAX_TIMEOUT_S, DEFAULT_TIMEOUT_S = 1, 900, 3
 MIN_MEMORY_MB, MAX_MEMORY_MB, DEFAULT_MEMORY_MB = 128, 10_240, 128
+MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's limit on a synchronous invocation's payload, and on its response
 MAX_ENVIRONMENT_BYTES = 4096  # AWS's limit on a function's variables, names and values together
 # The variables Lambda sets itself, which a function's Environment may not (AWS's list).
 RESERVED_VARIABLES = frozenset({

@@ -26,15 +26,14 @@ import trio
 
 from dovecote.actors.authorization import Decision, decide, lambda_action
 from dovecote.actors.errors import BrokerError, access_denied
-from dovecote.actors.function_core import LOCAL_CODE_BUCKET, NO_RESERVED_CONCURRENCY, Code, FunctionName, invalid_value, reserved_concurrency
+from dovecote.actors.function_core import LOCAL_CODE_BUCKET, MAX_SYNC_PAYLOAD_BYTES, NO_RESERVED_CONCURRENCY, Code, FunctionName, invalid_value, reserved_concurrency
 from dovecote.actors.functions import FunctionRegistry
 from dovecote.actors.principals import Principal
 from dovecote.storage.records import FunctionChanged
 
 from .http_server import HttpRequest, HttpResponse, split_target
 
-MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's limits on an invocation's payload
-MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024
+MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024  # Lambda's limit on an asynchronous invocation's payload
 MAX_CLIENT_CONTEXT_BYTES = 3583  # base64, as Lambda limits X-Amz-Client-Context
 DEFAULT_PAGE = 50
 _JSON_TYPE = "application/json"

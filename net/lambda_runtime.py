@@ -21,13 +21,13 @@ from collections.abc import Callable
 import h11
 import trio
 
+from dovecote.actors.function_core import MAX_SYNC_PAYLOAD_BYTES
 from dovecote.actors.functions import Answered, InitFailed, InstanceEvent, InstanceSpec, InvocationEvent, NextWanted
 from dovecote.actors.mailbox import ReplySlot
 
 log = logging.getLogger("dovecote.functions")
 
 RUNTIME_PREFIX = "/2018-06-01/runtime/"
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's limit on a synchronous response
 MAX_LOG_LINE_BYTES = 16 * 1024
 _JSON = [("Content-Type", "application/json")]
 
@@ -129,7 +129,7 @@ class _Instance:
         """A response past Lambda's limit fails its invocation, in Lambda's words."""
         parts = request.target.decode(errors="replace").split("?", 1)[0][len(RUNTIME_PREFIX):].split("/")
         if len(parts) == 3 and parts[0] == "invocation" and parts[2] == "response" and self._take_answer(parts[1]):
-            message = f"Response payload size exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes)."
+            message = f"Response payload size exceeded maximum allowed payload size ({MAX_SYNC_PAYLOAD_BYTES} bytes)."
             error = f'{{"errorMessage": "{message}", "errorType": "Function.ResponseSizeTooLarge"}}'.encode()
             self._post(Answered(self._spec.instance_id, parts[1], error, "Function.ResponseSizeTooLarge"))
 
@@ -202,7 +202,7 @@ def _header(request: h11.Request, name: bytes) -> str | None:
 
 async def _read_request(connection: h11.Connection, stream: trio.SocketStream) -> tuple[h11.Request | None, bytes | None]:
     """The next request and its body (request None: the peer closed; body None: the body is larger
-    than MAX_PAYLOAD_BYTES, the rest left unread)."""
+    than MAX_SYNC_PAYLOAD_BYTES, the rest left unread)."""
     request = None
     body = bytearray()
     while True:
@@ -215,7 +215,7 @@ async def _read_request(connection: h11.Connection, stream: trio.SocketStream) -
             request = event
         elif isinstance(event, h11.Data):
             body += event.data
-            if len(body) > MAX_PAYLOAD_BYTES:
+            if len(body) > MAX_SYNC_PAYLOAD_BYTES:
                 return request, None
         elif isinstance(event, h11.EndOfMessage):
             return request, bytes(body)

@@ -367,3 +367,20 @@ async def test_a_function_registry_that_raises_fails_the_mapping_not_the_broker(
         (report,) = [r for r in h.broker.statistics() if r.kind == "event-source-mapping"]
         assert report.actor.failures >= 1 and report.health.last_error == "RuntimeError: a bug"
         await h.ok(CreateQueue("still-serving"))
+
+
+async def test_a_batch_is_cut_short_at_lambdas_payload_limit(autojump_clock):
+    """A batch of 30 messages of 240 KB would be 7.2 MB, past Lambda's 6 MiB: it carries what fits,
+    and the rest come in a later one, at once (not after the visibility timeout)."""
+    functions = StandInFunctions()
+    async with mappings_running(functions) as h:
+        await h.ok(CreateQueue("q", {"VisibilityTimeout": "600"}))
+        for index in range(60):
+            await h.ok(SendMessage("q", f"{index:02d}" + "x" * 240_000))
+        await ok(h, "Create", EventSourceArn=ARN + "q", FunctionName="f", BatchSize=30, MaximumBatchingWindowInSeconds=5,
+                 ScalingConfig={"MaximumConcurrency": 2})
+        await trio.sleep(30)
+        sizes = [len(json.dumps(event, separators=(",", ":"))) for event in functions.events]
+        assert len(sizes) >= 3 and max(sizes) <= 6 * 1024 * 1024, sizes
+        assert sorted(body[:2] for body in functions.bodies()) == [f"{index:02d}" for index in range(60)]  # each once
+        assert await depth(h, "q") == 0

@@ -221,3 +221,12 @@ def test_fifo_failure_keeps_the_rest_of_its_group():
     answer = b'{"batchItemFailures": [{"itemIdentifier": "a"}]}'
     assert _deleted(answer, fifo=True, batch=batch) == ["b", "d"]
     assert _deleted(answer, fifo=False, batch=batch) == ["b", "c", "d"]
+
+
+def test_records_that_fit_cut_a_batch_where_its_event_would_pass_the_limit():
+    records = [{"body": "x" * 100}, {"body": "y" * 100}, {"body": "z" * 100}]
+    two = len(esm_core.event_payload(records[:2]))
+    assert esm_core.records_that_fit(records, limit=two) == 2
+    assert esm_core.records_that_fit(records, limit=two - 1) == 1
+    assert esm_core.records_that_fit(records, limit=len(esm_core.event_payload(records))) == 3
+    assert esm_core.records_that_fit(records[:1], limit=10) == 1  # one is always carried
