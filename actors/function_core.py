@@ -279,3 +279,8 @@ def instance_environment(function: FunctionChanged, region: str, code_root: str,
         "TZ": ":UTC",
     }
     return {**base, "AWS_ENDPOINT_URL": broker_url, **lambda_variables, **function.environment}
+
+
+def error_payload(error_type: str, message: str) -> bytes:
+    """An invocation's error as Lambda's answer carries it."""
+    return msgspec.json.encode({"errorMessage": message, "errorType": error_type})

@@ -76,6 +76,7 @@ from .function_core import (
     Code,
     FunctionName,
     FunctionsCore,
+    error_payload,
     instance_environment,
     not_found,
     parse_reference,
@@ -238,10 +239,6 @@ def _nobody(_: Invocation | BrokerError) -> None:
     """The reply of an asynchronous invocation: its caller was answered 202 when it was stored."""
 
 
-def _error_payload(error_type: str, message: str) -> bytes:
-    return msgspec.json.encode({"errorMessage": message, "errorType": error_type})
-
-
 class FunctionActor:
     """One function's instances and invocations (see the module's docstring). Owned by its own task."""
 
@@ -364,9 +361,9 @@ class FunctionActor:
                 log.info("function %s: instance %d ended (%s)", self._function.name, instance_id, why, extra={"function": self._function.name})
                 if instance.current is not None:
                     message_text = f"RequestId: {instance.current.request_id} Error: Runtime exited with error: {why}"
-                    self._finish(instance.current, _error_payload("Runtime.ExitError", message_text), "Unhandled", "Runtime.ExitError")
+                    self._finish(instance.current, error_payload("Runtime.ExitError", message_text), "Unhandled", "Runtime.ExitError")
                 elif not instance.ready:
-                    self._start_failed(_error_payload("Runtime.ExitError", f"Runtime exited with error: {why}"), "Runtime.ExitError")
+                    self._start_failed(error_payload("Runtime.ExitError", f"Runtime exited with error: {why}"), "Runtime.ExitError")
             case _Reconfigure(function=function):
                 self._function = function
                 self._generation += 1
@@ -469,11 +466,11 @@ class FunctionActor:
                 instance.current = None
                 self._kill(instance.instance_id)
                 message = f"RequestId: {pending.request_id} Error: Task timed out after {self._function.timeout_s:.2f} seconds"
-                self._finish(pending, _error_payload("Sandbox.Timedout", message), "Unhandled", "Sandbox.Timedout")
+                self._finish(pending, error_payload("Sandbox.Timedout", message), "Unhandled", "Sandbox.Timedout")
         while self._pending and self._pending[0].wait_until <= now:
             pending = self._pending.popleft()
             message = f"RequestId: {pending.request_id} Error: no instance of the function started within {self._function.timeout_s + INIT_ALLOWANCE_S:.2f} seconds"
-            self._finish(pending, _error_payload("Sandbox.Timedout", message), "Unhandled", "Sandbox.Timedout")
+            self._finish(pending, error_payload("Sandbox.Timedout", message), "Unhandled", "Sandbox.Timedout")
 
     def answer_all(self, error: BrokerError) -> None:
         """After it failed (from its supervisor's task): every invocation it held or was sent is

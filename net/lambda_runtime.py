@@ -21,7 +21,7 @@ from collections.abc import Callable
 import h11
 import trio
 
-from dovecote.actors.function_core import MAX_SYNC_PAYLOAD_BYTES
+from dovecote.actors.function_core import MAX_SYNC_PAYLOAD_BYTES, error_payload
 from dovecote.actors.functions import Answered, InitFailed, InstanceEvent, InstanceSpec, InvocationEvent, NextWanted
 from dovecote.actors.mailbox import ReplySlot
 
@@ -130,7 +130,7 @@ class _Instance:
         parts = request.target.decode(errors="replace").split("?", 1)[0][len(RUNTIME_PREFIX):].split("/")
         if len(parts) == 3 and parts[0] == "invocation" and parts[2] == "response" and self._take_answer(parts[1]):
             message = f"Response payload size exceeded maximum allowed payload size ({MAX_SYNC_PAYLOAD_BYTES} bytes)."
-            error = f'{{"errorMessage": "{message}", "errorType": "Function.ResponseSizeTooLarge"}}'.encode()
+            error = error_payload("Function.ResponseSizeTooLarge", message)
             self._post(Answered(self._spec.instance_id, parts[1], error, "Function.ResponseSizeTooLarge"))
 
     async def _answer(self, request: h11.Request, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
