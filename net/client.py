@@ -113,11 +113,11 @@ from dovecote.actors.ops import (
 )
 
 from . import frames
+from .frames import DEFAULT_PORT
 from .limits import DEFAULT_MAX_RESPONSE_FRAME_BYTES
 from .outbox import Outbox
 from .tls import TlsOption, client_context
 
-DEFAULT_PORT = 7480
 DEFAULT_TIMEOUT_S = 60.0
 MAX_LONG_POLL_S = 20  # SQS's longest WaitTimeSeconds, which a queue's ReceiveMessageWaitTimeSeconds may set
 MAX_UNSENT_REQUESTS = 1024  # a caller past them waits until the socket takes some

@@ -38,6 +38,7 @@ from dovecote.actors.ops import AnyOp, AnyResult, Failure, Op, Result
 
 MAGIC = b"DVCT"
 PROTOCOL_VERSION = 2
+DEFAULT_PORT = 7480  # where a broker serves the native protocol unless told otherwise
 SUPPORTED_VERSIONS = (1, 2)  # 1: no key handshake, served only by a broker without keys
 HELLO_BYTES = len(MAGIC) + 2
 WELCOME_BYTES = len(MAGIC) + 3

@@ -29,12 +29,13 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import anyio
-import anyio.abc
 import trio
 
 if TYPE_CHECKING:
     import asyncio
+
+    import anyio
+    import anyio.abc
 
 
 def _writer_to(transport: asyncio.WriteTransport) -> Callable[[bytearray], int]:
@@ -64,9 +65,12 @@ class Outbox:
 
     def attach(self, stream: trio.abc.Stream | anyio.abc.ByteStream) -> None:
         """Write straight to the stream's socket (asyncio's transport) from now on, if it is plain TCP."""
-        if isinstance(stream, trio.SocketStream):
+        if isinstance(stream, trio.SocketStream):  # the broker's connections: it loads no AnyIO
             self._write_now = functools.partial(os.write, stream.socket.fileno())
-        elif isinstance(stream, anyio.abc.SocketStream) and trio.lowlevel.in_trio_run():
+            return
+        import anyio.abc  # the client's connections, which loaded it already
+
+        if isinstance(stream, anyio.abc.SocketStream) and trio.lowlevel.in_trio_run():
             self._write_now = functools.partial(os.write, stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno())
         elif isinstance(stream, anyio.abc.SocketStream) and (transport := getattr(stream, "_transport", None)) is not None:
             self._write_now = _writer_to(transport)

@@ -46,7 +46,7 @@ from dovecote.actors.sse_policy import key_policy
 from dovecote.net.audit import Audit
 from dovecote.net.aws_gateway import AwsGateway, refusal as aws_refusal
 from dovecote.net.broker_endpoints import METRICS_MAX_QUEUES, METRICS_MAX_TOPICS, BrokerEndpoints
-from dovecote.net.client import DEFAULT_PORT
+from dovecote.net.frames import DEFAULT_PORT  # not the client's: the broker loads no client (nor AnyIO)
 from dovecote.actors.limits import PUSH_MAX_IN_FLIGHT, PUSH_MAX_RESPONSE_BYTES, PUSH_TIMEOUT_S
 from dovecote.net.http_auth import EndpointAuthenticator
 from dovecote.net.http_push import Pusher, SmtpRelay
