@@ -60,6 +60,14 @@ LONG_POLL_S = 20  # a poller's wait for a first message (SQS's longest)
 RETRY_PAUSE_S = 1.0  # after the queue or the function could not be asked (it is gone, overloaded, ...)
 
 
+def _missing_queue(queue_arn: str) -> BrokerError:
+    """Lambda's answer when a mapping's queue does not exist."""
+    return esm_core.invalid_value(
+        "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
+        f"SQS Error Message: The specified queue does not exist: {queue_arn}"
+    )
+
+
 def _ignored(result: Result) -> None:
     """The answer to making messages visible again, which nothing waits for."""
 
@@ -190,10 +198,7 @@ class EventSourceMappings:
         queue_arn = _text(params, "EventSourceArn")
         esm_core.queue_arn_parts(queue_arn)
         if self._directory.queue_by_arn(queue_arn) is None:
-            raise esm_core.invalid_value(
-                "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
-                f"SQS Error Message: The specified queue does not exist: {queue_arn}"
-            )
+            raise _missing_queue(queue_arn)
         function = self._function(_text(params, "FunctionName"), region)
         function_arn = self._functions.arn(function)
         self._refuse_duplicate(queue_arn, function_arn)
@@ -228,7 +233,10 @@ class EventSourceMappings:
         """As Lambda refuses it: a queue whose messages would return while the function may still
         be handling them."""
         region, queue = esm_core.queue_arn_parts(queue_arn)
-        answer = await ask(self._session(region), GetQueueAttributes(queue, ["VisibilityTimeout"]))
+        try:
+            answer = await ask(self._session(region), GetQueueAttributes(queue, ["VisibilityTimeout"]))
+        except BrokerError as error:
+            raise _missing_queue(queue_arn) if error.code == "QueueDoesNotExist" else error from None
         assert isinstance(answer, Attributes)
         visibility = int(answer.attributes["VisibilityTimeout"])
         if visibility < function.timeout_s:

@@ -198,8 +198,8 @@ class Session:
 
 
 async def ask(session: Session, op: Op) -> Result:
-    """An operation through a session, for an actor that consumes as a client does (a shovel, an
-    event source mapping's poller); raises the BrokerError a Failure answer carries."""
+    """An operation through a session, for an actor that asks as a client does (a shovel, the event
+    source mappings' checks); raises the BrokerError a Failure answer carries."""
     slot: ReplySlot[Result] = ReplySlot()
     session.submit(op, slot)
     result = await slot.wait()

@@ -347,6 +347,8 @@ def _attributes(values: dict[str, AttributeValue]) -> dict[str, MessageAttribute
 
 
 def _publish(request: PublishRequest) -> Op:
+    if sum(target is not None for target in (request.topic_arn, request.target_arn, request.phone_number)) > 1:
+        raise invalid_parameter("Only one of TopicArn, TargetArn or PhoneNumber may be specified")  # our words: no recording found
     if request.phone_number is not None:
         return PublishToPhoneNumber(
             request.phone_number, request.message, request.subject, request.message_structure, _attributes(request.message_attributes)

@@ -104,10 +104,11 @@ class EmbeddedBroker:
         self.clock.advance(seconds)
 
 
-def _keywords(data_dir: str | None, settings: dict[str, object]) -> dict[str, object]:
-    """The settings an embedded broker runs with: the caller's, over the embedded defaults."""
+def _keywords(temporary: bool, settings: dict[str, object]) -> dict[str, object]:
+    """The settings an embedded broker runs with: the caller's, over the embedded defaults (a
+    temporary directory, which nothing outlives, is not fsynced)."""
     defaults: dict[str, object] = {"port": 0, "http_port": 0}
-    if data_dir is None:
+    if temporary:
         defaults["sync"] = "os"
     return {**defaults, **settings}
 
@@ -141,7 +142,7 @@ async def open_broker(
     if data_dir is None:
         made_dir = data_dir = tempfile.mkdtemp(prefix="dovecote-")
     try:
-        config = serve_config(resolve_keywords({**_keywords(made_dir, settings), "data_dir": str(data_dir)}, "dovecote.embedded").values)
+        config = serve_config(resolve_keywords({**_keywords(made_dir is not None, settings), "data_dir": str(data_dir)}, "dovecote.embedded").values)
         stopping = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
@@ -157,8 +158,9 @@ async def open_broker(
                     yield broker
                 finally:
                     stopping.set()
-        except BaseExceptionGroup as group:  # a failed start, or the caller's own error, alone
-            raise sole_error(group) from None
+        except BaseExceptionGroup as group:  # a failed start, or the caller's own error, alone (its cause kept)
+            error = sole_error(group)
+            raise error from error.__cause__
     finally:
         if made_dir is not None:
             shutil.rmtree(made_dir, ignore_errors=True)

@@ -149,6 +149,34 @@ def test_leaving_the_block_stops_the_broker_cleanly_and_the_log_reads_back(tmp_p
         assert [m["Body"] for m in sqs_client(again).receive_message(QueueUrl=url.replace(broker.endpoint_url, again.endpoint_url))["Messages"]] == ["durable"]
 
 
+def fsyncs(broker) -> float:
+    for line in httpx.get(f"{broker.endpoint_url}/metrics").text.splitlines():
+        if line.startswith("dovecote_log_fsyncs_total "):
+            return float(line.split()[1])
+    raise AssertionError("no dovecote_log_fsyncs_total in /metrics")
+
+
+def test_a_given_directory_is_fsynced_and_a_temporary_one_is_not(tmp_path):
+    """A directory the application gives outlives the process: its commits are durable, as serve's;
+    a temporary one is removed with the broker, so fsyncing it would only cost time."""
+    with dovecote.embedded(str(tmp_path / "kept")) as broker:
+        sqs_client(broker).create_queue(QueueName="durable")
+        assert fsyncs(broker) > 0
+    with dovecote.embedded() as broker:
+        sqs_client(broker).create_queue(QueueName="throwaway")
+        assert fsyncs(broker) == 0
+
+
+async def test_a_trio_callers_own_error_leaves_open_broker_with_its_cause():
+    with pytest.raises(KeyError) as raised:
+        async with dovecote.open_broker():
+            try:
+                raise ValueError("the cause")
+            except ValueError as cause:
+                raise KeyError("mine") from cause
+    assert isinstance(raised.value.__cause__, ValueError)
+
+
 # --- the controllable clock --------------------------------------------------------------------------
 
 

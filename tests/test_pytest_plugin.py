@@ -52,12 +52,16 @@ def test_the_app_queue_is_this_tests_alone(dovecote_sqs):
 
 def test_a_native_client(dovecote_native):
     dovecote_native.create_queue("native")
+    dovecote_native.create_topic("native-topic")
     dovecote_native.send_message("native", "hello")
     assert [message.body for message in dovecote_native.receive_message("native")] == ["hello"]
 
 
-def test_the_next_native_client_starts_empty(dovecote_native):
-    assert dovecote_native.list_queues().queues == []
+def test_the_next_native_client_finds_neither(dovecote_broker, dovecote_native):
+    from dovecote.net.client import BlockingClient
+
+    with BlockingClient(*dovecote_broker.native_address) as other:  # not the fixture's own view
+        assert other.list_queues().queues == [] and other.list_topics().arns == []
 '''
 
 

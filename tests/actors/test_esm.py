@@ -11,7 +11,7 @@ import trio
 
 from dovecote.actors.errors import BrokerError
 from dovecote.actors.esm import EventSourceMappings, MappingRequest
-from dovecote.actors.ops import CreateQueue, GetQueueAttributes, ReceiveMessage, SendMessage
+from dovecote.actors.ops import CreateQueue, DeleteQueue, GetQueueAttributes, ReceiveMessage, SendMessage
 from dovecote.storage.memory_store import MemoryStore
 from dovecote.storage.records import MessageDeleted
 
@@ -268,6 +268,11 @@ async def test_api_rulings(autojump_clock):
         assert (await ok(h, "Get", uuid))["State"] == "Disabled"
         assert (await ok(h, "Delete", uuid))["State"] == "Deleting"
         assert (await refused(h, "Get", uuid)).code == "ResourceNotFoundException"
+        # a mapping whose queue was deleted, moved to another function: Lambda's words, not SQS's error
+        [of_r] = (await ok(h, "List", EventSourceArn=ARN + "r"))["EventSourceMappings"]
+        await h.ok(DeleteQueue("r"))
+        gone = await refused(h, "Update", of_r["UUID"], FunctionName="g")
+        assert gone.code == "InvalidParameterValueException" and "NonExistentQueue" in gone.message
 
 
 async def test_requests_past_the_mailbox_capacity_are_refused_retryably(autojump_clock):

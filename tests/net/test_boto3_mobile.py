@@ -153,11 +153,18 @@ def test_publish_to_a_phone_number_reaches_the_webhook_with_its_story_in_the_log
                 )
             with pytest.raises(sns.exceptions.InvalidParameterException, match="TargetArn Reason: No endpoint found for the target arn"):
                 sns.publish(TargetArn=ENDPOINT, Message="hi")
+            topic = sns.create_topic(Name="alongside")["TopicArn"]
+            with pytest.raises(sns.exceptions.InvalidParameterException, match="Only one of TopicArn, TargetArn or PhoneNumber"):
+                sns.publish(PhoneNumber="+15555550100", TopicArn=topic, Message="hi")  # neither is sent
             assert len(gateway.received()) == 1
-            with urllib.request.urlopen(url + "/metrics") as response:
-                metrics = response.read().decode()
-            assert 'dovecote_platform_deliveries_total{protocol="sms",outcome="delivered"} 1' in metrics
-            assert "dovecote_platform_pushes_pending 0" in metrics
+
+            def metrics() -> str:
+                with urllib.request.urlopen(url + "/metrics") as response:
+                    return response.read().decode()
+
+            # counted once the gateway's answer is read, a moment after the gateway has the request
+            wait_until(lambda: 'dovecote_platform_deliveries_total{protocol="sms",outcome="delivered"} 1' in metrics())
+            assert "dovecote_platform_pushes_pending 0" in metrics()
         finally:
             assert broker.terminate() == 0
     assert pushes_in_the_log(data_dir, sent) == [("PushQueued", None), ("PushDone", "delivered")]
