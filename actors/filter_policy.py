@@ -235,14 +235,7 @@ def compile_policy(text: str, scope: str = ATTRIBUTES) -> FilterPolicy:
         raise BrokerError("InvalidParameter", "Invalid parameter: FilterPolicyScope: must be MessageAttributes or MessageBody")
     if len(text.encode()) > MAX_POLICY_BYTES:
         raise _refuse(f"a policy is at most {MAX_POLICY_BYTES} bytes")
-    if deeper_than(text):
-        raise _refuse(f"a policy nests at most {MAX_JSON_DEPTH} levels deep")
-    try:
-        document = json.loads(text)
-    except ValueError:
-        raise _refuse("failed to parse JSON.") from None
-    if not isinstance(document, dict):
-        raise _refuse("Filter policy must be a JSON object")
+    document = _json_object(text, "a policy", "Filter policy must be a JSON object")
     root = _conjunction(document, (), scope == BODY)
     keys = _key_count(root)
     if keys > MAX_KEYS:
@@ -256,15 +249,21 @@ def compile_event_pattern(text: str) -> FilterPolicy:
     """A Lambda event filter's pattern (an event source mapping's FilterCriteria): the same grammar
     over a whole event, nested like a MessageBody policy, without SNS's limits on keys and
     combinations (Lambda bounds a pattern's length instead). Raises BrokerError."""
+    document = _json_object(text, "a pattern", "a pattern must be a JSON object")
+    return FilterPolicy(BODY, _conjunction(document, (), True), text)
+
+
+def _json_object(text: str, what: str, not_an_object: str) -> dict:
+    """A policy's or a pattern's text as the JSON object it must be; raises BrokerError saying why not."""
     if deeper_than(text):
-        raise _refuse(f"a pattern nests at most {MAX_JSON_DEPTH} levels deep")
+        raise _refuse(f"{what} nests at most {MAX_JSON_DEPTH} levels deep")
     try:
         document = json.loads(text)
     except ValueError:
         raise _refuse("failed to parse JSON.") from None
     if not isinstance(document, dict):
-        raise _refuse("a pattern must be a JSON object")
-    return FilterPolicy(BODY, _conjunction(document, (), True), text)
+        raise _refuse(not_an_object)
+    return document
 
 
 def _conjunction(document: dict, prefix: tuple[str, ...], nested: bool) -> Conjunction:
