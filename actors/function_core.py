@@ -69,6 +69,12 @@ def function_arn(account_id: str, region: str, name: str) -> str:
     return f"arn:aws:lambda:{region}:{account_id}:function:{name}"
 
 
+def is_function_arn(text: str) -> bool:
+    """Whether text is a whole function ARN (perhaps qualified), as an SNS lambda endpoint must be."""
+    match = _REFERENCE.fullmatch(text)
+    return match is not None and match["region"] is not None
+
+
 def parse_reference(reference: str, account_id: str, default_region: str, region: str = "") -> tuple[FunctionName, str]:
     """A function's name or ARN (perhaps qualified) as (region, name) and its qualifier ("" for
     none); a name alone is of `region` ("": the default one). A region that is the default one is "". Raises InvalidParameterValueException for text

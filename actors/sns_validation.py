@@ -17,12 +17,12 @@ from .attributes import AnyAttribute
 from . import authorization, delivery_policy, mobile, validation
 from .errors import BrokerError, invalid_parameter, parameter_value_invalid
 from .filter_policy import ATTRIBUTES, compile_policy
+from .function_core import is_function_arn
 from .limits import SNS_MAX_ARCHIVE_DAYS, SNS_MAX_BATCH_BYTES, SNS_MAX_BATCH_ENTRIES, SNS_MAX_MESSAGE_BYTES
 from .ops import PublishEntry
 from .push_types import FUNCTION_PROTOCOL, MOBILE_PROTOCOLS, PUSH_PROTOCOLS
 
 UNREACHABLE_PROTOCOLS = {"firehose"}  # need services outside this broker
-FUNCTION_ARN = re.compile(r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]+)?")
 MAIL_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 TOPIC_ATTRIBUTES = {
     "DisplayName",
@@ -249,7 +249,7 @@ def check_endpoint(protocol: str, endpoint: str, *, fifo: bool, push_protocols: 
             mobile.check_endpoint(protocol, endpoint, push_protocols)
             return
         if protocol == FUNCTION_PROTOCOL:
-            if not FUNCTION_ARN.fullmatch(endpoint):
+            if not is_function_arn(endpoint):
                 raise invalid_parameter("Lambda endpoint ARN")  # AWS's words
             return
         if protocol not in push_protocols:

@@ -727,7 +727,8 @@ class TopicCore:
                     dropped += 1
                     continue
             envelope = None
-            if not subscription.raw and subscription.protocol not in ("email", *MOBILE_PROTOCOLS):  # those get the text alone
+            # email and mobile get the text alone; a function always SNS's event, raw delivery or not
+            if (not subscription.raw or subscription.protocol == FUNCTION_PROTOCOL) and subscription.protocol not in ("email", *MOBILE_PROTOCOLS):
                 signed = push or self.options.sign_sqs  # HTTP/S and email-json messages are always signed
                 envelope = envelopes.get((payload, signed))
                 if envelope is None:

@@ -144,7 +144,8 @@ class Pusher:
                 request.endpoint, lambda_event(request.body, request.subscription_arn), asynchronous=True, message_ids=[request.message_id]
             )
         except BrokerError as error:
-            retried = NOT_RETRIED if error.code == "ResourceNotFoundException" else ""
+            # No such function, or an endpoint that names none: retrying cannot help (SNS's client-side errors)
+            retried = NOT_RETRIED if error.code in ("ResourceNotFoundException", "InvalidParameterValueException") else ""
             return f"{retried}{error.code}: {error.message}"[:200]
         return ""
 

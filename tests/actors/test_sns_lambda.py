@@ -84,7 +84,10 @@ def test_the_event_of_a_message_without_subject_or_attributes():
     assert (sns["Subject"], sns["MessageAttributes"], sns["SigningCertUrl"], sns["UnsubscribeUrl"]) == (None, {}, "https://c", "https://u")
 
 
-@pytest.mark.parametrize("endpoint", ["arn:aws:lambda:x", "https://example.com", FUNCTION, "arn:aws:sqs:us-east-1:000000000000:q"])
+@pytest.mark.parametrize("endpoint", [
+    "arn:aws:lambda:x", "https://example.com", FUNCTION, "arn:aws:sqs:us-east-1:000000000000:q",
+    "arn:aws:lambda:local:000000000000:function:f",  # no AWS region: no invocation could ever name it
+])
 async def test_a_lambda_endpoint_must_be_a_function_arn(autojump_clock, endpoint):
     async with running_broker(pusher=pusher_for(StandInFunctions())) as h:
         await h.ok(CreateTopic("t"))
@@ -106,9 +109,26 @@ async def test_a_throttled_invocation_is_retried_at_once_as_aws_does_for_its_end
         assert [(r.outcome, r.attempts) for r in log_of(h, PushDone)] == [("delivered", 3)]
 
 
-async def test_a_missing_function_sends_the_message_to_the_dead_letter_queue_at_once(autojump_clock):
-    missing = BrokerError("ResourceNotFoundException", "Function not found")
-    functions = StandInFunctions(refuse=[missing])
+async def test_a_raw_lambda_subscription_still_gets_snss_event(autojump_clock):
+    """RawMessageDelivery means nothing to a function: its event carries the envelope's fields
+    (before, the bare message was read as one and the topic's actor failed on it)."""
+    functions = StandInFunctions()
+    async with running_broker(pusher=pusher_for(functions)) as h:
+        await h.ok(CreateTopic("t"))
+        await h.ok(Subscribe("t", "lambda", FUNCTION + "f", {"RawMessageDelivery": "true"}))
+        sent = await h.ok(Publish("t", "plain text"))
+        await trio.sleep(1)
+        ((_, event, _),) = functions.invoked
+        sns = event["Records"][0]["Sns"]
+        assert (sns["Type"], sns["MessageId"], sns["Message"]) == ("Notification", sent.message_id, "plain text")
+
+
+@pytest.mark.parametrize("refusal", [
+    BrokerError("ResourceNotFoundException", "Function not found"),
+    BrokerError("InvalidParameterValueException", "a version other than $LATEST"),
+])
+async def test_a_missing_function_sends_the_message_to_the_dead_letter_queue_at_once(autojump_clock, refusal):
+    functions = StandInFunctions(refuse=[refusal])
     async with running_broker(pusher=pusher_for(functions)) as h:
         await h.ok(CreateTopic("t"))
         await h.ok(CreateQueue("dlq"))
