@@ -23,7 +23,6 @@ from dovecote.net.plain_data import plain
 from dovecote.storage.records import (
     AnyRecord,
     FunctionCodeStored,
-    FunctionInvoked,
     Sealed,
     DeliveryState,
     MessageDeleted,
@@ -74,7 +73,8 @@ class LogFilter(msgspec.Struct, frozen=True):
             return False
         if self.message_ids and not (
             getattr(record, "message_id", None) in self.message_ids
-            or (isinstance(record, FunctionInvoked) and not self.message_ids.isdisjoint(record.message_ids))  # the function that got it
+            # the function that got it: its queued event and its invocation
+            or not self.message_ids.isdisjoint(getattr(record, "message_ids", ()))
         ):
             return False
         if self.since_ms is not None and record.at_ms < self.since_ms:
@@ -184,7 +184,7 @@ def parse_time(text: str) -> int:
 
 _SKIPPED_IN_LINES = {
     "at_ms", "queue", "queue_id", "topic", "topic_id", "body", "message", "attributes", "system_attributes", "sealed", "wrapped", "alias",
-    "zip", "name",
+    "zip", "payload", "name",
 }
 
 
@@ -208,8 +208,9 @@ def describe(lsn: int, record: AnyRecord) -> str:
                 fields.append(f"{name}={ENCRYPTED} attributes={ENCRYPTED}")
             else:
                 fields.append(f"{name}={len(getattr(record, name).encode())}B attributes={len(record.attributes)}")
-    if isinstance(record, FunctionCodeStored):  # the zip's size, not its bytes
-        fields.append(f"zip={len(record.zip)}B")
+    for name in ("zip", "payload"):  # a function's code and an invocation's event: sizes, not contents
+        if name in record.__struct_fields__:
+            fields.append(f"{name}={len(getattr(record, name))}B")
     if is_encrypted(record):
         fields.append(f"encrypted=data-key-{record.sealed.key_id}")  # type: ignore[attr-defined]
     return " ".join(fields)

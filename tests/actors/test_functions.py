@@ -303,6 +303,10 @@ async def test_an_asynchronous_invocation_is_stored_before_it_is_accepted_and_ru
     assert store.load_function_events() == []  # done: its row went with its last FunctionInvoked
     (done,) = [r for _, r in store.read_log() if isinstance(r, FunctionInvoked)]
     assert done.request_id == accepted.request_id and done.outcome == "ok" and done.message_ids == ["m-9"]
+    # `dovecote log --message-id m-9`: the event queued, then its invocation; the event by its size
+    shown = [describe(lsn, record) for lsn, record in store.read_log() if LogFilter(message_ids=frozenset({"m-9"})).matches(record)]
+    assert [line.split()[3] for line in shown] == ["FunctionEventQueued", "FunctionInvoked"]
+    assert "payload=7B" in shown[0] and "later" not in shown[0]
 
 
 async def test_a_deleted_function_takes_its_pending_events_with_it(autojump_clock, tmp_path):
