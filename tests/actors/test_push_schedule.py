@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from dovecote.actors.delivery_policy import EffectivePolicy, RetryPolicy, retry_delays
+from dovecote.actors.delivery_policy import AWS_MANAGED_RETRY, EffectivePolicy, RetryPolicy, retry_delays
 from dovecote.actors.push_schedule import PushSchedule
 
 POLICY = EffectivePolicy(RetryPolicy(min_delay_s=2, max_delay_s=8, retries=4, no_delay_retries=1, min_delay_retries=1, backoff="linear"))
@@ -64,3 +64,34 @@ def test_the_throttle_spaces_attempts_and_allows_a_tenth_of_a_second_at_once():
     assert len(fast.take(0.05)) == 5
     fast.set_policy(EffectivePolicy())  # no throttle
     assert len(fast.take(0.05)) == 35
+
+
+def test_retries_past_the_listed_delays_wait_the_policys_longest_and_stop_at_its_count():
+    """The last phase (max_delay_retries, all at max_delay_s) is not listed, AWS's own policy having
+    100,000 of them: the delays are still the policy's, every one, and the count still ends them."""
+    policy = RetryPolicy(min_delay_s=1, max_delay_s=4, retries=8, no_delay_retries=1, min_delay_retries=1, max_delay_retries=3, backoff="linear")
+    schedule = PushSchedule(EffectivePolicy(policy), max_in_flight=10, now=0.0)
+    schedule.add(1)
+    delays = []
+    for _ in range(policy.retries):
+        _, retry_at = schedule.failed(1, 0.0)
+        delays.append(retry_at)
+        schedule.take(retry_at)
+    assert delays == retry_delays(policy)
+    assert schedule.failed(1, 0.0) == (9, None)
+
+    managed = PushSchedule(EffectivePolicy(AWS_MANAGED_RETRY), max_in_flight=10, now=0.0)
+    managed.add(2, attempts=100_014)
+    assert managed.failed(2, 0.0) == (100_015, 20.0)
+    managed.take(20.0)
+    assert managed.failed(2, 20.0) == (100_016, None)
+
+
+def test_giving_up_ends_a_push_whatever_its_policy_and_keeps_it_in_flight_until_dropped():
+    schedule = PushSchedule(EffectivePolicy(AWS_MANAGED_RETRY), max_in_flight=10, now=0.0)
+    schedule.add(1)
+    assert schedule.take(0.0) == [1]
+    assert schedule.give_up(1) == (1, None)
+    assert 1 in schedule.in_flight and schedule.take(1e9) == []
+    schedule.drop(1)
+    assert len(schedule) == 0
