@@ -19,7 +19,7 @@ import trio
 
 from dovecote.net.client import BlockingClient, open_client
 
-from .harness import BODY, PLAIN, BrokerProcess, Figure, Security, consume, produce, running_broker
+from .harness import BODY, PLAIN, BrokerProcess, Figure, Security, consume, percentile, produce, running_broker
 
 
 async def concurrent_single_sends(port: int, queue: str, clients: int, per_client: int, security: Security = PLAIN) -> float:
@@ -54,7 +54,7 @@ def round_trips(port: int, queue: str, rounds: int, security: Security = PLAIN) 
     singles.sort()
     return (
         statistics.median(singles) * 1000,
-        singles[int(len(singles) * 0.99)] * 1000,
+        percentile(singles, 0.99) * 1000,
         statistics.median(cycles) * 1000,
     )
 

@@ -17,7 +17,7 @@ import sys
 import ssl
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import anyio
@@ -73,6 +73,12 @@ def make_security(tls: bool, auth: bool, directory: str) -> Security:
     if auth:
         serve_args += ["--access-key", ":".join(BENCH_KEY)]
     return Security(tuple(serve_args), context, BENCH_KEY if auth else None, ca_file)
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """The sample at that fraction of the sorted samples (0.99: the p99), by nearest rank."""
+    ordered = sorted(samples)
+    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
 
 
 def free_port() -> int:

@@ -30,7 +30,7 @@ from botocore.config import Config
 from dovecote.actors.ops import CreateQueue, GetQueueAttributes, SendEntry, SendMessage, SendMessageBatch
 from dovecote.net.client import BlockingClient
 
-from .harness import Figure, main, running_broker
+from .harness import Figure, main, percentile, running_broker
 
 ACCOUNT_QUEUE_ARN = "arn:aws:sqs:us-east-1:000000000000:"
 NO_OP = "def handler(event, context):\n    return None\n"
@@ -139,7 +139,7 @@ def run(quick: bool) -> list[Figure]:
             ))
         latencies = sorted(latency(100 if quick else 400, serve_args))
         p50 = statistics.median(latencies)
-        p99 = latencies[int(len(latencies) * 0.99) - 1]
+        p99 = percentile(latencies, 0.99)
         figures.append(Figure(f"--sync {sync}: send to handler start, warm function, p50", p50, "ms", "< 10", p50 < 10))
         figures.append(Figure(f"--sync {sync}: send to handler start, warm function, p99", p99, "ms", "(reported)", True))
     return figures

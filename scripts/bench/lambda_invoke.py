@@ -8,46 +8,28 @@ the round trip of boto3's Invoke of a no-op Python handler against a real `dovec
 
 from __future__ import annotations
 
-import io
 import shutil
 import statistics
 import sys
 import time
-import zipfile
 
-import boto3
-from botocore.config import Config
 
-from .harness import Figure, main, running_broker
+from .harness import Figure, main, percentile, running_broker
+from .lambda_esm import handler_zip, lambda_client
 
 HANDLER = "def main(event, context):\n    return event\n"
 COLD_TARGET_MS = 1000.0
 WARM_TARGET_MS = 10.0
 
 
-def zipped_handler() -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("handler.py", HANDLER)
-    return out.getvalue()
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
-
-
 def run(quick: bool) -> list[Figure]:
     cold_runs, warm_runs = (3, 100) if quick else (20, 1000)
     python = shutil.which("python3") or sys.executable
     with running_broker("--function-python", python) as broker:
-        lam = boto3.client(
-            "lambda", endpoint_url=broker.http_endpoint, region_name="us-east-1", aws_access_key_id="bench",
-            aws_secret_access_key="bench", config=Config(retries={"max_attempts": 1}),
-        )
+        lam = lambda_client(broker.http_endpoint)
         lam.create_function(
             FunctionName="noop", Runtime="python3.12", Role="arn:aws:iam::000000000000:role/bench", Handler="handler.main",
-            Code={"ZipFile": zipped_handler()},
+            Code={"ZipFile": handler_zip(HANDLER)},
         )
         cold: list[float] = []
         for run_number in range(cold_runs):
